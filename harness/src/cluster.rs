@@ -1,0 +1,306 @@
+//! The cluster driver: everything the harness does to a cluster, through kube-rs and a
+//! kubeconfig only: [`ClusterClient`].
+//!
+//! It is the same code for kind and for loopback. Waits follow watches (kube-runtime's
+//! `await_condition`) and the caller sets every time limit.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, LogParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::GroupVersionKind;
+use kube::discovery::{ApiCapabilities, ApiResource, Scope};
+use kube::runtime::wait::{await_condition, conditions};
+use serde_json::{Value, json};
+
+/// The field manager for every server-side apply the harness makes.
+pub const FIELD_MANAGER: &str = "upstream-tls-conformance";
+/// Label on every namespace the harness creates, valued with the run id.
+pub const RUN_LABEL: &str = "upstream-tls-conformance/run";
+
+/// `apiVersion/Kind @ namespace/name`, how messages name an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectRef {
+    pub api_version: String,
+    pub kind: String,
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{}/{} @ {ns}/{}", self.api_version, self.kind, self.name),
+            None => write!(f, "{}/{} @ {}", self.api_version, self.kind, self.name),
+        }
+    }
+}
+
+/// What went wrong talking to the cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cannot read kubeconfig: {0}")]
+    Kubeconfig(#[source] kube::config::KubeconfigError),
+    #[error("cannot reach the cluster: {0}")]
+    Unreachable(#[source] Box<kube::Error>),
+    #[error("the cluster does not serve {api_version} {kind}: {source}")]
+    UnknownKind { api_version: String, kind: String, source: Box<kube::Error> },
+    #[error("{object}: {action} failed: {source}")]
+    Request { object: Box<ObjectRef>, action: &'static str, source: Box<kube::Error> },
+    #[error("{object}: {what} not seen within {limit:?}")]
+    Timeout { object: Box<ObjectRef>, what: String, limit: Duration },
+    #[error("object has no apiVersion, kind or metadata.name: {0}")]
+    Malformed(String),
+}
+
+/// Discovered resources by `(apiVersion, kind)`, with whether they are namespaced.
+type ResourceCache = HashMap<(String, String), (ApiResource, bool)>;
+
+/// A connection to one cluster.
+#[derive(Clone)]
+pub struct ClusterClient {
+    client: kube::Client,
+    resources: Arc<Mutex<ResourceCache>>,
+}
+
+impl ClusterClient {
+    /// Connects with a kubeconfig file (or the default one: `$KUBECONFIG`, `~/.kube/config`)
+    /// and optionally a context, and checks that the API server answers.
+    ///
+    /// # Errors
+    /// The kubeconfig cannot be read or the cluster does not answer.
+    pub async fn connect(kubeconfig: Option<&Path>, context: Option<&str>) -> Result<Self, ClusterError> {
+        let options = KubeConfigOptions { context: context.map(str::to_string), ..Default::default() };
+        let config = match kubeconfig {
+            Some(path) => {
+                let file = Kubeconfig::read_from(path).map_err(ClusterError::Kubeconfig)?;
+                kube::Config::from_custom_kubeconfig(file, &options).await
+            }
+            None => kube::Config::from_kubeconfig(&options).await,
+        }
+        .map_err(ClusterError::Kubeconfig)?;
+        let client = kube::Client::try_from(config).map_err(|e| ClusterError::Unreachable(Box::new(e)))?;
+        client.apiserver_version().await.map_err(|e| ClusterError::Unreachable(Box::new(e)))?;
+        Ok(ClusterClient { client, resources: Arc::default() })
+    }
+
+    async fn resource(&self, api_version: &str, kind: &str) -> Result<(ApiResource, bool), ClusterError> {
+        let key = (api_version.to_string(), kind.to_string());
+        if let Some(found) = self.resources.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return Ok(found.clone());
+        }
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let gvk = GroupVersionKind::gvk(group, version, kind);
+        let (resource, capabilities): (ApiResource, ApiCapabilities) =
+            kube::discovery::pinned_kind(&self.client, &gvk).await.map_err(|source| ClusterError::UnknownKind {
+                api_version: api_version.to_string(),
+                kind: kind.to_string(),
+                source: Box::new(source),
+            })?;
+        let found = (resource, capabilities.scope == Scope::Namespaced);
+        self.resources.lock().unwrap_or_else(|e| e.into_inner()).insert(key, found.clone());
+        Ok(found)
+    }
+
+    async fn api(&self, object: &ObjectRef) -> Result<Api<DynamicObject>, ClusterError> {
+        let (resource, namespaced) = self.resource(&object.api_version, &object.kind).await?;
+        Ok(match (&object.namespace, namespaced) {
+            (Some(ns), true) => Api::namespaced_with(self.client.clone(), ns, &resource),
+            _ => Api::all_with(self.client.clone(), &resource),
+        })
+    }
+
+    /// Creates a namespace labelled with the run id.
+    ///
+    /// # Errors
+    /// The API server refuses it.
+    pub async fn create_namespace(&self, name: &str, run_id: &str) -> Result<(), ClusterError> {
+        let namespace: Namespace = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {RUN_LABEL: run_id}},
+        }))
+        .map_err(|e| ClusterError::Malformed(e.to_string()))?;
+        Api::<Namespace>::all(self.client.clone())
+            .create(&PostParams::default(), &namespace)
+            .await
+            .map_err(failed(namespace_ref(name), "create"))?;
+        Ok(())
+    }
+
+    /// Server-side applies `object`; a namespaced object without a namespace goes to
+    /// `default_namespace`. Returns how the object is named.
+    ///
+    /// # Errors
+    /// Unknown kind, or the API server refuses the object (admission, conflicts).
+    pub async fn apply(&self, object: &Value, default_namespace: &str) -> Result<ObjectRef, ClusterError> {
+        let mut reference = object_ref(object)?;
+        let (_, namespaced) = self.resource(&reference.api_version, &reference.kind).await?;
+        let mut object = object.clone();
+        if namespaced {
+            let ns = reference.namespace.get_or_insert_with(|| default_namespace.to_string()).clone();
+            object["metadata"]["namespace"] = json!(ns);
+        } else {
+            reference.namespace = None;
+        }
+        let api = self.api(&reference).await?;
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        api.patch(&reference.name, &params, &Patch::Apply(&object))
+            .await
+            .map_err(failed(reference.clone(), "apply"))?;
+        Ok(reference)
+    }
+
+    /// Deletes an object; an object already gone is fine.
+    ///
+    /// # Errors
+    /// The API server refuses the deletion.
+    pub async fn delete(&self, object: &ObjectRef) -> Result<(), ClusterError> {
+        let api = self.api(object).await?;
+        match api.delete(&object.name, &DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            Err(source) => Err(failed(object.clone(), "delete")(source)),
+        }
+    }
+
+    /// Waits until a Deployment reports the Available condition for its current generation.
+    ///
+    /// # Errors
+    /// Not available within `limit`.
+    pub async fn wait_deployment_available(
+        &self,
+        namespace: &str,
+        name: &str,
+        limit: Duration,
+    ) -> Result<(), ClusterError> {
+        let api = Api::<Deployment>::namespaced(self.client.clone(), namespace);
+        let available = |d: Option<&Deployment>| {
+            d.is_some_and(|d| {
+                let status = d.status.as_ref();
+                let current = status.and_then(|s| s.observed_generation) == d.metadata.generation;
+                let condition = status.and_then(|s| s.conditions.as_ref()).is_some_and(|cs| {
+                    cs.iter().any(|c| c.type_.as_deref() == Some("Available") && c.status.as_deref() == Some("True"))
+                });
+                current && condition
+            })
+        };
+        let object = ObjectRef {
+            api_version: "apps/v1".into(),
+            kind: "Deployment".into(),
+            namespace: Some(namespace.into()),
+            name: name.into(),
+        };
+        match tokio::time::timeout(limit, await_condition(api, name, available)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(ClusterError::Malformed(format!("{object}: watch failed: {e}"))),
+            Err(_) => {
+                Err(ClusterError::Timeout { object: Box::new(object), what: "condition Available=True".into(), limit })
+            }
+        }
+    }
+
+    /// Follows an object until `matches` holds for it; returns the matching object.
+    /// On timeout returns the last version seen (or `None` if it never existed).
+    ///
+    /// # Errors
+    /// The kind is unknown or the watch fails.
+    pub async fn wait_for(
+        &self,
+        object: &ObjectRef,
+        limit: Duration,
+        matches: impl Fn(&Value) -> bool + Send + 'static,
+    ) -> Result<Result<Value, Option<Value>>, ClusterError> {
+        let api = self.api(object).await?;
+        let last: Arc<Mutex<Option<Value>>> = Arc::default();
+        let seen = last.clone();
+        let condition = move |o: Option<&DynamicObject>| {
+            let value = o.and_then(|o| serde_json::to_value(o).ok());
+            let ok = value.as_ref().is_some_and(&matches);
+            *seen.lock().unwrap_or_else(|e| e.into_inner()) = value;
+            ok
+        };
+        match tokio::time::timeout(limit, await_condition(api, &object.name, condition)).await {
+            Ok(Ok(Some(found))) => Ok(Ok(serde_json::to_value(found).unwrap_or_default())),
+            Ok(Ok(None)) => Ok(Err(None)),
+            Ok(Err(e)) => Err(ClusterError::Malformed(format!("{object}: watch failed: {e}"))),
+            Err(_) => Ok(Err(last.lock().unwrap_or_else(|e| e.into_inner()).take())),
+        }
+    }
+
+    /// Deletes a namespace and waits until it is gone.
+    ///
+    /// # Errors
+    /// The deletion is refused or the namespace is still there after `limit`.
+    pub async fn delete_namespace(&self, name: &str, limit: Duration) -> Result<(), ClusterError> {
+        let api = Api::<Namespace>::all(self.client.clone());
+        let uid = match api.delete(name, &DeleteParams::default()).await {
+            Ok(either) => either.map_left(|ns| ns.metadata.uid).left_or(None),
+            Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
+            Err(source) => return Err(failed(namespace_ref(name), "delete")(source)),
+        };
+        let Some(uid) = uid else { return Ok(()) };
+        match tokio::time::timeout(limit, await_condition(api, name, conditions::is_deleted(&uid))).await {
+            Ok(_) => Ok(()),
+            Err(_) => {
+                Err(ClusterError::Timeout { object: Box::new(namespace_ref(name)), what: "deletion".into(), limit })
+            }
+        }
+    }
+
+    /// The logs of every pod in `namespace` matching `selector`, as `(pod name, text)`.
+    ///
+    /// # Errors
+    /// Listing pods or reading a log fails.
+    pub async fn pod_logs(&self, namespace: &str, selector: &str) -> Result<Vec<(String, String)>, ClusterError> {
+        let api = Api::<Pod>::namespaced(self.client.clone(), namespace);
+        let pods =
+            api.list(&ListParams::default().labels(selector)).await.map_err(failed(pods_ref(namespace), "list"))?;
+        let mut logs = Vec::new();
+        for pod in pods {
+            let name = pod.metadata.name.unwrap_or_default();
+            let pod = ObjectRef { name: name.clone(), ..pods_ref(namespace) };
+            let text = api.logs(&name, &LogParams::default()).await.map_err(failed(pod, "read logs"))?;
+            logs.push((name, text));
+        }
+        Ok(logs)
+    }
+}
+
+/// How `object` names itself.
+///
+/// # Errors
+/// It lacks apiVersion, kind or metadata.name.
+pub fn object_ref(object: &Value) -> Result<ObjectRef, ClusterError> {
+    let field = |pointer: &str| object.pointer(pointer).and_then(Value::as_str).map(str::to_string);
+    match (field("/apiVersion"), field("/kind"), field("/metadata/name")) {
+        (Some(api_version), Some(kind), Some(name)) => {
+            Ok(ObjectRef { api_version, kind, namespace: field("/metadata/namespace"), name })
+        }
+        _ => Err(ClusterError::Malformed(truncate(&object.to_string(), 200))),
+    }
+}
+
+/// Turns a kube error into a [`ClusterError::Request`] about `object`.
+fn failed(object: ObjectRef, action: &'static str) -> impl FnOnce(kube::Error) -> ClusterError {
+    move |source| ClusterError::Request { object: Box::new(object), action, source: Box::new(source) }
+}
+
+fn namespace_ref(name: &str) -> ObjectRef {
+    ObjectRef { api_version: "v1".into(), kind: "Namespace".into(), namespace: None, name: name.into() }
+}
+
+fn pods_ref(namespace: &str) -> ObjectRef {
+    ObjectRef { api_version: "v1".into(), kind: "Pod".into(), namespace: Some(namespace.into()), name: "*".into() }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_string(),
+    }
+}

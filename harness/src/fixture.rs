@@ -1,0 +1,220 @@
+//! The backend fixture: [`BackendFixture`] renders the objects that run one TLS nginx backend
+//! (a Secret with its certificate, a ConfigMap with nginx.conf, a Deployment).
+//!
+//! They are not under test, so scenarios do not spell them out; the Service in front of them
+//! is under test and stays in the scenario file. nginx answers every request with a JSON
+//! [`BackendEcho`] of what it saw, and logs the same facts to stdout, so the harness can prove
+//! both what reached the backend and what did not.
+//!
+//! Paths in nginx.conf are relative (certificates to the config's directory, temporary files to
+//! the `-p` prefix), so the same file runs in a pod and as a loopback process.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::pki::Material;
+
+/// The port every backend listens on, named `https` in the pod.
+pub const BACKEND_PORT: u16 = 8443;
+/// The header carrying the harness's request id; the backend echoes and logs it.
+pub const REQUEST_ID_HEADER: &str = "x-conformance-request-id";
+/// The label selecting a backend's pods.
+pub const NAME_LABEL: &str = "app.kubernetes.io/name";
+/// Default container image on real clusters; loopback runs the local nginx whatever it says.
+pub const DEFAULT_IMAGE: &str = "nginx:1.27";
+
+/// What a backend saw of a request, as it answers it.
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendEcho {
+    pub backend: String,
+    pub request_id: String,
+    /// `https` when the connection was TLS.
+    pub scheme: String,
+    /// Empty when the client sent no SNI.
+    pub sni: String,
+    pub tls_version: String,
+    pub cipher: String,
+    pub alpn: String,
+    pub http_version: String,
+    pub host: String,
+    pub path: String,
+    pub client_verify: String,
+    pub client_subject: String,
+    pub client_issuer: String,
+    pub client_serial: String,
+    pub client_sha1: String,
+}
+
+/// The objects for one backend.
+pub struct BackendFixture<'a> {
+    pub name: &'a str,
+    pub namespace: &'a str,
+    pub certificate: &'a Material,
+    pub image: &'a str,
+}
+
+impl BackendFixture<'_> {
+    /// Secret, ConfigMap and Deployment, in the order they must be applied.
+    pub fn objects(&self) -> Vec<Value> {
+        vec![self.secret(), self.config_map(), self.deployment()]
+    }
+
+    fn labels(&self) -> Value {
+        json!({
+            NAME_LABEL: self.name,
+            "app.kubernetes.io/part-of": "upstream-tls-conformance",
+        })
+    }
+
+    fn secret(&self) -> Value {
+        use base64::Engine;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": format!("{}-tls", self.name), "namespace": self.namespace, "labels": self.labels()},
+            "type": "kubernetes.io/tls",
+            "data": {
+                "tls.crt": b64(&self.certificate.cert_pem),
+                "tls.key": b64(&self.certificate.key_pem),
+            },
+        })
+    }
+
+    fn config_map(&self) -> Value {
+        json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": format!("{}-nginx", self.name), "namespace": self.namespace, "labels": self.labels()},
+            "data": {"nginx.conf": nginx_conf(self.name)},
+        })
+    }
+
+    fn deployment(&self) -> Value {
+        json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": self.name, "namespace": self.namespace, "labels": self.labels()},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {NAME_LABEL: self.name}},
+                "template": {
+                    "metadata": {"labels": self.labels()},
+                    "spec": {
+                        "containers": [{
+                            "name": "nginx",
+                            "image": self.image,
+                            "command": [
+                                "nginx", "-p", "/var/run/fixture/", "-c", "/etc/fixture/nginx.conf",
+                                "-e", "stderr", "-g", "daemon off;",
+                            ],
+                            "ports": [{"name": "https", "containerPort": BACKEND_PORT}],
+                            "readinessProbe": {"tcpSocket": {"port": BACKEND_PORT}, "periodSeconds": 1},
+                            "volumeMounts": [
+                                {"name": "config", "mountPath": "/etc/fixture", "readOnly": true},
+                                {"name": "run", "mountPath": "/var/run/fixture"},
+                            ],
+                        }],
+                        "volumes": [
+                            {"name": "config", "projected": {"sources": [
+                                {"configMap": {"name": format!("{}-nginx", self.name)}},
+                                {"secret": {"name": format!("{}-tls", self.name)}},
+                            ]}},
+                            {"name": "run", "emptyDir": {}},
+                        ],
+                    },
+                },
+            },
+        })
+    }
+}
+
+/// The echo document, as an nginx string with variables. Values are nginx variables that
+/// cannot hold a double quote except the client DNs, which nginx prints RFC 2253-escaped.
+const ECHO_FIELDS: [(&str, &str); 14] = [
+    ("requestId", "$http_x_conformance_request_id"),
+    ("scheme", "$scheme"),
+    ("sni", "$ssl_server_name"),
+    ("tlsVersion", "$ssl_protocol"),
+    ("cipher", "$ssl_cipher"),
+    ("alpn", "$ssl_alpn_protocol"),
+    ("httpVersion", "$server_protocol"),
+    ("host", "$host"),
+    ("path", "$request_uri"),
+    ("clientVerify", "$ssl_client_verify"),
+    ("clientSubject", "$ssl_client_s_dn"),
+    ("clientIssuer", "$ssl_client_i_dn"),
+    ("clientSerial", "$ssl_client_serial"),
+    ("clientSha1", "$ssl_client_fingerprint"),
+];
+
+fn echo_template(backend: &str) -> String {
+    let fields: Vec<String> = std::iter::once(format!("\"backend\":\"{backend}\""))
+        .chain(ECHO_FIELDS.iter().map(|(k, v)| format!("\"{k}\":\"{v}\"")))
+        .collect();
+    format!("{{{}}}", fields.join(","))
+}
+
+/// nginx.conf for a backend: TLS on 8443, TLS 1.2 and 1.3, echo everything.
+pub fn nginx_conf(backend: &str) -> String {
+    let echo = echo_template(backend);
+    format!(
+        r#"# Backend fixture "{backend}" of the upstream TLS conformance harness.
+worker_processes 1;
+pid nginx.pid;
+events {{
+    worker_connections 256;
+}}
+http {{
+    client_body_temp_path tmp-body;
+    proxy_temp_path tmp-proxy;
+    fastcgi_temp_path tmp-fastcgi;
+    uwsgi_temp_path tmp-uwsgi;
+    scgi_temp_path tmp-scgi;
+    log_format echo escape=json '{echo}';
+    access_log /dev/stdout echo;
+    server {{
+        listen {port} ssl;
+        ssl_certificate tls.crt;
+        ssl_certificate_key tls.key;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_verify_client optional_no_ca;
+        default_type application/json;
+        location / {{
+            return 200 '{echo}\n';
+        }}
+    }}
+}}
+"#,
+        port = BACKEND_PORT,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echo_template_is_json_once_variables_are_filled() {
+        let filled = echo_template("echo").replace('$', "");
+        let echo: BackendEcho = serde_json::from_str(&filled).unwrap();
+        assert_eq!(echo.backend, "echo");
+        assert_eq!(echo.sni, "ssl_server_name");
+    }
+
+    #[test]
+    fn nginx_conf_uses_only_relative_file_paths() {
+        let conf = nginx_conf("echo");
+        assert!(conf.contains("ssl_certificate tls.crt;"));
+        assert!(conf.contains("listen 8443 ssl;"));
+        let file_directives = ["pid", "ssl_certificate", "ssl_certificate_key", "client_body_temp_path", "include"];
+        for line in conf.lines().map(str::trim) {
+            let mut words = line.split_whitespace();
+            let (Some(directive), Some(arg)) = (words.next(), words.next()) else { continue };
+            if file_directives.contains(&directive) || directive.ends_with("_temp_path") {
+                assert!(!arg.starts_with('/'), "absolute path in {line:?}");
+            }
+        }
+    }
+}

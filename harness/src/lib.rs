@@ -1,0 +1,29 @@
+//! The upstream TLS conformance harness for HTTPProxy implementations.
+//!
+//! The pipeline, one module per stage:
+//! - [`scenario`]: scenario files, loaded and checked before anything runs.
+//! - [`pki`]: certificates and keys with rcgen.
+//! - [`fixture`]: the nginx backend objects.
+//! - [`cluster`]: the cluster driver (kube-rs, a kubeconfig, nothing else).
+//! - [`traffic`]: requests through the proxy and their checks.
+//! - [`status_match`]: partial matching of object status.
+//! - [`runner`]: one scenario from set-up to clean-up.
+//! - [`target`]: where to run (a real cluster, or the built-in loopback cluster).
+//! - [`suite`]: many scenarios at once.
+
+pub mod cluster;
+pub mod fixture;
+pub mod pki;
+pub mod runner;
+pub mod scenario;
+pub mod status_match;
+pub mod suite;
+pub mod target;
+pub mod traffic;
+
+/// Installs aws-lc-rs as the process's rustls crypto provider. Call once at start; later
+/// calls do nothing.
+pub fn init_crypto() {
+    // An already-installed provider is fine: it is the same one, installed by an earlier call.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}

@@ -1,0 +1,168 @@
+//! `upstream-tls-conformance`: run the upstream TLS conformance suite.
+//!
+//! Exit codes: 0 every scenario passed; 1 a scenario failed; 2 invalid input (a scenario file,
+//! a flag); 3 environment problem (cluster unreachable, loopback cannot start).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use harness::runner::RunSettings;
+use harness::scenario::{LoadedScenario, load_dir};
+use harness::suite::{self, DEFAULT_PARALLELISM};
+use harness::target::{Environment, TargetConfig, env};
+
+const EXIT_FAILED: u8 = 1;
+const EXIT_INVALID_INPUT: u8 = 2;
+const EXIT_ENVIRONMENT: u8 = 3;
+
+#[derive(Parser)]
+#[command(version, about = "End-to-end conformance suite for upstream TLS in HTTPProxy implementations")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run scenarios against a cluster, or against the built-in loopback cluster when no
+    /// proxy address is given.
+    Run(RunArgs),
+    /// Load and check scenario files without running anything.
+    Check {
+        #[command(flatten)]
+        selection: Selection,
+    },
+    /// List scenarios with the contract clauses they prove.
+    List {
+        #[command(flatten)]
+        selection: Selection,
+    },
+}
+
+#[derive(clap::Args)]
+struct Selection {
+    /// Directory of scenario files (searched recursively for *.yaml).
+    #[arg(long, env = env::SCENARIOS)]
+    scenarios: Option<PathBuf>,
+    /// Run only scenarios whose name contains one of these strings.
+    #[arg(long = "filter", value_name = "TEXT")]
+    filters: Vec<String>,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    #[command(flatten)]
+    selection: Selection,
+    /// Address (host:port) where the implementation's proxy serves plain HTTP. Selects a real
+    /// cluster; without it the built-in loopback cluster is used.
+    #[arg(long, env = env::PROXY)]
+    proxy: Option<String>,
+    /// Kubeconfig of the real cluster (default: $KUBECONFIG, then ~/.kube/config).
+    #[arg(long, env = env::KUBECONFIG)]
+    kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context (default: the current context).
+    #[arg(long, env = env::CONTEXT)]
+    context: Option<String>,
+    /// Backend container image on a real cluster.
+    #[arg(long, env = env::IMAGE, default_value = harness::fixture::DEFAULT_IMAGE)]
+    image: String,
+    /// Loopback fault to switch on (repeatable); the suite should then fail.
+    #[arg(long = "loopback-fault", value_name = "FAULT", value_delimiter = ',', env = env::FAULTS)]
+    faults: Vec<loopback::Fault>,
+    /// How many scenarios run at once.
+    #[arg(long, default_value_t = DEFAULT_PARALLELISM)]
+    parallel: usize,
+    /// Keep scenario namespaces after the run, for debugging.
+    #[arg(long, env = env::KEEP_NAMESPACES)]
+    keep_namespaces: bool,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("UPSTREAM_TLS_LOG"))
+        .with_writer(std::io::stderr)
+        .init();
+    harness::init_crypto();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { selection } => match load(&selection) {
+            Ok(scenarios) => {
+                println!("{} scenario files are valid", scenarios.len());
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::List { selection } => match load(&selection) {
+            Ok(scenarios) => {
+                for s in &scenarios {
+                    println!("{:<40} {}", s.name(), s.scenario.contract.join(", "));
+                }
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Run(args) => run(args),
+    }
+}
+
+fn load(selection: &Selection) -> Result<Vec<LoadedScenario>, ExitCode> {
+    let dir = selection.scenarios.clone().unwrap_or_else(suite::default_scenario_dir);
+    let scenarios = load_dir(&dir).map_err(|errors| {
+        for error in &errors {
+            eprintln!("error: {error}");
+        }
+        eprintln!("{} problem(s) in scenario files; nothing was run", errors.len());
+        ExitCode::from(EXIT_INVALID_INPUT)
+    })?;
+    let selected: Vec<LoadedScenario> = scenarios
+        .into_iter()
+        .filter(|s| selection.filters.is_empty() || selection.filters.iter().any(|f| s.name().contains(f.as_str())))
+        .collect();
+    if selected.is_empty() {
+        eprintln!("error: no scenario matches the filters {:?}", selection.filters);
+        return Err(ExitCode::from(EXIT_INVALID_INPUT));
+    }
+    Ok(selected)
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let scenarios = match load(&args.selection) {
+        Ok(scenarios) => scenarios,
+        Err(code) => return code,
+    };
+    let target = match args.proxy {
+        Some(proxy) => TargetConfig::Cluster { kubeconfig: args.kubeconfig, context: args.context, proxy },
+        None => TargetConfig::Loopback { faults: args.faults },
+    };
+    let settings = RunSettings { image: args.image, keep_namespaces: args.keep_namespaces, ..Default::default() };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_ENVIRONMENT);
+        }
+    };
+    runtime.block_on(async move {
+        println!("upstream TLS conformance: {} scenarios against the {}", scenarios.len(), target.describe());
+        let environment = match Environment::connect(&target, settings).await {
+            Ok(environment) => environment,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_ENVIRONMENT);
+            }
+        };
+        let started = Instant::now();
+        let outcomes =
+            suite::run_all(&environment.target, &scenarios, args.parallel, |o| println!("{}", suite::line(o))).await;
+        let wall_time: Duration = started.elapsed();
+        environment.shutdown().await;
+        let text = suite::summary(&outcomes, wall_time);
+        // The per-scenario lines were printed as they finished; the totals close the run.
+        if let Some(totals) = text.split("\n\n").last() {
+            println!("\n{totals}");
+        }
+        if outcomes.iter().all(|o| o.passed()) { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILED) }
+    })
+}

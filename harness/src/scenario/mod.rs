@@ -1,0 +1,202 @@
+//! The scenario file format: the public contract between scenario authors and the harness.
+//!
+//! A scenario file is one YAML document, a [`Scenario`]: who it is ([`Scenario::name`], the
+//! contract clauses it proves, its features), the PKI to build ([`CertificateSpec`]), the TLS
+//! backends to deploy ([`BackendSpec`]) and ordered [`Step`]s. Every type rejects unknown
+//! fields, so a misspelt key is an error with its line and column, never a silent default.
+//!
+//! Strings in `apply` manifests and in expectations may hold `${...}` references
+//! ([`template`]): they are checked when the file is loaded and filled in at run time.
+//!
+//! [`load`] reads and checks files; nothing in this module touches a cluster.
+
+pub mod load;
+pub mod template;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+pub use load::{LoadError, LoadedScenario, load_dir, load_file};
+
+/// One scenario: a PKI, backends and the steps that prove some contract clauses.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Scenario {
+    /// Unique, DNS-label-like (`[a-z0-9-]`, at most 40 characters): it names the test, the
+    /// namespace and the virtual host.
+    pub name: Spanned<String>,
+    /// What the scenario shows, in a sentence or two.
+    pub description: String,
+    /// Clauses of the contract the scenario proves, such as `P1` or `V4`.
+    pub contract: Vec<String>,
+    /// Features the implementation must have for the scenario to apply.
+    #[serde(default)]
+    pub features: Vec<String>,
+    /// Certificates and keys to generate, in order: an issuer comes before what it signs.
+    #[serde(default)]
+    pub pki: Vec<CertificateSpec>,
+    /// TLS backends (nginx) to deploy before the steps run.
+    #[serde(default)]
+    pub backends: Vec<BackendSpec>,
+    /// What to do and check, in order.
+    pub steps: Vec<Step>,
+}
+
+/// A certificate and its key pair.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CertificateSpec {
+    /// How templates and backends refer to it.
+    pub name: Spanned<String>,
+    /// The certificate that signs this one; self-signed when absent.
+    #[serde(default)]
+    pub issuer: Option<Spanned<String>>,
+    /// Whether this is a CA certificate (basicConstraints CA:TRUE, keyCertSign).
+    #[serde(default)]
+    pub ca: bool,
+    /// Subject common name; defaults to the name.
+    #[serde(default)]
+    pub common_name: Option<String>,
+    /// DNS subjectAltNames.
+    #[serde(default)]
+    pub dns_names: Vec<String>,
+}
+
+/// A TLS backend: nginx serving a certificate and echoing what it saw as JSON.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BackendSpec {
+    /// Names the Deployment and labels its pods `app.kubernetes.io/name: <name>`; they listen
+    /// on port 8443 (named `https`).
+    pub name: Spanned<String>,
+    /// The PKI entry whose certificate and key nginx serves.
+    pub certificate: Spanned<String>,
+}
+
+/// One step. Exactly one key per list entry names its kind.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub enum Step {
+    /// Server-side apply of Kubernetes objects: a YAML block (several documents allowed).
+    /// Namespaced objects without a namespace go to the scenario's namespace.
+    Apply(Spanned<String>),
+    /// Wait until an object's status contains the given fields.
+    ExpectStatus(ExpectStatus),
+    /// Send HTTP requests through the proxy until the expectation holds.
+    Request(RequestStep),
+}
+
+/// Wait for an object's status.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ExpectStatus {
+    /// Defaults to `projectcontour.io/v1`.
+    #[serde(default)]
+    pub api_version: Option<String>,
+    /// Defaults to `HTTPProxy`.
+    #[serde(default)]
+    pub kind: Option<String>,
+    pub name: String,
+    /// Defaults to the scenario's namespace.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Fields the status must contain: maps match when every given key matches, lists when
+    /// every given element matches a distinct actual element, scalars when equal.
+    pub status: serde_json::Value,
+}
+
+/// Requests to the scenario's virtual host through the proxy.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RequestStep {
+    /// Host header and TLS-free virtual host; defaults to `${host}`.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Defaults to `/`.
+    #[serde(default)]
+    pub path: Option<String>,
+    pub expect: ResponseExpectation,
+}
+
+/// What every one of the consecutive answers must show.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ResponseExpectation {
+    /// The status code, or a list of acceptable codes.
+    pub status: StatusCodes,
+    /// The response body must start with this text.
+    #[serde(default)]
+    pub body_starts_with: Option<String>,
+    /// Whether the request reached a backend. `false` is checked on every answer and, at
+    /// the end, against the backends' access logs.
+    #[serde(default)]
+    pub backend_reached: Option<bool>,
+    /// What the backend must have seen (implies `backendReached: true`).
+    #[serde(default)]
+    pub backend: Option<BackendExpectation>,
+}
+
+/// One status code or several acceptable ones (`503` or `[502, 503]`).
+#[derive(Debug, Default)]
+pub struct StatusCodes(pub Vec<u16>);
+
+impl<'de> Deserialize<'de> for StatusCodes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct CodesVisitor;
+        impl<'de> serde::de::Visitor<'de> for CodesVisitor {
+            type Value = StatusCodes;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an HTTP status code or a list of them")
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, code: u64) -> Result<StatusCodes, E> {
+                http_code(code).map(|c| StatusCodes(vec![c]))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, code: i64) -> Result<StatusCodes, E> {
+                self.visit_u64(u64::try_from(code).map_err(|_| E::custom("status codes are positive"))?)
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<StatusCodes, A::Error> {
+                let mut codes = Vec::new();
+                while let Some(code) = seq.next_element::<u64>()? {
+                    codes.push(http_code(code)?);
+                }
+                if codes.is_empty() {
+                    return Err(serde::de::Error::custom("the list of status codes is empty"));
+                }
+                Ok(StatusCodes(codes))
+            }
+        }
+        d.deserialize_any(CodesVisitor)
+    }
+}
+
+fn http_code<E: serde::de::Error>(code: u64) -> Result<u16, E> {
+    match u16::try_from(code) {
+        Ok(c) if (100..=599).contains(&c) => Ok(c),
+        _ => Err(E::custom(format!("{code} is not an HTTP status code"))),
+    }
+}
+
+/// Facts the backend echoes about the connection it received. Only given fields are checked.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BackendExpectation {
+    /// The backend's name as in `backends`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Whether the connection was TLS.
+    #[serde(default)]
+    pub tls: Option<bool>,
+    /// The SNI the backend saw; `""` for none.
+    #[serde(default)]
+    pub sni: Option<String>,
+    /// The negotiated ALPN protocol; `""` for none.
+    #[serde(default)]
+    pub alpn: Option<String>,
+    /// `HTTP/1.1` or `HTTP/2.0`.
+    #[serde(default)]
+    pub http_version: Option<String>,
+}

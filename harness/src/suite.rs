@@ -1,0 +1,65 @@
+//! Many scenarios at once: [`run_all`] runs them concurrently against one target and
+//! [`summary`] renders the per-scenario result lines the entry points print.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures::StreamExt;
+
+use crate::runner::{ScenarioOutcome, Target, run_scenario};
+use crate::scenario::LoadedScenario;
+
+/// How many scenarios run at the same time by default.
+pub const DEFAULT_PARALLELISM: usize = 4;
+
+/// The repository's scenario directory, relative to the working directory when inside it
+/// (so messages show `scenarios/...`).
+pub fn default_scenario_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("scenarios");
+    let dir = dir.canonicalize().unwrap_or(dir);
+    match std::env::current_dir() {
+        Ok(cwd) => dir.strip_prefix(&cwd).map(PathBuf::from).unwrap_or(dir),
+        Err(_) => dir,
+    }
+}
+
+/// Runs every scenario, `parallelism` at a time; outcomes come back in input order.
+/// `on_done` is called as each scenario finishes (for progress output).
+pub async fn run_all(
+    target: &Target,
+    scenarios: &[LoadedScenario],
+    parallelism: usize,
+    on_done: impl Fn(&ScenarioOutcome),
+) -> Vec<ScenarioOutcome> {
+    futures::stream::iter(scenarios.iter().map(|s| run_scenario(target, s)))
+        .buffered(parallelism.max(1))
+        .inspect(|outcome| on_done(outcome))
+        .collect()
+        .await
+}
+
+/// One line per scenario, then the totals.
+pub fn summary(outcomes: &[ScenarioOutcome], wall_time: Duration) -> String {
+    let mut out = String::new();
+    for o in outcomes {
+        out.push_str(&line(o));
+        out.push('\n');
+    }
+    let passed = outcomes.iter().filter(|o| o.passed()).count();
+    out.push_str(&format!("\nsuite wall time: {:.1}s for {} scenarios\n", wall_time.as_secs_f64(), outcomes.len()));
+    out.push_str(&format!("{passed} passed, {} failed\n", outcomes.len() - passed));
+    out
+}
+
+/// `PASS name (1.2s)`, or `FAIL name (1.2s)` followed by the indented failure.
+pub fn line(outcome: &ScenarioOutcome) -> String {
+    let verdict = if outcome.passed() { "PASS" } else { "FAIL" };
+    let mut text = format!("{verdict} {} ({:.1}s)", outcome.name, outcome.duration.as_secs_f64());
+    if let Some(failure) = &outcome.failure {
+        text.push_str(&format!("\n  {}: {failure}", outcome.path.display()));
+    }
+    if let Some(cleanup) = &outcome.cleanup_error {
+        text.push_str(&format!("\n  warning: cleanup of namespace {} failed: {cleanup}", outcome.namespace));
+    }
+    text
+}

@@ -1,0 +1,289 @@
+//! Traffic through the implementation's proxy: [`send`] one request and get an [`Answer`],
+//! [`check`] an answer against a [`ResponseExpectation`], and [`until_consecutive`] to wait
+//! for N consecutive matching answers within a time limit.
+//!
+//! Requests dial the proxy address while carrying the scenario's host name (reqwest's
+//! `resolve`), so the Host header is what a real client would send.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::fixture::{BackendEcho, REQUEST_ID_HEADER};
+use crate::scenario::{BackendExpectation, ResponseExpectation};
+
+/// Bodies are kept up to this size in evidence.
+const BODY_LIMIT: usize = 2048;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What came back for one request.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Answer {
+    pub request_id: String,
+    /// `None` when no HTTP response arrived at all.
+    pub status: Option<u16>,
+    pub body: String,
+    /// The backend's echo, when the body is one for this very request.
+    pub echo: Option<BackendEcho>,
+    /// Transport error when no response arrived.
+    pub error: Option<String>,
+}
+
+impl Answer {
+    /// One line for failure messages.
+    pub fn summary(&self) -> String {
+        match (self.status, &self.error) {
+            (Some(status), _) => {
+                let body = self.body.trim();
+                let body = if body.len() > 160 {
+                    format!("{}...", &body[..body.floor_char_boundary(160)])
+                } else {
+                    body.to_string()
+                };
+                format!("{status} {body:?}")
+            }
+            (None, Some(error)) => format!("no response: {error}"),
+            (None, None) => "no response".into(),
+        }
+    }
+}
+
+/// Sends `GET path` for `host` to the proxy at `proxy`.
+pub async fn send(proxy: SocketAddr, host: &str, path: &str, request_id: &str) -> Answer {
+    let client = reqwest::Client::builder()
+        .resolve(host, proxy)
+        .timeout(REQUEST_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build();
+    let client = match client {
+        Ok(client) => client,
+        Err(e) => return no_response(request_id, e.to_string()),
+    };
+    let url = format!("http://{host}:{}{path}", proxy.port());
+    let response = match client.get(&url).header(REQUEST_ID_HEADER, request_id).send().await {
+        Ok(response) => response,
+        Err(e) => return no_response(request_id, error_chain(&e)),
+    };
+    let status = response.status().as_u16();
+    let body = match response.text().await {
+        Ok(body) => body,
+        Err(e) => return Answer { status: Some(status), ..no_response(request_id, error_chain(&e)) },
+    };
+    let echo = serde_json::from_str::<BackendEcho>(body.trim()).ok().filter(|e| e.request_id == request_id);
+    let body = if body.len() > BODY_LIMIT { body[..body.floor_char_boundary(BODY_LIMIT)].to_string() } else { body };
+    Answer { request_id: request_id.to_string(), status: Some(status), body, echo, error: None }
+}
+
+fn no_response(request_id: &str, error: String) -> Answer {
+    Answer { request_id: request_id.to_string(), status: None, body: String::new(), echo: None, error: Some(error) }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}
+
+/// Why an answer does not meet the expectation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch(pub String);
+
+/// Whether the expectation wants the backend reached (`Some(true)`), not reached
+/// (`Some(false)`) or does not say.
+pub fn wants_backend(expect: &ResponseExpectation) -> Option<bool> {
+    if expect.backend.is_some() { Some(true) } else { expect.backend_reached }
+}
+
+/// Checks one answer.
+///
+/// # Errors
+/// The first difference, saying expected and actual.
+pub fn check(expect: &ResponseExpectation, answer: &Answer) -> Result<(), Mismatch> {
+    let Some(status) = answer.status else {
+        return Err(Mismatch(format!("expected status {}, got {}", codes(&expect.status.0), answer.summary())));
+    };
+    if !expect.status.0.contains(&status) {
+        return Err(Mismatch(format!("expected status {}, got {}", codes(&expect.status.0), answer.summary())));
+    }
+    if let Some(prefix) = &expect.body_starts_with
+        && !answer.body.starts_with(prefix.as_str())
+    {
+        return Err(Mismatch(format!("expected a body starting with {prefix:?}, got {}", answer.summary())));
+    }
+    match (wants_backend(expect), &answer.echo) {
+        (Some(true), None) => {
+            return Err(Mismatch(format!("expected the backend to answer, got {}", answer.summary())));
+        }
+        (Some(false), Some(echo)) => {
+            return Err(Mismatch(format!("expected the backend not to be reached, but {} answered", echo.backend)));
+        }
+        _ => {}
+    }
+    if let (Some(want), Some(echo)) = (&expect.backend, &answer.echo) {
+        check_echo(want, echo)?;
+    }
+    Ok(())
+}
+
+fn check_echo(want: &BackendExpectation, echo: &BackendEcho) -> Result<(), Mismatch> {
+    let tls = echo.scheme == "https";
+    let facts: [(&str, Option<String>, String); 5] = [
+        ("backend", want.name.clone(), echo.backend.clone()),
+        ("tls", want.tls.map(|t| t.to_string()), tls.to_string()),
+        ("sni", want.sni.clone(), echo.sni.clone()),
+        ("alpn", want.alpn.clone(), echo.alpn.clone()),
+        ("httpVersion", want.http_version.clone(), echo.http_version.clone()),
+    ];
+    for (field, expected, actual) in facts {
+        if let Some(expected) = expected
+            && expected != actual
+        {
+            return Err(Mismatch(format!("backend saw {field} {actual:?}, expected {expected:?}")));
+        }
+    }
+    Ok(())
+}
+
+fn codes(codes: &[u16]) -> String {
+    let list: Vec<String> = codes.iter().map(u16::to_string).collect();
+    list.join(" or ")
+}
+
+/// How [`until_consecutive`] ended badly: the last answers and why the last one failed.
+#[derive(Debug, Clone)]
+pub struct NotSettled {
+    pub attempts: usize,
+    pub last_mismatch: Option<Mismatch>,
+    pub last_answers: Vec<Answer>,
+}
+
+/// Sends requests until `needed` consecutive answers pass `check`, or `limit` elapses.
+/// Returns the passing answers.
+///
+/// # Errors
+/// The limit passed first; carries the evidence.
+pub async fn until_consecutive<F, Fut>(
+    needed: usize,
+    limit: Duration,
+    interval: Duration,
+    mut attempt: F,
+    check: impl Fn(&Answer) -> Result<(), Mismatch>,
+) -> Result<Vec<Answer>, NotSettled>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: Future<Output = Answer>,
+{
+    let started = Instant::now();
+    let mut streak: Vec<Answer> = Vec::new();
+    let mut recent: Vec<Answer> = Vec::new();
+    let mut last_mismatch = None;
+    let mut attempts = 0;
+    loop {
+        let answer = attempt(attempts).await;
+        attempts += 1;
+        match check(&answer) {
+            Ok(()) => streak.push(answer.clone()),
+            Err(mismatch) => {
+                streak.clear();
+                last_mismatch = Some(mismatch);
+            }
+        }
+        recent.push(answer);
+        if recent.len() > 3 {
+            recent.remove(0);
+        }
+        if streak.len() >= needed {
+            return Ok(streak);
+        }
+        if started.elapsed() >= limit {
+            return Err(NotSettled { attempts, last_mismatch, last_answers: recent });
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::StatusCodes;
+
+    fn echo(request_id: &str) -> BackendEcho {
+        serde_json::from_value(serde_json::json!({
+            "backend": "echo", "requestId": request_id, "scheme": "https", "sni": "", "tlsVersion": "TLSv1.3",
+            "cipher": "x", "alpn": "", "httpVersion": "HTTP/1.1", "host": "h", "path": "/", "clientVerify": "NONE",
+            "clientSubject": "", "clientIssuer": "", "clientSerial": "", "clientSha1": "",
+        }))
+        .unwrap()
+    }
+
+    fn answer(status: u16, echoed: bool) -> Answer {
+        Answer {
+            request_id: "r1".into(),
+            status: Some(status),
+            body: "upstream connect error or disconnect/reset before headers. x".into(),
+            echo: echoed.then(|| echo("r1")),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn positive_expectation_needs_the_backend_and_its_facts() {
+        let expect = ResponseExpectation {
+            status: StatusCodes(vec![200]),
+            backend: Some(BackendExpectation { tls: Some(true), sni: Some(String::new()), ..Default::default() }),
+            ..Default::default()
+        };
+        assert!(check(&expect, &answer(200, true)).is_ok());
+        let err = check(&expect, &answer(200, false)).unwrap_err();
+        assert!(err.0.contains("expected the backend to answer"), "{err:?}");
+        let mut plain = answer(200, true);
+        plain.echo.as_mut().unwrap().scheme = "http".into();
+        assert_eq!(check(&expect, &plain).unwrap_err().0, "backend saw tls \"false\", expected \"true\"");
+    }
+
+    #[test]
+    fn a_404_never_passes_for_an_upstream_failure() {
+        let expect = ResponseExpectation {
+            status: StatusCodes(vec![502, 503]),
+            body_starts_with: Some("upstream connect error".into()),
+            backend_reached: Some(false),
+            ..Default::default()
+        };
+        assert!(check(&expect, &answer(503, false)).is_ok());
+        assert!(check(&expect, &answer(404, false)).is_err());
+        assert!(check(&expect, &answer(503, true)).is_err());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_mismatch_resets_the_streak() {
+        let statuses = [200, 503, 200, 200, 200];
+        let expect = ResponseExpectation { status: StatusCodes(vec![200]), ..Default::default() };
+        let passed = until_consecutive(
+            3,
+            Duration::from_secs(30),
+            Duration::ZERO,
+            |n| std::future::ready(answer(statuses[n], false)),
+            |a| check(&expect, a),
+        )
+        .await
+        .unwrap();
+        assert_eq!(passed.len(), 3);
+
+        let failed = until_consecutive(
+            3,
+            Duration::ZERO,
+            Duration::ZERO,
+            |_| std::future::ready(answer(404, false)),
+            |a| check(&expect, a),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(failed.attempts, 1);
+        assert!(failed.last_mismatch.unwrap().0.contains("expected status 200"));
+    }
+}

@@ -1,0 +1,106 @@
+//! The resource kinds the loopback API server knows: [`ResourceKind`] and the table [`KINDS`].
+//!
+//! One row per kind is the single place that decides a kind's group, version, plural,
+//! scope and whether it has a status subresource; discovery, routing and the store all read it.
+
+/// One kind of object the API server stores and serves.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ResourceKind {
+    /// API group; empty for the core group.
+    pub group: &'static str,
+    pub version: &'static str,
+    pub kind: &'static str,
+    /// The lowercase plural used in URLs.
+    pub plural: &'static str,
+    pub singular: &'static str,
+    pub namespaced: bool,
+    pub short_names: &'static [&'static str],
+    /// Whether `status` is a subresource: then writes to the main resource keep the stored
+    /// status and writes to `/status` change nothing else.
+    pub status_subresource: bool,
+}
+
+impl ResourceKind {
+    /// `v1` for the core group, `group/version` otherwise.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() { self.version.to_string() } else { format!("{}/{}", self.group, self.version) }
+    }
+
+    /// `kind.group` as Kubernetes names a resource in messages (`httpproxies.projectcontour.io`).
+    pub fn qualified_plural(&self) -> String {
+        if self.group.is_empty() { self.plural.to_string() } else { format!("{}.{}", self.plural, self.group) }
+    }
+}
+
+// One positional argument per column of the table keeps the rows below on one line each.
+#[allow(clippy::too_many_arguments)]
+const fn kind(
+    group: &'static str,
+    version: &'static str,
+    kind: &'static str,
+    plural: &'static str,
+    singular: &'static str,
+    namespaced: bool,
+    short_names: &'static [&'static str],
+    status_subresource: bool,
+) -> ResourceKind {
+    ResourceKind { group, version, kind, plural, singular, namespaced, short_names, status_subresource }
+}
+
+pub static NAMESPACE: ResourceKind = kind("", "v1", "Namespace", "namespaces", "namespace", false, &["ns"], true);
+pub static SECRET: ResourceKind = kind("", "v1", "Secret", "secrets", "secret", true, &[], false);
+pub static CONFIG_MAP: ResourceKind = kind("", "v1", "ConfigMap", "configmaps", "configmap", true, &["cm"], false);
+pub static SERVICE: ResourceKind = kind("", "v1", "Service", "services", "service", true, &["svc"], true);
+pub static POD: ResourceKind = kind("", "v1", "Pod", "pods", "pod", true, &["po"], true);
+pub static EVENT: ResourceKind = kind("", "v1", "Event", "events", "event", true, &["ev"], false);
+pub static DEPLOYMENT: ResourceKind =
+    kind("apps", "v1", "Deployment", "deployments", "deployment", true, &["deploy"], true);
+pub static INGRESS: ResourceKind =
+    kind("networking.k8s.io", "v1", "Ingress", "ingresses", "ingress", true, &["ing"], true);
+pub static HTTP_PROXY: ResourceKind =
+    kind("projectcontour.io", "v1", "HTTPProxy", "httpproxies", "httpproxy", true, &["proxy", "proxies"], true);
+pub static TLS_CERTIFICATE_DELEGATION: ResourceKind = kind(
+    "projectcontour.io",
+    "v1",
+    "TLSCertificateDelegation",
+    "tlscertificatedelegations",
+    "tlscertificatedelegation",
+    true,
+    &["tlscerts"],
+    false,
+);
+
+/// Every kind served, in discovery order.
+pub static KINDS: [&ResourceKind; 10] = [
+    &NAMESPACE,
+    &SECRET,
+    &CONFIG_MAP,
+    &SERVICE,
+    &POD,
+    &EVENT,
+    &DEPLOYMENT,
+    &INGRESS,
+    &HTTP_PROXY,
+    &TLS_CERTIFICATE_DELEGATION,
+];
+
+/// The kind served at `group/version/plural`, if any.
+pub fn by_plural(group: &str, version: &str, plural: &str) -> Option<&'static ResourceKind> {
+    KINDS.iter().copied().find(|k| k.group == group && k.version == version && k.plural == plural)
+}
+
+/// The kind named by an object's `apiVersion` and `kind`, if served.
+pub fn by_api_version_kind(api_version: &str, kind: &str) -> Option<&'static ResourceKind> {
+    KINDS.iter().copied().find(|k| k.api_version() == api_version && k.kind == kind)
+}
+
+/// The group versions served, as `(group, version)`, each once, core first.
+pub fn group_versions() -> Vec<(&'static str, &'static str)> {
+    let mut out: Vec<(&str, &str)> = Vec::new();
+    for k in KINDS {
+        if !out.contains(&(k.group, k.version)) {
+            out.push((k.group, k.version));
+        }
+    }
+    out
+}

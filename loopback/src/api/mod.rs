@@ -1,0 +1,24 @@
+//! The loopback API server: an in-memory subset of the Kubernetes API over HTTP.
+//!
+//! [`Store`] keeps the objects, [`kinds::KINDS`] says which kinds exist, [`serve`] answers
+//! HTTP on a listener, and [`write_kubeconfig`] hands clients (kube-rs, kubectl) the address.
+//!
+//! Behind [`serve`]: [`discovery`] documents, the verbs in `handlers`, [`watch`] streams,
+//! [`selectors`], [`patch`] formats and server-side [`apply`].
+
+pub mod admission;
+pub mod apply;
+pub mod discovery;
+pub mod errors;
+mod handlers;
+pub mod kinds;
+pub mod patch;
+pub mod selectors;
+pub mod server;
+pub mod store;
+pub mod watch;
+
+pub use errors::ApiError;
+pub use handlers::LOG_FILE_ANNOTATION;
+pub use server::{serve, write_kubeconfig};
+pub use store::{EventType, Store, Subresource, WatchEvent};

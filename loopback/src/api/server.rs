@@ -1,0 +1,434 @@
+//! The HTTP front of the API server: [`serve`] answers HTTP/1.1 on a listener, routes each
+//! request to discovery, a resource handler or a watch, and renders errors as `Status`.
+//! [`write_kubeconfig`] writes the kubeconfig that points clients at it.
+//!
+//! URL shapes follow Kubernetes: `/api/v1/...` for the core group, `/apis/{group}/{version}/...`
+//! for the others, then `{plural}[/{name}[/{subresource}]]`, optionally under
+//! `namespaces/{namespace}/`. Plain HTTP, no authentication.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::apply::ApplyRecords;
+use super::errors::ApiError;
+use super::kinds::{self, ResourceKind};
+use super::store::Store;
+use super::{discovery, handlers, watch as watches};
+
+/// The body of every response: a whole document or a watch stream.
+pub(super) type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// The largest request body accepted (Kubernetes allows 3 MiB objects; leave room for YAML).
+const MAX_BODY: usize = 16 * 1024 * 1024;
+
+/// How long open connections get to finish after shutdown before they are dropped.
+const DRAIN_TIME: Duration = Duration::from_secs(5);
+
+/// What every request handler may use.
+pub(super) struct ServerState {
+    pub store: Store,
+    pub applies: ApplyRecords,
+    pub shutdown: watch::Receiver<bool>,
+    pub address: SocketAddr,
+}
+
+/// Serves the Kubernetes API for `store` on `listener` until `shutdown` turns true (or its
+/// sender is dropped); open watch streams then end and connections are closed.
+pub async fn serve(listener: TcpListener, store: Store, mut shutdown: watch::Receiver<bool>) {
+    let address = listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
+    let state = Arc::new(ServerState { store, applies: ApplyRecords::default(), shutdown: shutdown.clone(), address });
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            () = stopped(&mut shutdown) => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    connections.spawn(serve_connection(stream, state.clone()));
+                }
+                Err(e) => {
+                    // Usually out of file descriptors: back off instead of spinning.
+                    tracing::warn!(error = %e, "api server: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener);
+    let drained = tokio::time::timeout(DRAIN_TIME, async { while connections.join_next().await.is_some() {} });
+    if drained.await.is_err() {
+        tracing::warn!("api server: connections still open after shutdown; dropping them");
+    }
+    connections.shutdown().await;
+}
+
+async fn serve_connection(stream: TcpStream, state: Arc<ServerState>) {
+    let mut shutdown = state.shutdown.clone();
+    let service = service_fn(move |request| {
+        let state = state.clone();
+        async move { Ok::<_, Infallible>(handle(request, &state).await) }
+    });
+    let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "api server: connection ended with an error");
+            }
+        }
+        () = stopped(&mut shutdown) => {
+            connection.as_mut().graceful_shutdown();
+            // Errors while closing are of no interest: the server is going away.
+            let _ = connection.await;
+        }
+    }
+}
+
+/// Resolves once `shutdown` is true or its sender is gone.
+pub(super) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns is not `Send`; drop it here rather than across an await.
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+async fn handle(request: Request<Incoming>, state: &ServerState) -> Response<Body> {
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let response = match dispatch(request, state).await {
+        Ok(response) => response,
+        Err(e) => error_response(&e),
+    };
+    tracing::debug!(%method, %path, status = response.status().as_u16(), "api request");
+    response
+}
+
+/// What a URL names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Target {
+    /// All objects of a kind, in one namespace or (`None`) in all.
+    Collection { kind: &'static ResourceKind, namespace: Option<String> },
+    /// One object or one of its subresources; `namespace` is empty for cluster-scoped kinds.
+    Object { kind: &'static ResourceKind, namespace: String, name: String, part: Part },
+}
+
+/// The part of an object a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Part {
+    Main,
+    Status,
+    Log,
+}
+
+async fn dispatch(request: Request<Incoming>, state: &ServerState) -> Result<Response<Body>, ApiError> {
+    let path = request.uri().path().trim_end_matches('/').to_string();
+    let query = Query::parse(request.uri().query().unwrap_or_default());
+    let method = request.method().clone();
+    if method == Method::GET {
+        match path.as_str() {
+            "/healthz" | "/readyz" | "/livez" => return Ok(text_response(StatusCode::OK, "ok")),
+            "/version" => return Ok(json_response(StatusCode::OK, &version_info())),
+            _ => {}
+        }
+        if let Some(document) = discovery::document(&path, state.address) {
+            return Ok(json_response(StatusCode::OK, &document));
+        }
+    }
+    let target = parse_target(&path).ok_or_else(|| ApiError::path_not_found(&path))?;
+    let content_type =
+        request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let body = if matches!(method, Method::POST | Method::PUT | Method::PATCH) {
+        read_body(request).await?
+    } else {
+        Bytes::new()
+    };
+    let request = handlers::Call { state, query: &query, content_type: &content_type, body: &body };
+    if method == Method::GET && query.flag("watch") {
+        let (kind, namespace, name) = match &target {
+            Target::Collection { kind, namespace } => (*kind, namespace.clone(), None),
+            Target::Object { kind, namespace, name, part: Part::Main } => {
+                (*kind, Some(namespace.clone()).filter(|ns| !ns.is_empty()), Some(name.clone()))
+            }
+            Target::Object { .. } => return Err(method_not_allowed(&method, &path)),
+        };
+        let watch = watches::WatchRequest::from_query(kind, namespace, name, &query)?;
+        return Ok(watch_response(watches::stream(&state.store, watch, state.shutdown.clone())));
+    }
+    let (code, document) = match (&method, &target) {
+        (&Method::GET, Target::Collection { kind, namespace }) => request.list(kind, namespace.as_deref())?,
+        (&Method::POST, Target::Collection { kind, namespace: Some(ns) }) => request.create(kind, ns)?,
+        (&Method::POST, Target::Collection { kind, namespace: None }) if !kind.namespaced => {
+            request.create(kind, "")?
+        }
+        (&Method::DELETE, Target::Collection { kind, namespace }) => {
+            request.delete_collection(kind, namespace.as_deref())?
+        }
+        (&Method::GET, Target::Object { namespace, name, part: Part::Log, .. }) => {
+            return request.logs(namespace, name).await;
+        }
+        (&Method::GET, Target::Object { kind, namespace, name, .. }) => request.get(kind, namespace, name)?,
+        (&Method::PUT, Target::Object { kind, namespace, name, part: part @ (Part::Main | Part::Status) }) => {
+            request.replace(kind, namespace, name, *part)?
+        }
+        (&Method::PATCH, Target::Object { kind, namespace, name, part: part @ (Part::Main | Part::Status) }) => {
+            request.patch(kind, namespace, name, *part)?
+        }
+        (&Method::DELETE, Target::Object { kind, namespace, name, part: Part::Main }) => {
+            request.delete(kind, namespace, name)?
+        }
+        _ => return Err(method_not_allowed(&method, &path)),
+    };
+    Ok(json_response(code, &document))
+}
+
+fn method_not_allowed(method: &Method, path: &str) -> ApiError {
+    ApiError::method_not_allowed(format!(
+        "the server does not allow this method on the requested resource ({method} {path})"
+    ))
+}
+
+async fn read_body(request: Request<Incoming>) -> Result<Bytes, ApiError> {
+    match Limited::new(request.into_body(), MAX_BODY).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) => Err(ApiError::bad_request(format!("reading the request body: {e}"))),
+    }
+}
+
+/// The resource a path names, if any (discovery paths are answered before this).
+pub(super) fn parse_target(path: &str) -> Option<Target> {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, version, rest) = match segments.as_slice() {
+        ["api", "v1", rest @ ..] => ("", "v1", rest),
+        ["apis", group, version, rest @ ..] => (*group, *version, rest),
+        _ => return None,
+    };
+    let kind = |plural: &str| kinds::by_plural(group, version, plural);
+    let object = |kind: &'static ResourceKind, namespace: &str, name: &str, part: Option<&str>| {
+        let part = match part {
+            None => Part::Main,
+            Some("status") if kind.status_subresource => Part::Status,
+            Some("log") if kind == &kinds::POD => Part::Log,
+            Some(_) => return None,
+        };
+        Some(Target::Object { kind, namespace: namespace.into(), name: name.into(), part })
+    };
+    match rest {
+        ["namespaces", ns, plural, tail @ ..] if kind(plural).is_some_and(|k| k.namespaced) => {
+            let kind = kind(plural)?;
+            match tail {
+                [] => Some(Target::Collection { kind, namespace: Some((*ns).into()) }),
+                [name] => object(kind, ns, name, None),
+                [name, part] => object(kind, ns, name, Some(part)),
+                _ => None,
+            }
+        }
+        [plural] => Some(Target::Collection { kind: kind(plural)?, namespace: None }),
+        [plural, name] if kind(plural).is_some_and(|k| !k.namespaced) => object(kind(plural)?, "", name, None),
+        [plural, name, part] if kind(plural).is_some_and(|k| !k.namespaced) => {
+            object(kind(plural)?, "", name, Some(part))
+        }
+        _ => None,
+    }
+}
+
+/// Query parameters, percent-decoded; a repeated key keeps its last value.
+#[derive(Debug, Default)]
+pub(super) struct Query(HashMap<String, String>);
+
+impl Query {
+    pub fn parse(query: &str) -> Self {
+        Query(
+            query
+                .split('&')
+                .filter(|pair| !pair.is_empty())
+                .map(|pair| {
+                    let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+                    (percent_decode(key), percent_decode(value))
+                })
+                .collect(),
+        )
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str).filter(|v| !v.is_empty())
+    }
+
+    /// A boolean parameter: `true` or `1`.
+    pub fn flag(&self, key: &str) -> bool {
+        matches!(self.get(key), Some("true" | "1"))
+    }
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => match text.get(i + 1..i + 3).and_then(|hex| u8::from_str_radix(hex, 16).ok()) {
+                Some(byte) => {
+                    out.push(byte);
+                    i += 2;
+                }
+                None => out.push(b'%'),
+            },
+            byte => out.push(byte),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A JSON document with `code`.
+pub(super) fn json_response(code: StatusCode, document: &Value) -> Response<Body> {
+    // Serializing a `Value` cannot fail: its map keys are strings.
+    let bytes = serde_json::to_vec(document).unwrap_or_default();
+    response(code, "application/json", Bytes::from(bytes))
+}
+
+pub(super) fn text_response(code: StatusCode, text: impl Into<Bytes>) -> Response<Body> {
+    response(code, "text/plain; charset=utf-8", text.into())
+}
+
+/// An error as the `Status` document Kubernetes clients expect.
+pub(super) fn error_response(error: &ApiError) -> Response<Body> {
+    let code = StatusCode::from_u16(error.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    json_response(code, &error.to_status())
+}
+
+fn watch_response(body: Body) -> Response<Body> {
+    let mut response = Response::new(body);
+    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    response
+}
+
+fn response(code: StatusCode, content_type: &'static str, bytes: Bytes) -> Response<Body> {
+    let mut response = Response::new(Full::new(bytes).boxed_unsync());
+    *response.status_mut() = code;
+    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    response
+}
+
+/// What `/version` answers; kubectl prints it and checks the skew against itself.
+fn version_info() -> Value {
+    json!({
+        "major": "1",
+        "minor": "33",
+        "gitVersion": "v1.33.0-loopback",
+        "gitCommit": "0000000000000000000000000000000000000000",
+        "gitTreeState": "clean",
+        "buildDate": "2025-01-01T00:00:00Z",
+        "goVersion": "go1.24.0",
+        "compiler": "gc",
+        "platform": "linux/amd64",
+    })
+}
+
+/// Writes a kubeconfig whose current context `loopback` points at `server_url` (for example
+/// `http://127.0.0.1:6443`) with no credentials and the namespace `default`.
+///
+/// # Errors
+/// Writing the file.
+pub fn write_kubeconfig(path: &Path, server_url: &str) -> std::io::Result<()> {
+    // A JSON string is a valid YAML scalar, so the URL needs no further quoting rules.
+    let server = Value::String(server_url.to_string());
+    let text = format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: loopback
+  cluster:
+    server: {server}
+users:
+- name: loopback
+  user: {{}}
+contexts:
+- name: loopback
+  context:
+    cluster: loopback
+    user: loopback
+    namespace: default
+current-context: loopback
+preferences: {{}}
+"
+    );
+    std::fs::write(path, text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn core_and_group_paths() {
+        let collection =
+            |kind, namespace: Option<&str>| Target::Collection { kind, namespace: namespace.map(String::from) };
+        let object = |kind, namespace: &str, name: &str, part| Target::Object {
+            kind,
+            namespace: namespace.into(),
+            name: name.into(),
+            part,
+        };
+        assert_eq!(parse_target("/api/v1/namespaces"), Some(collection(&kinds::NAMESPACE, None)));
+        assert_eq!(parse_target("/api/v1/namespaces/a"), Some(object(&kinds::NAMESPACE, "", "a", Part::Main)));
+        assert_eq!(parse_target("/api/v1/namespaces/a/status"), Some(object(&kinds::NAMESPACE, "", "a", Part::Status)));
+        assert_eq!(parse_target("/api/v1/namespaces/a/secrets"), Some(collection(&kinds::SECRET, Some("a"))));
+        assert_eq!(parse_target("/api/v1/secrets"), Some(collection(&kinds::SECRET, None)));
+        assert_eq!(parse_target("/api/v1/namespaces/a/pods/p/log"), Some(object(&kinds::POD, "a", "p", Part::Log)));
+        assert_eq!(
+            parse_target("/apis/projectcontour.io/v1/namespaces/a/httpproxies/p/status"),
+            Some(object(&kinds::HTTP_PROXY, "a", "p", Part::Status))
+        );
+    }
+
+    #[test]
+    fn unknown_paths_and_subresources() {
+        for path in [
+            "/api/v1/secrets/s",
+            "/api/v1/namespaces/a/secrets/s/status",
+            "/api/v1/namespaces/a/configmaps/c/log",
+            "/api/v1/namespaces/a/namespaces",
+            "/apis/example.com/v1/things",
+            "/api/v2/pods",
+            "/metrics",
+        ] {
+            assert_eq!(parse_target(path), None, "{path}");
+        }
+    }
+
+    #[test]
+    fn query_parameters_are_decoded() {
+        let query = Query::parse("labelSelector=app%3Dweb%2Ctier+in+(a)&watch=1&empty=&bad=%zz%4");
+        assert_eq!(query.get("labelSelector"), Some("app=web,tier in (a)"));
+        assert!(query.flag("watch"));
+        assert_eq!(query.get("empty"), None);
+        assert_eq!(query.get("bad"), Some("%zz%4"));
+    }
+
+    #[test]
+    fn kubeconfig_names_the_server() {
+        let dir = std::env::temp_dir().join(format!("loopback-kubeconfig-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config");
+        write_kubeconfig(&path, "http://127.0.0.1:1234").unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("server: \"http://127.0.0.1:1234\""), "{text}");
+        assert!(text.contains("current-context: loopback"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,144 @@
+//! Starting and stopping a whole loopback cluster: [`Loopback`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::api::{self, Store, kinds};
+use crate::config::LoopbackConfig;
+use crate::controller::Controller;
+use crate::dataplane::{self, RouteTable};
+use crate::kubelet::Kubelet;
+
+/// Why a loopback cluster could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(
+        "nginx not found (looked for {searched}); install it (Debian: apt-get install -y nginx-light) or set `nginx` in the loopback config"
+    )]
+    NginxNotFound { searched: String },
+    #[error("cannot prepare work directory {path}: {source}")]
+    WorkDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot listen on 127.0.0.1: {0}")]
+    Bind(std::io::Error),
+}
+
+/// A running loopback cluster. Stop it with [`Loopback::shutdown`]; dropping it also stops
+/// its tasks, but without waiting for backend processes to exit.
+pub struct Loopback {
+    kubeconfig: PathBuf,
+    api_address: SocketAddr,
+    proxy_address: SocketAddr,
+    work_dir: PathBuf,
+    owns_work_dir: bool,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Loopback {
+    /// Starts the API server, kubelet, controller and proxy on 127.0.0.1.
+    ///
+    /// # Errors
+    /// nginx is missing, the work directory cannot be made, or no port can be bound.
+    pub async fn start(config: LoopbackConfig) -> Result<Self, StartError> {
+        let nginx = find_nginx(config.nginx.as_deref())?;
+        let (work_dir, owns_work_dir) = match &config.work_dir {
+            Some(dir) => (dir.clone(), false),
+            None => (fresh_temp_dir(), true),
+        };
+        let work_dir_error = |source| StartError::WorkDir { path: work_dir.clone(), source };
+        std::fs::create_dir_all(work_dir.join("pods")).map_err(work_dir_error)?;
+        // nginx workers run as an unprivileged user when started as root: they must be able to
+        // reach the files below.
+        std::fs::set_permissions(&work_dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .map_err(|source| StartError::WorkDir { path: work_dir.clone(), source })?;
+
+        let api_listener = TcpListener::bind("127.0.0.1:0").await.map_err(StartError::Bind)?;
+        let proxy_listener = TcpListener::bind("127.0.0.1:0").await.map_err(StartError::Bind)?;
+        let api_address = api_listener.local_addr().map_err(StartError::Bind)?;
+        let proxy_address = proxy_listener.local_addr().map_err(StartError::Bind)?;
+        let kubeconfig = work_dir.join("kubeconfig");
+        api::write_kubeconfig(&kubeconfig, &format!("http://{api_address}"))
+            .map_err(|source| StartError::WorkDir { path: kubeconfig.clone(), source })?;
+
+        let store = Store::new();
+        // A fresh store cannot refuse its first namespace.
+        let _ = store.create(&kinds::NAMESPACE, "", json!({"metadata": {"name": "default"}}));
+        let config = Arc::new(config);
+        let (shutdown, stop) = watch::channel(false);
+        let (routes_tx, routes_rx) = watch::channel(Arc::new(RouteTable::default()));
+        let kubelet = Kubelet::new(store.clone(), work_dir.join("pods"), nginx);
+        let controller = Controller::new(store.clone(), config, routes_tx);
+        let tasks = vec![
+            tokio::spawn(api::serve(api_listener, store.clone(), stop.clone())),
+            tokio::spawn(kubelet.run(stop.clone())),
+            tokio::spawn(controller.run(stop.clone())),
+            tokio::spawn(dataplane::serve(proxy_listener, routes_rx, stop)),
+        ];
+        tracing::info!(api = %api_address, proxy = %proxy_address, "loopback cluster started");
+        Ok(Loopback { kubeconfig, api_address, proxy_address, work_dir, owns_work_dir, shutdown, tasks })
+    }
+
+    /// The kubeconfig file clients (kube-rs, kubectl) use.
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// Where the API server listens.
+    pub fn api_address(&self) -> SocketAddr {
+        self.api_address
+    }
+
+    /// Where the proxy listens for plain HTTP.
+    pub fn proxy_address(&self) -> SocketAddr {
+        self.proxy_address
+    }
+
+    /// Stops everything, waits for backend processes to exit and removes the work directory
+    /// when loopback created it.
+    pub async fn shutdown(mut self) {
+        self.shutdown.send_replace(true);
+        for task in self.tasks.drain(..) {
+            // A task that panicked has nothing left to clean.
+            let _ = task.await;
+        }
+        if self.owns_work_dir
+            && let Err(err) = std::fs::remove_dir_all(&self.work_dir)
+        {
+            tracing::warn!("cannot remove {}: {err}", self.work_dir.display());
+        }
+    }
+}
+
+impl Drop for Loopback {
+    fn drop(&mut self) {
+        self.shutdown.send_replace(true);
+    }
+}
+
+fn find_nginx(configured: Option<&Path>) -> Result<PathBuf, StartError> {
+    if let Some(path) = configured {
+        return if path.is_file() {
+            Ok(path.to_path_buf())
+        } else {
+            Err(StartError::NginxNotFound { searched: path.display().to_string() })
+        };
+    }
+    let mut dirs: Vec<PathBuf> =
+        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
+    dirs.extend(["/usr/sbin", "/usr/local/sbin", "/usr/local/nginx/sbin"].map(PathBuf::from));
+    dirs.iter()
+        .map(|d| d.join("nginx"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| StartError::NginxNotFound { searched: "PATH, /usr/sbin, /usr/local/sbin".into() })
+}
+
+fn fresh_temp_dir() -> PathBuf {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    std::env::temp_dir().join(format!("loopback-{}-{nanos:x}", std::process::id()))
+}

@@ -1,0 +1,152 @@
+//! Upstream validation (CONTRACT V2-V4, S1, S3): the CA Secret a `validation` block names,
+//! checked as Contour checks it, turned into [`PeerValidation`] for the proxy.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use rustls::pki_types::CertificateDer;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::api::Store;
+use crate::api::kinds::SECRET;
+use crate::config::{Fault, LoopbackConfig};
+use crate::dataplane::table::PeerValidation;
+
+/// `spec.routes[].services[].validation` of an HTTPProxy.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpstreamValidation {
+    #[serde(default)]
+    pub ca_secret: String,
+    #[serde(default)]
+    pub subject_name: String,
+    #[serde(default)]
+    pub subject_names: Vec<String>,
+}
+
+const CA_KEY: &str = "ca.crt";
+
+/// The validation the proxy must apply, or the detail of why the CA Secret is unusable
+/// (the text after `TLS upstream validation policy error: `).
+///
+/// `None` means validation is switched off by a fault.
+pub fn lookup(
+    store: &Store,
+    proxy_namespace: &str,
+    validation: &UpstreamValidation,
+    config: &LoopbackConfig,
+) -> Result<Option<PeerValidation>, String> {
+    let (namespace, name) = match validation.ca_secret.split_once('/') {
+        Some((ns, name)) => (ns, name),
+        None => (proxy_namespace, validation.ca_secret.as_str()),
+    };
+    let secret = store.get(&SECRET, namespace, name);
+    let ca_certificates =
+        ca_bundle(secret.as_ref()).map_err(|detail| format!("invalid CA Secret \"{namespace}/{name}\": {detail}"))?;
+    if config.has(Fault::SkipCaVerification) {
+        return Ok(None);
+    }
+    let subject_names = if validation.subject_names.is_empty() {
+        vec![validation.subject_name.clone()]
+    } else {
+        validation.subject_names.clone()
+    };
+    Ok(Some(PeerValidation { ca_certificates, subject_names }))
+}
+
+/// The certificates of a valid CA Secret (CONTRACT S1), or why it is not one.
+fn ca_bundle(secret: Option<&Value>) -> Result<Vec<CertificateDer<'static>>, String> {
+    let secret = secret.ok_or("Secret not found")?;
+    let secret_type = secret["type"].as_str().unwrap_or("Opaque");
+    if secret_type != "Opaque" && secret_type != "kubernetes.io/tls" {
+        return Err("secret type is not \"kubernetes.io/tls\" or \"Opaque\"".into());
+    }
+    let data = secret_data(secret, CA_KEY);
+    if data.is_empty() {
+        return Err(format!("empty {CA_KEY:?} key"));
+    }
+    parse_bundle(&data).map_err(|detail| format!("invalid CA certificate bundle: {detail}"))
+}
+
+/// A Secret's value for `key`: `data` (base64) or, before the API server folds it in,
+/// `stringData`.
+fn secret_data(secret: &Value, key: &str) -> Vec<u8> {
+    if let Some(encoded) = secret["data"][key].as_str() {
+        return BASE64.decode(encoded).unwrap_or_default();
+    }
+    secret["stringData"][key].as_str().unwrap_or_default().as_bytes().to_vec()
+}
+
+/// PEM blocks, each of which must be a parsable CERTIFICATE.
+fn parse_bundle(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    let text = String::from_utf8_lossy(pem);
+    let mut certificates = Vec::new();
+    let mut rest = text.as_ref();
+    while let Some(start) = rest.find("-----BEGIN ") {
+        let after = &rest[start + "-----BEGIN ".len()..];
+        let Some(label_end) = after.find("-----") else { break };
+        let label = &after[..label_end];
+        let end_marker = format!("-----END {label}-----");
+        let Some(body_end) = after.find(&end_marker) else {
+            return Err("failed to parse PEM block".into());
+        };
+        if label != "CERTIFICATE" {
+            return Err(format!("unexpected block type '{label}'"));
+        }
+        let body: String = after[label_end + 5..body_end].chars().filter(|c| !c.is_whitespace()).collect();
+        let der = BASE64.decode(body).map_err(|_| "failed to parse PEM block".to_string())?;
+        let certificate = CertificateDer::from(der);
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(certificate.clone()).map_err(|_| "failed to parse certificate".to_string())?;
+        certificates.push(certificate);
+        rest = &after[body_end + end_marker.len()..];
+    }
+    if certificates.is_empty() {
+        return Err("failed to locate certificate".into());
+    }
+    Ok(certificates)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ca_pem() -> String {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.self_signed(&key).unwrap().pem()
+    }
+
+    fn secret(secret_type: &str, ca: &str) -> Value {
+        json!({"type": secret_type, "data": {"ca.crt": BASE64.encode(ca)}})
+    }
+
+    #[test]
+    fn opaque_and_tls_secrets_with_certificates_are_valid() {
+        let pem = ca_pem();
+        assert_eq!(ca_bundle(Some(&secret("Opaque", &pem))).unwrap().len(), 1);
+        let two = format!("{pem}{}", ca_pem());
+        assert_eq!(ca_bundle(Some(&secret("kubernetes.io/tls", &two))).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn invalid_secrets_say_why_in_contour_words() {
+        assert_eq!(ca_bundle(None).unwrap_err(), "Secret not found");
+        assert_eq!(
+            ca_bundle(Some(&secret("kubernetes.io/dockerconfigjson", &ca_pem()))).unwrap_err(),
+            "secret type is not \"kubernetes.io/tls\" or \"Opaque\""
+        );
+        assert_eq!(ca_bundle(Some(&json!({"type": "Opaque", "data": {}}))).unwrap_err(), "empty \"ca.crt\" key");
+        assert_eq!(
+            ca_bundle(Some(&secret("Opaque", "not pem"))).unwrap_err(),
+            "invalid CA certificate bundle: failed to locate certificate"
+        );
+        let key = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
+        assert_eq!(
+            ca_bundle(Some(&secret("Opaque", key))).unwrap_err(),
+            "invalid CA certificate bundle: unexpected block type 'PRIVATE KEY'"
+        );
+    }
+}

@@ -1,0 +1,172 @@
+//! The loopback data plane: an HTTP proxy on 127.0.0.1 programmed by the controller.
+//!
+//! [`serve`] routes each request by its Host header through the current [`RouteTable`]:
+//! 404 with no body for an unknown host or path (as Envoy), a direct response where the
+//! controller says so, otherwise a fresh connection to an endpoint of the route's cluster
+//! ([`upstream::connect`]) and the request forwarded over HTTP/1.1. When the connection or
+//! the TLS handshake fails the client gets 503 with Envoy's body text, and the backend never
+//! sees the request.
+
+pub mod table;
+pub mod upstream;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use http::{Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::{Bytes, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use table::RouteAction;
+pub use table::RouteTable;
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
+/// The first words of every Envoy body for a failed upstream connection.
+pub const UPSTREAM_FAILURE_PREFIX: &str = "upstream connect error or disconnect/reset before headers.";
+
+/// Serves proxy traffic on `listener` until `shutdown` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    routes: watch::Receiver<Arc<RouteTable>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let next_endpoint = Arc::new(AtomicUsize::new(0));
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    tracing::warn!("proxy accept failed: {err}");
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let routes = routes.clone();
+        let next_endpoint = next_endpoint.clone();
+        let service = service_fn(move |request| {
+            let table = routes.borrow().clone();
+            let next_endpoint = next_endpoint.clone();
+            async move { Ok::<_, Infallible>(handle(request, &table, &next_endpoint).await) }
+        });
+        tokio::spawn(async move {
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            // A client that goes away mid-request is its own business.
+            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
+
+async fn handle(request: Request<Incoming>, table: &RouteTable, next_endpoint: &AtomicUsize) -> Response<Body> {
+    let host = request_host(&request);
+    let Some(route) = table.route(&host, request.uri().path()) else {
+        return text(StatusCode::NOT_FOUND, "");
+    };
+    let cluster = match &route.action {
+        RouteAction::DirectResponse { status } => {
+            return text(StatusCode::from_u16(*status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE), "");
+        }
+        RouteAction::Forward(clusters) => {
+            let turn = next_endpoint.fetch_add(1, Ordering::Relaxed);
+            match clusters.get(turn % clusters.len().max(1)) {
+                Some(cluster) => cluster.clone(),
+                None => return text(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream"),
+            }
+        }
+    };
+    if cluster.endpoints.is_empty() {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
+    }
+    let endpoint = cluster.endpoints[next_endpoint.fetch_add(1, Ordering::Relaxed) % cluster.endpoints.len()];
+    let stream = match upstream::connect(endpoint, &cluster.transport).await {
+        Ok(stream) => stream,
+        Err(failure) => {
+            tracing::debug!(cluster = %cluster.name, %endpoint, "upstream failure: {failure:?}");
+            return upstream_failure("remote connection failure", &failure.to_string());
+        }
+    };
+    forward(request, stream, &host).await
+}
+
+async fn forward(request: Request<Incoming>, stream: upstream::UpstreamStream, host: &str) -> Response<Body> {
+    let (mut sender, connection) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
+        Ok(pair) => pair,
+        Err(err) => return upstream_failure("connection termination", &err.to_string()),
+    };
+    tokio::spawn(async move {
+        // Ends when the response body is done or either side closes.
+        let _ = connection.await;
+    });
+    let (mut parts, body) = request.into_parts();
+    parts.version = http::Version::HTTP_11;
+    if let Ok(value) = header::HeaderValue::from_str(host) {
+        parts.headers.insert(header::HOST, value);
+    }
+    parts.headers.insert("x-forwarded-proto", header::HeaderValue::from_static("http"));
+    let mut upstream_request = Request::from_parts(parts, body);
+    *upstream_request.uri_mut() = upstream_request
+        .uri()
+        .path_and_query()
+        .map_or_else(|| http::Uri::from_static("/"), |pq| pq.as_str().parse().unwrap_or_default());
+    match sender.send_request(upstream_request).await {
+        Ok(response) => response.map(BodyExt::boxed),
+        Err(err) => upstream_failure("connection termination", &err.to_string()),
+    }
+}
+
+/// Envoy's 503 for a failed upstream connection.
+fn upstream_failure(reset_reason: &str, transport_reason: &str) -> Response<Body> {
+    text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &format!(
+            "{UPSTREAM_FAILURE_PREFIX} reset reason: {reset_reason}, transport failure reason: {transport_reason}"
+        ),
+    )
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())).map_err(|never| match never {}).boxed());
+    *response.status_mut() = status;
+    if !body.is_empty() {
+        response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain"));
+    }
+    response.headers_mut().insert("server", header::HeaderValue::from_static("envoy"));
+    response
+}
+
+/// The request's host, lowercase and without a port.
+fn request_host<B>(request: &Request<B>) -> String {
+    let raw = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| request.uri().host())
+        .unwrap_or_default();
+    let host = if let Some(bracketed) = raw.strip_prefix('[') {
+        bracketed.split(']').next().unwrap_or_default()
+    } else {
+        match raw.rsplit_once(':') {
+            Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
+            _ => raw,
+        }
+    };
+    host.to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_header_loses_port_and_case() {
+        let request = |host: &str| Request::builder().header("host", host).body(()).unwrap();
+        assert_eq!(request_host(&request("Echo.Example:8080")), "echo.example");
+        assert_eq!(request_host(&request("echo.example")), "echo.example");
+    }
+}

@@ -1,0 +1,117 @@
+//! What the controller programs into the proxy: a [`RouteTable`] of virtual hosts, routes and
+//! upstream clusters. It plays the part xDS plays between Contour and Envoy.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use rustls::pki_types::CertificateDer;
+
+/// The whole proxy configuration; replaced as one value on every rebuild.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    /// By lowercase host name (the HTTPProxy's `fqdn`).
+    pub virtual_hosts: BTreeMap<String, VirtualHost>,
+}
+
+#[derive(Debug, Default)]
+pub struct VirtualHost {
+    /// Matched by longest prefix.
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug)]
+pub struct Route {
+    pub prefix: String,
+    pub action: RouteAction,
+}
+
+#[derive(Debug)]
+pub enum RouteAction {
+    /// Proxy to one of the clusters, in turn.
+    Forward(Vec<Arc<Cluster>>),
+    /// Answer directly, as Envoy does for a route whose service is missing.
+    DirectResponse { status: u16 },
+}
+
+/// One upstream: a Service port with its endpoints and how to speak to them.
+#[derive(Debug)]
+pub struct Cluster {
+    /// `namespace/service/port`, for logs and error bodies.
+    pub name: String,
+    pub endpoints: Vec<SocketAddr>,
+    pub transport: Transport,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    /// HTTP/1.1 over TCP.
+    Plaintext,
+    /// HTTP/1.1 over TLS, no ALPN.
+    Tls(TlsSettings),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// The server name sent in the ClientHello; none when `None`.
+    pub sni: Option<String>,
+    /// Certificate validation; the backend certificate is not checked when `None`.
+    pub validation: Option<PeerValidation>,
+}
+
+/// Trust anchors and the names one of which the backend certificate must carry as a DNS SAN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerValidation {
+    pub ca_certificates: Vec<CertificateDer<'static>>,
+    pub subject_names: Vec<String>,
+}
+
+impl RouteTable {
+    /// The route for `host` and `path`: the longest matching prefix of the host's routes.
+    pub fn route(&self, host: &str, path: &str) -> Option<&Route> {
+        self.virtual_hosts
+            .get(host)?
+            .routes
+            .iter()
+            .filter(|r| path_has_prefix(path, &r.prefix))
+            .max_by_key(|r| r.prefix.len())
+    }
+}
+
+/// Prefix matching as HTTPProxy does it: `/foo` matches `/foo` and `/foo/bar`, not `/foobar`.
+fn path_has_prefix(path: &str, prefix: &str) -> bool {
+    let prefix = prefix.trim_end_matches('/');
+    match path.strip_prefix(prefix) {
+        Some(rest) => prefix.is_empty() || rest.is_empty() || rest.starts_with('/') || rest.starts_with('?'),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> RouteTable {
+        let mut table = RouteTable::default();
+        let routes = ["/", "/api"]
+            .into_iter()
+            .map(|p| Route { prefix: p.into(), action: RouteAction::DirectResponse { status: p.len() as u16 } })
+            .collect();
+        table.virtual_hosts.insert("a.test".into(), VirtualHost { routes });
+        table
+    }
+
+    #[test]
+    fn longest_segment_prefix_wins() {
+        let table = table();
+        let status = |path| match table.route("a.test", path).map(|r| &r.action) {
+            Some(RouteAction::DirectResponse { status }) => *status,
+            _ => 0,
+        };
+        assert_eq!(status("/api/x"), 4);
+        assert_eq!(status("/api"), 4);
+        assert_eq!(status("/apix"), 1);
+        assert_eq!(status("/"), 1);
+        assert!(table.route("b.test", "/").is_none());
+    }
+}

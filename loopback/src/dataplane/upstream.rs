@@ -1,0 +1,207 @@
+//! Connecting to an upstream endpoint: TCP, then TLS as the cluster says, with Envoy's
+//! semantics for validation (chain to the CA bundle, a DNS SAN equal to one subject name).
+//!
+//! [`connect`] returns a stream ready for HTTP, or an [`UpstreamFailure`] that renders as the
+//! `transport failure reason` of Envoy's 503 body.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use super::table::{PeerValidation, TlsSettings, Transport};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why no stream to the upstream could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamFailure {
+    #[error("delayed connect error: {0}")]
+    Connect(std::io::Error),
+    #[error("delayed connect error: connect timeout")]
+    Timeout,
+    #[error("TLS_error:|268435581:SSL routines:OPENSSL_internal:{reason}:TLS_error_end")]
+    Tls { reason: &'static str, detail: String },
+}
+
+/// A plaintext or TLS stream to an upstream.
+pub enum UpstreamStream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// Opens a stream to `endpoint` speaking `transport`.
+///
+/// # Errors
+/// TCP connect failure or timeout; TLS handshake failure, with an OpenSSL-style reason.
+pub async fn connect(endpoint: SocketAddr, transport: &Transport) -> Result<UpstreamStream, UpstreamFailure> {
+    let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(endpoint)).await {
+        Err(_) => return Err(UpstreamFailure::Timeout),
+        Ok(Err(e)) => return Err(UpstreamFailure::Connect(e)),
+        Ok(Ok(tcp)) => tcp,
+    };
+    let settings = match transport {
+        Transport::Plaintext => return Ok(UpstreamStream::Plain(tcp)),
+        Transport::Tls(settings) => settings,
+    };
+    let config = client_config(settings);
+    // Without an SNI name, dial by address: rustls sends no server_name extension for an IP.
+    let server_name = match &settings.sni {
+        Some(name) => ServerName::try_from(name.clone())
+            .map_err(|e| UpstreamFailure::Tls { reason: "INVALID_SNI", detail: e.to_string() })?,
+        None => ServerName::IpAddress(endpoint.ip().into()),
+    };
+    let handshake = TlsConnector::from(Arc::new(config)).connect(server_name, tcp);
+    match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
+        Err(_) => Err(UpstreamFailure::Timeout),
+        Ok(Err(e)) => Err(tls_failure(&e)),
+        Ok(Ok(stream)) => Ok(UpstreamStream::Tls(Box::new(stream))),
+    }
+}
+
+fn client_config(settings: &TlsSettings) -> ClientConfig {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let verifier = Arc::new(UpstreamVerifier::new(settings.validation.as_ref(), provider.clone()));
+    ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("the aws-lc-rs provider supports the default versions")
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth()
+}
+
+fn tls_failure(error: &std::io::Error) -> UpstreamFailure {
+    let detail = error.to_string();
+    let reason = match error.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::InvalidCertificate(_)) => "CERTIFICATE_VERIFY_FAILED",
+        Some(rustls::Error::AlertReceived(alert)) => match alert {
+            rustls::AlertDescription::HandshakeFailure => "SSLV3_ALERT_HANDSHAKE_FAILURE",
+            rustls::AlertDescription::ProtocolVersion => "TLSV1_ALERT_PROTOCOL_VERSION",
+            rustls::AlertDescription::CertificateRequired => "TLSV13_ALERT_CERTIFICATE_REQUIRED",
+            _ => "TLSV1_ALERT_INTERNAL_ERROR",
+        },
+        Some(rustls::Error::InvalidMessage(_)) => "WRONG_VERSION_NUMBER",
+        _ => "UNEXPECTED_EOF_WHILE_READING",
+    };
+    UpstreamFailure::Tls { reason, detail }
+}
+
+/// The backend certificate check. Without validation any certificate is accepted (CONTRACT
+/// V1); with it, the chain must verify to the CA bundle and carry a DNS SAN equal to one of
+/// the subject names (V3, V4). The handshake signature is checked either way, as Envoy does.
+#[derive(Debug)]
+struct UpstreamVerifier {
+    /// The chain verifier (none when no CA certificate parsed: nothing verifies) and the
+    /// subject names.
+    validation: Option<(Option<Arc<WebPkiServerVerifier>>, Vec<String>)>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl UpstreamVerifier {
+    fn new(validation: Option<&PeerValidation>, provider: Arc<rustls::crypto::CryptoProvider>) -> Self {
+        let validation = validation.map(|v| {
+            let mut roots = RootCertStore::empty();
+            let (_added, _ignored) = roots.add_parsable_certificates(v.ca_certificates.iter().cloned());
+            let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build().ok();
+            (verifier, v.subject_names.clone())
+        });
+        UpstreamVerifier { validation, provider }
+    }
+}
+
+impl ServerCertVerifier for UpstreamVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some((chain, subject_names)) = &self.validation else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        let chain = chain.as_ref().ok_or(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer))?;
+        let mut last = rustls::Error::InvalidCertificate(CertificateError::NotValidForName);
+        for name in subject_names {
+            // A name that is not a DNS name can never equal a DNS SAN.
+            let Ok(server_name) = ServerName::try_from(name.as_str()) else { continue };
+            if !matches!(server_name, ServerName::DnsName(_)) {
+                continue;
+            }
+            match chain.verify_server_cert(end_entity, intermediates, &server_name, ocsp_response, now) {
+                Ok(verified) => return Ok(verified),
+                Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForName))
+                | Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForNameContext { .. })) => {}
+                // Chain and expiry failures do not depend on the name: report them.
+                Err(other) => return Err(other),
+            }
+            last = rustls::Error::InvalidCertificate(CertificateError::NotValidForName);
+        }
+        Err(last)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+impl AsyncRead for UpstreamStream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpstreamStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! The loopback kubelet: Deployments become Pods, Pods become local nginx processes.
+//!
+//! [`Kubelet::run`] reconciles whenever the store changes (and on a short tick while a pod is
+//! starting). Pods on loopback share the host's network namespace, so each gets its own
+//! address in 127.0.0.0/8 and listens there on its container ports, which is what lets many
+//! backends use port 8443 at once, as in a real cluster.
+//!
+//! - [`deployments`]: the Deployment controller (pods from templates, Deployment status).
+//! - [`pods`]: volumes, the container process, readiness, pod status, stopping.
+
+pub mod deployments;
+pub mod pods;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::api::Store;
+
+/// How often a starting pod's ports are probed.
+const PROBE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The kubelet and the Deployment controller of a loopback cluster.
+pub struct Kubelet {
+    store: Store,
+    pods: pods::PodRunner,
+}
+
+impl Kubelet {
+    /// `root` receives one directory per pod; `nginx` is the binary containers run.
+    pub fn new(store: Store, root: PathBuf, nginx: PathBuf) -> Self {
+        let pods = pods::PodRunner::new(store.clone(), root, nginx);
+        Kubelet { store, pods }
+    }
+
+    /// Reconciles until `shutdown` turns true, then stops every pod process.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut revisions = self.store.revisions();
+        loop {
+            deployments::sync(&self.store);
+            let settling = self.pods.sync().await;
+            deployments::sync(&self.store);
+            tokio::select! {
+                _ = revisions.changed() => {}
+                _ = shutdown.changed() => break,
+                _ = tokio::time::sleep(PROBE_INTERVAL), if settling => {}
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+        }
+        self.pods.stop_all().await;
+    }
+}

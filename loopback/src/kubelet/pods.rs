@@ -1,0 +1,459 @@
+//! Pods as local processes: [`PodRunner`].
+//!
+//! A pod's volumes are written under its own directory; its one container must run `nginx`,
+//! which is started with the container's arguments, with each path under a volume's
+//! `mountPath` translated to that volume's directory. Pods share the host network, so each
+//! pod gets its own 127.x.y.z address and its nginx config's `listen <port>` lines are bound to
+//! that address (in a copy of the config file written beside it). The pod is Ready once every
+//! container port accepts connections.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use k8s_openapi::api::core::v1::{Container, Pod, Volume};
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+use crate::api::LOG_FILE_ANNOTATION;
+use crate::api::kinds::{CONFIG_MAP, POD, SECRET};
+use crate::api::store::{Store, Subresource, now_rfc3339};
+
+/// How long a stopping nginx gets before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+struct RunningPod {
+    uid: String,
+    child: Child,
+    dir: PathBuf,
+    address: Ipv4Addr,
+    ports: Vec<u16>,
+    ready: bool,
+}
+
+/// Starts, probes and stops the processes behind pods.
+pub struct PodRunner {
+    store: Store,
+    root: PathBuf,
+    nginx: PathBuf,
+    running: HashMap<(String, String), RunningPod>,
+    addresses: AddressPool,
+}
+
+impl PodRunner {
+    pub fn new(store: Store, root: PathBuf, nginx: PathBuf) -> Self {
+        PodRunner { store, root, nginx, running: HashMap::new(), addresses: AddressPool::new() }
+    }
+
+    /// One pass: start new pods, probe starting ones, notice exits, stop deleted ones.
+    /// Returns whether some pod is still settling (so the caller should come back soon).
+    pub async fn sync(&mut self) -> bool {
+        let (pods, _) = self.store.list(&POD, None);
+        let mut settling = false;
+        for value in &pods {
+            let Ok(pod) = serde_json::from_value::<Pod>(value.clone()) else { continue };
+            let (Some(ns), Some(name), Some(uid)) =
+                (pod.metadata.namespace.clone(), pod.metadata.name.clone(), pod.metadata.uid.clone())
+            else {
+                continue;
+            };
+            let key = (ns.clone(), name.clone());
+            if pod.metadata.deletion_timestamp.is_some() {
+                self.stop(&key).await;
+                self.store.remove(&POD, &ns, &name);
+                continue;
+            }
+            if self.running.get(&key).is_some_and(|r| r.uid != uid) {
+                self.stop(&key).await;
+            }
+            match self.running.get_mut(&key) {
+                None => {
+                    if value["status"]["phase"] == "Failed" {
+                        continue;
+                    }
+                    match self.start(&pod, &ns, &name, &uid).await {
+                        Ok(running) => {
+                            self.running.insert(key, running);
+                            settling = true;
+                        }
+                        Err(reason) => {
+                            settling = true;
+                            self.set_waiting(&ns, &name, &reason);
+                        }
+                    }
+                }
+                Some(running) => {
+                    if let Ok(Some(exit)) = running.child.try_wait() {
+                        let message =
+                            format!("nginx exited: {exit}; see {}", running.dir.join("container.log").display());
+                        self.running.remove(&key);
+                        self.set_failed(&ns, &name, &message);
+                        continue;
+                    }
+                    if !running.ready {
+                        running.ready = ports_open(running.address, &running.ports).await;
+                        settling |= !running.ready;
+                        let (address, ready) = (running.address, running.ready);
+                        self.set_running(&ns, &name, address, ready);
+                    }
+                }
+            }
+        }
+        // Pods removed from the store without passing through deletion (never in practice,
+        // but a process must never outlive its pod).
+        let gone: Vec<_> =
+            self.running.keys().filter(|(ns, name)| self.store.get(&POD, ns, name).is_none()).cloned().collect();
+        for key in gone {
+            self.stop(&key).await;
+        }
+        settling
+    }
+
+    /// Stops every process, for shutdown.
+    pub async fn stop_all(&mut self) {
+        let keys: Vec<_> = self.running.keys().cloned().collect();
+        for key in keys {
+            self.stop(&key).await;
+        }
+    }
+
+    async fn start(&mut self, pod: &Pod, ns: &str, name: &str, uid: &str) -> Result<RunningPod, String> {
+        let spec = pod.spec.as_ref().ok_or("pod has no spec")?;
+        let [container] = spec.containers.as_slice() else {
+            return Err("loopback runs pods with exactly one container".into());
+        };
+        let ports: Vec<u16> =
+            container.ports.iter().flatten().filter_map(|p| u16::try_from(p.container_port).ok()).collect();
+        let dir = self.root.join(ns).join(name);
+        let volume_dirs = self.write_volumes(&dir, ns, spec.volumes.as_deref().unwrap_or_default())?;
+        let mounts = mount_table(container, &volume_dirs)?;
+        let address = self.addresses.next_free(&ports)?;
+        let args = nginx_args(container, &mounts, address)?;
+
+        let log_path = dir.join("container.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| format!("cannot open {}: {e}", log_path.display()))?;
+        let log_err = log.try_clone().map_err(|e| e.to_string())?;
+        let mut command = Command::new(&self.nginx);
+        command.args(&args).stdin(Stdio::null()).stdout(log).stderr(log_err).process_group(0).kill_on_drop(true);
+        // SAFETY: prctl is async-signal-safe; it asks the kernel to send SIGTERM to nginx if
+        // this process dies without stopping it, so no backend outlives a crashed loopback.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let child = command.spawn().map_err(|e| format!("cannot start {}: {e}", self.nginx.display()))?;
+        let log_file = log_path.display().to_string();
+        self.store.modify(&POD, ns, name, Subresource::Main, |p| {
+            p["metadata"]["annotations"][LOG_FILE_ANNOTATION] = json!(log_file);
+        });
+        tracing::debug!(%ns, pod = name, %address, "started nginx");
+        Ok(RunningPod { uid: uid.to_string(), child, dir, address, ports, ready: false })
+    }
+
+    async fn stop(&mut self, key: &(String, String)) {
+        let Some(mut running) = self.running.remove(key) else { return };
+        if let Some(pid) = running.child.id() {
+            // SAFETY: plain kill(2) on the process group nginx leads; its workers are in it.
+            unsafe {
+                libc::kill(-(pid as i32), libc::SIGTERM);
+            }
+        }
+        if tokio::time::timeout(STOP_GRACE, running.child.wait()).await.is_err() {
+            if let Some(pid) = running.child.id() {
+                // SAFETY: as above.
+                unsafe {
+                    libc::kill(-(pid as i32), libc::SIGKILL);
+                }
+            }
+            let _ = running.child.wait().await;
+        }
+        self.addresses.release(running.address);
+        if let Err(err) = std::fs::remove_dir_all(&running.dir) {
+            tracing::warn!("cannot remove {}: {err}", running.dir.display());
+        }
+    }
+
+    fn write_volumes(&self, dir: &Path, ns: &str, volumes: &[Volume]) -> Result<HashMap<String, PathBuf>, String> {
+        let mut out = HashMap::new();
+        for volume in volumes {
+            let path = dir.join("volumes").join(&volume.name);
+            create_dir(&path, 0o755)?;
+            let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+            if let Some(cm) = &volume.config_map {
+                files.extend(self.config_map_files(ns, &cm.name)?);
+            } else if let Some(secret) = &volume.secret {
+                files.extend(self.secret_files(ns, secret.secret_name.as_deref().unwrap_or_default())?);
+            } else if let Some(projected) = &volume.projected {
+                for source in projected.sources.iter().flatten() {
+                    if let Some(cm) = &source.config_map {
+                        files.extend(self.config_map_files(ns, &cm.name)?);
+                    }
+                    if let Some(secret) = &source.secret {
+                        files.extend(self.secret_files(ns, &secret.name)?);
+                    }
+                }
+            } else if volume.empty_dir.is_some() {
+                set_mode(&path, 0o777)?;
+            } else {
+                return Err(format!(
+                    "volume {:?}: loopback supports configMap, secret, projected and emptyDir volumes",
+                    volume.name
+                ));
+            }
+            for (file, content) in files {
+                let target = path.join(&file);
+                std::fs::write(&target, content).map_err(|e| format!("cannot write {}: {e}", target.display()))?;
+            }
+            out.insert(volume.name.clone(), path);
+        }
+        Ok(out)
+    }
+
+    fn config_map_files(&self, ns: &str, name: &str) -> Result<Vec<(String, Vec<u8>)>, String> {
+        let cm = self
+            .store
+            .get(&CONFIG_MAP, ns, name)
+            .ok_or_else(|| format!("MountVolume.SetUp failed: configmap \"{name}\" not found"))?;
+        let mut files = Vec::new();
+        for (key, value) in cm["data"].as_object().into_iter().flatten() {
+            files.push((key.clone(), value.as_str().unwrap_or_default().as_bytes().to_vec()));
+        }
+        for (key, value) in cm["binaryData"].as_object().into_iter().flatten() {
+            files.push((key.clone(), decode(value)?));
+        }
+        Ok(files)
+    }
+
+    fn secret_files(&self, ns: &str, name: &str) -> Result<Vec<(String, Vec<u8>)>, String> {
+        let secret = self
+            .store
+            .get(&SECRET, ns, name)
+            .ok_or_else(|| format!("MountVolume.SetUp failed: secret \"{name}\" not found"))?;
+        let mut files = Vec::new();
+        for (key, value) in secret["data"].as_object().into_iter().flatten() {
+            files.push((key.clone(), decode(value)?));
+        }
+        for (key, value) in secret["stringData"].as_object().into_iter().flatten() {
+            files.push((key.clone(), value.as_str().unwrap_or_default().as_bytes().to_vec()));
+        }
+        Ok(files)
+    }
+
+    fn set_waiting(&self, ns: &str, name: &str, reason: &str) {
+        self.store.modify(&POD, ns, name, Subresource::Status, |p| {
+            p["status"] = json!({
+                "phase": "Pending",
+                "conditions": [{"type": "Ready", "status": "False", "reason": "ContainersNotReady", "message": reason}],
+            });
+        });
+    }
+
+    fn set_failed(&self, ns: &str, name: &str, message: &str) {
+        self.store.modify(&POD, ns, name, Subresource::Status, |p| {
+            p["status"]["phase"] = json!("Failed");
+            p["status"]["message"] = json!(message);
+            p["status"]["conditions"] = json!([{"type": "Ready", "status": "False", "reason": "ContainersNotReady"}]);
+        });
+    }
+
+    fn set_running(&self, ns: &str, name: &str, address: Ipv4Addr, ready: bool) {
+        let ready_status = if ready { "True" } else { "False" };
+        self.store.modify(&POD, ns, name, Subresource::Status, |p| {
+            let started = p["status"]["startTime"].as_str().map_or_else(now_rfc3339, str::to_string);
+            p["status"] = json!({
+                "phase": "Running",
+                "hostIP": "127.0.0.1",
+                "podIP": address.to_string(),
+                "podIPs": [{"ip": address.to_string()}],
+                "startTime": started,
+                "conditions": [{"type": "Ready", "status": ready_status}],
+            });
+        });
+    }
+}
+
+/// `(mountPath, local directory)` for each of the container's volume mounts, longest first.
+fn mount_table(container: &Container, volumes: &HashMap<String, PathBuf>) -> Result<Vec<(String, PathBuf)>, String> {
+    let mut table = Vec::new();
+    for mount in container.volume_mounts.iter().flatten() {
+        let dir = volumes.get(&mount.name).ok_or_else(|| format!("volumeMount {:?} names no volume", mount.name))?;
+        table.push((mount.mount_path.trim_end_matches('/').to_string(), dir.clone()));
+    }
+    table.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
+    Ok(table)
+}
+
+fn translate(path: &str, mounts: &[(String, PathBuf)]) -> Option<PathBuf> {
+    mounts.iter().find_map(|(mount, dir)| {
+        let rest = path.strip_prefix(mount.as_str())?;
+        if rest.is_empty() || rest.starts_with('/') { Some(dir.join(rest.trim_start_matches('/'))) } else { None }
+    })
+}
+
+/// The local nginx arguments for a container: paths translated, `-c` pointed at a copy of
+/// the config whose `listen` lines are bound to the pod's address.
+fn nginx_args(container: &Container, mounts: &[(String, PathBuf)], address: Ipv4Addr) -> Result<Vec<String>, String> {
+    let mut argv: Vec<String> = container.command.clone().unwrap_or_default();
+    argv.extend(container.args.clone().unwrap_or_default());
+    let program = argv.first().ok_or("loopback needs the container's command (nginx ...)")?;
+    if Path::new(program).file_name().and_then(|n| n.to_str()) != Some("nginx") {
+        return Err(format!("loopback runs only nginx containers, not {program:?}"));
+    }
+    let mut out = Vec::new();
+    let mut args = argv[1..].iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "-e" if args.clone().next().is_some_and(|v| v == "stderr") => {
+                out.push(arg.clone());
+                out.extend(args.next().cloned());
+            }
+            "-c" | "-p" | "-e" => {
+                let value = args.next().ok_or_else(|| format!("{arg} needs a value"))?;
+                let local = translate(value, mounts)
+                    .ok_or_else(|| format!("{arg} {value}: path is not under a volume mount"))?;
+                let local = if arg == "-c" { bind_listeners(&local, address)? } else { local };
+                let mut local = local.display().to_string();
+                if arg == "-p" && !local.ends_with('/') {
+                    local.push('/');
+                }
+                out.push(arg.clone());
+                out.push(local);
+            }
+            _ => out.push(arg.clone()),
+        }
+    }
+    Ok(out)
+}
+
+/// Writes `.<name>.loopback` beside the config with `listen PORT` bound to `address`.
+fn bind_listeners(config: &Path, address: Ipv4Addr) -> Result<PathBuf, String> {
+    let text = std::fs::read_to_string(config).map_err(|e| format!("cannot read {}: {e}", config.display()))?;
+    let rewritten: String = text
+        .lines()
+        .map(|line| {
+            let trimmed = line.trim_start();
+            match trimmed.strip_prefix("listen ") {
+                Some(rest) if is_bare_port(rest) => {
+                    let indent = &line[..line.len() - trimmed.len()];
+                    format!("{indent}listen {address}:{}\n", rest.trim_start())
+                }
+                _ => format!("{line}\n"),
+            }
+        })
+        .collect();
+    let file_name = config.file_name().and_then(|n| n.to_str()).unwrap_or("nginx.conf");
+    let copy = config.with_file_name(format!(".{file_name}.loopback"));
+    std::fs::write(&copy, rewritten).map_err(|e| format!("cannot write {}: {e}", copy.display()))?;
+    Ok(copy)
+}
+
+/// Whether a `listen` argument starts with a port alone (`8443 ssl;`), not an address.
+fn is_bare_port(listen_args: &str) -> bool {
+    let first = listen_args.trim_start().split(|c: char| c.is_whitespace() || c == ';').next().unwrap_or_default();
+    !first.is_empty() && first.chars().all(|c| c.is_ascii_digit())
+}
+
+async fn ports_open(address: Ipv4Addr, ports: &[u16]) -> bool {
+    for port in ports {
+        let connect = tokio::net::TcpStream::connect(SocketAddr::from((address, *port)));
+        match tokio::time::timeout(Duration::from_millis(500), connect).await {
+            Ok(Ok(_)) => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
+fn decode(value: &Value) -> Result<Vec<u8>, String> {
+    BASE64.decode(value.as_str().unwrap_or_default()).map_err(|e| format!("invalid base64 in volume data: {e}"))
+}
+
+fn create_dir(path: &Path, mode: u32) -> Result<(), String> {
+    std::fs::create_dir_all(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    set_mode(path, mode)
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), String> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("cannot set permissions of {}: {e}", path.display()))
+}
+
+/// Pod addresses: 127.B.C.D with B chosen per cluster, so two loopback clusters on one
+/// machine rarely meet, and an address is only handed out when its ports are free.
+struct AddressPool {
+    second_octet: u8,
+    next: u32,
+    in_use: Vec<Ipv4Addr>,
+}
+
+impl AddressPool {
+    fn new() -> Self {
+        let seed = std::process::id()
+            ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        AddressPool { second_octet: 64 + (seed % 180) as u8, next: 1, in_use: Vec::new() }
+    }
+
+    fn next_free(&mut self, ports: &[u16]) -> Result<Ipv4Addr, String> {
+        for _ in 0..65_000 {
+            let n = self.next;
+            self.next = if n >= 65_000 { 1 } else { n + 1 };
+            let address = Ipv4Addr::new(127, self.second_octet, (n >> 8) as u8, (n & 0xff) as u8);
+            if n & 0xff == 0 || self.in_use.contains(&address) {
+                continue;
+            }
+            let free = ports.iter().all(|port| std::net::TcpListener::bind(SocketAddr::from((address, *port))).is_ok());
+            if free {
+                self.in_use.push(address);
+                return Ok(address);
+            }
+        }
+        Err("no free loopback address for the pod".into())
+    }
+
+    fn release(&mut self, address: Ipv4Addr) {
+        self.in_use.retain(|a| *a != address);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_under_mounts_are_translated_longest_first() {
+        let mounts = vec![
+            ("/etc/fixture/tls".to_string(), PathBuf::from("/tmp/p/volumes/tls")),
+            ("/etc/fixture".to_string(), PathBuf::from("/tmp/p/volumes/conf")),
+        ];
+        assert_eq!(translate("/etc/fixture/tls/a.crt", &mounts), Some(PathBuf::from("/tmp/p/volumes/tls/a.crt")));
+        assert_eq!(
+            translate("/etc/fixture/nginx.conf", &mounts),
+            Some(PathBuf::from("/tmp/p/volumes/conf/nginx.conf"))
+        );
+        assert_eq!(translate("/etc/fixturex", &mounts), None);
+    }
+
+    #[test]
+    fn listen_lines_are_bound_to_the_pod_address() {
+        let dir = std::env::temp_dir().join(format!("loopback-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = dir.join("nginx.conf");
+        std::fs::write(&conf, "server {\n    listen 8443 ssl;\n    listen 127.0.0.9:80;\n}\n").unwrap();
+        let copy = bind_listeners(&conf, Ipv4Addr::new(127, 70, 0, 1)).unwrap();
+        let text = std::fs::read_to_string(&copy).unwrap();
+        assert!(text.contains("    listen 127.70.0.1:8443 ssl;"), "{text}");
+        assert!(text.contains("listen 127.0.0.9:80;"), "explicit addresses stay: {text}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

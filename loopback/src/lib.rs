@@ -1,0 +1,22 @@
+//! The loopback cluster: Kubernetes, an HTTPProxy controller and its proxy, on 127.0.0.0/8.
+//!
+//! [`Loopback::start`] brings up four parts in this process and hands back what a client of a
+//! real cluster has: a kubeconfig path and the proxy's address.
+//! - [`api`]: an in-memory subset of the Kubernetes API over HTTP.
+//! - [`kubelet`]: runs Deployments' pods as local nginx processes, each on its own 127.x address.
+//! - [`controller`]: the reference controller, implementing the upstream TLS contract.
+//! - [`dataplane`]: the proxy the controller programs, routing by Host.
+//!
+//! [`Fault`]s are deliberate deviations from the contract, so the harness can prove that its
+//! scenarios catch real bugs.
+
+pub mod api;
+pub mod config;
+pub mod controller;
+pub mod dataplane;
+pub mod kubelet;
+
+mod cluster;
+
+pub use cluster::{Loopback, StartError};
+pub use config::{Fault, LoopbackConfig};

@@ -1,0 +1,101 @@
+//! `loopback serve`: run a loopback cluster on its own, for kubectl, curl and the harness.
+//!
+//! Prints the kubeconfig path and the proxy address, then runs until Ctrl-C or SIGTERM, when
+//! it stops every backend process and removes its files.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use loopback::{Fault, Loopback, LoopbackConfig};
+
+const USAGE: &str = "usage: loopback serve [--config FILE] [--fault NAME]...
+
+Starts a loopback cluster (Kubernetes API, kubelet running nginx backends, the reference
+HTTPProxy controller and its proxy) on 127.0.0.0/8 and prints how to reach it.
+
+  --config FILE   loopback config file (faults, nginx path, work directory)
+  --fault NAME    switch on a fault (repeatable); one of:";
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("LOOPBACK_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let config = match parse_args(std::env::args().skip(1).collect()) {
+        Ok(config) => config,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    runtime.block_on(serve(config))
+}
+
+fn parse_args(args: Vec<String>) -> Result<LoopbackConfig, String> {
+    let usage = || {
+        let faults: Vec<String> =
+            Fault::ALL.iter().map(|f| format!("                  {f:<40}{}", f.description())).collect();
+        format!("{USAGE}\n{}", faults.join("\n"))
+    };
+    let mut args = args.into_iter();
+    if args.next().as_deref() != Some("serve") {
+        return Err(usage());
+    }
+    let mut config = LoopbackConfig::default();
+    let mut faults = Vec::new();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--config" => {
+                let path = PathBuf::from(args.next().ok_or("--config needs a file")?);
+                config = LoopbackConfig::from_file(&path).map_err(|e| format!("error: {e}"))?;
+            }
+            "--fault" => {
+                let name = args.next().ok_or("--fault needs a name")?;
+                faults.push(name.parse::<Fault>().map_err(|e| format!("error: {e}"))?);
+            }
+            "-h" | "--help" => return Err(usage()),
+            other => return Err(format!("error: unexpected argument {other:?}\n\n{}", usage())),
+        }
+    }
+    config.faults.extend(faults);
+    Ok(config)
+}
+
+async fn serve(config: LoopbackConfig) -> ExitCode {
+    let loopback = match Loopback::start(config).await {
+        Ok(loopback) => loopback,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    println!("kubeconfig: {}", loopback.kubeconfig().display());
+    println!("proxy:      {}", loopback.proxy_address());
+    println!("api:        http://{}", loopback.api_address());
+    println!("Press Ctrl-C to stop.");
+    wait_for_signal().await;
+    eprintln!("stopping...");
+    loopback.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async {
+            match terminate.as_mut() {
+                Some(signal) => { signal.recv().await; }
+                None => std::future::pending::<()>().await,
+            }
+        } => {}
+    }
+}

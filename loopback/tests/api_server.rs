@@ -1,0 +1,318 @@
+//! The loopback API server against real clients: kube-rs through a kubeconfig, and the
+//! machine's `kubectl` when it is installed.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{
+    Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::discovery::{Scope, pinned_kind};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Client, Config};
+use loopback::api::kinds;
+use loopback::api::{Store, Subresource, serve, write_kubeconfig};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Far longer than anything here takes; only there so a bug fails instead of hanging.
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// A running API server with a kubeconfig pointing at it, stopped on drop.
+struct Server {
+    store: Store,
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+    dir: PathBuf,
+}
+
+impl Server {
+    async fn start() -> Server {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let store = Store::new();
+        let (stop, shutdown) = watch::channel(false);
+        let task = tokio::spawn(serve(listener, store.clone(), shutdown));
+        let dir = temp_dir();
+        write_kubeconfig(&dir.join("kubeconfig"), &format!("http://{address}")).unwrap();
+        Server { store, stop, task: Some(task), dir }
+    }
+
+    fn kubeconfig(&self) -> PathBuf {
+        self.dir.join("kubeconfig")
+    }
+
+    async fn client(&self) -> Client {
+        let kubeconfig = Kubeconfig::read_from(self.kubeconfig()).unwrap();
+        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
+        Client::try_from(config).unwrap()
+    }
+
+    /// Stops the server and waits until it has closed every connection.
+    async fn shut_down(mut self) {
+        self.stop.send_replace(true);
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(LIMIT, task).await.expect("server stops").unwrap();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn temp_dir() -> PathBuf {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("loopback-api-test-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn namespace(name: &str) -> Namespace {
+    serde_json::from_value(json!({"metadata": {"name": name}})).unwrap()
+}
+
+fn proxy(name: &str, labels: Value, spec: Value) -> Value {
+    json!({
+        "apiVersion": "projectcontour.io/v1",
+        "kind": "HTTPProxy",
+        "metadata": {"name": name, "labels": labels},
+        "spec": spec,
+    })
+}
+
+async fn apply(api: &Api<DynamicObject>, name: &str, object: Value) -> DynamicObject {
+    let object: DynamicObject = serde_json::from_value(object).unwrap();
+    api.patch(name, &PatchParams::apply("x").force(), &Patch::Apply(&object)).await.unwrap()
+}
+
+fn api_status(error: kube::Error) -> (u16, String) {
+    match error {
+        kube::Error::Api(status) => (status.code, status.message),
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_rs_works_against_the_loopback_api_server() {
+    let server = Server::start().await;
+    let client = server.client().await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let made = namespaces.create(&PostParams::default(), &namespace("team")).await.unwrap();
+    let namespace_uid = made.metadata.uid.clone().unwrap();
+
+    // Discovery.
+    let secret_gvk = GroupVersionKind::gvk("", "v1", "Secret");
+    let (secret_resource, secret_caps) = pinned_kind(&client, &secret_gvk).await.unwrap();
+    assert_eq!(secret_resource.plural, "secrets");
+    assert_eq!(secret_caps.scope, Scope::Namespaced);
+    let proxy_gvk = GroupVersionKind::gvk("projectcontour.io", "v1", "HTTPProxy");
+    let (proxy_resource, proxy_caps) = pinned_kind(&client, &proxy_gvk).await.unwrap();
+    assert_eq!(proxy_resource.plural, "httpproxies");
+    assert!(proxy_caps.subresources.iter().any(|(r, _)| r.plural == "status"));
+
+    // Server-side apply: create, then re-apply without a label and a spec field.
+    let proxies: Api<DynamicObject> = Api::namespaced_with(client.clone(), "team", &proxy_resource);
+    let spec =
+        json!({"virtualhost": {"fqdn": "a.example.com"}, "routes": [{"services": [{"name": "s", "port": 443}]}]});
+    let first = apply(&proxies, "web", proxy("web", json!({"app": "web", "extra": "x"}), spec.clone())).await;
+    assert_eq!(first.metadata.generation, Some(1));
+    let mut smaller_spec = spec.clone();
+    smaller_spec["virtualhost"] = json!({"fqdn": "b.example.com"});
+    smaller_spec.as_object_mut().unwrap().remove("routes");
+    let second = apply(&proxies, "web", proxy("web", json!({"app": "web"}), smaller_spec)).await;
+    assert_eq!(second.metadata.generation, Some(2));
+    let labels = second.metadata.labels.clone().unwrap();
+    assert!(!labels.contains_key("extra"), "the dropped label is gone: {labels:?}");
+    assert!(second.data["spec"].get("routes").is_none(), "the dropped field is gone");
+
+    // Get and list with label selectors.
+    let got = proxies.get("web").await.unwrap();
+    assert_eq!(got.data["spec"]["virtualhost"]["fqdn"], "b.example.com");
+    let other = proxy("other", json!({"app": "db"}), json!({}));
+    apply(&proxies, "other", other).await;
+    let web = proxies.list(&ListParams::default().labels("app=web")).await.unwrap();
+    assert_eq!(web.items.len(), 1);
+    let both = proxies.list(&ListParams::default().labels("app in (web,db),!extra")).await.unwrap();
+    assert_eq!(both.items.len(), 2);
+    let missing = proxies.get("nope").await.unwrap_err();
+    assert_eq!(api_status(missing).0, 404);
+
+    // A raw watch: the server answers once it is subscribed, so a later write is seen.
+    let from = got.metadata.resource_version.clone().unwrap();
+    let latest = server.store.resource_version().to_string();
+    let stream =
+        tokio::time::timeout(LIMIT, proxies.watch(&WatchParams::default().fields("metadata.name=web"), &latest))
+            .await
+            .expect("watch response headers arrive before any event")
+            .unwrap();
+    let mut stream = Box::pin(stream);
+    let condition = tokio::spawn(await_condition(proxies.clone(), "web", |o: Option<&DynamicObject>| {
+        o.is_some_and(|o| o.data["status"]["currentStatus"] == "valid")
+    }));
+    server
+        .store
+        .modify(&kinds::HTTP_PROXY, "team", "web", Subresource::Status, |o| {
+            o["status"] = json!({"currentStatus": "valid", "description": "Valid HTTPProxy"});
+        })
+        .unwrap();
+    let event = tokio::time::timeout(LIMIT, stream.try_next()).await.unwrap().unwrap().unwrap();
+    let WatchEvent::Modified(modified) = event else { panic!("expected MODIFIED, got {event:?}") };
+    assert_eq!(modified.data["status"]["currentStatus"], "valid");
+    assert_ne!(modified.metadata.resource_version.unwrap(), from);
+    let valid = tokio::time::timeout(LIMIT, condition).await.unwrap().unwrap().unwrap().unwrap();
+    assert_eq!(valid.data["status"]["description"], "Valid HTTPProxy");
+
+    // Status patches touch only status; the main resource keeps it.
+    let patched = proxies
+        .patch_status(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"currentStatus": "invalid"}, "spec": {"x": 1}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(patched.data["status"]["currentStatus"], "invalid");
+    assert!(patched.data["spec"].get("x").is_none());
+    let merged = proxies
+        .patch("web", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"m": "1"}}})))
+        .await
+        .unwrap();
+    assert_eq!(merged.metadata.labels.unwrap()["m"], "1");
+    assert_eq!(merged.data["status"]["currentStatus"], "invalid");
+
+    // Requests Kubernetes would refuse.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "team");
+    let wrong_ns: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "s", "namespace": "elsewhere"}})).unwrap();
+    let (code, message) = api_status(secrets.create(&PostParams::default(), &wrong_ns).await.unwrap_err());
+    assert_eq!(code, 400);
+    assert!(message.contains("does not match the namespace sent on the request"), "{message}");
+    let no_manager = proxies.patch("web", &PatchParams::default(), &Patch::Apply(json!({}))).await.unwrap_err();
+    assert_eq!(api_status(no_manager).0, 400);
+    let wrong_kind = ApiResource::from_gvk_with_plural(&proxy_gvk, "httpproxies");
+    let wrong_kind = DynamicObject::new("web", &wrong_kind).data(json!({}));
+    let mut wrong_kind = serde_json::to_value(wrong_kind).unwrap();
+    wrong_kind["kind"] = json!("Secret");
+    let wrong_kind: DynamicObject = serde_json::from_value(wrong_kind).unwrap();
+    let refused = proxies.patch("web", &PatchParams::apply("x"), &Patch::Apply(&wrong_kind)).await.unwrap_err();
+    assert_eq!(api_status(refused).0, 400);
+
+    // Deleting the namespace takes everything in it; with no pods it goes at once.
+    secrets
+        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "s"}})).unwrap())
+        .await
+        .unwrap();
+    namespaces.delete("team", &DeleteParams::default()).await.unwrap();
+    let gone = await_condition(namespaces.clone(), "team", conditions::is_deleted(&namespace_uid));
+    tokio::time::timeout(LIMIT, gone).await.unwrap().unwrap();
+    assert!(server.store.get(&kinds::SECRET, "team", "s").is_none());
+    assert_eq!(api_status(namespaces.get("team").await.unwrap_err()).0, 404);
+
+    // Shutdown ends the open watch stream and closes connections.
+    server.shut_down().await;
+    let rest: Vec<_> = tokio::time::timeout(LIMIT, stream.collect::<Vec<_>>()).await.unwrap();
+    assert!(rest.iter().all(|e| !matches!(e, Ok(WatchEvent::Error(_)))), "{rest:?}");
+}
+
+const KUBECTL: &str = "/usr/bin/kubectl";
+
+/// Runs kubectl against `server` and returns its standard output; panics when it fails.
+async fn kubectl(server: &Server, args: &[&str]) -> String {
+    let mut command = tokio::process::Command::new(KUBECTL);
+    command.arg("--kubeconfig").arg(server.kubeconfig()).args(args);
+    // kubectl caches discovery under $HOME; keep this test's cache to itself.
+    command.env("KUBECACHEDIR", server.dir.join("cache"));
+    let output = tokio::time::timeout(LIMIT, command.output()).await.unwrap().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "kubectl {args:?} failed\nstdout: {stdout}\nstderr: {stderr}");
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_works_against_the_loopback_api_server() {
+    if !Path::new(KUBECTL).exists() {
+        println!("note: /usr/bin/kubectl is not installed; skipping the kubectl test");
+        return;
+    }
+    let server = Server::start().await;
+    server.store.create(&kinds::NAMESPACE, "", json!({"metadata": {"name": "default"}})).unwrap();
+    let names = kubectl(&server, &["get", "ns", "-o", "name"]).await;
+    assert_eq!(names.trim(), "namespace/default");
+
+    let manifest = server.dir.join("objects.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: settings
+data:
+  a: \"1\"
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: token
+stringData:
+  token: hello
+---
+apiVersion: projectcontour.io/v1
+kind: HTTPProxy
+metadata:
+  name: web
+  labels:
+    app: web
+spec:
+  virtualhost:
+    fqdn: web.example.com
+  routes:
+  - services:
+    - name: backend
+      port: 443
+",
+    )
+    .unwrap();
+    let manifest = manifest.to_string_lossy().into_owned();
+    let applied = kubectl(&server, &["apply", "--server-side", "--validate=false", "-f", &manifest]).await;
+    assert!(applied.contains("serverside-applied"), "{applied}");
+    let proxy = server.store.get(&kinds::HTTP_PROXY, "default", "web").unwrap();
+    assert_eq!(proxy["spec"]["virtualhost"]["fqdn"], "web.example.com");
+    assert_eq!(server.store.get(&kinds::CONFIG_MAP, "default", "settings").unwrap()["data"]["a"], "1");
+    let secret = server.store.get(&kinds::SECRET, "default", "token").unwrap();
+    assert_eq!(secret["data"], json!({"token": "aGVsbG8="}), "stringData is encoded");
+    let again = kubectl(&server, &["apply", "--server-side", "--validate=false", "-f", &manifest]).await;
+    assert!(again.contains("serverside-applied"), "{again}");
+
+    let listed = kubectl(&server, &["get", "httpproxies", "-l", "app=web", "-o", "name"]).await;
+    assert_eq!(listed.trim(), "httpproxy.projectcontour.io/web");
+    let table = kubectl(&server, &["get", "proxy"]).await;
+    assert!(table.contains("web"), "{table}");
+
+    let log = server.dir.join("pod.log");
+    std::fs::write(&log, "one\ntwo\nthree\n").unwrap();
+    let pod = json!({
+        "metadata": {"name": "p", "annotations": {"loopback.dev/log-file": log}},
+        "spec": {"containers": [{"name": "nginx", "image": "nginx:stable"}]},
+    });
+    server.store.create(&kinds::POD, "default", pod).unwrap();
+    let tail = kubectl(&server, &["logs", "p", "--tail=2"]).await;
+    assert_eq!(tail, "two\nthree\n");
+
+    kubectl(&server, &["delete", "configmap", "settings"]).await;
+    assert!(server.store.get(&kinds::CONFIG_MAP, "default", "settings").is_none());
+    server.shut_down().await;
+}
