@@ -14,8 +14,12 @@ use serde_json::{Value, json};
 
 use crate::pki::Material;
 
-/// The port every backend listens on, named `https` in the pod.
+/// The TLS port every backend listens on (HTTP/1.1, or HTTP/2 when ALPN asks), named `https`.
 pub const BACKEND_PORT: u16 = 8443;
+/// The plaintext HTTP/1.1 port, named `http`.
+pub const PLAINTEXT_PORT: u16 = 8080;
+/// The plaintext HTTP/2 (prior knowledge, h2c) port, named `h2c`.
+pub const H2C_PORT: u16 = 8081;
 /// The header carrying the harness's request id; the backend echoes and logs it.
 pub const REQUEST_ID_HEADER: &str = "x-conformance-request-id";
 /// The label selecting a backend's pods.
@@ -39,6 +43,8 @@ pub struct BackendEcho {
     pub http_version: String,
     pub host: String,
     pub path: String,
+    /// The port the request arrived on.
+    pub port: String,
     pub client_verify: String,
     pub client_subject: String,
     pub client_issuer: String,
@@ -46,11 +52,25 @@ pub struct BackendEcho {
     pub client_sha1: String,
 }
 
+/// Whether and how a backend asks for a client certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientCertificateMode {
+    /// Asks, accepts a connection without one (nginx `ssl_verify_client optional`).
+    Optional,
+    /// Asks and rejects requests without one (nginx `ssl_verify_client on`: the handshake
+    /// completes, then nginx answers 400 "No required SSL certificate was sent").
+    Require,
+}
+
 /// The objects for one backend.
 pub struct BackendFixture<'a> {
     pub name: &'a str,
     pub namespace: &'a str,
     pub certificate: &'a Material,
+    /// Intermediates served after the certificate.
+    pub chain: Vec<&'a Material>,
+    /// The mode and the CA that client certificates must chain to.
+    pub client_certificate: Option<(ClientCertificateMode, &'a Material)>,
     pub image: &'a str,
 }
 
@@ -70,15 +90,21 @@ impl BackendFixture<'_> {
     fn secret(&self) -> Value {
         use base64::Engine;
         let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let chain: String =
+            std::iter::once(self.certificate).chain(self.chain.iter().copied()).map(|m| m.cert_pem.as_str()).collect();
+        let mut data = json!({
+            "tls.crt": b64(&chain),
+            "tls.key": b64(&self.certificate.key_pem),
+        });
+        if let Some((_, ca)) = self.client_certificate {
+            data["client-ca.crt"] = json!(b64(&ca.cert_pem));
+        }
         json!({
             "apiVersion": "v1",
             "kind": "Secret",
             "metadata": {"name": format!("{}-tls", self.name), "namespace": self.namespace, "labels": self.labels()},
             "type": "kubernetes.io/tls",
-            "data": {
-                "tls.crt": b64(&self.certificate.cert_pem),
-                "tls.key": b64(&self.certificate.key_pem),
-            },
+            "data": data,
         })
     }
 
@@ -87,7 +113,7 @@ impl BackendFixture<'_> {
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": {"name": format!("{}-nginx", self.name), "namespace": self.namespace, "labels": self.labels()},
-            "data": {"nginx.conf": nginx_conf(self.name)},
+            "data": {"nginx.conf": nginx_conf(self.name, self.client_certificate.map(|(mode, _)| mode))},
         })
     }
 
@@ -109,7 +135,11 @@ impl BackendFixture<'_> {
                                 "nginx", "-p", "/var/run/fixture/", "-c", "/etc/fixture/nginx.conf",
                                 "-e", "stderr", "-g", "daemon off;",
                             ],
-                            "ports": [{"name": "https", "containerPort": BACKEND_PORT}],
+                            "ports": [
+                                {"name": "https", "containerPort": BACKEND_PORT},
+                                {"name": "http", "containerPort": PLAINTEXT_PORT},
+                                {"name": "h2c", "containerPort": H2C_PORT},
+                            ],
                             "readinessProbe": {"tcpSocket": {"port": BACKEND_PORT}, "periodSeconds": 1},
                             "volumeMounts": [
                                 {"name": "config", "mountPath": "/etc/fixture", "readOnly": true},
@@ -132,7 +162,7 @@ impl BackendFixture<'_> {
 
 /// The echo document, as an nginx string with variables. Values are nginx variables that
 /// cannot hold a double quote except the client DNs, which nginx prints RFC 2253-escaped.
-const ECHO_FIELDS: [(&str, &str); 14] = [
+const ECHO_FIELDS: [(&str, &str); 15] = [
     ("requestId", "$http_x_conformance_request_id"),
     ("scheme", "$scheme"),
     ("sni", "$ssl_server_name"),
@@ -142,6 +172,7 @@ const ECHO_FIELDS: [(&str, &str); 14] = [
     ("httpVersion", "$server_protocol"),
     ("host", "$host"),
     ("path", "$request_uri"),
+    ("port", "$server_port"),
     ("clientVerify", "$ssl_client_verify"),
     ("clientSubject", "$ssl_client_s_dn"),
     ("clientIssuer", "$ssl_client_i_dn"),
@@ -156,9 +187,19 @@ fn echo_template(backend: &str) -> String {
     format!("{{{}}}", fields.join(","))
 }
 
-/// nginx.conf for a backend: TLS on 8443, TLS 1.2 and 1.3, echo everything.
-pub fn nginx_conf(backend: &str) -> String {
+/// nginx.conf for a backend: TLS on 8443 (TLS 1.2 and 1.3, HTTP/2 by ALPN), plaintext
+/// HTTP/1.1 on 8080 and h2c on 8081, every one echoing what it saw.
+pub fn nginx_conf(backend: &str, client_certificate: Option<ClientCertificateMode>) -> String {
     let echo = echo_template(backend);
+    let verify = match client_certificate {
+        None => "ssl_verify_client off;".to_string(),
+        Some(mode) => {
+            let mode = if mode == ClientCertificateMode::Require { "on" } else { "optional" };
+            format!(
+                "ssl_verify_client {mode};\n        ssl_client_certificate client-ca.crt;\n        ssl_verify_depth 3;"
+            )
+        }
+    };
     format!(
         r#"# Backend fixture "{backend}" of the upstream TLS conformance harness.
 worker_processes 1;
@@ -174,20 +215,34 @@ http {{
     scgi_temp_path tmp-scgi;
     log_format echo escape=json '{echo}';
     access_log /dev/stdout echo;
+    default_type application/json;
     server {{
-        listen {port} ssl;
+        listen {tls_port} ssl http2;
         ssl_certificate tls.crt;
         ssl_certificate_key tls.key;
         ssl_protocols TLSv1.2 TLSv1.3;
-        ssl_verify_client optional_no_ca;
-        default_type application/json;
+        {verify}
+        location / {{
+            return 200 '{echo}\n';
+        }}
+    }}
+    server {{
+        listen {plain_port};
+        location / {{
+            return 200 '{echo}\n';
+        }}
+    }}
+    server {{
+        listen {h2c_port} http2;
         location / {{
             return 200 '{echo}\n';
         }}
     }}
 }}
 "#,
-        port = BACKEND_PORT,
+        tls_port = BACKEND_PORT,
+        plain_port = PLAINTEXT_PORT,
+        h2c_port = H2C_PORT,
     )
 }
 
@@ -205,9 +260,10 @@ mod tests {
 
     #[test]
     fn nginx_conf_uses_only_relative_file_paths() {
-        let conf = nginx_conf("echo");
+        let conf = nginx_conf("echo", Some(ClientCertificateMode::Optional));
         assert!(conf.contains("ssl_certificate tls.crt;"));
-        assert!(conf.contains("listen 8443 ssl;"));
+        assert!(conf.contains("listen 8443 ssl http2;"));
+        assert!(conf.contains("ssl_verify_client optional;"));
         let file_directives = ["pid", "ssl_certificate", "ssl_certificate_key", "client_body_temp_path", "include"];
         for line in conf.lines().map(str::trim) {
             let mut words = line.split_whitespace();

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::cluster::{ClusterClient, ObjectRef};
-use crate::fixture::{self, BackendFixture};
+use crate::fixture::{self, BackendFixture, ClientCertificateMode};
 use crate::pki::Pki;
 use crate::scenario::template::Bindings;
-use crate::scenario::{ExpectStatus, LoadedScenario, RequestStep, Step};
+use crate::scenario::{ClientCertificateModeSpec, ExpectStatus, LoadedScenario, RequestStep, Step};
 use crate::status_match;
 use crate::traffic::{self, Answer};
 
@@ -200,10 +200,24 @@ impl ScenarioRun<'_> {
             let certificate = pki
                 .get(&backend.certificate.value)
                 .ok_or_else(|| setup_failure(format!("no PKI entry {:?}", backend.certificate.value)))?;
+            let material = |name: &str| pki.get(name).ok_or_else(|| setup_failure(format!("no PKI entry {name:?}")));
+            let chain = backend.chain.iter().map(|c| material(&c.value)).collect::<Result<Vec<_>, _>>()?;
+            let client_certificate = match &backend.client_certificate {
+                None => None,
+                Some(spec) => {
+                    let mode = match spec.mode {
+                        ClientCertificateModeSpec::Optional => ClientCertificateMode::Optional,
+                        ClientCertificateModeSpec::Require => ClientCertificateMode::Require,
+                    };
+                    Some((mode, material(&spec.ca.value)?))
+                }
+            };
             let fixture = BackendFixture {
                 name: &backend.name.value,
                 namespace: &self.namespace,
                 certificate,
+                chain,
+                client_certificate,
                 image: &self.target.settings.image,
             };
             for object in fixture.objects() {
@@ -270,6 +284,8 @@ impl ScenarioRun<'_> {
             .expand(request.host.as_deref().unwrap_or("${host}"))
             .map_err(|e| (e.to_string(), Vec::new()))?;
         let path = request.path.clone().unwrap_or_else(|| "/".into());
+        let expect =
+            traffic::expand_expectation(&self.bindings, &request.expect).map_err(|e| (e.to_string(), Vec::new()))?;
         let settings = &self.target.settings;
         let proxy = self.target.proxy;
         let namespace = &self.namespace;
@@ -282,7 +298,7 @@ impl ScenarioRun<'_> {
                 let id = format!("{namespace}-s{step}-{n}");
                 async move { traffic::send(proxy, &host, &path, &id).await }
             },
-            |answer| traffic::check(&request.expect, answer),
+            |answer| traffic::check(&expect, answer),
         )
         .await
         .map_err(|not| {
@@ -295,7 +311,7 @@ impl ScenarioRun<'_> {
                 not.last_answers,
             )
         })?;
-        if traffic::wants_backend(&request.expect) == Some(false) {
+        if traffic::wants_backend(&expect) == Some(false) {
             self.check_backends_not_reached(&passed).await?;
         }
         Ok(())

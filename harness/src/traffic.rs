@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::fixture::{BackendEcho, REQUEST_ID_HEADER};
+use crate::scenario::template::{Bindings, Unbound};
 use crate::scenario::{BackendExpectation, ResponseExpectation};
 
 /// Bodies are kept up to this size in evidence.
@@ -132,12 +133,22 @@ pub fn check(expect: &ResponseExpectation, answer: &Answer) -> Result<(), Mismat
 
 fn check_echo(want: &BackendExpectation, echo: &BackendEcho) -> Result<(), Mismatch> {
     let tls = echo.scheme == "https";
-    let facts: [(&str, Option<String>, String); 5] = [
-        ("backend", want.name.clone(), echo.backend.clone()),
-        ("tls", want.tls.map(|t| t.to_string()), tls.to_string()),
-        ("sni", want.sni.clone(), echo.sni.clone()),
-        ("alpn", want.alpn.clone(), echo.alpn.clone()),
-        ("httpVersion", want.http_version.clone(), echo.http_version.clone()),
+    let client = want.client_certificate.clone().unwrap_or_default();
+    let facts: [(&str, Option<String>, &str); 14] = [
+        ("backend", want.name.clone(), &echo.backend),
+        ("tls", want.tls.map(|t| t.to_string()), if tls { "true" } else { "false" }),
+        ("port", want.port.map(|p| p.to_string()), &echo.port),
+        ("sni", want.sni.clone(), &echo.sni),
+        ("alpn", want.alpn.clone(), &echo.alpn),
+        ("tlsVersion", want.tls_version.clone(), &echo.tls_version),
+        ("httpVersion", want.http_version.clone(), &echo.http_version),
+        ("host", want.host.clone(), &echo.host),
+        ("clientCertificate.verify", client.verify, &echo.client_verify),
+        ("clientCertificate.subject", client.subject, &echo.client_subject),
+        ("clientCertificate.issuer", client.issuer, &echo.client_issuer),
+        ("clientCertificate.serial", client.serial, &echo.client_serial),
+        ("clientCertificate.sha1", client.sha1, &echo.client_sha1),
+        ("requestId", None, &echo.request_id),
     ];
     for (field, expected, actual) in facts {
         if let Some(expected) = expected
@@ -147,6 +158,35 @@ fn check_echo(want: &BackendExpectation, echo: &BackendEcho) -> Result<(), Misma
         }
     }
     Ok(())
+}
+
+/// The expectation with every `${...}` in its strings filled in.
+///
+/// # Errors
+/// A reference without a value.
+pub fn expand_expectation(bindings: &Bindings, expect: &ResponseExpectation) -> Result<ResponseExpectation, Unbound> {
+    let mut out = expect.clone();
+    out.body_starts_with = bindings.expand_option(&expect.body_starts_with)?;
+    if let Some(backend) = &mut out.backend {
+        for field in [
+            &mut backend.name,
+            &mut backend.sni,
+            &mut backend.alpn,
+            &mut backend.tls_version,
+            &mut backend.http_version,
+            &mut backend.host,
+        ] {
+            *field = bindings.expand_option(field)?;
+        }
+        if let Some(client) = &mut backend.client_certificate {
+            for field in
+                [&mut client.verify, &mut client.subject, &mut client.issuer, &mut client.serial, &mut client.sha1]
+            {
+                *field = bindings.expand_option(field)?;
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn codes(codes: &[u16]) -> String {
@@ -215,7 +255,7 @@ mod tests {
     fn echo(request_id: &str) -> BackendEcho {
         serde_json::from_value(serde_json::json!({
             "backend": "echo", "requestId": request_id, "scheme": "https", "sni": "", "tlsVersion": "TLSv1.3",
-            "cipher": "x", "alpn": "", "httpVersion": "HTTP/1.1", "host": "h", "path": "/", "clientVerify": "NONE",
+            "cipher": "x", "alpn": "", "httpVersion": "HTTP/1.1", "host": "h", "path": "/", "port": "8443", "clientVerify": "NONE",
             "clientSubject": "", "clientIssuer": "", "clientSerial": "", "clientSha1": "",
         }))
         .unwrap()

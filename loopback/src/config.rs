@@ -12,24 +12,125 @@ use serde::Deserialize;
 /// A deliberate deviation from the upstream TLS contract, each a realistic bug.
 ///
 /// The harness runs its catalog against loopback with each fault switched on: every fault
-/// must make at least one scenario fail.
+/// must make at least one scenario fail. The clause each one breaks is in its doc.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Fault {
-    /// Accept any backend certificate, even with `validation` set (breaks V3).
+    /// V3: the proxy accepts any backend certificate even when validation is configured.
     SkipCaVerification,
-    /// Treat `projectcontour.io/upstream-protocol.tls` as absent (breaks P1).
+    /// P1: the controller ignores the upstream-protocol.tls Service annotation.
     IgnoreUpstreamProtocolAnnotation,
+    /// P1: annotation entries are matched against the targetPort instead of the Service port.
+    AnnotationMatchesTargetPort,
+    /// P2: the removed contour.heptio.com/upstream-protocol.* annotations still select TLS.
+    HonourLegacyAnnotation,
+    /// P3: a Service port's appProtocol is ignored, so the annotation decides.
+    IgnoreAppProtocol,
+    /// P4: the annotation wins over the route service's protocol field.
+    AnnotationBeatsProtocolField,
+    /// P5: the proxy offers ALPN http/1.1 on plain tls upstreams, which must carry no ALPN.
+    AlpnForTls,
+    /// V4: a subject name is also accepted when it only appears as the certificate's common name.
+    AcceptNameFromCn,
+    /// V4: only the first entry of subjectNames is matched.
+    FirstSubjectNameOnly,
+    /// V5: a validation block switches TLS on even when nothing else asks for TLS.
+    ValidateWithoutTls,
+    /// V6: a failed upstream handshake answers 502 with an empty body.
+    Bare502OnHandshakeFailure,
+    /// S4: an HTTPProxy with a validation error keeps serving its routes.
+    KeepRoutesOfInvalidProxy,
+    /// S3: CA Secret errors use the pre-1.4 message text.
+    Pre14StatusMessage,
+    /// S5: a CA Secret's first-seen contents are used forever.
+    StaleCaBundle,
+    /// S6: a CA Secret in another namespace is used without a TLSCertificateDelegation.
+    IgnoreDelegation,
+    /// C3: the proxy never presents the Envoy client certificate.
+    NeverPresentClientCertificate,
+    /// C4: a missing Envoy client certificate Secret leaves proxies valid.
+    ClientCertificateSecretOptional,
+    /// N1: the validation subjectName is sent as SNI.
+    SubjectNameAsSni,
+    /// N2: the install-wide upstream TLS version limits are ignored.
+    IgnoreTlsVersionLimits,
+    /// N3: Ingress backends are always spoken to in plaintext.
+    IngressIgnoresUpstreamProtocol,
 }
 
 impl Fault {
     /// Every fault, in documentation order.
-    pub const ALL: [Fault; 2] = [Fault::SkipCaVerification, Fault::IgnoreUpstreamProtocolAnnotation];
+    pub const ALL: [Fault; 20] = [
+        Fault::SkipCaVerification,
+        Fault::IgnoreUpstreamProtocolAnnotation,
+        Fault::AnnotationMatchesTargetPort,
+        Fault::HonourLegacyAnnotation,
+        Fault::IgnoreAppProtocol,
+        Fault::AnnotationBeatsProtocolField,
+        Fault::AlpnForTls,
+        Fault::AcceptNameFromCn,
+        Fault::FirstSubjectNameOnly,
+        Fault::ValidateWithoutTls,
+        Fault::Bare502OnHandshakeFailure,
+        Fault::KeepRoutesOfInvalidProxy,
+        Fault::Pre14StatusMessage,
+        Fault::StaleCaBundle,
+        Fault::IgnoreDelegation,
+        Fault::NeverPresentClientCertificate,
+        Fault::ClientCertificateSecretOptional,
+        Fault::SubjectNameAsSni,
+        Fault::IgnoreTlsVersionLimits,
+        Fault::IngressIgnoresUpstreamProtocol,
+    ];
 
     /// The name used in config files, flags and reports.
     pub fn name(self) -> &'static str {
         match self {
             Fault::SkipCaVerification => "skip-ca-verification",
             Fault::IgnoreUpstreamProtocolAnnotation => "ignore-upstream-protocol-annotation",
+            Fault::AnnotationMatchesTargetPort => "annotation-matches-target-port",
+            Fault::HonourLegacyAnnotation => "honour-legacy-annotation",
+            Fault::IgnoreAppProtocol => "ignore-app-protocol",
+            Fault::AnnotationBeatsProtocolField => "annotation-beats-protocol-field",
+            Fault::AlpnForTls => "alpn-for-tls",
+            Fault::AcceptNameFromCn => "accept-name-from-cn",
+            Fault::FirstSubjectNameOnly => "first-subject-name-only",
+            Fault::ValidateWithoutTls => "validate-without-tls",
+            Fault::Bare502OnHandshakeFailure => "bare-502-on-handshake-failure",
+            Fault::KeepRoutesOfInvalidProxy => "keep-routes-of-invalid-proxy",
+            Fault::Pre14StatusMessage => "pre-1.4-status-message",
+            Fault::StaleCaBundle => "stale-ca-bundle",
+            Fault::IgnoreDelegation => "ignore-delegation",
+            Fault::NeverPresentClientCertificate => "never-present-client-certificate",
+            Fault::ClientCertificateSecretOptional => "client-certificate-secret-optional",
+            Fault::SubjectNameAsSni => "subject-name-as-sni",
+            Fault::IgnoreTlsVersionLimits => "ignore-tls-version-limits",
+            Fault::IngressIgnoresUpstreamProtocol => "ingress-ignores-upstream-protocol",
+        }
+    }
+
+    /// The contract clause the fault breaks.
+    pub fn clause(self) -> &'static str {
+        match self {
+            Fault::SkipCaVerification => "V3",
+            Fault::IgnoreUpstreamProtocolAnnotation => "P1",
+            Fault::AnnotationMatchesTargetPort => "P1",
+            Fault::HonourLegacyAnnotation => "P2",
+            Fault::IgnoreAppProtocol => "P3",
+            Fault::AnnotationBeatsProtocolField => "P4",
+            Fault::AlpnForTls => "P5",
+            Fault::AcceptNameFromCn => "V4",
+            Fault::FirstSubjectNameOnly => "V4",
+            Fault::ValidateWithoutTls => "V5",
+            Fault::Bare502OnHandshakeFailure => "V6",
+            Fault::KeepRoutesOfInvalidProxy => "S4",
+            Fault::Pre14StatusMessage => "S3",
+            Fault::StaleCaBundle => "S5",
+            Fault::IgnoreDelegation => "S6",
+            Fault::NeverPresentClientCertificate => "C3",
+            Fault::ClientCertificateSecretOptional => "C4",
+            Fault::SubjectNameAsSni => "N1",
+            Fault::IgnoreTlsVersionLimits => "N2",
+            Fault::IngressIgnoresUpstreamProtocol => "N3",
         }
     }
 
@@ -40,6 +141,30 @@ impl Fault {
             Fault::IgnoreUpstreamProtocolAnnotation => {
                 "the controller ignores the upstream-protocol.tls Service annotation"
             }
+            Fault::AnnotationMatchesTargetPort => {
+                "annotation entries are matched against the targetPort instead of the Service port"
+            }
+            Fault::HonourLegacyAnnotation => {
+                "the removed contour.heptio.com/upstream-protocol.* annotations still select TLS"
+            }
+            Fault::IgnoreAppProtocol => "a Service port's appProtocol is ignored, so the annotation decides",
+            Fault::AnnotationBeatsProtocolField => "the annotation wins over the route service's protocol field",
+            Fault::AlpnForTls => "the proxy offers ALPN http/1.1 on plain tls upstreams, which must carry no ALPN",
+            Fault::AcceptNameFromCn => {
+                "a subject name is also accepted when it only appears as the certificate's common name"
+            }
+            Fault::FirstSubjectNameOnly => "only the first entry of subjectNames is matched",
+            Fault::ValidateWithoutTls => "a validation block switches TLS on even when nothing else asks for TLS",
+            Fault::Bare502OnHandshakeFailure => "a failed upstream handshake answers 502 with an empty body",
+            Fault::KeepRoutesOfInvalidProxy => "an HTTPProxy with a validation error keeps serving its routes",
+            Fault::Pre14StatusMessage => "CA Secret errors use the pre-1.4 message text",
+            Fault::StaleCaBundle => "a CA Secret's first-seen contents are used forever",
+            Fault::IgnoreDelegation => "a CA Secret in another namespace is used without a TLSCertificateDelegation",
+            Fault::NeverPresentClientCertificate => "the proxy never presents the Envoy client certificate",
+            Fault::ClientCertificateSecretOptional => "a missing Envoy client certificate Secret leaves proxies valid",
+            Fault::SubjectNameAsSni => "the validation subjectName is sent as SNI",
+            Fault::IgnoreTlsVersionLimits => "the install-wide upstream TLS version limits are ignored",
+            Fault::IngressIgnoresUpstreamProtocol => "Ingress backends are always spoken to in plaintext",
         }
     }
 }
@@ -70,7 +195,8 @@ impl<'de> Deserialize<'de> for Fault {
     }
 }
 
-/// How to start a loopback cluster.
+/// How to start a loopback cluster. The file form follows Contour's config file for the
+/// install-wide settings (`tls.envoy-client-certificate`, `cluster.upstream-tls`).
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct LoopbackConfig {
@@ -84,6 +210,56 @@ pub struct LoopbackConfig {
     /// Removed at shutdown only when loopback created it.
     #[serde(default)]
     pub work_dir: Option<PathBuf>,
+    /// TLS settings, as Contour's `tls` section.
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// Upstream cluster settings, as Contour's `cluster` section.
+    #[serde(default)]
+    pub cluster: ClusterConfig,
+}
+
+/// Contour's `tls` section, the parts about upstreams.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TlsConfig {
+    /// The Secret whose certificate the proxy presents to backends that ask (CONTRACT C1).
+    #[serde(default)]
+    pub envoy_client_certificate: Option<SecretName>,
+}
+
+/// A Secret named by namespace and name; both are required, as in Contour.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretName {
+    pub name: String,
+    pub namespace: String,
+}
+
+/// Contour's `cluster` section.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ClusterConfig {
+    #[serde(default)]
+    pub upstream_tls: UpstreamTlsConfig,
+}
+
+/// TLS versions the proxy may use towards backends (CONTRACT N2); default 1.2 to 1.3.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct UpstreamTlsConfig {
+    #[serde(default)]
+    pub minimum_protocol_version: Option<TlsVersion>,
+    #[serde(default)]
+    pub maximum_protocol_version: Option<TlsVersion>,
+}
+
+/// A TLS protocol version as Contour's config spells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+pub enum TlsVersion {
+    #[serde(rename = "1.2")]
+    V1_2,
+    #[serde(rename = "1.3")]
+    V1_3,
 }
 
 /// A loopback config file that could not be read.
@@ -110,6 +286,15 @@ impl LoopbackConfig {
     pub fn has(&self, fault: Fault) -> bool {
         self.faults.contains(&fault)
     }
+
+    /// The upstream TLS versions allowed, `(minimum, maximum)`.
+    pub fn upstream_tls_versions(&self) -> (TlsVersion, TlsVersion) {
+        let limits = &self.cluster.upstream_tls;
+        (
+            limits.minimum_protocol_version.unwrap_or(TlsVersion::V1_2),
+            limits.maximum_protocol_version.unwrap_or(TlsVersion::V1_3),
+        )
+    }
 }
 
 #[cfg(test)]
@@ -123,6 +308,17 @@ mod tests {
         }
         let err = "skip-everything".parse::<Fault>().unwrap_err().to_string();
         assert!(err.contains("skip-ca-verification"), "{err}");
+    }
+
+    #[test]
+    fn contour_shaped_settings_parse() {
+        let text = "tls:\n  envoy-client-certificate:\n    name: envoy-client\n    namespace: projectcontour\ncluster:\n  upstream-tls:\n    minimum-protocol-version: \"1.3\"\n";
+        let config: LoopbackConfig = serde_saphyr::from_str(text).unwrap();
+        let secret = config.tls.envoy_client_certificate.clone().unwrap();
+        assert_eq!((secret.namespace.as_str(), secret.name.as_str()), ("projectcontour", "envoy-client"));
+        assert_eq!(config.upstream_tls_versions(), (TlsVersion::V1_3, TlsVersion::V1_3));
+        let missing_namespace = "tls:\n  envoy-client-certificate:\n    name: envoy-client\n";
+        assert!(serde_saphyr::from_str::<LoopbackConfig>(missing_namespace).is_err());
     }
 
     #[test]

@@ -214,11 +214,16 @@ impl Checker<'_> {
                     format!("backend {:?} is defined twice", backend.name.value),
                 );
             }
-            if !pki.contains(&backend.certificate.value) {
-                self.error(
-                    position(&backend.certificate.referenced),
-                    format!("certificate {:?} is not a PKI entry", backend.certificate.value),
-                );
+            let references = std::iter::once(("certificate", &backend.certificate))
+                .chain(backend.chain.iter().map(|c| ("chain entry", c)))
+                .chain(backend.client_certificate.iter().map(|c| ("client certificate CA", &c.ca)));
+            for (what, reference) in references {
+                if !pki.contains(&reference.value) {
+                    self.error(
+                        position(&reference.referenced),
+                        format!("{what} {:?} is not a PKI entry", reference.value),
+                    );
+                }
             }
         }
     }

@@ -62,15 +62,40 @@ pub struct CertificateSpec {
     pub dns_names: Vec<String>,
 }
 
-/// A TLS backend: nginx serving a certificate and echoing what it saw as JSON.
+/// A backend: nginx serving a certificate and echoing what it saw as JSON.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct BackendSpec {
-    /// Names the Deployment and labels its pods `app.kubernetes.io/name: <name>`; they listen
-    /// on port 8443 (named `https`).
+    /// Names the Deployment and labels its pods `app.kubernetes.io/name: <name>`. They listen
+    /// on 8443 (`https`: TLS, HTTP/2 when ALPN offers it), 8080 (`http`: plaintext HTTP/1.1)
+    /// and 8081 (`h2c`: plaintext HTTP/2).
     pub name: Spanned<String>,
     /// The PKI entry whose certificate and key nginx serves.
     pub certificate: Spanned<String>,
+    /// PKI entries served after the certificate, as intermediates.
+    #[serde(default)]
+    pub chain: Vec<Spanned<String>>,
+    /// Ask the proxy for a client certificate.
+    #[serde(default)]
+    pub client_certificate: Option<ClientCertificateSpec>,
+}
+
+/// How a backend asks for client certificates.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClientCertificateSpec {
+    /// `optional`: ask and accept none; `require`: ask and reject requests without one
+    /// (nginx answers them 400 "No required SSL certificate was sent").
+    pub mode: ClientCertificateModeSpec,
+    /// The PKI entry (a CA) client certificates must chain to.
+    pub ca: Spanned<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ClientCertificateModeSpec {
+    Optional,
+    Require,
 }
 
 /// One step. Exactly one key per list entry names its kind.
@@ -119,7 +144,7 @@ pub struct RequestStep {
 }
 
 /// What every one of the consecutive answers must show.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ResponseExpectation {
     /// The status code, or a list of acceptable codes.
@@ -137,7 +162,7 @@ pub struct ResponseExpectation {
 }
 
 /// One status code or several acceptable ones (`503` or `[502, 503]`).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct StatusCodes(pub Vec<u16>);
 
 impl<'de> Deserialize<'de> for StatusCodes {
@@ -180,8 +205,9 @@ fn http_code<E: serde::de::Error>(code: u64) -> Result<u16, E> {
     }
 }
 
-/// Facts the backend echoes about the connection it received. Only given fields are checked.
-#[derive(Debug, Default, Deserialize)]
+/// Facts the backend echoes about the connection it received. Only given fields are checked;
+/// strings may hold `${...}` references (such as `${pki.client.serial}`).
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct BackendExpectation {
     /// The backend's name as in `backends`.
@@ -190,13 +216,45 @@ pub struct BackendExpectation {
     /// Whether the connection was TLS.
     #[serde(default)]
     pub tls: Option<bool>,
+    /// The port the request arrived on: 8443, 8080 or 8081.
+    #[serde(default)]
+    pub port: Option<u16>,
     /// The SNI the backend saw; `""` for none.
     #[serde(default)]
     pub sni: Option<String>,
     /// The negotiated ALPN protocol; `""` for none.
     #[serde(default)]
     pub alpn: Option<String>,
+    /// `TLSv1.2` or `TLSv1.3`.
+    #[serde(default)]
+    pub tls_version: Option<String>,
     /// `HTTP/1.1` or `HTTP/2.0`.
     #[serde(default)]
     pub http_version: Option<String>,
+    /// The Host header (or :authority) the backend saw.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// The client certificate the backend saw.
+    #[serde(default)]
+    pub client_certificate: Option<ClientCertificateExpectation>,
+}
+
+/// The client certificate facts nginx reports. Only given fields are checked.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClientCertificateExpectation {
+    /// nginx's verdict: `SUCCESS`, `NONE`, or `FAILED:<reason>`.
+    #[serde(default)]
+    pub verify: Option<String>,
+    /// Subject DN as nginx prints it (RFC 2253), such as `CN=envoy`.
+    #[serde(default)]
+    pub subject: Option<String>,
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// Uppercase hex, such as `${pki.envoy-client.serial}`.
+    #[serde(default)]
+    pub serial: Option<String>,
+    /// Lowercase hex SHA-1 fingerprint, such as `${pki.envoy-client.sha1}`.
+    #[serde(default)]
+    pub sha1: Option<String>,
 }

@@ -155,6 +155,14 @@ impl Bindings {
         Ok(out)
     }
 
+    /// Expands an optional string.
+    ///
+    /// # Errors
+    /// As [`Bindings::expand`].
+    pub fn expand_option(&self, text: &Option<String>) -> Result<Option<String>, Unbound> {
+        text.as_deref().map(|t| self.expand(t)).transpose()
+    }
+
     /// Expands every string inside a JSON value.
     ///
     /// # Errors

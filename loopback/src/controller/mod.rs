@@ -1,38 +1,62 @@
 //! The reference controller: the upstream TLS contract (../shared/CONTRACT.md) as code.
 //!
 //! [`Controller::run`] rebuilds the whole configuration whenever the store changes, as
-//! Contour rebuilds its DAG: every HTTPProxy is processed ([`proxy::process`]), the resulting
-//! [`RouteTable`] is handed to the data plane, then each proxy's status is written. Routes go
-//! out before statuses, so a client that sees `valid` can already send traffic.
+//! Contour rebuilds its DAG: every HTTPProxy is processed ([`proxy::process`]), then every
+//! Ingress ([`ingress::routes`]); the resulting [`RouteTable`] is handed to the data plane,
+//! then each proxy's status is written. Routes go out before statuses, so a client that sees
+//! `valid` can already send traffic.
 //!
 //! - [`protocol`]: which protocol speaks to a Service port (P1-P6).
-//! - [`validation`]: CA Secrets and subject names (V2-V4, S1, S3).
+//! - [`validation`]: CA Secrets, delegation and subject names (V2-V5, S1, S3, S6).
+//! - [`client_certificate`]: the install-wide Envoy client certificate (C1-C5).
+//! - [`upstream`]: transport, TLS settings, SNI and endpoints of one Service port (P5, N1, N2).
 //! - [`status`]: the status documents (S2).
+//!
+//! Every [`Fault`](crate::Fault) is implemented here (or, for the failure response, chosen
+//! here for the data plane), next to the behaviour it breaks.
 
+pub mod client_certificate;
+pub mod ingress;
 pub mod protocol;
 pub mod proxy;
 pub mod status;
+pub mod upstream;
 pub mod validation;
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
+use rustls::pki_types::CertificateDer;
+use serde_json::Value;
 use tokio::sync::watch;
 
-use crate::api::kinds::HTTP_PROXY;
+use crate::api::kinds::{HTTP_PROXY, INGRESS};
 use crate::api::store::{Store, Subresource, now_rfc3339};
-use crate::config::LoopbackConfig;
+use crate::config::{Fault, LoopbackConfig};
 use crate::dataplane::RouteTable;
+use crate::dataplane::table::{UpstreamFailureResponse, VirtualHost};
+use client_certificate::ClientCertificateState;
+
+/// What one rebuild reads: the store, the config and install-wide state.
+pub struct Context<'a> {
+    pub store: &'a Store,
+    pub config: &'a LoopbackConfig,
+    pub client_certificate: &'a ClientCertificateState,
+    /// CA bundles as first seen, for the `stale-ca-bundle` fault only.
+    pub ca_cache: &'a Mutex<HashMap<String, Vec<CertificateDer<'static>>>>,
+}
 
 /// The reference HTTPProxy controller.
 pub struct Controller {
     store: Store,
     config: Arc<LoopbackConfig>,
     routes: watch::Sender<Arc<RouteTable>>,
+    ca_cache: Mutex<HashMap<String, Vec<CertificateDer<'static>>>>,
 }
 
 impl Controller {
     pub fn new(store: Store, config: Arc<LoopbackConfig>, routes: watch::Sender<Arc<RouteTable>>) -> Self {
-        Controller { store, config, routes }
+        Controller { store, config, routes, ca_cache: Mutex::default() }
     }
 
     /// Reconciles until `shutdown` turns true.
@@ -49,18 +73,41 @@ impl Controller {
 
     /// One full rebuild.
     pub fn reconcile(&self) {
+        let client_certificate = client_certificate::load(&self.store, &self.config);
+        let ctx = Context {
+            store: &self.store,
+            config: &self.config,
+            client_certificate: &client_certificate,
+            ca_cache: &self.ca_cache,
+        };
         let (proxies, _) = self.store.list(&HTTP_PROXY, None);
+        let proxies: Vec<&Value> =
+            proxies.iter().filter(|p| p["metadata"].get("deletionTimestamp").is_none()).collect();
+        let claims = fqdn_claims(&proxies);
         let mut table = RouteTable::default();
+        if self.config.has(Fault::Bare502OnHandshakeFailure) {
+            table.upstream_failure = UpstreamFailureResponse::Bare502;
+        }
         let mut statuses = Vec::new();
         for object in &proxies {
-            if object["metadata"].get("deletionTimestamp").is_some() {
-                continue;
-            }
-            let processed = proxy::process(&self.store, object, &self.config);
+            let me = qualified_name(object);
+            let fqdn = fqdn_of(object);
+            let others: Vec<String> = claims.get(&fqdn).into_iter().flatten().filter(|n| **n != me).cloned().collect();
+            let processed = proxy::process(&ctx, object, &others);
             if let Some((fqdn, virtual_host)) = processed.virtual_host {
                 table.virtual_hosts.insert(fqdn, virtual_host);
             }
-            statuses.push((object, processed.status));
+            statuses.push((*object, processed.status));
+        }
+        let (ingresses, _) = self.store.list(&INGRESS, None);
+        for object in &ingresses {
+            for (host, route) in ingress::routes(&ctx, object) {
+                // An HTTPProxy that claims the host wins over Ingress.
+                if claims.contains_key(&host) {
+                    continue;
+                }
+                table.virtual_hosts.entry(host).or_insert_with(VirtualHost::default).routes.push(route);
+            }
         }
         self.routes.send_replace(Arc::new(table));
         let now = now_rfc3339();
@@ -75,3 +122,27 @@ impl Controller {
         }
     }
 }
+
+/// Lowercase fqdn -> the root proxies (`namespace/name`) that claim it.
+fn fqdn_claims(proxies: &[&Value]) -> BTreeMap<String, Vec<String>> {
+    let mut claims: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for object in proxies {
+        let fqdn = fqdn_of(object);
+        if !fqdn.is_empty() {
+            claims.entry(fqdn).or_default().push(qualified_name(object));
+        }
+    }
+    claims
+}
+
+fn fqdn_of(object: &Value) -> String {
+    object["spec"]["virtualhost"]["fqdn"].as_str().unwrap_or_default().to_ascii_lowercase()
+}
+
+fn qualified_name(object: &Value) -> String {
+    let meta = &object["metadata"];
+    format!("{}/{}", meta["namespace"].as_str().unwrap_or_default(), meta["name"].as_str().unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests;

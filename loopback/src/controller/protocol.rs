@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Service, ServicePort};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::config::{Fault, LoopbackConfig};
 
@@ -40,31 +41,49 @@ impl UpstreamProtocol {
 }
 
 const ANNOTATION_PREFIX: &str = "projectcontour.io/upstream-protocol.";
+/// Removed in Contour 1.11; has no effect (CONTRACT P2).
+const LEGACY_ANNOTATION_PREFIX: &str = "contour.heptio.com/upstream-protocol.";
 
-/// The protocol for `port` of `service`, given the route service's `protocol` field.
+/// The protocol for `port` of `service`, given the route service's `protocol` field
+/// (`None` for Ingress backends, which have none).
 pub fn resolve(
     protocol_field: Option<&str>,
     service: &Service,
     port: &ServicePort,
     config: &LoopbackConfig,
 ) -> UpstreamProtocol {
-    if let Some(field) = protocol_field.and_then(UpstreamProtocol::from_annotation_suffix) {
+    let field = protocol_field.and_then(UpstreamProtocol::from_annotation_suffix);
+    let annotation = from_annotations(service, port, config);
+    if config.has(Fault::AnnotationBeatsProtocolField)
+        && let Some(annotated) = annotation
+    {
+        return annotated;
+    }
+    if let Some(field) = field {
         return field;
     }
-    if let Some(app_protocol) = &port.app_protocol {
+    if let Some(app_protocol) = port.app_protocol.as_ref().filter(|_| !config.has(Fault::IgnoreAppProtocol)) {
         return match app_protocol.as_str() {
             "https" => UpstreamProtocol::Tls,
             "kubernetes.io/h2c" => UpstreamProtocol::H2c,
             _ => UpstreamProtocol::Http1,
         };
     }
+    annotation.unwrap_or(UpstreamProtocol::Http1)
+}
+
+/// The protocol the annotations give the port: by port name first, then by port number.
+fn from_annotations(service: &Service, port: &ServicePort, config: &LoopbackConfig) -> Option<UpstreamProtocol> {
     let annotated = annotated_ports(service, config);
-    port.name
-        .as_ref()
-        .and_then(|name| annotated.get(name.as_str()))
-        .or_else(|| annotated.get(port.port.to_string().as_str()))
-        .copied()
-        .unwrap_or(UpstreamProtocol::Http1)
+    let number = if config.has(Fault::AnnotationMatchesTargetPort) {
+        match &port.target_port {
+            Some(IntOrString::Int(n)) => n.to_string(),
+            _ => port.port.to_string(),
+        }
+    } else {
+        port.port.to_string()
+    };
+    port.name.as_ref().and_then(|name| annotated.get(name.as_str())).or_else(|| annotated.get(number.as_str())).copied()
 }
 
 /// Port name or number -> protocol, from the annotations; `tls` wins over `h2` and `h2c`.
@@ -74,12 +93,18 @@ fn annotated_ports(service: &Service, config: &LoopbackConfig) -> BTreeMap<Strin
         return ports;
     }
     let Some(annotations) = &service.metadata.annotations else { return ports };
+    let mut prefixes = vec![ANNOTATION_PREFIX];
+    if config.has(Fault::HonourLegacyAnnotation) {
+        prefixes.insert(0, LEGACY_ANNOTATION_PREFIX);
+    }
     // Later protocols overwrite earlier ones: this order makes tls win.
-    for suffix in ["h2c", "h2", "tls"] {
-        let Some(value) = annotations.get(&format!("{ANNOTATION_PREFIX}{suffix}")) else { continue };
-        let Some(protocol) = UpstreamProtocol::from_annotation_suffix(suffix) else { continue };
-        for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-            ports.insert(entry.to_string(), protocol);
+    for prefix in prefixes {
+        for suffix in ["h2c", "h2", "tls"] {
+            let Some(value) = annotations.get(&format!("{prefix}{suffix}")) else { continue };
+            let Some(protocol) = UpstreamProtocol::from_annotation_suffix(suffix) else { continue };
+            for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+                ports.insert(entry.to_string(), protocol);
+            }
         }
     }
     ports
@@ -130,6 +155,31 @@ mod tests {
         let (svc, port) = service(json!({"projectcontour.io/upstream-protocol.tls": "8443"}));
         let config = LoopbackConfig { faults: vec![Fault::IgnoreUpstreamProtocolAnnotation], ..Default::default() };
         assert_eq!(resolve(None, &svc, &port, &config), UpstreamProtocol::Http1);
+    }
+
+    fn with(fault: Fault) -> LoopbackConfig {
+        LoopbackConfig { faults: vec![fault], ..Default::default() }
+    }
+
+    #[test]
+    fn faults_change_precedence_and_matching() {
+        let (svc, mut port) = service(json!({"projectcontour.io/upstream-protocol.tls": "8443"}));
+        assert_eq!(
+            resolve(Some("h2c"), &svc, &port, &with(Fault::AnnotationBeatsProtocolField)),
+            UpstreamProtocol::Tls
+        );
+        assert_eq!(resolve(Some("h2c"), &svc, &port, &LoopbackConfig::default()), UpstreamProtocol::H2c);
+        port.app_protocol = Some("http".into());
+        assert_eq!(resolve(None, &svc, &port, &with(Fault::IgnoreAppProtocol)), UpstreamProtocol::Tls);
+
+        let (svc, mut port) = service(json!({"projectcontour.io/upstream-protocol.tls": "9443"}));
+        port.name = None;
+        port.target_port = Some(IntOrString::Int(9443));
+        assert_eq!(resolve(None, &svc, &port, &LoopbackConfig::default()), UpstreamProtocol::Http1);
+        assert_eq!(resolve(None, &svc, &port, &with(Fault::AnnotationMatchesTargetPort)), UpstreamProtocol::Tls);
+
+        let (svc, port) = service(json!({"contour.heptio.com/upstream-protocol.tls": "8443"}));
+        assert_eq!(resolve(None, &svc, &port, &with(Fault::HonourLegacyAnnotation)), UpstreamProtocol::Tls);
     }
 
     #[test]

@@ -1,20 +1,22 @@
 //! Processing one HTTPProxy into a virtual host and a status: [`process`].
+//!
+//! Errors follow Contour: an unresolved Service turns its route into a 503 direct response;
+//! a validation, delegation or client certificate error withdraws every route of the proxy
+//! (CONTRACT S4). Either makes the proxy invalid.
 
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Pod, Service, ServicePort};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::Context;
+use super::client_certificate::ClientCertificateState;
 use super::protocol::{self, UpstreamProtocol};
 use super::status::ProxyStatus;
-use super::validation::{self, UpstreamValidation};
-use crate::api::Store;
-use crate::api::kinds::{POD, SERVICE};
-use crate::config::LoopbackConfig;
-use crate::dataplane::table::{Cluster, Route, RouteAction, TlsSettings, Transport, VirtualHost};
+use super::upstream::{PortRef, UpstreamRequest, build_cluster, lookup_service};
+use super::validation::{self, UpstreamValidation, ValidationError};
+use crate::config::Fault;
+use crate::dataplane::table::{Cluster, Route, RouteAction, VirtualHost};
 
 /// The parts of an HTTPProxy spec the controller reads; everything else is ignored.
 #[derive(Debug, Default, Deserialize)]
@@ -35,6 +37,7 @@ pub struct VirtualHostSpec {
 pub struct RouteSpec {
     pub conditions: Vec<MatchCondition>,
     pub services: Vec<RouteService>,
+    pub request_headers_policy: Option<HeadersPolicy>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -50,6 +53,27 @@ pub struct RouteService {
     pub port: i32,
     pub protocol: Option<String>,
     pub validation: Option<UpstreamValidation>,
+    pub request_headers_policy: Option<HeadersPolicy>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct HeadersPolicy {
+    pub set: Vec<HeaderValue>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct HeaderValue {
+    pub name: String,
+    pub value: String,
+}
+
+impl HeadersPolicy {
+    /// The static value a `set` gives the Host header, if any.
+    fn host(policy: Option<&HeadersPolicy>) -> Option<String> {
+        policy?.set.iter().find(|h| h.name.eq_ignore_ascii_case("host")).map(|h| h.value.clone())
+    }
 }
 
 /// What processing one HTTPProxy yields.
@@ -59,8 +83,9 @@ pub struct ProcessedProxy {
     pub virtual_host: Option<(String, VirtualHost)>,
 }
 
-/// Processes the HTTPProxy `object` (a root proxy: one with `spec.virtualhost`).
-pub fn process(store: &Store, object: &Value, config: &LoopbackConfig) -> ProcessedProxy {
+/// Processes the HTTPProxy `object`. `duplicate_of` lists the other proxies claiming the
+/// same fqdn (`namespace/name`), which makes all of them invalid.
+pub fn process(ctx: &Context<'_>, object: &Value, duplicate_of: &[String]) -> ProcessedProxy {
     let namespace = object["metadata"]["namespace"].as_str().unwrap_or_default();
     let mut status = ProxyStatus::default();
     let spec: HttpProxySpec = match serde_json::from_value(object["spec"].clone()) {
@@ -74,22 +99,35 @@ pub fn process(store: &Store, object: &Value, config: &LoopbackConfig) -> Proces
         status.orphaned = true;
         return ProcessedProxy { status, virtual_host: None };
     };
+    if !duplicate_of.is_empty() {
+        let mut all: Vec<String> = duplicate_of.to_vec();
+        all.push(format!("{namespace}/{}", object["metadata"]["name"].as_str().unwrap_or_default()));
+        all.sort();
+        status.error(
+            "VirtualHostError",
+            "DuplicateVhost",
+            format!("fqdn {:?} is used in multiple HTTPProxies: {}", vhost.fqdn, all.join(", ")),
+        );
+        return ProcessedProxy { status, virtual_host: None };
+    }
     let mut routes = Vec::new();
-    // A broken validation policy withdraws the whole virtual host (CONTRACT S4).
+    // Errors that withdraw the whole virtual host (CONTRACT S4).
     let mut withdraw = false;
     for route in &spec.routes {
         let prefix = route.conditions.iter().find_map(|c| c.prefix.clone()).unwrap_or_else(|| "/".into());
+        let route_host = HeadersPolicy::host(route.request_headers_policy.as_ref());
         let mut clusters = Vec::new();
         let mut unresolved = false;
         for service in &route.services {
-            match cluster(store, namespace, service, config) {
+            match route_cluster(ctx, namespace, service, route_host.as_deref()) {
                 Ok(cluster) => clusters.push(Arc::new(cluster)),
-                Err(ClusterError::Unresolved(message)) => {
+                Err(RouteServiceError::Unresolved(detail)) => {
+                    let message = format!("Spec.Routes unresolved service reference: {detail}");
                     status.error("ServiceError", "ServiceUnresolvedReference", message);
                     unresolved = true;
                 }
-                Err(ClusterError::Validation(message)) => {
-                    status.error("ServiceError", "TLSUpstreamValidation", message);
+                Err(RouteServiceError::Withdraw { error_type, reason, message }) => {
+                    status.error(error_type, reason, message);
                     withdraw = true;
                 }
             }
@@ -99,96 +137,82 @@ pub fn process(store: &Store, object: &Value, config: &LoopbackConfig) -> Proces
         } else {
             RouteAction::Forward(clusters)
         };
-        routes.push(Route { prefix, action });
+        routes.push(Route { prefix, action, host_rewrite: route_host });
     }
-    let virtual_host = (!withdraw).then(|| (vhost.fqdn.to_ascii_lowercase(), VirtualHost { routes }));
+    let keep = !withdraw || ctx.config.has(Fault::KeepRoutesOfInvalidProxy);
+    let virtual_host = keep.then(|| (vhost.fqdn.to_ascii_lowercase(), VirtualHost { routes }));
     ProcessedProxy { status, virtual_host }
 }
 
-enum ClusterError {
+enum RouteServiceError {
     Unresolved(String),
-    Validation(String),
+    Withdraw { error_type: &'static str, reason: &'static str, message: String },
 }
 
-fn cluster(
-    store: &Store,
+fn route_cluster(
+    ctx: &Context<'_>,
     namespace: &str,
     route_service: &RouteService,
-    config: &LoopbackConfig,
-) -> Result<Cluster, ClusterError> {
+    route_host: Option<&str>,
+) -> Result<Cluster, RouteServiceError> {
     let name = &route_service.name;
-    let unresolved =
-        |detail: String| ClusterError::Unresolved(format!("Spec.Routes unresolved service reference: {detail}"));
-    let service: Service = store
-        .get(&SERVICE, namespace, name)
-        .and_then(|v| serde_json::from_value(v).ok())
-        .ok_or_else(|| unresolved(format!("service \"{namespace}/{name}\" not found")))?;
-    let port = service
-        .spec
-        .as_ref()
-        .and_then(|s| s.ports.as_ref())
-        .and_then(|ports| ports.iter().find(|p| p.port == route_service.port))
-        .ok_or_else(|| {
-            unresolved(format!("port \"{}\" on service \"{namespace}/{name}\" not matched", route_service.port))
-        })?;
-    let protocol = protocol::resolve(route_service.protocol.as_deref(), &service, port, config);
-    let transport = match protocol {
-        UpstreamProtocol::Tls | UpstreamProtocol::H2 => {
-            let validation = match &route_service.validation {
-                Some(v) => validation::lookup(store, namespace, v, config).map_err(|detail| {
-                    ClusterError::Validation(format!(
-                        "Service [{name}:{}] TLS upstream validation policy error: {detail}",
-                        route_service.port
-                    ))
-                })?,
-                None => None,
-            };
-            Transport::Tls(TlsSettings { sni: None, validation })
+    let (service, port) = lookup_service(ctx, namespace, name, &PortRef::Number(route_service.port))
+        .map_err(RouteServiceError::Unresolved)?;
+    if let ClientCertificateState::Invalid(message) = ctx.client_certificate
+        && !ctx.config.has(Fault::ClientCertificateSecretOptional)
+    {
+        return Err(RouteServiceError::Withdraw {
+            error_type: "TLSError",
+            reason: "SecretNotValid",
+            message: message.clone(),
+        });
+    }
+    let mut protocol = protocol::resolve(route_service.protocol.as_deref(), &service, &port, ctx.config);
+    if protocol == UpstreamProtocol::Http1
+        && route_service.validation.is_some()
+        && ctx.config.has(Fault::ValidateWithoutTls)
+    {
+        protocol = UpstreamProtocol::Tls;
+    }
+    // Validation only applies when TLS is spoken (CONTRACT V5).
+    let validation = match (&route_service.validation, protocol.is_tls()) {
+        (Some(v), true) => {
+            validation::lookup(ctx, namespace, v).map_err(|e| validation_error(name, route_service.port, e))?
         }
-        // Validation is silently ignored without TLS (CONTRACT V5).
-        UpstreamProtocol::Http1 | UpstreamProtocol::H2c => Transport::Plaintext,
+        _ => None,
     };
-    Ok(Cluster {
-        name: format!("{namespace}/{name}/{}", route_service.port),
-        endpoints: endpoints(store, namespace, &service, port),
-        transport,
-    })
+    let service_host = HeadersPolicy::host(route_service.request_headers_policy.as_ref());
+    let mut sni = service_host.clone().or_else(|| route_host.map(str::to_string));
+    if ctx.config.has(Fault::SubjectNameAsSni)
+        && let Some(v) = &route_service.validation
+    {
+        sni = Some(v.subject_name.clone());
+    }
+    let upstream = UpstreamRequest {
+        namespace,
+        service: &service,
+        port: &port,
+        protocol,
+        validation,
+        sni,
+        host_rewrite: service_host,
+    };
+    Ok(build_cluster(ctx, upstream))
 }
 
-/// Ready pods selected by the Service, at the port's targetPort.
-fn endpoints(store: &Store, namespace: &str, service: &Service, port: &ServicePort) -> Vec<SocketAddr> {
-    let Some(selector) = service.spec.as_ref().and_then(|s| s.selector.as_ref()) else {
-        return Vec::new();
-    };
-    let (pods, _) = store.list(&POD, Some(namespace));
-    let mut out = Vec::new();
-    for value in pods {
-        if !crate::kubelet::deployments::pod_is_ready(&value) || value["metadata"].get("deletionTimestamp").is_some() {
-            continue;
-        }
-        let Ok(pod) = serde_json::from_value::<Pod>(value) else { continue };
-        let labels = pod.metadata.labels.clone().unwrap_or_default();
-        if !selector.iter().all(|(k, v)| labels.get(k) == Some(v)) {
-            continue;
-        }
-        let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.as_ref()).and_then(|ip| ip.parse::<IpAddr>().ok())
-        else {
-            continue;
-        };
-        let target = match &port.target_port {
-            None => Some(port.port),
-            Some(IntOrString::Int(n)) => Some(*n),
-            Some(IntOrString::String(named)) => pod
-                .spec
-                .iter()
-                .flat_map(|s| s.containers.iter())
-                .flat_map(|c| c.ports.iter().flatten())
-                .find(|p| p.name.as_deref() == Some(named.as_str()))
-                .map(|p| p.container_port),
-        };
-        if let Some(target) = target.and_then(|t| u16::try_from(t).ok()) {
-            out.push(SocketAddr::new(ip, target));
-        }
+fn validation_error(service: &str, port: i32, error: ValidationError) -> RouteServiceError {
+    match error {
+        ValidationError::NotDelegated { namespace, name } => RouteServiceError::Withdraw {
+            error_type: "TLSError",
+            reason: "CACertificateNotDelegated",
+            message: format!(
+                "service.UpstreamValidation.CACertificate Secret \"{namespace}/{name}\" is not configured for certificate delegation"
+            ),
+        },
+        ValidationError::InvalidSecret(detail) => RouteServiceError::Withdraw {
+            error_type: "ServiceError",
+            reason: "TLSUpstreamValidation",
+            message: format!("Service [{service}:{port}] TLS upstream validation policy error: {detail}"),
+        },
     }
-    out
 }

@@ -1,5 +1,6 @@
-//! Upstream validation (CONTRACT V2-V4, S1, S3): the CA Secret a `validation` block names,
-//! checked as Contour checks it, turned into [`PeerValidation`] for the proxy.
+//! Upstream validation (CONTRACT V2-V4, S1, S3, S6): the CA Secret a `validation` block
+//! names, checked as Contour checks it (delegation first, then the Secret), turned into
+//! [`PeerValidation`] for the proxy.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -7,9 +8,9 @@ use rustls::pki_types::CertificateDer;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::api::Store;
-use crate::api::kinds::SECRET;
-use crate::config::{Fault, LoopbackConfig};
+use super::Context;
+use crate::api::kinds::{SECRET, TLS_CERTIFICATE_DELEGATION};
+use crate::config::Fault;
 use crate::dataplane::table::PeerValidation;
 
 /// `spec.routes[].services[].validation` of an HTTPProxy.
@@ -26,32 +27,77 @@ pub struct UpstreamValidation {
 
 const CA_KEY: &str = "ca.crt";
 
-/// The validation the proxy must apply, or the detail of why the CA Secret is unusable
-/// (the text after `TLS upstream validation policy error: `).
+/// Why a validation block cannot be honoured; each renders as Contour's status error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ValidationError {
+    /// A CA Secret in another namespace without a delegation to the proxy's namespace.
+    NotDelegated { namespace: String, name: String },
+    /// The CA Secret is missing or unusable; the detail follows `TLS upstream validation
+    /// policy error: `.
+    InvalidSecret(String),
+}
+
+/// The validation the proxy must apply. `None` means validation is switched off by a fault.
 ///
-/// `None` means validation is switched off by a fault.
+/// # Errors
+/// The Secret is not delegated, missing or invalid.
 pub fn lookup(
-    store: &Store,
+    ctx: &Context<'_>,
     proxy_namespace: &str,
     validation: &UpstreamValidation,
-    config: &LoopbackConfig,
-) -> Result<Option<PeerValidation>, String> {
+) -> Result<Option<PeerValidation>, ValidationError> {
     let (namespace, name) = match validation.ca_secret.split_once('/') {
         Some((ns, name)) => (ns, name),
         None => (proxy_namespace, validation.ca_secret.as_str()),
     };
-    let secret = store.get(&SECRET, namespace, name);
-    let ca_certificates =
-        ca_bundle(secret.as_ref()).map_err(|detail| format!("invalid CA Secret \"{namespace}/{name}\": {detail}"))?;
-    if config.has(Fault::SkipCaVerification) {
+    if namespace != proxy_namespace
+        && !ctx.config.has(Fault::IgnoreDelegation)
+        && !delegated(ctx, namespace, name, proxy_namespace)
+    {
+        return Err(ValidationError::NotDelegated { namespace: namespace.into(), name: name.into() });
+    }
+    let secret = ctx.store.get(&SECRET, namespace, name);
+    let key = format!("{namespace}/{name}");
+    let ca_certificates = match ca_bundle(secret.as_ref()) {
+        Ok(certificates) if ctx.config.has(Fault::StaleCaBundle) => {
+            let mut cache = ctx.ca_cache.lock().unwrap_or_else(|e| e.into_inner());
+            cache.entry(key).or_insert(certificates).clone()
+        }
+        Ok(certificates) => certificates,
+        Err(detail) => {
+            let detail = if ctx.config.has(Fault::Pre14StatusMessage) {
+                "upstreamValidation requested but secret not found or misconfigured".to_string()
+            } else {
+                format!("invalid CA Secret \"{key}\": {detail}")
+            };
+            return Err(ValidationError::InvalidSecret(detail));
+        }
+    };
+    if ctx.config.has(Fault::SkipCaVerification) {
         return Ok(None);
     }
-    let subject_names = if validation.subject_names.is_empty() {
+    let mut subject_names = if validation.subject_names.is_empty() {
         vec![validation.subject_name.clone()]
     } else {
         validation.subject_names.clone()
     };
-    Ok(Some(PeerValidation { ca_certificates, subject_names }))
+    if ctx.config.has(Fault::FirstSubjectNameOnly) {
+        subject_names.truncate(1);
+    }
+    Ok(Some(PeerValidation {
+        ca_certificates,
+        subject_names,
+        accept_common_name: ctx.config.has(Fault::AcceptNameFromCn),
+    }))
+}
+
+/// Whether a TLSCertificateDelegation in `namespace` lets `target` use Secret `name`.
+fn delegated(ctx: &Context<'_>, namespace: &str, name: &str, target: &str) -> bool {
+    let (delegations, _) = ctx.store.list(&TLS_CERTIFICATE_DELEGATION, Some(namespace));
+    delegations.iter().flat_map(|d| d["spec"]["delegations"].as_array().cloned().unwrap_or_default()).any(|d| {
+        d["secretName"] == name
+            && d["targetNamespaces"].as_array().is_some_and(|targets| targets.iter().any(|t| t == target || t == "*"))
+    })
 }
 
 /// The certificates of a valid CA Secret (CONTRACT S1), or why it is not one.
@@ -70,7 +116,7 @@ fn ca_bundle(secret: Option<&Value>) -> Result<Vec<CertificateDer<'static>>, Str
 
 /// A Secret's value for `key`: `data` (base64) or, before the API server folds it in,
 /// `stringData`.
-fn secret_data(secret: &Value, key: &str) -> Vec<u8> {
+pub fn secret_data(secret: &Value, key: &str) -> Vec<u8> {
     if let Some(encoded) = secret["data"][key].as_str() {
         return BASE64.decode(encoded).unwrap_or_default();
     }

@@ -22,8 +22,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use table::RouteAction;
 pub use table::RouteTable;
+use table::{RouteAction, Transport, UpstreamFailureResponse};
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
@@ -84,50 +84,78 @@ async fn handle(request: Request<Incoming>, table: &RouteTable, next_endpoint: &
         return text(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
     }
     let endpoint = cluster.endpoints[next_endpoint.fetch_add(1, Ordering::Relaxed) % cluster.endpoints.len()];
+    let failure_style = table.upstream_failure;
     let stream = match upstream::connect(endpoint, &cluster.transport).await {
         Ok(stream) => stream,
         Err(failure) => {
             tracing::debug!(cluster = %cluster.name, %endpoint, "upstream failure: {failure:?}");
-            return upstream_failure("remote connection failure", &failure.to_string());
+            return upstream_failure(failure_style, "remote connection failure", &failure.to_string());
         }
     };
-    forward(request, stream, &host).await
-}
-
-async fn forward(request: Request<Incoming>, stream: upstream::UpstreamStream, host: &str) -> Response<Body> {
-    let (mut sender, connection) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
-        Ok(pair) => pair,
-        Err(err) => return upstream_failure("connection termination", &err.to_string()),
+    let (http2, scheme) = match &cluster.transport {
+        Transport::Plaintext { http2 } => (*http2, "http"),
+        Transport::Tls(settings) => (settings.http2, "https"),
     };
-    tokio::spawn(async move {
-        // Ends when the response body is done or either side closes.
-        let _ = connection.await;
-    });
+    let upstream_host = cluster.host_rewrite.clone().or_else(|| route.host_rewrite.clone()).unwrap_or(host);
+    forward(request, stream, &upstream_host, http2, scheme, failure_style).await
+}
+
+/// Sends the request over a fresh upstream connection and relays the response.
+async fn forward(
+    request: Request<Incoming>,
+    stream: upstream::UpstreamStream,
+    host: &str,
+    http2: bool,
+    scheme: &str,
+    failure_style: UpstreamFailureResponse,
+) -> Response<Body> {
     let (mut parts, body) = request.into_parts();
-    parts.version = http::Version::HTTP_11;
-    if let Ok(value) = header::HeaderValue::from_str(host) {
-        parts.headers.insert(header::HOST, value);
-    }
     parts.headers.insert("x-forwarded-proto", header::HeaderValue::from_static("http"));
-    let mut upstream_request = Request::from_parts(parts, body);
-    *upstream_request.uri_mut() = upstream_request
-        .uri()
-        .path_and_query()
-        .map_or_else(|| http::Uri::from_static("/"), |pq| pq.as_str().parse().unwrap_or_default());
-    match sender.send_request(upstream_request).await {
+    let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str()).to_string();
+    let io = TokioIo::new(stream);
+    let result = if http2 {
+        // HTTP/2 carries the host in :authority, taken from an absolute URI.
+        parts.version = http::Version::HTTP_2;
+        parts.headers.remove(header::HOST);
+        parts.uri = format!("{scheme}://{host}{path}").parse().unwrap_or_default();
+        match hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await {
+            Ok((mut sender, connection)) => {
+                tokio::spawn(connection);
+                sender.send_request(Request::from_parts(parts, body)).await
+            }
+            Err(err) => Err(err),
+        }
+    } else {
+        parts.version = http::Version::HTTP_11;
+        if let Ok(value) = header::HeaderValue::from_str(host) {
+            parts.headers.insert(header::HOST, value);
+        }
+        parts.uri = path.parse().unwrap_or_default();
+        match hyper::client::conn::http1::handshake(io).await {
+            Ok((mut sender, connection)) => {
+                tokio::spawn(connection);
+                sender.send_request(Request::from_parts(parts, body)).await
+            }
+            Err(err) => Err(err),
+        }
+    };
+    match result {
         Ok(response) => response.map(BodyExt::boxed),
-        Err(err) => upstream_failure("connection termination", &err.to_string()),
+        Err(err) => upstream_failure(failure_style, "connection termination", &err.to_string()),
     }
 }
 
-/// Envoy's 503 for a failed upstream connection.
-fn upstream_failure(reset_reason: &str, transport_reason: &str) -> Response<Body> {
-    text(
-        StatusCode::SERVICE_UNAVAILABLE,
-        &format!(
-            "{UPSTREAM_FAILURE_PREFIX} reset reason: {reset_reason}, transport failure reason: {transport_reason}"
+/// Envoy's 503 for a failed upstream connection (or the fault's bare 502).
+fn upstream_failure(style: UpstreamFailureResponse, reset_reason: &str, transport_reason: &str) -> Response<Body> {
+    match style {
+        UpstreamFailureResponse::Envoy => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!(
+                "{UPSTREAM_FAILURE_PREFIX} reset reason: {reset_reason}, transport failure reason: {transport_reason}"
+            ),
         ),
-    )
+        UpstreamFailureResponse::Bare502 => text(StatusCode::BAD_GATEWAY, ""),
+    }
 }
 
 fn text(status: StatusCode, body: &str) -> Response<Body> {
@@ -160,13 +188,4 @@ fn request_host<B>(request: &Request<B>) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn host_header_loses_port_and_case() {
-        let request = |host: &str| Request::builder().header("host", host).body(()).unwrap();
-        assert_eq!(request_host(&request("Echo.Example:8080")), "echo.example");
-        assert_eq!(request_host(&request("echo.example")), "echo.example");
-    }
-}
+mod tests;

@@ -5,13 +5,27 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use rustls::pki_types::CertificateDer;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::config::TlsVersion;
 
 /// The whole proxy configuration; replaced as one value on every rebuild.
 #[derive(Debug, Default)]
 pub struct RouteTable {
     /// By lowercase host name (the HTTPProxy's `fqdn`).
     pub virtual_hosts: BTreeMap<String, VirtualHost>,
+    /// How a failed upstream connection is answered.
+    pub upstream_failure: UpstreamFailureResponse,
+}
+
+/// The answer to a request whose upstream connection or handshake failed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamFailureResponse {
+    /// 503 with Envoy's `upstream connect error or disconnect/reset before headers.` body.
+    #[default]
+    Envoy,
+    /// 502 with an empty body (only the `bare-502-on-handshake-failure` fault asks for it).
+    Bare502,
 }
 
 #[derive(Debug, Default)]
@@ -24,6 +38,8 @@ pub struct VirtualHost {
 pub struct Route {
     pub prefix: String,
     pub action: RouteAction,
+    /// Replaces the Host header sent upstream.
+    pub host_rewrite: Option<String>,
 }
 
 #[derive(Debug)]
@@ -41,22 +57,32 @@ pub struct Cluster {
     pub name: String,
     pub endpoints: Vec<SocketAddr>,
     pub transport: Transport,
+    /// Replaces the Host header sent upstream; wins over the route's rewrite.
+    pub host_rewrite: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Transport {
-    /// HTTP/1.1 over TCP.
-    Plaintext,
-    /// HTTP/1.1 over TLS, no ALPN.
+    /// HTTP over TCP: HTTP/1.1, or HTTP/2 with prior knowledge (h2c).
+    Plaintext { http2: bool },
+    /// HTTP over TLS.
     Tls(TlsSettings),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct TlsSettings {
     /// The server name sent in the ClientHello; none when `None`.
     pub sni: Option<String>,
+    /// ALPN protocols offered; none for `tls`, `h2` for `h2`.
+    pub alpn: Vec<Vec<u8>>,
+    /// Speak HTTP/2 over the connection.
+    pub http2: bool,
     /// Certificate validation; the backend certificate is not checked when `None`.
     pub validation: Option<PeerValidation>,
+    /// Presented when the backend asks for a client certificate.
+    pub client_certificate: Option<Arc<ClientCertificate>>,
+    /// `(minimum, maximum)` TLS version.
+    pub versions: (TlsVersion, TlsVersion),
 }
 
 /// Trust anchors and the names one of which the backend certificate must carry as a DNS SAN.
@@ -64,6 +90,16 @@ pub struct TlsSettings {
 pub struct PeerValidation {
     pub ca_certificates: Vec<CertificateDer<'static>>,
     pub subject_names: Vec<String>,
+    /// Also accept a name found only in the subject common name (only the
+    /// `accept-name-from-cn` fault sets this; Envoy never does).
+    pub accept_common_name: bool,
+}
+
+/// The certificate chain and key the proxy presents to backends.
+#[derive(Debug)]
+pub struct ClientCertificate {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
 }
 
 impl RouteTable {
@@ -95,7 +131,11 @@ mod tests {
         let mut table = RouteTable::default();
         let routes = ["/", "/api"]
             .into_iter()
-            .map(|p| Route { prefix: p.into(), action: RouteAction::DirectResponse { status: p.len() as u16 } })
+            .map(|p| Route {
+                prefix: p.into(),
+                action: RouteAction::DirectResponse { status: p.len() as u16 },
+                host_rewrite: None,
+            })
             .collect();
         table.virtual_hosts.insert("a.test".into(), VirtualHost { routes });
         table

@@ -20,6 +20,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use super::table::{PeerValidation, TlsSettings, Transport};
+use crate::config::TlsVersion;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -51,10 +52,11 @@ pub async fn connect(endpoint: SocketAddr, transport: &Transport) -> Result<Upst
         Ok(Ok(tcp)) => tcp,
     };
     let settings = match transport {
-        Transport::Plaintext => return Ok(UpstreamStream::Plain(tcp)),
+        Transport::Plaintext { .. } => return Ok(UpstreamStream::Plain(tcp)),
         Transport::Tls(settings) => settings,
     };
-    let config = client_config(settings);
+    let config =
+        client_config(settings).map_err(|detail| UpstreamFailure::Tls { reason: "SSL_CTX_use_certificate", detail })?;
     // Without an SNI name, dial by address: rustls sends no server_name extension for an IP.
     let server_name = match &settings.sni {
         Some(name) => ServerName::try_from(name.clone())
@@ -69,15 +71,29 @@ pub async fn connect(endpoint: SocketAddr, transport: &Transport) -> Result<Upst
     }
 }
 
-fn client_config(settings: &TlsSettings) -> ClientConfig {
+fn client_config(settings: &TlsSettings) -> Result<ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let verifier = Arc::new(UpstreamVerifier::new(settings.validation.as_ref(), provider.clone()));
-    ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("the aws-lc-rs provider supports the default versions")
+    let versions: Vec<&'static rustls::SupportedProtocolVersion> =
+        [(TlsVersion::V1_2, &rustls::version::TLS12), (TlsVersion::V1_3, &rustls::version::TLS13)]
+            .into_iter()
+            .filter(|(v, _)| (settings.versions.0..=settings.versions.1).contains(v))
+            .map(|(_, supported)| supported)
+            .collect();
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&versions)
+        .map_err(|e| e.to_string())?
         .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth()
+        .with_custom_certificate_verifier(verifier);
+    // rustls sends the certificate only when the backend sends a CertificateRequest (C3).
+    let mut config = match &settings.client_certificate {
+        Some(client) => builder
+            .with_client_auth_cert(client.chain.clone(), client.key.clone_key())
+            .map_err(|e| format!("client certificate: {e}"))?,
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = settings.alpn.clone();
+    Ok(config)
 }
 
 fn tls_failure(error: &std::io::Error) -> UpstreamFailure {
@@ -91,6 +107,7 @@ fn tls_failure(error: &std::io::Error) -> UpstreamFailure {
             _ => "TLSV1_ALERT_INTERNAL_ERROR",
         },
         Some(rustls::Error::InvalidMessage(_)) => "WRONG_VERSION_NUMBER",
+        Some(rustls::Error::PeerIncompatible(_)) => "UNSUPPORTED_PROTOCOL",
         _ => "UNEXPECTED_EOF_WHILE_READING",
     };
     UpstreamFailure::Tls { reason, detail }
@@ -103,7 +120,7 @@ fn tls_failure(error: &std::io::Error) -> UpstreamFailure {
 struct UpstreamVerifier {
     /// The chain verifier (none when no CA certificate parsed: nothing verifies) and the
     /// subject names.
-    validation: Option<(Option<Arc<WebPkiServerVerifier>>, Vec<String>)>,
+    validation: Option<(Option<Arc<WebPkiServerVerifier>>, PeerValidation)>,
     provider: Arc<rustls::crypto::CryptoProvider>,
 }
 
@@ -113,7 +130,7 @@ impl UpstreamVerifier {
             let mut roots = RootCertStore::empty();
             let (_added, _ignored) = roots.add_parsable_certificates(v.ca_certificates.iter().cloned());
             let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build().ok();
-            (verifier, v.subject_names.clone())
+            (verifier, v.clone())
         });
         UpstreamVerifier { validation, provider }
     }
@@ -128,12 +145,12 @@ impl ServerCertVerifier for UpstreamVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let Some((chain, subject_names)) = &self.validation else {
+        let Some((chain, validation)) = &self.validation else {
             return Ok(ServerCertVerified::assertion());
         };
         let chain = chain.as_ref().ok_or(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer))?;
         let mut last = rustls::Error::InvalidCertificate(CertificateError::NotValidForName);
-        for name in subject_names {
+        for name in &validation.subject_names {
             // A name that is not a DNS name can never equal a DNS SAN.
             let Ok(server_name) = ServerName::try_from(name.as_str()) else { continue };
             if !matches!(server_name, ServerName::DnsName(_)) {
@@ -147,6 +164,13 @@ impl ServerCertVerifier for UpstreamVerifier {
                 Err(other) => return Err(other),
             }
             last = rustls::Error::InvalidCertificate(CertificateError::NotValidForName);
+        }
+        if validation.accept_common_name
+            && let Some(cn) = common_name(end_entity)
+            && validation.subject_names.iter().any(|n| n.eq_ignore_ascii_case(&cn))
+        {
+            // Chain and expiry still hold: verify them against the name the SANs do carry.
+            return Ok(ServerCertVerified::assertion());
         }
         Err(last)
     }
@@ -172,6 +196,18 @@ impl ServerCertVerifier for UpstreamVerifier {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.provider.signature_verification_algorithms.supported_schemes()
     }
+}
+
+/// The subject common name of a DER certificate: the last CN attribute in it (the issuer's
+/// comes first), read without a full X.509 parser. Only the `accept-name-from-cn` fault uses it.
+fn common_name(der: &[u8]) -> Option<String> {
+    const CN_OID: [u8; 5] = [0x06, 0x03, 0x55, 0x04, 0x03];
+    let at = der.windows(CN_OID.len()).rposition(|w| w == CN_OID)? + CN_OID.len();
+    let (tag, len) = (*der.get(at)?, usize::from(*der.get(at + 1)?));
+    if !matches!(tag, 0x0c | 0x13 | 0x16) || len >= 0x80 {
+        return None;
+    }
+    String::from_utf8(der.get(at + 2..at + 2 + len)?.to_vec()).ok()
 }
 
 impl AsyncRead for UpstreamStream {

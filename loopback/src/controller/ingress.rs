@@ -1,0 +1,115 @@
+//! Ingress (networking.k8s.io/v1) to annotated Services (CONTRACT N3): [`routes`].
+//!
+//! An Ingress backend gets TLS from the Service annotation or appProtocol like an HTTPProxy
+//! service, and the client certificate, but never validation or SNI. With the client
+//! certificate Secret missing its rules are silently skipped (C4). Ingress has no status here.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::Context;
+use super::client_certificate::ClientCertificateState;
+use super::protocol::{self, UpstreamProtocol};
+use super::upstream::{PortRef, UpstreamRequest, build_cluster, lookup_service};
+use crate::config::Fault;
+use crate::dataplane::table::{Route, RouteAction};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct IngressSpec {
+    ingress_class_name: Option<String>,
+    rules: Vec<IngressRule>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct IngressRule {
+    host: Option<String>,
+    http: Option<HttpRuleValue>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct HttpRuleValue {
+    paths: Vec<HttpPath>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct HttpPath {
+    path: Option<String>,
+    backend: IngressBackend,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct IngressBackend {
+    service: Option<ServiceBackend>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct ServiceBackend {
+    name: String,
+    port: ServiceBackendPort,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct ServiceBackendPort {
+    number: Option<i32>,
+    name: Option<String>,
+}
+
+/// The `(host, route)` pairs an Ingress programs.
+pub fn routes(ctx: &Context<'_>, object: &Value) -> Vec<(String, Route)> {
+    let namespace = object["metadata"]["namespace"].as_str().unwrap_or_default();
+    let Ok(spec) = serde_json::from_value::<IngressSpec>(object["spec"].clone()) else { return Vec::new() };
+    let class_annotation = object["metadata"]["annotations"]["kubernetes.io/ingress.class"].as_str();
+    let ours = |class: Option<&str>| class.is_none_or(|c| c == "contour");
+    if !ours(spec.ingress_class_name.as_deref()) || !ours(class_annotation) {
+        return Vec::new();
+    }
+    if let ClientCertificateState::Invalid(_) = ctx.client_certificate
+        && !ctx.config.has(Fault::ClientCertificateSecretOptional)
+    {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for rule in &spec.rules {
+        let (Some(host), Some(http)) = (&rule.host, &rule.http) else { continue };
+        for path in &http.paths {
+            let Some(backend) = &path.backend.service else { continue };
+            let port = match (&backend.port.number, &backend.port.name) {
+                (Some(n), _) => PortRef::Number(*n),
+                (None, Some(name)) => PortRef::Name(name.clone()),
+                (None, None) => continue,
+            };
+            let action = match lookup_service(ctx, namespace, &backend.name, &port) {
+                Err(_) => RouteAction::DirectResponse { status: 503 },
+                Ok((service, service_port)) => {
+                    let protocol = if ctx.config.has(Fault::IngressIgnoresUpstreamProtocol) {
+                        UpstreamProtocol::Http1
+                    } else {
+                        protocol::resolve(None, &service, &service_port, ctx.config)
+                    };
+                    let upstream = UpstreamRequest {
+                        namespace,
+                        service: &service,
+                        port: &service_port,
+                        protocol,
+                        validation: None,
+                        sni: None,
+                        host_rewrite: None,
+                    };
+                    RouteAction::Forward(vec![Arc::new(build_cluster(ctx, upstream))])
+                }
+            };
+            let prefix = path.path.clone().unwrap_or_else(|| "/".into());
+            out.push((host.to_ascii_lowercase(), Route { prefix, action, host_rewrite: None }));
+        }
+    }
+    out
+}

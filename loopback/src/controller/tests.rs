@@ -1,0 +1,425 @@
+//! The reference controller, clause by clause and fault by fault: objects go into a store,
+//! one rebuild runs, and the programmed route table and the written statuses are checked.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use super::Controller;
+use crate::api::kinds::{HTTP_PROXY, INGRESS, NAMESPACE, POD, SECRET, SERVICE, TLS_CERTIFICATE_DELEGATION};
+use crate::api::store::{Store, Subresource};
+use crate::config::{Fault, LoopbackConfig, SecretName, TlsVersion};
+use crate::dataplane::RouteTable;
+use crate::dataplane::table::{Cluster, RouteAction, Transport, UpstreamFailureResponse};
+
+const NS: &str = "app";
+const HOST: &str = "app.test";
+
+struct Fixture {
+    store: Store,
+    config: LoopbackConfig,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let store = Store::new();
+        for ns in [NS, "other", "proxy"] {
+            store.create(&NAMESPACE, "", json!({"metadata": {"name": ns}})).unwrap();
+        }
+        let pod = json!({
+            "metadata": {"name": "echo-1", "labels": {"app": "echo"}},
+            "spec": {"containers": [{"name": "nginx", "ports": [{"name": "https", "containerPort": 8443}]}]},
+        });
+        store.create(&POD, NS, pod).unwrap();
+        store.modify(&POD, NS, "echo-1", Subresource::Status, |p| {
+            p["status"] = json!({"podIP": "127.9.0.1", "conditions": [{"type": "Ready", "status": "True"}]});
+        });
+        Fixture { store, config: LoopbackConfig::default() }
+    }
+
+    fn with_fault(mut self, fault: Fault) -> Self {
+        self.config.faults.push(fault);
+        self
+    }
+
+    fn service(&self, annotations: Value, ports: Value) -> &Self {
+        let service = json!({
+            "metadata": {"name": "echo", "annotations": annotations},
+            "spec": {"selector": {"app": "echo"}, "ports": ports},
+        });
+        self.store.create(&SERVICE, NS, service).unwrap();
+        self
+    }
+
+    fn tls_service(&self) -> &Self {
+        self.service(
+            json!({"projectcontour.io/upstream-protocol.tls": "8443"}),
+            json!([{"name": "https", "port": 8443, "targetPort": "https"}]),
+        )
+    }
+
+    fn secret(&self, ns: &str, name: &str, secret_type: &str, data: Value) -> &Self {
+        self.store.create(&SECRET, ns, json!({"metadata": {"name": name}, "type": secret_type, "data": data})).unwrap();
+        self
+    }
+
+    fn ca_secret(&self, ns: &str, name: &str) -> &Self {
+        self.secret(ns, name, "Opaque", json!({"ca.crt": b64(&ca_pem())}))
+    }
+
+    fn proxy(&self, name: &str, service: Value) -> &Self {
+        self.proxy_with_route(name, json!({"services": [service]}))
+    }
+
+    fn proxy_with_route(&self, name: &str, route: Value) -> &Self {
+        let proxy = json!({"metadata": {"name": name}, "spec": {"virtualhost": {"fqdn": HOST}, "routes": [route]}});
+        self.store.create(&HTTP_PROXY, NS, proxy).unwrap();
+        self
+    }
+
+    /// One rebuild; the programmed table.
+    fn reconcile(&self) -> Arc<RouteTable> {
+        let (tx, rx) = watch::channel(Arc::new(RouteTable::default()));
+        Controller::new(self.store.clone(), Arc::new(self.config.clone()), tx).reconcile();
+        rx.borrow().clone()
+    }
+
+    fn status(&self, name: &str) -> Value {
+        self.store.get(&HTTP_PROXY, NS, name).unwrap()["status"].clone()
+    }
+}
+
+fn b64(s: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+fn ca_pem() -> String {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.self_signed(&key).unwrap().pem()
+}
+
+fn validated(ca_secret: &str) -> Value {
+    json!({"name": "echo", "port": 8443, "validation": {"caSecret": ca_secret, "subjectName": "echo.test"}})
+}
+
+/// The single cluster of the host's single route.
+fn cluster(table: &RouteTable) -> &Cluster {
+    match &table.virtual_hosts[HOST].routes[0].action {
+        RouteAction::Forward(clusters) => &clusters[0],
+        other => panic!("expected a forwarding route, got {other:?}"),
+    }
+}
+
+fn tls(table: &RouteTable) -> &crate::dataplane::table::TlsSettings {
+    match &cluster(table).transport {
+        Transport::Tls(settings) => settings,
+        other => panic!("expected TLS, got {other:?}"),
+    }
+}
+
+fn first_error(status: &Value) -> (String, String, String) {
+    let e = &status["conditions"][0]["errors"][0];
+    let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+    (s("type"), s("reason"), s("message"))
+}
+
+#[test]
+fn p1_annotation_selects_tls_and_endpoints_follow_the_target_port() {
+    let f = Fixture::new();
+    f.tls_service().proxy("p", json!({"name": "echo", "port": 8443}));
+    let table = f.reconcile();
+    assert!(tls(&table).validation.is_none(), "V1: no validation unless asked");
+    assert_eq!(cluster(&table).endpoints, vec!["127.9.0.1:8443".parse().unwrap()]);
+    assert_eq!(f.status("p")["currentStatus"], "valid");
+}
+
+#[test]
+fn p1_fault_ignoring_the_annotation_speaks_plaintext() {
+    let f = Fixture::new().with_fault(Fault::IgnoreUpstreamProtocolAnnotation);
+    f.tls_service().proxy("p", json!({"name": "echo", "port": 8443}));
+    assert!(matches!(cluster(&f.reconcile()).transport, Transport::Plaintext { http2: false }));
+}
+
+#[test]
+fn p3_app_protocol_and_p4_field_choose_the_transport() {
+    let f = Fixture::new();
+    f.service(
+        json!({"projectcontour.io/upstream-protocol.tls": "8443"}),
+        json!([{"port": 8443, "targetPort": 8443, "appProtocol": "kubernetes.io/h2c"}]),
+    )
+    .proxy("p", json!({"name": "echo", "port": 8443}));
+    assert!(matches!(cluster(&f.reconcile()).transport, Transport::Plaintext { http2: true }));
+
+    let f = Fixture::new();
+    f.service(json!({}), json!([{"port": 8443}])).proxy("p", json!({"name": "echo", "port": 8443, "protocol": "h2"}));
+    let table = f.reconcile();
+    assert_eq!(tls(&table).alpn, vec![b"h2".to_vec()], "P5: h2 offers ALPN h2");
+    assert!(tls(&table).http2);
+}
+
+#[test]
+fn p5_tls_offers_no_alpn_unless_the_fault_adds_one() {
+    let f = Fixture::new();
+    f.tls_service().proxy("p", json!({"name": "echo", "port": 8443}));
+    assert!(tls(&f.reconcile()).alpn.is_empty());
+    let f = Fixture::new().with_fault(Fault::AlpnForTls);
+    f.tls_service().proxy("p", json!({"name": "echo", "port": 8443}));
+    assert_eq!(tls(&f.reconcile()).alpn, vec![b"http/1.1".to_vec()]);
+}
+
+#[test]
+fn v5_validation_is_ignored_without_tls_unless_the_fault_forces_it() {
+    let f = Fixture::new();
+    f.service(json!({}), json!([{"port": 8443}])).proxy("p", validated("missing"));
+    assert!(matches!(cluster(&f.reconcile()).transport, Transport::Plaintext { .. }));
+    assert_eq!(f.status("p")["currentStatus"], "valid", "V5: the proxy stays valid");
+
+    let f = Fixture::new().with_fault(Fault::ValidateWithoutTls);
+    f.ca_secret(NS, "ca").service(json!({}), json!([{"port": 8443}])).proxy("p", validated("ca"));
+    assert!(matches!(cluster(&f.reconcile()).transport, Transport::Tls(_)));
+}
+
+#[test]
+fn v2_to_v4_validation_carries_the_bundle_and_subject_names() {
+    let f = Fixture::new();
+    f.ca_secret(NS, "ca").tls_service().proxy(
+        "p",
+        json!({"name": "echo", "port": 8443, "validation": {"caSecret": "ca", "subjectName": "a.test", "subjectNames": ["a.test", "b.test"]}}),
+    );
+    let v = tls(&f.reconcile()).validation.clone().unwrap();
+    assert_eq!(v.subject_names, vec!["a.test", "b.test"]);
+    assert_eq!(v.ca_certificates.len(), 1);
+    assert!(!v.accept_common_name);
+
+    let f = Fixture::new().with_fault(Fault::FirstSubjectNameOnly).with_fault(Fault::AcceptNameFromCn);
+    f.ca_secret(NS, "ca").tls_service().proxy(
+        "p",
+        json!({"name": "echo", "port": 8443, "validation": {"caSecret": "ca", "subjectName": "a.test", "subjectNames": ["a.test", "b.test"]}}),
+    );
+    let v = tls(&f.reconcile()).validation.clone().unwrap();
+    assert_eq!(v.subject_names, vec!["a.test"]);
+    assert!(v.accept_common_name);
+
+    let f = Fixture::new().with_fault(Fault::SkipCaVerification);
+    f.ca_secret(NS, "ca").tls_service().proxy("p", validated("ca"));
+    assert!(tls(&f.reconcile()).validation.is_none());
+}
+
+#[test]
+fn s3_s4_missing_ca_secret_invalidates_and_withdraws_the_host() {
+    let f = Fixture::new();
+    f.tls_service().proxy("p", validated("missing"));
+    let table = f.reconcile();
+    assert!(!table.virtual_hosts.contains_key(HOST), "S4: no routes for an invalid proxy");
+    let status = f.status("p");
+    assert_eq!(status["currentStatus"], "invalid");
+    assert_eq!(status["description"], "At least one error present, see Errors for details");
+    assert_eq!(
+        first_error(&status),
+        (
+            "ServiceError".into(),
+            "TLSUpstreamValidation".into(),
+            "Service [echo:8443] TLS upstream validation policy error: invalid CA Secret \"app/missing\": Secret not found"
+                .into()
+        )
+    );
+
+    let f = Fixture::new().with_fault(Fault::KeepRoutesOfInvalidProxy);
+    f.tls_service().proxy("p", validated("missing"));
+    assert!(f.reconcile().virtual_hosts.contains_key(HOST));
+    let f = Fixture::new().with_fault(Fault::Pre14StatusMessage);
+    f.tls_service().proxy("p", validated("missing"));
+    f.reconcile();
+    assert!(
+        first_error(&f.status("p")).2.ends_with("upstreamValidation requested but secret not found or misconfigured")
+    );
+}
+
+#[test]
+fn s1_secret_types_and_contents() {
+    let pem = ca_pem();
+    for (secret_type, data, valid) in [
+        ("Opaque", json!({"ca.crt": b64(&pem)}), true),
+        ("kubernetes.io/tls", json!({"ca.crt": b64(&pem), "tls.crt": b64(&pem), "tls.key": b64("k")}), true),
+        ("kubernetes.io/dockerconfigjson", json!({"ca.crt": b64(&pem)}), false),
+        ("Opaque", json!({"ca.crt": ""}), false),
+        ("Opaque", json!({"ca.crt": b64("not a certificate")}), false),
+    ] {
+        let f = Fixture::new();
+        f.secret(NS, "ca", secret_type, data).tls_service().proxy("p", validated("ca"));
+        f.reconcile();
+        let expected = if valid { "valid" } else { "invalid" };
+        assert_eq!(f.status("p")["currentStatus"], expected, "{secret_type}");
+    }
+}
+
+#[test]
+fn s5_a_later_secret_recovers_unless_the_bundle_is_stale() {
+    let f = Fixture::new();
+    f.tls_service().proxy("p", validated("ca"));
+    f.reconcile();
+    assert_eq!(f.status("p")["currentStatus"], "invalid");
+    f.ca_secret(NS, "ca");
+    assert!(f.reconcile().virtual_hosts.contains_key(HOST));
+    assert_eq!(f.status("p")["currentStatus"], "valid");
+
+    let f = Fixture::new().with_fault(Fault::StaleCaBundle);
+    f.ca_secret(NS, "ca").tls_service().proxy("p", validated("ca"));
+    let (tx, rx) = watch::channel(Arc::new(RouteTable::default()));
+    let controller = Controller::new(f.store.clone(), Arc::new(f.config.clone()), tx);
+    controller.reconcile();
+    let first = tls(&rx.borrow()).validation.clone().unwrap().ca_certificates;
+    let mut secret = f.store.get(&SECRET, NS, "ca").unwrap();
+    secret["data"]["ca.crt"] = json!(b64(&ca_pem()));
+    f.store.update(&SECRET, NS, "ca", secret, Subresource::Main).unwrap();
+    controller.reconcile();
+    assert_eq!(tls(&rx.borrow()).validation.clone().unwrap().ca_certificates, first, "the fault keeps the old CA");
+}
+
+#[test]
+fn s6_cross_namespace_ca_needs_a_delegation() {
+    let f = Fixture::new();
+    f.ca_secret("other", "ca").tls_service().proxy("p", validated("other/ca"));
+    f.reconcile();
+    assert_eq!(
+        first_error(&f.status("p")),
+        (
+            "TLSError".into(),
+            "CACertificateNotDelegated".into(),
+            "service.UpstreamValidation.CACertificate Secret \"other/ca\" is not configured for certificate delegation"
+                .into()
+        )
+    );
+    let delegation =
+        json!({"metadata": {"name": "d"}, "spec": {"delegations": [{"secretName": "ca", "targetNamespaces": [NS]}]}});
+    f.store.create(&TLS_CERTIFICATE_DELEGATION, "other", delegation).unwrap();
+    f.reconcile();
+    assert_eq!(f.status("p")["currentStatus"], "valid");
+
+    let f = Fixture::new().with_fault(Fault::IgnoreDelegation);
+    f.ca_secret("other", "ca").tls_service().proxy("p", validated("other/ca"));
+    f.reconcile();
+    assert_eq!(f.status("p")["currentStatus"], "valid");
+}
+
+fn with_client_certificate(mut f: Fixture) -> Fixture {
+    f.config.tls.envoy_client_certificate = Some(SecretName { name: "client".into(), namespace: "proxy".into() });
+    f
+}
+
+#[test]
+fn c4_missing_client_certificate_invalidates_every_proxy() {
+    let f = with_client_certificate(Fixture::new());
+    f.service(json!({}), json!([{"port": 8443}])).proxy("p", json!({"name": "echo", "port": 8443}));
+    f.reconcile();
+    assert_eq!(
+        first_error(&f.status("p")),
+        (
+            "TLSError".into(),
+            "SecretNotValid".into(),
+            "tls.envoy-client-certificate Secret \"proxy/client\" is invalid: Secret not found".into()
+        )
+    );
+    let f = with_client_certificate(Fixture::new().with_fault(Fault::ClientCertificateSecretOptional));
+    f.service(json!({}), json!([{"port": 8443}])).proxy("p", json!({"name": "echo", "port": 8443}));
+    f.reconcile();
+    assert_eq!(f.status("p")["currentStatus"], "valid");
+}
+
+#[test]
+fn c3_client_certificate_is_attached_unless_the_fault_drops_it() {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["envoy".to_string()]).unwrap().self_signed(&key).unwrap();
+    let data = json!({"tls.crt": b64(&cert.pem()), "tls.key": b64(&key.serialize_pem())});
+    for (fault, attached) in [(None, true), (Some(Fault::NeverPresentClientCertificate), false)] {
+        let mut f = with_client_certificate(Fixture::new());
+        f.config.faults.extend(fault);
+        f.secret("proxy", "client", "kubernetes.io/tls", data.clone())
+            .tls_service()
+            .proxy("p", json!({"name": "echo", "port": 8443}));
+        assert_eq!(tls(&f.reconcile()).client_certificate.is_some(), attached, "{fault:?}");
+    }
+}
+
+#[test]
+fn n1_sni_comes_from_host_rewrites_only() {
+    let f = Fixture::new();
+    f.ca_secret(NS, "ca").tls_service().proxy("p", validated("ca"));
+    assert_eq!(tls(&f.reconcile()).sni, None, "subjectName is never SNI");
+
+    let f = Fixture::new();
+    f.tls_service().proxy_with_route(
+        "p",
+        json!({"requestHeadersPolicy": {"set": [{"name": "Host", "value": "route.test"}]}, "services": [{"name": "echo", "port": 8443}]}),
+    );
+    let table = f.reconcile();
+    assert_eq!(tls(&table).sni.as_deref(), Some("route.test"));
+    assert_eq!(table.virtual_hosts[HOST].routes[0].host_rewrite.as_deref(), Some("route.test"));
+
+    let f = Fixture::new();
+    f.tls_service().proxy_with_route(
+        "p",
+        json!({"requestHeadersPolicy": {"set": [{"name": "Host", "value": "route.test"}]}, "services": [
+            {"name": "echo", "port": 8443, "requestHeadersPolicy": {"set": [{"name": "host", "value": "service.test"}]}}]}),
+    );
+    assert_eq!(tls(&f.reconcile()).sni.as_deref(), Some("service.test"), "service level wins");
+
+    let f = Fixture::new().with_fault(Fault::SubjectNameAsSni);
+    f.ca_secret(NS, "ca").tls_service().proxy("p", validated("ca"));
+    assert_eq!(tls(&f.reconcile()).sni.as_deref(), Some("echo.test"));
+}
+
+#[test]
+fn n2_version_limits_come_from_the_config() {
+    let mut f = Fixture::new();
+    f.config.cluster.upstream_tls.minimum_protocol_version = Some(TlsVersion::V1_3);
+    f.tls_service().proxy("p", json!({"name": "echo", "port": 8443}));
+    assert_eq!(tls(&f.reconcile()).versions, (TlsVersion::V1_3, TlsVersion::V1_3));
+    f.config.faults.push(Fault::IgnoreTlsVersionLimits);
+    assert_eq!(tls(&f.reconcile()).versions, (TlsVersion::V1_2, TlsVersion::V1_3));
+}
+
+#[test]
+fn n3_ingress_gets_tls_without_validation_or_sni() {
+    for (fault, is_tls) in [(None, true), (Some(Fault::IngressIgnoresUpstreamProtocol), false)] {
+        let mut f = Fixture::new();
+        f.config.faults.extend(fault);
+        f.tls_service();
+        let ingress = json!({"metadata": {"name": "i"}, "spec": {"rules": [{"host": HOST, "http": {"paths": [
+            {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "echo", "port": {"name": "https"}}}}]}}]}});
+        f.store.create(&INGRESS, NS, ingress).unwrap();
+        let table = f.reconcile();
+        match &cluster(&table).transport {
+            Transport::Tls(settings) => {
+                assert!(is_tls);
+                assert!(settings.validation.is_none() && settings.sni.is_none());
+            }
+            Transport::Plaintext { .. } => assert!(!is_tls, "{fault:?}"),
+        }
+    }
+}
+
+#[test]
+fn unresolved_services_get_a_503_route_and_duplicates_are_invalid() {
+    let f = Fixture::new();
+    f.proxy("p", json!({"name": "nope", "port": 80}));
+    let table = f.reconcile();
+    assert!(matches!(table.virtual_hosts[HOST].routes[0].action, RouteAction::DirectResponse { status: 503 }));
+    assert_eq!(first_error(&f.status("p")).1, "ServiceUnresolvedReference");
+
+    let f = Fixture::new();
+    f.tls_service().proxy("a", json!({"name": "echo", "port": 8443})).proxy("b", json!({"name": "echo", "port": 8443}));
+    assert!(!f.reconcile().virtual_hosts.contains_key(HOST));
+    assert_eq!(first_error(&f.status("a")).1, "DuplicateVhost");
+}
+
+#[test]
+fn v6_fault_switches_the_failure_response() {
+    let f = Fixture::new().with_fault(Fault::Bare502OnHandshakeFailure);
+    assert_eq!(f.reconcile().upstream_failure, UpstreamFailureResponse::Bare502);
+    assert_eq!(Fixture::new().reconcile().upstream_failure, UpstreamFailureResponse::Envoy);
+}

@@ -1,0 +1,153 @@
+//! Building the proxy's view of one Service port: [`build_cluster`] (transport, TLS settings,
+//! endpoints), shared by HTTPProxy and Ingress processing.
+
+use std::net::{IpAddr, SocketAddr};
+
+use k8s_openapi::api::core::v1::{Pod, Service, ServicePort};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::Context;
+use super::client_certificate::ClientCertificateState;
+use super::protocol::UpstreamProtocol;
+use crate::api::kinds::{POD, SERVICE};
+use crate::config::{Fault, TlsVersion};
+use crate::dataplane::table::{Cluster, PeerValidation, TlsSettings, Transport};
+
+/// What is known about an upstream before its cluster is built.
+pub struct UpstreamRequest<'a> {
+    pub namespace: &'a str,
+    pub service: &'a Service,
+    pub port: &'a ServicePort,
+    pub protocol: UpstreamProtocol,
+    /// Validation, when the route asks for it and TLS is spoken.
+    pub validation: Option<PeerValidation>,
+    pub sni: Option<String>,
+    /// Replaces the Host header upstream.
+    pub host_rewrite: Option<String>,
+}
+
+/// Looks up a Service in `namespace` and its port by number (HTTPProxy) or name (Ingress).
+///
+/// # Errors
+/// The text after `Spec.Routes unresolved service reference: `.
+pub fn lookup_service(
+    ctx: &Context<'_>,
+    namespace: &str,
+    name: &str,
+    port: &PortRef,
+) -> Result<(Service, ServicePort), String> {
+    let service: Service = ctx
+        .store
+        .get(&SERVICE, namespace, name)
+        .and_then(|v| serde_json::from_value(v).ok())
+        .ok_or_else(|| format!("service \"{namespace}/{name}\" not found"))?;
+    let found = service.spec.as_ref().and_then(|s| s.ports.as_ref()).and_then(|ports| {
+        ports
+            .iter()
+            .find(|p| match port {
+                PortRef::Number(n) => p.port == *n,
+                PortRef::Name(want) => p.name.as_deref() == Some(want.as_str()),
+            })
+            .cloned()
+    });
+    let port = found.ok_or_else(|| format!("port \"{port}\" on service \"{namespace}/{name}\" not matched"))?;
+    Ok((service, port))
+}
+
+/// A Service port named by number or by name.
+#[derive(Debug, Clone)]
+pub enum PortRef {
+    Number(i32),
+    Name(String),
+}
+
+impl std::fmt::Display for PortRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PortRef::Number(n) => write!(f, "{n}"),
+            PortRef::Name(name) => f.write_str(name),
+        }
+    }
+}
+
+/// The cluster for an upstream.
+pub fn build_cluster(ctx: &Context<'_>, upstream: UpstreamRequest<'_>) -> Cluster {
+    let name = upstream.service.metadata.name.clone().unwrap_or_default();
+    let transport = match upstream.protocol {
+        UpstreamProtocol::Http1 => Transport::Plaintext { http2: false },
+        UpstreamProtocol::H2c => Transport::Plaintext { http2: true },
+        UpstreamProtocol::Tls | UpstreamProtocol::H2 => Transport::Tls(tls_settings(ctx, &upstream)),
+    };
+    Cluster {
+        name: format!("{}/{name}/{}", upstream.namespace, upstream.port.port),
+        endpoints: endpoints(ctx, upstream.namespace, upstream.service, upstream.port),
+        transport,
+        host_rewrite: upstream.host_rewrite,
+    }
+}
+
+fn tls_settings(ctx: &Context<'_>, upstream: &UpstreamRequest<'_>) -> TlsSettings {
+    let h2 = upstream.protocol == UpstreamProtocol::H2;
+    let alpn = match (h2, ctx.config.has(Fault::AlpnForTls)) {
+        (true, _) => vec![b"h2".to_vec()],
+        (false, true) => vec![b"http/1.1".to_vec()],
+        (false, false) => Vec::new(),
+    };
+    let client_certificate = match ctx.client_certificate {
+        ClientCertificateState::Ready(certificate) if !ctx.config.has(Fault::NeverPresentClientCertificate) => {
+            Some(certificate.clone())
+        }
+        _ => None,
+    };
+    let versions = if ctx.config.has(Fault::IgnoreTlsVersionLimits) {
+        (TlsVersion::V1_2, TlsVersion::V1_3)
+    } else {
+        ctx.config.upstream_tls_versions()
+    };
+    TlsSettings {
+        sni: upstream.sni.clone(),
+        alpn,
+        http2: h2,
+        validation: upstream.validation.clone(),
+        client_certificate,
+        versions,
+    }
+}
+
+/// Ready pods selected by the Service, at the port's targetPort.
+fn endpoints(ctx: &Context<'_>, namespace: &str, service: &Service, port: &ServicePort) -> Vec<SocketAddr> {
+    let Some(selector) = service.spec.as_ref().and_then(|s| s.selector.as_ref()) else {
+        return Vec::new();
+    };
+    let (pods, _) = ctx.store.list(&POD, Some(namespace));
+    let mut out = Vec::new();
+    for value in pods {
+        if !crate::kubelet::deployments::pod_is_ready(&value) || value["metadata"].get("deletionTimestamp").is_some() {
+            continue;
+        }
+        let Ok(pod) = serde_json::from_value::<Pod>(value) else { continue };
+        let labels = pod.metadata.labels.clone().unwrap_or_default();
+        if !selector.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+            continue;
+        }
+        let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.as_ref()).and_then(|ip| ip.parse::<IpAddr>().ok())
+        else {
+            continue;
+        };
+        let target = match &port.target_port {
+            None => Some(port.port),
+            Some(IntOrString::Int(n)) => Some(*n),
+            Some(IntOrString::String(named)) => pod
+                .spec
+                .iter()
+                .flat_map(|s| s.containers.iter())
+                .flat_map(|c| c.ports.iter().flatten())
+                .find(|p| p.name.as_deref() == Some(named.as_str()))
+                .map(|p| p.container_port),
+        };
+        if let Some(target) = target.and_then(|t| u16::try_from(t).ok()) {
+            out.push(SocketAddr::new(ip, target));
+        }
+    }
+    out
+}

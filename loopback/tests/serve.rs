@@ -1,0 +1,144 @@
+//! `loopback serve` as a user runs it: it prints where to reach it, and on Ctrl-C (SIGINT)
+//! it stops every backend process it started and removes its files.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Processes whose command line mentions `needle` (nginx pods run from the work directory).
+fn processes_mentioning(needle: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(needle))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// `pids` and every process whose parent is one of them (nginx workers).
+fn with_children(pids: Vec<u32>) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return pids };
+    let mut all = pids.clone();
+    for pid in entries.filter_map(Result::ok).filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok()) {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // The fields after the parenthesised command name: state, then parent pid.
+        let parent = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+        if parent.is_some_and(|p| pids.contains(&p)) {
+            all.push(pid);
+        }
+    }
+    all
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| !stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')))
+}
+
+fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    done()
+}
+
+const BACKEND: &str = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: web, namespace: default}
+data:
+  nginx.conf: |
+    worker_processes 1;
+    pid nginx.pid;
+    events {}
+    http {
+        client_body_temp_path tmp-body;
+        proxy_temp_path tmp-proxy;
+        fastcgi_temp_path tmp-fastcgi;
+        uwsgi_temp_path tmp-uwsgi;
+        scgi_temp_path tmp-scgi;
+        access_log /dev/stdout;
+        server { listen 8080; location / { return 200 "ok\n"; } }
+    }
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: default}
+spec:
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+        - name: nginx
+          image: nginx
+          command: [nginx, -p, /run/web/, -c, /etc/web/nginx.conf, -e, stderr, -g, "daemon off;"]
+          ports: [{containerPort: 8080}]
+          volumeMounts:
+            - {name: conf, mountPath: /etc/web}
+            - {name: run, mountPath: /run/web}
+      volumes:
+        - {name: conf, configMap: {name: web}}
+        - {name: run, emptyDir: {}}
+"#;
+
+#[test]
+fn serve_prints_its_addresses_and_cleans_up_on_ctrl_c() {
+    if !std::path::Path::new("/usr/bin/kubectl").exists() {
+        eprintln!("skipped: kubectl is not installed");
+        return;
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_loopback"))
+        .arg("serve")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("loopback starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut kubeconfig = None;
+    let mut proxy = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(path) = line.strip_prefix("kubeconfig: ") {
+            kubeconfig = Some(PathBuf::from(path.trim()));
+        }
+        if let Some(address) = line.strip_prefix("proxy: ") {
+            proxy = Some(address.trim().to_string());
+        }
+        if line.starts_with("Press Ctrl-C") {
+            break;
+        }
+    }
+    let kubeconfig = kubeconfig.expect("the kubeconfig path is printed");
+    assert!(proxy.expect("the proxy address is printed").parse::<std::net::SocketAddr>().is_ok());
+    let work_dir = kubeconfig.parent().unwrap().to_path_buf();
+
+    let manifest = work_dir.join("backend.yaml");
+    std::fs::write(&manifest, BACKEND).unwrap();
+    let kubectl = |args: &[&str]| {
+        let output = Command::new("kubectl").arg("--kubeconfig").arg(&kubeconfig).args(args).output().unwrap();
+        assert!(output.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    kubectl(&["apply", "--server-side", "--validate=false", "-f", manifest.to_str().unwrap()]);
+    kubectl(&["wait", "--for=condition=Available", "deployment/web", "--timeout=60s"]);
+    let work = work_dir.to_str().unwrap().to_string();
+    let nginx = with_children(processes_mentioning(&work));
+    assert!(nginx.len() >= 2, "the backend runs as nginx, master and worker: {nginx:?}");
+
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "clean exit on Ctrl-C: {status:?}");
+    assert!(wait_until(Duration::from_secs(10), || !nginx.iter().any(|p| alive(*p))), "nginx left behind: {nginx:?}");
+    assert!(!work_dir.exists(), "work directory left behind: {}", work_dir.display());
+}
