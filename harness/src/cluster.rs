@@ -168,6 +168,20 @@ impl ClusterClient {
         }
     }
 
+    /// Deletes an object and waits until it is gone.
+    ///
+    /// # Errors
+    /// The deletion is refused or the object is still there after `limit`.
+    pub async fn delete_and_wait(&self, object: &ObjectRef, limit: Duration) -> Result<(), ClusterError> {
+        self.delete(object).await?;
+        let api = self.api(object).await?;
+        let gone = |o: Option<&DynamicObject>| o.is_none();
+        match tokio::time::timeout(limit, await_condition(api, &object.name, gone)).await {
+            Ok(_) => Ok(()),
+            Err(_) => Err(ClusterError::Timeout { object: Box::new(object.clone()), what: "deletion".into(), limit }),
+        }
+    }
+
     /// Waits until a Deployment reports the Available condition for its current generation.
     ///
     /// # Errors

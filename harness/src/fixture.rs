@@ -71,7 +71,25 @@ pub struct BackendFixture<'a> {
     pub chain: Vec<&'a Material>,
     /// The mode and the CA that client certificates must chain to.
     pub client_certificate: Option<(ClientCertificateMode, &'a Material)>,
+    /// TLS versions nginx accepts; both when `None`.
+    pub tls_versions: Option<Vec<TlsVersion>>,
     pub image: &'a str,
+}
+
+/// A TLS version a backend may accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
+}
+
+impl TlsVersion {
+    fn nginx_name(self) -> &'static str {
+        match self {
+            TlsVersion::Tls12 => "TLSv1.2",
+            TlsVersion::Tls13 => "TLSv1.3",
+        }
+    }
 }
 
 impl BackendFixture<'_> {
@@ -113,7 +131,11 @@ impl BackendFixture<'_> {
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": {"name": format!("{}-nginx", self.name), "namespace": self.namespace, "labels": self.labels()},
-            "data": {"nginx.conf": nginx_conf(self.name, self.client_certificate.map(|(mode, _)| mode))},
+            "data": {"nginx.conf": nginx_conf(
+                self.name,
+                self.client_certificate.map(|(mode, _)| mode),
+                self.tls_versions.as_deref().unwrap_or(&[TlsVersion::Tls12, TlsVersion::Tls13]),
+            )},
         })
     }
 
@@ -189,8 +211,10 @@ fn echo_template(backend: &str) -> String {
 
 /// nginx.conf for a backend: TLS on 8443 (TLS 1.2 and 1.3, HTTP/2 by ALPN), plaintext
 /// HTTP/1.1 on 8080 and h2c on 8081, every one echoing what it saw.
-pub fn nginx_conf(backend: &str, client_certificate: Option<ClientCertificateMode>) -> String {
+pub fn nginx_conf(backend: &str, client_certificate: Option<ClientCertificateMode>, versions: &[TlsVersion]) -> String {
     let echo = echo_template(backend);
+    let protocols: Vec<&str> = versions.iter().map(|v| v.nginx_name()).collect();
+    let protocols = protocols.join(" ");
     let verify = match client_certificate {
         None => "ssl_verify_client off;".to_string(),
         Some(mode) => {
@@ -220,7 +244,7 @@ http {{
         listen {tls_port} ssl http2;
         ssl_certificate tls.crt;
         ssl_certificate_key tls.key;
-        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_protocols {protocols};
         {verify}
         location / {{
             return 200 '{echo}\n';
@@ -260,7 +284,8 @@ mod tests {
 
     #[test]
     fn nginx_conf_uses_only_relative_file_paths() {
-        let conf = nginx_conf("echo", Some(ClientCertificateMode::Optional));
+        let conf = nginx_conf("echo", Some(ClientCertificateMode::Optional), &[TlsVersion::Tls12]);
+        assert!(conf.contains("ssl_protocols TLSv1.2;"));
         assert!(conf.contains("ssl_certificate tls.crt;"));
         assert!(conf.contains("listen 8443 ssl http2;"));
         assert!(conf.contains("ssl_verify_client optional;"));

@@ -5,6 +5,7 @@
 //! - [`pki`]: certificates and keys with rcgen.
 //! - [`fixture`]: the nginx backend objects.
 //! - [`cluster`]: the cluster driver (kube-rs, a kubeconfig, nothing else).
+//! - [`install`]: install-wide state the harness manages (the Envoy client certificate).
 //! - [`traffic`]: requests through the proxy and their checks.
 //! - [`status_match`]: partial matching of object status.
 //! - [`runner`]: one scenario from set-up to clean-up.
@@ -13,6 +14,7 @@
 
 pub mod cluster;
 pub mod fixture;
+pub mod install;
 pub mod pki;
 pub mod runner;
 pub mod scenario;

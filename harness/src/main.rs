@@ -65,6 +65,11 @@ struct RunArgs {
     /// Kubeconfig context (default: the current context).
     #[arg(long, env = env::CONTEXT)]
     context: Option<String>,
+    /// NAMESPACE/NAME of the Secret the installation reads its Envoy client certificate from
+    /// (Contour's tls.envoy-client-certificate); the harness writes it. Without it, scenarios
+    /// needing a client certificate are skipped on real clusters.
+    #[arg(long, env = env::CLIENT_CERT_SECRET)]
+    client_cert_secret: Option<harness::install::SecretRef>,
     /// Backend container image on a real cluster.
     #[arg(long, env = env::IMAGE, default_value = harness::fixture::DEFAULT_IMAGE)]
     image: String,
@@ -133,7 +138,12 @@ fn run(args: RunArgs) -> ExitCode {
         Err(code) => return code,
     };
     let target = match args.proxy {
-        Some(proxy) => TargetConfig::Cluster { kubeconfig: args.kubeconfig, context: args.context, proxy },
+        Some(proxy) => TargetConfig::Cluster {
+            kubeconfig: args.kubeconfig,
+            context: args.context,
+            proxy,
+            client_certificate: args.client_cert_secret,
+        },
         None => TargetConfig::Loopback { faults: args.faults },
     };
     let settings = RunSettings { image: args.image, keep_namespaces: args.keep_namespaces, ..Default::default() };

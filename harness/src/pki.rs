@@ -41,10 +41,36 @@ pub struct PkiError {
     pub source: rcgen::Error,
 }
 
-/// All certificates of one scenario run, by name.
+/// What to issue: the scenario's [`CertificateSpec`] without its source positions.
+#[derive(Debug, Clone)]
+pub struct CertificateRequest<'a> {
+    pub name: &'a str,
+    /// An earlier CA entry of the same [`Pki`]; self-signed when `None`.
+    pub issuer: Option<&'a str>,
+    pub ca: bool,
+    pub common_name: &'a str,
+    pub dns_names: &'a [String],
+    pub expired: bool,
+}
+
+impl<'a> From<&'a CertificateSpec> for CertificateRequest<'a> {
+    fn from(spec: &'a CertificateSpec) -> Self {
+        CertificateRequest {
+            name: &spec.name.value,
+            issuer: spec.issuer.as_ref().map(|i| i.value.as_str()),
+            ca: spec.ca,
+            common_name: spec.common_name.as_deref().unwrap_or(&spec.name.value),
+            dns_names: &spec.dns_names,
+            expired: spec.expired,
+        }
+    }
+}
+
+/// Certificates by name, and the CAs among them ready to issue more.
 #[derive(Debug, Default)]
 pub struct Pki {
     material: BTreeMap<String, Material>,
+    issuers: BTreeMap<String, Issuer<'static, KeyPair>>,
 }
 
 impl Pki {
@@ -54,33 +80,38 @@ impl Pki {
     /// # Errors
     /// rcgen refuses an entry (for instance a DNS name it cannot encode).
     pub fn build(specs: &[CertificateSpec]) -> Result<Self, PkiError> {
-        let mut issuers: BTreeMap<String, Issuer<'static, KeyPair>> = BTreeMap::new();
-        let mut material = BTreeMap::new();
+        let mut pki = Pki::default();
         for spec in specs {
-            let name = spec.name.value.clone();
-            let error = |source| PkiError { name: name.clone(), source };
-            let key = KeyPair::generate().map_err(error)?;
-            let (params, serial) = params(spec).map_err(error)?;
-            let certificate = match spec.issuer.as_ref().and_then(|i| issuers.get(&i.value)) {
-                Some(issuer) => params.signed_by(&key, issuer),
-                None => params.self_signed(&key),
-            }
-            .map_err(error)?;
-            let sha1 = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, certificate.der());
-            material.insert(
-                name.clone(),
-                Material {
-                    cert_pem: certificate.pem(),
-                    key_pem: key.serialize_pem(),
-                    serial_hex: hex(&serial, true),
-                    sha1_hex: hex(sha1.as_ref(), false),
-                },
-            );
-            if spec.ca {
-                issuers.insert(name, Issuer::new(params, key));
-            }
+            pki.issue(&CertificateRequest::from(spec))?;
         }
-        Ok(Pki { material })
+        Ok(pki)
+    }
+
+    /// Issues (or re-issues, replacing the old one) a certificate.
+    ///
+    /// # Errors
+    /// rcgen refuses the request.
+    pub fn issue(&mut self, request: &CertificateRequest<'_>) -> Result<&Material, PkiError> {
+        let error = |source| PkiError { name: request.name.to_string(), source };
+        let key = KeyPair::generate().map_err(error)?;
+        let (params, serial) = params(request).map_err(error)?;
+        let certificate = match request.issuer.and_then(|i| self.issuers.get(i)) {
+            Some(issuer) => params.signed_by(&key, issuer),
+            None => params.self_signed(&key),
+        }
+        .map_err(error)?;
+        let sha1 = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, certificate.der());
+        let material = Material {
+            cert_pem: certificate.pem(),
+            key_pem: key.serialize_pem(),
+            serial_hex: hex(&serial, true),
+            sha1_hex: hex(sha1.as_ref(), false),
+        };
+        if request.ca {
+            self.issuers.insert(request.name.to_string(), Issuer::new(params, key));
+        }
+        self.material.insert(request.name.to_string(), material);
+        Ok(&self.material[request.name])
     }
 
     pub fn get(&self, name: &str) -> Option<&Material> {
@@ -89,32 +120,44 @@ impl Pki {
 
     /// Adds `pki.NAME.*` values for every entry.
     pub fn bind(&self, bindings: &mut Bindings) {
-        use base64::Engine;
-        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
         for (name, m) in &self.material {
-            bindings.insert(format!("pki.{name}.cert"), m.cert_pem.clone());
-            bindings.insert(format!("pki.{name}.certBase64"), b64(&m.cert_pem));
-            bindings.insert(format!("pki.{name}.key"), m.key_pem.clone());
-            bindings.insert(format!("pki.{name}.keyBase64"), b64(&m.key_pem));
-            bindings.insert(format!("pki.{name}.serial"), m.serial_hex.clone());
-            bindings.insert(format!("pki.{name}.sha1"), m.sha1_hex.clone());
+            m.bind(bindings, &format!("pki.{name}"));
         }
     }
 }
 
-fn params(spec: &CertificateSpec) -> Result<(CertificateParams, Vec<u8>), rcgen::Error> {
-    let mut params = CertificateParams::new(spec.dns_names.clone())?;
+impl Material {
+    /// Adds `PREFIX.cert`, `PREFIX.certBase64`, ... for this certificate.
+    pub fn bind(&self, bindings: &mut Bindings, prefix: &str) {
+        use base64::Engine;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        bindings.insert(format!("{prefix}.cert"), self.cert_pem.clone());
+        bindings.insert(format!("{prefix}.certBase64"), b64(&self.cert_pem));
+        bindings.insert(format!("{prefix}.key"), self.key_pem.clone());
+        bindings.insert(format!("{prefix}.keyBase64"), b64(&self.key_pem));
+        bindings.insert(format!("{prefix}.serial"), self.serial_hex.clone());
+        bindings.insert(format!("{prefix}.sha1"), self.sha1_hex.clone());
+    }
+}
+
+fn params(request: &CertificateRequest<'_>) -> Result<(CertificateParams, Vec<u8>), rcgen::Error> {
+    let mut params = CertificateParams::new(request.dns_names.to_vec())?;
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, spec.common_name.clone().unwrap_or_else(|| spec.name.value.clone()));
+    dn.push(DnType::CommonName, request.common_name);
     params.distinguished_name = dn;
     let now = OffsetDateTime::now_utc();
-    params.not_before = now - Duration::hours(1);
-    params.not_after = now + Duration::days(30);
+    if request.expired {
+        params.not_before = now - Duration::days(90);
+        params.not_after = now - Duration::days(30);
+    } else {
+        params.not_before = now - Duration::hours(1);
+        params.not_after = now + Duration::days(30);
+    }
     let mut serial = [0u8; 16];
     aws_lc_rs::rand::fill(&mut serial).map_err(|_| rcgen::Error::RingUnspecified)?;
     serial[0] = (serial[0] & 0x7f) | 0x10; // positive, no leading zero byte
     params.serial_number = Some(SerialNumber::from(serial.to_vec()));
-    if spec.ca {
+    if request.ca {
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages =
             vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
@@ -122,7 +165,7 @@ fn params(spec: &CertificateSpec) -> Result<(CertificateParams, Vec<u8>), rcgen:
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
     }
-    params.use_authority_key_identifier_extension = spec.issuer.is_some();
+    params.use_authority_key_identifier_extension = request.issuer.is_some();
     Ok((params, serial.to_vec()))
 }
 

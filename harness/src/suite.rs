@@ -23,19 +23,28 @@ pub fn default_scenario_dir() -> PathBuf {
     }
 }
 
-/// Runs every scenario, `parallelism` at a time; outcomes come back in input order.
-/// `on_done` is called as each scenario finishes (for progress output).
+/// Runs every scenario: those that leave install-wide state alone `parallelism` at a time,
+/// then those that change it, one by one. `on_done` is called as each finishes (for
+/// progress output). Outcomes come back in that order.
 pub async fn run_all(
     target: &Target,
     scenarios: &[LoadedScenario],
     parallelism: usize,
     on_done: impl Fn(&ScenarioOutcome),
 ) -> Vec<ScenarioOutcome> {
-    futures::stream::iter(scenarios.iter().map(|s| run_scenario(target, s)))
+    let (exclusive, shared): (Vec<&LoadedScenario>, Vec<&LoadedScenario>) =
+        scenarios.iter().partition(|s| s.scenario.exclusive());
+    let mut outcomes: Vec<ScenarioOutcome> = futures::stream::iter(shared.into_iter().map(|s| run_scenario(target, s)))
         .buffered(parallelism.max(1))
         .inspect(|outcome| on_done(outcome))
         .collect()
-        .await
+        .await;
+    for scenario in exclusive {
+        let outcome = run_scenario(target, scenario).await;
+        on_done(&outcome);
+        outcomes.push(outcome);
+    }
+    outcomes
 }
 
 /// One line per scenario, then the totals.
@@ -45,14 +54,19 @@ pub fn summary(outcomes: &[ScenarioOutcome], wall_time: Duration) -> String {
         out.push_str(&line(o));
         out.push('\n');
     }
-    let passed = outcomes.iter().filter(|o| o.passed()).count();
+    let skipped = outcomes.iter().filter(|o| o.skipped.is_some()).count();
+    let failed = outcomes.iter().filter(|o| !o.passed()).count();
+    let passed = outcomes.len() - failed - skipped;
     out.push_str(&format!("\nsuite wall time: {:.1}s for {} scenarios\n", wall_time.as_secs_f64(), outcomes.len()));
-    out.push_str(&format!("{passed} passed, {} failed\n", outcomes.len() - passed));
+    out.push_str(&format!("{passed} passed, {failed} failed, {skipped} skipped\n"));
     out
 }
 
 /// `PASS name (1.2s)`, or `FAIL name (1.2s)` followed by the indented failure.
 pub fn line(outcome: &ScenarioOutcome) -> String {
+    if let Some(reason) = &outcome.skipped {
+        return format!("SKIP {}: {reason}", outcome.name);
+    }
     let verdict = if outcome.passed() { "PASS" } else { "FAIL" };
     let mut text = format!("{verdict} {} ({:.1}s)", outcome.name, outcome.duration.as_secs_f64());
     if let Some(failure) = &outcome.failure {

@@ -8,10 +8,15 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use std::sync::Arc;
+
+use loopback::config::SecretName;
 use loopback::{Fault, Loopback, LoopbackConfig};
 
 use crate::cluster::{ClusterClient, ClusterError};
+use crate::install::{InstallClientCertificate, SecretRef};
 use crate::runner::{RunSettings, Target};
+use crate::scenario::Feature;
 
 /// Environment variables the entry points read (documented in the README).
 pub mod env {
@@ -30,6 +35,10 @@ pub mod env {
     pub const SCENARIOS: &str = "UPSTREAM_TLS_SCENARIOS";
     /// Set to 1 to keep scenario namespaces after the run.
     pub const KEEP_NAMESPACES: &str = "UPSTREAM_TLS_KEEP_NAMESPACES";
+    /// `NAMESPACE/NAME` of the Secret the installation reads its Envoy client certificate from
+    /// (Contour's `tls.envoy-client-certificate`); the harness writes it. Unset: scenarios
+    /// needing a client certificate are skipped on real clusters.
+    pub const CLIENT_CERT_SECRET: &str = "UPSTREAM_TLS_CLIENT_CERT_SECRET";
 }
 
 /// Where to run.
@@ -38,7 +47,13 @@ pub enum TargetConfig {
     /// Start the built-in loopback cluster, with these faults.
     Loopback { faults: Vec<Fault> },
     /// A real cluster reached through a kubeconfig, and its proxy.
-    Cluster { kubeconfig: Option<PathBuf>, context: Option<String>, proxy: String },
+    Cluster {
+        kubeconfig: Option<PathBuf>,
+        context: Option<String>,
+        proxy: String,
+        /// The Secret the installation's Envoy client certificate comes from, if it has one.
+        client_certificate: Option<SecretRef>,
+    },
 }
 
 /// A target setting that cannot be used.
@@ -63,10 +78,15 @@ impl TargetConfig {
     pub fn from_env() -> Result<Self, TargetError> {
         let var = |name| std::env::var(name).ok().filter(|v: &String| !v.trim().is_empty());
         if let Some(proxy) = var(env::PROXY) {
+            let client_certificate = var(env::CLIENT_CERT_SECRET)
+                .map(|s| s.parse::<SecretRef>())
+                .transpose()
+                .map_err(|message| TargetError::Setting { variable: env::CLIENT_CERT_SECRET, message })?;
             return Ok(TargetConfig::Cluster {
                 kubeconfig: var(env::KUBECONFIG).map(PathBuf::from),
                 context: var(env::CONTEXT),
                 proxy,
+                client_certificate,
             });
         }
         let faults = match var(env::FAULTS) {
@@ -84,6 +104,16 @@ impl TargetConfig {
         Ok(TargetConfig::Loopback { faults })
     }
 
+    /// Why a target of this config cannot run scenarios with `feature`, if it cannot.
+    pub fn lacks(&self, feature: Feature) -> Option<String> {
+        match (self, feature) {
+            (TargetConfig::Cluster { client_certificate: None, .. }, Feature::EnvoyClientCertificate) => {
+                Some(format!("the installation has no Envoy client certificate (set {})", env::CLIENT_CERT_SECRET))
+            }
+            _ => None,
+        }
+    }
+
     /// One line for run headers: what is being tested.
     pub fn describe(&self) -> String {
         match self {
@@ -92,7 +122,7 @@ impl TargetConfig {
                 let names: Vec<&str> = faults.iter().map(|f| f.name()).collect();
                 format!("built-in loopback cluster with faults: {}", names.join(", "))
             }
-            TargetConfig::Cluster { kubeconfig, context, proxy } => format!(
+            TargetConfig::Cluster { kubeconfig, context, proxy, .. } => format!(
                 "cluster from {} (context {}), proxy {proxy}",
                 kubeconfig.as_ref().map_or("the default kubeconfig".into(), |p| p.display().to_string()),
                 context.as_deref().unwrap_or("current"),
@@ -114,19 +144,33 @@ impl Environment {
     /// Loopback cannot start, the cluster does not answer, the proxy address does not resolve.
     pub async fn connect(config: &TargetConfig, settings: RunSettings) -> Result<Self, TargetError> {
         let run_id = run_id();
-        match config {
+        let (cluster, proxy, secret, loopback) = match config {
             TargetConfig::Loopback { faults } => {
-                let loopback = Loopback::start(LoopbackConfig { faults: faults.clone(), ..Default::default() }).await?;
+                let secret = SecretRef::default_client_certificate();
+                let mut loopback_config = LoopbackConfig { faults: faults.clone(), ..Default::default() };
+                loopback_config.tls.envoy_client_certificate =
+                    Some(SecretName { name: secret.name.clone(), namespace: secret.namespace.clone() });
+                let loopback = Loopback::start(loopback_config).await?;
                 let cluster = ClusterClient::connect(Some(loopback.kubeconfig()), None).await?;
                 let proxy = loopback.proxy_address();
-                Ok(Environment { target: Target { cluster, proxy, run_id, settings }, loopback: Some(loopback) })
+                (cluster, proxy, Some(secret), Some(loopback))
             }
-            TargetConfig::Cluster { kubeconfig, context, proxy } => {
+            TargetConfig::Cluster { kubeconfig, context, proxy, client_certificate } => {
                 let cluster = ClusterClient::connect(kubeconfig.as_deref(), context.as_deref()).await?;
-                let proxy = resolve(proxy).await?;
-                Ok(Environment { target: Target { cluster, proxy, run_id, settings }, loopback: None })
+                (cluster, resolve(proxy).await?, client_certificate.clone(), None)
             }
-        }
+        };
+        let client_certificate = match secret {
+            None => None,
+            Some(secret) => {
+                let install = InstallClientCertificate::generate(secret)
+                    .map_err(|e| TargetError::Setting { variable: env::CLIENT_CERT_SECRET, message: e.to_string() })?;
+                install.write(&cluster, install.original()).await?;
+                Some(Arc::new(install))
+            }
+        };
+        let target = Target { cluster, proxy, run_id, settings, client_certificate };
+        Ok(Environment { target, loopback })
     }
 
     /// Stops loopback, if this environment started it.

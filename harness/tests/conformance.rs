@@ -3,9 +3,13 @@
 //! Runs against the built-in loopback cluster unless `UPSTREAM_TLS_PROXY` names a real
 //! cluster's proxy (see the README). The target is only started when some trial runs, so
 //! `-- --list` and filters that select nothing start nothing. Invalid scenario files make a
-//! failing trial named `scenario-files`, listing every problem.
+//! failing trial named `scenario-files`, listing every problem. Scenarios needing an
+//! install-wide feature the target lacks are ignored; scenarios that change install-wide
+//! state run alone (they take the exclusive side of a lock the others share).
 
 use std::sync::{Arc, Mutex, OnceLock};
+
+use tokio::sync::RwLock;
 
 use harness::runner::{RunSettings, run_scenario};
 use harness::scenario::{LoadedScenario, load_dir};
@@ -27,6 +31,8 @@ fn main() {
     let runtime = Arc::new(tokio::runtime::Runtime::new().expect("a tokio runtime starts on any supported OS"));
     let environment: Shared = Arc::default();
     let start_lock = Arc::new(Mutex::new(()));
+    let install_lock = Arc::new(RwLock::new(()));
+    let config = TargetConfig::from_env();
 
     let trials = match load_dir(&dir) {
         Err(errors) => {
@@ -35,7 +41,14 @@ fn main() {
         }
         Ok(scenarios) => scenarios
             .into_iter()
-            .map(|scenario| trial(scenario, runtime.clone(), environment.clone(), start_lock.clone()))
+            .map(|scenario| {
+                let ignored = config
+                    .as_ref()
+                    .ok()
+                    .is_some_and(|c| scenario.scenario.features.iter().any(|f| c.lacks(*f).is_some()));
+                let locks = Locks { start: start_lock.clone(), install: install_lock.clone() };
+                trial(scenario, runtime.clone(), environment.clone(), locks).with_ignored_flag(ignored)
+            })
             .collect(),
     };
     let conclusion = libtest_mimic::run(&args, trials);
@@ -45,25 +58,34 @@ fn main() {
     conclusion.exit();
 }
 
-fn trial(
-    scenario: LoadedScenario,
-    runtime: Arc<tokio::runtime::Runtime>,
-    environment: Shared,
-    start_lock: Arc<Mutex<()>>,
-) -> Trial {
+/// One trial starts the target, the others wait for it; install-wide changes run alone.
+struct Locks {
+    start: Arc<Mutex<()>>,
+    install: Arc<RwLock<()>>,
+}
+
+fn trial(scenario: LoadedScenario, runtime: Arc<tokio::runtime::Runtime>, environment: Shared, locks: Locks) -> Trial {
     let name = scenario.name().to_string();
     let kind = scenario.path.parent().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned());
     let trial = Trial::test(name, move || {
         let environment = {
             // One trial starts the target; the others wait for it.
-            let _guard = start_lock.lock().unwrap_or_else(|e| e.into_inner());
+            let _guard = locks.start.lock().unwrap_or_else(|e| e.into_inner());
             environment.get_or_init(|| {
                 let target = TargetConfig::from_env().map_err(|e| e.to_string())?;
                 runtime.block_on(Environment::connect(&target, RunSettings::default())).map_err(|e| e.to_string())
             })
         };
         let environment = environment.as_ref().map_err(|e| Failed::from(format!("environment: {e}")))?;
-        let outcome = runtime.block_on(run_scenario(&environment.target, &scenario));
+        let outcome = runtime.block_on(async {
+            if scenario.scenario.exclusive() {
+                let _alone = locks.install.write().await;
+                run_scenario(&environment.target, &scenario).await
+            } else {
+                let _shared = locks.install.read().await;
+                run_scenario(&environment.target, &scenario).await
+            }
+        });
         match &outcome.failure {
             None => Ok(()),
             Some(_) => Err(Failed::from(suite::line(&outcome))),

@@ -15,8 +15,6 @@ use serde::Deserialize;
 /// must make at least one scenario fail. The clause each one breaks is in its doc.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Fault {
-    /// V3: the proxy accepts any backend certificate even when validation is configured.
-    SkipCaVerification,
     /// P1: the controller ignores the upstream-protocol.tls Service annotation.
     IgnoreUpstreamProtocolAnnotation,
     /// P1: annotation entries are matched against the targetPort instead of the Service port.
@@ -25,10 +23,24 @@ pub enum Fault {
     HonourLegacyAnnotation,
     /// P3: a Service port's appProtocol is ignored, so the annotation decides.
     IgnoreAppProtocol,
+    /// P4: the route service's protocol field is ignored.
+    IgnoreProtocolField,
     /// P4: the annotation wins over the route service's protocol field.
     AnnotationBeatsProtocolField,
     /// P5: the proxy offers ALPN http/1.1 on plain tls upstreams, which must carry no ALPN.
     AlpnForTls,
+    /// P6: with no TLS signal at all the proxy still speaks TLS.
+    DefaultToTls,
+    /// V1: backend certificates are verified (against no trust anchors) even without a validation block.
+    VerifyWithoutValidation,
+    /// V3: the proxy accepts any backend certificate even when validation is configured.
+    SkipCaVerification,
+    /// V3: expired backend certificates pass validation.
+    IgnoreCertificateExpiry,
+    /// V3: intermediates the backend serves are not used to build the chain.
+    IgnoreServedIntermediates,
+    /// V3: only the first certificate of the CA bundle is trusted.
+    FirstCaInBundleOnly,
     /// V4: a subject name is also accepted when it only appears as the certificate's common name.
     AcceptNameFromCn,
     /// V4: only the first entry of subjectNames is matched.
@@ -37,73 +49,101 @@ pub enum Fault {
     ValidateWithoutTls,
     /// V6: a failed upstream handshake answers 502 with an empty body.
     Bare502OnHandshakeFailure,
-    /// S4: an HTTPProxy with a validation error keeps serving its routes.
-    KeepRoutesOfInvalidProxy,
+    /// S1: only Opaque Secrets are accepted as CA Secrets, as the docs say.
+    OpaqueCaSecretOnly,
     /// S3: CA Secret errors use the pre-1.4 message text.
     Pre14StatusMessage,
+    /// S4: an HTTPProxy with a validation error keeps serving its routes.
+    KeepRoutesOfInvalidProxy,
     /// S5: a CA Secret's first-seen contents are used forever.
     StaleCaBundle,
+    /// S5: Secret changes alone do not trigger a rebuild.
+    IgnoreSecretEvents,
     /// S6: a CA Secret in another namespace is used without a TLSCertificateDelegation.
     IgnoreDelegation,
+    /// S6: a delegation to targetNamespaces "*" is not honoured.
+    IgnoreWildcardDelegation,
     /// C3: the proxy never presents the Envoy client certificate.
     NeverPresentClientCertificate,
+    /// C2: the Envoy client certificate is read once and never rotated.
+    StaleClientCertificate,
     /// C4: a missing Envoy client certificate Secret leaves proxies valid.
     ClientCertificateSecretOptional,
     /// N1: the validation subjectName is sent as SNI.
     SubjectNameAsSni,
-    /// N2: the install-wide upstream TLS version limits are ignored.
-    IgnoreTlsVersionLimits,
+    /// N2: without install-wide limits the proxy requires TLS 1.3 instead of allowing 1.2.
+    DefaultMinimumTls13,
     /// N3: Ingress backends are always spoken to in plaintext.
     IngressIgnoresUpstreamProtocol,
 }
 
 impl Fault {
     /// Every fault, in documentation order.
-    pub const ALL: [Fault; 20] = [
-        Fault::SkipCaVerification,
+    pub const ALL: [Fault; 30] = [
         Fault::IgnoreUpstreamProtocolAnnotation,
         Fault::AnnotationMatchesTargetPort,
         Fault::HonourLegacyAnnotation,
         Fault::IgnoreAppProtocol,
+        Fault::IgnoreProtocolField,
         Fault::AnnotationBeatsProtocolField,
         Fault::AlpnForTls,
+        Fault::DefaultToTls,
+        Fault::VerifyWithoutValidation,
+        Fault::SkipCaVerification,
+        Fault::IgnoreCertificateExpiry,
+        Fault::IgnoreServedIntermediates,
+        Fault::FirstCaInBundleOnly,
         Fault::AcceptNameFromCn,
         Fault::FirstSubjectNameOnly,
         Fault::ValidateWithoutTls,
         Fault::Bare502OnHandshakeFailure,
-        Fault::KeepRoutesOfInvalidProxy,
+        Fault::OpaqueCaSecretOnly,
         Fault::Pre14StatusMessage,
+        Fault::KeepRoutesOfInvalidProxy,
         Fault::StaleCaBundle,
+        Fault::IgnoreSecretEvents,
         Fault::IgnoreDelegation,
+        Fault::IgnoreWildcardDelegation,
         Fault::NeverPresentClientCertificate,
+        Fault::StaleClientCertificate,
         Fault::ClientCertificateSecretOptional,
         Fault::SubjectNameAsSni,
-        Fault::IgnoreTlsVersionLimits,
+        Fault::DefaultMinimumTls13,
         Fault::IngressIgnoresUpstreamProtocol,
     ];
 
     /// The name used in config files, flags and reports.
     pub fn name(self) -> &'static str {
         match self {
-            Fault::SkipCaVerification => "skip-ca-verification",
             Fault::IgnoreUpstreamProtocolAnnotation => "ignore-upstream-protocol-annotation",
             Fault::AnnotationMatchesTargetPort => "annotation-matches-target-port",
             Fault::HonourLegacyAnnotation => "honour-legacy-annotation",
             Fault::IgnoreAppProtocol => "ignore-app-protocol",
+            Fault::IgnoreProtocolField => "ignore-protocol-field",
             Fault::AnnotationBeatsProtocolField => "annotation-beats-protocol-field",
             Fault::AlpnForTls => "alpn-for-tls",
+            Fault::DefaultToTls => "default-to-tls",
+            Fault::VerifyWithoutValidation => "verify-without-validation",
+            Fault::SkipCaVerification => "skip-ca-verification",
+            Fault::IgnoreCertificateExpiry => "ignore-certificate-expiry",
+            Fault::IgnoreServedIntermediates => "ignore-served-intermediates",
+            Fault::FirstCaInBundleOnly => "first-ca-in-bundle-only",
             Fault::AcceptNameFromCn => "accept-name-from-cn",
             Fault::FirstSubjectNameOnly => "first-subject-name-only",
             Fault::ValidateWithoutTls => "validate-without-tls",
             Fault::Bare502OnHandshakeFailure => "bare-502-on-handshake-failure",
-            Fault::KeepRoutesOfInvalidProxy => "keep-routes-of-invalid-proxy",
+            Fault::OpaqueCaSecretOnly => "opaque-ca-secret-only",
             Fault::Pre14StatusMessage => "pre-1.4-status-message",
+            Fault::KeepRoutesOfInvalidProxy => "keep-routes-of-invalid-proxy",
             Fault::StaleCaBundle => "stale-ca-bundle",
+            Fault::IgnoreSecretEvents => "ignore-secret-events",
             Fault::IgnoreDelegation => "ignore-delegation",
+            Fault::IgnoreWildcardDelegation => "ignore-wildcard-delegation",
             Fault::NeverPresentClientCertificate => "never-present-client-certificate",
+            Fault::StaleClientCertificate => "stale-client-certificate",
             Fault::ClientCertificateSecretOptional => "client-certificate-secret-optional",
             Fault::SubjectNameAsSni => "subject-name-as-sni",
-            Fault::IgnoreTlsVersionLimits => "ignore-tls-version-limits",
+            Fault::DefaultMinimumTls13 => "default-minimum-tls-1.3",
             Fault::IngressIgnoresUpstreamProtocol => "ingress-ignores-upstream-protocol",
         }
     }
@@ -111,25 +151,35 @@ impl Fault {
     /// The contract clause the fault breaks.
     pub fn clause(self) -> &'static str {
         match self {
-            Fault::SkipCaVerification => "V3",
             Fault::IgnoreUpstreamProtocolAnnotation => "P1",
             Fault::AnnotationMatchesTargetPort => "P1",
             Fault::HonourLegacyAnnotation => "P2",
             Fault::IgnoreAppProtocol => "P3",
+            Fault::IgnoreProtocolField => "P4",
             Fault::AnnotationBeatsProtocolField => "P4",
             Fault::AlpnForTls => "P5",
+            Fault::DefaultToTls => "P6",
+            Fault::VerifyWithoutValidation => "V1",
+            Fault::SkipCaVerification => "V3",
+            Fault::IgnoreCertificateExpiry => "V3",
+            Fault::IgnoreServedIntermediates => "V3",
+            Fault::FirstCaInBundleOnly => "V3",
             Fault::AcceptNameFromCn => "V4",
             Fault::FirstSubjectNameOnly => "V4",
             Fault::ValidateWithoutTls => "V5",
             Fault::Bare502OnHandshakeFailure => "V6",
-            Fault::KeepRoutesOfInvalidProxy => "S4",
+            Fault::OpaqueCaSecretOnly => "S1",
             Fault::Pre14StatusMessage => "S3",
+            Fault::KeepRoutesOfInvalidProxy => "S4",
             Fault::StaleCaBundle => "S5",
+            Fault::IgnoreSecretEvents => "S5",
             Fault::IgnoreDelegation => "S6",
+            Fault::IgnoreWildcardDelegation => "S6",
             Fault::NeverPresentClientCertificate => "C3",
+            Fault::StaleClientCertificate => "C2",
             Fault::ClientCertificateSecretOptional => "C4",
             Fault::SubjectNameAsSni => "N1",
-            Fault::IgnoreTlsVersionLimits => "N2",
+            Fault::DefaultMinimumTls13 => "N2",
             Fault::IngressIgnoresUpstreamProtocol => "N3",
         }
     }
@@ -137,7 +187,6 @@ impl Fault {
     /// One line saying what goes wrong, for docs and reports.
     pub fn description(self) -> &'static str {
         match self {
-            Fault::SkipCaVerification => "the proxy accepts any backend certificate even when validation is configured",
             Fault::IgnoreUpstreamProtocolAnnotation => {
                 "the controller ignores the upstream-protocol.tls Service annotation"
             }
@@ -148,25 +197,49 @@ impl Fault {
                 "the removed contour.heptio.com/upstream-protocol.* annotations still select TLS"
             }
             Fault::IgnoreAppProtocol => "a Service port's appProtocol is ignored, so the annotation decides",
+            Fault::IgnoreProtocolField => "the route service's protocol field is ignored",
             Fault::AnnotationBeatsProtocolField => "the annotation wins over the route service's protocol field",
             Fault::AlpnForTls => "the proxy offers ALPN http/1.1 on plain tls upstreams, which must carry no ALPN",
+            Fault::DefaultToTls => "with no TLS signal at all the proxy still speaks TLS",
+            Fault::VerifyWithoutValidation => {
+                "backend certificates are verified (against no trust anchors) even without a validation block"
+            }
+            Fault::SkipCaVerification => "the proxy accepts any backend certificate even when validation is configured",
+            Fault::IgnoreCertificateExpiry => "expired backend certificates pass validation",
+            Fault::IgnoreServedIntermediates => "intermediates the backend serves are not used to build the chain",
+            Fault::FirstCaInBundleOnly => "only the first certificate of the CA bundle is trusted",
             Fault::AcceptNameFromCn => {
                 "a subject name is also accepted when it only appears as the certificate's common name"
             }
             Fault::FirstSubjectNameOnly => "only the first entry of subjectNames is matched",
             Fault::ValidateWithoutTls => "a validation block switches TLS on even when nothing else asks for TLS",
             Fault::Bare502OnHandshakeFailure => "a failed upstream handshake answers 502 with an empty body",
-            Fault::KeepRoutesOfInvalidProxy => "an HTTPProxy with a validation error keeps serving its routes",
+            Fault::OpaqueCaSecretOnly => "only Opaque Secrets are accepted as CA Secrets, as the docs say",
             Fault::Pre14StatusMessage => "CA Secret errors use the pre-1.4 message text",
+            Fault::KeepRoutesOfInvalidProxy => "an HTTPProxy with a validation error keeps serving its routes",
             Fault::StaleCaBundle => "a CA Secret's first-seen contents are used forever",
+            Fault::IgnoreSecretEvents => "Secret changes alone do not trigger a rebuild",
             Fault::IgnoreDelegation => "a CA Secret in another namespace is used without a TLSCertificateDelegation",
+            Fault::IgnoreWildcardDelegation => "a delegation to targetNamespaces \"*\" is not honoured",
             Fault::NeverPresentClientCertificate => "the proxy never presents the Envoy client certificate",
+            Fault::StaleClientCertificate => "the Envoy client certificate is read once and never rotated",
             Fault::ClientCertificateSecretOptional => "a missing Envoy client certificate Secret leaves proxies valid",
             Fault::SubjectNameAsSni => "the validation subjectName is sent as SNI",
-            Fault::IgnoreTlsVersionLimits => "the install-wide upstream TLS version limits are ignored",
+            Fault::DefaultMinimumTls13 => {
+                "without install-wide limits the proxy requires TLS 1.3 instead of allowing 1.2"
+            }
             Fault::IngressIgnoresUpstreamProtocol => "Ingress backends are always spoken to in plaintext",
         }
     }
+}
+
+/// The faults as a Markdown table (name, clause, what goes wrong), as the README shows them.
+pub fn fault_table() -> String {
+    let mut table = String::from("| fault | clause | what goes wrong |\n|---|---|---|\n");
+    for fault in Fault::ALL {
+        table.push_str(&format!("| `{}` | {} | {} |\n", fault.name(), fault.clause(), fault.description()));
+    }
+    table
 }
 
 impl fmt::Display for Fault {
@@ -300,6 +373,15 @@ impl LoopbackConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_readme_shows_the_current_fault_table() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+        assert!(
+            readme.contains(&fault_table()),
+            "README.md's fault table is out of date; replace it with the output of `cargo run -p loopback -- faults`"
+        );
+    }
 
     #[test]
     fn fault_names_round_trip() {

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use loopback::{Fault, Loopback, LoopbackConfig};
 
 const USAGE: &str = "usage: loopback serve [--config FILE] [--fault NAME]...
+       loopback faults      (the fault table, in Markdown)
 
 Starts a loopback cluster (Kubernetes API, kubelet running nginx backends, the reference
 HTTPProxy controller and its proxy) on 127.0.0.0/8 and prints how to reach it.
@@ -22,6 +23,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    if std::env::args().nth(1).as_deref() == Some("faults") {
+        print!("{}", loopback::config::fault_table());
+        return ExitCode::SUCCESS;
+    }
     let config = match parse_args(std::env::args().skip(1).collect()) {
         Ok(config) => config,
         Err(message) => {

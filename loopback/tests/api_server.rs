@@ -1,84 +1,23 @@
 //! The loopback API server against real clients: kube-rs through a kubeconfig, and the
 //! machine's `kubectl` when it is installed.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::path::Path;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{
     Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
 };
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::discovery::{Scope, pinned_kind};
 use kube::runtime::wait::{await_condition, conditions};
-use kube::{Client, Config};
+use loopback::api::Subresource;
 use loopback::api::kinds;
-use loopback::api::{Store, Subresource, serve, write_kubeconfig};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
-/// Far longer than anything here takes; only there so a bug fails instead of hanging.
-const LIMIT: Duration = Duration::from_secs(20);
+mod support;
 
-/// A running API server with a kubeconfig pointing at it, stopped on drop.
-struct Server {
-    store: Store,
-    stop: watch::Sender<bool>,
-    task: Option<JoinHandle<()>>,
-    dir: PathBuf,
-}
-
-impl Server {
-    async fn start() -> Server {
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let store = Store::new();
-        let (stop, shutdown) = watch::channel(false);
-        let task = tokio::spawn(serve(listener, store.clone(), shutdown));
-        let dir = temp_dir();
-        write_kubeconfig(&dir.join("kubeconfig"), &format!("http://{address}")).unwrap();
-        Server { store, stop, task: Some(task), dir }
-    }
-
-    fn kubeconfig(&self) -> PathBuf {
-        self.dir.join("kubeconfig")
-    }
-
-    async fn client(&self) -> Client {
-        let kubeconfig = Kubeconfig::read_from(self.kubeconfig()).unwrap();
-        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
-        Client::try_from(config).unwrap()
-    }
-
-    /// Stops the server and waits until it has closed every connection.
-    async fn shut_down(mut self) {
-        self.stop.send_replace(true);
-        if let Some(task) = self.task.take() {
-            tokio::time::timeout(LIMIT, task).await.expect("server stops").unwrap();
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.send_replace(true);
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn temp_dir() -> PathBuf {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("loopback-api-test-{}-{n}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use support::{LIMIT, Server};
 
 fn namespace(name: &str) -> Namespace {
     serde_json::from_value(json!({"metadata": {"name": name}})).unwrap()
@@ -107,7 +46,7 @@ fn api_status(error: kube::Error) -> (u16, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kube_rs_works_against_the_loopback_api_server() {
-    let server = Server::start().await;
+    let server = Server::start(&[]).await;
     let client = server.client().await;
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let made = namespaces.create(&PostParams::default(), &namespace("team")).await.unwrap();
@@ -248,7 +187,7 @@ async fn kubectl_works_against_the_loopback_api_server() {
         println!("note: /usr/bin/kubectl is not installed; skipping the kubectl test");
         return;
     }
-    let server = Server::start().await;
+    let server = Server::start(&[]).await;
     server.store.create(&kinds::NAMESPACE, "", json!({"metadata": {"name": "default"}})).unwrap();
     let names = kubectl(&server, &["get", "ns", "-o", "name"]).await;
     assert_eq!(names.trim(), "namespace/default");

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde_saphyr::{Location, Spanned};
 
 use super::template::{self, known_names, suggestion};
-use super::{Scenario, Step};
+use super::{Feature, Scenario, Step};
 
 /// A scenario file that loaded cleanly.
 #[derive(Debug)]
@@ -163,7 +163,9 @@ impl Checker<'_> {
         }
         let pki = self.pki(scenario);
         self.backends(scenario, &pki);
-        self.templates(&pki);
+        self.templates(scenario, &pki);
+        self.namespaces(scenario);
+        self.install_wide(scenario);
         for step in &scenario.steps {
             if let Step::Apply(manifest) = step {
                 self.manifest(manifest);
@@ -214,9 +216,16 @@ impl Checker<'_> {
                     format!("backend {:?} is defined twice", backend.name.value),
                 );
             }
+            let install_ca = |c: &&Spanned<String>| c.value != INSTALL_CLIENT_CA;
             let references = std::iter::once(("certificate", &backend.certificate))
                 .chain(backend.chain.iter().map(|c| ("chain entry", c)))
-                .chain(backend.client_certificate.iter().map(|c| ("client certificate CA", &c.ca)));
+                .chain(
+                    backend
+                        .client_certificate
+                        .iter()
+                        .map(|c| ("client certificate CA", &c.ca))
+                        .filter(|(_, c)| install_ca(c)),
+                );
             for (what, reference) in references {
                 if !pki.contains(&reference.value) {
                     self.error(
@@ -228,8 +237,10 @@ impl Checker<'_> {
         }
     }
 
-    fn templates(&mut self, pki: &[String]) {
-        let known = known_names(pki.iter().map(String::as_str));
+    fn templates(&mut self, scenario: &Scenario, pki: &[String]) {
+        let install = scenario.features.contains(&Feature::EnvoyClientCertificate);
+        let namespaces = scenario.namespaces.iter().map(|n| n.value.as_str());
+        let known = known_names(pki.iter().map(String::as_str), namespaces, install);
         match template::references(self.source) {
             Err(open) => self.error((open.line, open.column), "`${` without a closing `}`".into()),
             Ok(references) => {
@@ -246,6 +257,45 @@ impl Checker<'_> {
                     );
                 }
             }
+        }
+    }
+
+    fn namespaces(&mut self, scenario: &Scenario) {
+        let mut seen = BTreeSet::new();
+        for namespace in &scenario.namespaces {
+            if !is_dns_label(&namespace.value) || namespace.value.len() > 12 {
+                self.error(
+                    position(&namespace.referenced),
+                    format!("namespace name {:?} must be a DNS label of at most 12 characters", namespace.value),
+                );
+            }
+            if !seen.insert(namespace.value.as_str()) {
+                self.error(position(&namespace.referenced), format!("namespace {:?} is listed twice", namespace.value));
+            }
+        }
+    }
+
+    /// Install-wide changes and material need the feature that says the installation has them.
+    fn install_wide(&mut self, scenario: &Scenario) {
+        if scenario.features.contains(&Feature::EnvoyClientCertificate) {
+            return;
+        }
+        let uses_install_ca = scenario
+            .backends
+            .iter()
+            .filter_map(|b| b.client_certificate.as_ref())
+            .find(|c| c.ca.value == INSTALL_CLIENT_CA);
+        let changes = scenario.steps.iter().any(|s| matches!(s, Step::EnvoyClientCertificate(_)));
+        if let Some(client) = uses_install_ca {
+            self.error(
+                position(&client.ca.referenced),
+                format!("{INSTALL_CLIENT_CA} needs the feature envoy-client-certificate"),
+            );
+        } else if changes {
+            self.error(
+                position(&scenario.name.referenced),
+                "envoyClientCertificate steps need the feature envoy-client-certificate".into(),
+            );
         }
     }
 
@@ -281,6 +331,9 @@ impl Checker<'_> {
         }
     }
 }
+
+/// How a backend names the installation's client certificate CA.
+pub const INSTALL_CLIENT_CA: &str = "install.envoy-client-ca";
 
 /// Where a block scalar's content starts: (line of its first line minus one, indentation).
 fn block_origin(source: &str, block: &Spanned<String>) -> (usize, usize) {

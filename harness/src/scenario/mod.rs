@@ -29,9 +29,13 @@ pub struct Scenario {
     pub description: String,
     /// Clauses of the contract the scenario proves, such as `P1` or `V4`.
     pub contract: Vec<String>,
-    /// Features the implementation must have for the scenario to apply.
+    /// Features the implementation must have for the scenario to apply; they decide its
+    /// profile. A scenario needing an install-wide feature the target lacks is skipped.
     #[serde(default)]
-    pub features: Vec<String>,
+    pub features: Vec<Feature>,
+    /// Extra namespaces to create (and delete) for the scenario, as `${namespaces.NAME}`.
+    #[serde(default)]
+    pub namespaces: Vec<Spanned<String>>,
     /// Certificates and keys to generate, in order: an issuer comes before what it signs.
     #[serde(default)]
     pub pki: Vec<CertificateSpec>,
@@ -60,6 +64,9 @@ pub struct CertificateSpec {
     /// DNS subjectAltNames.
     #[serde(default)]
     pub dns_names: Vec<String>,
+    /// Valid from 90 days ago until 30 days ago, instead of from an hour ago for 30 days.
+    #[serde(default)]
+    pub expired: bool,
 }
 
 /// A backend: nginx serving a certificate and echoing what it saw as JSON.
@@ -78,6 +85,17 @@ pub struct BackendSpec {
     /// Ask the proxy for a client certificate.
     #[serde(default)]
     pub client_certificate: Option<ClientCertificateSpec>,
+    /// TLS versions nginx accepts; default both.
+    #[serde(default)]
+    pub tls_versions: Option<Vec<TlsVersionSpec>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum TlsVersionSpec {
+    #[serde(rename = "TLSv1.2")]
+    Tls12,
+    #[serde(rename = "TLSv1.3")]
+    Tls13,
 }
 
 /// How a backend asks for client certificates.
@@ -87,7 +105,8 @@ pub struct ClientCertificateSpec {
     /// `optional`: ask and accept none; `require`: ask and reject requests without one
     /// (nginx answers them 400 "No required SSL certificate was sent").
     pub mode: ClientCertificateModeSpec,
-    /// The PKI entry (a CA) client certificates must chain to.
+    /// The PKI entry (a CA) client certificates must chain to, or `install.envoy-client-ca`
+    /// for the CA of the installation's Envoy client certificate.
     pub ca: Spanned<String>,
 }
 
@@ -108,7 +127,124 @@ pub enum Step {
     /// Wait until an object's status contains the given fields.
     ExpectStatus(ExpectStatus),
     /// Send HTTP requests through the proxy until the expectation holds.
-    Request(RequestStep),
+    Request(Box<RequestStep>),
+    /// Delete an object and wait until it is gone.
+    Delete(ObjectSpec),
+    /// Change the installation's Envoy client certificate Secret (CONTRACT C2, C4). A
+    /// scenario with this step runs alone, and the Secret is restored after it.
+    EnvoyClientCertificate(ClientCertificateChange),
+}
+
+/// An object, by kind and name.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ObjectSpec {
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+    /// Defaults to the scenario's namespace (for namespaced kinds).
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+/// What to do to the installation's Envoy client certificate Secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ClientCertificateChange {
+    /// Replace it with a new certificate from the same CA; `${install.envoy-client.*}` then
+    /// describe the new one.
+    Rotate,
+    /// Delete it.
+    Delete,
+}
+
+/// A capability a scenario exercises. Each belongs to a profile; install-wide ones must also
+/// be declared by the target (see the README).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Feature {
+    /// TLS to upstreams chosen by annotation or protocol field (P1, P4-P6).
+    UpstreamTls,
+    /// HTTP/2 upstreams: h2 over TLS with ALPN, h2c (P5).
+    UpstreamHttp2,
+    /// Backend certificate validation and its status (V1-V6, S1, S2, S4, S5).
+    UpstreamValidation,
+    /// `appProtocol` on Service ports (P3).
+    AppProtocol,
+    /// The removed `contour.heptio.com` annotations have no effect (P2).
+    LegacyAnnotationIgnored,
+    /// SNI from Host rewrites (N1).
+    UpstreamSni,
+    /// Ingress backends get upstream TLS (N3).
+    Ingress,
+    /// CRD admission of validation blocks (V2).
+    CrdAdmission,
+    /// CA Secrets from other namespaces through TLSCertificateDelegation (S6).
+    TlsCertificateDelegation,
+    /// Contour's exact status messages (S3, S6, C4).
+    ContourStatusMessages,
+    /// An install-wide Envoy client certificate (C1-C5).
+    EnvoyClientCertificate,
+}
+
+/// Groups of features a certification reports on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Profile {
+    /// What every HTTPProxy implementation must do.
+    Core,
+    /// Optional capabilities an implementation may claim.
+    Extended,
+    /// Contour's own strings and APIs.
+    ContourSpecific,
+}
+
+impl Feature {
+    pub fn profile(self) -> Profile {
+        match self {
+            Feature::UpstreamTls | Feature::UpstreamHttp2 | Feature::UpstreamValidation => Profile::Core,
+            Feature::AppProtocol
+            | Feature::LegacyAnnotationIgnored
+            | Feature::UpstreamSni
+            | Feature::Ingress
+            | Feature::CrdAdmission
+            | Feature::EnvoyClientCertificate => Profile::Extended,
+            Feature::TlsCertificateDelegation | Feature::ContourStatusMessages => Profile::ContourSpecific,
+        }
+    }
+
+    /// Whether the installation must be set up for it (and declare it).
+    pub fn install_wide(self) -> bool {
+        self == Feature::EnvoyClientCertificate
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Feature::UpstreamTls => "upstream-tls",
+            Feature::UpstreamHttp2 => "upstream-http2",
+            Feature::UpstreamValidation => "upstream-validation",
+            Feature::AppProtocol => "app-protocol",
+            Feature::LegacyAnnotationIgnored => "legacy-annotation-ignored",
+            Feature::UpstreamSni => "upstream-sni",
+            Feature::Ingress => "ingress",
+            Feature::CrdAdmission => "crd-admission",
+            Feature::TlsCertificateDelegation => "tls-certificate-delegation",
+            Feature::ContourStatusMessages => "contour-status-messages",
+            Feature::EnvoyClientCertificate => "envoy-client-certificate",
+        }
+    }
+}
+
+impl Scenario {
+    /// The scenario's profile: the most specific of its features' profiles.
+    pub fn profile(&self) -> Profile {
+        self.features.iter().map(|f| f.profile()).max().unwrap_or(Profile::Core)
+    }
+
+    /// Whether it changes install-wide state, so must run alone.
+    pub fn exclusive(&self) -> bool {
+        self.steps.iter().any(|s| matches!(s, Step::EnvoyClientCertificate(_)))
+    }
 }
 
 /// Wait for an object's status.

@@ -7,6 +7,9 @@
 //! - `${pki.NAME.cert}` (PEM), `${pki.NAME.certBase64}` (base64 of the PEM, for Secret
 //!   `data`), `${pki.NAME.key}`, `${pki.NAME.keyBase64}`, `${pki.NAME.serial}` (hex, as nginx
 //!   prints it), `${pki.NAME.sha1}` (hex fingerprint, as nginx prints it).
+//! - `${namespaces.NAME}`: the scenario's extra namespaces.
+//! - `${install.envoy-client.FIELD}`, `${install.envoy-client-ca.FIELD}`: the installation's
+//!   Envoy client certificate and its CA (scenarios with `envoy-client-certificate`).
 //!
 //! `$${` stands for a literal `${`. A value with several lines, put where the reference
 //! stands on a line of its own after some indentation, keeps that indentation on every line,
@@ -64,12 +67,31 @@ pub fn references(text: &str) -> Result<Vec<Reference>, Unterminated> {
     Ok(found)
 }
 
-/// Every name a scenario with these PKI entries offers.
-pub fn known_names<'a>(pki_names: impl IntoIterator<Item = &'a str>) -> BTreeSet<String> {
+/// The install-wide PKI entries, offered as `${install.NAME.FIELD}` to scenarios with the
+/// `envoy-client-certificate` feature.
+pub const INSTALL_PKI: [&str; 2] = ["envoy-client-ca", "envoy-client"];
+
+/// Every name a scenario offers: built-ins, its PKI entries, its extra namespaces and, when
+/// `install` is set, the installation's client certificate and CA.
+pub fn known_names<'a>(
+    pki_names: impl IntoIterator<Item = &'a str>,
+    namespaces: impl IntoIterator<Item = &'a str>,
+    install: bool,
+) -> BTreeSet<String> {
     let mut names: BTreeSet<String> = ["namespace", "host"].map(String::from).into();
     for pki in pki_names {
         for field in PKI_FIELDS {
             names.insert(format!("pki.{pki}.{field}"));
+        }
+    }
+    for namespace in namespaces {
+        names.insert(format!("namespaces.{namespace}"));
+    }
+    if install {
+        for entry in INSTALL_PKI {
+            for field in PKI_FIELDS {
+                names.insert(format!("install.{entry}.{field}"));
+            }
         }
     }
     names
@@ -204,7 +226,9 @@ mod tests {
 
     #[test]
     fn unknown_names_get_suggestions() {
-        let known = known_names(["backend-ca"]);
+        let known = known_names(["backend-ca"], ["store"], false);
+        assert!(known.contains("namespaces.store"));
+        assert!(!known.contains("install.envoy-client.serial"));
         assert_eq!(suggestion("pki.backend-ca.crt", &known), Some("pki.backend-ca.cert"));
         assert_eq!(suggestion("zzzzzzzzzzzzzzzzzzzzzz", &known), None);
         assert!(Bindings::default().expand("${nope}").is_err());

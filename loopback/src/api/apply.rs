@@ -6,6 +6,9 @@
 //! per object (and per subresource) in [`ApplyRecords`], tied to the object's uid so that a
 //! deleted and recreated object starts afresh.
 //!
+//! As on a real server, a configuration with fields the kind's schema does not declare is
+//! refused whatever `fieldValidation` says (`admission::check_applied_fields`).
+//!
 //! Simplifications, compared with a real API server:
 //! - maps merge recursively; lists and scalars are replaced, including the lists of maps that
 //!   Kubernetes merges by key (containers, ports, ...): they are atomic here;
@@ -20,7 +23,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use serde_json::{Map, Value, json};
 
-use super::admission::admit;
+use super::admission::{admit, check_applied_fields};
 use super::errors::ApiError;
 use super::handlers::{check_identity, normalize};
 use super::kinds::ResourceKind;
@@ -78,6 +81,7 @@ impl ApplyRecords {
     /// `NotFound` for an apply to the status of a missing object; admission and store errors.
     pub fn apply(&self, store: &Store, request: &ApplyRequest<'_>, mut config: Value) -> Result<Applied, ApiError> {
         check_config(request, &mut config)?;
+        check_applied_fields(request.kind, request.namespace, request.name, &config)?;
         let pinned_version = config.pointer("/metadata/resourceVersion").is_some();
         let mut last_error = None;
         for _ in 0..ATTEMPTS {

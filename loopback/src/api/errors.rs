@@ -3,16 +3,38 @@
 use serde_json::{Value, json};
 
 use super::kinds::ResourceKind;
+use super::validation::FieldError;
 
 /// A failed API request: the HTTP code, the `reason` and the message of a `Status`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct ApiError {
     pub code: u16,
+    /// Empty for errors Kubernetes does not classify (`StatusReasonUnknown`).
     pub reason: &'static str,
     pub message: String,
-    /// `details` of the Status: the object's name and kind, when one is concerned.
-    pub details: Option<(String, String, String)>,
+    /// `details` of the Status, when one object is concerned (boxed: errors travel in
+    /// `Result`s everywhere and most have none).
+    pub details: Option<Box<StatusDetails>>,
+}
+
+/// The `details` of a `Status`: which object, and for `Invalid` the field-level causes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatusDetails {
+    pub name: String,
+    pub group: String,
+    /// The resource (plural) for most errors, the kind for `Invalid`, as Kubernetes does.
+    pub kind: String,
+    pub causes: Vec<StatusCause>,
+}
+
+/// One `details.causes[]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusCause {
+    /// `FieldValueRequired`, `FieldValueInvalid`, ...
+    pub reason: &'static str,
+    pub message: String,
+    pub field: String,
 }
 
 impl ApiError {
@@ -21,7 +43,12 @@ impl ApiError {
     }
 
     fn about(mut self, kind: &ResourceKind, name: &str) -> Self {
-        self.details = Some((name.to_string(), kind.group.to_string(), kind.plural.to_string()));
+        self.details = Some(Box::new(StatusDetails {
+            name: name.to_string(),
+            group: kind.group.to_string(),
+            kind: kind.plural.to_string(),
+            causes: Vec::new(),
+        }));
         self
     }
 
@@ -62,10 +89,43 @@ impl ApiError {
         .about(kind, name)
     }
 
-    /// 422 for an object that fails validation; `causes` are `field: detail` lines.
-    pub fn invalid(kind: &ResourceKind, name: &str, causes: &[String]) -> Self {
-        Self::new(422, "Invalid", format!("{} \"{name}\" is invalid: {}", qualified_kind(kind), causes.join(", ")))
-            .about(kind, name)
+    /// 422 for an object that fails validation, as `apierrors.NewInvalid` words it:
+    /// `HTTPProxy.projectcontour.io "web" is invalid: <errors>`, where several errors are
+    /// joined with `, ` inside `[...]` (duplicates once), and each is a `details.causes` entry.
+    pub fn invalid(kind: &ResourceKind, name: &str, errors: &[FieldError]) -> Self {
+        Self::invalid_group_kind(kind.group, kind.kind, name, errors)
+    }
+
+    /// [`ApiError::invalid`] for a `group`/`kind` pair that need not be served (options
+    /// objects such as `CreateOptions.meta.k8s.io`, or the empty kind of a failed patch).
+    pub fn invalid_group_kind(group: &str, kind: &str, name: &str, errors: &[FieldError]) -> Self {
+        let qualified = if group.is_empty() { kind.to_string() } else { format!("{kind}.{group}") };
+        let mut messages: Vec<String> = Vec::new();
+        for error in errors {
+            let message = error.to_string();
+            if !messages.contains(&message) {
+                messages.push(message);
+            }
+        }
+        let message = match messages.as_slice() {
+            [] => format!("{qualified} \"{name}\" is invalid"),
+            [one] => format!("{qualified} \"{name}\" is invalid: {one}"),
+            many => format!("{qualified} \"{name}\" is invalid: [{}]", many.join(", ")),
+        };
+        let causes = errors
+            .iter()
+            .map(|e| StatusCause { reason: e.error_type.cause(), message: e.body(), field: e.field.clone() })
+            .collect();
+        let mut error = Self::new(422, "Invalid", message);
+        error.details =
+            Some(Box::new(StatusDetails { name: name.into(), group: group.into(), kind: kind.into(), causes }));
+        error
+    }
+
+    /// A failure Kubernetes does not classify: code 500 and no reason, as the API server
+    /// answers errors that are not a `Status` (server-side apply's schema errors among them).
+    pub fn internal_unclassified(message: impl Into<String>) -> Self {
+        Self::new(500, "", message.into())
     }
 
     pub fn invalid_simple(message: &str) -> Self {
@@ -106,17 +166,58 @@ impl ApiError {
             "metadata": {},
             "status": "Failure",
             "message": self.message,
-            "reason": self.reason,
             "code": self.code,
         });
-        if let Some((name, group, kind)) = &self.details {
-            status["details"] = json!({"name": name, "group": group, "kind": kind});
+        // Go's `omitempty`: an unclassified error has no reason at all.
+        if !self.reason.is_empty() {
+            status["reason"] = json!(self.reason);
+        }
+        if let Some(details) = &self.details {
+            let mut rendered = json!({"name": details.name, "group": details.group, "kind": details.kind});
+            if !details.causes.is_empty() {
+                let causes: Vec<Value> = details
+                    .causes
+                    .iter()
+                    .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
+                    .collect();
+                rendered["causes"] = json!(causes);
+            }
+            status["details"] = rendered;
         }
         status
     }
 }
 
-/// `Kind.group` (`HTTPProxy.projectcontour.io`), or `Kind` in the core group.
-fn qualified_kind(kind: &ResourceKind) -> String {
-    if kind.group.is_empty() { kind.kind.to_string() } else { format!("{}.{}", kind.kind, kind.group) }
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::kinds;
+
+    #[test]
+    fn invalid_joins_several_causes_in_brackets() {
+        let one = ApiError::invalid(&kinds::HTTP_PROXY, "web", &[FieldError::required("spec")]);
+        assert_eq!(one.message, r#"HTTPProxy.projectcontour.io "web" is invalid: spec: Required value"#);
+        let errors = [FieldError::required("a"), FieldError::required("b"), FieldError::required("a")];
+        let many = ApiError::invalid(&kinds::HTTP_PROXY, "web", &errors);
+        assert_eq!(
+            many.message,
+            r#"HTTPProxy.projectcontour.io "web" is invalid: [a: Required value, b: Required value]"#
+        );
+        let status = many.to_status();
+        assert_eq!(status["reason"], "Invalid");
+        assert_eq!(status["details"]["kind"], "HTTPProxy");
+        assert_eq!(
+            status["details"]["causes"][1],
+            json!({"reason": "FieldValueRequired", "message": "Required value", "field": "b"})
+        );
+        let core = ApiError::invalid(&kinds::SECRET, "s", &[FieldError::required("data")]);
+        assert!(core.message.starts_with(r#"Secret "s" is invalid"#), "{}", core.message);
+    }
+
+    #[test]
+    fn unclassified_errors_have_no_reason() {
+        let status = ApiError::internal_unclassified("boom").to_status();
+        assert_eq!(status["code"], 500);
+        assert!(status.get("reason").is_none());
+    }
 }

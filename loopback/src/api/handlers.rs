@@ -1,9 +1,11 @@
 //! The verbs on resources (get, list, create, update, patch, apply, delete, pod logs):
 //! [`Call`], one request with what its handler may use.
 //!
-//! Every write of a main resource passes [`admit`] first. `dryRun=All` validates and answers
-//! without storing.
+//! Every write drops or refuses the fields its kind does not declare, as `fieldValidation`
+//! asks (the warnings collect in [`Call::warnings`]), and every write of a main resource passes
+//! [`admit`]. `dryRun=All` validates and answers without storing.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -11,7 +13,7 @@ use base64::prelude::{BASE64_STANDARD, Engine as _};
 use http::{Response, StatusCode};
 use serde_json::{Value, json};
 
-use super::admission::admit;
+use super::admission::{admit, drop_unknown_fields, strict_decoding_error, unknown_field};
 use super::apply::{Applied, ApplyRequest};
 use super::errors::ApiError;
 use super::kinds::{self, ResourceKind};
@@ -19,6 +21,7 @@ use super::patch::{PatchKind, apply_patch};
 use super::selectors::{FieldSelector, LabelSelector};
 use super::server::{Body, Part, Query, ServerState, text_response};
 use super::store::{Subresource, metadata_mut};
+use super::validation::{FieldError, FieldValidation};
 
 /// The annotation in which the kubelet records the path of a pod's log file.
 pub const LOG_FILE_ANNOTATION: &str = "loopback.dev/log-file";
@@ -35,6 +38,8 @@ pub(super) struct Call<'a> {
     pub query: &'a Query,
     pub content_type: &'a str,
     pub body: &'a [u8],
+    /// `Warning` header texts for the response (unknown fields under `fieldValidation=Warn`).
+    pub warnings: Mutex<Vec<String>>,
 }
 
 impl Call<'_> {
@@ -58,8 +63,11 @@ impl Call<'_> {
     }
 
     pub fn create(&self, kind: &'static ResourceKind, namespace: &str) -> Result<Answer, ApiError> {
+        let directive = FieldValidation::from_query(self.query.get("fieldValidation"), "CreateOptions")?;
         let mut object = self.parse_body()?;
         check_identity(kind, namespace, None, &mut object)?;
+        self.drop_unknown_fields(kind, &mut object, directive)
+            .map_err(|unknown| strict_decoding_error(kind, &unknown))?;
         generate_name(&mut object);
         normalize(kind, &mut object);
         admit(kind, &object)?;
@@ -81,8 +89,11 @@ impl Call<'_> {
         name: &str,
         part: Part,
     ) -> Result<Answer, ApiError> {
+        let directive = FieldValidation::from_query(self.query.get("fieldValidation"), "UpdateOptions")?;
         let mut object = self.parse_body()?;
         check_identity(kind, namespace, Some(name), &mut object)?;
+        self.drop_unknown_fields(kind, &mut object, directive)
+            .map_err(|unknown| strict_decoding_error(kind, &unknown))?;
         self.write(kind, namespace, name, object, part)
     }
 
@@ -95,6 +106,7 @@ impl Call<'_> {
     ) -> Result<Answer, ApiError> {
         let patch_kind = PatchKind::from_content_type(self.content_type)
             .ok_or_else(|| ApiError::unsupported_media_type(self.content_type))?;
+        let directive = FieldValidation::from_query(self.query.get("fieldValidation"), "PatchOptions")?;
         let patch = self.parse_body()?;
         if patch_kind == PatchKind::Apply {
             return self.apply(kind, namespace, name, part, patch);
@@ -106,6 +118,8 @@ impl Call<'_> {
             let stored_version = object.pointer("/metadata/resourceVersion").cloned();
             apply_patch(patch_kind, &mut object, &patch)?;
             check_identity(kind, namespace, Some(name), &mut object)?;
+            self.drop_unknown_fields(kind, &mut object, directive)
+                .map_err(|unknown| strict_patch_error(&object, &unknown))?;
             let pinned = object.pointer("/metadata/resourceVersion") != stored_version.as_ref();
             match self.write(kind, namespace, name, object, part) {
                 Err(e) if e.reason == "Conflict" && !pinned => last_error = Some(e),
@@ -207,6 +221,20 @@ impl Call<'_> {
         Ok(text_response(StatusCode::OK, text))
     }
 
+    /// [`drop_unknown_fields`], with the warnings kept for the response.
+    fn drop_unknown_fields(
+        &self,
+        kind: &'static ResourceKind,
+        object: &mut Value,
+        directive: FieldValidation,
+    ) -> Result<(), Vec<String>> {
+        let mut warnings = Vec::new();
+        let result = drop_unknown_fields(kind, object, directive, &mut warnings);
+        // A poisoned lock only means another thread panicked while pushing a warning.
+        self.warnings.lock().unwrap_or_else(|e| e.into_inner()).extend(warnings);
+        result
+    }
+
     fn dry_run(&self) -> bool {
         self.query.get("dryRun") == Some("All")
     }
@@ -233,6 +261,15 @@ impl Call<'_> {
         };
         Ok(value)
     }
+}
+
+/// The error of a patch whose result has undeclared fields under `Strict`: Kubernetes reports
+/// the patched object as an invalid `patch` of an unnamed kind (` "" is invalid: patch: ...`).
+fn strict_patch_error(patched: &Value, unknown: &[String]) -> ApiError {
+    let causes: Vec<String> = unknown.iter().map(|path| unknown_field(path)).collect();
+    let detail = format!("strict decoding error: {}", causes.join(", "));
+    let error = FieldError::invalid("patch", Value::String(patched.to_string()), detail);
+    ApiError::invalid_group_kind("", "", "", &[error])
 }
 
 fn subresource(part: Part) -> Subresource {
@@ -308,14 +345,23 @@ pub(super) fn check_identity(
 }
 
 /// What the API server does to an object before validating and storing it: a Secret's
-/// `stringData` is base64-encoded into `data` (where it wins) and dropped.
+/// `stringData` is base64-encoded into `data` (where it wins) and dropped, and the defaults
+/// clients read back are filled in (Secret `type: Opaque`; Service `type: ClusterIP` and port
+/// `protocol: TCP`).
 pub(super) fn normalize(kind: &ResourceKind, object: &mut Value) {
+    if kind == &kinds::SERVICE {
+        default_service(object);
+        return;
+    }
     if kind != &kinds::SECRET {
         return;
     }
     let Some(map) = object.as_object_mut() else {
         return;
     };
+    if map.get("type").and_then(Value::as_str).is_none_or(str::is_empty) {
+        map.insert("type".into(), json!("Opaque"));
+    }
     let Some(Value::Object(strings)) = map.remove("stringData") else {
         return;
     };
@@ -326,6 +372,22 @@ pub(super) fn normalize(kind: &ResourceKind, object: &mut Value) {
     for (key, value) in strings {
         let text = value.as_str().map_or_else(|| value.to_string(), str::to_string);
         data[key] = json!(BASE64_STANDARD.encode(text));
+    }
+}
+
+fn default_service(service: &mut Value) {
+    let Some(spec) = service.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    if spec.get("type").and_then(Value::as_str).is_none_or(str::is_empty) {
+        spec.insert("type".into(), json!("ClusterIP"));
+    }
+    for port in spec.get_mut("ports").and_then(Value::as_array_mut).into_iter().flatten() {
+        if let Some(port) = port.as_object_mut()
+            && port.get("protocol").and_then(Value::as_str).is_none_or(str::is_empty)
+        {
+            port.insert("protocol".into(), json!("TCP"));
+        }
     }
 }
 
@@ -387,10 +449,23 @@ mod tests {
     fn secret_string_data_becomes_data() {
         let mut secret = json!({"data": {"a": "eA==", "b": "eA=="}, "stringData": {"b": "y"}});
         normalize(&kinds::SECRET, &mut secret);
-        assert_eq!(secret, json!({"data": {"a": "eA==", "b": "eQ=="}}));
+        assert_eq!(secret, json!({"type": "Opaque", "data": {"a": "eA==", "b": "eQ=="}}));
+        let mut tls = json!({"type": "kubernetes.io/tls"});
+        normalize(&kinds::SECRET, &mut tls);
+        assert_eq!(tls, json!({"type": "kubernetes.io/tls"}));
         let mut config_map = json!({"stringData": {"b": "y"}});
         normalize(&kinds::CONFIG_MAP, &mut config_map);
         assert_eq!(config_map, json!({"stringData": {"b": "y"}}));
+    }
+
+    #[test]
+    fn services_get_their_defaults() {
+        let mut service = json!({"spec": {"ports": [{"port": 443}, {"port": 53, "protocol": "UDP"}]}});
+        normalize(&kinds::SERVICE, &mut service);
+        assert_eq!(
+            service,
+            json!({"spec": {"type": "ClusterIP", "ports": [{"port": 443, "protocol": "TCP"}, {"port": 53, "protocol": "UDP"}]}})
+        );
     }
 
     #[test]

@@ -67,7 +67,7 @@ pub static TLS_CERTIFICATE_DELEGATION: ResourceKind = kind(
     "tlscertificatedelegation",
     true,
     &["tlscerts"],
-    false,
+    true,
 );
 
 /// Every kind served, in discovery order.

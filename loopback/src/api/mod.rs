@@ -3,8 +3,10 @@
 //! [`Store`] keeps the objects, [`kinds::KINDS`] says which kinds exist, [`serve`] answers
 //! HTTP on a listener, and [`write_kubeconfig`] hands clients (kube-rs, kubectl) the address.
 //!
-//! Behind [`serve`]: [`discovery`] documents, the verbs in `handlers`, [`watch`] streams,
-//! [`selectors`], [`patch`] formats and server-side [`apply`].
+//! Behind [`serve`]: [`discovery`] documents, [`openapi`] documents, the verbs in `handlers`,
+//! [`watch`] streams, [`selectors`], [`patch`] formats, server-side [`apply`] and [`tables`]
+//! for `kubectl get`. Writes pass
+//! [`admission`], which checks custom resources against their schemas with [`validation`].
 
 pub mod admission;
 pub mod apply;
@@ -12,10 +14,13 @@ pub mod discovery;
 pub mod errors;
 mod handlers;
 pub mod kinds;
+pub mod openapi;
 pub mod patch;
 pub mod selectors;
 pub mod server;
 pub mod store;
+pub mod tables;
+pub mod validation;
 pub mod watch;
 
 pub use errors::ApiError;

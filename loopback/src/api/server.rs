@@ -4,7 +4,9 @@
 //!
 //! URL shapes follow Kubernetes: `/api/v1/...` for the core group, `/apis/{group}/{version}/...`
 //! for the others, then `{plural}[/{name}[/{subresource}]]`, optionally under
-//! `namespaces/{namespace}/`. Plain HTTP, no authentication.
+//! `namespaces/{namespace}/`; `/openapi/v3[/...]` serves the OpenAPI documents. Plain HTTP, no
+//! authentication. Reads answer with a `Table` when `Accept` asks for one (`kubectl get`);
+//! warnings from a write (unknown fields) go out as `Warning` headers.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -29,7 +31,9 @@ use super::apply::ApplyRecords;
 use super::errors::ApiError;
 use super::kinds::{self, ResourceKind};
 use super::store::Store;
-use super::{discovery, handlers, watch as watches};
+use super::tables::TableRequest;
+use super::validation;
+use super::{discovery, handlers, openapi, watch as watches};
 
 /// The body of every response: a whole document or a watch stream.
 pub(super) type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -147,16 +151,26 @@ async fn dispatch(request: Request<Incoming>, state: &ServerState) -> Result<Res
         if let Some(document) = discovery::document(&path, state.address) {
             return Ok(json_response(StatusCode::OK, &document));
         }
+        if path == "/openapi/v3" {
+            return Ok(json_response(StatusCode::OK, &openapi::index()));
+        }
+        if let Some(key) = path.strip_prefix("/openapi/v3/") {
+            let document = openapi::document(key).ok_or_else(|| ApiError::path_not_found(&path))?;
+            return Ok(json_response(StatusCode::OK, &document));
+        }
     }
     let target = parse_target(&path).ok_or_else(|| ApiError::path_not_found(&path))?;
     let content_type =
         request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let accept = request.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let table = TableRequest::from_accept(accept, query.get("includeObject"));
     let body = if matches!(method, Method::POST | Method::PUT | Method::PATCH) {
         read_body(request).await?
     } else {
         Bytes::new()
     };
-    let request = handlers::Call { state, query: &query, content_type: &content_type, body: &body };
+    let request =
+        handlers::Call { state, query: &query, content_type: &content_type, body: &body, warnings: Default::default() };
     if method == Method::GET && query.flag("watch") {
         let (kind, namespace, name) = match &target {
             Target::Collection { kind, namespace } => (*kind, namespace.clone(), None),
@@ -165,7 +179,8 @@ async fn dispatch(request: Request<Incoming>, state: &ServerState) -> Result<Res
             }
             Target::Object { .. } => return Err(method_not_allowed(&method, &path)),
         };
-        let watch = watches::WatchRequest::from_query(kind, namespace, name, &query)?;
+        let mut watch = watches::WatchRequest::from_query(kind, namespace, name, &query)?;
+        watch.table = table;
         return Ok(watch_response(watches::stream(&state.store, watch, state.shutdown.clone())));
     }
     let (code, document) = match (&method, &target) {
@@ -192,7 +207,30 @@ async fn dispatch(request: Request<Incoming>, state: &ServerState) -> Result<Res
         }
         _ => return Err(method_not_allowed(&method, &path)),
     };
-    Ok(json_response(code, &document))
+    let document = match (&method, &target, table) {
+        (&Method::GET, Target::Collection { kind, .. }, Some(table)) => {
+            let items: Vec<&Value> = document["items"].as_array().into_iter().flatten().collect();
+            let resource_version = document.pointer("/metadata/resourceVersion").and_then(Value::as_str);
+            table.render(kind, &items, resource_version.and_then(|rv| rv.parse().ok()))
+        }
+        (&Method::GET, Target::Object { kind, part: Part::Main, .. }, Some(table)) => {
+            table.render(kind, &[&document], None)
+        }
+        _ => document,
+    };
+    let mut response = json_response(code, &document);
+    // A poisoned lock only means a handler panicked while pushing a warning.
+    for warning in request.warnings.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        if let Ok(value) = header::HeaderValue::from_str(&warning_header(warning)) {
+            response.headers_mut().append(header::WARNING, value);
+        }
+    }
+    Ok(response)
+}
+
+/// A `Warning` header value as the API server writes it: `299 - "<text>"`.
+fn warning_header(text: &str) -> String {
+    format!("299 - {}", validation::quote(text))
 }
 
 fn method_not_allowed(method: &Method, path: &str) -> ApiError {

@@ -15,6 +15,7 @@ use tokio::sync::{broadcast, watch};
 
 use super::errors::ApiError;
 use super::kinds::{self, ResourceKind};
+use super::openapi;
 
 /// How many past events a watch may resume from.
 const EVENT_LOG_LEN: usize = 4096;
@@ -153,6 +154,11 @@ impl Store {
             // Clients cannot set status on create when status is a subresource.
             if let Some(map) = object.as_object_mut() {
                 map.remove("status");
+            }
+            // A CRD's default for status shows until a controller writes one (HTTPProxy:
+            // `NotReconciled`, "Waiting for controller").
+            if let Some(default) = openapi::status_default(kind) {
+                object["status"] = default;
             }
         }
         if kind == &kinds::NAMESPACE {
@@ -520,7 +526,11 @@ mod tests {
         ns(&store, "a");
         let proxy = json!({"metadata": {"name": "p"}, "spec": {"a": 1}, "status": {"x": 1}});
         let made = store.create(&kinds::HTTP_PROXY, "a", proxy).unwrap();
-        assert!(made.get("status").is_none(), "status is dropped on create");
+        assert_eq!(
+            made["status"],
+            json!({"currentStatus": "NotReconciled", "description": "Waiting for controller"}),
+            "the client's status is dropped on create; the CRD's default shows instead"
+        );
         let after = store
             .modify(&kinds::HTTP_PROXY, "a", "p", Subresource::Status, |o| {
                 o["status"] = json!({"currentStatus": "valid"});

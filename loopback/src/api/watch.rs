@@ -7,6 +7,9 @@
 //! longer reaches back that far). It ends cleanly after `timeoutSeconds`, at server shutdown,
 //! or when the client falls too far behind (it then resumes from its last resourceVersion).
 //!
+//! When the request asked for a table (`kubectl get -w`), each object is sent as a one-row
+//! `Table`, as the API server does.
+//!
 //! Simplification: an object that stops (or starts) matching the selectors is not reported as
 //! `DELETED` (or `ADDED`) the way the watch cache does; events are filtered on the new object.
 
@@ -27,6 +30,7 @@ use super::kinds::ResourceKind;
 use super::selectors::{FieldSelector, LabelSelector};
 use super::server::{Body, Query, stopped};
 use super::store::{Store, WatchEvent};
+use super::tables::TableRequest;
 
 /// How often a watch that allows bookmarks gets one.
 const BOOKMARK_INTERVAL: Duration = Duration::from_secs(10);
@@ -46,6 +50,8 @@ pub struct WatchRequest {
     pub send_initial_events: bool,
     pub bookmarks: bool,
     pub timeout: Option<Duration>,
+    /// Send objects as one-row tables (`Accept: ...;as=Table`).
+    pub table: Option<TableRequest>,
 }
 
 impl WatchRequest {
@@ -87,6 +93,7 @@ impl WatchRequest {
             send_initial_events: query.flag("sendInitialEvents"),
             bookmarks: query.flag("allowWatchBookmarks"),
             timeout,
+            table: None,
         })
     }
 
@@ -102,6 +109,14 @@ impl WatchRequest {
 
     fn selects_event(&self, event: &WatchEvent) -> bool {
         event.kind == self.kind && self.selects(&event.namespace, &event.object)
+    }
+
+    /// The line of an event about `object`, as a table row when asked for.
+    fn object_line(&self, event_type: &str, object: &Value) -> Bytes {
+        match &self.table {
+            Some(table) => event_line(event_type, &table.render(self.kind, &[object], None)),
+            None => event_line(event_type, object),
+        }
     }
 }
 
@@ -119,7 +134,7 @@ pub fn stream(store: &Store, request: WatchRequest, shutdown: watch::Receiver<bo
         };
         let (items, listed_at) = store.list(request.kind, request.namespace.as_deref());
         for item in items.iter().filter(|o| request.selects(namespace_of(o), o)) {
-            pending.push_back(event_line("ADDED", item));
+            pending.push_back(request.object_line("ADDED", item));
         }
         if request.send_initial_events {
             pending.push_back(event_line("BOOKMARK", &bookmark(request.kind, listed_at, true)));
@@ -130,7 +145,7 @@ pub fn stream(store: &Store, request: WatchRequest, shutdown: watch::Receiver<bo
         match store.watch_from(from) {
             Ok((backlog, events)) => {
                 for event in backlog.iter().filter(|e| request.selects_event(e)) {
-                    pending.push_back(event_line(event.event_type.as_str(), &event.object));
+                    pending.push_back(request.object_line(event.event_type.as_str(), &event.object));
                 }
                 let seen = backlog.last().map_or(from, |e| e.resource_version);
                 (events, seen)
@@ -210,7 +225,8 @@ impl Watch {
         }
         self.seen = event.resource_version;
         if self.request.selects_event(event) {
-            self.pending.push_back(event_line(event.event_type.as_str(), &event.object));
+            let line = self.request.object_line(event.event_type.as_str(), &event.object);
+            self.pending.push_back(line);
         }
     }
 }
@@ -288,6 +304,26 @@ mod tests {
         assert_eq!(events[0]["object"]["metadata"]["name"], "x");
         assert_eq!(events[1]["type"], "BOOKMARK");
         assert_eq!(events[1]["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"], "true");
+    }
+
+    #[tokio::test]
+    async fn table_watches_send_one_row_tables() {
+        let store = store();
+        store.create(&kinds::CONFIG_MAP, "a", json!({"metadata": {"name": "x"}, "data": {"k": "v"}})).unwrap();
+        let (stop, shutdown) = watch::channel(false);
+        let mut table_request = request("");
+        table_request.table = TableRequest::from_accept("application/json;as=Table;v=v1;g=meta.k8s.io", None);
+        let body = stream(&store, table_request, shutdown);
+        store.delete(&kinds::CONFIG_MAP, "a", "x").unwrap();
+        stop.send_replace(true);
+        let events = lines(body).await;
+        let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(types, ["ADDED", "DELETED"]);
+        for event in &events {
+            assert_eq!(event["object"]["kind"], "Table");
+            assert_eq!(event["object"]["rows"][0]["cells"][0], "x");
+            assert_eq!(event["object"]["rows"][0]["cells"][1], "1", "the Data column");
+        }
     }
 
     #[tokio::test]

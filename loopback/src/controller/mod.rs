@@ -28,10 +28,10 @@ use std::sync::{Arc, Mutex};
 
 use rustls::pki_types::CertificateDer;
 use serde_json::Value;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
-use crate::api::kinds::{HTTP_PROXY, INGRESS};
-use crate::api::store::{Store, Subresource, now_rfc3339};
+use crate::api::kinds::{HTTP_PROXY, INGRESS, SECRET};
+use crate::api::store::{Store, Subresource, WatchEvent, now_rfc3339};
 use crate::config::{Fault, LoopbackConfig};
 use crate::dataplane::RouteTable;
 use crate::dataplane::table::{UpstreamFailureResponse, VirtualHost};
@@ -52,28 +52,55 @@ pub struct Controller {
     config: Arc<LoopbackConfig>,
     routes: watch::Sender<Arc<RouteTable>>,
     ca_cache: Mutex<HashMap<String, Vec<CertificateDer<'static>>>>,
+    /// The first usable client certificate, for the `stale-client-certificate` fault only.
+    client_cache: Mutex<Option<ClientCertificateState>>,
 }
 
 impl Controller {
     pub fn new(store: Store, config: Arc<LoopbackConfig>, routes: watch::Sender<Arc<RouteTable>>) -> Self {
-        Controller { store, config, routes, ca_cache: Mutex::default() }
+        Controller { store, config, routes, ca_cache: Mutex::default(), client_cache: Mutex::default() }
     }
 
-    /// Reconciles until `shutdown` turns true.
+    /// Reconciles on every change to the store until `shutdown` turns true.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let mut revisions = self.store.revisions();
+        // Watching from "now" cannot be refused.
+        let Ok((_, mut events)) = self.store.watch_from(0) else { return };
+        self.reconcile();
         loop {
-            self.reconcile();
-            tokio::select! {
-                _ = revisions.changed() => {}
+            let relevant = tokio::select! {
+                event = events.recv() => match event {
+                    Ok(event) => self.triggers_rebuild(&event),
+                    // Missed events: rebuild from the whole store anyway.
+                    Err(broadcast::error::RecvError::Lagged(_)) => true,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
                 _ = shutdown.changed() => return,
+            };
+            if relevant {
+                self.reconcile();
             }
         }
     }
 
+    /// Whether a change calls for a rebuild: every change does, except Secrets under the
+    /// `ignore-secret-events` fault.
+    fn triggers_rebuild(&self, event: &WatchEvent) -> bool {
+        !(self.config.has(Fault::IgnoreSecretEvents) && event.kind == &SECRET)
+    }
+
     /// One full rebuild.
     pub fn reconcile(&self) {
-        let client_certificate = client_certificate::load(&self.store, &self.config);
+        let mut client_certificate = client_certificate::load(&self.store, &self.config);
+        if self.config.has(Fault::StaleClientCertificate) {
+            let mut cache = self.client_cache.lock().unwrap_or_else(|e| e.into_inner());
+            match &*cache {
+                Some(first) => client_certificate = first.clone(),
+                None if matches!(client_certificate, ClientCertificateState::Ready(_)) => {
+                    *cache = Some(client_certificate.clone());
+                }
+                None => {}
+            }
+        }
         let ctx = Context {
             store: &self.store,
             config: &self.config,

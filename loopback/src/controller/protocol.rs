@@ -52,7 +52,9 @@ pub fn resolve(
     port: &ServicePort,
     config: &LoopbackConfig,
 ) -> UpstreamProtocol {
-    let field = protocol_field.and_then(UpstreamProtocol::from_annotation_suffix);
+    let field = protocol_field
+        .filter(|_| !config.has(Fault::IgnoreProtocolField))
+        .and_then(UpstreamProtocol::from_annotation_suffix);
     let annotation = from_annotations(service, port, config);
     if config.has(Fault::AnnotationBeatsProtocolField)
         && let Some(annotated) = annotation
@@ -69,7 +71,8 @@ pub fn resolve(
             _ => UpstreamProtocol::Http1,
         };
     }
-    annotation.unwrap_or(UpstreamProtocol::Http1)
+    let fallback = if config.has(Fault::DefaultToTls) { UpstreamProtocol::Tls } else { UpstreamProtocol::Http1 };
+    annotation.unwrap_or(fallback)
 }
 
 /// The protocol the annotations give the port: by port name first, then by port number.

@@ -193,7 +193,7 @@ fn v2_to_v4_validation_carries_the_bundle_and_subject_names() {
     let v = tls(&f.reconcile()).validation.clone().unwrap();
     assert_eq!(v.subject_names, vec!["a.test", "b.test"]);
     assert_eq!(v.ca_certificates.len(), 1);
-    assert!(!v.accept_common_name);
+    assert!(!v.faults.accept_common_name);
 
     let f = Fixture::new().with_fault(Fault::FirstSubjectNameOnly).with_fault(Fault::AcceptNameFromCn);
     f.ca_secret(NS, "ca").tls_service().proxy(
@@ -202,7 +202,7 @@ fn v2_to_v4_validation_carries_the_bundle_and_subject_names() {
     );
     let v = tls(&f.reconcile()).validation.clone().unwrap();
     assert_eq!(v.subject_names, vec!["a.test"]);
-    assert!(v.accept_common_name);
+    assert!(v.faults.accept_common_name);
 
     let f = Fixture::new().with_fault(Fault::SkipCaVerification);
     f.ca_secret(NS, "ca").tls_service().proxy("p", validated("ca"));
@@ -379,8 +379,12 @@ fn n2_version_limits_come_from_the_config() {
     f.config.cluster.upstream_tls.minimum_protocol_version = Some(TlsVersion::V1_3);
     f.tls_service().proxy("p", json!({"name": "echo", "port": 8443}));
     assert_eq!(tls(&f.reconcile()).versions, (TlsVersion::V1_3, TlsVersion::V1_3));
-    f.config.faults.push(Fault::IgnoreTlsVersionLimits);
-    assert_eq!(tls(&f.reconcile()).versions, (TlsVersion::V1_2, TlsVersion::V1_3));
+    let f = Fixture::new().with_fault(Fault::DefaultMinimumTls13);
+    f.tls_service().proxy("p", json!({"name": "echo", "port": 8443}));
+    assert_eq!(tls(&f.reconcile()).versions, (TlsVersion::V1_3, TlsVersion::V1_3));
+    let f = Fixture::new();
+    f.tls_service().proxy("p", json!({"name": "echo", "port": 8443}));
+    assert_eq!(tls(&f.reconcile()).versions, (TlsVersion::V1_2, TlsVersion::V1_3), "the default allows 1.2");
 }
 
 #[test]
@@ -422,4 +426,101 @@ fn v6_fault_switches_the_failure_response() {
     let f = Fixture::new().with_fault(Fault::Bare502OnHandshakeFailure);
     assert_eq!(f.reconcile().upstream_failure, UpstreamFailureResponse::Bare502);
     assert_eq!(Fixture::new().reconcile().upstream_failure, UpstreamFailureResponse::Envoy);
+}
+
+#[test]
+fn p4_p6_faults_on_the_field_and_the_default() {
+    let f = Fixture::new().with_fault(Fault::IgnoreProtocolField);
+    f.service(json!({}), json!([{"port": 8081}])).proxy("p", json!({"name": "echo", "port": 8081, "protocol": "h2c"}));
+    assert!(matches!(cluster(&f.reconcile()).transport, Transport::Plaintext { http2: false }));
+
+    let f = Fixture::new().with_fault(Fault::DefaultToTls);
+    f.service(json!({}), json!([{"port": 8080}])).proxy("p", json!({"name": "echo", "port": 8080}));
+    assert!(matches!(cluster(&f.reconcile()).transport, Transport::Tls(_)));
+}
+
+#[test]
+fn v1_v3_validation_faults() {
+    let f = Fixture::new().with_fault(Fault::VerifyWithoutValidation);
+    f.tls_service().proxy("p", json!({"name": "echo", "port": 8443}));
+    let v = tls(&f.reconcile()).validation.clone().expect("the fault verifies without validation");
+    assert!(v.ca_certificates.is_empty());
+
+    let f = Fixture::new().with_fault(Fault::FirstCaInBundleOnly);
+    let two = format!("{}{}", ca_pem(), ca_pem());
+    f.secret(NS, "ca", "Opaque", json!({"ca.crt": b64(&two)})).tls_service().proxy("p", validated("ca"));
+    assert_eq!(tls(&f.reconcile()).validation.clone().unwrap().ca_certificates.len(), 1);
+
+    let f = Fixture::new().with_fault(Fault::IgnoreCertificateExpiry).with_fault(Fault::IgnoreServedIntermediates);
+    f.ca_secret(NS, "ca").tls_service().proxy("p", validated("ca"));
+    let faults = tls(&f.reconcile()).validation.clone().unwrap().faults;
+    assert!(faults.ignore_expiry && faults.ignore_intermediates && !faults.accept_common_name);
+}
+
+#[test]
+fn s1_fault_accepts_only_opaque_ca_secrets() {
+    let f = Fixture::new().with_fault(Fault::OpaqueCaSecretOnly);
+    f.secret(NS, "ca", "kubernetes.io/tls", json!({"ca.crt": b64(&ca_pem())}))
+        .tls_service()
+        .proxy("p", validated("ca"));
+    f.reconcile();
+    assert!(first_error(&f.status("p")).2.ends_with("secret type is not \"Opaque\""));
+}
+
+#[test]
+fn s6_wildcard_delegations_and_their_fault() {
+    for (fault, valid) in [(None, "valid"), (Some(Fault::IgnoreWildcardDelegation), "invalid")] {
+        let mut f = Fixture::new();
+        f.config.faults.extend(fault);
+        f.ca_secret("other", "ca").tls_service().proxy("p", validated("other/ca"));
+        let delegation = json!({"metadata": {"name": "d"}, "spec": {"delegations": [{"secretName": "ca", "targetNamespaces": ["*"]}]}});
+        f.store.create(&TLS_CERTIFICATE_DELEGATION, "other", delegation).unwrap();
+        f.reconcile();
+        assert_eq!(f.status("p")["currentStatus"], valid, "{fault:?}");
+    }
+}
+
+#[test]
+fn s5_fault_ignores_secret_events_only() {
+    let event = |kind| crate::api::store::WatchEvent {
+        resource_version: 1,
+        kind,
+        namespace: NS.into(),
+        event_type: crate::api::store::EventType::Added,
+        object: Arc::new(json!({})),
+    };
+    let controller = |f: &Fixture| {
+        let (tx, _rx) = watch::channel(Arc::new(RouteTable::default()));
+        Controller::new(f.store.clone(), Arc::new(f.config.clone()), tx)
+    };
+    let plain = controller(&Fixture::new());
+    assert!(plain.triggers_rebuild(&event(&SECRET)) && plain.triggers_rebuild(&event(&SERVICE)));
+    let faulty = controller(&Fixture::new().with_fault(Fault::IgnoreSecretEvents));
+    assert!(!faulty.triggers_rebuild(&event(&SECRET)) && faulty.triggers_rebuild(&event(&SERVICE)));
+}
+
+#[test]
+fn c2_client_certificate_rotates_unless_stale() {
+    let issue = || {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["envoy".to_string()]).unwrap().self_signed(&key).unwrap();
+        json!({"tls.crt": b64(&cert.pem()), "tls.key": b64(&key.serialize_pem())})
+    };
+    for (fault, rotates) in [(None, true), (Some(Fault::StaleClientCertificate), false)] {
+        let mut f = with_client_certificate(Fixture::new());
+        f.config.faults.extend(fault);
+        f.secret("proxy", "client", "kubernetes.io/tls", issue())
+            .tls_service()
+            .proxy("p", json!({"name": "echo", "port": 8443}));
+        let (tx, rx) = watch::channel(Arc::new(RouteTable::default()));
+        let controller = Controller::new(f.store.clone(), Arc::new(f.config.clone()), tx);
+        controller.reconcile();
+        let first = tls(&rx.borrow()).client_certificate.clone().unwrap().chain.clone();
+        let mut secret = f.store.get(&SECRET, "proxy", "client").unwrap();
+        secret["data"] = issue();
+        f.store.update(&SECRET, "proxy", "client", secret, Subresource::Main).unwrap();
+        controller.reconcile();
+        let second = tls(&rx.borrow()).client_certificate.clone().unwrap().chain.clone();
+        assert_eq!(first != second, rotates, "{fault:?}");
+    }
 }

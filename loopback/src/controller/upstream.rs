@@ -99,16 +99,23 @@ fn tls_settings(ctx: &Context<'_>, upstream: &UpstreamRequest<'_>) -> TlsSetting
         }
         _ => None,
     };
-    let versions = if ctx.config.has(Fault::IgnoreTlsVersionLimits) {
-        (TlsVersion::V1_2, TlsVersion::V1_3)
-    } else {
-        ctx.config.upstream_tls_versions()
-    };
+    let mut versions = ctx.config.upstream_tls_versions();
+    if ctx.config.has(Fault::DefaultMinimumTls13) && ctx.config.cluster.upstream_tls.minimum_protocol_version.is_none()
+    {
+        versions.0 = TlsVersion::V1_3;
+    }
     TlsSettings {
         sni: upstream.sni.clone(),
         alpn,
         http2: h2,
-        validation: upstream.validation.clone(),
+        validation: upstream.validation.clone().or_else(|| {
+            // With no trust anchors nothing verifies: every backend certificate is refused.
+            ctx.config.has(Fault::VerifyWithoutValidation).then(|| PeerValidation {
+                ca_certificates: Vec::new(),
+                subject_names: Vec::new(),
+                faults: Default::default(),
+            })
+        }),
         client_certificate,
         versions,
     }

@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::Context;
 use crate::api::kinds::{SECRET, TLS_CERTIFICATE_DELEGATION};
 use crate::config::Fault;
-use crate::dataplane::table::PeerValidation;
+use crate::dataplane::table::{PeerValidation, ValidationFaults};
 
 /// `spec.routes[].services[].validation` of an HTTPProxy.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -58,6 +58,13 @@ pub fn lookup(
     }
     let secret = ctx.store.get(&SECRET, namespace, name);
     let key = format!("{namespace}/{name}");
+    if ctx.config.has(Fault::OpaqueCaSecretOnly)
+        && secret.as_ref().is_some_and(|s| s["type"].as_str().is_some_and(|t| t != "Opaque"))
+    {
+        return Err(ValidationError::InvalidSecret(format!(
+            "invalid CA Secret \"{key}\": secret type is not \"Opaque\""
+        )));
+    }
     let ca_certificates = match ca_bundle(secret.as_ref()) {
         Ok(certificates) if ctx.config.has(Fault::StaleCaBundle) => {
             let mut cache = ctx.ca_cache.lock().unwrap_or_else(|e| e.into_inner());
@@ -76,6 +83,10 @@ pub fn lookup(
     if ctx.config.has(Fault::SkipCaVerification) {
         return Ok(None);
     }
+    let mut ca_certificates = ca_certificates;
+    if ctx.config.has(Fault::FirstCaInBundleOnly) {
+        ca_certificates.truncate(1);
+    }
     let mut subject_names = if validation.subject_names.is_empty() {
         vec![validation.subject_name.clone()]
     } else {
@@ -87,7 +98,11 @@ pub fn lookup(
     Ok(Some(PeerValidation {
         ca_certificates,
         subject_names,
-        accept_common_name: ctx.config.has(Fault::AcceptNameFromCn),
+        faults: ValidationFaults {
+            accept_common_name: ctx.config.has(Fault::AcceptNameFromCn),
+            ignore_expiry: ctx.config.has(Fault::IgnoreCertificateExpiry),
+            ignore_intermediates: ctx.config.has(Fault::IgnoreServedIntermediates),
+        },
     }))
 }
 
@@ -96,7 +111,9 @@ fn delegated(ctx: &Context<'_>, namespace: &str, name: &str, target: &str) -> bo
     let (delegations, _) = ctx.store.list(&TLS_CERTIFICATE_DELEGATION, Some(namespace));
     delegations.iter().flat_map(|d| d["spec"]["delegations"].as_array().cloned().unwrap_or_default()).any(|d| {
         d["secretName"] == name
-            && d["targetNamespaces"].as_array().is_some_and(|targets| targets.iter().any(|t| t == target || t == "*"))
+            && d["targetNamespaces"].as_array().is_some_and(|targets| {
+                targets.iter().any(|t| t == target || (t == "*" && !ctx.config.has(Fault::IgnoreWildcardDelegation)))
+            })
     })
 }
 

@@ -90,9 +90,19 @@ pub struct TlsSettings {
 pub struct PeerValidation {
     pub ca_certificates: Vec<CertificateDer<'static>>,
     pub subject_names: Vec<String>,
-    /// Also accept a name found only in the subject common name (only the
-    /// `accept-name-from-cn` fault sets this; Envoy never does).
+    /// Deviations only faults switch on; all false is Envoy's behaviour.
+    pub faults: ValidationFaults,
+}
+
+/// Ways validation can be wrong, for the faults that need the data plane to misbehave.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ValidationFaults {
+    /// Accept a name found only in the subject common name (`accept-name-from-cn`).
     pub accept_common_name: bool,
+    /// Accept expired certificates (`ignore-certificate-expiry`).
+    pub ignore_expiry: bool,
+    /// Build the chain without the intermediates the backend serves (`ignore-served-intermediates`).
+    pub ignore_intermediates: bool,
 }
 
 /// The certificate chain and key the proxy presents to backends.

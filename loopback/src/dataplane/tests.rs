@@ -195,7 +195,7 @@ fn validation(ca: &Issued, names: &[&str]) -> PeerValidation {
     PeerValidation {
         ca_certificates: vec![ca.der()],
         subject_names: names.iter().map(|n| n.to_string()).collect(),
-        accept_common_name: false,
+        faults: Default::default(),
     }
 }
 
@@ -265,9 +265,34 @@ async fn v4_names_match_dns_sans_only() {
     assert_upstream_failure(&answer, &seen, "CERTIFICATE_VERIFY_FAILED");
 
     let mut cn_fault = validation(&authority, &["cn.test"]);
-    cn_fault.accept_common_name = true;
+    cn_fault.faults.accept_common_name = true;
     let (answer, _) = through(backend_options(&server), tls_transport(Some(cn_fault))).await;
     assert_eq!(answer.0, 200, "the accept-name-from-cn fault takes the CN");
+}
+
+#[tokio::test]
+async fn v3_expired_certificates_and_dropped_intermediates_fail_unless_faulted() {
+    let authority = ca("ca");
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["echo.test".to_string()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let cert = params.signed_by(&key, authority.issuer.as_ref().unwrap()).unwrap();
+    let expired = Issued { cert, key, issuer: None };
+    let (answer, seen) =
+        through(backend_options(&expired), tls_transport(Some(validation(&authority, &["echo.test"])))).await;
+    assert_upstream_failure(&answer, &seen, "CERTIFICATE_VERIFY_FAILED");
+    let mut lenient = validation(&authority, &["echo.test"]);
+    lenient.faults.ignore_expiry = true;
+    assert_eq!(through(backend_options(&expired), tls_transport(Some(lenient))).await.0.0, 200);
+
+    let intermediate = leaf(&authority, &[], "intermediate", true);
+    let server = leaf(&intermediate, &["echo.test"], "echo", false);
+    let chained = || BackendOptions { chain: vec![server.der(), intermediate.der()], ..backend_options(&server) };
+    let mut no_intermediates = validation(&authority, &["echo.test"]);
+    no_intermediates.faults.ignore_intermediates = true;
+    let (answer, seen) = through(chained(), tls_transport(Some(no_intermediates))).await;
+    assert_upstream_failure(&answer, &seen, "CERTIFICATE_VERIFY_FAILED");
 }
 
 fn client_certificate(issuer: &Issued) -> Arc<ClientCertificate> {

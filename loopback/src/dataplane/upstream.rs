@@ -149,30 +149,43 @@ impl ServerCertVerifier for UpstreamVerifier {
             return Ok(ServerCertVerified::assertion());
         };
         let chain = chain.as_ref().ok_or(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer))?;
-        let mut last = rustls::Error::InvalidCertificate(CertificateError::NotValidForName);
+        let faults = validation.faults;
+        let intermediates = if faults.ignore_intermediates { &[] } else { intermediates };
+        let mut chain_verified = false;
         for name in &validation.subject_names {
             // A name that is not a DNS name can never equal a DNS SAN.
             let Ok(server_name) = ServerName::try_from(name.as_str()) else { continue };
             if !matches!(server_name, ServerName::DnsName(_)) {
                 continue;
             }
-            match chain.verify_server_cert(end_entity, intermediates, &server_name, ocsp_response, now) {
+            let mut result = chain.verify_server_cert(end_entity, intermediates, &server_name, ocsp_response, now);
+            if faults.ignore_expiry
+                && let Err(rustls::Error::InvalidCertificate(CertificateError::ExpiredContext { not_after, .. })) =
+                    &result
+            {
+                let before_expiry =
+                    UnixTime::since_unix_epoch(Duration::from_secs(not_after.as_secs().saturating_sub(1)));
+                result =
+                    chain.verify_server_cert(end_entity, intermediates, &server_name, ocsp_response, before_expiry);
+            }
+            match result {
                 Ok(verified) => return Ok(verified),
-                Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForName))
-                | Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForNameContext { .. })) => {}
+                // webpki checks the chain before the name: only the name failed.
+                Err(rustls::Error::InvalidCertificate(
+                    CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+                )) => chain_verified = true,
                 // Chain and expiry failures do not depend on the name: report them.
                 Err(other) => return Err(other),
             }
-            last = rustls::Error::InvalidCertificate(CertificateError::NotValidForName);
         }
-        if validation.accept_common_name
+        if chain_verified
+            && faults.accept_common_name
             && let Some(cn) = common_name(end_entity)
             && validation.subject_names.iter().any(|n| n.eq_ignore_ascii_case(&cn))
         {
-            // Chain and expiry still hold: verify them against the name the SANs do carry.
             return Ok(ServerCertVerified::assertion());
         }
-        Err(last)
+        Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForName))
     }
 
     fn verify_tls12_signature(

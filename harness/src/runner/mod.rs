@@ -1,0 +1,198 @@
+//! Running scenarios against a [`Target`]: [`run_scenario`] yields a [`ScenarioOutcome`].
+//!
+//! One scenario = its own namespaces and virtual host, its PKI, its backends, then its steps
+//! in order ([`steps`]); the first failing step ends it, install-wide state it changed is
+//! restored and its namespaces are deleted whatever happened. A scenario needing an
+//! install-wide feature the target lacks is skipped, with the reason.
+
+mod steps;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::cluster::ClusterClient;
+use crate::fixture;
+use crate::install::InstallClientCertificate;
+use crate::scenario::{Feature, LoadedScenario};
+use crate::traffic::Answer;
+
+/// Limits and knobs of a run.
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    /// Consecutive matching answers a traffic expectation needs.
+    pub consecutive: usize,
+    /// How long a traffic expectation may take to hold.
+    pub traffic_limit: Duration,
+    /// Pause between requests.
+    pub traffic_interval: Duration,
+    /// How long a status expectation may take to hold.
+    pub status_limit: Duration,
+    /// How long backends may take to become available (image pulls on real clusters).
+    pub ready_limit: Duration,
+    /// Backend container image.
+    pub image: String,
+    /// Leave scenario namespaces in place after the run, for debugging.
+    pub keep_namespaces: bool,
+}
+
+impl Default for RunSettings {
+    fn default() -> Self {
+        RunSettings {
+            consecutive: 3,
+            traffic_limit: Duration::from_secs(30),
+            traffic_interval: Duration::from_millis(100),
+            status_limit: Duration::from_secs(30),
+            ready_limit: Duration::from_secs(180),
+            image: fixture::DEFAULT_IMAGE.into(),
+            keep_namespaces: false,
+        }
+    }
+}
+
+/// Where scenarios run: a cluster, the proxy's address, and install-wide state.
+pub struct Target {
+    pub cluster: ClusterClient,
+    pub proxy: SocketAddr,
+    /// Distinguishes this run's namespaces and host names from any other run's.
+    pub run_id: String,
+    pub settings: RunSettings,
+    /// The installation's Envoy client certificate, when it has one.
+    pub client_certificate: Option<Arc<InstallClientCertificate>>,
+}
+
+impl Target {
+    /// Why the target cannot run a scenario with `feature`, if it cannot.
+    pub fn lacks(&self, feature: Feature) -> Option<String> {
+        match feature {
+            Feature::EnvoyClientCertificate if self.client_certificate.is_none() => Some(format!(
+                "the installation has no Envoy client certificate (set {})",
+                crate::target::env::CLIENT_CERT_SECRET
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// How one step went.
+#[derive(Debug, Clone)]
+pub struct StepOutcome {
+    /// 1-based, as in the file.
+    pub index: usize,
+    pub kind: &'static str,
+    pub summary: String,
+    pub duration: Duration,
+    pub passed: bool,
+}
+
+/// Why a scenario failed: at which step, and the message with expected and actual.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// `None` for set-up (PKI, namespaces, backends).
+    pub step: Option<usize>,
+    pub kind: &'static str,
+    pub message: String,
+    /// The last answers of a traffic expectation, for evidence.
+    pub answers: Vec<Answer>,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.step {
+            Some(step) => write!(f, "step {step} ({}): {}", self.kind, self.message)?,
+            None => write!(f, "{}: {}", self.kind, self.message)?,
+        }
+        for answer in &self.answers {
+            write!(f, "\n    answer {}: {}", answer.request_id, answer.summary())?;
+        }
+        Ok(())
+    }
+}
+
+/// The result of one scenario.
+#[derive(Debug, Clone)]
+pub struct ScenarioOutcome {
+    pub name: String,
+    pub path: PathBuf,
+    pub namespace: String,
+    pub duration: Duration,
+    pub steps: Vec<StepOutcome>,
+    pub failure: Option<Failure>,
+    /// Why the scenario did not run.
+    pub skipped: Option<String>,
+    /// Cleaning up failed (reported, but does not fail the scenario).
+    pub cleanup_error: Option<String>,
+}
+
+impl ScenarioOutcome {
+    /// Passed, or skipped (which is not a failure).
+    pub fn passed(&self) -> bool {
+        self.failure.is_none()
+    }
+}
+
+/// Runs one scenario from set-up to clean-up.
+pub async fn run_scenario(target: &Target, loaded: &LoadedScenario) -> ScenarioOutcome {
+    let started = Instant::now();
+    let name = loaded.name().to_string();
+    let namespace = namespace_name(&name, &target.run_id);
+    let mut outcome = ScenarioOutcome {
+        name,
+        path: loaded.path.clone(),
+        namespace: namespace.clone(),
+        duration: Duration::ZERO,
+        steps: Vec::new(),
+        failure: None,
+        skipped: loaded.scenario.features.iter().find_map(|f| target.lacks(*f)),
+        cleanup_error: None,
+    };
+    if outcome.skipped.is_some() {
+        return outcome;
+    }
+    let mut run = steps::ScenarioRun::new(target, loaded, namespace);
+    outcome.failure = run.execute().await.err();
+    outcome.cleanup_error = run.clean_up().await.err();
+    outcome.steps = run.into_steps();
+    outcome.duration = started.elapsed();
+    outcome
+}
+
+/// `utls-<scenario>-<run id>`, within the 63 characters of a namespace name.
+fn namespace_name(scenario: &str, run_id: &str) -> String {
+    let mut name = format!("utls-{scenario}");
+    name.truncate(63 - run_id.len() - 1);
+    format!("{}-{run_id}", name.trim_end_matches('-'))
+}
+
+/// Whether every condition that carries `observedGeneration` is about the current generation.
+fn status_is_current(object: &Value) -> bool {
+    let generation = &object["metadata"]["generation"];
+    object["status"]["conditions"]
+        .as_array()
+        .is_none_or(|cs| cs.iter().all(|c| c.get("observedGeneration").is_none_or(|g| g == generation)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn namespace_names_fit_and_carry_the_run_id() {
+        let name = namespace_name(&"x".repeat(40), "a1b2c3d4");
+        assert!(name.len() <= 63, "{name}");
+        assert!(name.ends_with("-a1b2c3d4"));
+        assert_eq!(namespace_name("demo", "r1"), "utls-demo-r1");
+    }
+
+    #[test]
+    fn stale_statuses_are_not_current() {
+        let object = json!({"metadata": {"generation": 2}, "status": {"conditions": [{"observedGeneration": 1}]}});
+        assert!(!status_is_current(&object));
+        let object = json!({"metadata": {"generation": 2}, "status": {"conditions": [{"observedGeneration": 2}]}});
+        assert!(status_is_current(&object));
+    }
+}

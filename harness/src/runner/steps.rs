@@ -1,0 +1,375 @@
+//! One scenario's run, step by step: [`ScenarioRun`]. One method per step kind; the single
+//! `match` from the file format to them is in [`ScenarioRun::execute`].
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::{Failure, StepOutcome, Target, status_is_current};
+use crate::cluster::ObjectRef;
+use crate::fixture::{BackendFixture, ClientCertificateMode, TlsVersion};
+use crate::pki::{Material, Pki};
+use crate::scenario::load::INSTALL_CLIENT_CA;
+use crate::scenario::template::Bindings;
+use crate::scenario::{
+    BackendSpec, ClientCertificateChange, ClientCertificateModeSpec, ExpectStatus, LoadedScenario, ObjectSpec,
+    RequestStep, Step, TlsVersionSpec,
+};
+use crate::status_match;
+use crate::traffic::{self, Answer};
+
+/// How long clean-up may wait for a namespace or Secret to go.
+const CLEANUP_LIMIT: Duration = Duration::from_secs(120);
+
+/// A failed step: the message and the answers that show it.
+type StepError = (String, Vec<Answer>);
+
+fn plain(error: impl ToString) -> StepError {
+    (error.to_string(), Vec::new())
+}
+
+fn setup_failure(message: String) -> Failure {
+    Failure { step: None, kind: "set-up", message, answers: Vec::new() }
+}
+
+pub(super) struct ScenarioRun<'a> {
+    target: &'a Target,
+    loaded: &'a LoadedScenario,
+    namespace: String,
+    /// Extra namespaces, as `(name in the file, namespace)`.
+    extra_namespaces: Vec<(String, String)>,
+    bindings: Bindings,
+    steps: Vec<StepOutcome>,
+    /// Namespaces created so far, to delete at the end.
+    created: Vec<String>,
+    /// Set once the install-wide client certificate Secret was changed.
+    install_changed: bool,
+}
+
+impl<'a> ScenarioRun<'a> {
+    pub(super) fn new(target: &'a Target, loaded: &'a LoadedScenario, namespace: String) -> Self {
+        let extra_namespaces = loaded
+            .scenario
+            .namespaces
+            .iter()
+            .map(|n| (n.value.clone(), extra_namespace_name(loaded.name(), &n.value, &target.run_id)))
+            .collect();
+        ScenarioRun {
+            target,
+            loaded,
+            namespace,
+            extra_namespaces,
+            bindings: Bindings::default(),
+            steps: Vec::new(),
+            created: Vec::new(),
+            install_changed: false,
+        }
+    }
+
+    pub(super) fn into_steps(self) -> Vec<StepOutcome> {
+        self.steps
+    }
+
+    pub(super) async fn execute(&mut self) -> Result<(), Failure> {
+        let scenario = &self.loaded.scenario;
+        let pki = Pki::build(&scenario.pki).map_err(|e| setup_failure(e.to_string()))?;
+        self.bindings.insert("namespace", self.namespace.clone());
+        self.bindings.insert("host", format!("{}.{}.upstream-tls.test", scenario.name.value, self.target.run_id));
+        for (name, namespace) in &self.extra_namespaces {
+            self.bindings.insert(format!("namespaces.{name}"), namespace.clone());
+        }
+        pki.bind(&mut self.bindings);
+        if let Some(install) = &self.target.client_certificate {
+            install.bind(&mut self.bindings, install.original());
+        }
+
+        let namespaces: Vec<String> = std::iter::once(self.namespace.clone())
+            .chain(self.extra_namespaces.iter().map(|(_, n)| n.clone()))
+            .collect();
+        for namespace in namespaces {
+            self.target
+                .cluster
+                .create_namespace(&namespace, &self.target.run_id)
+                .await
+                .map_err(|e| setup_failure(e.to_string()))?;
+            self.created.push(namespace);
+        }
+        self.deploy_backends(&pki).await?;
+
+        for (i, step) in scenario.steps.iter().enumerate() {
+            let started = Instant::now();
+            let (kind, summary, result) = match step {
+                Step::Apply(manifest) => ("apply", "apply".to_string(), self.apply(&manifest.value).await),
+                Step::ExpectStatus(expect) => (
+                    "expectStatus",
+                    format!("status of {} {}", expect.kind.as_deref().unwrap_or("HTTPProxy"), expect.name),
+                    self.expect_status(expect).await,
+                ),
+                Step::Request(request) => (
+                    "request",
+                    format!("GET {}", request.path.as_deref().unwrap_or("/")),
+                    self.request(i + 1, request).await,
+                ),
+                Step::Delete(object) => {
+                    ("delete", format!("delete {} {}", object.kind, object.name), self.delete(object).await)
+                }
+                Step::EnvoyClientCertificate(change) => (
+                    "envoyClientCertificate",
+                    format!("{change:?} the Envoy client certificate").to_lowercase(),
+                    self.change_client_certificate(*change).await,
+                ),
+            };
+            let passed = result.is_ok();
+            self.steps.push(StepOutcome { index: i + 1, kind, summary, duration: started.elapsed(), passed });
+            result.map_err(|(message, answers)| Failure { step: Some(i + 1), kind, message, answers })?;
+        }
+        Ok(())
+    }
+
+    /// Restores install-wide state and deletes the namespaces; reports the first problem.
+    pub(super) async fn clean_up(&mut self) -> Result<(), String> {
+        let mut problems = Vec::new();
+        if self.install_changed
+            && let Some(install) = &self.target.client_certificate
+            && let Err(e) = install.write(&self.target.cluster, install.original()).await
+        {
+            problems.push(format!("cannot restore the Envoy client certificate Secret {}: {e}", install.secret));
+        }
+        if !self.target.settings.keep_namespaces {
+            for namespace in std::mem::take(&mut self.created) {
+                if let Err(e) = self.target.cluster.delete_namespace(&namespace, CLEANUP_LIMIT).await {
+                    problems.push(e.to_string());
+                }
+            }
+        }
+        if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
+    }
+
+    async fn deploy_backends(&self, pki: &Pki) -> Result<(), Failure> {
+        let cluster = &self.target.cluster;
+        for backend in &self.loaded.scenario.backends {
+            let fixture = self.fixture(backend, pki)?;
+            for object in fixture.objects() {
+                cluster.apply(&object, &self.namespace).await.map_err(|e| setup_failure(e.to_string()))?;
+            }
+        }
+        for backend in &self.loaded.scenario.backends {
+            cluster
+                .wait_deployment_available(&self.namespace, &backend.name.value, self.target.settings.ready_limit)
+                .await
+                .map_err(|e| setup_failure(format!("backend {:?} not ready: {e}", backend.name.value)))?;
+        }
+        Ok(())
+    }
+
+    fn fixture<'p>(&'p self, backend: &'p BackendSpec, pki: &'p Pki) -> Result<BackendFixture<'p>, Failure> {
+        let material = |name: &str| -> Result<&'p Material, Failure> {
+            if name == INSTALL_CLIENT_CA
+                && let Some(install) = &self.target.client_certificate
+            {
+                return Ok(install.ca());
+            }
+            pki.get(name).ok_or_else(|| setup_failure(format!("no PKI entry {name:?}")))
+        };
+        let client_certificate = match &backend.client_certificate {
+            None => None,
+            Some(spec) => {
+                let mode = match spec.mode {
+                    ClientCertificateModeSpec::Optional => ClientCertificateMode::Optional,
+                    ClientCertificateModeSpec::Require => ClientCertificateMode::Require,
+                };
+                Some((mode, material(&spec.ca.value)?))
+            }
+        };
+        let tls_versions = backend.tls_versions.as_ref().map(|versions| {
+            versions
+                .iter()
+                .map(|v| match v {
+                    TlsVersionSpec::Tls12 => TlsVersion::Tls12,
+                    TlsVersionSpec::Tls13 => TlsVersion::Tls13,
+                })
+                .collect()
+        });
+        Ok(BackendFixture {
+            name: &backend.name.value,
+            namespace: &self.namespace,
+            certificate: material(&backend.certificate.value)?,
+            chain: backend.chain.iter().map(|c| material(&c.value)).collect::<Result<_, _>>()?,
+            client_certificate,
+            tls_versions,
+            image: &self.target.settings.image,
+        })
+    }
+
+    async fn apply(&self, manifest: &str) -> Result<(), StepError> {
+        let text = self.bindings.expand(manifest).map_err(plain)?;
+        let documents: Vec<Value> = serde_saphyr::from_str_multiple(&text)
+            .map_err(|e| plain(format!("manifest is not YAML after filling references: {e}")))?;
+        for document in documents.iter().filter(|d| !d.is_null()) {
+            self.target.cluster.apply(document, &self.namespace).await.map_err(plain)?;
+        }
+        Ok(())
+    }
+
+    fn object_ref(
+        &self,
+        api_version: String,
+        kind: String,
+        name: &str,
+        namespace: Option<&str>,
+    ) -> Result<ObjectRef, StepError> {
+        let namespace = match namespace {
+            Some(ns) => self.bindings.expand(ns).map_err(plain)?,
+            None => self.namespace.clone(),
+        };
+        Ok(ObjectRef {
+            api_version,
+            kind,
+            namespace: Some(namespace),
+            name: self.bindings.expand(name).map_err(plain)?,
+        })
+    }
+
+    async fn delete(&self, object: &ObjectSpec) -> Result<(), StepError> {
+        let object = self.object_ref(
+            object.api_version.clone(),
+            object.kind.clone(),
+            &object.name,
+            object.namespace.as_deref(),
+        )?;
+        self.target.cluster.delete_and_wait(&object, self.target.settings.status_limit).await.map_err(plain)
+    }
+
+    async fn change_client_certificate(&mut self, change: ClientCertificateChange) -> Result<(), StepError> {
+        let install = self
+            .target
+            .client_certificate
+            .as_ref()
+            .ok_or_else(|| plain("the installation has no Envoy client certificate"))?;
+        self.install_changed = true;
+        match change {
+            ClientCertificateChange::Rotate => {
+                let rotated = install.rotated().map_err(plain)?;
+                install.write(&self.target.cluster, &rotated).await.map_err(plain)?;
+                install.bind(&mut self.bindings, &rotated);
+            }
+            ClientCertificateChange::Delete => {
+                install.delete(&self.target.cluster, self.target.settings.status_limit).await.map_err(plain)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn expect_status(&self, expect: &ExpectStatus) -> Result<(), StepError> {
+        let wanted = self.bindings.expand_json(&expect.status).map_err(plain)?;
+        let object = self.object_ref(
+            expect.api_version.clone().unwrap_or_else(|| "projectcontour.io/v1".into()),
+            expect.kind.clone().unwrap_or_else(|| "HTTPProxy".into()),
+            &expect.name,
+            expect.namespace.as_deref(),
+        )?;
+        let limit = self.target.settings.status_limit;
+        let check = wanted.clone();
+        let outcome = self
+            .target
+            .cluster
+            .wait_for(&object, limit, move |o| {
+                status_is_current(o) && status_match::contains(&o["status"], &check).is_ok()
+            })
+            .await
+            .map_err(plain)?;
+        match outcome {
+            Ok(_) => Ok(()),
+            Err(None) => Err(plain(format!("{object}: not found within {limit:?}"))),
+            Err(Some(last)) => {
+                let why = if status_is_current(&last) {
+                    status_match::contains(&last["status"], &wanted).err().unwrap_or_default()
+                } else {
+                    format!("status not reconciled for generation {}", last["metadata"]["generation"])
+                };
+                Err(plain(format!(
+                    "{object}: status did not match within {limit:?}: {why}; last status: {}",
+                    last["status"]
+                )))
+            }
+        }
+    }
+
+    async fn request(&self, step: usize, request: &RequestStep) -> Result<(), StepError> {
+        let host = self.bindings.expand(request.host.as_deref().unwrap_or("${host}")).map_err(plain)?;
+        let path = request.path.clone().unwrap_or_else(|| "/".into());
+        let expect = traffic::expand_expectation(&self.bindings, &request.expect).map_err(plain)?;
+        let settings = &self.target.settings;
+        let proxy = self.target.proxy;
+        let namespace = &self.namespace;
+        let passed = traffic::until_consecutive(
+            settings.consecutive,
+            settings.traffic_limit,
+            settings.traffic_interval,
+            |n| {
+                let (host, path) = (host.clone(), path.clone());
+                let id = format!("{namespace}-s{step}-{n}");
+                async move { traffic::send(proxy, &host, &path, &id).await }
+            },
+            |answer| traffic::check(&expect, answer),
+        )
+        .await
+        .map_err(|not| {
+            let why = not.last_mismatch.map(|m| m.0).unwrap_or_default();
+            (
+                format!(
+                    "GET http://{host}{path}: no {} consecutive matching answers within {:?} ({} attempts); last: {why}",
+                    settings.consecutive, settings.traffic_limit, not.attempts
+                ),
+                not.last_answers,
+            )
+        })?;
+        if traffic::wants_backend(&expect) == Some(false) {
+            self.check_backends_not_reached(&passed).await?;
+        }
+        Ok(())
+    }
+
+    /// The answers said the backend was not reached; its access log must agree.
+    async fn check_backends_not_reached(&self, answers: &[Answer]) -> Result<(), StepError> {
+        let selector = "app.kubernetes.io/part-of=upstream-tls-conformance";
+        let logs = self
+            .target
+            .cluster
+            .pod_logs(&self.namespace, selector)
+            .await
+            .map_err(|e| plain(format!("cannot read backend logs: {e}")))?;
+        for answer in answers {
+            if let Some((pod, _)) = logs.iter().find(|(_, text)| text.contains(&answer.request_id)) {
+                return Err((
+                    format!(
+                        "request {} reached backend pod {pod} (found in its access log) although the proxy answered {}",
+                        answer.request_id,
+                        answer.summary()
+                    ),
+                    answers.to_vec(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `utls-<scenario>-<name>-<run id>` within 63 characters, keeping `<name>` and the run id.
+fn extra_namespace_name(scenario: &str, name: &str, run_id: &str) -> String {
+    let mut prefix = format!("utls-{scenario}");
+    prefix.truncate(63 - name.len() - run_id.len() - 2);
+    format!("{}-{name}-{run_id}", prefix.trim_end_matches('-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extra_namespaces_keep_their_name_and_the_run_id() {
+        let name = extra_namespace_name(&"x".repeat(40), "ca-store", "a1b2c3d4");
+        assert!(name.len() <= 63, "{name}");
+        assert!(name.ends_with("-ca-store-a1b2c3d4"), "{name}");
+    }
+}

@@ -1,0 +1,266 @@
+//! Every HTTPProxy rule the CRD enforces, with the message a real API server gives.
+
+use serde_json::{Value, json};
+
+use super::*;
+
+const RULES_SKIPPED: &str = r#"<nil>: Invalid value: "null": some validation rules were not checked because the object was invalid; correct the existing errors to complete validation"#;
+
+fn proxy(spec: Value) -> Value {
+    json!({
+        "apiVersion": "projectcontour.io/v1",
+        "kind": "HTTPProxy",
+        "metadata": {"name": "web", "namespace": "team"},
+        "spec": spec,
+    })
+}
+
+/// A proxy with one route to one service built from `service`.
+fn proxy_to(service: Value) -> Value {
+    proxy(json!({"virtualhost": {"fqdn": "web.example.com"}, "routes": [{"services": [service]}]}))
+}
+
+fn validation(block: Value) -> Value {
+    proxy_to(json!({"name": "backend", "port": 443, "protocol": "tls", "validation": block}))
+}
+
+/// The message of the 422 `admit` returns for `object`.
+fn refusal(object: &Value) -> String {
+    let error = admit(&kinds::HTTP_PROXY, object).unwrap_err();
+    assert_eq!((error.code, error.reason), (422, "Invalid"), "{error:?}");
+    error.message
+}
+
+fn invalid(causes: &[&str]) -> String {
+    match causes {
+        [one] => format!(r#"HTTPProxy.projectcontour.io "web" is invalid: {one}"#),
+        many => format!(r#"HTTPProxy.projectcontour.io "web" is invalid: [{}]"#, many.join(", ")),
+    }
+}
+
+const SERVICE: &str = "spec.routes[0].services[0]";
+
+#[test]
+fn a_complete_proxy_is_admitted() {
+    let object = validation(json!({"caSecret": "ca", "subjectName": "a.example", "subjectNames": ["a.example", "b"]}));
+    admit(&kinds::HTTP_PROXY, &object).unwrap();
+    let mut tcp = proxy(json!({
+        "virtualhost": {"fqdn": "*.example.com", "tls": {"passthrough": true}},
+        "tcpproxy": {"services": [{"name": "db", "port": 5432, "weight": 10}]},
+        "includes": [{"name": "child", "conditions": [{"prefix": "/"}]}],
+    }));
+    admit(&kinds::HTTP_PROXY, &tcp).unwrap();
+    tcp["spec"]["routes"] = json!([{"timeoutPolicy": {"anything": "goes"}, "services": [{"name": "s", "port": 1}]}]);
+    admit(&kinds::HTTP_PROXY, &tcp).unwrap();
+    admit(&kinds::SECRET, &json!({"spec": 1})).unwrap();
+}
+
+#[test]
+fn spec_is_required() {
+    let mut object = proxy(json!({}));
+    object.as_object_mut().unwrap().remove("spec");
+    assert_eq!(refusal(&object), invalid(&["spec: Required value", RULES_SKIPPED]));
+}
+
+#[test]
+fn protocol_must_be_h2_h2c_or_tls() {
+    let object = proxy_to(json!({"name": "backend", "port": 443, "protocol": "h3"}));
+    let message = refusal(&object);
+    assert_eq!(
+        message,
+        invalid(&[
+            &format!(r#"{SERVICE}.protocol: Unsupported value: "h3": supported values: "h2", "h2c", "tls""#),
+            RULES_SKIPPED,
+        ])
+    );
+    for protocol in ["h2", "h2c", "tls"] {
+        admit(&kinds::HTTP_PROXY, &proxy_to(json!({"name": "b", "port": 443, "protocol": protocol}))).unwrap();
+    }
+}
+
+#[test]
+fn ca_secret_and_subject_name_are_required() {
+    let message = refusal(&validation(json!({})));
+    assert_eq!(
+        message,
+        invalid(&[
+            &format!("{SERVICE}.validation.caSecret: Required value"),
+            &format!("{SERVICE}.validation.subjectName: Required value"),
+            RULES_SKIPPED,
+        ])
+    );
+}
+
+#[test]
+fn ca_secret_and_subject_name_must_not_be_empty() {
+    let message = refusal(&validation(json!({"caSecret": "", "subjectName": ""})));
+    assert_eq!(
+        message,
+        invalid(&[
+            &format!(
+                r#"{SERVICE}.validation.caSecret: Invalid value: "": {SERVICE}.validation.caSecret in body should be at least 1 chars long"#
+            ),
+            &format!(
+                r#"{SERVICE}.validation.subjectName: Invalid value: "": {SERVICE}.validation.subjectName in body should be at least 1 chars long"#
+            ),
+        ])
+    );
+    let long = "x".repeat(251);
+    let message = refusal(&validation(json!({"caSecret": "ca", "subjectName": long})));
+    assert!(
+        message.contains(&format!("{SERVICE}.validation.subjectName: Too long: may not be longer than 250")),
+        "{message}"
+    );
+}
+
+#[test]
+fn subject_names_has_one_to_eight_entries() {
+    let nine: Vec<String> = (0..9).map(|i| format!("n{i}")).collect();
+    let message = refusal(&validation(json!({"caSecret": "ca", "subjectName": "n0", "subjectNames": nine})));
+    assert_eq!(
+        message,
+        invalid(&[
+            &format!("{SERVICE}.validation.subjectNames: Too many: 9: must have at most 8 items"),
+            RULES_SKIPPED
+        ])
+    );
+    let message = refusal(&validation(json!({"caSecret": "ca", "subjectName": "n0", "subjectNames": []})));
+    assert_eq!(
+        message,
+        invalid(&[
+            &format!(
+                "{SERVICE}.validation.subjectNames: Invalid value: 0: {SERVICE}.validation.subjectNames in body should have at least 1 items"
+            ),
+            &format!(
+                r#"{SERVICE}.validation: Invalid value: "object": index out of bounds: 0 evaluating rule: subjectNames[0] must equal subjectName if set"#
+            ),
+        ])
+    );
+    let eight: Vec<String> = (0..8).map(|i| format!("n{i}")).collect();
+    admit(&kinds::HTTP_PROXY, &validation(json!({"caSecret": "ca", "subjectName": "n0", "subjectNames": eight})))
+        .unwrap();
+}
+
+#[test]
+fn first_subject_name_must_equal_subject_name() {
+    let object = validation(json!({"caSecret": "ca", "subjectName": "a", "subjectNames": ["b", "a"]}));
+    assert_eq!(
+        refusal(&object),
+        invalid(&[&format!(
+            r#"{SERVICE}.validation: Invalid value: "object": subjectNames[0] must equal subjectName if set"#
+        )])
+    );
+}
+
+#[test]
+fn ports_are_between_1_and_65535_and_names_required() {
+    let message = refusal(&proxy_to(json!({"name": "b", "port": 0})));
+    assert_eq!(
+        message,
+        invalid(&[&format!(
+            "{SERVICE}.port: Invalid value: 0: {SERVICE}.port in body should be greater than or equal to 1"
+        )])
+    );
+    let message = refusal(&proxy_to(json!({"name": "b", "port": 65536})));
+    assert_eq!(
+        message,
+        invalid(&[&format!("{SERVICE}.port: Invalid value: 65536: {SERVICE}.port in body should be less than 65536")])
+    );
+    admit(&kinds::HTTP_PROXY, &proxy_to(json!({"name": "b", "port": 65535}))).unwrap();
+    let message = refusal(&proxy_to(json!({"port": 443})));
+    assert_eq!(message, invalid(&[&format!("{SERVICE}.name: Required value"), RULES_SKIPPED]));
+    let message = refusal(&proxy_to(json!({"name": "b", "port": "443"})));
+    assert_eq!(
+        message,
+        invalid(&[
+            &format!(
+                r#"{SERVICE}.port: Invalid value: "string": {SERVICE}.port in body must be of type integer: "string""#
+            ),
+            RULES_SKIPPED,
+        ])
+    );
+}
+
+#[test]
+fn a_virtual_host_needs_a_valid_fqdn() {
+    let message = refusal(&proxy(json!({"virtualhost": {"tls": {"secretName": "s"}}})));
+    assert_eq!(message, invalid(&["spec.virtualhost.fqdn: Required value", RULES_SKIPPED]));
+    let message = refusal(&proxy(json!({"virtualhost": {"fqdn": "Web.Example.com"}})));
+    assert!(message.starts_with(&invalid(&[
+        r#"spec.virtualhost.fqdn: Invalid value: "Web.Example.com": spec.virtualhost.fqdn in body should match '^(\*\.)?[a-z0-9]"#
+    ])), "{message}");
+}
+
+#[test]
+fn all_causes_are_reported_together_with_details() {
+    let object = proxy(json!({
+        "virtualhost": {},
+        "routes": [{"services": [{"name": "a", "port": 0, "protocol": "tls"}, {"port": 80}]}],
+    }));
+    let error = admit(&kinds::HTTP_PROXY, &object).unwrap_err();
+    let fields: Vec<&str> = error.details.as_ref().unwrap().causes.iter().map(|c| c.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        ["spec.routes[0].services[0].port", "spec.routes[0].services[1].name", "spec.virtualhost.fqdn", "<nil>"]
+    );
+    let status = error.to_status();
+    assert_eq!(
+        status["details"]["causes"][1],
+        json!({"reason": "FieldValueRequired", "message": "Required value", "field": "spec.routes[0].services[1].name"})
+    );
+    assert_eq!(status["details"]["name"], "web");
+    assert_eq!(status["details"]["group"], "projectcontour.io");
+}
+
+#[test]
+fn delegations_need_secret_and_target_namespaces() {
+    let delegation = |entry: Value| {
+        json!({"apiVersion": "projectcontour.io/v1", "kind": "TLSCertificateDelegation",
+               "metadata": {"name": "d"}, "spec": {"delegations": [entry]}})
+    };
+    admit(&kinds::TLS_CERTIFICATE_DELEGATION, &delegation(json!({"secretName": "ca", "targetNamespaces": ["*"]})))
+        .unwrap();
+    let error = admit(&kinds::TLS_CERTIFICATE_DELEGATION, &delegation(json!({"secretName": "ca"}))).unwrap_err();
+    assert_eq!(
+        error.message,
+        r#"TLSCertificateDelegation.projectcontour.io "d" is invalid: spec.delegations[0].targetNamespaces: Required value"#
+    );
+}
+
+#[test]
+fn unknown_fields_follow_the_directive() {
+    let mut object = proxy(json!({"virtualhosts": {"fqdn": "a"}, "routes": [{"service": []}]}));
+    let unknown = drop_unknown_fields(&kinds::HTTP_PROXY, &mut object.clone(), FieldValidation::Strict, &mut vec![]);
+    assert_eq!(unknown.unwrap_err(), ["spec.routes[0].service", "spec.virtualhosts"]);
+    let error = strict_decoding_error(&kinds::HTTP_PROXY, &["spec.virtualhosts".into()]);
+    assert_eq!(error.code, 400);
+    assert_eq!(
+        error.message,
+        r#"HTTPProxy in version "v1" cannot be handled as a HTTPProxy: strict decoding error: unknown field "spec.virtualhosts""#
+    );
+    let mut warnings = vec![];
+    drop_unknown_fields(&kinds::HTTP_PROXY, &mut object, FieldValidation::Warn, &mut warnings).unwrap();
+    assert_eq!(warnings, [r#"unknown field "spec.routes[0].service""#, r#"unknown field "spec.virtualhosts""#]);
+    assert_eq!(object["spec"], json!({"routes": [{}]}));
+    let mut secret = json!({"metadata": {"name": "s", "labelz": {}}, "data": {}, "dta": {}});
+    drop_unknown_fields(&kinds::SECRET, &mut secret, FieldValidation::Ignore, &mut warnings).unwrap();
+    assert_eq!(secret, json!({"metadata": {"name": "s"}, "data": {}}));
+}
+
+#[test]
+fn apply_refuses_unknown_fields_like_structured_merge_diff() {
+    let object = proxy(json!({"virtualhosts": {"fqdn": "a"}}));
+    let error = check_applied_fields(&kinds::HTTP_PROXY, "team", "web", &object).unwrap_err();
+    assert_eq!((error.code, error.reason), (500, ""));
+    assert_eq!(
+        error.message,
+        "failed to create typed patch object (team/web; projectcontour.io/v1, Kind=HTTPProxy): .spec.virtualhosts: field not declared in schema"
+    );
+    let two = json!({"metadata": {"name": "s", "labelz": {}}, "dta": {}});
+    let error = check_applied_fields(&kinds::SECRET, "team", "s", &two).unwrap_err();
+    assert_eq!(
+        error.message,
+        "failed to create typed patch object (team/s; /v1, Kind=Secret): errors:\n  .dta: field not declared in schema\n  .metadata.labelz: field not declared in schema"
+    );
+    check_applied_fields(&kinds::HTTP_PROXY, "team", "web", &proxy_to(json!({"name": "b", "port": 1}))).unwrap();
+}

@@ -1,0 +1,81 @@
+//! Shared by the loopback integration tests: a bare API server with a kubeconfig.
+
+// Each test file uses part of this module; the rest would warn in that test crate.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use loopback::api::{Store, kinds, serve, write_kubeconfig};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Far longer than anything here takes; only there so a bug fails instead of hanging.
+pub const LIMIT: Duration = Duration::from_secs(30);
+
+/// A running API server with a kubeconfig pointing at it, stopped on drop.
+pub struct Server {
+    pub store: Store,
+    pub address: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+    pub dir: PathBuf,
+}
+
+impl Server {
+    /// Starts a server holding the given namespaces.
+    pub async fn start(namespaces: &[&str]) -> Server {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let store = Store::new();
+        for ns in namespaces {
+            store.create(&kinds::NAMESPACE, "", json!({"metadata": {"name": ns}})).unwrap();
+        }
+        let (stop, shutdown) = watch::channel(false);
+        let task = tokio::spawn(serve(listener, store.clone(), shutdown));
+        let dir = temp_dir("api");
+        write_kubeconfig(&dir.join("kubeconfig"), &format!("http://{address}")).unwrap();
+        Server { store, address, stop, task: Some(task), dir }
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.join("kubeconfig")
+    }
+
+    pub async fn client(&self) -> Client {
+        let kubeconfig = Kubeconfig::read_from(self.kubeconfig()).unwrap();
+        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
+        Client::try_from(config).unwrap()
+    }
+
+    /// Stops the server and waits until it has closed every connection.
+    pub async fn shut_down(mut self) {
+        self.stop.send_replace(true);
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(LIMIT, task).await.expect("server stops").unwrap();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A fresh directory under the system temp dir.
+pub fn temp_dir(purpose: &str) -> PathBuf {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("loopback-{purpose}-test-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
