@@ -106,8 +106,10 @@ impl InstallClientCertificate {
         Ok(pki.issue(&leaf_request())?.clone())
     }
 
-    /// `install.envoy-client-ca.*` and, for `current`, `install.envoy-client.*`.
+    /// `install.envoy-client-ca.*`, `install.secret` (`namespace/name`) and, for `current`,
+    /// `install.envoy-client.*`.
     pub fn bind(&self, bindings: &mut Bindings, current: &Material) {
+        bindings.insert("install.secret", self.secret.to_string());
         self.ca.bind(bindings, &format!("install.{CA}"));
         current.bind(bindings, &format!("install.{LEAF}"));
     }

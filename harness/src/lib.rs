@@ -11,10 +11,12 @@
 //! - [`runner`]: one scenario from set-up to clean-up.
 //! - [`target`]: where to run (a real cluster, or the built-in loopback cluster).
 //! - [`suite`]: many scenarios at once.
+//! - [`matrix`]: the catalog against every loopback fault, and the generated catalog page.
 
 pub mod cluster;
 pub mod fixture;
 pub mod install;
+pub mod matrix;
 pub mod pki;
 pub mod runner;
 pub mod scenario;

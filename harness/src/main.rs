@@ -39,6 +39,17 @@ enum Command {
         #[command(flatten)]
         selection: Selection,
     },
+    /// Print the JSON Schema of scenario files (committed as harness/scenario.schema.json).
+    Schema,
+    /// Run the mutation matrix (the catalog against loopback once per fault) and print the
+    /// catalog page; fails unless every fault is caught and every scenario catches one.
+    Catalog {
+        #[command(flatten)]
+        selection: Selection,
+        /// Write the page to scenarios/README.md instead of printing it.
+        #[arg(long)]
+        write: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -109,6 +120,14 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::Run(args) => run(args),
+        Command::Schema => {
+            print!("{}", harness::scenario::json_schema());
+            ExitCode::SUCCESS
+        }
+        Command::Catalog { selection, write } => match load(&selection) {
+            Ok(scenarios) => catalog(&scenarios, write),
+            Err(code) => code,
+        },
     }
 }
 
@@ -130,6 +149,50 @@ fn load(selection: &Selection) -> Result<Vec<LoadedScenario>, ExitCode> {
         return Err(ExitCode::from(EXIT_INVALID_INPUT));
     }
     Ok(selected)
+}
+
+fn catalog(scenarios: &[LoadedScenario], write: bool) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_ENVIRONMENT);
+        }
+    };
+    eprintln!(
+        "running {} scenarios against loopback with no fault and with each of {} faults...",
+        scenarios.len(),
+        loopback::Fault::ALL.len()
+    );
+    let matrix = match runtime.block_on(harness::matrix::run_matrix(scenarios, &loopback::Fault::ALL)) {
+        Ok(matrix) => matrix,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_ENVIRONMENT);
+        }
+    };
+    let page = harness::matrix::render_catalog(scenarios, &matrix);
+    if write {
+        let path = suite::default_scenario_dir().join("README.md");
+        if let Err(e) = std::fs::write(&path, &page) {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            return ExitCode::from(EXIT_ENVIRONMENT);
+        }
+        eprintln!("wrote {}", path.display());
+    } else {
+        print!("{page}");
+    }
+    let problems: Vec<String> = matrix
+        .baseline_failures
+        .iter()
+        .map(|f| format!("fails with no fault: {f}"))
+        .chain(matrix.uncaught().iter().map(|f| format!("no scenario catches fault {f}")))
+        .chain(matrix.idle_scenarios().iter().map(|s| format!("scenario {s} catches no fault")))
+        .collect();
+    for problem in &problems {
+        eprintln!("error: {problem}");
+    }
+    if problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILED) }
 }
 
 fn run(args: RunArgs) -> ExitCode {

@@ -9,8 +9,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::api::admission::Admission;
 use crate::api::{self, Store, kinds};
-use crate::config::LoopbackConfig;
+use crate::config::{Fault, LoopbackConfig};
 use crate::controller::Controller;
 use crate::dataplane::{self, RouteTable};
 use crate::kubelet::Kubelet;
@@ -69,13 +70,14 @@ impl Loopback {
         let store = Store::new();
         // A fresh store cannot refuse its first namespace.
         let _ = store.create(&kinds::NAMESPACE, "", json!({"metadata": {"name": "default"}}));
+        let admission = Admission { validate_custom_resources: !config.has(Fault::AdmitInvalidHttpProxy) };
         let config = Arc::new(config);
         let (shutdown, stop) = watch::channel(false);
         let (routes_tx, routes_rx) = watch::channel(Arc::new(RouteTable::default()));
         let kubelet = Kubelet::new(store.clone(), work_dir.join("pods"), nginx);
         let controller = Controller::new(store.clone(), config, routes_tx);
         let tasks = vec![
-            tokio::spawn(api::serve(api_listener, store.clone(), stop.clone())),
+            tokio::spawn(api::serve(api_listener, store.clone(), admission, stop.clone())),
             tokio::spawn(kubelet.run(stop.clone())),
             tokio::spawn(controller.run(stop.clone())),
             tokio::spawn(dataplane::serve(proxy_listener, routes_rx, stop)),

@@ -33,6 +33,8 @@ pub enum Fault {
     DefaultToTls,
     /// V1: backend certificates are verified (against no trust anchors) even without a validation block.
     VerifyWithoutValidation,
+    /// V2: the API server stores HTTPProxies the CRD would reject.
+    AdmitInvalidHttpProxy,
     /// V3: the proxy accepts any backend certificate even when validation is configured.
     SkipCaVerification,
     /// V3: expired backend certificates pass validation.
@@ -79,7 +81,7 @@ pub enum Fault {
 
 impl Fault {
     /// Every fault, in documentation order.
-    pub const ALL: [Fault; 30] = [
+    pub const ALL: [Fault; 31] = [
         Fault::IgnoreUpstreamProtocolAnnotation,
         Fault::AnnotationMatchesTargetPort,
         Fault::HonourLegacyAnnotation,
@@ -89,6 +91,7 @@ impl Fault {
         Fault::AlpnForTls,
         Fault::DefaultToTls,
         Fault::VerifyWithoutValidation,
+        Fault::AdmitInvalidHttpProxy,
         Fault::SkipCaVerification,
         Fault::IgnoreCertificateExpiry,
         Fault::IgnoreServedIntermediates,
@@ -124,6 +127,7 @@ impl Fault {
             Fault::AlpnForTls => "alpn-for-tls",
             Fault::DefaultToTls => "default-to-tls",
             Fault::VerifyWithoutValidation => "verify-without-validation",
+            Fault::AdmitInvalidHttpProxy => "admit-invalid-httpproxy",
             Fault::SkipCaVerification => "skip-ca-verification",
             Fault::IgnoreCertificateExpiry => "ignore-certificate-expiry",
             Fault::IgnoreServedIntermediates => "ignore-served-intermediates",
@@ -160,6 +164,7 @@ impl Fault {
             Fault::AlpnForTls => "P5",
             Fault::DefaultToTls => "P6",
             Fault::VerifyWithoutValidation => "V1",
+            Fault::AdmitInvalidHttpProxy => "V2",
             Fault::SkipCaVerification => "V3",
             Fault::IgnoreCertificateExpiry => "V3",
             Fault::IgnoreServedIntermediates => "V3",
@@ -204,6 +209,7 @@ impl Fault {
             Fault::VerifyWithoutValidation => {
                 "backend certificates are verified (against no trust anchors) even without a validation block"
             }
+            Fault::AdmitInvalidHttpProxy => "the API server stores HTTPProxies the CRD would reject",
             Fault::SkipCaVerification => "the proxy accepts any backend certificate even when validation is configured",
             Fault::IgnoreCertificateExpiry => "expired backend certificates pass validation",
             Fault::IgnoreServedIntermediates => "intermediates the backend serves are not used to build the chain",

@@ -110,6 +110,11 @@ impl<'a> ScenarioRun<'a> {
                     format!("GET {}", request.path.as_deref().unwrap_or("/")),
                     self.request(i + 1, request).await,
                 ),
+                Step::ApplyRejected(rejected) => (
+                    "applyRejected",
+                    format!("apply refused with {:?}", rejected.message_contains),
+                    self.apply_rejected(&rejected.manifest.value, &rejected.message_contains).await,
+                ),
                 Step::Delete(object) => {
                     ("delete", format!("delete {} {}", object.kind, object.name), self.delete(object).await)
                 }
@@ -209,6 +214,21 @@ impl<'a> ScenarioRun<'a> {
             self.target.cluster.apply(document, &self.namespace).await.map_err(plain)?;
         }
         Ok(())
+    }
+
+    async fn apply_rejected(&self, manifest: &str, message: &str) -> Result<(), StepError> {
+        let text = self.bindings.expand(manifest).map_err(plain)?;
+        let documents: Vec<Value> = serde_saphyr::from_str_multiple(&text)
+            .map_err(|e| plain(format!("manifest is not YAML after filling references: {e}")))?;
+        let mut refusals = Vec::new();
+        for document in documents.iter().filter(|d| !d.is_null()) {
+            match self.target.cluster.apply(document, &self.namespace).await {
+                Ok(object) => refusals.push(format!("{object} was accepted")),
+                Err(e) if e.to_string().contains(message) => return Ok(()),
+                Err(e) => refusals.push(e.to_string()),
+            }
+        }
+        Err(plain(format!("expected a refusal containing {message:?}; got: {}", refusals.join("; "))))
     }
 
     fn object_ref(

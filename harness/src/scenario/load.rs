@@ -167,8 +167,10 @@ impl Checker<'_> {
         self.namespaces(scenario);
         self.install_wide(scenario);
         for step in &scenario.steps {
-            if let Step::Apply(manifest) = step {
-                self.manifest(manifest);
+            match step {
+                Step::Apply(manifest) => self.manifest(manifest),
+                Step::ApplyRejected(rejected) => self.manifest(&rejected.manifest),
+                _ => {}
             }
         }
     }

@@ -13,17 +13,30 @@
 pub mod load;
 pub mod template;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 pub use load::{LoadError, LoadedScenario, load_dir, load_file};
 
+/// Where the generated JSON Schema of scenario files lives, relative to the repository.
+pub const SCHEMA_PATH: &str = "harness/scenario.schema.json";
+
+/// The JSON Schema of scenario files, generated from these types.
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(Scenario);
+    let mut text = serde_json::to_string_pretty(&schema).expect("a schema serializes");
+    text.push('\n');
+    text
+}
+
 /// One scenario: a PKI, backends and the steps that prove some contract clauses.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Scenario {
     /// Unique, DNS-label-like (`[a-z0-9-]`, at most 40 characters): it names the test, the
     /// namespace and the virtual host.
+    #[schemars(with = "String")]
     pub name: Spanned<String>,
     /// What the scenario shows, in a sentence or two.
     pub description: String,
@@ -35,6 +48,7 @@ pub struct Scenario {
     pub features: Vec<Feature>,
     /// Extra namespaces to create (and delete) for the scenario, as `${namespaces.NAME}`.
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub namespaces: Vec<Spanned<String>>,
     /// Certificates and keys to generate, in order: an issuer comes before what it signs.
     #[serde(default)]
@@ -47,13 +61,15 @@ pub struct Scenario {
 }
 
 /// A certificate and its key pair.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CertificateSpec {
     /// How templates and backends refer to it.
+    #[schemars(with = "String")]
     pub name: Spanned<String>,
     /// The certificate that signs this one; self-signed when absent.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub issuer: Option<Spanned<String>>,
     /// Whether this is a CA certificate (basicConstraints CA:TRUE, keyCertSign).
     #[serde(default)]
@@ -70,17 +86,20 @@ pub struct CertificateSpec {
 }
 
 /// A backend: nginx serving a certificate and echoing what it saw as JSON.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct BackendSpec {
     /// Names the Deployment and labels its pods `app.kubernetes.io/name: <name>`. They listen
     /// on 8443 (`https`: TLS, HTTP/2 when ALPN offers it), 8080 (`http`: plaintext HTTP/1.1)
     /// and 8081 (`h2c`: plaintext HTTP/2).
+    #[schemars(with = "String")]
     pub name: Spanned<String>,
     /// The PKI entry whose certificate and key nginx serves.
+    #[schemars(with = "String")]
     pub certificate: Spanned<String>,
     /// PKI entries served after the certificate, as intermediates.
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub chain: Vec<Spanned<String>>,
     /// Ask the proxy for a client certificate.
     #[serde(default)]
@@ -90,7 +109,7 @@ pub struct BackendSpec {
     pub tls_versions: Option<Vec<TlsVersionSpec>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 pub enum TlsVersionSpec {
     #[serde(rename = "TLSv1.2")]
     Tls12,
@@ -99,7 +118,7 @@ pub enum TlsVersionSpec {
 }
 
 /// How a backend asks for client certificates.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ClientCertificateSpec {
     /// `optional`: ask and accept none; `require`: ask and reject requests without one
@@ -107,10 +126,11 @@ pub struct ClientCertificateSpec {
     pub mode: ClientCertificateModeSpec,
     /// The PKI entry (a CA) client certificates must chain to, or `install.envoy-client-ca`
     /// for the CA of the installation's Envoy client certificate.
+    #[schemars(with = "String")]
     pub ca: Spanned<String>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum ClientCertificateModeSpec {
     Optional,
@@ -118,11 +138,12 @@ pub enum ClientCertificateModeSpec {
 }
 
 /// One step. Exactly one key per list entry names its kind.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub enum Step {
     /// Server-side apply of Kubernetes objects: a YAML block (several documents allowed).
     /// Namespaced objects without a namespace go to the scenario's namespace.
+    #[schemars(with = "String")]
     Apply(Spanned<String>),
     /// Wait until an object's status contains the given fields.
     ExpectStatus(ExpectStatus),
@@ -130,13 +151,27 @@ pub enum Step {
     Request(Box<RequestStep>),
     /// Delete an object and wait until it is gone.
     Delete(ObjectSpec),
+    /// Apply objects the cluster must refuse (admission): the step passes when the API
+    /// server rejects one of them with a message containing the given text.
+    ApplyRejected(ApplyRejected),
     /// Change the installation's Envoy client certificate Secret (CONTRACT C2, C4). A
     /// scenario with this step runs alone, and the Secret is restored after it.
     EnvoyClientCertificate(ClientCertificateChange),
 }
 
+/// Objects the API server must refuse.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ApplyRejected {
+    /// As in `apply`.
+    #[schemars(with = "String")]
+    pub manifest: Spanned<String>,
+    /// Text the refusal must contain.
+    pub message_contains: String,
+}
+
 /// An object, by kind and name.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ObjectSpec {
     pub api_version: String,
@@ -148,7 +183,7 @@ pub struct ObjectSpec {
 }
 
 /// What to do to the installation's Envoy client certificate Secret.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum ClientCertificateChange {
     /// Replace it with a new certificate from the same CA; `${install.envoy-client.*}` then
@@ -160,7 +195,7 @@ pub enum ClientCertificateChange {
 
 /// A capability a scenario exercises. Each belongs to a profile; install-wide ones must also
 /// be declared by the target (see the README).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Feature {
     /// TLS to upstreams chosen by annotation or protocol field (P1, P4-P6).
@@ -248,7 +283,7 @@ impl Scenario {
 }
 
 /// Wait for an object's status.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ExpectStatus {
     /// Defaults to `projectcontour.io/v1`.
@@ -267,7 +302,7 @@ pub struct ExpectStatus {
 }
 
 /// Requests to the scenario's virtual host through the proxy.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RequestStep {
     /// Host header and TLS-free virtual host; defaults to `${host}`.
@@ -280,7 +315,7 @@ pub struct RequestStep {
 }
 
 /// What every one of the consecutive answers must show.
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ResponseExpectation {
     /// The status code, or a list of acceptable codes.
@@ -334,6 +369,22 @@ impl<'de> Deserialize<'de> for StatusCodes {
     }
 }
 
+impl JsonSchema for StatusCodes {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "StatusCodes".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "An HTTP status code, or a non-empty list of acceptable ones.",
+            "oneOf": [
+                {"type": "integer", "minimum": 100, "maximum": 599},
+                {"type": "array", "items": {"type": "integer", "minimum": 100, "maximum": 599}, "minItems": 1}
+            ]
+        })
+    }
+}
+
 fn http_code<E: serde::de::Error>(code: u64) -> Result<u16, E> {
     match u16::try_from(code) {
         Ok(c) if (100..=599).contains(&c) => Ok(c),
@@ -343,7 +394,7 @@ fn http_code<E: serde::de::Error>(code: u64) -> Result<u16, E> {
 
 /// Facts the backend echoes about the connection it received. Only given fields are checked;
 /// strings may hold `${...}` references (such as `${pki.client.serial}`).
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct BackendExpectation {
     /// The backend's name as in `backends`.
@@ -376,7 +427,7 @@ pub struct BackendExpectation {
 }
 
 /// The client certificate facts nginx reports. Only given fields are checked.
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ClientCertificateExpectation {
     /// nginx's verdict: `SUCCESS`, `NONE`, or `FAILED:<reason>`.
@@ -393,4 +444,44 @@ pub struct ClientCertificateExpectation {
     /// Lowercase hex SHA-1 fingerprint, such as `${pki.envoy-client.sha1}`.
     #[serde(default)]
     pub sha1: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_committed_schema_is_current() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenario.schema.json");
+        let generated = json_schema();
+        if std::env::var_os("UPSTREAM_TLS_WRITE_SCHEMA").is_some() {
+            std::fs::write(&path, &generated).unwrap();
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "{SCHEMA_PATH} is out of date; run `cargo run -p harness -- schema > {SCHEMA_PATH}`"
+        );
+    }
+
+    #[test]
+    fn every_catalog_file_names_the_schema() {
+        let mut files = Vec::new();
+        let mut dirs = vec![crate::suite::default_scenario_dir()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "yaml") {
+                    files.push(path);
+                }
+            }
+        }
+        assert!(!files.is_empty());
+        for file in files {
+            let first = std::fs::read_to_string(&file).unwrap().lines().next().unwrap_or_default().to_string();
+            assert_eq!(first, format!("# yaml-language-server: $schema=../../{SCHEMA_PATH}"), "{}", file.display());
+        }
+    }
 }

@@ -9,7 +9,8 @@
 //!   prints it), `${pki.NAME.sha1}` (hex fingerprint, as nginx prints it).
 //! - `${namespaces.NAME}`: the scenario's extra namespaces.
 //! - `${install.envoy-client.FIELD}`, `${install.envoy-client-ca.FIELD}`: the installation's
-//!   Envoy client certificate and its CA (scenarios with `envoy-client-certificate`).
+//!   Envoy client certificate and its CA, and `${install.secret}`, the `namespace/name` of the
+//!   Secret holding it (scenarios with `envoy-client-certificate`).
 //!
 //! `$${` stands for a literal `${`. A value with several lines, put where the reference
 //! stands on a line of its own after some indentation, keeps that indentation on every line,
@@ -88,6 +89,7 @@ pub fn known_names<'a>(
         names.insert(format!("namespaces.{namespace}"));
     }
     if install {
+        names.insert("install.secret".to_string());
         for entry in INSTALL_PKI {
             for field in PKI_FIELDS {
                 names.insert(format!("install.{entry}.{field}"));

@@ -16,6 +16,32 @@ use super::kinds::{self, ResourceKind};
 use super::openapi;
 use super::validation::{self, FieldValidation, quote};
 
+/// Which admission checks run. All of them, unless a fault switches one off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Admission {
+    /// Validate HTTPProxy and TLSCertificateDelegation against their CRD schemas and rules.
+    pub validate_custom_resources: bool,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Admission { validate_custom_resources: true }
+    }
+}
+
+impl Admission {
+    /// [`admit`], unless switched off for the kind.
+    ///
+    /// # Errors
+    /// As [`admit`].
+    pub fn admit(self, kind: &'static ResourceKind, object: &Value) -> Result<(), ApiError> {
+        if !self.validate_custom_resources && is_custom_resource(kind) {
+            return Ok(());
+        }
+        admit(kind, object)
+    }
+}
+
 /// Checks `object` of `kind` before it is stored by a create, update, patch or apply.
 ///
 /// # Errors

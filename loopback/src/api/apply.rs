@@ -23,7 +23,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use serde_json::{Map, Value, json};
 
-use super::admission::{admit, check_applied_fields};
+use super::admission::{Admission, check_applied_fields};
 use super::errors::ApiError;
 use super::handlers::{check_identity, normalize};
 use super::kinds::ResourceKind;
@@ -44,6 +44,7 @@ pub struct ApplyRequest<'a> {
     pub subresource: Subresource,
     /// `dryRun=All`: compute and validate, store nothing.
     pub dry_run: bool,
+    pub admission: Admission,
 }
 
 /// What an apply did, with the resulting object.
@@ -106,7 +107,7 @@ impl ApplyRecords {
         let mut object = config.clone();
         normalize(request.kind, &mut object);
         set_managed_fields(&mut object, request, config);
-        admit(request.kind, &object)?;
+        request.admission.admit(request.kind, &object)?;
         if request.dry_run {
             return Ok(Applied::Created(object));
         }
@@ -136,7 +137,7 @@ impl ApplyRecords {
         }
         set_managed_fields(&mut next, request, config);
         if request.subresource == Subresource::Main {
-            admit(request.kind, &next)?;
+            request.admission.admit(request.kind, &next)?;
         }
         if request.dry_run {
             return Ok(Applied::Updated(next));
@@ -297,6 +298,7 @@ mod tests {
             manager,
             subresource: Subresource::Main,
             dry_run: false,
+            admission: Admission::default(),
         }
     }
 

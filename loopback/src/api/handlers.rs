@@ -13,7 +13,7 @@ use base64::prelude::{BASE64_STANDARD, Engine as _};
 use http::{Response, StatusCode};
 use serde_json::{Value, json};
 
-use super::admission::{admit, drop_unknown_fields, strict_decoding_error, unknown_field};
+use super::admission::{drop_unknown_fields, strict_decoding_error, unknown_field};
 use super::apply::{Applied, ApplyRequest};
 use super::errors::ApiError;
 use super::kinds::{self, ResourceKind};
@@ -70,7 +70,7 @@ impl Call<'_> {
             .map_err(|unknown| strict_decoding_error(kind, &unknown))?;
         generate_name(&mut object);
         normalize(kind, &mut object);
-        admit(kind, &object)?;
+        self.state.admission.admit(kind, &object)?;
         if self.dry_run() {
             if let Some(name) = object.pointer("/metadata/name").and_then(Value::as_str)
                 && self.state.store.get(kind, namespace, name).is_some()
@@ -142,8 +142,15 @@ impl Call<'_> {
                 "PATCH, application/apply-patch+yaml requests must include the fieldManager query parameter",
             )
         })?;
-        let request =
-            ApplyRequest { kind, namespace, name, manager, subresource: subresource(part), dry_run: self.dry_run() };
+        let request = ApplyRequest {
+            kind,
+            namespace,
+            name,
+            manager,
+            subresource: subresource(part),
+            dry_run: self.dry_run(),
+            admission: self.state.admission,
+        };
         Ok(match self.state.applies.apply(&self.state.store, &request, config)? {
             Applied::Created(object) => (StatusCode::CREATED, object),
             Applied::Updated(object) => (StatusCode::OK, object),
@@ -161,7 +168,7 @@ impl Call<'_> {
     ) -> Result<Answer, ApiError> {
         if part == Part::Main {
             normalize(kind, &mut object);
-            admit(kind, &object)?;
+            self.state.admission.admit(kind, &object)?;
         }
         if self.dry_run() {
             self.get(kind, namespace, name)?;

@@ -27,6 +27,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::admission::Admission;
 use super::apply::ApplyRecords;
 use super::errors::ApiError;
 use super::kinds::{self, ResourceKind};
@@ -47,6 +48,7 @@ const DRAIN_TIME: Duration = Duration::from_secs(5);
 /// What every request handler may use.
 pub(super) struct ServerState {
     pub store: Store,
+    pub admission: Admission,
     pub applies: ApplyRecords,
     pub shutdown: watch::Receiver<bool>,
     pub address: SocketAddr,
@@ -54,9 +56,15 @@ pub(super) struct ServerState {
 
 /// Serves the Kubernetes API for `store` on `listener` until `shutdown` turns true (or its
 /// sender is dropped); open watch streams then end and connections are closed.
-pub async fn serve(listener: TcpListener, store: Store, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(listener: TcpListener, store: Store, admission: Admission, mut shutdown: watch::Receiver<bool>) {
     let address = listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
-    let state = Arc::new(ServerState { store, applies: ApplyRecords::default(), shutdown: shutdown.clone(), address });
+    let state = Arc::new(ServerState {
+        store,
+        admission,
+        applies: ApplyRecords::default(),
+        shutdown: shutdown.clone(),
+        address,
+    });
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {

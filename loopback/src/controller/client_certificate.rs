@@ -8,9 +8,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::Value;
 
+use super::secrets::Secrets;
 use super::validation::secret_data;
-use crate::api::Store;
-use crate::api::kinds::SECRET;
 use crate::config::LoopbackConfig;
 use crate::dataplane::table::ClientCertificate;
 
@@ -25,12 +24,12 @@ pub enum ClientCertificateState {
 }
 
 /// Reads the client certificate the config names.
-pub fn load(store: &Store, config: &LoopbackConfig) -> ClientCertificateState {
+pub fn load(secrets: Secrets<'_>, config: &LoopbackConfig) -> ClientCertificateState {
     let Some(secret_name) = &config.tls.envoy_client_certificate else {
         return ClientCertificateState::NotConfigured;
     };
     let (namespace, name) = (&secret_name.namespace, &secret_name.name);
-    match parse(store.get(&SECRET, namespace, name).as_ref()) {
+    match parse(secrets.get(namespace, name).as_ref()) {
         Ok(certificate) => ClientCertificateState::Ready(Arc::new(certificate)),
         Err(detail) => ClientCertificateState::Invalid(format!(
             "tls.envoy-client-certificate Secret \"{namespace}/{name}\" is invalid: {detail}"
@@ -62,7 +61,8 @@ fn parse(secret: Option<&Value>) -> Result<ClientCertificate, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::kinds::NAMESPACE;
+    use crate::api::Store;
+    use crate::api::kinds::{NAMESPACE, SECRET};
     use crate::config::SecretName;
     use base64::Engine;
     use serde_json::json;
@@ -76,13 +76,16 @@ mod tests {
     #[test]
     fn missing_secret_gives_contours_message() {
         let store = Store::new();
-        match load(&store, &config()) {
+        match load(Secrets::Live(&store), &config()) {
             ClientCertificateState::Invalid(message) => {
                 assert_eq!(message, "tls.envoy-client-certificate Secret \"proxy/client\" is invalid: Secret not found")
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(load(&store, &LoopbackConfig::default()), ClientCertificateState::NotConfigured));
+        assert!(matches!(
+            load(Secrets::Live(&store), &LoopbackConfig::default()),
+            ClientCertificateState::NotConfigured
+        ));
     }
 
     #[test]
@@ -98,6 +101,6 @@ mod tests {
             "data": {"tls.crt": b64(cert.pem()), "tls.key": b64(key.serialize_pem())},
         });
         store.create(&SECRET, "proxy", secret).unwrap();
-        assert!(matches!(load(&store, &config()), ClientCertificateState::Ready(_)));
+        assert!(matches!(load(Secrets::Live(&store), &config()), ClientCertificateState::Ready(_)));
     }
 }

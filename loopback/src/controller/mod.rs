@@ -19,27 +19,30 @@ pub mod client_certificate;
 pub mod ingress;
 pub mod protocol;
 pub mod proxy;
+pub mod secrets;
 pub mod status;
 pub mod upstream;
 pub mod validation;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use rustls::pki_types::CertificateDer;
 use serde_json::Value;
 use tokio::sync::{broadcast, watch};
 
-use crate::api::kinds::{HTTP_PROXY, INGRESS, SECRET};
+use crate::api::kinds::{HTTP_PROXY, INGRESS, NAMESPACE, SECRET};
 use crate::api::store::{Store, Subresource, WatchEvent, now_rfc3339};
 use crate::config::{Fault, LoopbackConfig};
 use crate::dataplane::RouteTable;
 use crate::dataplane::table::{UpstreamFailureResponse, VirtualHost};
 use client_certificate::ClientCertificateState;
+use secrets::{SecretSnapshot, Secrets};
 
 /// What one rebuild reads: the store, the config and install-wide state.
 pub struct Context<'a> {
     pub store: &'a Store,
+    pub secrets: Secrets<'a>,
     pub config: &'a LoopbackConfig,
     pub client_certificate: &'a ClientCertificateState,
     /// CA bundles as first seen, for the `stale-ca-bundle` fault only.
@@ -54,11 +57,20 @@ pub struct Controller {
     ca_cache: Mutex<HashMap<String, Vec<CertificateDer<'static>>>>,
     /// The first usable client certificate, for the `stale-client-certificate` fault only.
     client_cache: Mutex<Option<ClientCertificateState>>,
+    /// Secrets as last refreshed, for the `ignore-secret-events` fault only.
+    secret_snapshot: SecretSnapshot,
 }
 
 impl Controller {
     pub fn new(store: Store, config: Arc<LoopbackConfig>, routes: watch::Sender<Arc<RouteTable>>) -> Self {
-        Controller { store, config, routes, ca_cache: Mutex::default(), client_cache: Mutex::default() }
+        Controller {
+            store,
+            config,
+            routes,
+            ca_cache: Mutex::default(),
+            client_cache: Mutex::default(),
+            secret_snapshot: SecretSnapshot::default(),
+        }
     }
 
     /// Reconciles on every change to the store until `shutdown` turns true.
@@ -67,17 +79,22 @@ impl Controller {
         let Ok((_, mut events)) = self.store.watch_from(0) else { return };
         self.reconcile();
         loop {
-            let relevant = tokio::select! {
+            let changed_namespace = tokio::select! {
                 event = events.recv() => match event {
-                    Ok(event) => self.triggers_rebuild(&event),
+                    Ok(event) if self.triggers_rebuild(&event) => Some(changed_namespace(&event)),
+                    Ok(_) => None,
                     // Missed events: rebuild from the whole store anyway.
-                    Err(broadcast::error::RecvError::Lagged(_)) => true,
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        self.refresh_secrets(None);
+                        Some(String::new())
+                    }
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
                 _ = shutdown.changed() => return,
             };
-            if relevant {
-                self.reconcile();
+            if let Some(namespace) = changed_namespace {
+                self.refresh_secrets(Some(&BTreeSet::from([namespace])));
+                self.rebuild();
             }
         }
     }
@@ -88,9 +105,26 @@ impl Controller {
         !(self.config.has(Fault::IgnoreSecretEvents) && event.kind == &SECRET)
     }
 
-    /// One full rebuild.
+    /// One full rebuild from the store as it is now.
     pub fn reconcile(&self) {
-        let mut client_certificate = client_certificate::load(&self.store, &self.config);
+        self.refresh_secrets(None);
+        self.rebuild();
+    }
+
+    /// Keeps the fault's Secret snapshot; without the fault Secrets are read live.
+    fn refresh_secrets(&self, namespaces: Option<&BTreeSet<String>>) {
+        if self.config.has(Fault::IgnoreSecretEvents) {
+            self.secret_snapshot.refresh(&self.store, namespaces);
+        }
+    }
+
+    fn rebuild(&self) {
+        let secrets = if self.config.has(Fault::IgnoreSecretEvents) {
+            Secrets::Snapshot(&self.secret_snapshot)
+        } else {
+            Secrets::Live(&self.store)
+        };
+        let mut client_certificate = client_certificate::load(secrets, &self.config);
         if self.config.has(Fault::StaleClientCertificate) {
             let mut cache = self.client_cache.lock().unwrap_or_else(|e| e.into_inner());
             match &*cache {
@@ -103,6 +137,7 @@ impl Controller {
         }
         let ctx = Context {
             store: &self.store,
+            secrets,
             config: &self.config,
             client_certificate: &client_certificate,
             ca_cache: &self.ca_cache,
@@ -147,6 +182,15 @@ impl Controller {
                 stored["status"] = status.to_json(generation, &previous, &now);
             });
         }
+    }
+}
+
+/// The namespace a change is about (a Namespace's own name for Namespace changes).
+fn changed_namespace(event: &WatchEvent) -> String {
+    if event.kind == &NAMESPACE {
+        event.object["metadata"]["name"].as_str().unwrap_or_default().to_string()
+    } else {
+        event.namespace.clone()
     }
 }
 

@@ -524,3 +524,22 @@ fn c2_client_certificate_rotates_unless_stale() {
         assert_eq!(first != second, rotates, "{fault:?}");
     }
 }
+
+#[test]
+fn s5_fault_sees_secrets_only_after_another_change_in_their_namespace() {
+    let f = Fixture::new().with_fault(Fault::IgnoreSecretEvents);
+    f.tls_service().proxy("p", validated("ca"));
+    let (tx, _rx) = watch::channel(Arc::new(RouteTable::default()));
+    let controller = Controller::new(f.store.clone(), Arc::new(f.config.clone()), tx);
+    controller.reconcile();
+    assert_eq!(f.status("p")["currentStatus"], "invalid");
+    f.ca_secret(NS, "ca");
+    controller.rebuild();
+    assert_eq!(f.status("p")["currentStatus"], "invalid", "the new Secret is not seen");
+    controller.refresh_secrets(Some(&std::collections::BTreeSet::from(["other".to_string()])));
+    controller.rebuild();
+    assert_eq!(f.status("p")["currentStatus"], "invalid", "changes elsewhere do not help");
+    controller.refresh_secrets(Some(&std::collections::BTreeSet::from([NS.to_string()])));
+    controller.rebuild();
+    assert_eq!(f.status("p")["currentStatus"], "valid");
+}

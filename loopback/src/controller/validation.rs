@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::Context;
-use crate::api::kinds::{SECRET, TLS_CERTIFICATE_DELEGATION};
+use crate::api::kinds::TLS_CERTIFICATE_DELEGATION;
 use crate::config::Fault;
 use crate::dataplane::table::{PeerValidation, ValidationFaults};
 
@@ -56,7 +56,7 @@ pub fn lookup(
     {
         return Err(ValidationError::NotDelegated { namespace: namespace.into(), name: name.into() });
     }
-    let secret = ctx.store.get(&SECRET, namespace, name);
+    let secret = ctx.secrets.get(namespace, name);
     let key = format!("{namespace}/{name}");
     if ctx.config.has(Fault::OpaqueCaSecretOnly)
         && secret.as_ref().is_some_and(|s| s["type"].as_str().is_some_and(|t| t != "Opaque"))

@@ -395,13 +395,27 @@ struct AddressPool {
     second_octet: u8,
     next: u32,
     in_use: Vec<Ipv4Addr>,
+    /// Held for the pool's lifetime: whoever binds it owns the 127.B.0.0/16 range, so
+    /// clusters running at the same time (in one process or several) never share addresses.
+    _claim: Option<std::net::TcpListener>,
 }
+
+/// The port of the claim socket on 127.B.255.254.
+const CLAIM_PORT: u16 = 61_999;
 
 impl AddressPool {
     fn new() -> Self {
         let seed = std::process::id()
             ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-        AddressPool { second_octet: 64 + (seed % 180) as u8, next: 1, in_use: Vec::new() }
+        for attempt in 0..180u32 {
+            let second_octet = 64 + ((seed + attempt * 37) % 180) as u8;
+            let claim = Ipv4Addr::new(127, second_octet, 255, 254);
+            if let Ok(listener) = std::net::TcpListener::bind(SocketAddr::from((claim, CLAIM_PORT))) {
+                return AddressPool { second_octet, next: 1, in_use: Vec::new(), _claim: Some(listener) };
+            }
+        }
+        // Every range is claimed: share one, relying on the per-address bind check.
+        AddressPool { second_octet: 64 + (seed % 180) as u8, next: 1, in_use: Vec::new(), _claim: None }
     }
 
     fn next_free(&mut self, ports: &[u16]) -> Result<Ipv4Addr, String> {

@@ -39,7 +39,7 @@ impl Server {
             store.create(&kinds::NAMESPACE, "", json!({"metadata": {"name": ns}})).unwrap();
         }
         let (stop, shutdown) = watch::channel(false);
-        let task = tokio::spawn(serve(listener, store.clone(), shutdown));
+        let task = tokio::spawn(serve(listener, store.clone(), Default::default(), shutdown));
         let dir = temp_dir("api");
         write_kubeconfig(&dir.join("kubeconfig"), &format!("http://{address}")).unwrap();
         Server { store, address, stop, task: Some(task), dir }

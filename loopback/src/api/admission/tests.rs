@@ -264,3 +264,17 @@ fn apply_refuses_unknown_fields_like_structured_merge_diff() {
     );
     check_applied_fields(&kinds::HTTP_PROXY, "team", "web", &proxy_to(json!({"name": "b", "port": 1}))).unwrap();
 }
+
+#[test]
+fn the_admission_fault_stores_what_the_crd_rejects() {
+    let object = proxy_to(json!({"name": "b", "port": 1, "protocol": "tcp"}));
+    assert!(Admission::default().admit(&kinds::HTTP_PROXY, &object).is_err());
+    let faulty = Admission { validate_custom_resources: false };
+    assert!(faulty.admit(&kinds::HTTP_PROXY, &object).is_ok());
+    let bad_secret = json!({"metadata": {"name": 7}});
+    assert_eq!(
+        faulty.admit(&kinds::SECRET, &bad_secret).is_ok(),
+        Admission::default().admit(&kinds::SECRET, &bad_secret).is_ok(),
+        "built-in kinds are unaffected"
+    );
+}
