@@ -11,6 +11,7 @@
 //! - [`runner`]: one scenario from set-up to clean-up.
 //! - [`target`]: where to run (a real cluster, or the built-in loopback cluster).
 //! - [`suite`]: many scenarios at once.
+//! - [`report`]: JUnit, JSON and Markdown reports of a run.
 //! - [`matrix`]: the catalog against every loopback fault, and the generated catalog page.
 
 pub mod cluster;
@@ -18,6 +19,7 @@ pub mod fixture;
 pub mod install;
 pub mod matrix;
 pub mod pki;
+pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod status_match;

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+use harness::report::{RunInfo, RunReport, write_all};
 use harness::runner::RunSettings;
 use harness::scenario::{LoadedScenario, load_dir};
 use harness::suite::{self, DEFAULT_PARALLELISM};
@@ -24,6 +25,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run scenarios against a cluster, or against the built-in loopback cluster when no
@@ -93,6 +96,10 @@ struct RunArgs {
     /// Keep scenario namespaces after the run, for debugging.
     #[arg(long, env = env::KEEP_NAMESPACES)]
     keep_namespaces: bool,
+    /// Directory for the reports (junit.xml, report.json, summary.md); default: the
+    /// repository's reports/.
+    #[arg(long, env = env::REPORTS)]
+    reports: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -227,10 +234,26 @@ fn run(args: RunArgs) -> ExitCode {
             }
         };
         let started = Instant::now();
+        let started_at = time::OffsetDateTime::now_utc();
         let outcomes =
             suite::run_all(&environment.target, &scenarios, args.parallel, |o| println!("{}", suite::line(o))).await;
         let wall_time: Duration = started.elapsed();
+        let info =
+            RunInfo { target: target.describe(), run_id: environment.target.run_id.clone(), started_at, wall_time };
         environment.shutdown().await;
+        let loaded: Vec<&LoadedScenario> = scenarios.iter().collect();
+        let report = RunReport::new(info, &loaded, &outcomes);
+        let dir = args.reports.unwrap_or_else(suite::default_reports_dir);
+        match write_all(&report, &dir) {
+            Ok(files) => {
+                let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+                println!("reports: {}", names.join(", "));
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_ENVIRONMENT);
+            }
+        }
         let text = suite::summary(&outcomes, wall_time);
         // The per-scenario lines were printed as they finished; the totals close the run.
         if let Some(totals) = text.split("\n\n").last() {

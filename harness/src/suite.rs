@@ -9,6 +9,16 @@ use futures::StreamExt;
 use crate::runner::{ScenarioOutcome, Target, run_scenario};
 use crate::scenario::LoadedScenario;
 
+/// The repository's report directory, relative to the working directory when inside it.
+pub fn default_reports_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("reports");
+    let dir = dir.canonicalize().unwrap_or(dir);
+    match std::env::current_dir() {
+        Ok(cwd) => dir.strip_prefix(&cwd).map(PathBuf::from).unwrap_or(dir),
+        Err(_) => dir,
+    }
+}
+
 /// How many scenarios run at the same time by default.
 pub const DEFAULT_PARALLELISM: usize = 4;
 

@@ -33,6 +33,8 @@ pub mod env {
     pub const FAULTS: &str = "UPSTREAM_TLS_LOOPBACK_FAULTS";
     /// The scenario directory (default: the repository's `scenarios/`).
     pub const SCENARIOS: &str = "UPSTREAM_TLS_SCENARIOS";
+    /// Where reports go (default: the repository's `reports/`).
+    pub const REPORTS: &str = "UPSTREAM_TLS_REPORTS";
     /// Set to 1 to keep scenario namespaces after the run.
     pub const KEEP_NAMESPACES: &str = "UPSTREAM_TLS_KEEP_NAMESPACES";
     /// `NAMESPACE/NAME` of the Secret the installation reads its Envoy client certificate from

@@ -11,7 +11,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::RwLock;
 
-use harness::runner::{RunSettings, run_scenario};
+use std::time::Instant;
+
+use harness::report::{RunInfo, RunReport, write_all};
+use harness::runner::{RunSettings, ScenarioOutcome, run_scenario};
 use harness::scenario::{LoadedScenario, load_dir};
 use harness::suite;
 use harness::target::{Environment, TargetConfig, env};
@@ -22,74 +25,99 @@ const DEFAULT_TEST_THREADS: usize = 4;
 
 type Shared = Arc<OnceLock<Result<Environment, String>>>;
 
+/// What every trial shares: the runtime, the target (started by the first trial that runs),
+/// the locks, and the outcomes for the reports.
+#[derive(Clone)]
+struct Run {
+    runtime: Arc<tokio::runtime::Runtime>,
+    environment: Shared,
+    start: Arc<Mutex<()>>,
+    install: Arc<RwLock<()>>,
+    outcomes: Arc<Mutex<Vec<ScenarioOutcome>>>,
+}
+
 fn main() {
     let mut args = Arguments::from_args();
     args.test_threads.get_or_insert(DEFAULT_TEST_THREADS);
     harness::init_crypto();
 
     let dir = std::env::var_os(env::SCENARIOS).map_or_else(suite::default_scenario_dir, Into::into);
-    let runtime = Arc::new(tokio::runtime::Runtime::new().expect("a tokio runtime starts on any supported OS"));
-    let environment: Shared = Arc::default();
-    let start_lock = Arc::new(Mutex::new(()));
-    let install_lock = Arc::new(RwLock::new(()));
+    let run = Run {
+        runtime: Arc::new(tokio::runtime::Runtime::new().expect("a tokio runtime starts on any supported OS")),
+        environment: Arc::default(),
+        start: Arc::default(),
+        install: Arc::default(),
+        outcomes: Arc::default(),
+    };
     let config = TargetConfig::from_env();
+    let started = (Instant::now(), time::OffsetDateTime::now_utc());
 
-    let trials = match load_dir(&dir) {
+    let scenarios: Vec<Arc<LoadedScenario>> = match load_dir(&dir) {
+        Ok(scenarios) => scenarios.into_iter().map(Arc::new).collect(),
         Err(errors) => {
             let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
-            vec![Trial::test("scenario-files", move || Err(Failed::from(text.join("\n"))))]
+            let trial = Trial::test("scenario-files", move || Err(Failed::from(text.join("\n"))));
+            libtest_mimic::run(&args, vec![trial]).exit();
         }
-        Ok(scenarios) => scenarios
-            .into_iter()
-            .map(|scenario| {
-                let ignored = config
-                    .as_ref()
-                    .ok()
-                    .is_some_and(|c| scenario.scenario.features.iter().any(|f| c.lacks(*f).is_some()));
-                let locks = Locks { start: start_lock.clone(), install: install_lock.clone() };
-                trial(scenario, runtime.clone(), environment.clone(), locks).with_ignored_flag(ignored)
-            })
-            .collect(),
     };
+    let trials = scenarios
+        .iter()
+        .map(|scenario| {
+            let ignored =
+                config.as_ref().ok().is_some_and(|c| scenario.scenario.features.iter().any(|f| c.lacks(*f).is_some()));
+            trial(scenario.clone(), run.clone()).with_ignored_flag(ignored)
+        })
+        .collect();
     let conclusion = libtest_mimic::run(&args, trials);
-    if let Some(Ok(environment)) = Arc::into_inner(environment).and_then(OnceLock::into_inner) {
-        runtime.block_on(environment.shutdown());
+    let environment = Arc::into_inner(run.environment).and_then(OnceLock::into_inner);
+    if let Some(Ok(environment)) = environment {
+        let info = RunInfo {
+            target: config.map(|c| c.describe()).unwrap_or_default(),
+            run_id: environment.target.run_id.clone(),
+            started_at: started.1,
+            wall_time: started.0.elapsed(),
+        };
+        run.runtime.block_on(environment.shutdown());
+        let outcomes = run.outcomes.lock().unwrap_or_else(|e| e.into_inner());
+        let loaded: Vec<&LoadedScenario> = scenarios.iter().map(|s| s.as_ref()).collect();
+        let report = RunReport::new(info, &loaded, &outcomes);
+        let reports = std::env::var_os(env::REPORTS).map_or_else(suite::default_reports_dir, Into::into);
+        match write_all(&report, &reports) {
+            Ok(_) => eprintln!("reports written to {}", reports.display()),
+            Err(e) => eprintln!("warning: {e}"),
+        }
     }
     conclusion.exit();
 }
 
-/// One trial starts the target, the others wait for it; install-wide changes run alone.
-struct Locks {
-    start: Arc<Mutex<()>>,
-    install: Arc<RwLock<()>>,
-}
-
-fn trial(scenario: LoadedScenario, runtime: Arc<tokio::runtime::Runtime>, environment: Shared, locks: Locks) -> Trial {
+fn trial(scenario: Arc<LoadedScenario>, run: Run) -> Trial {
     let name = scenario.name().to_string();
     let kind = scenario.path.parent().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned());
     let trial = Trial::test(name, move || {
         let environment = {
             // One trial starts the target; the others wait for it.
-            let _guard = locks.start.lock().unwrap_or_else(|e| e.into_inner());
-            environment.get_or_init(|| {
+            let _guard = run.start.lock().unwrap_or_else(|e| e.into_inner());
+            run.environment.get_or_init(|| {
                 let target = TargetConfig::from_env().map_err(|e| e.to_string())?;
-                runtime.block_on(Environment::connect(&target, RunSettings::default())).map_err(|e| e.to_string())
+                run.runtime.block_on(Environment::connect(&target, RunSettings::default())).map_err(|e| e.to_string())
             })
         };
         let environment = environment.as_ref().map_err(|e| Failed::from(format!("environment: {e}")))?;
-        let outcome = runtime.block_on(async {
+        let outcome = run.runtime.block_on(async {
             if scenario.scenario.exclusive() {
-                let _alone = locks.install.write().await;
+                let _alone = run.install.write().await;
                 run_scenario(&environment.target, &scenario).await
             } else {
-                let _shared = locks.install.read().await;
+                let _shared = run.install.read().await;
                 run_scenario(&environment.target, &scenario).await
             }
         });
-        match &outcome.failure {
+        let verdict = match &outcome.failure {
             None => Ok(()),
             Some(_) => Err(Failed::from(suite::line(&outcome))),
-        }
+        };
+        run.outcomes.lock().unwrap_or_else(|e| e.into_inner()).push(outcome);
+        verdict
     });
     match kind {
         Some(kind) => trial.with_kind(kind),

@@ -1,0 +1,85 @@
+//! A Markdown summary fit for a CI step summary: totals, failures first with their one-line
+//! reason, results per profile, then every scenario.
+
+use std::collections::BTreeMap;
+
+use super::{RunReport, Verdict};
+use crate::scenario::Profile;
+
+pub fn render(report: &RunReport) -> String {
+    let t = report.totals;
+    let mut out = format!(
+        "# Upstream TLS conformance\n\n**{}** passed, **{}** failed, **{}** skipped in {:.1}s against the {} (run `{}`).\n",
+        t.passed, t.failed, t.skipped, report.wall_time_seconds, report.target, report.run_id
+    );
+    let failures: Vec<_> = report.scenarios.iter().filter(|s| s.verdict == Verdict::Failed).collect();
+    if !failures.is_empty() {
+        out.push_str("\n## Failures\n\n");
+        for scenario in failures {
+            let reason = scenario.failure.as_ref().map_or_else(String::new, |f| {
+                let place = f.step.map_or_else(|| "set-up".to_string(), |s| format!("step {s}"));
+                format!("{place}: {}", f.message.lines().next().unwrap_or_default())
+            });
+            out.push_str(&format!("- **{}** ({}): {}\n", scenario.name, scenario.file, cell(&reason)));
+        }
+    }
+    let mut profiles: BTreeMap<Profile, [usize; 3]> = BTreeMap::new();
+    for scenario in &report.scenarios {
+        let counts = profiles.entry(scenario.profile).or_default();
+        counts[scenario.verdict as usize] += 1;
+    }
+    out.push_str("\n## By profile\n\n| profile | passed | failed | skipped |\n|---|---|---|---|\n");
+    for (profile, [passed, failed, skipped]) in profiles {
+        out.push_str(&format!("| {} | {passed} | {failed} | {skipped} |\n", profile_name(profile)));
+    }
+    out.push_str("\n## Scenarios\n\n| scenario | clauses | result | time |\n|---|---|---|---|\n");
+    for scenario in &report.scenarios {
+        let result = match scenario.verdict {
+            Verdict::Passed => "passed".to_string(),
+            Verdict::Failed => "**failed**".to_string(),
+            Verdict::Skipped => format!("skipped: {}", cell(scenario.skip_reason.as_deref().unwrap_or_default())),
+        };
+        out.push_str(&format!(
+            "| {} | {} | {result} | {:.1}s |\n",
+            scenario.name,
+            scenario.contract.join(", "),
+            scenario.duration_seconds
+        ));
+    }
+    out
+}
+
+fn profile_name(profile: Profile) -> &'static str {
+    match profile {
+        Profile::Core => "core",
+        Profile::Extended => "extended",
+        Profile::ContourSpecific => "contour-specific",
+    }
+}
+
+/// Text safe inside a table cell or list item: one line, pipes escaped.
+fn cell(text: &str) -> String {
+    text.replace('\n', " ").replace('|', "\\|")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_puts_failures_first_and_counts_profiles() {
+        let text = render(&super::super::tests::sample());
+        let failures = text.find("## Failures").unwrap();
+        assert!(failures < text.find("## By profile").unwrap());
+        assert!(text.contains("**1** passed, **1** failed, **1** skipped"), "{text}");
+        assert!(
+            text.contains("- **broken** (scenarios/validation/demo.yaml): step 1: expected status 200, got 503"),
+            "{text}"
+        );
+        assert!(text.contains("| core | 1 | 1 | 1 |"), "{text}");
+        assert!(
+            text.contains("| later |  | skipped: the installation has no Envoy client certificate | 1.5s |"),
+            "{text}"
+        );
+    }
+}
