@@ -12,7 +12,7 @@ use futures::StreamExt;
 use loopback::Fault;
 
 use crate::runner::{RunSettings, ScenarioOutcome};
-use crate::scenario::{LoadedScenario, Profile};
+use crate::scenario::LoadedScenario;
 use crate::suite::run_all;
 use crate::target::{Environment, TargetConfig, TargetError};
 
@@ -121,7 +121,7 @@ pub fn render_catalog(scenarios: &[LoadedScenario], matrix: &Matrix) -> String {
             s.name(),
             s.scenario.contract.join(", "),
             features.join(", "),
-            profile_name(s.scenario.profile()),
+            s.scenario.profile().name(),
             s.scenario.description.replace('|', "\\|").replace('\n', " "),
             catches.join(", ")
         ));
@@ -136,12 +136,4 @@ pub fn render_catalog(scenarios: &[LoadedScenario], matrix: &Matrix) -> String {
         ));
     }
     out
-}
-
-fn profile_name(profile: Profile) -> &'static str {
-    match profile {
-        Profile::Core => "core",
-        Profile::Extended => "extended",
-        Profile::ContourSpecific => "contour-specific",
-    }
 }

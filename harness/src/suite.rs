@@ -9,23 +9,23 @@ use futures::StreamExt;
 use crate::runner::{ScenarioOutcome, Target, run_scenario};
 use crate::scenario::LoadedScenario;
 
-/// The repository's report directory, relative to the working directory when inside it.
-pub fn default_reports_dir() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("reports");
-    let dir = dir.canonicalize().unwrap_or(dir);
-    match std::env::current_dir() {
-        Ok(cwd) => dir.strip_prefix(&cwd).map(PathBuf::from).unwrap_or(dir),
-        Err(_) => dir,
-    }
-}
-
 /// How many scenarios run at the same time by default.
 pub const DEFAULT_PARALLELISM: usize = 4;
 
-/// The repository's scenario directory, relative to the working directory when inside it
-/// (so messages show `scenarios/...`).
+/// The repository's scenario directory.
 pub fn default_scenario_dir() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("scenarios");
+    repository_dir("scenarios")
+}
+
+/// The repository's report directory.
+pub fn default_reports_dir() -> PathBuf {
+    repository_dir("reports")
+}
+
+/// A top-level directory of this repository, relative to the working directory when inside
+/// it (so messages show `scenarios/...`).
+fn repository_dir(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(name);
     let dir = dir.canonicalize().unwrap_or(dir);
     match std::env::current_dir() {
         Ok(cwd) => dir.strip_prefix(&cwd).map(PathBuf::from).unwrap_or(dir),

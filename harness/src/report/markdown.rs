@@ -30,7 +30,7 @@ pub fn render(report: &RunReport) -> String {
     }
     out.push_str("\n## By profile\n\n| profile | passed | failed | skipped |\n|---|---|---|---|\n");
     for (profile, [passed, failed, skipped]) in profiles {
-        out.push_str(&format!("| {} | {passed} | {failed} | {skipped} |\n", profile_name(profile)));
+        out.push_str(&format!("| {} | {passed} | {failed} | {skipped} |\n", profile.name()));
     }
     out.push_str("\n## Scenarios\n\n| scenario | clauses | result | time |\n|---|---|---|---|\n");
     for scenario in &report.scenarios {
@@ -47,14 +47,6 @@ pub fn render(report: &RunReport) -> String {
         ));
     }
     out
-}
-
-fn profile_name(profile: Profile) -> &'static str {
-    match profile {
-        Profile::Core => "core",
-        Profile::Extended => "extended",
-        Profile::ContourSpecific => "contour-specific",
-    }
 }
 
 /// Text safe inside a table cell or list item: one line, pipes escaped.

@@ -234,6 +234,16 @@ pub enum Profile {
     ContourSpecific,
 }
 
+impl Profile {
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Core => "core",
+            Profile::Extended => "extended",
+            Profile::ContourSpecific => "contour-specific",
+        }
+    }
+}
+
 impl Feature {
     pub fn profile(self) -> Profile {
         match self {
