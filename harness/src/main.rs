@@ -254,11 +254,8 @@ fn run(args: RunArgs) -> ExitCode {
                 return ExitCode::from(EXIT_ENVIRONMENT);
             }
         }
-        let text = suite::summary(&outcomes, wall_time);
         // The per-scenario lines were printed as they finished; the totals close the run.
-        if let Some(totals) = text.split("\n\n").last() {
-            println!("\n{totals}");
-        }
+        print!("\n{}", suite::totals(&outcomes, wall_time));
         if outcomes.iter().all(|o| o.passed()) { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILED) }
     })
 }

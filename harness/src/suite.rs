@@ -1,11 +1,12 @@
 //! Many scenarios at once: [`run_all`] runs them concurrently against one target and
-//! [`summary`] renders the per-scenario result lines the entry points print.
+//! [`line`] and [`totals`] render what the CLI prints.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use futures::StreamExt;
 
+use crate::report::Totals;
 use crate::runner::{ScenarioOutcome, Target, run_scenario};
 use crate::scenario::LoadedScenario;
 
@@ -57,19 +58,14 @@ pub async fn run_all(
     outcomes
 }
 
-/// One line per scenario, then the totals.
-pub fn summary(outcomes: &[ScenarioOutcome], wall_time: Duration) -> String {
-    let mut out = String::new();
-    for o in outcomes {
-        out.push_str(&line(o));
-        out.push('\n');
-    }
-    let skipped = outcomes.iter().filter(|o| o.skipped.is_some()).count();
-    let failed = outcomes.iter().filter(|o| !o.passed()).count();
-    let passed = outcomes.len() - failed - skipped;
-    out.push_str(&format!("\nsuite wall time: {:.1}s for {} scenarios\n", wall_time.as_secs_f64(), outcomes.len()));
-    out.push_str(&format!("{passed} passed, {failed} failed, {skipped} skipped\n"));
-    out
+/// The lines that close a run: wall time, then `N passed, N failed, N skipped`.
+pub fn totals(outcomes: &[ScenarioOutcome], wall_time: Duration) -> String {
+    let Totals { passed, failed, skipped } = Totals::of(outcomes);
+    format!(
+        "suite wall time: {:.1}s for {} scenarios\n{passed} passed, {failed} failed, {skipped} skipped\n",
+        wall_time.as_secs_f64(),
+        outcomes.len()
+    )
 }
 
 /// `PASS name (1.2s)`, or `FAIL name (1.2s)` followed by the indented failure.

@@ -108,12 +108,8 @@ impl TargetConfig {
 
     /// Why a target of this config cannot run scenarios with `feature`, if it cannot.
     pub fn lacks(&self, feature: Feature) -> Option<String> {
-        match (self, feature) {
-            (TargetConfig::Cluster { client_certificate: None, .. }, Feature::EnvoyClientCertificate) => {
-                Some(format!("the installation has no Envoy client certificate (set {})", env::CLIENT_CERT_SECRET))
-            }
-            _ => None,
-        }
+        let has_client_certificate = !matches!(self, TargetConfig::Cluster { client_certificate: None, .. });
+        missing(feature, has_client_certificate)
     }
 
     /// One line for run headers: what is being tested.
@@ -183,6 +179,17 @@ impl Environment {
     }
 }
 
+/// Why an installation with (or without) a client certificate cannot run scenarios with
+/// `feature`, if it cannot: the one place the install-wide features are decided.
+pub fn missing(feature: Feature, has_client_certificate: bool) -> Option<String> {
+    match feature {
+        Feature::EnvoyClientCertificate if !has_client_certificate => {
+            Some(format!("the installation has no Envoy client certificate (set {})", env::CLIENT_CERT_SECRET))
+        }
+        _ => None,
+    }
+}
+
 async fn resolve(address: &str) -> Result<SocketAddr, TargetError> {
     let error = |message: String| TargetError::ProxyAddress { address: address.to_string(), message };
     tokio::net::lookup_host(address)
@@ -203,4 +210,19 @@ fn run_id() -> String {
             .to_be_bytes();
     }
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_certificate_scenarios_need_a_configured_secret() {
+        let without = TargetConfig::Cluster { kubeconfig: None, context: None, proxy: "p:80".into(), client_certificate: None };
+        let reason = without.lacks(Feature::EnvoyClientCertificate).unwrap();
+        assert!(reason.contains(env::CLIENT_CERT_SECRET), "{reason}");
+        assert!(without.lacks(Feature::UpstreamTls).is_none());
+        let loopback = TargetConfig::Loopback { faults: Vec::new() };
+        assert!(loopback.lacks(Feature::EnvoyClientCertificate).is_none(), "loopback always has one");
+    }
 }

@@ -48,20 +48,24 @@ impl Answer {
     }
 }
 
-/// Sends `GET path` for `host` to the proxy at `proxy`.
-pub async fn send(proxy: SocketAddr, host: &str, path: &str, request_id: &str) -> Answer {
-    let client = reqwest::Client::builder()
+/// A client that dials the proxy at `proxy` for `host`, keeping the host name in the URL and
+/// the Host header. One per request step; its requests may share connections.
+///
+/// # Errors
+/// reqwest cannot build the client.
+pub fn client(proxy: SocketAddr, host: &str) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
         .resolve(host, proxy)
         .timeout(REQUEST_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
-        .build();
-    let client = match client {
-        Ok(client) => client,
-        Err(e) => return no_response(request_id, e.to_string()),
-    };
-    let url = format!("http://{host}:{}{path}", proxy.port());
-    let response = match client.get(&url).header(REQUEST_ID_HEADER, request_id).send().await {
+        .build()
+        .map_err(|e| format!("cannot build an HTTP client: {}", error_chain(&e)))
+}
+
+/// Sends `GET url` with the request id header.
+pub async fn send(client: &reqwest::Client, url: &str, request_id: &str) -> Answer {
+    let response = match client.get(url).header(REQUEST_ID_HEADER, request_id).send().await {
         Ok(response) => response,
         Err(e) => return no_response(request_id, error_chain(&e)),
     };

@@ -43,6 +43,15 @@ pub struct Totals {
     pub skipped: usize,
 }
 
+impl Totals {
+    /// Skipped scenarios are neither passed nor failed.
+    pub fn of(outcomes: &[ScenarioOutcome]) -> Self {
+        let skipped = outcomes.iter().filter(|o| o.skipped.is_some()).count();
+        let failed = outcomes.iter().filter(|o| !o.passed()).count();
+        Totals { passed: outcomes.len() - failed - skipped, failed, skipped }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Verdict {
@@ -110,14 +119,7 @@ impl RunReport {
             .iter()
             .map(|o| scenario_report(o, scenarios.iter().copied().find(|s| s.name() == o.name)))
             .collect();
-        let mut totals = Totals::default();
-        for r in &reports {
-            match r.verdict {
-                Verdict::Passed => totals.passed += 1,
-                Verdict::Failed => totals.failed += 1,
-                Verdict::Skipped => totals.skipped += 1,
-            }
-        }
+        let totals = Totals::of(outcomes);
         RunReport {
             format: REPORT_FORMAT,
             harness_version: env!("CARGO_PKG_VERSION"),

@@ -67,13 +67,7 @@ pub struct Target {
 impl Target {
     /// Why the target cannot run a scenario with `feature`, if it cannot.
     pub fn lacks(&self, feature: Feature) -> Option<String> {
-        match feature {
-            Feature::EnvoyClientCertificate if self.client_certificate.is_none() => Some(format!(
-                "the installation has no Envoy client certificate (set {})",
-                crate::target::env::CLIENT_CERT_SECRET
-            )),
-            _ => None,
-        }
+        crate::target::missing(feature, self.client_certificate.is_some())
     }
 }
 

@@ -206,23 +206,25 @@ impl<'a> ScenarioRun<'a> {
         })
     }
 
-    async fn apply(&self, manifest: &str) -> Result<(), StepError> {
+    /// The objects of an `apply` block, references filled in.
+    fn documents(&self, manifest: &str) -> Result<Vec<Value>, StepError> {
         let text = self.bindings.expand(manifest).map_err(plain)?;
         let documents: Vec<Value> = serde_saphyr::from_str_multiple(&text)
             .map_err(|e| plain(format!("manifest is not YAML after filling references: {e}")))?;
-        for document in documents.iter().filter(|d| !d.is_null()) {
-            self.target.cluster.apply(document, &self.namespace).await.map_err(plain)?;
+        Ok(documents.into_iter().filter(|d| !d.is_null()).collect())
+    }
+
+    async fn apply(&self, manifest: &str) -> Result<(), StepError> {
+        for document in self.documents(manifest)? {
+            self.target.cluster.apply(&document, &self.namespace).await.map_err(plain)?;
         }
         Ok(())
     }
 
     async fn apply_rejected(&self, manifest: &str, message: &str) -> Result<(), StepError> {
-        let text = self.bindings.expand(manifest).map_err(plain)?;
-        let documents: Vec<Value> = serde_saphyr::from_str_multiple(&text)
-            .map_err(|e| plain(format!("manifest is not YAML after filling references: {e}")))?;
         let mut refusals = Vec::new();
-        for document in documents.iter().filter(|d| !d.is_null()) {
-            match self.target.cluster.apply(document, &self.namespace).await {
+        for document in self.documents(manifest)? {
+            match self.target.cluster.apply(&document, &self.namespace).await {
                 Ok(object) => refusals.push(format!("{object} was accepted")),
                 Err(e) if e.to_string().contains(message) => return Ok(()),
                 Err(e) => refusals.push(e.to_string()),
@@ -320,16 +322,17 @@ impl<'a> ScenarioRun<'a> {
         let path = request.path.clone().unwrap_or_else(|| "/".into());
         let expect = traffic::expand_expectation(&self.bindings, &request.expect).map_err(plain)?;
         let settings = &self.target.settings;
-        let proxy = self.target.proxy;
+        let client = traffic::client(self.target.proxy, &host).map_err(plain)?;
+        let url = format!("http://{host}:{}{path}", self.target.proxy.port());
         let namespace = &self.namespace;
         let passed = traffic::until_consecutive(
             settings.consecutive,
             settings.traffic_limit,
             settings.traffic_interval,
             |n| {
-                let (host, path) = (host.clone(), path.clone());
+                let (client, url) = (client.clone(), url.clone());
                 let id = format!("{namespace}-s{step}-{n}");
-                async move { traffic::send(proxy, &host, &path, &id).await }
+                async move { traffic::send(&client, &url, &id).await }
             },
             |answer| traffic::check(&expect, answer),
         )

@@ -187,7 +187,7 @@ impl Checker<'_> {
                 match scenario.pki.iter().position(|c| c.name.value == issuer.value) {
                     None => self
                         .error(position(&issuer.referenced), format!("issuer {:?} is not a PKI entry", issuer.value)),
-                    Some(i) if !names.contains(&issuer.value) || i >= scenario.pki.len() => self.error(
+                    Some(_) if !names.contains(&issuer.value) => self.error(
                         position(&issuer.referenced),
                         format!("issuer {:?} must be defined before {:?}", issuer.value, name.value),
                     ),
@@ -469,5 +469,7 @@ steps:
     fn issuers_must_be_earlier_cas() {
         let text = GOOD.replace("    ca: true\n", "");
         assert_eq!(errors(&text), vec!["s.yaml:7:13: issuer \"ca\" is not a CA (set `ca: true` on it)"]);
+        let text = GOOD.replace("issuer: ca", "issuer: leaf");
+        assert_eq!(errors(&text), vec!["s.yaml:8:13: issuer \"leaf\" must be defined before \"leaf\""]);
     }
 }

@@ -118,6 +118,7 @@ fn tls_settings(ctx: &Context<'_>, upstream: &UpstreamRequest<'_>) -> TlsSetting
         }),
         client_certificate,
         versions,
+        client_config: Default::default(),
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -83,7 +83,14 @@ pub struct TlsSettings {
     pub client_certificate: Option<Arc<ClientCertificate>>,
     /// `(minimum, maximum)` TLS version.
     pub versions: (TlsVersion, TlsVersion),
+    /// The rustls configuration made from the fields above on first use, so it is built once
+    /// per programmed cluster rather than once per request. Start it empty.
+    pub client_config: ClientConfigCache,
 }
+
+/// A lazily built client configuration (or why none could be built).
+#[derive(Debug, Clone, Default)]
+pub struct ClientConfigCache(pub OnceLock<Result<Arc<rustls::ClientConfig>, String>>);
 
 /// Trust anchors and the names one of which the backend certificate must carry as a DNS SAN.
 #[derive(Debug, Clone, PartialEq, Eq)]

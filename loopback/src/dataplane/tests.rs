@@ -188,6 +188,7 @@ fn tls_transport(validation: Option<PeerValidation>) -> TlsSettings {
         validation,
         client_certificate: None,
         versions: (TlsVersion::V1_2, TlsVersion::V1_3),
+        client_config: Default::default(),
     }
 }
 

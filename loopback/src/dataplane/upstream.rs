@@ -55,15 +55,19 @@ pub async fn connect(endpoint: SocketAddr, transport: &Transport) -> Result<Upst
         Transport::Plaintext { .. } => return Ok(UpstreamStream::Plain(tcp)),
         Transport::Tls(settings) => settings,
     };
-    let config =
-        client_config(settings).map_err(|detail| UpstreamFailure::Tls { reason: "SSL_CTX_use_certificate", detail })?;
+    let config = settings
+        .client_config
+        .0
+        .get_or_init(|| client_config(settings).map(Arc::new))
+        .clone()
+        .map_err(|detail| UpstreamFailure::Tls { reason: "SSL_CTX_use_certificate", detail })?;
     // Without an SNI name, dial by address: rustls sends no server_name extension for an IP.
     let server_name = match &settings.sni {
         Some(name) => ServerName::try_from(name.clone())
             .map_err(|e| UpstreamFailure::Tls { reason: "INVALID_SNI", detail: e.to_string() })?,
         None => ServerName::IpAddress(endpoint.ip().into()),
     };
-    let handshake = TlsConnector::from(Arc::new(config)).connect(server_name, tcp);
+    let handshake = TlsConnector::from(config).connect(server_name, tcp);
     match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
         Err(_) => Err(UpstreamFailure::Timeout),
         Ok(Err(e)) => Err(tls_failure(&e)),

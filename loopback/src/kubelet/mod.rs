@@ -1,7 +1,7 @@
 //! The loopback kubelet: Deployments become Pods, Pods become local nginx processes.
 //!
-//! [`Kubelet::run`] reconciles whenever the store changes (and on a short tick while a pod is
-//! starting). Pods on loopback share the host's network namespace, so each gets its own
+//! [`Kubelet::run`] reconciles whenever the store changes, on a short tick while a pod is
+//! starting, and on a slow one otherwise, so a backend that exits is noticed. Pods on loopback share the host's network namespace, so each gets its own
 //! address in 127.0.0.0/8 and listens there on its container ports, which is what lets many
 //! backends use port 8443 at once, as in a real cluster.
 //!
@@ -20,6 +20,8 @@ use crate::api::Store;
 
 /// How often a starting pod's ports are probed.
 const PROBE_INTERVAL: Duration = Duration::from_millis(100);
+/// How often running pods are checked for exited processes when nothing else happens.
+const IDLE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The kubelet and the Deployment controller of a loopback cluster.
 pub struct Kubelet {
@@ -44,7 +46,7 @@ impl Kubelet {
             tokio::select! {
                 _ = revisions.changed() => {}
                 _ = shutdown.changed() => break,
-                _ = tokio::time::sleep(PROBE_INTERVAL), if settling => {}
+                _ = tokio::time::sleep(if settling { PROBE_INTERVAL } else { IDLE_INTERVAL }) => {}
             }
             if *shutdown.borrow() {
                 break;
