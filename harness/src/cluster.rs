@@ -155,6 +155,16 @@ impl ClusterClient {
         Ok(reference)
     }
 
+    /// The object as the cluster has it now, or `None` if it does not exist.
+    ///
+    /// # Errors
+    /// Unknown kind, or the API server refuses the read.
+    pub async fn get(&self, object: &ObjectRef) -> Result<Option<Value>, ClusterError> {
+        let api = self.api(object).await?;
+        let found = api.get_opt(&object.name).await.map_err(failed(object.clone(), "get"))?;
+        Ok(found.and_then(|o| serde_json::to_value(o).ok()))
+    }
+
     /// Deletes an object; an object already gone is fine.
     ///
     /// # Errors

@@ -28,7 +28,7 @@ pub const NAME_LABEL: &str = "app.kubernetes.io/name";
 pub const DEFAULT_IMAGE: &str = "nginx:1.27";
 
 /// What a backend saw of a request, as it answers it.
-#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, schemars::JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct BackendEcho {
     pub backend: String,

@@ -1,9 +1,10 @@
-//! Install-wide state the harness manages: the installation's Envoy client certificate
-//! (CONTRACT C1), [`InstallClientCertificate`].
+//! Install-wide state: what an installation has configured ([`Installation`], which decides
+//! the install-wide features it can run), and the Envoy client certificate the harness
+//! manages for it (CONTRACT C1), [`InstallClientCertificate`].
 //!
-//! The installation is configured (Contour's `tls.envoy-client-certificate`) to read a
-//! Secret; the harness writes that Secret at the start of a run with a certificate from its
-//! own CA, so backends can require and verify it, and restores it after any scenario that
+//! An installation configured (Contour's `tls.envoy-client-certificate`) to read a Secret
+//! gets that Secret written at the start of a run with a certificate from the harness's own
+//! CA, so backends can require and verify it; the Secret is restored after any scenario that
 //! rotates or deletes it.
 
 use std::fmt;
@@ -14,7 +15,74 @@ use serde_json::{Value, json};
 
 use crate::cluster::{ClusterClient, ClusterError, ObjectRef};
 use crate::pki::{CertificateRequest, Material, Pki, PkiError};
+use crate::scenario::Feature;
 use crate::scenario::template::Bindings;
+
+pub use loopback::config::TlsVersion;
+
+/// The install-wide settings of an installation that scenarios depend on (CONTRACT C1, N2).
+/// Real installations declare them; loopback knows its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Installation {
+    /// The Secret its Envoy client certificate comes from, if it has one.
+    pub client_certificate: Option<SecretRef>,
+    /// The TLS versions it allows towards backends, `(minimum, maximum)`.
+    pub upstream_tls: (TlsVersion, TlsVersion),
+    /// Features the implementation does not claim: their scenarios are skipped.
+    pub exempt: Vec<Feature>,
+}
+
+impl Default for Installation {
+    /// Contour's defaults: no client certificate, TLS 1.2 to 1.3.
+    fn default() -> Self {
+        Installation {
+            client_certificate: None,
+            upstream_tls: (TlsVersion::V1_2, TlsVersion::V1_3),
+            exempt: Vec::new(),
+        }
+    }
+}
+
+impl Installation {
+    /// Why this installation cannot run scenarios with `feature`, if it cannot: the one place
+    /// claimed and install-wide features are decided.
+    pub fn lacks(&self, feature: Feature) -> Option<String> {
+        let (minimum, maximum) = self.upstream_tls;
+        match feature {
+            _ if self.exempt.contains(&feature) => {
+                Some(format!("the implementation does not claim feature {}", feature.name()))
+            }
+            Feature::EnvoyClientCertificate if self.client_certificate.is_none() => {
+                Some("the installation has no Envoy client certificate".into())
+            }
+            Feature::NoEnvoyClientCertificate if self.client_certificate.is_some() => {
+                Some("the installation has an Envoy client certificate".into())
+            }
+            Feature::UpstreamTlsDefaultVersions if self.upstream_tls != Installation::default().upstream_tls => {
+                Some(format!("the installation limits upstream TLS to {minimum}-{maximum}, not the default 1.2-1.3"))
+            }
+            Feature::UpstreamTlsMaximum12 if maximum != TlsVersion::V1_2 => {
+                Some(format!("the installation's upstream TLS maximum is {maximum}, not 1.2"))
+            }
+            _ => None,
+        }
+    }
+
+    /// Why this installation cannot run a scenario with all of `features`, if it cannot.
+    pub fn lacks_any(&self, features: &[Feature]) -> Option<String> {
+        features.iter().find_map(|f| self.lacks(*f))
+    }
+
+    /// One line for headers and reports.
+    pub fn describe(&self) -> String {
+        let (minimum, maximum) = self.upstream_tls;
+        let certificate = match &self.client_certificate {
+            Some(secret) => format!("Envoy client certificate from {secret}"),
+            None => "no Envoy client certificate".into(),
+        };
+        format!("{certificate}, upstream TLS {minimum}-{maximum}")
+    }
+}
 
 /// Where the installation reads its client certificate from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,5 +233,29 @@ mod tests {
     fn secret_references_parse() {
         assert_eq!("a/b".parse::<SecretRef>().unwrap(), SecretRef { namespace: "a".into(), name: "b".into() });
         assert!("ab".parse::<SecretRef>().is_err());
+    }
+
+    #[test]
+    fn install_wide_features_follow_the_settings() {
+        let plain = Installation::default();
+        let with_certificate =
+            Installation { client_certificate: Some(SecretRef::default_client_certificate()), ..Default::default() };
+        let limited = Installation { upstream_tls: (TlsVersion::V1_2, TlsVersion::V1_2), ..Default::default() };
+
+        assert!(plain.lacks(Feature::EnvoyClientCertificate).is_some());
+        assert!(plain.lacks(Feature::NoEnvoyClientCertificate).is_none());
+        assert!(with_certificate.lacks(Feature::EnvoyClientCertificate).is_none());
+        assert!(with_certificate.lacks(Feature::NoEnvoyClientCertificate).is_some());
+        assert!(plain.lacks(Feature::UpstreamTlsDefaultVersions).is_none());
+        assert!(plain.lacks(Feature::UpstreamTlsMaximum12).is_some());
+        assert!(limited.lacks(Feature::UpstreamTlsMaximum12).is_none());
+        let reason = limited.lacks(Feature::UpstreamTlsDefaultVersions).unwrap();
+        assert_eq!(reason, "the installation limits upstream TLS to 1.2-1.2, not the default 1.2-1.3");
+        assert!(plain.lacks(Feature::UpstreamTls).is_none(), "not an install-wide feature");
+        let exempting = Installation { exempt: vec![Feature::UpstreamTls], ..Default::default() };
+        assert_eq!(
+            exempting.lacks(Feature::UpstreamTls).unwrap(),
+            "the implementation does not claim feature upstream-tls"
+        );
     }
 }

@@ -9,16 +9,20 @@
 //! - [`traffic`]: requests through the proxy and their checks.
 //! - [`status_match`]: partial matching of object status.
 //! - [`runner`]: one scenario from set-up to clean-up.
+//! - [`config`]: the implementation config file, with flags and variables on top.
 //! - [`target`]: where to run (a real cluster, or the built-in loopback cluster).
 //! - [`suite`]: many scenarios at once.
+//! - [`progress`]: a live progress bar, or plain lines off a terminal.
 //! - [`report`]: JUnit, JSON and Markdown reports of a run.
 //! - [`matrix`]: the catalog against every loopback fault, and the generated catalog page.
 
 pub mod cluster;
+pub mod config;
 pub mod fixture;
 pub mod install;
 pub mod matrix;
 pub mod pki;
+pub mod progress;
 pub mod report;
 pub mod runner;
 pub mod scenario;

@@ -5,14 +5,16 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clap::{Parser, Subcommand};
+use harness::config::{ImplementationConfig, Overrides};
+use harness::install::TlsVersion;
+use harness::progress::Progress;
 use harness::report::{RunInfo, RunReport, write_all};
-use harness::runner::RunSettings;
 use harness::scenario::{LoadedScenario, load_dir};
 use harness::suite::{self, DEFAULT_PARALLELISM};
-use harness::target::{Environment, TargetConfig, env};
+use harness::target::{Environment, env};
 
 const EXIT_FAILED: u8 = 1;
 const EXIT_INVALID_INPUT: u8 = 2;
@@ -42,8 +44,13 @@ enum Command {
         #[command(flatten)]
         selection: Selection,
     },
-    /// Print the JSON Schema of scenario files (committed as harness/scenario.schema.json).
-    Schema,
+    /// Print the JSON Schema of scenario files (committed as harness/scenario.schema.json),
+    /// or with --report of report.json (committed as harness/report.schema.json).
+    Schema {
+        /// The schema of report.json instead.
+        #[arg(long)]
+        report: bool,
+    },
     /// Run the mutation matrix (the catalog against loopback once per fault) and print the
     /// catalog page; fails unless every fault is caught and every scenario catches one.
     Catalog {
@@ -60,15 +67,24 @@ struct Selection {
     /// Directory of scenario files (searched recursively for *.yaml).
     #[arg(long, env = env::SCENARIOS)]
     scenarios: Option<PathBuf>,
-    /// Run only scenarios whose name contains one of these strings.
-    #[arg(long = "filter", value_name = "TEXT")]
-    filters: Vec<String>,
+    /// Only scenarios with this feature or whose name contains this text (repeatable, or a
+    /// comma list).
+    #[arg(long = "filter", value_name = "FEATURE|TEXT", value_delimiter = ',', env = env::RUN)]
+    run: Vec<String>,
+    /// Not scenarios with this feature or whose name contains this text (repeatable, or a
+    /// comma list).
+    #[arg(long = "skip", value_name = "FEATURE|TEXT", value_delimiter = ',', env = env::SKIP)]
+    skip: Vec<String>,
 }
 
 #[derive(clap::Args)]
 struct RunArgs {
     #[command(flatten)]
     selection: Selection,
+    /// Implementation config file (see examples/implementation.yaml); the flags below and
+    /// their environment variables override it.
+    #[arg(long, env = env::CONFIG)]
+    config: Option<PathBuf>,
     /// Address (host:port) where the implementation's proxy serves plain HTTP. Selects a real
     /// cluster; without it the built-in loopback cluster is used.
     #[arg(long, env = env::PROXY)]
@@ -84,9 +100,17 @@ struct RunArgs {
     /// needing a client certificate are skipped on real clusters.
     #[arg(long, env = env::CLIENT_CERT_SECRET)]
     client_cert_secret: Option<harness::install::SecretRef>,
-    /// Backend container image on a real cluster.
-    #[arg(long, env = env::IMAGE, default_value = harness::fixture::DEFAULT_IMAGE)]
-    image: String,
+    /// The installation's minimum upstream TLS version (Contour's
+    /// cluster.upstream-tls.minimum-protocol-version).
+    #[arg(long, env = env::MIN_TLS_VERSION)]
+    min_tls_version: Option<TlsVersion>,
+    /// The installation's maximum upstream TLS version (Contour's
+    /// cluster.upstream-tls.maximum-protocol-version).
+    #[arg(long, env = env::MAX_TLS_VERSION)]
+    max_tls_version: Option<TlsVersion>,
+    /// Backend container image on a real cluster (default: nginx:1.27).
+    #[arg(long, env = env::IMAGE)]
+    image: Option<String>,
     /// Loopback fault to switch on (repeatable); the suite should then fail.
     #[arg(long = "loopback-fault", value_name = "FAULT", value_delimiter = ',', env = env::FAULTS)]
     faults: Vec<loopback::Fault>,
@@ -127,8 +151,12 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::Run(args) => run(args),
-        Command::Schema => {
-            print!("{}", harness::scenario::json_schema());
+        Command::Schema { report } => {
+            if report {
+                print!("{}", harness::report::json::schema());
+            } else {
+                print!("{}", harness::scenario::json_schema());
+            }
             ExitCode::SUCCESS
         }
         Command::Catalog { selection, write } => match load(&selection) {
@@ -139,7 +167,17 @@ fn main() -> ExitCode {
 }
 
 fn load(selection: &Selection) -> Result<Vec<LoadedScenario>, ExitCode> {
-    let dir = selection.scenarios.clone().unwrap_or_else(suite::default_scenario_dir);
+    let chosen = harness::config::Selection { run: selection.run.clone(), skip: selection.skip.clone() };
+    select(selection.scenarios.as_deref(), &chosen).map(|(selected, _)| selected)
+}
+
+/// The scenarios of `dir` (default: the repository's): those `selection` includes, and the
+/// others.
+fn select(
+    dir: Option<&std::path::Path>,
+    selection: &harness::config::Selection,
+) -> Result<(Vec<LoadedScenario>, Vec<LoadedScenario>), ExitCode> {
+    let dir = dir.map_or_else(suite::default_scenario_dir, ToOwned::to_owned);
     let scenarios = load_dir(&dir).map_err(|errors| {
         for error in &errors {
             eprintln!("error: {error}");
@@ -147,15 +185,16 @@ fn load(selection: &Selection) -> Result<Vec<LoadedScenario>, ExitCode> {
         eprintln!("{} problem(s) in scenario files; nothing was run", errors.len());
         ExitCode::from(EXIT_INVALID_INPUT)
     })?;
-    let selected: Vec<LoadedScenario> = scenarios
-        .into_iter()
-        .filter(|s| selection.filters.is_empty() || selection.filters.iter().any(|f| s.name().contains(f.as_str())))
-        .collect();
+    for entry in selection.unknown_entries(&scenarios) {
+        eprintln!("warning: {entry:?} is neither a feature nor part of a scenario name");
+    }
+    let (selected, others): (Vec<LoadedScenario>, Vec<LoadedScenario>) =
+        scenarios.into_iter().partition(|s| selection.includes(s));
     if selected.is_empty() {
-        eprintln!("error: no scenario matches the filters {:?}", selection.filters);
+        eprintln!("error: no scenario is selected (run: {:?}, skip: {:?})", selection.run, selection.skip);
         return Err(ExitCode::from(EXIT_INVALID_INPUT));
     }
-    Ok(selected)
+    Ok((selected, others))
 }
 
 fn catalog(scenarios: &[LoadedScenario], write: bool) -> ExitCode {
@@ -203,20 +242,34 @@ fn catalog(scenarios: &[LoadedScenario], write: bool) -> ExitCode {
 }
 
 fn run(args: RunArgs) -> ExitCode {
-    let scenarios = match load(&args.selection) {
-        Ok(scenarios) => scenarios,
+    let config = match &args.config {
+        Some(path) => match ImplementationConfig::load(path) {
+            Ok(config) => config,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_INVALID_INPUT);
+            }
+        },
+        None => ImplementationConfig::default(),
+    };
+    let overrides = Overrides {
+        proxy: args.proxy,
+        kubeconfig: args.kubeconfig,
+        context: args.context,
+        image: args.image,
+        client_certificate: args.client_cert_secret,
+        min_tls_version: args.min_tls_version,
+        max_tls_version: args.max_tls_version,
+        run: args.selection.run,
+        skip: args.selection.skip,
+        faults: args.faults,
+        keep_namespaces: args.keep_namespaces,
+    };
+    let plan = config.resolve(overrides);
+    let (scenarios, not_selected) = match select(args.selection.scenarios.as_deref(), &plan.selection) {
+        Ok(lists) => lists,
         Err(code) => return code,
     };
-    let target = match args.proxy {
-        Some(proxy) => TargetConfig::Cluster {
-            kubeconfig: args.kubeconfig,
-            context: args.context,
-            proxy,
-            client_certificate: args.client_cert_secret,
-        },
-        None => TargetConfig::Loopback { faults: args.faults },
-    };
-    let settings = RunSettings { image: args.image, keep_namespaces: args.keep_namespaces, ..Default::default() };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -225,23 +278,22 @@ fn run(args: RunArgs) -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        println!("upstream TLS conformance: {} scenarios against the {}", scenarios.len(), target.describe());
-        let environment = match Environment::connect(&target, settings).await {
+        println!("upstream TLS conformance: {} scenarios against the {}", scenarios.len(), plan.target.describe());
+        let environment = match Environment::connect(&plan.target, plan.settings.clone()).await {
             Ok(environment) => environment,
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::from(EXIT_ENVIRONMENT);
             }
         };
-        let started = Instant::now();
-        let started_at = time::OffsetDateTime::now_utc();
-        let outcomes =
-            suite::run_all(&environment.target, &scenarios, args.parallel, |o| println!("{}", suite::line(o))).await;
-        let wall_time: Duration = started.elapsed();
-        let info =
-            RunInfo { target: target.describe(), run_id: environment.target.run_id.clone(), started_at, wall_time };
+        let started = (Instant::now(), time::OffsetDateTime::now_utc());
+        let progress = Progress::new(scenarios.len());
+        let outcomes = suite::run_all(&environment, &scenarios, args.parallel, &progress).await;
+        progress.finish();
+        let info = RunInfo::new(&plan, environment.run_id(), started);
+        let wall_time = info.wall_time;
         environment.shutdown().await;
-        let loaded: Vec<&LoadedScenario> = scenarios.iter().collect();
+        let loaded: Vec<&LoadedScenario> = scenarios.iter().chain(&not_selected).collect();
         let report = RunReport::new(info, &loaded, &outcomes);
         let dir = args.reports.unwrap_or_else(suite::default_reports_dir);
         match write_all(&report, &dir) {

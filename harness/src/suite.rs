@@ -1,4 +1,4 @@
-//! Many scenarios at once: [`run_all`] runs them concurrently against one target and
+//! Many scenarios at once: [`run_all`] runs them concurrently against an environment and
 //! [`line`] and [`totals`] render what the CLI prints.
 
 use std::path::PathBuf;
@@ -7,8 +7,9 @@ use std::time::Duration;
 use futures::StreamExt;
 
 use crate::report::Totals;
-use crate::runner::{ScenarioOutcome, Target, run_scenario};
+use crate::runner::{Observer, ScenarioOutcome};
 use crate::scenario::LoadedScenario;
+use crate::target::Environment;
 
 /// How many scenarios run at the same time by default.
 pub const DEFAULT_PARALLELISM: usize = 4;
@@ -35,25 +36,23 @@ fn repository_dir(name: &str) -> PathBuf {
 }
 
 /// Runs every scenario: those that leave install-wide state alone `parallelism` at a time,
-/// then those that change it, one by one. `on_done` is called as each finishes (for
-/// progress output). Outcomes come back in that order.
+/// then those that change it, one by one, telling `observer` as they go. Outcomes come back
+/// in that order.
 pub async fn run_all(
-    target: &Target,
+    environment: &Environment,
     scenarios: &[LoadedScenario],
     parallelism: usize,
-    on_done: impl Fn(&ScenarioOutcome),
+    observer: &dyn Observer,
 ) -> Vec<ScenarioOutcome> {
     let (exclusive, shared): (Vec<&LoadedScenario>, Vec<&LoadedScenario>) =
         scenarios.iter().partition(|s| s.scenario.exclusive());
-    let mut outcomes: Vec<ScenarioOutcome> = futures::stream::iter(shared.into_iter().map(|s| run_scenario(target, s)))
-        .buffered(parallelism.max(1))
-        .inspect(|outcome| on_done(outcome))
-        .collect()
-        .await;
+    let mut outcomes: Vec<ScenarioOutcome> =
+        futures::stream::iter(shared.into_iter().map(|s| environment.run(s, observer)))
+            .buffered(parallelism.max(1))
+            .collect()
+            .await;
     for scenario in exclusive {
-        let outcome = run_scenario(target, scenario).await;
-        on_done(&outcome);
-        outcomes.push(outcome);
+        outcomes.push(environment.run(scenario, observer).await);
     }
     outcomes
 }

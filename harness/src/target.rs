@@ -1,9 +1,10 @@
 //! Choosing and reaching the implementation under test: [`TargetConfig`] says where (a real
 //! cluster with its proxy address, or the built-in loopback cluster) and [`Environment`] is
-//! the connected result.
+//! the connected result: one [`Target`] per installation.
 //!
 //! Loopback is started here and then used exactly like a real cluster: the runner gets a
-//! kubeconfig path and a proxy address and nothing else.
+//! kubeconfig path and a proxy address and nothing else. It runs two installations, so that
+//! scenarios needing opposite install-wide settings all run: [`loopback_installations`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,9 +15,9 @@ use loopback::config::SecretName;
 use loopback::{Fault, Loopback, LoopbackConfig};
 
 use crate::cluster::{ClusterClient, ClusterError};
-use crate::install::{InstallClientCertificate, SecretRef};
-use crate::runner::{RunSettings, Target};
-use crate::scenario::Feature;
+use crate::install::{InstallClientCertificate, Installation, SecretRef, TlsVersion};
+use crate::runner::{Observer, RunSettings, ScenarioOutcome, Target, run_scenario};
+use crate::scenario::{Feature, LoadedScenario};
 
 /// Environment variables the entry points read (documented in the README).
 pub mod env {
@@ -41,20 +42,40 @@ pub mod env {
     /// (Contour's `tls.envoy-client-certificate`); the harness writes it. Unset: scenarios
     /// needing a client certificate are skipped on real clusters.
     pub const CLIENT_CERT_SECRET: &str = "UPSTREAM_TLS_CLIENT_CERT_SECRET";
+    /// The installation's `cluster.upstream-tls.minimum-protocol-version` (default 1.2).
+    pub const MIN_TLS_VERSION: &str = "UPSTREAM_TLS_MIN_TLS_VERSION";
+    /// The installation's `cluster.upstream-tls.maximum-protocol-version` (default 1.3).
+    pub const MAX_TLS_VERSION: &str = "UPSTREAM_TLS_MAX_TLS_VERSION";
+    /// The implementation config file (see `examples/implementation.yaml`).
+    pub const CONFIG: &str = "UPSTREAM_TLS_CONFIG";
+    /// Comma-separated: run only scenarios with one of these features or name parts.
+    pub const RUN: &str = "UPSTREAM_TLS_RUN";
+    /// Comma-separated: skip scenarios with one of these features or name parts.
+    pub const SKIP: &str = "UPSTREAM_TLS_SKIP";
+}
+
+/// The installations loopback runs side by side: Contour's defaults with a client
+/// certificate, and one without a client certificate whose upstream TLS stops at 1.2.
+pub fn loopback_installations() -> [Installation; 2] {
+    [
+        Installation { client_certificate: Some(SecretRef::default_client_certificate()), ..Default::default() },
+        Installation { upstream_tls: (TlsVersion::V1_2, TlsVersion::V1_2), ..Default::default() },
+    ]
 }
 
 /// Where to run.
 #[derive(Debug, Clone)]
 pub enum TargetConfig {
-    /// Start the built-in loopback cluster, with these faults.
-    Loopback { faults: Vec<Fault> },
+    /// Start the built-in loopback cluster, with these faults; scenarios needing the
+    /// exempt features are skipped.
+    Loopback { faults: Vec<Fault>, exempt: Vec<Feature> },
     /// A real cluster reached through a kubeconfig, and its proxy.
     Cluster {
         kubeconfig: Option<PathBuf>,
         context: Option<String>,
         proxy: String,
-        /// The Secret the installation's Envoy client certificate comes from, if it has one.
-        client_certificate: Option<SecretRef>,
+        /// The installation's install-wide settings, as declared.
+        installation: Installation,
     },
 }
 
@@ -72,122 +93,150 @@ pub enum TargetError {
 }
 
 impl TargetConfig {
-    /// Reads the target from the environment: a real cluster when [`env::PROXY`] is set,
-    /// loopback otherwise.
-    ///
-    /// # Errors
-    /// A fault name that loopback does not know.
-    pub fn from_env() -> Result<Self, TargetError> {
-        let var = |name| std::env::var(name).ok().filter(|v: &String| !v.trim().is_empty());
-        if let Some(proxy) = var(env::PROXY) {
-            let client_certificate = var(env::CLIENT_CERT_SECRET)
-                .map(|s| s.parse::<SecretRef>())
-                .transpose()
-                .map_err(|message| TargetError::Setting { variable: env::CLIENT_CERT_SECRET, message })?;
-            return Ok(TargetConfig::Cluster {
-                kubeconfig: var(env::KUBECONFIG).map(PathBuf::from),
-                context: var(env::CONTEXT),
-                proxy,
-                client_certificate,
-            });
+    /// The installations this config tests.
+    pub fn installations(&self) -> Vec<Installation> {
+        match self {
+            TargetConfig::Loopback { exempt, .. } => loopback_installations()
+                .into_iter()
+                .map(|installation| Installation { exempt: exempt.clone(), ..installation })
+                .collect(),
+            TargetConfig::Cluster { installation, .. } => vec![installation.clone()],
         }
-        let faults = match var(env::FAULTS) {
-            None => Vec::new(),
-            Some(list) => list
-                .split(',')
-                .map(str::trim)
-                .filter(|f| !f.is_empty())
-                .map(|f| {
-                    f.parse::<Fault>()
-                        .map_err(|e| TargetError::Setting { variable: env::FAULTS, message: e.to_string() })
-                })
-                .collect::<Result<_, _>>()?,
-        };
-        Ok(TargetConfig::Loopback { faults })
     }
 
-    /// Why a target of this config cannot run scenarios with `feature`, if it cannot.
-    pub fn lacks(&self, feature: Feature) -> Option<String> {
-        let has_client_certificate = !matches!(self, TargetConfig::Cluster { client_certificate: None, .. });
-        missing(feature, has_client_certificate)
+    /// Why no installation of this config can run a scenario with `features`, if none can.
+    pub fn lacks(&self, features: &[Feature]) -> Option<String> {
+        choose(&self.installations(), features).err()
     }
 
     /// One line for run headers: what is being tested.
     pub fn describe(&self) -> String {
         match self {
-            TargetConfig::Loopback { faults } if faults.is_empty() => "built-in loopback cluster".into(),
-            TargetConfig::Loopback { faults } => {
+            TargetConfig::Loopback { faults, .. } if faults.is_empty() => "built-in loopback cluster".into(),
+            TargetConfig::Loopback { faults, .. } => {
                 let names: Vec<&str> = faults.iter().map(|f| f.name()).collect();
                 format!("built-in loopback cluster with faults: {}", names.join(", "))
             }
-            TargetConfig::Cluster { kubeconfig, context, proxy, .. } => format!(
-                "cluster from {} (context {}), proxy {proxy}",
+            TargetConfig::Cluster { kubeconfig, context, proxy, installation } => format!(
+                "cluster from {} (context {}), proxy {proxy}; {}",
                 kubeconfig.as_ref().map_or("the default kubeconfig".into(), |p| p.display().to_string()),
                 context.as_deref().unwrap_or("current"),
+                installation.describe(),
             ),
         }
     }
 }
 
-/// A connected target, owning the loopback cluster when there is one.
+/// A connected target: one [`Target`] per installation, owning the loopback clusters when
+/// there are some.
 pub struct Environment {
-    pub target: Target,
-    loopback: Option<Loopback>,
+    /// In the order of [`TargetConfig::installations`].
+    pub targets: Vec<Target>,
+    loopbacks: Vec<Loopback>,
 }
 
 impl Environment {
-    /// Starts loopback if asked, connects to the cluster and checks that it answers.
+    /// Starts loopback if asked, connects to the cluster and checks that it answers, and
+    /// writes the installation's client certificate Secret when it has one.
     ///
     /// # Errors
     /// Loopback cannot start, the cluster does not answer, the proxy address does not resolve.
     pub async fn connect(config: &TargetConfig, settings: RunSettings) -> Result<Self, TargetError> {
         let run_id = run_id();
-        let (cluster, proxy, secret, loopback) = match config {
-            TargetConfig::Loopback { faults } => {
-                let secret = SecretRef::default_client_certificate();
-                let mut loopback_config = LoopbackConfig { faults: faults.clone(), ..Default::default() };
-                loopback_config.tls.envoy_client_certificate =
-                    Some(SecretName { name: secret.name.clone(), namespace: secret.namespace.clone() });
-                let loopback = Loopback::start(loopback_config).await?;
-                let cluster = ClusterClient::connect(Some(loopback.kubeconfig()), None).await?;
-                let proxy = loopback.proxy_address();
-                (cluster, proxy, Some(secret), Some(loopback))
+        let mut environment = Environment { targets: Vec::new(), loopbacks: Vec::new() };
+        for installation in config.installations() {
+            match environment.add(config, installation, &run_id, &settings).await {
+                Ok(target) => environment.targets.push(target),
+                Err(e) => {
+                    environment.shutdown().await;
+                    return Err(e);
+                }
             }
-            TargetConfig::Cluster { kubeconfig, context, proxy, client_certificate } => {
-                let cluster = ClusterClient::connect(kubeconfig.as_deref(), context.as_deref()).await?;
-                (cluster, resolve(proxy).await?, client_certificate.clone(), None)
+        }
+        Ok(environment)
+    }
+
+    async fn add(
+        &mut self,
+        config: &TargetConfig,
+        installation: Installation,
+        run_id: &str,
+        settings: &RunSettings,
+    ) -> Result<Target, TargetError> {
+        let (cluster, proxy) = match config {
+            TargetConfig::Loopback { faults, .. } => {
+                let loopback = Loopback::start(loopback_config(&installation, faults)).await?;
+                let kubeconfig = loopback.kubeconfig().to_owned();
+                let proxy = loopback.proxy_address();
+                self.loopbacks.push(loopback);
+                (ClusterClient::connect(Some(&kubeconfig), None).await?, proxy)
+            }
+            TargetConfig::Cluster { kubeconfig, context, proxy, .. } => {
+                (ClusterClient::connect(kubeconfig.as_deref(), context.as_deref()).await?, resolve(proxy).await?)
             }
         };
-        let client_certificate = match secret {
+        let client_certificate = match &installation.client_certificate {
             None => None,
             Some(secret) => {
-                let install = InstallClientCertificate::generate(secret)
+                let install = InstallClientCertificate::generate(secret.clone())
                     .map_err(|e| TargetError::Setting { variable: env::CLIENT_CERT_SECRET, message: e.to_string() })?;
                 install.write(&cluster, install.original()).await?;
                 Some(Arc::new(install))
             }
         };
-        let target = Target { cluster, proxy, run_id, settings, client_certificate };
-        Ok(Environment { target, loopback })
+        Ok(Target {
+            cluster,
+            proxy,
+            run_id: run_id.to_string(),
+            settings: settings.clone(),
+            installation,
+            client_certificate,
+        })
+    }
+
+    /// Distinguishes this run's namespaces and host names from any other run's.
+    pub fn run_id(&self) -> &str {
+        self.targets.first().map_or("", |t| t.run_id.as_str())
+    }
+
+    /// Runs `scenario` on the first installation that has every feature it needs; with none,
+    /// it is skipped with the first installation's reason.
+    pub async fn run(&self, scenario: &LoadedScenario, observer: &dyn Observer) -> ScenarioOutcome {
+        let installations: Vec<Installation> = self.targets.iter().map(|t| t.installation.clone()).collect();
+        let index = choose(&installations, &scenario.scenario.features).unwrap_or(0);
+        run_scenario(&self.targets[index], scenario, observer).await
     }
 
     /// Stops loopback, if this environment started it.
     pub async fn shutdown(self) {
-        if let Some(loopback) = self.loopback {
+        for loopback in self.loopbacks {
             loopback.shutdown().await;
         }
     }
 }
 
-/// Why an installation with (or without) a client certificate cannot run scenarios with
-/// `feature`, if it cannot: the one place the install-wide features are decided.
-pub fn missing(feature: Feature, has_client_certificate: bool) -> Option<String> {
-    match feature {
-        Feature::EnvoyClientCertificate if !has_client_certificate => {
-            Some(format!("the installation has no Envoy client certificate (set {})", env::CLIENT_CERT_SECRET))
-        }
-        _ => None,
-    }
+/// The index of the first installation that can run a scenario with `features`, or why the
+/// first cannot.
+fn choose(installations: &[Installation], features: &[Feature]) -> Result<usize, String> {
+    installations
+        .iter()
+        .position(|i| i.lacks_any(features).is_none())
+        .ok_or_else(|| installations.first().and_then(|i| i.lacks_any(features)).unwrap_or_default())
+}
+
+fn loopback_config(installation: &Installation, faults: &[Fault]) -> LoopbackConfig {
+    let mut config = LoopbackConfig { faults: faults.to_vec(), ..Default::default() };
+    config.tls.envoy_client_certificate = installation
+        .client_certificate
+        .as_ref()
+        .map(|secret| SecretName { name: secret.name.clone(), namespace: secret.namespace.clone() });
+    // Like Contour's shipped config, an installation at the defaults sets no limits at all.
+    let (minimum, maximum) = installation.upstream_tls;
+    let defaults = Installation::default().upstream_tls;
+    let limits = &mut config.cluster.upstream_tls;
+    limits.minimum_protocol_version = (minimum != defaults.0).then_some(minimum);
+    limits.maximum_protocol_version = (maximum != defaults.1).then_some(maximum);
+    config
 }
 
 async fn resolve(address: &str) -> Result<SocketAddr, TargetError> {
@@ -217,12 +266,45 @@ mod tests {
     use super::*;
 
     #[test]
-    fn client_certificate_scenarios_need_a_configured_secret() {
-        let without = TargetConfig::Cluster { kubeconfig: None, context: None, proxy: "p:80".into(), client_certificate: None };
-        let reason = without.lacks(Feature::EnvoyClientCertificate).unwrap();
-        assert!(reason.contains(env::CLIENT_CERT_SECRET), "{reason}");
-        assert!(without.lacks(Feature::UpstreamTls).is_none());
-        let loopback = TargetConfig::Loopback { faults: Vec::new() };
-        assert!(loopback.lacks(Feature::EnvoyClientCertificate).is_none(), "loopback always has one");
+    fn loopback_configs_set_only_the_limits_that_differ_from_the_defaults() {
+        let [standard, restricted] = loopback_installations();
+        let config = loopback_config(&standard, &[]);
+        assert!(config.cluster.upstream_tls.minimum_protocol_version.is_none());
+        assert!(config.cluster.upstream_tls.maximum_protocol_version.is_none());
+        assert!(config.tls.envoy_client_certificate.is_some());
+        let config = loopback_config(&restricted, &[Fault::SkipCaVerification]);
+        assert!(config.cluster.upstream_tls.minimum_protocol_version.is_none());
+        assert_eq!(config.cluster.upstream_tls.maximum_protocol_version, Some(TlsVersion::V1_2));
+        assert!(config.tls.envoy_client_certificate.is_none());
+        assert_eq!(config.faults, vec![Fault::SkipCaVerification]);
+    }
+
+    #[test]
+    fn scenarios_go_to_the_first_installation_that_can_run_them() {
+        let loopback = TargetConfig::Loopback { faults: Vec::new(), exempt: Vec::new() };
+        let installations = loopback.installations();
+        assert_eq!(choose(&installations, &[Feature::UpstreamTls]), Ok(0));
+        assert_eq!(choose(&installations, &[Feature::EnvoyClientCertificate]), Ok(0));
+        assert_eq!(choose(&installations, &[Feature::NoEnvoyClientCertificate]), Ok(1));
+        assert_eq!(choose(&installations, &[Feature::UpstreamTlsMaximum12]), Ok(1));
+        let impossible = [Feature::EnvoyClientCertificate, Feature::UpstreamTlsMaximum12];
+        assert_eq!(
+            choose(&installations, &impossible),
+            Err("the installation's upstream TLS maximum is 1.3, not 1.2".into())
+        );
+        assert!(
+            loopback.lacks(&[Feature::NoEnvoyClientCertificate]).is_none(),
+            "loopback runs every install-wide feature"
+        );
+
+        let cluster = TargetConfig::Cluster {
+            kubeconfig: None,
+            context: None,
+            proxy: "p:80".into(),
+            installation: Installation::default(),
+        };
+        let reason = cluster.lacks(&[Feature::EnvoyClientCertificate]).unwrap();
+        assert_eq!(reason, "the installation has no Envoy client certificate");
+        assert!(cluster.lacks(&[Feature::UpstreamTls, Feature::UpstreamTlsDefaultVersions]).is_none());
     }
 }

@@ -17,7 +17,7 @@ const BODY_LIMIT: usize = 2048;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What came back for one request.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
 pub struct Answer {
     pub request_id: String,
     /// `None` when no HTTP response arrived at all.
@@ -120,6 +120,11 @@ pub fn check(expect: &ResponseExpectation, answer: &Answer) -> Result<(), Mismat
     {
         return Err(Mismatch(format!("expected a body starting with {prefix:?}, got {}", answer.summary())));
     }
+    if let Some(text) = &expect.body_contains
+        && !answer.body.contains(text.as_str())
+    {
+        return Err(Mismatch(format!("expected a body containing {text:?}, got {}", answer.summary())));
+    }
     match (wants_backend(expect), &answer.echo) {
         (Some(true), None) => {
             return Err(Mismatch(format!("expected the backend to answer, got {}", answer.summary())));
@@ -171,6 +176,7 @@ fn check_echo(want: &BackendExpectation, echo: &BackendEcho) -> Result<(), Misma
 pub fn expand_expectation(bindings: &Bindings, expect: &ResponseExpectation) -> Result<ResponseExpectation, Unbound> {
     let mut out = expect.clone();
     out.body_starts_with = bindings.expand_option(&expect.body_starts_with)?;
+    out.body_contains = bindings.expand_option(&expect.body_contains)?;
     if let Some(backend) = &mut out.backend {
         for field in [
             &mut backend.name,
@@ -301,6 +307,22 @@ mod tests {
         assert!(check(&expect, &answer(503, false)).is_ok());
         assert!(check(&expect, &answer(404, false)).is_err());
         assert!(check(&expect, &answer(503, true)).is_err());
+    }
+
+    #[test]
+    fn body_text_must_be_contained() {
+        let expect = ResponseExpectation {
+            status: StatusCodes(vec![400]),
+            body_contains: Some("No required SSL certificate".into()),
+            ..Default::default()
+        };
+        let mut refused = answer(400, false);
+        refused.body = "<html><head><title>400 No required SSL certificate was sent</title>".into();
+        assert!(check(&expect, &refused).is_ok());
+        let mut plain = answer(400, false);
+        plain.body = "<title>400 The plain HTTP request was sent to HTTPS port</title>".into();
+        let err = check(&expect, &plain).unwrap_err();
+        assert!(err.0.starts_with("expected a body containing \"No required SSL certificate\""), "{err:?}");
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -13,11 +13,12 @@ use tokio::sync::RwLock;
 
 use std::time::Instant;
 
+use harness::config::RunPlan;
 use harness::report::{RunInfo, RunReport, write_all};
-use harness::runner::{RunSettings, ScenarioOutcome, run_scenario};
+use harness::runner::ScenarioOutcome;
 use harness::scenario::{LoadedScenario, load_dir};
 use harness::suite;
-use harness::target::{Environment, TargetConfig, env};
+use harness::target::{Environment, env};
 use libtest_mimic::{Arguments, Failed, Trial};
 
 /// Scenarios block little CPU: most of their time is waiting on the cluster and the proxy.
@@ -49,10 +50,11 @@ fn main() {
         install: Arc::default(),
         outcomes: Arc::default(),
     };
-    let config = TargetConfig::from_env();
+    let plan = RunPlan::from_env();
     let started = (Instant::now(), time::OffsetDateTime::now_utc());
 
-    let scenarios: Vec<Arc<LoadedScenario>> = match load_dir(&dir) {
+    let selection = plan.as_ref().map(|p| p.selection.clone()).unwrap_or_default();
+    let catalog: Vec<Arc<LoadedScenario>> = match load_dir(&dir) {
         Ok(scenarios) => scenarios.into_iter().map(Arc::new).collect(),
         Err(errors) => {
             let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
@@ -60,26 +62,22 @@ fn main() {
             libtest_mimic::run(&args, vec![trial]).exit();
         }
     };
-    let trials = scenarios
+    let trials = catalog
         .iter()
+        .filter(|s| selection.includes(s))
         .map(|scenario| {
-            let ignored =
-                config.as_ref().ok().is_some_and(|c| scenario.scenario.features.iter().any(|f| c.lacks(*f).is_some()));
+            let ignored = plan.as_ref().ok().is_some_and(|p| p.target.lacks(&scenario.scenario.features).is_some());
             trial(scenario.clone(), run.clone()).with_ignored_flag(ignored)
         })
         .collect();
     let conclusion = libtest_mimic::run(&args, trials);
     let environment = Arc::into_inner(run.environment).and_then(OnceLock::into_inner);
     if let Some(Ok(environment)) = environment {
-        let info = RunInfo {
-            target: config.map(|c| c.describe()).unwrap_or_default(),
-            run_id: environment.target.run_id.clone(),
-            started_at: started.1,
-            wall_time: started.0.elapsed(),
-        };
+        let plan = plan.as_ref().expect("the environment started, so the plan is valid");
+        let info = RunInfo::new(plan, environment.run_id(), started);
         run.runtime.block_on(environment.shutdown());
         let outcomes = run.outcomes.lock().unwrap_or_else(|e| e.into_inner());
-        let loaded: Vec<&LoadedScenario> = scenarios.iter().map(|s| s.as_ref()).collect();
+        let loaded: Vec<&LoadedScenario> = catalog.iter().map(|s| s.as_ref()).collect();
         let report = RunReport::new(info, &loaded, &outcomes);
         let reports = std::env::var_os(env::REPORTS).map_or_else(suite::default_reports_dir, Into::into);
         match write_all(&report, &reports) {
@@ -98,18 +96,18 @@ fn trial(scenario: Arc<LoadedScenario>, run: Run) -> Trial {
             // One trial starts the target; the others wait for it.
             let _guard = run.start.lock().unwrap_or_else(|e| e.into_inner());
             run.environment.get_or_init(|| {
-                let target = TargetConfig::from_env().map_err(|e| e.to_string())?;
-                run.runtime.block_on(Environment::connect(&target, RunSettings::default())).map_err(|e| e.to_string())
+                let plan = RunPlan::from_env()?;
+                run.runtime.block_on(Environment::connect(&plan.target, plan.settings)).map_err(|e| e.to_string())
             })
         };
         let environment = environment.as_ref().map_err(|e| Failed::from(format!("environment: {e}")))?;
         let outcome = run.runtime.block_on(async {
             if scenario.scenario.exclusive() {
                 let _alone = run.install.write().await;
-                run_scenario(&environment.target, &scenario).await
+                environment.run(&scenario, &()).await
             } else {
                 let _shared = run.install.read().await;
-                run_scenario(&environment.target, &scenario).await
+                environment.run(&scenario, &()).await
             }
         });
         let verdict = match &outcome.failure {

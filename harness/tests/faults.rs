@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use harness::runner::{RunSettings, ScenarioOutcome, run_scenario};
+use harness::runner::{RunSettings, ScenarioOutcome};
 use harness::scenario::load_file;
 use harness::suite::default_scenario_dir;
 use harness::target::{Environment, TargetConfig};
@@ -16,10 +16,11 @@ async fn run_with_fault(fault: Fault, scenario: &str) -> ScenarioOutcome {
     harness::init_crypto();
     let loaded = load_file(&default_scenario_dir().join(scenario)).expect("catalog scenarios load");
     let settings = RunSettings { traffic_limit: Duration::from_secs(5), ..Default::default() };
-    let environment = Environment::connect(&TargetConfig::Loopback { faults: vec![fault] }, settings)
-        .await
-        .expect("loopback starts (is nginx installed?)");
-    let outcome = run_scenario(&environment.target, &loaded).await;
+    let environment =
+        Environment::connect(&TargetConfig::Loopback { faults: vec![fault], exempt: Vec::new() }, settings)
+            .await
+            .expect("loopback starts (is nginx installed?)");
+    let outcome = environment.run(&loaded, &()).await;
     environment.shutdown().await;
     assert!(outcome.cleanup_error.is_none(), "{:?}", outcome.cleanup_error);
     outcome

@@ -73,15 +73,19 @@ pub enum Fault {
     ClientCertificateSecretOptional,
     /// N1: the validation subjectName is sent as SNI.
     SubjectNameAsSni,
+    /// C5: with no client certificate configured, the proxy presents a self-signed one anyway.
+    FallbackClientCertificate,
     /// N2: without install-wide limits the proxy requires TLS 1.3 instead of allowing 1.2.
     DefaultMinimumTls13,
+    /// N2: the install-wide minimum and maximum TLS versions are ignored.
+    IgnoreUpstreamTlsLimits,
     /// N3: Ingress backends are always spoken to in plaintext.
     IngressIgnoresUpstreamProtocol,
 }
 
 impl Fault {
     /// Every fault, in documentation order.
-    pub const ALL: [Fault; 31] = [
+    pub const ALL: [Fault; 33] = [
         Fault::IgnoreUpstreamProtocolAnnotation,
         Fault::AnnotationMatchesTargetPort,
         Fault::HonourLegacyAnnotation,
@@ -110,8 +114,10 @@ impl Fault {
         Fault::NeverPresentClientCertificate,
         Fault::StaleClientCertificate,
         Fault::ClientCertificateSecretOptional,
+        Fault::FallbackClientCertificate,
         Fault::SubjectNameAsSni,
         Fault::DefaultMinimumTls13,
+        Fault::IgnoreUpstreamTlsLimits,
         Fault::IngressIgnoresUpstreamProtocol,
     ];
 
@@ -148,6 +154,8 @@ impl Fault {
             Fault::ClientCertificateSecretOptional => "client-certificate-secret-optional",
             Fault::SubjectNameAsSni => "subject-name-as-sni",
             Fault::DefaultMinimumTls13 => "default-minimum-tls-1.3",
+            Fault::IgnoreUpstreamTlsLimits => "ignore-upstream-tls-limits",
+            Fault::FallbackClientCertificate => "fallback-client-certificate",
             Fault::IngressIgnoresUpstreamProtocol => "ingress-ignores-upstream-protocol",
         }
     }
@@ -184,7 +192,8 @@ impl Fault {
             Fault::StaleClientCertificate => "C2",
             Fault::ClientCertificateSecretOptional => "C4",
             Fault::SubjectNameAsSni => "N1",
-            Fault::DefaultMinimumTls13 => "N2",
+            Fault::DefaultMinimumTls13 | Fault::IgnoreUpstreamTlsLimits => "N2",
+            Fault::FallbackClientCertificate => "C5",
             Fault::IngressIgnoresUpstreamProtocol => "N3",
         }
     }
@@ -233,6 +242,10 @@ impl Fault {
             Fault::SubjectNameAsSni => "the validation subjectName is sent as SNI",
             Fault::DefaultMinimumTls13 => {
                 "without install-wide limits the proxy requires TLS 1.3 instead of allowing 1.2"
+            }
+            Fault::IgnoreUpstreamTlsLimits => "the install-wide minimum and maximum TLS versions are ignored",
+            Fault::FallbackClientCertificate => {
+                "with no client certificate configured, the proxy presents a self-signed one anyway"
             }
             Fault::IngressIgnoresUpstreamProtocol => "Ingress backends are always spoken to in plaintext",
         }
@@ -333,12 +346,40 @@ pub struct UpstreamTlsConfig {
 }
 
 /// A TLS protocol version as Contour's config spells it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
 pub enum TlsVersion {
     #[serde(rename = "1.2")]
     V1_2,
     #[serde(rename = "1.3")]
     V1_3,
+}
+
+impl TlsVersion {
+    /// `1.2` or `1.3`.
+    pub fn name(self) -> &'static str {
+        match self {
+            TlsVersion::V1_2 => "1.2",
+            TlsVersion::V1_3 => "1.3",
+        }
+    }
+}
+
+impl fmt::Display for TlsVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for TlsVersion {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "1.2" => Ok(TlsVersion::V1_2),
+            "1.3" => Ok(TlsVersion::V1_3),
+            _ => Err(format!("unknown TLS version {s:?} (expected 1.2 or 1.3)")),
+        }
+    }
 }
 
 /// A loopback config file that could not be read.

@@ -4,6 +4,9 @@
 //!
 //! Private keys never reach a report: every rendered text passes through [`redact`].
 
+pub mod certification;
+pub mod diagnostics;
+pub mod html;
 pub mod json;
 pub mod junit;
 pub mod markdown;
@@ -11,32 +14,55 @@ pub mod markdown;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::runner::{ScenarioOutcome, StepOutcome};
+use crate::config::{Implementation, RunPlan};
+use crate::runner::{Diagnostics, ScenarioOutcome, StepOutcome};
 use crate::scenario::{Feature, LoadedScenario, Profile};
 use crate::traffic::Answer;
 
 /// Names the JSON format; bumped on incompatible changes.
 pub const REPORT_FORMAT: &str = "upstream-tls-conformance/report/v1";
 
+/// The version of the contract (CONTRACT.md) the catalog certifies: the Contour release whose
+/// behaviour it describes.
+pub const CONTRACT_VERSION: &str = "contour-v1.33.6";
+
 /// Everything known about one run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RunReport {
     pub format: &'static str,
     pub harness_version: &'static str,
-    /// What was tested, as the run header says it.
+    pub contract_version: &'static str,
+    /// Who was tested.
+    pub implementation: Implementation,
+    /// Where, as the run header says it.
     pub target: String,
+    /// The installations scenarios ran on (loopback runs two).
+    pub installations: Vec<String>,
+    /// The name of the configuration under test.
+    pub mode: String,
+    /// Features the implementation does not claim.
+    pub unsupported_features: Vec<Feature>,
     pub run_id: String,
     /// RFC 3339.
     pub started_at: String,
     pub wall_time_seconds: f64,
     pub totals: Totals,
     pub scenarios: Vec<ScenarioReport>,
+    /// Catalog scenarios this run did not select (filters, `--skip`), by profile.
+    pub not_selected: Vec<NotSelected>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct NotSelected {
+    pub name: String,
+    pub profile: Profile,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct Totals {
     pub passed: usize,
     pub failed: usize,
@@ -52,7 +78,7 @@ impl Totals {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum Verdict {
     Passed,
@@ -60,7 +86,7 @@ pub enum Verdict {
     Skipped,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ScenarioReport {
     pub name: String,
@@ -74,6 +100,8 @@ pub struct ScenarioReport {
     pub verdict: Verdict,
     pub duration_seconds: f64,
     pub namespace: String,
+    /// The installation it ran on, or was skipped by.
+    pub installation: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skip_reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -81,9 +109,15 @@ pub struct ScenarioReport {
     pub steps: Vec<StepReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cleanup_error: Option<String>,
+    /// For failures: evidence from the cluster, also written to [`diagnostics_file`](Self::diagnostics_file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diagnostics: Option<Diagnostics>,
+    /// The diagnostics page, relative to the report directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diagnostics_file: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FailureReport {
     /// 1-based; absent for set-up.
@@ -94,7 +128,7 @@ pub struct FailureReport {
     pub answers: Vec<Answer>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StepReport {
     pub index: usize,
@@ -106,15 +140,36 @@ pub struct StepReport {
 
 /// Run-wide facts that are not in the outcomes.
 pub struct RunInfo {
+    pub implementation: Implementation,
     pub target: String,
+    pub installations: Vec<String>,
+    pub unsupported_features: Vec<Feature>,
     pub run_id: String,
     pub started_at: time::OffsetDateTime,
     pub wall_time: Duration,
 }
 
+impl RunInfo {
+    /// The facts of a run of `plan` that started at `started`.
+    pub fn new(plan: &RunPlan, run_id: &str, started: (std::time::Instant, time::OffsetDateTime)) -> Self {
+        let installations = plan.target.installations();
+        RunInfo {
+            implementation: plan.implementation.clone(),
+            target: plan.target.describe(),
+            unsupported_features: installations.first().map(|i| i.exempt.clone()).unwrap_or_default(),
+            installations: installations.iter().map(|i| i.describe()).collect(),
+            run_id: run_id.to_string(),
+            started_at: started.1,
+            wall_time: started.0.elapsed(),
+        }
+    }
+}
+
 impl RunReport {
-    /// The model of a run: `outcomes` matched to their `scenarios` by name.
-    pub fn new(info: RunInfo, scenarios: &[&LoadedScenario], outcomes: &[ScenarioOutcome]) -> Self {
+    /// The model of a run: `outcomes` matched to their scenarios by name; the `catalog`
+    /// scenarios with no outcome were not selected.
+    pub fn new(info: RunInfo, catalog: &[&LoadedScenario], outcomes: &[ScenarioOutcome]) -> Self {
+        let scenarios = catalog;
         let reports: Vec<ScenarioReport> = outcomes
             .iter()
             .map(|o| scenario_report(o, scenarios.iter().copied().find(|s| s.name() == o.name)))
@@ -123,12 +178,23 @@ impl RunReport {
         RunReport {
             format: REPORT_FORMAT,
             harness_version: env!("CARGO_PKG_VERSION"),
+            contract_version: CONTRACT_VERSION,
+            mode: info.implementation.mode.clone(),
+            implementation: info.implementation,
             target: info.target,
+            installations: info.installations,
+
+            unsupported_features: info.unsupported_features,
             run_id: info.run_id,
             started_at: info.started_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
             wall_time_seconds: info.wall_time.as_secs_f64(),
             totals,
             scenarios: reports,
+            not_selected: catalog
+                .iter()
+                .filter(|s| !outcomes.iter().any(|o| o.name == s.name()))
+                .map(|s| NotSelected { name: s.name().to_string(), profile: s.scenario.profile() })
+                .collect(),
         }
     }
 }
@@ -155,6 +221,7 @@ fn scenario_report(outcome: &ScenarioOutcome, loaded: Option<&LoadedScenario>) -
         verdict,
         duration_seconds: outcome.duration.as_secs_f64(),
         namespace: outcome.namespace.clone(),
+        installation: outcome.installation.clone(),
         skip_reason: outcome.skipped.clone(),
         failure: outcome.failure.as_ref().map(|f| FailureReport {
             step: f.step,
@@ -164,6 +231,8 @@ fn scenario_report(outcome: &ScenarioOutcome, loaded: Option<&LoadedScenario>) -
         }),
         steps: outcome.steps.iter().map(step_report).collect(),
         cleanup_error: outcome.cleanup_error.clone(),
+        diagnostics: outcome.diagnostics.clone(),
+        diagnostics_file: outcome.diagnostics.as_ref().map(|_| diagnostics::file_name(&outcome.name)),
     }
 }
 
@@ -186,27 +255,43 @@ pub enum ReportError {
     Junit(String),
 }
 
-/// Writes `junit.xml`, `report.json` and `summary.md` into `dir` (created if needed).
+/// Writes `junit.xml`, `report.json`, `summary.md`, `report.html`, `certification.yaml` and a
+/// `diagnostics/<scenario>.md` per failed scenario into `dir` (created if needed; diagnostics
+/// of earlier runs are removed).
 ///
 /// # Errors
 /// A file cannot be written, or JUnit rendering fails.
 pub fn write_all(report: &RunReport, dir: &Path) -> Result<Vec<PathBuf>, ReportError> {
+    let diagnostics_dir = dir.join("diagnostics");
+    if diagnostics_dir.exists() {
+        std::fs::remove_dir_all(&diagnostics_dir)
+            .map_err(|source| ReportError::Write { path: diagnostics_dir.clone(), source })?;
+    }
+    let pages = report.scenarios.iter().filter_map(|s| {
+        let page = diagnostics::render(s)?;
+        Some((diagnostics::file_name(&s.name), page))
+    });
     let files = [
         ("junit.xml", junit::render(report).map_err(ReportError::Junit)?),
         ("report.json", json::render(report)),
         ("summary.md", markdown::render(report)),
+        ("report.html", html::render(report)),
+        ("certification.yaml", certification::render(report)),
     ];
-    std::fs::create_dir_all(dir).map_err(|source| ReportError::Write { path: dir.to_owned(), source })?;
+    let files = files.into_iter().map(|(name, text)| (name.to_string(), text)).chain(pages);
     let mut written = Vec::new();
     for (name, text) in files {
         let path = dir.join(name);
+        let parent = path.parent().unwrap_or(dir);
+        std::fs::create_dir_all(parent).map_err(|source| ReportError::Write { path: parent.to_owned(), source })?;
         std::fs::write(&path, redact(&text)).map_err(|source| ReportError::Write { path: path.clone(), source })?;
         written.push(path);
     }
     Ok(written)
 }
 
-/// `text` with every PEM private key block replaced (a block with no end: to the end).
+/// `text` with every PEM private key block replaced (a block cut short, with no end marker:
+/// up to the first line that is not base64).
 pub fn redact(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -222,10 +307,36 @@ pub fn redact(text: &str) -> String {
         out.push_str(&rest[..start]);
         out.push_str("[private key redacted]");
         let end_marker = format!("-----END {label}-----");
-        rest = after.find(&end_marker).map_or("", |end| &after[end + end_marker.len()..]);
+        rest = match after.find(&end_marker) {
+            Some(end) => &after[end + end_marker.len()..],
+            None => after_key_lines(&after[label_len + "-----".len()..]),
+        };
     }
     out.push_str(rest);
     out
+}
+
+/// `text` after the key material a truncated key block starts with: on the marker's line,
+/// base64 (with `\n` escapes, as in JSON strings); then every whole base64 line.
+fn after_key_lines(text: &str) -> &str {
+    let is_base64 = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=');
+    let mut rest = text;
+    while let Some(next) = rest.strip_prefix("\\n").or_else(|| rest.strip_prefix(is_base64)) {
+        rest = next;
+    }
+    if !rest.starts_with(['\n', '\r']) {
+        return rest;
+    }
+    let mut first = true;
+    for line in rest.split_inclusive('\n') {
+        let whole_base64 = line.trim_end().chars().all(is_base64) && (first || !line.trim().is_empty());
+        if !whole_base64 {
+            break;
+        }
+        rest = &rest[line.len()..];
+        first = false;
+    }
+    rest
 }
 
 #[cfg(test)]
@@ -242,6 +353,7 @@ pub(crate) mod tests {
             name: name.into(),
             path: "scenarios/validation/demo.yaml".into(),
             namespace: format!("utls-{name}-r1"),
+            installation: "no Envoy client certificate, upstream TLS 1.2-1.3".into(),
             duration: Duration::from_millis(1500),
             steps: vec![StepOutcome {
                 index: 1,
@@ -253,6 +365,7 @@ pub(crate) mod tests {
             failure: None,
             skipped: None,
             cleanup_error: None,
+            diagnostics: None,
         };
         let mut failed = outcome("broken");
         failed.failure = Some(Failure {
@@ -262,10 +375,26 @@ pub(crate) mod tests {
                 .into(),
             answers: Vec::new(),
         });
+        failed.diagnostics = Some(Diagnostics {
+            objects: vec![serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "backend-ca"}, "data": {"ca.crt": "<redacted, 12 characters>"}})],
+            logs: vec![crate::runner::PodLog { pod: "broken-7d9f".into(), text: "{\"requestId\":\"r1\"}\n".into() }],
+            problems: vec!["logs of backend other: timed out".into()],
+        });
         let mut skipped = outcome("later");
         skipped.skipped = Some("the installation has no Envoy client certificate".into());
         let info = RunInfo {
+            implementation: Implementation {
+                organization: "example".into(),
+                project: "proxy".into(),
+                url: "https://example.test/proxy".into(),
+                version: "v1.0.0".into(),
+                contact: vec!["@example/maintainers".into()],
+                mode: "default".into(),
+            },
             target: "built-in loopback cluster".into(),
+            installations: vec!["no Envoy client certificate, upstream TLS 1.2-1.3".into()],
+            unsupported_features: vec![Feature::Ingress],
             run_id: "r1".into(),
             started_at: time::OffsetDateTime::UNIX_EPOCH,
             wall_time: Duration::from_secs(2),
@@ -287,13 +416,25 @@ pub(crate) mod tests {
         let report = sample();
         let dir = std::env::temp_dir().join(format!("utls-report-test-{}", std::process::id()));
         let files = write_all(&report, &dir).unwrap();
-        assert_eq!(files.len(), 3);
+        assert_eq!(files.len(), 6);
+        assert!(dir.join("diagnostics/broken.md").is_file());
         for file in files {
             let text = std::fs::read_to_string(&file).unwrap();
             assert!(!text.contains("PRIVATE KEY") && !text.contains("MIIB"), "{} leaks a key:\n{text}", file.display());
-            assert!(text.contains("redacted"), "{} lost the failure", file.display());
+            // The certification report names failed scenarios without their messages.
+            if !file.ends_with("certification.yaml") {
+                assert!(text.contains("redacted"), "{} lost the failure", file.display());
+            }
         }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_key_cut_short_is_redacted_up_to_the_text_after_it() {
+        let text = "got 400 -----BEGIN PRIVATE KEY-----\nMIIB\nAAAA==\n| next | row |\n";
+        assert_eq!(redact(text), "got 400 [private key redacted]| next | row |\n");
+        let text = r#"body "-----BEGIN PRIVATE KEY-----\nMIIB\nAAAA..." and more"#;
+        assert_eq!(redact(text), r#"body "[private key redacted]..." and more"#);
     }
 
     #[test]

@@ -1,4 +1,6 @@
-//! Running scenarios against a [`Target`]: [`run_scenario`] yields a [`ScenarioOutcome`].
+//! Running scenarios against a [`Target`]: [`run_scenario`] yields a [`ScenarioOutcome`],
+//! telling an [`Observer`] what happens as it happens ([`Event`]: progress output listens;
+//! reports are rendered from the outcomes afterwards).
 //!
 //! One scenario = its own namespaces and virtual host, its PKI, its backends, then its steps
 //! in order ([`steps`]); the first failing step ends it, install-wide state it changed is
@@ -16,8 +18,8 @@ use serde_json::Value;
 
 use crate::cluster::ClusterClient;
 use crate::fixture;
-use crate::install::InstallClientCertificate;
-use crate::scenario::{Feature, LoadedScenario};
+use crate::install::{InstallClientCertificate, Installation};
+use crate::scenario::LoadedScenario;
 use crate::traffic::Answer;
 
 /// Limits and knobs of a run.
@@ -60,15 +62,10 @@ pub struct Target {
     /// Distinguishes this run's namespaces and host names from any other run's.
     pub run_id: String,
     pub settings: RunSettings,
+    /// Its install-wide settings.
+    pub installation: Installation,
     /// The installation's Envoy client certificate, when it has one.
     pub client_certificate: Option<Arc<InstallClientCertificate>>,
-}
-
-impl Target {
-    /// Why the target cannot run a scenario with `feature`, if it cannot.
-    pub fn lacks(&self, feature: Feature) -> Option<String> {
-        crate::target::missing(feature, self.client_certificate.is_some())
-    }
 }
 
 /// How one step went.
@@ -106,12 +103,33 @@ impl std::fmt::Display for Failure {
     }
 }
 
+/// Evidence gathered from the cluster when a scenario failed, before its namespaces went.
+#[derive(Debug, Clone, Default, serde::Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Diagnostics {
+    /// The objects the scenario applied, as the cluster had them (Secret values redacted,
+    /// managed fields removed).
+    pub objects: Vec<Value>,
+    /// The backends' pod logs: one line per request they saw.
+    pub logs: Vec<PodLog>,
+    /// What could not be gathered.
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
+pub struct PodLog {
+    pub pod: String,
+    pub text: String,
+}
+
 /// The result of one scenario.
 #[derive(Debug, Clone)]
 pub struct ScenarioOutcome {
     pub name: String,
     pub path: PathBuf,
     pub namespace: String,
+    /// The installation it ran on (or was skipped by), as [`Installation::describe`] says.
+    pub installation: String,
     pub duration: Duration,
     pub steps: Vec<StepOutcome>,
     pub failure: Option<Failure>,
@@ -119,6 +137,8 @@ pub struct ScenarioOutcome {
     pub skipped: Option<String>,
     /// Cleaning up failed (reported, but does not fail the scenario).
     pub cleanup_error: Option<String>,
+    /// Gathered when the scenario failed.
+    pub diagnostics: Option<Diagnostics>,
 }
 
 impl ScenarioOutcome {
@@ -128,8 +148,26 @@ impl ScenarioOutcome {
     }
 }
 
+/// What happens during a run, as it happens.
+#[derive(Debug, Clone, Copy)]
+pub enum Event<'a> {
+    ScenarioStarted { scenario: &'a str },
+    StepFinished { scenario: &'a str, step: &'a StepOutcome },
+    ScenarioFinished { outcome: &'a ScenarioOutcome },
+}
+
+/// Listens to [`Event`]s; called from concurrently running scenarios.
+pub trait Observer: Sync {
+    fn event(&self, event: Event<'_>);
+}
+
+/// An observer that ignores everything.
+impl Observer for () {
+    fn event(&self, _: Event<'_>) {}
+}
+
 /// Runs one scenario from set-up to clean-up.
-pub async fn run_scenario(target: &Target, loaded: &LoadedScenario) -> ScenarioOutcome {
+pub async fn run_scenario(target: &Target, loaded: &LoadedScenario, observer: &dyn Observer) -> ScenarioOutcome {
     let started = Instant::now();
     let name = loaded.name().to_string();
     let namespace = namespace_name(&name, &target.run_id);
@@ -137,21 +175,31 @@ pub async fn run_scenario(target: &Target, loaded: &LoadedScenario) -> ScenarioO
         name,
         path: loaded.path.clone(),
         namespace: namespace.clone(),
+        installation: target.installation.describe(),
         duration: Duration::ZERO,
         steps: Vec::new(),
         failure: None,
-        skipped: loaded.scenario.features.iter().find_map(|f| target.lacks(*f)),
+        skipped: target.installation.lacks_any(&loaded.scenario.features),
         cleanup_error: None,
+        diagnostics: None,
     };
-    if outcome.skipped.is_some() {
-        return outcome;
+    if outcome.skipped.is_none() {
+        observer.event(Event::ScenarioStarted { scenario: &outcome.name });
+        run(target, loaded, observer, &mut outcome).await;
+        outcome.duration = started.elapsed();
     }
-    let mut run = steps::ScenarioRun::new(target, loaded, namespace);
+    observer.event(Event::ScenarioFinished { outcome: &outcome });
+    outcome
+}
+
+async fn run(target: &Target, loaded: &LoadedScenario, observer: &dyn Observer, outcome: &mut ScenarioOutcome) {
+    let mut run = steps::ScenarioRun::new(target, loaded, outcome.namespace.clone(), observer);
     outcome.failure = run.execute().await.err();
+    if outcome.failure.is_some() {
+        outcome.diagnostics = Some(run.diagnose().await);
+    }
     outcome.cleanup_error = run.clean_up().await.err();
     outcome.steps = run.into_steps();
-    outcome.duration = started.elapsed();
-    outcome
 }
 
 /// `utls-<scenario>-<run id>`, within the 63 characters of a namespace name.

@@ -5,9 +5,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{Failure, StepOutcome, Target, status_is_current};
+use super::{Diagnostics, Event, Failure, Observer, PodLog, StepOutcome, Target, status_is_current};
 use crate::cluster::ObjectRef;
-use crate::fixture::{BackendFixture, ClientCertificateMode, TlsVersion};
+use crate::fixture::{BackendFixture, ClientCertificateMode, NAME_LABEL, TlsVersion};
 use crate::pki::{Material, Pki};
 use crate::scenario::load::INSTALL_CLIENT_CA;
 use crate::scenario::template::Bindings;
@@ -44,10 +44,18 @@ pub(super) struct ScenarioRun<'a> {
     created: Vec<String>,
     /// Set once the install-wide client certificate Secret was changed.
     install_changed: bool,
+    /// Objects applied so far, for diagnostics.
+    applied: Vec<ObjectRef>,
+    observer: &'a dyn Observer,
 }
 
 impl<'a> ScenarioRun<'a> {
-    pub(super) fn new(target: &'a Target, loaded: &'a LoadedScenario, namespace: String) -> Self {
+    pub(super) fn new(
+        target: &'a Target,
+        loaded: &'a LoadedScenario,
+        namespace: String,
+        observer: &'a dyn Observer,
+    ) -> Self {
         let extra_namespaces = loaded
             .scenario
             .namespaces
@@ -63,6 +71,8 @@ impl<'a> ScenarioRun<'a> {
             steps: Vec::new(),
             created: Vec::new(),
             install_changed: false,
+            applied: Vec::new(),
+            observer,
         }
     }
 
@@ -125,7 +135,9 @@ impl<'a> ScenarioRun<'a> {
                 ),
             };
             let passed = result.is_ok();
-            self.steps.push(StepOutcome { index: i + 1, kind, summary, duration: started.elapsed(), passed });
+            let step = StepOutcome { index: i + 1, kind, summary, duration: started.elapsed(), passed };
+            self.observer.event(Event::StepFinished { scenario: &scenario.name.value, step: &step });
+            self.steps.push(step);
             result.map_err(|(message, answers)| Failure { step: Some(i + 1), kind, message, answers })?;
         }
         Ok(())
@@ -150,14 +162,38 @@ impl<'a> ScenarioRun<'a> {
         if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
     }
 
-    async fn deploy_backends(&self, pki: &Pki) -> Result<(), Failure> {
+    /// Evidence from the cluster, gathered before clean-up when the scenario failed: the
+    /// applied objects as they are now (Secret data redacted) and the backends' pod logs.
+    pub(super) async fn diagnose(&self) -> Diagnostics {
         let cluster = &self.target.cluster;
+        let mut diagnostics = Diagnostics::default();
+        for object in &self.applied {
+            match cluster.get(object).await {
+                Ok(Some(found)) => diagnostics.objects.push(redact_object(found)),
+                Ok(None) => diagnostics.problems.push(format!("{object} no longer exists")),
+                Err(e) => diagnostics.problems.push(e.to_string()),
+            }
+        }
+        for backend in &self.loaded.scenario.backends {
+            let selector = format!("{NAME_LABEL}={}", backend.name.value);
+            match cluster.pod_logs(&self.namespace, &selector).await {
+                Ok(logs) => diagnostics.logs.extend(logs.into_iter().map(|(pod, text)| PodLog { pod, text })),
+                Err(e) => diagnostics.problems.push(format!("logs of backend {}: {e}", backend.name.value)),
+            }
+        }
+        diagnostics
+    }
+
+    async fn deploy_backends(&mut self, pki: &Pki) -> Result<(), Failure> {
+        let cluster = &self.target.cluster;
+        let mut applied = Vec::new();
         for backend in &self.loaded.scenario.backends {
             let fixture = self.fixture(backend, pki)?;
             for object in fixture.objects() {
-                cluster.apply(&object, &self.namespace).await.map_err(|e| setup_failure(e.to_string()))?;
+                applied.push(cluster.apply(&object, &self.namespace).await.map_err(|e| setup_failure(e.to_string()))?);
             }
         }
+        self.applied.extend(applied);
         for backend in &self.loaded.scenario.backends {
             cluster
                 .wait_deployment_available(&self.namespace, &backend.name.value, self.target.settings.ready_limit)
@@ -214,18 +250,28 @@ impl<'a> ScenarioRun<'a> {
         Ok(documents.into_iter().filter(|d| !d.is_null()).collect())
     }
 
-    async fn apply(&self, manifest: &str) -> Result<(), StepError> {
+    async fn apply(&mut self, manifest: &str) -> Result<(), StepError> {
         for document in self.documents(manifest)? {
-            self.target.cluster.apply(&document, &self.namespace).await.map_err(plain)?;
+            let object = self.target.cluster.apply(&document, &self.namespace).await.map_err(plain)?;
+            self.remember(object);
         }
         Ok(())
     }
 
-    async fn apply_rejected(&self, manifest: &str, message: &str) -> Result<(), StepError> {
+    fn remember(&mut self, object: ObjectRef) {
+        if !self.applied.contains(&object) {
+            self.applied.push(object);
+        }
+    }
+
+    async fn apply_rejected(&mut self, manifest: &str, message: &str) -> Result<(), StepError> {
         let mut refusals = Vec::new();
         for document in self.documents(manifest)? {
             match self.target.cluster.apply(&document, &self.namespace).await {
-                Ok(object) => refusals.push(format!("{object} was accepted")),
+                Ok(object) => {
+                    refusals.push(format!("{object} was accepted"));
+                    self.remember(object);
+                }
                 Err(e) if e.to_string().contains(message) => return Ok(()),
                 Err(e) => refusals.push(e.to_string()),
             }
@@ -385,14 +431,45 @@ fn extra_namespace_name(scenario: &str, name: &str, run_id: &str) -> String {
     format!("{}-{name}-{run_id}", prefix.trim_end_matches('-'))
 }
 
+/// `object` without its managed fields, and with every Secret value replaced by its size.
+fn redact_object(mut object: Value) -> Value {
+    if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        metadata.remove("managedFields");
+    }
+    if object["kind"] == "Secret" {
+        for field in ["data", "stringData"] {
+            if let Some(values) = object.get_mut(field).and_then(Value::as_object_mut) {
+                for value in values.values_mut() {
+                    let size = value.as_str().map_or(0, str::len);
+                    *value = Value::String(format!("<redacted, {size} characters>"));
+                }
+            }
+        }
+    }
+    object
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn extra_namespaces_keep_their_name_and_the_run_id() {
         let name = extra_namespace_name(&"x".repeat(40), "ca-store", "a1b2c3d4");
         assert!(name.len() <= 63, "{name}");
         assert!(name.ends_with("-ca-store-a1b2c3d4"), "{name}");
+    }
+
+    #[test]
+    fn secrets_lose_their_values_and_objects_their_managed_fields() {
+        let secret = json!({"kind": "Secret", "metadata": {"name": "s", "managedFields": [{}]},
+            "data": {"tls.key": "TUlJQg=="}, "stringData": {"ca.crt": "x"}});
+        let redacted = redact_object(secret);
+        assert_eq!(redacted["data"]["tls.key"], "<redacted, 8 characters>");
+        assert_eq!(redacted["stringData"]["ca.crt"], "<redacted, 1 characters>");
+        assert!(redacted["metadata"].get("managedFields").is_none());
+        let service = json!({"kind": "Service", "metadata": {"name": "s"}, "data": {"keep": "me"}});
+        assert_eq!(redact_object(service.clone()), service);
     }
 }

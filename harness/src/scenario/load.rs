@@ -354,7 +354,9 @@ fn block_origin(source: &str, block: &Spanned<String>) -> (usize, usize) {
     (start, 0)
 }
 
-fn yaml_error(path: &Path, error: &serde_saphyr::Error, (line0, indent): (usize, usize)) -> LoadError {
+/// A serde-saphyr error as a [`LoadError`] at its position; `line0` and `indent` place a
+/// block parsed on its own inside the file (`(0, 0)` for a whole file).
+pub(crate) fn yaml_error(path: &Path, error: &serde_saphyr::Error, (line0, indent): (usize, usize)) -> LoadError {
     let mut options = serde_saphyr::RenderOptions::default();
     options.snippets = serde_saphyr::SnippetMode::Off;
     let message = error.without_snippet().render_with_options(options);

@@ -218,12 +218,19 @@ pub enum Feature {
     TlsCertificateDelegation,
     /// Contour's exact status messages (S3, S6, C4).
     ContourStatusMessages,
-    /// An install-wide Envoy client certificate (C1-C5).
+    /// An install-wide Envoy client certificate (C1-C4).
     EnvoyClientCertificate,
+    /// An installation with no Envoy client certificate configured (C5).
+    NoEnvoyClientCertificate,
+    /// An installation with the default upstream TLS versions, 1.2 to 1.3 (N2).
+    UpstreamTlsDefaultVersions,
+    /// An installation whose upstream TLS maximum is 1.2 (N2).
+    #[serde(rename = "upstream-tls-maximum-1.2")]
+    UpstreamTlsMaximum12,
 }
 
 /// Groups of features a certification reports on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Profile {
     /// What every HTTPProxy implementation must do.
@@ -245,22 +252,51 @@ impl Profile {
 }
 
 impl Feature {
+    /// Every feature, in documentation order.
+    pub const ALL: [Feature; 14] = [
+        Feature::UpstreamTls,
+        Feature::UpstreamHttp2,
+        Feature::UpstreamValidation,
+        Feature::NoEnvoyClientCertificate,
+        Feature::UpstreamTlsDefaultVersions,
+        Feature::AppProtocol,
+        Feature::LegacyAnnotationIgnored,
+        Feature::UpstreamSni,
+        Feature::Ingress,
+        Feature::CrdAdmission,
+        Feature::EnvoyClientCertificate,
+        Feature::UpstreamTlsMaximum12,
+        Feature::TlsCertificateDelegation,
+        Feature::ContourStatusMessages,
+    ];
+
     pub fn profile(self) -> Profile {
         match self {
-            Feature::UpstreamTls | Feature::UpstreamHttp2 | Feature::UpstreamValidation => Profile::Core,
+            Feature::UpstreamTls
+            | Feature::UpstreamHttp2
+            | Feature::UpstreamValidation
+            | Feature::NoEnvoyClientCertificate
+            | Feature::UpstreamTlsDefaultVersions => Profile::Core,
             Feature::AppProtocol
             | Feature::LegacyAnnotationIgnored
             | Feature::UpstreamSni
             | Feature::Ingress
             | Feature::CrdAdmission
-            | Feature::EnvoyClientCertificate => Profile::Extended,
+            | Feature::EnvoyClientCertificate
+            | Feature::UpstreamTlsMaximum12 => Profile::Extended,
             Feature::TlsCertificateDelegation | Feature::ContourStatusMessages => Profile::ContourSpecific,
         }
     }
 
     /// Whether the installation must be set up for it (and declare it).
     pub fn install_wide(self) -> bool {
-        self == Feature::EnvoyClientCertificate
+        matches!(
+            self,
+            Feature::EnvoyClientCertificate
+                | Feature::NoEnvoyClientCertificate
+                | Feature::UpstreamTlsDefaultVersions
+                | Feature::UpstreamTlsMaximum12
+        )
     }
 
     pub fn name(self) -> &'static str {
@@ -276,6 +312,9 @@ impl Feature {
             Feature::TlsCertificateDelegation => "tls-certificate-delegation",
             Feature::ContourStatusMessages => "contour-status-messages",
             Feature::EnvoyClientCertificate => "envoy-client-certificate",
+            Feature::NoEnvoyClientCertificate => "no-envoy-client-certificate",
+            Feature::UpstreamTlsDefaultVersions => "upstream-tls-default-versions",
+            Feature::UpstreamTlsMaximum12 => "upstream-tls-maximum-1.2",
         }
     }
 }
@@ -333,6 +372,9 @@ pub struct ResponseExpectation {
     /// The response body must start with this text.
     #[serde(default)]
     pub body_starts_with: Option<String>,
+    /// The response body must contain this text.
+    #[serde(default)]
+    pub body_contains: Option<String>,
     /// Whether the request reached a backend. `false` is checked on every answer and, at
     /// the end, against the backends' access logs.
     #[serde(default)]

@@ -2,7 +2,7 @@
 //! read from the Secret the config names on every rebuild, so replacing the Secret rotates
 //! the certificate the proxy presents.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -35,6 +35,21 @@ pub fn load(secrets: Secrets<'_>, config: &LoopbackConfig) -> ClientCertificateS
             "tls.envoy-client-certificate Secret \"{namespace}/{name}\" is invalid: {detail}"
         )),
     }
+}
+
+/// A self-signed certificate of the proxy's own, for [`Fault::FallbackClientCertificate`]
+/// (`None` if rcgen cannot make one).
+///
+/// [`Fault::FallbackClientCertificate`]: crate::config::Fault::FallbackClientCertificate
+pub fn fallback() -> Option<Arc<ClientCertificate>> {
+    static FALLBACK: OnceLock<Option<Arc<ClientCertificate>>> = OnceLock::new();
+    FALLBACK
+        .get_or_init(|| {
+            let certified = rcgen::generate_simple_self_signed(vec!["loopback-proxy".to_string()]).ok()?;
+            let key = PrivateKeyDer::try_from(certified.signing_key.serialize_der()).ok()?;
+            Some(Arc::new(ClientCertificate { chain: vec![certified.cert.der().clone()], key }))
+        })
+        .clone()
 }
 
 fn parse(secret: Option<&Value>) -> Result<ClientCertificate, String> {

@@ -388,6 +388,30 @@ fn n2_version_limits_come_from_the_config() {
 }
 
 #[test]
+fn n2_configured_limits_apply_unless_ignored() {
+    for (fault, versions) in [
+        (None, (TlsVersion::V1_2, TlsVersion::V1_2)),
+        (Some(Fault::IgnoreUpstreamTlsLimits), (TlsVersion::V1_2, TlsVersion::V1_3)),
+    ] {
+        let mut f = Fixture::new();
+        f.config.faults.extend(fault);
+        f.config.cluster.upstream_tls.maximum_protocol_version = Some(TlsVersion::V1_2);
+        f.tls_service().proxy("p", json!({"name": "echo", "port": 8443}));
+        assert_eq!(tls(&f.reconcile()).versions, versions, "{fault:?}");
+    }
+}
+
+#[test]
+fn c5_nothing_is_presented_without_a_configured_certificate() {
+    for (fault, attached) in [(None, false), (Some(Fault::FallbackClientCertificate), true)] {
+        let mut f = Fixture::new();
+        f.config.faults.extend(fault);
+        f.tls_service().proxy("p", json!({"name": "echo", "port": 8443}));
+        assert_eq!(tls(&f.reconcile()).client_certificate.is_some(), attached, "{fault:?}");
+    }
+}
+
+#[test]
 fn n3_ingress_gets_tls_without_validation_or_sni() {
     for (fault, is_tls) in [(None, true), (Some(Fault::IngressIgnoresUpstreamProtocol), false)] {
         let mut f = Fixture::new();

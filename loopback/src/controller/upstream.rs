@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::{Pod, Service, ServicePort};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::Context;
-use super::client_certificate::ClientCertificateState;
+use super::client_certificate::{self, ClientCertificateState};
 use super::protocol::UpstreamProtocol;
 use crate::api::kinds::{POD, SERVICE};
 use crate::config::{Fault, TlsVersion};
@@ -97,9 +97,16 @@ fn tls_settings(ctx: &Context<'_>, upstream: &UpstreamRequest<'_>) -> TlsSetting
         ClientCertificateState::Ready(certificate) if !ctx.config.has(Fault::NeverPresentClientCertificate) => {
             Some(certificate.clone())
         }
+        ClientCertificateState::NotConfigured if ctx.config.has(Fault::FallbackClientCertificate) => {
+            client_certificate::fallback()
+        }
         _ => None,
     };
-    let mut versions = ctx.config.upstream_tls_versions();
+    let mut versions = if ctx.config.has(Fault::IgnoreUpstreamTlsLimits) {
+        (TlsVersion::V1_2, TlsVersion::V1_3)
+    } else {
+        ctx.config.upstream_tls_versions()
+    };
     if ctx.config.has(Fault::DefaultMinimumTls13) && ctx.config.cluster.upstream_tls.minimum_protocol_version.is_none()
     {
         versions.0 = TlsVersion::V1_3;

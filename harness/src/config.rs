@@ -1,0 +1,454 @@
+//! The implementation config file: who is being tested (for the certification report), where
+//! its cluster and proxy are, what its installation has configured install-wide, which
+//! features it claims, which scenarios to run, and time limits.
+//!
+//! [`ImplementationConfig::load`] reads it (unknown keys are errors, with line and column);
+//! [`Overrides`] carries flags and environment variables, which win over the file;
+//! [`ImplementationConfig::resolve`] turns both into a [`RunPlan`]. `examples/implementation.yaml`
+//! shows every key.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::install::{Installation, SecretRef, TlsVersion};
+use crate::runner::RunSettings;
+use crate::scenario::load::{LoadError, yaml_error};
+use crate::scenario::{Feature, LoadedScenario};
+use crate::target::{TargetConfig, TargetError, env};
+
+/// The file, as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ImplementationConfig {
+    #[serde(default)]
+    pub implementation: Option<Implementation>,
+    #[serde(default)]
+    pub cluster: ClusterSection,
+    #[serde(default)]
+    pub installation: InstallationSection,
+    #[serde(default)]
+    pub features: FeatureSection,
+    #[serde(default)]
+    pub scenarios: ScenarioSection,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+}
+
+/// Who is being tested, as the certification report names it.
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Implementation {
+    #[serde(default)]
+    pub organization: String,
+    #[serde(default)]
+    pub project: String,
+    #[serde(default)]
+    pub url: String,
+    #[serde(default)]
+    pub version: String,
+    /// People or teams to reach about the report (GitHub handles, e-mail addresses).
+    #[serde(default)]
+    pub contact: Vec<String>,
+    /// The name of the configuration under test, when an implementation certifies several
+    /// (default `default`).
+    #[serde(default = "default_mode", skip_serializing)]
+    pub mode: String,
+}
+
+fn default_mode() -> String {
+    "default".into()
+}
+
+impl Implementation {
+    /// An implementation the config file does not describe.
+    fn unnamed() -> Self {
+        Implementation {
+            organization: String::new(),
+            project: String::new(),
+            url: String::new(),
+            version: String::new(),
+            contact: Vec::new(),
+            mode: default_mode(),
+        }
+    }
+
+    /// What a run against the built-in loopback cluster certifies: the reference controller.
+    fn loopback() -> Self {
+        Implementation {
+            organization: "upstream-tls-conformance".into(),
+            project: "loopback".into(),
+            url: String::new(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            contact: Vec::new(),
+            mode: default_mode(),
+        }
+    }
+}
+
+/// Where the cluster and the proxy are. Without `proxy`, the built-in loopback cluster runs.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClusterSection {
+    #[serde(default)]
+    pub kubeconfig: Option<PathBuf>,
+    #[serde(default)]
+    pub context: Option<String>,
+    #[serde(default)]
+    pub proxy: Option<String>,
+    #[serde(default)]
+    pub image: Option<String>,
+}
+
+/// The installation's install-wide settings (Contour's config file keys in comments).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct InstallationSection {
+    /// `NAMESPACE/NAME` (`tls.envoy-client-certificate`); the harness writes this Secret.
+    #[serde(default)]
+    pub envoy_client_certificate: Option<String>,
+    #[serde(default)]
+    pub upstream_tls: UpstreamTlsSection,
+}
+
+/// `cluster.upstream-tls`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct UpstreamTlsSection {
+    #[serde(default)]
+    pub minimum_protocol_version: Option<TlsVersion>,
+    #[serde(default)]
+    pub maximum_protocol_version: Option<TlsVersion>,
+}
+
+/// The features the implementation claims. Scenarios needing an unclaimed feature are
+/// skipped, and the certification report lists the feature as unsupported.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FeatureSection {
+    /// Only these (default: all).
+    #[serde(default)]
+    pub supported: Option<Vec<Feature>>,
+    /// Not these.
+    #[serde(default)]
+    pub exempt: Vec<Feature>,
+}
+
+/// Which scenarios to run: entries are a feature name or part of a scenario name.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ScenarioSection {
+    /// Only scenarios matching one of these (default: all).
+    #[serde(default)]
+    pub run: Vec<String>,
+    /// Not scenarios matching one of these.
+    #[serde(default)]
+    pub skip: Vec<String>,
+}
+
+/// Time limits, in seconds.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Timeouts {
+    /// For a traffic expectation to hold (default 30).
+    #[serde(default)]
+    pub traffic_seconds: Option<u64>,
+    /// For a status expectation to hold (default 30).
+    #[serde(default)]
+    pub status_seconds: Option<u64>,
+    /// For backends to become available, image pulls included (default 180).
+    #[serde(default)]
+    pub ready_seconds: Option<u64>,
+}
+
+/// Settings from flags and environment variables; each one given replaces the file's.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub proxy: Option<String>,
+    pub kubeconfig: Option<PathBuf>,
+    pub context: Option<String>,
+    pub image: Option<String>,
+    pub client_certificate: Option<SecretRef>,
+    pub min_tls_version: Option<TlsVersion>,
+    pub max_tls_version: Option<TlsVersion>,
+    pub run: Vec<String>,
+    pub skip: Vec<String>,
+    pub faults: Vec<loopback::Fault>,
+    pub keep_namespaces: bool,
+}
+
+impl Overrides {
+    /// The environment variables of [`env`], for `cargo test --test conformance`.
+    ///
+    /// # Errors
+    /// A value that does not parse, naming the variable.
+    pub fn from_env() -> Result<Self, TargetError> {
+        fn var(name: &str) -> Option<String> {
+            std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+        }
+        fn parse<T: std::str::FromStr<Err = E>, E: std::fmt::Display>(
+            variable: &'static str,
+        ) -> Result<Option<T>, TargetError> {
+            var(variable)
+                .map(|v| v.parse::<T>())
+                .transpose()
+                .map_err(|e| TargetError::Setting { variable, message: e.to_string() })
+        }
+        fn list(name: &str) -> Vec<String> {
+            var(name).map_or_else(Vec::new, |v| {
+                v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+            })
+        }
+        let faults = list(env::FAULTS)
+            .iter()
+            .map(|f| {
+                f.parse().map_err(|e: loopback::config::UnknownFault| TargetError::Setting {
+                    variable: env::FAULTS,
+                    message: e.to_string(),
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Overrides {
+            proxy: var(env::PROXY),
+            kubeconfig: var(env::KUBECONFIG).map(PathBuf::from),
+            context: var(env::CONTEXT),
+            image: var(env::IMAGE),
+            client_certificate: parse(env::CLIENT_CERT_SECRET)?,
+            min_tls_version: parse(env::MIN_TLS_VERSION)?,
+            max_tls_version: parse(env::MAX_TLS_VERSION)?,
+            run: list(env::RUN),
+            skip: list(env::SKIP),
+            faults,
+            keep_namespaces: var(env::KEEP_NAMESPACES).is_some_and(|v| v != "0" && v != "false"),
+        })
+    }
+}
+
+/// Everything a run needs, decided.
+#[derive(Debug, Clone)]
+pub struct RunPlan {
+    pub implementation: Implementation,
+    pub target: TargetConfig,
+    pub settings: RunSettings,
+    pub selection: Selection,
+}
+
+impl RunPlan {
+    /// The plan of `cargo test --test conformance`: the file [`env::CONFIG`] names, if any,
+    /// with the other variables of [`env`] on top.
+    ///
+    /// # Errors
+    /// The file or a variable has a problem.
+    pub fn from_env() -> Result<RunPlan, String> {
+        let overrides = Overrides::from_env().map_err(|e| e.to_string())?;
+        let config = match std::env::var_os(env::CONFIG).filter(|v| !v.is_empty()) {
+            Some(path) => ImplementationConfig::load(Path::new(&path)).map_err(|e| e.to_string())?,
+            None => ImplementationConfig::default(),
+        };
+        Ok(config.resolve(overrides))
+    }
+}
+
+impl ImplementationConfig {
+    /// Reads a config file.
+    ///
+    /// # Errors
+    /// The file cannot be read, or has a problem (with its line and column).
+    pub fn load(path: &Path) -> Result<Self, LoadError> {
+        let text = std::fs::read_to_string(path).map_err(|e| LoadError {
+            path: path.to_owned(),
+            position: None,
+            message: format!("cannot read the implementation config: {e}"),
+        })?;
+        let config: ImplementationConfig = serde_saphyr::from_str(&text).map_err(|e| yaml_error(path, &e, (0, 0)))?;
+        if let Some(secret) = &config.installation.envoy_client_certificate {
+            secret.parse::<SecretRef>().map_err(|message| LoadError {
+                path: path.to_owned(),
+                position: None,
+                message: format!("installation.envoyClientCertificate: {message}"),
+            })?;
+        }
+        Ok(config)
+    }
+
+    /// The file's settings with `overrides` on top.
+    pub fn resolve(self, overrides: Overrides) -> RunPlan {
+        let cluster = self.cluster;
+        let defaults = Installation::default();
+        let mut exempt: Vec<Feature> = self.features.exempt;
+        if let Some(supported) = &self.features.supported {
+            exempt.extend(Feature::ALL.into_iter().filter(|f| !supported.contains(f)));
+        }
+        exempt.sort();
+        exempt.dedup();
+        let (implementation, target) = match overrides.proxy.or(cluster.proxy) {
+            Some(proxy) => {
+                let upstream = self.installation.upstream_tls;
+                let installation = Installation {
+                    client_certificate: overrides
+                        .client_certificate
+                        .or_else(|| self.installation.envoy_client_certificate.and_then(|s| s.parse().ok())),
+                    upstream_tls: (
+                        overrides
+                            .min_tls_version
+                            .or(upstream.minimum_protocol_version)
+                            .unwrap_or(defaults.upstream_tls.0),
+                        overrides
+                            .max_tls_version
+                            .or(upstream.maximum_protocol_version)
+                            .unwrap_or(defaults.upstream_tls.1),
+                    ),
+                    exempt: exempt.clone(),
+                };
+                let target = TargetConfig::Cluster {
+                    kubeconfig: overrides.kubeconfig.or(cluster.kubeconfig.map(|p| home(&p))),
+                    context: overrides.context.or(cluster.context),
+                    proxy,
+                    installation,
+                };
+                (self.implementation.unwrap_or_else(Implementation::unnamed), target)
+            }
+            None => (Implementation::loopback(), TargetConfig::Loopback { faults: overrides.faults, exempt }),
+        };
+        let defaults = RunSettings::default();
+        let seconds = |value: Option<u64>, default: Duration| value.map_or(default, Duration::from_secs);
+        let settings = RunSettings {
+            traffic_limit: seconds(self.timeouts.traffic_seconds, defaults.traffic_limit),
+            status_limit: seconds(self.timeouts.status_seconds, defaults.status_limit),
+            ready_limit: seconds(self.timeouts.ready_seconds, defaults.ready_limit),
+            image: overrides.image.or(cluster.image).unwrap_or(defaults.image.clone()),
+            keep_namespaces: overrides.keep_namespaces,
+            ..defaults
+        };
+        let pick = |given: Vec<String>, file: Vec<String>| if given.is_empty() { file } else { given };
+        let selection =
+            Selection { run: pick(overrides.run, self.scenarios.run), skip: pick(overrides.skip, self.scenarios.skip) };
+        RunPlan { implementation, target, settings, selection }
+    }
+}
+
+/// `path` with a leading `~/` replaced by the home directory.
+fn home(path: &Path) -> PathBuf {
+    match (path.strip_prefix("~"), std::env::var_os("HOME")) {
+        (Ok(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => path.to_owned(),
+    }
+}
+
+/// Which scenarios a run includes: by feature name or by part of the scenario name.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// Only scenarios matching one of these (empty: all).
+    pub run: Vec<String>,
+    /// Not scenarios matching one of these.
+    pub skip: Vec<String>,
+}
+
+impl Selection {
+    pub fn includes(&self, scenario: &LoadedScenario) -> bool {
+        let matches = |entry: &String| {
+            scenario.name().contains(entry.as_str()) || scenario.scenario.features.iter().any(|f| f.name() == entry)
+        };
+        (self.run.is_empty() || self.run.iter().any(matches)) && !self.skip.iter().any(matches)
+    }
+
+    /// Entries that are neither a feature nor part of any scenario's name: likely typos.
+    pub fn unknown_entries(&self, scenarios: &[LoadedScenario]) -> Vec<String> {
+        self.run
+            .iter()
+            .chain(&self.skip)
+            .filter(|entry| {
+                !Feature::ALL.iter().any(|f| f.name() == entry.as_str())
+                    && !scenarios.iter().any(|s| s.name().contains(entry.as_str()))
+            })
+            .cloned()
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::load::parse;
+
+    fn config(text: &str) -> Result<ImplementationConfig, LoadError> {
+        let path = std::env::temp_dir().join(format!("utls-config-{}-{}.yaml", std::process::id(), text.len()));
+        std::fs::write(&path, text).unwrap();
+        let config = ImplementationConfig::load(&path);
+        std::fs::remove_file(&path).unwrap();
+        config
+    }
+
+    #[test]
+    fn the_example_file_loads_and_describes_a_cluster() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/implementation.yaml");
+        let plan = ImplementationConfig::load(&path).unwrap().resolve(Overrides::default());
+        assert_eq!(plan.implementation.project, "contour");
+        let TargetConfig::Cluster { proxy, installation, context, .. } = &plan.target else {
+            panic!("the example names a proxy: {:?}", plan.target)
+        };
+        assert_eq!(proxy, "127.0.0.1:9080");
+        assert_eq!(context.as_deref(), Some("kind-upstream-tls"));
+        assert_eq!(installation.client_certificate, Some(SecretRef::default_client_certificate()));
+        assert_eq!(plan.settings.ready_limit, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn flags_and_variables_win_over_the_file() {
+        let file = "cluster:\n  proxy: 10.0.0.1:80\n  image: nginx:file\ninstallation:\n  upstreamTls:\n    maximumProtocolVersion: \"1.2\"\nscenarios:\n  skip: [ingress]\n";
+        let overrides = Overrides {
+            proxy: Some("127.0.0.1:9080".into()),
+            max_tls_version: Some(TlsVersion::V1_3),
+            skip: vec!["sni".into()],
+            ..Default::default()
+        };
+        let plan = config(file).unwrap().resolve(overrides);
+        let TargetConfig::Cluster { proxy, installation, .. } = &plan.target else { panic!() };
+        assert_eq!(proxy, "127.0.0.1:9080");
+        assert_eq!(installation.upstream_tls, (TlsVersion::V1_2, TlsVersion::V1_3));
+        assert_eq!(plan.settings.image, "nginx:file", "the file's value stands when nothing overrides it");
+        assert_eq!(plan.selection.skip, vec!["sni"]);
+    }
+
+    #[test]
+    fn supported_features_exempt_the_rest() {
+        let plan = config("features:\n  supported: [upstream-tls, upstream-validation]\n  exempt: [ingress]\n")
+            .unwrap()
+            .resolve(Overrides::default());
+        let TargetConfig::Loopback { exempt, .. } = &plan.target else { panic!() };
+        assert!(exempt.contains(&Feature::Ingress) && exempt.contains(&Feature::UpstreamHttp2));
+        assert!(!exempt.contains(&Feature::UpstreamTls));
+        assert_eq!(plan.implementation.project, "loopback", "no proxy: loopback is what is certified");
+    }
+
+    #[test]
+    fn mistakes_are_reported_with_their_position() {
+        let err = config("implementation:\n  project: x\n  colour: blue\n").unwrap_err().to_string();
+        assert!(err.contains(":3:3:") && err.contains("colour"), "{err}");
+        let err = config("features:\n  exempt: [upstream-tsl]\n").unwrap_err().to_string();
+        assert!(err.contains(":2:") && err.contains("upstream-tsl"), "{err}");
+        let err = config("installation:\n  envoyClientCertificate: just-a-name\n").unwrap_err().to_string();
+        assert!(err.contains("installation.envoyClientCertificate") && err.contains("NAMESPACE/NAME"), "{err}");
+    }
+
+    #[test]
+    fn selection_matches_names_and_features() {
+        let text = "name: sni-demo\ndescription: d\ncontract: [N1]\nfeatures: [upstream-sni]\nsteps:\n  - request:\n      expect:\n        status: 200\n";
+        let scenario = parse(Path::new("s.yaml"), text).unwrap();
+        let selection = |run: &[&str], skip: &[&str]| Selection {
+            run: run.iter().map(ToString::to_string).collect(),
+            skip: skip.iter().map(ToString::to_string).collect(),
+        };
+        assert!(selection(&[], &[]).includes(&scenario));
+        assert!(selection(&["upstream-sni"], &[]).includes(&scenario));
+        assert!(selection(&["demo"], &[]).includes(&scenario));
+        assert!(!selection(&["ingress"], &[]).includes(&scenario));
+        assert!(!selection(&[], &["upstream-sni"]).includes(&scenario));
+        let scenarios = [scenario];
+        assert_eq!(
+            selection(&["ingress", "upstream-snii"], &["demo"]).unknown_entries(&scenarios),
+            vec!["upstream-snii"]
+        );
+    }
+}

@@ -1,0 +1,159 @@
+//! The certification report (YAML), modelled on the Gateway API `ConformanceReport`: who was
+//! tested, with which harness and contract, and per profile a result (`success` when every
+//! scenario passed, `partial` when some were skipped and none failed, `failure` otherwise),
+//! statistics, the features claimed and not, and the scenarios that failed or were skipped
+//! with why. The README says how to submit one.
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+
+use super::{RunReport, Verdict};
+use crate::config::Implementation;
+use crate::scenario::{Feature, Profile};
+
+/// `apiVersion` of the report; bumped on incompatible changes.
+pub const API_VERSION: &str = "upstream-tls-conformance/v1alpha1";
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CertificationReport<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    /// RFC 3339, when the run started.
+    date: &'a str,
+    implementation: &'a Implementation,
+    harness_version: &'a str,
+    contract_version: &'a str,
+    mode: &'a str,
+    installations: &'a [String],
+    statistics: Statistics,
+    profiles: Vec<ProfileReport<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ProfileReport<'a> {
+    name: &'static str,
+    result: &'static str,
+    statistics: Statistics,
+    supported_features: Vec<&'static str>,
+    unsupported_features: Vec<&'static str>,
+    failed_scenarios: Vec<&'a str>,
+    skipped_scenarios: Vec<Skipped<'a>>,
+}
+
+#[derive(Serialize, Default, Clone, Copy)]
+struct Statistics {
+    passed: usize,
+    failed: usize,
+    skipped: usize,
+}
+
+#[derive(Serialize)]
+struct Skipped<'a> {
+    name: &'a str,
+    reason: &'a str,
+}
+
+pub fn render(report: &RunReport) -> String {
+    let profiles = [Profile::Core, Profile::Extended, Profile::ContourSpecific]
+        .into_iter()
+        .filter(|p| {
+            report.scenarios.iter().any(|s| s.profile == *p) || report.not_selected.iter().any(|s| s.profile == *p)
+        })
+        .map(|p| profile_report(report, p))
+        .collect();
+    let t = report.totals;
+    let not_selected = report.not_selected.len();
+    let certification = CertificationReport {
+        api_version: API_VERSION,
+        kind: "ConformanceReport",
+        date: &report.started_at,
+        implementation: &report.implementation,
+        harness_version: report.harness_version,
+        contract_version: report.contract_version,
+        mode: &report.mode,
+        installations: &report.installations,
+        statistics: Statistics { passed: t.passed, failed: t.failed, skipped: t.skipped + not_selected },
+        profiles,
+    };
+    let mut text = String::from("# Upstream TLS conformance certification report; see the README to submit it.\n");
+    text.push_str(&serde_saphyr::to_string(&certification).expect("the certification model always serializes"));
+    text
+}
+
+fn profile_report(report: &RunReport, profile: Profile) -> ProfileReport<'_> {
+    let scenarios: Vec<_> = report.scenarios.iter().filter(|s| s.profile == profile).collect();
+    let not_selected: Vec<_> = report.not_selected.iter().filter(|s| s.profile == profile).collect();
+    let mut statistics = Statistics { skipped: not_selected.len(), ..Default::default() };
+    for scenario in &scenarios {
+        match scenario.verdict {
+            Verdict::Passed => statistics.passed += 1,
+            Verdict::Failed => statistics.failed += 1,
+            Verdict::Skipped => statistics.skipped += 1,
+        }
+    }
+    let result = match statistics {
+        Statistics { failed: 1.., .. } => "failure",
+        Statistics { skipped: 1.., .. } => "partial",
+        _ => "success",
+    };
+    let features: BTreeSet<Feature> = Feature::ALL.into_iter().filter(|f| f.profile() == profile).collect();
+    let (unsupported, supported): (Vec<Feature>, Vec<Feature>) =
+        features.into_iter().partition(|f| report.unsupported_features.contains(f));
+    ProfileReport {
+        name: profile.name(),
+        result,
+        statistics,
+        supported_features: supported.into_iter().map(Feature::name).collect(),
+        unsupported_features: unsupported.into_iter().map(Feature::name).collect(),
+        failed_scenarios: scenarios.iter().filter(|s| s.verdict == Verdict::Failed).map(|s| s.name.as_str()).collect(),
+        skipped_scenarios: scenarios
+            .iter()
+            .filter_map(|s| s.skip_reason.as_deref().map(|reason| Skipped { name: &s.name, reason }))
+            .chain(not_selected.iter().map(|s| Skipped { name: &s.name, reason: "not selected for this run" }))
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profiles_carry_results_features_and_reasons() {
+        let text = render(&super::super::tests::sample());
+        let value: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+        assert_eq!(value["apiVersion"], API_VERSION);
+        assert_eq!(value["kind"], "ConformanceReport");
+        assert_eq!(value["implementation"]["project"], "proxy");
+        assert_eq!(value["contractVersion"], super::super::CONTRACT_VERSION);
+        assert_eq!(value["mode"], "default");
+        assert_eq!(value["statistics"]["failed"], 1);
+        let core = &value["profiles"][0];
+        assert_eq!(core["name"], "core");
+        assert_eq!(core["result"], "failure", "{text}");
+        assert_eq!(core["failedScenarios"][0], "broken");
+        assert_eq!(core["skippedScenarios"][0]["name"], "later");
+        assert_eq!(core["skippedScenarios"][0]["reason"], "the installation has no Envoy client certificate");
+        assert!(core["supportedFeatures"].as_array().unwrap().iter().any(|f| f == "upstream-validation"));
+        assert_eq!(value["profiles"].as_array().unwrap().len(), 1, "only profiles with scenarios: {text}");
+    }
+
+    #[test]
+    fn results_follow_the_verdicts() {
+        let mut report = super::super::tests::sample();
+        report.scenarios.retain(|s| s.verdict != Verdict::Failed);
+        assert!(render(&report).contains("result: partial"));
+        report.scenarios.retain(|s| s.verdict == Verdict::Passed);
+        assert!(render(&report).contains("result: success"));
+        report.not_selected = vec![super::super::NotSelected { name: "other".into(), profile: Profile::Core }];
+        let value: serde_json::Value = serde_saphyr::from_str(&render(&report)).unwrap();
+        assert_eq!(value["profiles"][0]["result"], "partial", "a partial selection is a partial result");
+        assert_eq!(value["profiles"][0]["skippedScenarios"][0]["reason"], "not selected for this run");
+        report.unsupported_features = vec![Feature::UpstreamHttp2];
+        let value: serde_json::Value = serde_saphyr::from_str(&render(&report)).unwrap();
+        assert_eq!(value["profiles"][0]["unsupportedFeatures"][0], "upstream-http2");
+    }
+}
