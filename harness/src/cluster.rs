@@ -162,7 +162,9 @@ impl ClusterClient {
     pub async fn get(&self, object: &ObjectRef) -> Result<Option<Value>, ClusterError> {
         let api = self.api(object).await?;
         let found = api.get_opt(&object.name).await.map_err(failed(object.clone(), "get"))?;
-        Ok(found.and_then(|o| serde_json::to_value(o).ok()))
+        found
+            .map(|o| serde_json::to_value(o).map_err(|e| ClusterError::Malformed(format!("{object}: {e}"))))
+            .transpose()
     }
 
     /// Deletes an object; an object already gone is fine.

@@ -220,7 +220,9 @@ impl Overrides {
             run: list(env::RUN),
             skip: list(env::SKIP),
             faults,
-            keep_namespaces: var(env::KEEP_NAMESPACES).is_some_and(|v| v != "0" && v != "false"),
+            // As clap reads the flag's variable: anything but a falsey word is true.
+            keep_namespaces: var(env::KEEP_NAMESPACES)
+                .is_some_and(|v| !["0", "n", "no", "f", "false", "off"].contains(&v.trim().to_lowercase().as_str())),
         })
     }
 }
@@ -232,6 +234,8 @@ pub struct RunPlan {
     pub target: TargetConfig,
     pub settings: RunSettings,
     pub selection: Selection,
+    /// Settings given that do not apply to the target, for the user to hear about.
+    pub warnings: Vec<String>,
 }
 
 impl RunPlan {
@@ -246,7 +250,7 @@ impl RunPlan {
             Some(path) => ImplementationConfig::load(Path::new(&path)).map_err(|e| e.to_string())?,
             None => ImplementationConfig::default(),
         };
-        Ok(config.resolve(overrides))
+        config.resolve(overrides)
     }
 }
 
@@ -272,35 +276,42 @@ impl ImplementationConfig {
         Ok(config)
     }
 
-    /// The file's settings with `overrides` on top.
-    pub fn resolve(self, overrides: Overrides) -> RunPlan {
+    /// The file's settings with `overrides` on top. Settings that do not apply to the
+    /// chosen target (installation settings for loopback, faults for a real cluster) become
+    /// warnings in the plan.
+    ///
+    /// # Errors
+    /// A minimum TLS version above the maximum.
+    pub fn resolve(self, overrides: Overrides) -> Result<RunPlan, String> {
         let cluster = self.cluster;
-        let defaults = Installation::default();
+        let mut warnings = Vec::new();
         let mut exempt: Vec<Feature> = self.features.exempt;
         if let Some(supported) = &self.features.supported {
             exempt.extend(Feature::ALL.into_iter().filter(|f| !supported.contains(f)));
         }
         exempt.sort();
         exempt.dedup();
+        let upstream = self.installation.upstream_tls;
+        let client_certificate = overrides
+            .client_certificate
+            .or_else(|| self.installation.envoy_client_certificate.and_then(|s| s.parse().ok()));
+        let minimum = overrides.min_tls_version.or(upstream.minimum_protocol_version);
+        let maximum = overrides.max_tls_version.or(upstream.maximum_protocol_version);
         let (implementation, target) = match overrides.proxy.or(cluster.proxy) {
             Some(proxy) => {
-                let upstream = self.installation.upstream_tls;
+                if !overrides.faults.is_empty() {
+                    warnings.push("loopback faults are ignored: the target is a real cluster".to_string());
+                }
+                let defaults = Installation::default().upstream_tls;
                 let installation = Installation {
-                    client_certificate: overrides
-                        .client_certificate
-                        .or_else(|| self.installation.envoy_client_certificate.and_then(|s| s.parse().ok())),
-                    upstream_tls: (
-                        overrides
-                            .min_tls_version
-                            .or(upstream.minimum_protocol_version)
-                            .unwrap_or(defaults.upstream_tls.0),
-                        overrides
-                            .max_tls_version
-                            .or(upstream.maximum_protocol_version)
-                            .unwrap_or(defaults.upstream_tls.1),
-                    ),
+                    client_certificate,
+                    upstream_tls: (minimum.unwrap_or(defaults.0), maximum.unwrap_or(defaults.1)),
                     exempt: exempt.clone(),
                 };
+                if installation.upstream_tls.0 > installation.upstream_tls.1 {
+                    let (min, max) = installation.upstream_tls;
+                    return Err(format!("the minimum upstream TLS version {min} is above the maximum {max}"));
+                }
                 let target = TargetConfig::Cluster {
                     kubeconfig: overrides.kubeconfig.or(cluster.kubeconfig.map(|p| home(&p))),
                     context: overrides.context.or(cluster.context),
@@ -309,7 +320,23 @@ impl ImplementationConfig {
                 };
                 (self.implementation.unwrap_or_else(Implementation::unnamed), target)
             }
-            None => (Implementation::loopback(), TargetConfig::Loopback { faults: overrides.faults, exempt }),
+            None => {
+                if client_certificate.is_some() || minimum.is_some() || maximum.is_some() {
+                    warnings.push(
+                        "installation settings are ignored: without a proxy address the built-in loopback \
+                         cluster runs, with installations of its own"
+                            .to_string(),
+                    );
+                }
+                if self.implementation.is_some() {
+                    warnings.push(
+                        "the implementation section is ignored: without a proxy address the built-in loopback \
+                         cluster is what is tested"
+                            .to_string(),
+                    );
+                }
+                (Implementation::loopback(), TargetConfig::Loopback { faults: overrides.faults, exempt })
+            }
         };
         let defaults = RunSettings::default();
         let seconds = |value: Option<u64>, default: Duration| value.map_or(default, Duration::from_secs);
@@ -324,7 +351,7 @@ impl ImplementationConfig {
         let pick = |given: Vec<String>, file: Vec<String>| if given.is_empty() { file } else { given };
         let selection =
             Selection { run: pick(overrides.run, self.scenarios.run), skip: pick(overrides.skip, self.scenarios.skip) };
-        RunPlan { implementation, target, settings, selection }
+        Ok(RunPlan { implementation, target, settings, selection, warnings })
     }
 }
 
@@ -383,7 +410,8 @@ mod tests {
     #[test]
     fn the_example_file_loads_and_describes_a_cluster() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/implementation.yaml");
-        let plan = ImplementationConfig::load(&path).unwrap().resolve(Overrides::default());
+        let plan = ImplementationConfig::load(&path).unwrap().resolve(Overrides::default()).unwrap();
+        assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
         assert_eq!(plan.implementation.project, "contour");
         let TargetConfig::Cluster { proxy, installation, context, .. } = &plan.target else {
             panic!("the example names a proxy: {:?}", plan.target)
@@ -403,7 +431,7 @@ mod tests {
             skip: vec!["sni".into()],
             ..Default::default()
         };
-        let plan = config(file).unwrap().resolve(overrides);
+        let plan = config(file).unwrap().resolve(overrides).unwrap();
         let TargetConfig::Cluster { proxy, installation, .. } = &plan.target else { panic!() };
         assert_eq!(proxy, "127.0.0.1:9080");
         assert_eq!(installation.upstream_tls, (TlsVersion::V1_2, TlsVersion::V1_3));
@@ -415,11 +443,29 @@ mod tests {
     fn supported_features_exempt_the_rest() {
         let plan = config("features:\n  supported: [upstream-tls, upstream-validation]\n  exempt: [ingress]\n")
             .unwrap()
-            .resolve(Overrides::default());
+            .resolve(Overrides::default())
+            .unwrap();
         let TargetConfig::Loopback { exempt, .. } = &plan.target else { panic!() };
         assert!(exempt.contains(&Feature::Ingress) && exempt.contains(&Feature::UpstreamHttp2));
         assert!(!exempt.contains(&Feature::UpstreamTls));
         assert_eq!(plan.implementation.project, "loopback", "no proxy: loopback is what is certified");
+    }
+
+    #[test]
+    fn settings_that_do_not_apply_are_warned_about_and_contradictions_refused() {
+        let file =
+            "implementation:\n  project: p\ninstallation:\n  upstreamTls:\n    maximumProtocolVersion: \"1.2\"\n";
+        let plan = config(file).unwrap().resolve(Overrides::default()).unwrap();
+        assert_eq!(plan.warnings.len(), 2, "{:?}", plan.warnings);
+        assert!(plan.warnings[0].starts_with("installation settings are ignored"), "{:?}", plan.warnings);
+        let overrides = Overrides {
+            proxy: Some("p:80".into()),
+            faults: vec![loopback::Fault::SkipCaVerification],
+            min_tls_version: Some(TlsVersion::V1_3),
+            ..Default::default()
+        };
+        let err = config(file).unwrap().resolve(overrides).unwrap_err();
+        assert_eq!(err, "the minimum upstream TLS version 1.3 is above the maximum 1.2");
     }
 
     #[test]

@@ -43,33 +43,46 @@ impl Default for Installation {
     }
 }
 
+/// Why an installation does not run a scenario.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkipReason {
+    pub text: String,
+    /// The installation is configured otherwise (an install-wide setting), so the scenario
+    /// does not apply to it; as opposed to a feature the implementation does not claim.
+    pub not_applicable: bool,
+}
+
 impl Installation {
     /// Why this installation cannot run scenarios with `feature`, if it cannot: the one place
     /// claimed and install-wide features are decided.
-    pub fn lacks(&self, feature: Feature) -> Option<String> {
+    pub fn lacks(&self, feature: Feature) -> Option<SkipReason> {
         let (minimum, maximum) = self.upstream_tls;
+        let setting = |text: String| Some(SkipReason { text, not_applicable: true });
         match feature {
-            _ if self.exempt.contains(&feature) => {
-                Some(format!("the implementation does not claim feature {}", feature.name()))
-            }
-            Feature::EnvoyClientCertificate if self.client_certificate.is_none() => {
-                Some("the installation has no Envoy client certificate".into())
-            }
+            _ if self.exempt.contains(&feature) => Some(SkipReason {
+                text: format!("the implementation does not claim feature {}", feature.name()),
+                not_applicable: false,
+            }),
+            Feature::EnvoyClientCertificate if self.client_certificate.is_none() => setting(
+                "the installation has no Envoy client certificate (declare it with installation.envoyClientCertificate \
+                 or --client-cert-secret)"
+                    .into(),
+            ),
             Feature::NoEnvoyClientCertificate if self.client_certificate.is_some() => {
-                Some("the installation has an Envoy client certificate".into())
+                setting("the installation has an Envoy client certificate".into())
             }
             Feature::UpstreamTlsDefaultVersions if self.upstream_tls != Installation::default().upstream_tls => {
-                Some(format!("the installation limits upstream TLS to {minimum}-{maximum}, not the default 1.2-1.3"))
+                setting(format!("the installation limits upstream TLS to {minimum}-{maximum}, not the default 1.2-1.3"))
             }
             Feature::UpstreamTlsMaximum12 if maximum != TlsVersion::V1_2 => {
-                Some(format!("the installation's upstream TLS maximum is {maximum}, not 1.2"))
+                setting(format!("the installation's upstream TLS maximum is {maximum}, not 1.2"))
             }
             _ => None,
         }
     }
 
     /// Why this installation cannot run a scenario with all of `features`, if it cannot.
-    pub fn lacks_any(&self, features: &[Feature]) -> Option<String> {
+    pub fn lacks_any(&self, features: &[Feature]) -> Option<SkipReason> {
         features.iter().find_map(|f| self.lacks(*f))
     }
 
@@ -242,20 +255,19 @@ mod tests {
             Installation { client_certificate: Some(SecretRef::default_client_certificate()), ..Default::default() };
         let limited = Installation { upstream_tls: (TlsVersion::V1_2, TlsVersion::V1_2), ..Default::default() };
 
-        assert!(plain.lacks(Feature::EnvoyClientCertificate).is_some());
+        assert!(plain.lacks(Feature::EnvoyClientCertificate).unwrap().not_applicable);
         assert!(plain.lacks(Feature::NoEnvoyClientCertificate).is_none());
         assert!(with_certificate.lacks(Feature::EnvoyClientCertificate).is_none());
         assert!(with_certificate.lacks(Feature::NoEnvoyClientCertificate).is_some());
         assert!(plain.lacks(Feature::UpstreamTlsDefaultVersions).is_none());
         assert!(plain.lacks(Feature::UpstreamTlsMaximum12).is_some());
         assert!(limited.lacks(Feature::UpstreamTlsMaximum12).is_none());
-        let reason = limited.lacks(Feature::UpstreamTlsDefaultVersions).unwrap();
+        let reason = limited.lacks(Feature::UpstreamTlsDefaultVersions).unwrap().text;
         assert_eq!(reason, "the installation limits upstream TLS to 1.2-1.2, not the default 1.2-1.3");
         assert!(plain.lacks(Feature::UpstreamTls).is_none(), "not an install-wide feature");
         let exempting = Installation { exempt: vec![Feature::UpstreamTls], ..Default::default() };
-        assert_eq!(
-            exempting.lacks(Feature::UpstreamTls).unwrap(),
-            "the implementation does not claim feature upstream-tls"
-        );
+        let unclaimed = exempting.lacks(Feature::UpstreamTls).unwrap();
+        assert_eq!(unclaimed.text, "the implementation does not claim feature upstream-tls");
+        assert!(!unclaimed.not_applicable, "an unclaimed feature counts against certification");
     }
 }

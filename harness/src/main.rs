@@ -120,8 +120,8 @@ struct RunArgs {
     /// Keep scenario namespaces after the run, for debugging.
     #[arg(long, env = env::KEEP_NAMESPACES)]
     keep_namespaces: bool,
-    /// Directory for the reports (junit.xml, report.json, summary.md); default: the
-    /// repository's reports/.
+    /// Directory for the reports (junit.xml, report.json, summary.md, report.html,
+    /// certification.yaml, diagnostics/); default: the repository's reports/.
     #[arg(long, env = env::REPORTS)]
     reports: Option<PathBuf>,
 }
@@ -136,7 +136,8 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { selection } => match load(&selection) {
             Ok(scenarios) => {
-                println!("{} scenario files are valid", scenarios.len());
+                let digest = harness::scenario::load::catalog_sha256(&scenarios);
+                println!("{} scenario files are valid (catalog sha256 {digest})", scenarios.len());
                 ExitCode::SUCCESS
             }
             Err(code) => code,
@@ -158,6 +159,10 @@ fn main() -> ExitCode {
                 print!("{}", harness::scenario::json_schema());
             }
             ExitCode::SUCCESS
+        }
+        Command::Catalog { selection, write } if write && !(selection.run.is_empty() && selection.skip.is_empty()) => {
+            eprintln!("error: --write needs the whole catalog; drop --filter/--skip ({}/{})", env::RUN, env::SKIP);
+            ExitCode::from(EXIT_INVALID_INPUT)
         }
         Command::Catalog { selection, write } => match load(&selection) {
             Ok(scenarios) => catalog(&scenarios, write),
@@ -265,7 +270,16 @@ fn run(args: RunArgs) -> ExitCode {
         faults: args.faults,
         keep_namespaces: args.keep_namespaces,
     };
-    let plan = config.resolve(overrides);
+    let plan = match config.resolve(overrides) {
+        Ok(plan) => plan,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_INVALID_INPUT);
+        }
+    };
+    for warning in &plan.warnings {
+        eprintln!("warning: {warning}");
+    }
     let (scenarios, not_selected) = match select(args.selection.scenarios.as_deref(), &plan.selection) {
         Ok(lists) => lists,
         Err(code) => return code,

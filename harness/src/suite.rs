@@ -70,7 +70,7 @@ pub fn totals(outcomes: &[ScenarioOutcome], wall_time: Duration) -> String {
 /// `PASS name (1.2s)`, or `FAIL name (1.2s)` followed by the indented failure.
 pub fn line(outcome: &ScenarioOutcome) -> String {
     if let Some(reason) = &outcome.skipped {
-        return format!("SKIP {}: {reason}", outcome.name);
+        return format!("SKIP {}: {}", outcome.name, reason.text);
     }
     let verdict = if outcome.passed() { "PASS" } else { "FAIL" };
     let mut text = format!("{verdict} {} ({:.1}s)", outcome.name, outcome.duration.as_secs_f64());

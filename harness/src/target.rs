@@ -15,7 +15,7 @@ use loopback::config::SecretName;
 use loopback::{Fault, Loopback, LoopbackConfig};
 
 use crate::cluster::{ClusterClient, ClusterError};
-use crate::install::{InstallClientCertificate, Installation, SecretRef, TlsVersion};
+use crate::install::{InstallClientCertificate, Installation, SecretRef, SkipReason, TlsVersion};
 use crate::runner::{Observer, RunSettings, ScenarioOutcome, Target, run_scenario};
 use crate::scenario::{Feature, LoadedScenario};
 
@@ -90,6 +90,8 @@ pub enum TargetError {
     ProxyAddress { address: String, message: String },
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    #[error("cannot generate the Envoy client certificate for {secret}: {message}")]
+    ClientCertificate { secret: SecretRef, message: String },
 }
 
 impl TargetConfig {
@@ -105,8 +107,16 @@ impl TargetConfig {
     }
 
     /// Why no installation of this config can run a scenario with `features`, if none can.
-    pub fn lacks(&self, features: &[Feature]) -> Option<String> {
+    pub fn lacks(&self, features: &[Feature]) -> Option<SkipReason> {
         choose(&self.installations(), features).err()
+    }
+
+    /// The loopback faults switched on (none on a real cluster).
+    pub fn faults(&self) -> &[Fault] {
+        match self {
+            TargetConfig::Loopback { faults, .. } => faults,
+            TargetConfig::Cluster { .. } => &[],
+        }
     }
 
     /// One line for run headers: what is being tested.
@@ -179,7 +189,7 @@ impl Environment {
             None => None,
             Some(secret) => {
                 let install = InstallClientCertificate::generate(secret.clone())
-                    .map_err(|e| TargetError::Setting { variable: env::CLIENT_CERT_SECRET, message: e.to_string() })?;
+                    .map_err(|e| TargetError::ClientCertificate { secret: secret.clone(), message: e.to_string() })?;
                 install.write(&cluster, install.original()).await?;
                 Some(Arc::new(install))
             }
@@ -217,11 +227,11 @@ impl Environment {
 
 /// The index of the first installation that can run a scenario with `features`, or why the
 /// first cannot.
-fn choose(installations: &[Installation], features: &[Feature]) -> Result<usize, String> {
-    installations
-        .iter()
-        .position(|i| i.lacks_any(features).is_none())
-        .ok_or_else(|| installations.first().and_then(|i| i.lacks_any(features)).unwrap_or_default())
+fn choose(installations: &[Installation], features: &[Feature]) -> Result<usize, SkipReason> {
+    installations.iter().position(|i| i.lacks_any(features).is_none()).ok_or_else(|| {
+        let first = installations.first().and_then(|i| i.lacks_any(features));
+        first.unwrap_or(SkipReason { text: "no installation to run on".into(), not_applicable: false })
+    })
 }
 
 fn loopback_config(installation: &Installation, faults: &[Fault]) -> LoopbackConfig {
@@ -288,10 +298,8 @@ mod tests {
         assert_eq!(choose(&installations, &[Feature::NoEnvoyClientCertificate]), Ok(1));
         assert_eq!(choose(&installations, &[Feature::UpstreamTlsMaximum12]), Ok(1));
         let impossible = [Feature::EnvoyClientCertificate, Feature::UpstreamTlsMaximum12];
-        assert_eq!(
-            choose(&installations, &impossible),
-            Err("the installation's upstream TLS maximum is 1.3, not 1.2".into())
-        );
+        let reason = choose(&installations, &impossible).unwrap_err();
+        assert_eq!(reason.text, "the installation's upstream TLS maximum is 1.3, not 1.2");
         assert!(
             loopback.lacks(&[Feature::NoEnvoyClientCertificate]).is_none(),
             "loopback runs every install-wide feature"
@@ -303,8 +311,8 @@ mod tests {
             proxy: "p:80".into(),
             installation: Installation::default(),
         };
-        let reason = cluster.lacks(&[Feature::EnvoyClientCertificate]).unwrap();
-        assert_eq!(reason, "the installation has no Envoy client certificate");
+        let reason = cluster.lacks(&[Feature::EnvoyClientCertificate]).unwrap().text;
+        assert!(reason.starts_with("the installation has no Envoy client certificate"), "{reason}");
         assert!(cluster.lacks(&[Feature::UpstreamTls, Feature::UpstreamTlsDefaultVersions]).is_none());
     }
 }

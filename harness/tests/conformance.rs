@@ -51,6 +51,9 @@ fn main() {
         outcomes: Arc::default(),
     };
     let plan = RunPlan::from_env();
+    for warning in plan.iter().flat_map(|p| &p.warnings) {
+        eprintln!("warning: {warning}");
+    }
     let started = (Instant::now(), time::OffsetDateTime::now_utc());
 
     let selection = plan.as_ref().map(|p| p.selection.clone()).unwrap_or_default();
@@ -66,7 +69,17 @@ fn main() {
         .iter()
         .filter(|s| selection.includes(s))
         .map(|scenario| {
-            let ignored = plan.as_ref().ok().is_some_and(|p| p.target.lacks(&scenario.scenario.features).is_some());
+            let lacks = plan.as_ref().ok().and_then(|p| p.target.lacks(&scenario.scenario.features));
+            let ignored = lacks.is_some();
+            // Ignored trials never run, so their outcome, with the reason, is recorded here.
+            let filtered_out = args.filter.as_ref().is_some_and(|f| !scenario.name().contains(f.as_str()));
+            if let Some(reason) = lacks
+                && !args.ignored
+                && !filtered_out
+            {
+                let outcome = ScenarioOutcome::skipped(scenario, reason);
+                run.outcomes.lock().unwrap_or_else(|e| e.into_inner()).push(outcome);
+            }
             trial(scenario.clone(), run.clone()).with_ignored_flag(ignored)
         })
         .collect();
@@ -100,7 +113,7 @@ fn trial(scenario: Arc<LoadedScenario>, run: Run) -> Trial {
                 run.runtime.block_on(Environment::connect(&plan.target, plan.settings)).map_err(|e| e.to_string())
             })
         };
-        let environment = environment.as_ref().map_err(|e| Failed::from(format!("environment: {e}")))?;
+        let environment = environment.as_ref().map_err(|e| Failed::from(format!("cannot set up the run: {e}")))?;
         let outcome = run.runtime.block_on(async {
             if scenario.scenario.exclusive() {
                 let _alone = run.install.write().await;

@@ -27,7 +27,7 @@ async fn a_faulted_run_writes_every_report_without_key_material() {
         run: vec!["validation-wrong-ca".into(), "validation-right-ca".into()],
         ..Default::default()
     };
-    let mut plan = ImplementationConfig::default().resolve(overrides);
+    let mut plan = ImplementationConfig::default().resolve(overrides).unwrap();
     plan.settings = RunSettings { traffic_limit: Duration::from_secs(5), ..plan.settings };
     let (selected, others): (Vec<LoadedScenario>, Vec<LoadedScenario>) =
         catalog.into_iter().partition(|s| plan.selection.includes(s));

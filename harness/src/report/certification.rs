@@ -1,14 +1,15 @@
 //! The certification report (YAML), modelled on the Gateway API `ConformanceReport`: who was
-//! tested, with which harness and contract, and per profile a result (`success` when every
-//! scenario passed, `partial` when some were skipped and none failed, `failure` otherwise),
-//! statistics, the features claimed and not, and the scenarios that failed or were skipped
-//! with why. The README says how to submit one.
+//! tested, with which harness, contract and catalog, and per profile a result (`success` when
+//! every applicable scenario passed, `partial` when some were skipped and none failed,
+//! `failure` otherwise), statistics, the features claimed and not, and the scenarios that
+//! failed, were skipped, or do not apply to the installation's configuration, with why. The
+//! README says how to submit one.
 
 use std::collections::BTreeSet;
 
 use serde::Serialize;
 
-use super::{RunReport, Verdict};
+use super::{Catalog, RunReport, ScenarioReport, Verdict};
 use crate::config::Implementation;
 use crate::scenario::{Feature, Profile};
 
@@ -26,7 +27,11 @@ struct CertificationReport<'a> {
     harness_version: &'a str,
     contract_version: &'a str,
     mode: &'a str,
+    catalog: &'a Catalog,
     installations: &'a [String],
+    /// Only in runs against loopback with faults, which certify nothing.
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    loopback_faults: &'a [String],
     statistics: Statistics,
     profiles: Vec<ProfileReport<'a>>,
 }
@@ -41,13 +46,18 @@ struct ProfileReport<'a> {
     unsupported_features: Vec<&'static str>,
     failed_scenarios: Vec<&'a str>,
     skipped_scenarios: Vec<Skipped<'a>>,
+    /// Scenarios for installations configured otherwise (install-wide settings): listed, not
+    /// counted against the result.
+    not_applicable_scenarios: Vec<Skipped<'a>>,
 }
 
 #[derive(Serialize, Default, Clone, Copy)]
+#[serde(rename_all = "camelCase")]
 struct Statistics {
     passed: usize,
     failed: usize,
     skipped: usize,
+    not_applicable: usize,
 }
 
 #[derive(Serialize)]
@@ -64,8 +74,6 @@ pub fn render(report: &RunReport) -> String {
         })
         .map(|p| profile_report(report, p))
         .collect();
-    let t = report.totals;
-    let not_selected = report.not_selected.len();
     let certification = CertificationReport {
         api_version: API_VERSION,
         kind: "ConformanceReport",
@@ -74,8 +82,10 @@ pub fn render(report: &RunReport) -> String {
         harness_version: report.harness_version,
         contract_version: report.contract_version,
         mode: &report.mode,
+        catalog: &report.catalog,
         installations: &report.installations,
-        statistics: Statistics { passed: t.passed, failed: t.failed, skipped: t.skipped + not_selected },
+        loopback_faults: &report.faults,
+        statistics: statistics(report.scenarios.iter(), report.not_selected.len()),
         profiles,
     };
     let mut text = String::from("# Upstream TLS conformance certification report; see the README to submit it.\n");
@@ -83,17 +93,30 @@ pub fn render(report: &RunReport) -> String {
     text
 }
 
-fn profile_report(report: &RunReport, profile: Profile) -> ProfileReport<'_> {
-    let scenarios: Vec<_> = report.scenarios.iter().filter(|s| s.profile == profile).collect();
-    let not_selected: Vec<_> = report.not_selected.iter().filter(|s| s.profile == profile).collect();
-    let mut statistics = Statistics { skipped: not_selected.len(), ..Default::default() };
-    for scenario in &scenarios {
+/// The counts of `scenarios`, with `not_selected` more skipped.
+fn statistics<'a>(scenarios: impl Iterator<Item = &'a ScenarioReport>, not_selected: usize) -> Statistics {
+    let mut statistics = Statistics { skipped: not_selected, ..Default::default() };
+    for scenario in scenarios {
         match scenario.verdict {
             Verdict::Passed => statistics.passed += 1,
             Verdict::Failed => statistics.failed += 1,
+            Verdict::Skipped if scenario.not_applicable => statistics.not_applicable += 1,
             Verdict::Skipped => statistics.skipped += 1,
         }
     }
+    statistics
+}
+
+fn profile_report(report: &RunReport, profile: Profile) -> ProfileReport<'_> {
+    let scenarios: Vec<_> = report.scenarios.iter().filter(|s| s.profile == profile).collect();
+    let not_selected: Vec<_> = report.not_selected.iter().filter(|s| s.profile == profile).collect();
+    let statistics = statistics(scenarios.iter().copied(), not_selected.len());
+    let skipped = |not_applicable: bool| {
+        scenarios
+            .iter()
+            .filter(move |s| s.not_applicable == not_applicable)
+            .filter_map(|s| s.skip_reason.as_deref().map(|reason| Skipped { name: &s.name, reason }))
+    };
     let result = match statistics {
         Statistics { failed: 1.., .. } => "failure",
         Statistics { skipped: 1.., .. } => "partial",
@@ -109,11 +132,10 @@ fn profile_report(report: &RunReport, profile: Profile) -> ProfileReport<'_> {
         supported_features: supported.into_iter().map(Feature::name).collect(),
         unsupported_features: unsupported.into_iter().map(Feature::name).collect(),
         failed_scenarios: scenarios.iter().filter(|s| s.verdict == Verdict::Failed).map(|s| s.name.as_str()).collect(),
-        skipped_scenarios: scenarios
-            .iter()
-            .filter_map(|s| s.skip_reason.as_deref().map(|reason| Skipped { name: &s.name, reason }))
+        skipped_scenarios: skipped(false)
             .chain(not_selected.iter().map(|s| Skipped { name: &s.name, reason: "not selected for this run" }))
             .collect(),
+        not_applicable_scenarios: skipped(true).collect(),
     }
 }
 
@@ -130,13 +152,19 @@ mod tests {
         assert_eq!(value["implementation"]["project"], "proxy");
         assert_eq!(value["contractVersion"], super::super::CONTRACT_VERSION);
         assert_eq!(value["mode"], "default");
+        assert_eq!(value["catalog"]["scenarios"], 1);
+        assert_eq!(value["catalog"]["sha256"].as_str().unwrap().len(), 64);
+        assert!(value.get("loopbackFaults").is_none(), "no faults, no key: {text}");
         assert_eq!(value["statistics"]["failed"], 1);
         let core = &value["profiles"][0];
         assert_eq!(core["name"], "core");
         assert_eq!(core["result"], "failure", "{text}");
         assert_eq!(core["failedScenarios"][0], "broken");
         assert_eq!(core["skippedScenarios"][0]["name"], "later");
-        assert_eq!(core["skippedScenarios"][0]["reason"], "the installation has no Envoy client certificate");
+        assert_eq!(
+            core["skippedScenarios"][0]["reason"],
+            "the implementation does not claim feature upstream-validation"
+        );
         assert!(core["supportedFeatures"].as_array().unwrap().iter().any(|f| f == "upstream-validation"));
         assert_eq!(value["profiles"].as_array().unwrap().len(), 1, "only profiles with scenarios: {text}");
     }
@@ -152,6 +180,14 @@ mod tests {
         let value: serde_json::Value = serde_saphyr::from_str(&render(&report)).unwrap();
         assert_eq!(value["profiles"][0]["result"], "partial", "a partial selection is a partial result");
         assert_eq!(value["profiles"][0]["skippedScenarios"][0]["reason"], "not selected for this run");
+        report.not_selected.clear();
+        report.scenarios[0].verdict = Verdict::Skipped;
+        report.scenarios[0].not_applicable = true;
+        report.scenarios[0].skip_reason = Some("the installation has an Envoy client certificate".into());
+        let value: serde_json::Value = serde_saphyr::from_str(&render(&report)).unwrap();
+        assert_eq!(value["profiles"][0]["result"], "success", "not applicable is not a skip");
+        assert_eq!(value["profiles"][0]["statistics"]["notApplicable"], 1);
+        assert_eq!(value["profiles"][0]["notApplicableScenarios"][0]["name"], "demo");
         report.unsupported_features = vec![Feature::UpstreamHttp2];
         let value: serde_json::Value = serde_saphyr::from_str(&render(&report)).unwrap();
         assert_eq!(value["profiles"][0]["unsupportedFeatures"][0], "upstream-http2");

@@ -25,8 +25,7 @@ pub fn render(scenario: &ScenarioReport) -> Option<String> {
     let _ = writeln!(out, "- installation: {}", scenario.installation);
     let _ = writeln!(out, "- duration: {:.1}s", scenario.duration_seconds);
     if let Some(failure) = &scenario.failure {
-        let place = failure.step.map_or_else(|| "set-up".to_string(), |s| format!("step {s} ({})", failure.kind));
-        let _ = write!(out, "\n## Failure at {place}\n\n```\n{}\n```\n", failure.message);
+        let _ = write!(out, "\n## Failure at {}\n\n```\n{}\n```\n", failure.place(), failure.message);
         if !failure.answers.is_empty() {
             out.push_str("\n## Last answers\n\n");
             for answer in &failure.answers {

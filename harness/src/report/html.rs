@@ -7,9 +7,9 @@
 //! filters (status, profile, feature, name) only hide rows, so with scripts off every scenario
 //! is shown and the filter form stays hidden.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
-use super::{FailureReport, RunReport, ScenarioReport, Verdict, redact};
+use super::{FailureReport, RunReport, ScenarioReport, Totals, Verdict, redact};
 use crate::fixture::BackendEcho;
 use crate::scenario::{Feature, Profile};
 use crate::traffic::Answer;
@@ -72,14 +72,10 @@ fn header(report: &RunReport) -> String {
 
 /// Passed, failed and skipped per profile, as the Markdown summary counts them.
 fn profiles(report: &RunReport) -> String {
-    let mut counts: BTreeMap<Profile, [usize; 3]> = BTreeMap::new();
-    for scenario in &report.scenarios {
-        counts.entry(scenario.profile).or_default()[scenario.verdict as usize] += 1;
-    }
     let mut out = String::from(
         "<table class=\"profiles\"><thead><tr><th>profile</th><th>passed</th><th>failed</th><th>skipped</th></tr></thead><tbody>",
     );
-    for (profile, [passed, failed, skipped]) in counts {
+    for (profile, Totals { passed, failed, skipped }) in report.profile_totals() {
         let cell = |n: usize, class: &str| {
             if n == 0 { "<td>0</td>".to_string() } else { format!("<td class=\"{class}\">{n}</td>") }
         };
@@ -175,7 +171,7 @@ fn scenario_rows(scenario: &ScenarioReport, open: bool) -> String {
 /// Where it failed and the start of the message in the summary line; the whole message, the
 /// steps and the evidence inside.
 fn failure_details(scenario: &ScenarioReport, failure: &FailureReport, open: bool) -> String {
-    let place = failure.step.map_or_else(|| "set-up".to_string(), |s| format!("step {s} ({})", failure.kind));
+    let place = failure.place();
     let mut out = format!(
         "<details{}><summary><b>{place}</b>: {}</summary>\n<div class=\"evidence\">\n\
          <p class=\"file\">{} &middot; namespace {}</p>\n",
@@ -477,7 +473,9 @@ mod tests {
 
     #[test]
     fn skipped_rows_show_their_reason() {
-        assert!(page().contains("<p class=\"reason\">the installation has no Envoy client certificate</p>"));
+        assert!(
+            page().contains("<p class=\"reason\">the implementation does not claim feature upstream-validation</p>")
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ pub const SCHEMA_PATH: &str = "harness/report.schema.json";
 pub fn schema() -> String {
     let generator = schemars::generate::SchemaSettings::draft2020_12().for_serialize().into_generator();
     let mut schema = generator.into_root_schema_for::<RunReport>();
-    schema.insert("$id".into(), super::REPORT_FORMAT.into());
+    schema.insert("$id".into(), format!("urn:{}", super::REPORT_FORMAT.replace('/', ":")).into());
     let mut text = serde_json::to_string_pretty(&schema).expect("a schema serializes");
     text.push('\n');
     text
@@ -54,7 +54,10 @@ mod tests {
         assert_eq!(value["totals"]["failed"], 1);
         assert_eq!(value["scenarios"][1]["verdict"], "failed");
         assert_eq!(value["scenarios"][1]["failure"]["step"], 1);
-        assert_eq!(value["scenarios"][2]["skipReason"], "the installation has no Envoy client certificate");
+        assert_eq!(
+            value["scenarios"][2]["skipReason"],
+            "the implementation does not claim feature upstream-validation"
+        );
         assert_eq!(value["scenarios"][0]["features"][0], "upstream-validation");
     }
 }

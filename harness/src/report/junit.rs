@@ -23,8 +23,7 @@ pub fn render(report: &RunReport) -> Result<String, String> {
             Verdict::Failed => {
                 let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
                 if let Some(failure) = &scenario.failure {
-                    let place =
-                        failure.step.map_or_else(|| "set-up".to_string(), |s| format!("step {s} ({})", failure.kind));
+                    let place = failure.place();
                     let first_line = failure.message.lines().next().unwrap_or_default();
                     status.set_message(format!("{place}: {first_line}"));
                     let mut text = format!("{}\n{place}: {}\n", scenario.file, failure.message);
@@ -57,6 +56,9 @@ mod tests {
         assert!(xml.contains(r#"failures="1""#) && xml.contains(r#"skipped="1""#), "{xml}");
         assert!(xml.contains(r#"<testcase name="broken" classname="upstream-tls.validation""#), "{xml}");
         assert!(xml.contains(r#"<failure message="step 1 (request): expected status 200, got 503 &lt;&amp;&gt; -----BEGIN PRIVATE KEY-----""#), "{xml}");
-        assert!(xml.contains("<skipped message=\"the installation has no Envoy client certificate\""), "{xml}");
+        assert!(
+            xml.contains("<skipped message=\"the implementation does not claim feature upstream-validation\""),
+            "{xml}"
+        );
     }
 }

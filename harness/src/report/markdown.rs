@@ -1,10 +1,7 @@
 //! A Markdown summary fit for a CI step summary: totals, failures first with their one-line
 //! reason, results per profile, then every scenario.
 
-use std::collections::BTreeMap;
-
-use super::{RunReport, Verdict};
-use crate::scenario::Profile;
+use super::{RunReport, Totals, Verdict};
 
 pub fn render(report: &RunReport) -> String {
     let t = report.totals;
@@ -17,19 +14,13 @@ pub fn render(report: &RunReport) -> String {
         out.push_str("\n## Failures\n\n");
         for scenario in failures {
             let reason = scenario.failure.as_ref().map_or_else(String::new, |f| {
-                let place = f.step.map_or_else(|| "set-up".to_string(), |s| format!("step {s}"));
-                format!("{place}: {}", f.message.lines().next().unwrap_or_default())
+                format!("{}: {}", f.place(), f.message.lines().next().unwrap_or_default())
             });
             out.push_str(&format!("- **{}** ({}): {}\n", scenario.name, scenario.file, cell(&reason)));
         }
     }
-    let mut profiles: BTreeMap<Profile, [usize; 3]> = BTreeMap::new();
-    for scenario in &report.scenarios {
-        let counts = profiles.entry(scenario.profile).or_default();
-        counts[scenario.verdict as usize] += 1;
-    }
     out.push_str("\n## By profile\n\n| profile | passed | failed | skipped |\n|---|---|---|---|\n");
-    for (profile, [passed, failed, skipped]) in profiles {
+    for (profile, Totals { passed, failed, skipped }) in report.profile_totals() {
         out.push_str(&format!("| {} | {passed} | {failed} | {skipped} |\n", profile.name()));
     }
     out.push_str("\n## Scenarios\n\n| scenario | clauses | result | time |\n|---|---|---|---|\n");
@@ -65,12 +56,16 @@ mod tests {
         assert!(failures < text.find("## By profile").unwrap());
         assert!(text.contains("**1** passed, **1** failed, **1** skipped"), "{text}");
         assert!(
-            text.contains("- **broken** (scenarios/validation/demo.yaml): step 1: expected status 200, got 503"),
+            text.contains(
+                "- **broken** (scenarios/validation/demo.yaml): step 1 (request): expected status 200, got 503"
+            ),
             "{text}"
         );
         assert!(text.contains("| core | 1 | 1 | 1 |"), "{text}");
         assert!(
-            text.contains("| later |  | skipped: the installation has no Envoy client certificate | 1.5s |"),
+            text.contains(
+                "| later |  | skipped: the implementation does not claim feature upstream-validation | 1.5s |"
+            ),
             "{text}"
         );
     }

@@ -46,6 +46,10 @@ pub struct RunReport {
     pub mode: String,
     /// Features the implementation does not claim.
     pub unsupported_features: Vec<Feature>,
+    /// Loopback faults switched on for the run (a run with faults certifies nothing).
+    pub faults: Vec<String>,
+    /// The scenario files the run drew from.
+    pub catalog: Catalog,
     pub run_id: String,
     /// RFC 3339.
     pub started_at: String,
@@ -54,6 +58,14 @@ pub struct RunReport {
     pub scenarios: Vec<ScenarioReport>,
     /// Catalog scenarios this run did not select (filters, `--skip`), by profile.
     pub not_selected: Vec<NotSelected>,
+}
+
+/// Which catalog a run drew from.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Catalog {
+    pub scenarios: usize,
+    /// See [`catalog_sha256`](crate::scenario::load::catalog_sha256).
+    pub sha256: String,
 }
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
@@ -104,6 +116,10 @@ pub struct ScenarioReport {
     pub installation: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skip_reason: Option<String>,
+    /// Skipped because the installation is configured otherwise: the scenario does not apply
+    /// to it, and does not count against certification.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub not_applicable: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure: Option<FailureReport>,
     pub steps: Vec<StepReport>,
@@ -117,6 +133,22 @@ pub struct ScenarioReport {
     pub diagnostics_file: Option<String>,
 }
 
+/// Passed, failed and skipped per profile, for the profiles that have scenarios.
+impl RunReport {
+    pub fn profile_totals(&self) -> std::collections::BTreeMap<Profile, Totals> {
+        let mut totals: std::collections::BTreeMap<Profile, Totals> = std::collections::BTreeMap::new();
+        for scenario in &self.scenarios {
+            let counts = totals.entry(scenario.profile).or_default();
+            match scenario.verdict {
+                Verdict::Passed => counts.passed += 1,
+                Verdict::Failed => counts.failed += 1,
+                Verdict::Skipped => counts.skipped += 1,
+            }
+        }
+        totals
+    }
+}
+
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FailureReport {
@@ -126,6 +158,13 @@ pub struct FailureReport {
     pub message: String,
     /// The last answers of a traffic expectation, with what the backend echoed.
     pub answers: Vec<Answer>,
+}
+
+impl FailureReport {
+    /// `step 3 (request)`, or `set-up`.
+    pub fn place(&self) -> String {
+        self.step.map_or_else(|| "set-up".to_string(), |s| format!("step {s} ({})", self.kind))
+    }
 }
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
@@ -144,6 +183,7 @@ pub struct RunInfo {
     pub target: String,
     pub installations: Vec<String>,
     pub unsupported_features: Vec<Feature>,
+    pub faults: Vec<String>,
     pub run_id: String,
     pub started_at: time::OffsetDateTime,
     pub wall_time: Duration,
@@ -157,6 +197,7 @@ impl RunInfo {
             implementation: plan.implementation.clone(),
             target: plan.target.describe(),
             unsupported_features: installations.first().map(|i| i.exempt.clone()).unwrap_or_default(),
+            faults: plan.target.faults().iter().map(|f| f.name().to_string()).collect(),
             installations: installations.iter().map(|i| i.describe()).collect(),
             run_id: run_id.to_string(),
             started_at: started.1,
@@ -185,6 +226,11 @@ impl RunReport {
             installations: info.installations,
 
             unsupported_features: info.unsupported_features,
+            faults: info.faults,
+            catalog: Catalog {
+                scenarios: catalog.len(),
+                sha256: crate::scenario::load::catalog_sha256(catalog.iter().copied()),
+            },
             run_id: info.run_id,
             started_at: info.started_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
             wall_time_seconds: info.wall_time.as_secs_f64(),
@@ -222,7 +268,8 @@ fn scenario_report(outcome: &ScenarioOutcome, loaded: Option<&LoadedScenario>) -
         duration_seconds: outcome.duration.as_secs_f64(),
         namespace: outcome.namespace.clone(),
         installation: outcome.installation.clone(),
-        skip_reason: outcome.skipped.clone(),
+        skip_reason: outcome.skipped.as_ref().map(|s| s.text.clone()),
+        not_applicable: outcome.skipped.as_ref().is_some_and(|s| s.not_applicable),
         failure: outcome.failure.as_ref().map(|f| FailureReport {
             step: f.step,
             kind: f.kind,
@@ -262,11 +309,7 @@ pub enum ReportError {
 /// # Errors
 /// A file cannot be written, or JUnit rendering fails.
 pub fn write_all(report: &RunReport, dir: &Path) -> Result<Vec<PathBuf>, ReportError> {
-    let diagnostics_dir = dir.join("diagnostics");
-    if diagnostics_dir.exists() {
-        std::fs::remove_dir_all(&diagnostics_dir)
-            .map_err(|source| ReportError::Write { path: diagnostics_dir.clone(), source })?;
-    }
+    remove_old_diagnostics(&dir.join("diagnostics"))?;
     let pages = report.scenarios.iter().filter_map(|s| {
         let page = diagnostics::render(s)?;
         Some((diagnostics::file_name(&s.name), page))
@@ -288,6 +331,21 @@ pub fn write_all(report: &RunReport, dir: &Path) -> Result<Vec<PathBuf>, ReportE
         written.push(path);
     }
     Ok(written)
+}
+
+/// Removes the `*.md` pages of an earlier run from `dir`, and `dir` itself if that empties
+/// it; anything else there is left alone.
+fn remove_old_diagnostics(dir: &Path) -> Result<(), ReportError> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "md") && path.is_file() {
+            std::fs::remove_file(&path).map_err(|source| ReportError::Write { path: path.clone(), source })?;
+        }
+    }
+    // Fails, harmlessly, when other files remain.
+    let _ = std::fs::remove_dir(dir);
+    Ok(())
 }
 
 /// `text` with every PEM private key block replaced (a block cut short, with no end marker:
@@ -316,25 +374,16 @@ pub fn redact(text: &str) -> String {
     out
 }
 
-/// `text` after the key material a truncated key block starts with: on the marker's line,
-/// base64 (with `\n` escapes, as in JSON strings); then every whole base64 line.
+/// `text` after the key material a truncated key block starts with: base64, across line
+/// breaks and `\n`/`\r` escapes (as in JSON strings), up to the first other character. That
+/// may take the first word of the text after a cut-short key: better than leaking a line.
 fn after_key_lines(text: &str) -> &str {
-    let is_base64 = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=');
+    let is_key = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=' | '\n' | '\r');
     let mut rest = text;
-    while let Some(next) = rest.strip_prefix("\\n").or_else(|| rest.strip_prefix(is_base64)) {
+    while let Some(next) =
+        rest.strip_prefix("\\n").or_else(|| rest.strip_prefix("\\r")).or_else(|| rest.strip_prefix(is_key))
+    {
         rest = next;
-    }
-    if !rest.starts_with(['\n', '\r']) {
-        return rest;
-    }
-    let mut first = true;
-    for line in rest.split_inclusive('\n') {
-        let whole_base64 = line.trim_end().chars().all(is_base64) && (first || !line.trim().is_empty());
-        if !whole_base64 {
-            break;
-        }
-        rest = &rest[line.len()..];
-        first = false;
     }
     rest
 }
@@ -342,6 +391,7 @@ fn after_key_lines(text: &str) -> &str {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::install::SkipReason;
     use crate::runner::Failure;
     use crate::scenario::load::parse;
 
@@ -382,7 +432,10 @@ pub(crate) mod tests {
             problems: vec!["logs of backend other: timed out".into()],
         });
         let mut skipped = outcome("later");
-        skipped.skipped = Some("the installation has no Envoy client certificate".into());
+        skipped.skipped = Some(SkipReason {
+            text: "the implementation does not claim feature upstream-validation".into(),
+            not_applicable: false,
+        });
         let info = RunInfo {
             implementation: Implementation {
                 organization: "example".into(),
@@ -395,6 +448,7 @@ pub(crate) mod tests {
             target: "built-in loopback cluster".into(),
             installations: vec!["no Envoy client certificate, upstream TLS 1.2-1.3".into()],
             unsupported_features: vec![Feature::Ingress],
+            faults: Vec::new(),
             run_id: "r1".into(),
             started_at: time::OffsetDateTime::UNIX_EPOCH,
             wall_time: Duration::from_secs(2),
@@ -418,6 +472,11 @@ pub(crate) mod tests {
         let files = write_all(&report, &dir).unwrap();
         assert_eq!(files.len(), 6);
         assert!(dir.join("diagnostics/broken.md").is_file());
+        std::fs::write(dir.join("diagnostics/stale.md"), "an earlier run").unwrap();
+        std::fs::write(dir.join("diagnostics/notes.txt"), "the user's").unwrap();
+        write_all(&report, &dir).unwrap();
+        assert!(!dir.join("diagnostics/stale.md").exists(), "pages of earlier runs go");
+        assert!(dir.join("diagnostics/notes.txt").exists(), "other files stay");
         for file in files {
             let text = std::fs::read_to_string(&file).unwrap();
             assert!(!text.contains("PRIVATE KEY") && !text.contains("MIIB"), "{} leaks a key:\n{text}", file.display());
@@ -433,6 +492,10 @@ pub(crate) mod tests {
     fn a_key_cut_short_is_redacted_up_to_the_text_after_it() {
         let text = "got 400 -----BEGIN PRIVATE KEY-----\nMIIB\nAAAA==\n| next | row |\n";
         assert_eq!(redact(text), "got 400 [private key redacted]| next | row |\n");
+        let text = "<pre>-----BEGIN PRIVATE KEY-----\nMIIB\nAAAA...</pre>";
+        assert_eq!(redact(text), "<pre>[private key redacted]...</pre>", "the last, partial line goes too");
+        let text = r#""-----BEGIN PRIVATE KEY-----\r\nMIIB\r\nAAAA" next"#;
+        assert_eq!(redact(text), r#""[private key redacted]" next"#);
         let text = r#"body "-----BEGIN PRIVATE KEY-----\nMIIB\nAAAA..." and more"#;
         assert_eq!(redact(text), r#"body "[private key redacted]..." and more"#);
     }

@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use crate::cluster::ClusterClient;
 use crate::fixture;
-use crate::install::{InstallClientCertificate, Installation};
+use crate::install::{InstallClientCertificate, Installation, SkipReason};
 use crate::scenario::LoadedScenario;
 use crate::traffic::Answer;
 
@@ -134,7 +134,7 @@ pub struct ScenarioOutcome {
     pub steps: Vec<StepOutcome>,
     pub failure: Option<Failure>,
     /// Why the scenario did not run.
-    pub skipped: Option<String>,
+    pub skipped: Option<SkipReason>,
     /// Cleaning up failed (reported, but does not fail the scenario).
     pub cleanup_error: Option<String>,
     /// Gathered when the scenario failed.
@@ -142,6 +142,27 @@ pub struct ScenarioOutcome {
 }
 
 impl ScenarioOutcome {
+    /// A scenario that does not run, for `reason`.
+    pub fn skipped(loaded: &LoadedScenario, reason: SkipReason) -> Self {
+        ScenarioOutcome { skipped: Some(reason), ..ScenarioOutcome::new(loaded) }
+    }
+
+    /// Nothing happened yet.
+    fn new(loaded: &LoadedScenario) -> Self {
+        ScenarioOutcome {
+            name: loaded.name().to_string(),
+            path: loaded.path.clone(),
+            namespace: String::new(),
+            installation: String::new(),
+            duration: Duration::ZERO,
+            steps: Vec::new(),
+            failure: None,
+            skipped: None,
+            cleanup_error: None,
+            diagnostics: None,
+        }
+    }
+
     /// Passed, or skipped (which is not a failure).
     pub fn passed(&self) -> bool {
         self.failure.is_none()
@@ -169,19 +190,11 @@ impl Observer for () {
 /// Runs one scenario from set-up to clean-up.
 pub async fn run_scenario(target: &Target, loaded: &LoadedScenario, observer: &dyn Observer) -> ScenarioOutcome {
     let started = Instant::now();
-    let name = loaded.name().to_string();
-    let namespace = namespace_name(&name, &target.run_id);
     let mut outcome = ScenarioOutcome {
-        name,
-        path: loaded.path.clone(),
-        namespace: namespace.clone(),
+        namespace: namespace_name(loaded.name(), &target.run_id),
         installation: target.installation.describe(),
-        duration: Duration::ZERO,
-        steps: Vec::new(),
-        failure: None,
         skipped: target.installation.lacks_any(&loaded.scenario.features),
-        cleanup_error: None,
-        diagnostics: None,
+        ..ScenarioOutcome::new(loaded)
     };
     if outcome.skipped.is_none() {
         observer.event(Event::ScenarioStarted { scenario: &outcome.name });

@@ -170,7 +170,7 @@ impl<'a> ScenarioRun<'a> {
         for object in &self.applied {
             match cluster.get(object).await {
                 Ok(Some(found)) => diagnostics.objects.push(redact_object(found)),
-                Ok(None) => diagnostics.problems.push(format!("{object} no longer exists")),
+                Ok(None) => diagnostics.problems.push(format!("{object} is gone (deleted by a step?)")),
                 Err(e) => diagnostics.problems.push(e.to_string()),
             }
         }
@@ -186,14 +186,14 @@ impl<'a> ScenarioRun<'a> {
 
     async fn deploy_backends(&mut self, pki: &Pki) -> Result<(), Failure> {
         let cluster = &self.target.cluster;
-        let mut applied = Vec::new();
         for backend in &self.loaded.scenario.backends {
-            let fixture = self.fixture(backend, pki)?;
-            for object in fixture.objects() {
-                applied.push(cluster.apply(&object, &self.namespace).await.map_err(|e| setup_failure(e.to_string()))?);
+            let objects = self.fixture(backend, pki)?.objects();
+            for object in objects {
+                let applied =
+                    cluster.apply(&object, &self.namespace).await.map_err(|e| setup_failure(e.to_string()))?;
+                self.remember(applied);
             }
         }
-        self.applied.extend(applied);
         for backend in &self.loaded.scenario.backends {
             cluster
                 .wait_deployment_available(&self.namespace, &backend.name.value, self.target.settings.ready_limit)

@@ -18,6 +18,8 @@ use super::{Feature, Scenario, Step};
 pub struct LoadedScenario {
     pub path: PathBuf,
     pub scenario: Scenario,
+    /// SHA-256 of the file, hex: identifies the exact scenario a report is about.
+    pub sha256: String,
 }
 
 impl LoadedScenario {
@@ -118,7 +120,7 @@ pub fn parse(path: &Path, source: &str) -> Result<LoadedScenario, Vec<LoadError>
     let mut check = Checker { path, source, errors: Vec::new() };
     check.scenario(&scenario);
     if check.errors.is_empty() {
-        Ok(LoadedScenario { path: path.to_owned(), scenario })
+        Ok(LoadedScenario { path: path.to_owned(), scenario, sha256: sha256_hex(source.as_bytes()) })
     } else {
         check.errors.sort_by_key(|e| e.position);
         Err(check.errors)
@@ -378,6 +380,20 @@ fn strip_location_suffix(message: &str) -> String {
 
 fn position(location: &Location) -> (usize, usize) {
     (location.line() as usize, location.column() as usize)
+}
+
+/// SHA-256 of `bytes`, as lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One digest for a whole catalog: of every scenario's name and file digest, by name. Two
+/// runs with the same catalog digest ran the same scenario files.
+pub fn catalog_sha256<'a>(scenarios: impl IntoIterator<Item = &'a LoadedScenario>) -> String {
+    let mut lines: Vec<String> = scenarios.into_iter().map(|s| format!("{} {}\n", s.name(), s.sha256)).collect();
+    lines.sort();
+    sha256_hex(lines.concat().as_bytes())
 }
 
 fn is_dns_label(s: &str) -> bool {

@@ -252,7 +252,7 @@ impl Profile {
 }
 
 impl Feature {
-    /// Every feature, in documentation order.
+    /// Every feature, in documentation order (a test checks it against the enum).
     pub const ALL: [Feature; 14] = [
         Feature::UpstreamTls,
         Feature::UpstreamHttp2,
@@ -514,6 +514,20 @@ mod tests {
             committed == generated,
             "{SCHEMA_PATH} is out of date; run `cargo run -p harness -- schema > {SCHEMA_PATH}`"
         );
+    }
+
+    #[test]
+    fn the_feature_list_is_complete_and_names_match_the_file_format() {
+        // The schema lists every variant as the file format spells it.
+        let schema = serde_json::to_value(schemars::schema_for!(Feature)).unwrap();
+        let variants = schema["oneOf"].as_array().expect("documented variants are listed one by one");
+        let spelled: Vec<String> = variants.iter().filter_map(|v| v["const"].as_str().map(str::to_string)).collect();
+        assert_eq!(spelled.len(), Feature::ALL.len(), "Feature::ALL misses a variant: {spelled:?}");
+        for feature in Feature::ALL {
+            assert!(spelled.iter().any(|s| s == feature.name()), "{} is not how files spell it", feature.name());
+            let parsed: Feature = serde_json::from_value(serde_json::json!(feature.name())).unwrap();
+            assert_eq!(parsed, feature);
+        }
     }
 
     #[test]
