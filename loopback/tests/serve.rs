@@ -1,5 +1,6 @@
 //! `loopback serve` as a user runs it: it prints where to reach it, and on Ctrl-C (SIGINT)
-//! it stops every backend process it started and removes its files.
+//! it stops every backend process it started and removes its files. And a loopback cluster
+//! dropped without shutting down (a test that panics) leaves no backend process behind.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -91,6 +92,50 @@ spec:
         - {name: run, emptyDir: {}}
 "#;
 
+/// Applies [`BACKEND`] with kubectl and returns its nginx processes once it is available.
+fn deploy_backend(kubeconfig: &std::path::Path, work_dir: &std::path::Path) -> Vec<u32> {
+    let manifest = work_dir.join("backend.yaml");
+    std::fs::write(&manifest, BACKEND).unwrap();
+    let kubectl = |args: &[&str]| {
+        let output = Command::new("kubectl").arg("--kubeconfig").arg(kubeconfig).args(args).output().unwrap();
+        assert!(output.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    };
+    kubectl(&["apply", "--server-side", "--validate=false", "-f", manifest.to_str().unwrap()]);
+    kubectl(&["wait", "--for=condition=Available", "deployment/web", "--timeout=60s"]);
+    // nginx listens (so the pod is ready) before it forks its worker.
+    let nginx = || with_children(processes_mentioning(work_dir.to_str().unwrap()));
+    assert!(wait_until(Duration::from_secs(10), || nginx().len() >= 2), "no nginx master and worker: {:?}", nginx());
+    nginx()
+}
+
+/// Interrupts `loopback serve` when the test ends, passed or not.
+struct Serving(std::process::Child);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child; harmless if it has exited.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_dropped_loopback_leaves_no_backend_behind() {
+    if !std::path::Path::new("/usr/bin/kubectl").exists() {
+        eprintln!("skipped: kubectl is not installed");
+        return;
+    }
+    let work_dir = std::env::temp_dir().join(format!("loopback-drop-test-{}", std::process::id()));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let config = loopback::LoopbackConfig { work_dir: Some(work_dir.clone()), ..Default::default() };
+    let cluster = runtime.block_on(loopback::Loopback::start(config)).expect("loopback starts");
+    let nginx = deploy_backend(cluster.kubeconfig(), &work_dir);
+    drop(cluster);
+    drop(runtime);
+    assert!(wait_until(Duration::from_secs(10), || !nginx.iter().any(|p| alive(*p))), "nginx left behind: {nginx:?}");
+    let _ = std::fs::remove_dir_all(&work_dir);
+}
+
 #[test]
 fn serve_prints_its_addresses_and_cleans_up_on_ctrl_c() {
     if !std::path::Path::new("/usr/bin/kubectl").exists() {
@@ -103,7 +148,9 @@ fn serve_prints_its_addresses_and_cleans_up_on_ctrl_c() {
         .stderr(Stdio::null())
         .spawn()
         .expect("loopback starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let stdout = child.stdout.take().unwrap();
+    let mut child = Serving(child);
+    let mut lines = BufReader::new(stdout).lines();
     let mut kubeconfig = None;
     let mut proxy = None;
     for line in lines.by_ref() {
@@ -122,22 +169,11 @@ fn serve_prints_its_addresses_and_cleans_up_on_ctrl_c() {
     assert!(proxy.expect("the proxy address is printed").parse::<std::net::SocketAddr>().is_ok());
     let work_dir = kubeconfig.parent().unwrap().to_path_buf();
 
-    let manifest = work_dir.join("backend.yaml");
-    std::fs::write(&manifest, BACKEND).unwrap();
-    let kubectl = |args: &[&str]| {
-        let output = Command::new("kubectl").arg("--kubeconfig").arg(&kubeconfig).args(args).output().unwrap();
-        assert!(output.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    };
-    kubectl(&["apply", "--server-side", "--validate=false", "-f", manifest.to_str().unwrap()]);
-    kubectl(&["wait", "--for=condition=Available", "deployment/web", "--timeout=60s"]);
-    let work = work_dir.to_str().unwrap().to_string();
-    let nginx = with_children(processes_mentioning(&work));
-    assert!(nginx.len() >= 2, "the backend runs as nginx, master and worker: {nginx:?}");
+    let nginx = deploy_backend(&kubeconfig, &work_dir);
 
     // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let status = child.wait().unwrap();
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGINT) };
+    let status = child.0.wait().unwrap();
     assert!(status.success(), "clean exit on Ctrl-C: {status:?}");
     assert!(wait_until(Duration::from_secs(10), || !nginx.iter().any(|p| alive(*p))), "nginx left behind: {nginx:?}");
     assert!(!work_dir.exists(), "work directory left behind: {}", work_dir.display());

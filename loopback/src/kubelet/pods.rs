@@ -36,6 +36,21 @@ struct RunningPod {
     ready: bool,
 }
 
+impl Drop for RunningPod {
+    /// A pod dropped without [`PodRunner::stop`] (loopback dropped without shutting down, as
+    /// when a test panics) takes nginx's workers with it, not only the master that
+    /// `kill_on_drop` would kill: orphaned workers would keep its address and ports bound.
+    fn drop(&mut self) {
+        // `id` is `None` once the process was reaped, so a stopped pod kills nothing.
+        if let Some(pid) = self.child.id() {
+            // SAFETY: plain kill(2) on the process group nginx leads; its workers are in it.
+            unsafe {
+                libc::kill(-(pid as i32), libc::SIGKILL);
+            }
+        }
+    }
+}
+
 /// Starts, probes and stops the processes behind pods.
 pub struct PodRunner {
     store: Store,
