@@ -30,7 +30,8 @@ pub enum StartError {
 }
 
 /// A running loopback cluster. Stop it with [`Loopback::shutdown`]; dropping it also stops
-/// its tasks, but without waiting for backend processes to exit.
+/// its tasks (backends are killed) and removes the work directory it created, but without
+/// waiting for anything.
 pub struct Loopback {
     kubeconfig: PathBuf,
     api_address: SocketAddr,
@@ -120,6 +121,10 @@ impl Loopback {
 impl Drop for Loopback {
     fn drop(&mut self) {
         self.shutdown.send_replace(true);
+        // Tasks left means no shutdown ran (a panicking test): the files must not stay either.
+        if self.owns_work_dir && !self.tasks.is_empty() {
+            let _ = std::fs::remove_dir_all(&self.work_dir);
+        }
     }
 }
 

@@ -125,15 +125,14 @@ fn a_dropped_loopback_leaves_no_backend_behind() {
         eprintln!("skipped: kubectl is not installed");
         return;
     }
-    let work_dir = std::env::temp_dir().join(format!("loopback-drop-test-{}", std::process::id()));
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let config = loopback::LoopbackConfig { work_dir: Some(work_dir.clone()), ..Default::default() };
-    let cluster = runtime.block_on(loopback::Loopback::start(config)).expect("loopback starts");
+    let cluster = runtime.block_on(loopback::Loopback::start(Default::default())).expect("loopback starts");
+    let work_dir = cluster.kubeconfig().parent().unwrap().to_path_buf();
     let nginx = deploy_backend(cluster.kubeconfig(), &work_dir);
     drop(cluster);
     drop(runtime);
     assert!(wait_until(Duration::from_secs(10), || !nginx.iter().any(|p| alive(*p))), "nginx left behind: {nginx:?}");
-    let _ = std::fs::remove_dir_all(&work_dir);
+    assert!(!work_dir.exists(), "work directory left behind: {}", work_dir.display());
 }
 
 #[test]
