@@ -2,7 +2,7 @@
 //! live bar on a terminal (indicatif), or plain lines otherwise (CI logs, pipes). Either way
 //! every finished scenario gets its line ([`suite::line`]).
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -14,6 +14,8 @@ use crate::suite;
 pub struct Progress {
     /// `None` when stdout is not a terminal.
     bar: Option<ProgressBar>,
+    /// Where plain lines go without a bar.
+    plain: Mutex<Box<dyn Write + Send>>,
     /// Scenarios running now, in start order, for the bar's message.
     running: Mutex<Vec<String>>,
 }
@@ -30,7 +32,12 @@ impl Progress {
             bar.enable_steady_tick(Duration::from_millis(200));
             bar
         });
-        Progress { bar, running: Mutex::default() }
+        Progress { bar, plain: Mutex::new(Box::new(std::io::stdout())), running: Mutex::default() }
+    }
+
+    /// Plain lines to `out`, never a bar.
+    pub fn plain(out: impl Write + Send + 'static) -> Self {
+        Progress { bar: None, plain: Mutex::new(Box::new(out)), running: Mutex::default() }
     }
 
     /// Removes the bar, leaving the lines printed above it.
@@ -75,9 +82,61 @@ impl Observer for Progress {
                         bar.inc(1);
                         self.show_running(bar, &running, None);
                     }
-                    None => println!("{}", suite::line(outcome)),
+                    None => {
+                        let mut out = self.plain.lock().unwrap_or_else(|e| e.into_inner());
+                        // A closed stdout must not stop the run; the reports still say everything.
+                        let _ = writeln!(out, "{}", suite::line(outcome));
+                    }
                 }
             }
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::runner::{ScenarioOutcome, StepOutcome};
+
+    /// A writer tests can read back.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn off_a_terminal_each_finished_scenario_gets_one_line() {
+        let out = Shared::default();
+        let progress = Progress::plain(out.clone());
+        let step =
+            StepOutcome { index: 1, kind: "request", summary: "GET /".into(), duration: Duration::ZERO, passed: true };
+        progress.event(Event::ScenarioStarted { scenario: "demo" });
+        progress.event(Event::StepFinished { scenario: "demo", step: &step });
+        assert!(out.0.lock().unwrap().is_empty(), "nothing before a scenario finishes");
+        let mut outcome = ScenarioOutcome::skipped(
+            &crate::scenario::load::parse(std::path::Path::new("s.yaml"), SCENARIO).unwrap(),
+            crate::install::SkipReason { text: "not claimed".into(), not_applicable: false },
+        );
+        progress.event(Event::ScenarioFinished { outcome: &outcome });
+        outcome.skipped = None;
+        outcome.duration = Duration::from_millis(1200);
+        progress.event(Event::ScenarioFinished { outcome: &outcome });
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text, "SKIP demo: not claimed\nPASS demo (1.2s)\n");
+        assert!(progress.running.lock().unwrap().is_empty(), "finished scenarios are no longer running");
+    }
+
+    const SCENARIO: &str = "name: demo\ndescription: d\ncontract: [P1]\nfeatures: [upstream-tls]\nsteps:\n  - request:\n      expect:\n        status: 200\n";
 }
