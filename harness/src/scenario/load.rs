@@ -281,6 +281,14 @@ impl Checker<'_> {
 
     /// Install-wide changes and material need the feature that says the installation has them.
     fn install_wide(&mut self, scenario: &Scenario) {
+        for (a, b) in Feature::CONTRADICTIONS {
+            if scenario.features.contains(&a) && scenario.features.contains(&b) {
+                self.error(
+                    position(&scenario.name.referenced),
+                    format!("features {} and {} exclude each other: no installation has both", a.name(), b.name()),
+                );
+            }
+        }
         if scenario.features.contains(&Feature::EnvoyClientCertificate) {
             return;
         }
@@ -435,6 +443,20 @@ steps:
 
     fn errors(text: &str) -> Vec<String> {
         parse(Path::new("s.yaml"), text).unwrap_err().iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn features_no_installation_has_together_are_refused() {
+        let text = GOOD.replace(
+            "contract: [P1]",
+            "contract: [P1]\nfeatures: [envoy-client-certificate, no-envoy-client-certificate]",
+        );
+        assert_eq!(
+            errors(&text),
+            vec![
+                "s.yaml:1:7: features envoy-client-certificate and no-envoy-client-certificate exclude each other: no installation has both"
+            ]
+        );
     }
 
     #[test]

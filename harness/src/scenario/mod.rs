@@ -288,16 +288,11 @@ impl Feature {
         }
     }
 
-    /// Whether the installation must be set up for it (and declare it).
-    pub fn install_wide(self) -> bool {
-        matches!(
-            self,
-            Feature::EnvoyClientCertificate
-                | Feature::NoEnvoyClientCertificate
-                | Feature::UpstreamTlsDefaultVersions
-                | Feature::UpstreamTlsMaximum12
-        )
-    }
+    /// Install-wide features no one installation has together.
+    pub const CONTRADICTIONS: [(Feature, Feature); 2] = [
+        (Feature::EnvoyClientCertificate, Feature::NoEnvoyClientCertificate),
+        (Feature::UpstreamTlsDefaultVersions, Feature::UpstreamTlsMaximum12),
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
