@@ -153,7 +153,8 @@ fn scenario_rows(scenario: &ScenarioReport, open: bool) -> String {
     );
     let mut notes = String::new();
     if let Some(reason) = &scenario.skip_reason {
-        notes.push_str(&format!("<p class=\"reason\">{}</p>", escape(reason)));
+        let class = if scenario.not_applicable { "reason not-applicable" } else { "reason" };
+        notes.push_str(&format!("<p class=\"{class}\">{}</p>", escape(reason)));
     }
     if let Some(failure) = &scenario.failure {
         notes.push_str(&failure_details(scenario, failure, open));
@@ -353,6 +354,7 @@ table { border-collapse: collapse; }
 .tag { display: inline-block; margin: 0 4px 2px 0; padding: 0 6px; border-radius: 10px; background: #eef1f4; color: #3d444d; font-size: 12px; }
 .badge { display: inline-block; padding: 0 8px; border-radius: 10px; font-size: 12px; font-weight: 600; }
 .reason { margin: 0; color: var(--skip); } .reason::before { content: "skipped: "; font-weight: 600; }
+.reason.not-applicable::before { content: "not applicable: "; }
 .cleanup { margin: 2px 0 0; color: var(--fail); }
 details { margin: 0 0 6px; }
 summary { cursor: pointer; color: var(--fail); }
@@ -469,6 +471,13 @@ mod tests {
         assert!(page.contains("<tr><th>SNI</th><td><i>no echo</i></td><td>&lt;sni&gt;</td></tr>"));
         assert!(page.contains("<tr><th>ALPN</th><td><i>no echo</i></td><td><i>none</i></td></tr>"));
         assert!(page.contains("<tr><th>client SHA-1</th>"));
+    }
+
+    #[test]
+    fn not_applicable_rows_say_so() {
+        let mut report = super::super::tests::sample();
+        report.scenarios[2].not_applicable = true;
+        assert!(render(&report).contains("<p class=\"reason not-applicable\">"));
     }
 
     #[test]

@@ -28,7 +28,10 @@ pub fn render(report: &RunReport) -> String {
         let result = match scenario.verdict {
             Verdict::Passed => "passed".to_string(),
             Verdict::Failed => "**failed**".to_string(),
-            Verdict::Skipped => format!("skipped: {}", cell(scenario.skip_reason.as_deref().unwrap_or_default())),
+            Verdict::Skipped => {
+                let label = if scenario.not_applicable { "not applicable" } else { "skipped" };
+                format!("{label}: {}", cell(scenario.skip_reason.as_deref().unwrap_or_default()))
+            }
         };
         out.push_str(&format!(
             "| {} | {} | {result} | {:.1}s |\n",
@@ -66,6 +69,14 @@ mod tests {
             text.contains(
                 "| later |  | skipped: the implementation does not claim feature upstream-validation | 1.5s |"
             ),
+            "{text}"
+        );
+        let mut report = super::super::tests::sample();
+        report.scenarios[2].not_applicable = true;
+        report.scenarios[2].skip_reason = Some("the installation has an Envoy client certificate".into());
+        let text = render(&report);
+        assert!(
+            text.contains("| later |  | not applicable: the installation has an Envoy client certificate |"),
             "{text}"
         );
     }
