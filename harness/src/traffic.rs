@@ -5,6 +5,7 @@
 //! Requests dial the proxy address while carrying the scenario's host name (reqwest's
 //! `resolve`), so the Host header is what a real client would send.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -23,6 +24,9 @@ pub struct Answer {
     /// `None` when no HTTP response arrived at all.
     pub status: Option<u16>,
     pub body: String,
+    /// Response headers, names in lowercase (several values joined by `, `).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
     /// The backend's echo, when the body is one for this very request.
     pub echo: Option<BackendEcho>,
     /// Transport error when no response arrived.
@@ -70,17 +74,29 @@ pub async fn send(client: &reqwest::Client, url: &str, request_id: &str) -> Answ
         Err(e) => return no_response(request_id, error_chain(&e)),
     };
     let status = response.status().as_u16();
+    let mut headers: BTreeMap<String, String> = BTreeMap::new();
+    for (name, value) in response.headers() {
+        let value = String::from_utf8_lossy(value.as_bytes());
+        headers.entry(name.as_str().to_string()).and_modify(|v| *v = format!("{v}, {value}")).or_insert(value.into());
+    }
     let body = match response.text().await {
         Ok(body) => body,
-        Err(e) => return Answer { status: Some(status), ..no_response(request_id, error_chain(&e)) },
+        Err(e) => return Answer { status: Some(status), headers, ..no_response(request_id, error_chain(&e)) },
     };
     let echo = serde_json::from_str::<BackendEcho>(body.trim()).ok().filter(|e| e.request_id == request_id);
     let body = if body.len() > BODY_LIMIT { body[..body.floor_char_boundary(BODY_LIMIT)].to_string() } else { body };
-    Answer { request_id: request_id.to_string(), status: Some(status), body, echo, error: None }
+    Answer { request_id: request_id.to_string(), status: Some(status), body, headers, echo, error: None }
 }
 
 fn no_response(request_id: &str, error: String) -> Answer {
-    Answer { request_id: request_id.to_string(), status: None, body: String::new(), echo: None, error: Some(error) }
+    Answer {
+        request_id: request_id.to_string(),
+        status: None,
+        body: String::new(),
+        headers: BTreeMap::new(),
+        echo: None,
+        error: Some(error),
+    }
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {
@@ -124,6 +140,13 @@ pub fn check(expect: &ResponseExpectation, answer: &Answer) -> Result<(), Mismat
         && !answer.body.contains(text.as_str())
     {
         return Err(Mismatch(format!("expected a body containing {text:?}, got {}", answer.summary())));
+    }
+    for (name, wanted) in &expect.headers {
+        let actual = answer.headers.get(&name.to_ascii_lowercase());
+        if actual != Some(wanted) {
+            let actual = actual.map_or_else(|| "none".to_string(), |v| format!("{v:?}"));
+            return Err(Mismatch(format!("expected header {name}: {wanted:?}, got {actual} ({})", answer.summary())));
+        }
     }
     match (wants_backend(expect), &answer.echo) {
         (Some(true), None) => {
@@ -177,6 +200,9 @@ pub fn expand_expectation(bindings: &Bindings, expect: &ResponseExpectation) -> 
     let mut out = expect.clone();
     out.body_starts_with = bindings.expand_option(&expect.body_starts_with)?;
     out.body_contains = bindings.expand_option(&expect.body_contains)?;
+    for value in out.headers.values_mut() {
+        *value = bindings.expand(value)?;
+    }
     if let Some(backend) = &mut out.backend {
         for field in [
             &mut backend.name,
@@ -276,6 +302,7 @@ mod tests {
             request_id: "r1".into(),
             status: Some(status),
             body: "upstream connect error or disconnect/reset before headers. x".into(),
+            headers: BTreeMap::from([("content-type".to_string(), "text/plain".to_string())]),
             echo: echoed.then(|| echo("r1")),
             error: None,
         }
@@ -307,6 +334,16 @@ mod tests {
         assert!(check(&expect, &answer(503, false)).is_ok());
         assert!(check(&expect, &answer(404, false)).is_err());
         assert!(check(&expect, &answer(503, true)).is_err());
+    }
+
+    #[test]
+    fn headers_must_have_the_given_values_whatever_the_case_of_their_names() {
+        let mut expect = ResponseExpectation { status: StatusCodes(vec![503]), ..Default::default() };
+        expect.headers.insert("Content-Type".into(), "text/plain".into());
+        assert!(check(&expect, &answer(503, false)).is_ok());
+        expect.headers.insert("x-missing".into(), "1".into());
+        let err = check(&expect, &answer(503, false)).unwrap_err();
+        assert!(err.0.starts_with("expected header x-missing: \"1\", got none"), "{err:?}");
     }
 
     #[test]

@@ -459,10 +459,18 @@ mod tests {
                 request_id: "q1".into(),
                 status: None,
                 body: String::new(),
+                headers: Default::default(),
                 echo: None,
                 error: Some("reset".into()),
             },
-            Answer { request_id: "q2".into(), status: Some(200), body: "{}".into(), echo: Some(echo), error: None },
+            Answer {
+                request_id: "q2".into(),
+                status: Some(200),
+                body: "{}".into(),
+                headers: Default::default(),
+                echo: Some(echo),
+                error: None,
+            },
         ];
         let page = render(&report);
         assert!(page.contains("<th><code>q1</code></th><th><code>q2</code></th>"));

@@ -370,6 +370,9 @@ pub struct ResponseExpectation {
     /// The response body must contain this text.
     #[serde(default)]
     pub body_contains: Option<String>,
+    /// Response headers that must have exactly these values (names in any case).
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
     /// Whether the request reached a backend. `false` is checked on every answer and, at
     /// the end, against the backends' access logs.
     #[serde(default)]
