@@ -247,7 +247,9 @@ impl RunPlan {
     pub fn from_env() -> Result<RunPlan, String> {
         let overrides = Overrides::from_env().map_err(|e| e.to_string())?;
         let config = match std::env::var_os(env::CONFIG).filter(|v| !v.is_empty()) {
-            Some(path) => ImplementationConfig::load(Path::new(&path)).map_err(|e| e.to_string())?,
+            Some(path) => {
+                ImplementationConfig::load(&crate::suite::user_path(path.into())).map_err(|e| e.to_string())?
+            }
             None => ImplementationConfig::default(),
         };
         config.resolve(overrides)

@@ -1,7 +1,7 @@
 //! Many scenarios at once: [`run_all`] runs them concurrently against an environment and
 //! [`line`] and [`totals`] render what the CLI prints.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -22,6 +22,19 @@ pub fn default_scenario_dir() -> PathBuf {
 /// The repository's report directory.
 pub fn default_reports_dir() -> PathBuf {
     repository_dir("reports")
+}
+
+/// A path from an environment variable, as the user meant it: `cargo test` runs test
+/// binaries from the package directory (`harness/`), while users write paths from the
+/// repository root where they typed the command, so there a relative path is taken from the
+/// repository root.
+pub fn user_path(path: PathBuf) -> PathBuf {
+    let package = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let in_package = std::env::current_dir().is_ok_and(|cwd| cwd == package);
+    match package.parent() {
+        Some(root) if path.is_relative() && in_package => root.join(path),
+        _ => path,
+    }
 }
 
 /// A top-level directory of this repository, relative to the working directory when inside
@@ -81,4 +94,18 @@ pub fn line(outcome: &ScenarioOutcome) -> String {
         text.push_str(&format!("\n  warning: cleanup of namespace {} failed: {cleanup}", outcome.namespace));
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths_from_cargo_test_are_taken_from_the_repository_root() {
+        // Unit tests run from the package directory, as `cargo test --test conformance` does.
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        assert_eq!(user_path("examples/implementation.yaml".into()), root.join("examples/implementation.yaml"));
+        assert!(user_path("examples/implementation.yaml".into()).is_file());
+        assert_eq!(user_path("/etc/x.yaml".into()), PathBuf::from("/etc/x.yaml"));
+    }
 }

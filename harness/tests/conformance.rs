@@ -42,7 +42,7 @@ fn main() {
     args.test_threads.get_or_insert(DEFAULT_TEST_THREADS);
     harness::init_crypto();
 
-    let dir = std::env::var_os(env::SCENARIOS).map_or_else(suite::default_scenario_dir, Into::into);
+    let dir = std::env::var_os(env::SCENARIOS).map_or_else(suite::default_scenario_dir, |d| suite::user_path(d.into()));
     let run = Run {
         runtime: Arc::new(tokio::runtime::Runtime::new().expect("a tokio runtime starts on any supported OS")),
         environment: Arc::default(),
@@ -92,7 +92,8 @@ fn main() {
         let outcomes = run.outcomes.lock().unwrap_or_else(|e| e.into_inner());
         let loaded: Vec<&LoadedScenario> = catalog.iter().map(|s| s.as_ref()).collect();
         let report = RunReport::new(info, &loaded, &outcomes);
-        let reports = std::env::var_os(env::REPORTS).map_or_else(suite::default_reports_dir, Into::into);
+        let reports =
+            std::env::var_os(env::REPORTS).map_or_else(suite::default_reports_dir, |d| suite::user_path(d.into()));
         match write_all(&report, &reports) {
             Ok(_) => eprintln!("reports written to {}", reports.display()),
             Err(e) => eprintln!("warning: {e}"),
