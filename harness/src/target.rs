@@ -108,7 +108,7 @@ impl TargetConfig {
 
     /// Why no installation of this config can run a scenario with `features`, if none can.
     pub fn lacks(&self, features: &[Feature]) -> Option<SkipReason> {
-        choose(&self.installations(), features).err()
+        choose(self.installations().iter(), features).err()
     }
 
     /// The loopback faults switched on (none on a real cluster).
@@ -212,8 +212,8 @@ impl Environment {
     /// Runs `scenario` on the first installation that has every feature it needs; with none,
     /// it is skipped with the first installation's reason.
     pub async fn run(&self, scenario: &LoadedScenario, observer: &dyn Observer) -> ScenarioOutcome {
-        let installations: Vec<Installation> = self.targets.iter().map(|t| t.installation.clone()).collect();
-        let index = choose(&installations, &scenario.scenario.features).unwrap_or(0);
+        let installations = self.targets.iter().map(|t| &t.installation);
+        let index = choose(installations, &scenario.scenario.features).unwrap_or(0);
         run_scenario(&self.targets[index], scenario, observer).await
     }
 
@@ -227,9 +227,12 @@ impl Environment {
 
 /// The index of the first installation that can run a scenario with `features`, or why the
 /// first cannot.
-fn choose(installations: &[Installation], features: &[Feature]) -> Result<usize, SkipReason> {
-    installations.iter().position(|i| i.lacks_any(features).is_none()).ok_or_else(|| {
-        let first = installations.first().and_then(|i| i.lacks_any(features));
+fn choose<'a>(
+    installations: impl Iterator<Item = &'a Installation> + Clone,
+    features: &[Feature],
+) -> Result<usize, SkipReason> {
+    installations.clone().position(|i| i.lacks_any(features).is_none()).ok_or_else(|| {
+        let first = installations.clone().next().and_then(|i| i.lacks_any(features));
         first.unwrap_or(SkipReason { text: "no installation to run on".into(), not_applicable: false })
     })
 }
@@ -293,12 +296,12 @@ mod tests {
     fn scenarios_go_to_the_first_installation_that_can_run_them() {
         let loopback = TargetConfig::Loopback { faults: Vec::new(), exempt: Vec::new() };
         let installations = loopback.installations();
-        assert_eq!(choose(&installations, &[Feature::UpstreamTls]), Ok(0));
-        assert_eq!(choose(&installations, &[Feature::EnvoyClientCertificate]), Ok(0));
-        assert_eq!(choose(&installations, &[Feature::NoEnvoyClientCertificate]), Ok(1));
-        assert_eq!(choose(&installations, &[Feature::UpstreamTlsMaximum12]), Ok(1));
+        assert_eq!(choose(installations.iter(), &[Feature::UpstreamTls]), Ok(0));
+        assert_eq!(choose(installations.iter(), &[Feature::EnvoyClientCertificate]), Ok(0));
+        assert_eq!(choose(installations.iter(), &[Feature::NoEnvoyClientCertificate]), Ok(1));
+        assert_eq!(choose(installations.iter(), &[Feature::UpstreamTlsMaximum12]), Ok(1));
         let impossible = [Feature::EnvoyClientCertificate, Feature::UpstreamTlsMaximum12];
-        let reason = choose(&installations, &impossible).unwrap_err();
+        let reason = choose(installations.iter(), &impossible).unwrap_err();
         assert_eq!(reason.text, "the installation's upstream TLS maximum is 1.3, not 1.2");
         assert!(
             loopback.lacks(&[Feature::NoEnvoyClientCertificate]).is_none(),

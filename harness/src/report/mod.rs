@@ -210,11 +210,8 @@ impl RunReport {
     /// The model of a run: `outcomes` matched to their scenarios by name; the `catalog`
     /// scenarios with no outcome were not selected.
     pub fn new(info: RunInfo, catalog: &[&LoadedScenario], outcomes: &[ScenarioOutcome]) -> Self {
-        let scenarios = catalog;
-        let reports: Vec<ScenarioReport> = outcomes
-            .iter()
-            .map(|o| scenario_report(o, scenarios.iter().copied().find(|s| s.name() == o.name)))
-            .collect();
+        let reports: Vec<ScenarioReport> =
+            outcomes.iter().map(|o| scenario_report(o, catalog.iter().copied().find(|s| s.name() == o.name))).collect();
         let totals = Totals::of(outcomes);
         RunReport {
             format: REPORT_FORMAT,
