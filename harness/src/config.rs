@@ -16,7 +16,8 @@ use crate::install::{Installation, SecretRef, TlsVersion};
 use crate::runner::RunSettings;
 use crate::scenario::load::{LoadError, yaml_error};
 use crate::scenario::{Feature, LoadedScenario};
-use crate::target::{TargetConfig, TargetError, env};
+use crate::target::{LoopbackController, TargetConfig, TargetError, env};
+use loopback::config::ControllerKind;
 
 /// The file, as written.
 #[derive(Debug, Default, Deserialize)]
@@ -26,6 +27,8 @@ pub struct ImplementationConfig {
     pub implementation: Option<Implementation>,
     #[serde(default)]
     pub cluster: ClusterSection,
+    #[serde(default)]
+    pub loopback: LoopbackSection,
     #[serde(default)]
     pub installation: InstallationSection,
     #[serde(default)]
@@ -74,13 +77,23 @@ impl Implementation {
         }
     }
 
-    /// What a run against the built-in loopback cluster certifies: the reference controller.
-    fn loopback() -> Self {
+    /// What a run against the built-in loopback cluster certifies: the reference controller,
+    /// or the real Contour controller (with loopback's data plane standing in for Envoy).
+    fn loopback(controller: &LoopbackController) -> Self {
+        let (organization, project, url, version) = match controller.contour_release() {
+            Some(version) => (
+                "projectcontour",
+                "Contour (real controller) on loopback",
+                "https://github.com/projectcontour/contour",
+                version,
+            ),
+            None => ("upstream-tls-conformance", "loopback", "", env!("CARGO_PKG_VERSION").to_string()),
+        };
         Implementation {
-            organization: "upstream-tls-conformance".into(),
-            project: "loopback".into(),
-            url: String::new(),
-            version: env!("CARGO_PKG_VERSION").into(),
+            organization: organization.into(),
+            project: project.into(),
+            url: url.into(),
+            version,
             contact: Vec::new(),
             mode: default_mode(),
         }
@@ -99,6 +112,19 @@ pub struct ClusterSection {
     pub proxy: Option<String>,
     #[serde(default)]
     pub image: Option<String>,
+}
+
+/// The built-in loopback cluster's controller, when no proxy is given.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LoopbackSection {
+    /// `reference` (default) or `contour`.
+    #[serde(default)]
+    pub controller: Option<ControllerKind>,
+    /// The Contour release for `controller: contour` (default: the first of
+    /// `loopback/contour-versions`).
+    #[serde(default)]
+    pub contour_version: Option<String>,
 }
 
 /// The installation's install-wide settings (Contour's config file keys in comments).
@@ -175,6 +201,8 @@ pub struct Overrides {
     pub run: Vec<String>,
     pub skip: Vec<String>,
     pub faults: Vec<loopback::Fault>,
+    pub controller: Option<ControllerKind>,
+    pub contour_version: Option<String>,
     pub keep_namespaces: bool,
 }
 
@@ -220,6 +248,8 @@ impl Overrides {
             run: list(env::RUN),
             skip: list(env::SKIP),
             faults,
+            controller: parse(env::CONTROLLER)?,
+            contour_version: var(env::CONTOUR_VERSION),
             // As clap reads the flag's variable: anything but a falsey word is true.
             keep_namespaces: var(env::KEEP_NAMESPACES)
                 .is_some_and(|v| !["0", "n", "no", "f", "false", "off"].contains(&v.trim().to_lowercase().as_str())),
@@ -304,6 +334,9 @@ impl ImplementationConfig {
                 if !overrides.faults.is_empty() {
                     warnings.push("loopback faults are ignored: the target is a real cluster".to_string());
                 }
+                if overrides.controller.is_some() || self.loopback.controller.is_some() {
+                    warnings.push("the loopback controller is ignored: the target is a real cluster".to_string());
+                }
                 let defaults = Installation::default().upstream_tls;
                 let installation = Installation {
                     client_certificate,
@@ -337,7 +370,17 @@ impl ImplementationConfig {
                             .to_string(),
                     );
                 }
-                (Implementation::loopback(), TargetConfig::Loopback { faults: overrides.faults, exempt })
+                let controller = LoopbackController {
+                    kind: overrides.controller.or(self.loopback.controller).unwrap_or_default(),
+                    contour_version: overrides.contour_version.or(self.loopback.contour_version),
+                };
+                if controller.kind == ControllerKind::Contour && !overrides.faults.is_empty() {
+                    return Err("loopback faults switch the reference controller; they cannot be used with \
+                                --controller contour"
+                        .to_string());
+                }
+                let implementation = Implementation::loopback(&controller);
+                (implementation, TargetConfig::Loopback { faults: overrides.faults, exempt, controller })
             }
         };
         let defaults = RunSettings::default();
@@ -439,6 +482,27 @@ mod tests {
         assert_eq!(installation.upstream_tls, (TlsVersion::V1_2, TlsVersion::V1_3));
         assert_eq!(plan.settings.image, "nginx:file", "the file's value stands when nothing overrides it");
         assert_eq!(plan.selection.skip, vec!["sni"]);
+    }
+
+    #[test]
+    fn the_loopback_controller_comes_from_the_file_or_the_flags() {
+        let file = "loopback:\n  controller: contour\n  contourVersion: v1.32.1\n";
+        let plan = config(file).unwrap().resolve(Overrides::default()).unwrap();
+        let TargetConfig::Loopback { controller, .. } = &plan.target else { panic!() };
+        assert_eq!(controller.contour_release().as_deref(), Some("v1.32.1"));
+        assert_eq!(plan.implementation.version, "v1.32.1");
+        assert!(plan.implementation.project.contains("real controller"), "{}", plan.implementation.project);
+        assert!(plan.target.describe().contains("the real Contour v1.32.1 controller, with loopback's data plane"));
+
+        let flags = Overrides { controller: Some(ControllerKind::Reference), ..Default::default() };
+        let plan = config(file).unwrap().resolve(flags).unwrap();
+        assert_eq!(plan.implementation.project, "loopback", "the flag wins over the file");
+
+        let faulted = Overrides { faults: vec![loopback::Fault::SkipCaVerification], ..Default::default() };
+        let err = config(file).unwrap().resolve(faulted).unwrap_err();
+        assert!(err.contains("cannot be used with --controller contour"), "{err}");
+        let err = config("loopback:\n  controller: envoy\n").unwrap_err().to_string();
+        assert!(err.contains(":2:15:"), "{err}");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Install-wide state: what an installation has configured ([`Installation`], which decides
 //! the install-wide features it can run), and the Envoy client certificate the harness
-//! manages for it (CONTRACT C1), [`InstallClientCertificate`].
+//! manages for it (docs/contract.md C1), [`InstallClientCertificate`].
 //!
 //! An installation configured (Contour's `tls.envoy-client-certificate`) to read a Secret
 //! gets that Secret written at the start of a run with a certificate from the harness's own
@@ -20,7 +20,7 @@ use crate::scenario::template::Bindings;
 
 pub use loopback::config::TlsVersion;
 
-/// The install-wide settings of an installation that scenarios depend on (CONTRACT C1, N2).
+/// The install-wide settings of an installation that scenarios depend on (docs/contract.md C1, N2).
 /// Real installations declare them; loopback knows its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Installation {

@@ -114,6 +114,14 @@ struct RunArgs {
     /// Loopback fault to switch on (repeatable); the suite should then fail.
     #[arg(long = "loopback-fault", value_name = "FAULT", value_delimiter = ',', env = env::FAULTS)]
     faults: Vec<loopback::Fault>,
+    /// The controller of the built-in loopback cluster: reference (loopback's model of
+    /// Contour, the default) or contour (the real Contour, built by scripts/ensure-contour).
+    #[arg(long, value_name = "reference|contour", env = env::CONTROLLER)]
+    controller: Option<loopback::config::ControllerKind>,
+    /// The Contour release loopback runs with --controller contour (default: the first line
+    /// of loopback/contour-versions).
+    #[arg(long, value_name = "VERSION", env = env::CONTOUR_VERSION)]
+    contour_version: Option<String>,
     /// How many scenarios run at once.
     #[arg(long, default_value_t = DEFAULT_PARALLELISM)]
     parallel: usize,
@@ -268,6 +276,8 @@ fn run(args: RunArgs) -> ExitCode {
         run: args.selection.run,
         skip: args.selection.skip,
         faults: args.faults,
+        controller: args.controller,
+        contour_version: args.contour_version,
         keep_namespaces: args.keep_namespaces,
     };
     let plan = match config.resolve(overrides) {

@@ -83,7 +83,11 @@ pub async fn run_matrix(scenarios: &[LoadedScenario], faults: &[Fault]) -> Resul
 }
 
 async fn run_once(scenarios: &[LoadedScenario], fault: Option<Fault>) -> Result<Vec<ScenarioOutcome>, TargetError> {
-    let config = TargetConfig::Loopback { faults: fault.into_iter().collect(), exempt: Vec::new() };
+    let config = TargetConfig::Loopback {
+        faults: fault.into_iter().collect(),
+        exempt: Vec::new(),
+        controller: Default::default(),
+    };
     let environment = Environment::connect(&config, RunSettings::default()).await?;
     let outcomes = run_all(&environment, scenarios, SCENARIOS_AT_ONCE, &()).await;
     environment.shutdown().await;

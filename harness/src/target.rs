@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use std::sync::Arc;
 
-use loopback::config::SecretName;
+use loopback::config::{ContourSettings, ControllerKind, SecretName};
 use loopback::{Fault, Loopback, LoopbackConfig};
 
 use crate::cluster::{ClusterClient, ClusterError};
@@ -46,6 +46,12 @@ pub mod env {
     pub const MIN_TLS_VERSION: &str = "UPSTREAM_TLS_MIN_TLS_VERSION";
     /// The installation's `cluster.upstream-tls.maximum-protocol-version` (default 1.3).
     pub const MAX_TLS_VERSION: &str = "UPSTREAM_TLS_MAX_TLS_VERSION";
+    /// The controller loopback runs: `reference` (default) or `contour` (the real Contour,
+    /// built by `scripts/ensure-contour`).
+    pub const CONTROLLER: &str = "UPSTREAM_TLS_CONTROLLER";
+    /// The Contour release loopback runs with the `contour` controller (default: the first
+    /// line of `loopback/contour-versions`).
+    pub const CONTOUR_VERSION: &str = "UPSTREAM_TLS_CONTOUR_VERSION";
     /// The implementation config file (see `examples/implementation.yaml`).
     pub const CONFIG: &str = "UPSTREAM_TLS_CONFIG";
     /// Comma-separated: run only scenarios with one of these features or name parts.
@@ -66,9 +72,9 @@ pub fn loopback_installations() -> [Installation; 2] {
 /// Where to run.
 #[derive(Debug, Clone)]
 pub enum TargetConfig {
-    /// Start the built-in loopback cluster, with these faults; scenarios needing the
-    /// exempt features are skipped.
-    Loopback { faults: Vec<Fault>, exempt: Vec<Feature> },
+    /// Start the built-in loopback cluster, with this controller and these faults; scenarios
+    /// needing the exempt features are skipped.
+    Loopback { faults: Vec<Fault>, exempt: Vec<Feature>, controller: LoopbackController },
     /// A real cluster reached through a kubeconfig, and its proxy.
     Cluster {
         kubeconfig: Option<PathBuf>,
@@ -77,6 +83,38 @@ pub enum TargetConfig {
         /// The installation's install-wide settings, as declared.
         installation: Installation,
     },
+}
+
+/// The controller a loopback cluster runs, and for the real Contour which release.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoopbackController {
+    pub kind: ControllerKind,
+    /// The Contour release (`v1.33.6`); default: the first of `loopback/contour-versions`.
+    pub contour_version: Option<String>,
+}
+
+impl LoopbackController {
+    /// The real Contour, at its default release.
+    pub fn contour() -> Self {
+        LoopbackController { kind: ControllerKind::Contour, contour_version: None }
+    }
+
+    /// The Contour release run, when it is the real Contour.
+    pub fn contour_release(&self) -> Option<String> {
+        (self.kind == ControllerKind::Contour).then(|| self.settings().version().to_string())
+    }
+
+    fn settings(&self) -> ContourSettings {
+        ContourSettings { version: self.contour_version.clone(), binary: None }
+    }
+
+    /// How reports name what runs: which controller, and that the data plane is loopback's.
+    pub fn describe(&self) -> String {
+        match self.contour_release() {
+            Some(version) => format!("the real Contour {version} controller, with loopback's data plane"),
+            None => "loopback's reference controller and data plane".into(),
+        }
+    }
 }
 
 /// A target setting that cannot be used.
@@ -122,10 +160,12 @@ impl TargetConfig {
     /// One line for run headers: what is being tested.
     pub fn describe(&self) -> String {
         match self {
-            TargetConfig::Loopback { faults, .. } if faults.is_empty() => "built-in loopback cluster".into(),
-            TargetConfig::Loopback { faults, .. } => {
+            TargetConfig::Loopback { faults, controller, .. } if faults.is_empty() => {
+                format!("built-in loopback cluster ({})", controller.describe())
+            }
+            TargetConfig::Loopback { faults, controller, .. } => {
                 let names: Vec<&str> = faults.iter().map(|f| f.name()).collect();
-                format!("built-in loopback cluster with faults: {}", names.join(", "))
+                format!("built-in loopback cluster ({}) with faults: {}", controller.describe(), names.join(", "))
             }
             TargetConfig::Cluster { kubeconfig, context, proxy, installation } => format!(
                 "cluster from {} (context {}), proxy {proxy}; {}",
@@ -174,8 +214,8 @@ impl Environment {
         settings: &RunSettings,
     ) -> Result<Target, TargetError> {
         let (cluster, proxy) = match config {
-            TargetConfig::Loopback { faults, .. } => {
-                let loopback = Loopback::start(loopback_config(&installation, faults)).await?;
+            TargetConfig::Loopback { faults, controller, .. } => {
+                let loopback = Loopback::start(loopback_config(&installation, faults, controller)).await?;
                 let kubeconfig = loopback.kubeconfig().to_owned();
                 let proxy = loopback.proxy_address();
                 self.loopbacks.push(loopback);
@@ -237,8 +277,13 @@ fn choose<'a>(
     })
 }
 
-fn loopback_config(installation: &Installation, faults: &[Fault]) -> LoopbackConfig {
-    let mut config = LoopbackConfig { faults: faults.to_vec(), ..Default::default() };
+fn loopback_config(installation: &Installation, faults: &[Fault], controller: &LoopbackController) -> LoopbackConfig {
+    let mut config = LoopbackConfig {
+        faults: faults.to_vec(),
+        controller: controller.kind,
+        contour: controller.settings(),
+        ..Default::default()
+    };
     config.tls.envoy_client_certificate = installation
         .client_certificate
         .as_ref()
@@ -281,11 +326,12 @@ mod tests {
     #[test]
     fn loopback_configs_set_only_the_limits_that_differ_from_the_defaults() {
         let [standard, restricted] = loopback_installations();
-        let config = loopback_config(&standard, &[]);
+        let config = loopback_config(&standard, &[], &LoopbackController::default());
         assert!(config.cluster.upstream_tls.minimum_protocol_version.is_none());
         assert!(config.cluster.upstream_tls.maximum_protocol_version.is_none());
         assert!(config.tls.envoy_client_certificate.is_some());
-        let config = loopback_config(&restricted, &[Fault::SkipCaVerification]);
+        let config = loopback_config(&restricted, &[Fault::SkipCaVerification], &LoopbackController::contour());
+        assert_eq!(config.controller, ControllerKind::Contour);
         assert!(config.cluster.upstream_tls.minimum_protocol_version.is_none());
         assert_eq!(config.cluster.upstream_tls.maximum_protocol_version, Some(TlsVersion::V1_2));
         assert!(config.tls.envoy_client_certificate.is_none());
@@ -294,7 +340,11 @@ mod tests {
 
     #[test]
     fn scenarios_go_to_the_first_installation_that_can_run_them() {
-        let loopback = TargetConfig::Loopback { faults: Vec::new(), exempt: Vec::new() };
+        let loopback = TargetConfig::Loopback {
+            faults: Vec::new(),
+            exempt: Vec::new(),
+            controller: LoopbackController::default(),
+        };
         let installations = loopback.installations();
         assert_eq!(choose(installations.iter(), &[Feature::UpstreamTls]), Ok(0));
         assert_eq!(choose(installations.iter(), &[Feature::EnvoyClientCertificate]), Ok(0));

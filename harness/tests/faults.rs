@@ -16,10 +16,12 @@ async fn run_with_fault(fault: Fault, scenario: &str) -> ScenarioOutcome {
     harness::init_crypto();
     let loaded = load_file(&default_scenario_dir().join(scenario)).expect("catalog scenarios load");
     let settings = RunSettings { traffic_limit: Duration::from_secs(5), ..Default::default() };
-    let environment =
-        Environment::connect(&TargetConfig::Loopback { faults: vec![fault], exempt: Vec::new() }, settings)
-            .await
-            .expect("loopback starts (is nginx installed?)");
+    let environment = Environment::connect(
+        &TargetConfig::Loopback { faults: vec![fault], exempt: Vec::new(), controller: Default::default() },
+        settings,
+    )
+    .await
+    .expect("loopback starts (is nginx installed?)");
     let outcome = environment.run(&loaded, &()).await;
     environment.shutdown().await;
     assert!(outcome.cleanup_error.is_none(), "{:?}", outcome.cleanup_error);

@@ -11,7 +11,8 @@ use tokio::task::JoinHandle;
 
 use crate::api::admission::Admission;
 use crate::api::{self, Store, kinds};
-use crate::config::{Fault, LoopbackConfig};
+use crate::config::{ControllerKind, Fault, LoopbackConfig};
+use crate::contour::{ContourError, ContourProcess};
 use crate::controller::Controller;
 use crate::dataplane::{self, RouteTable};
 use crate::kubelet::Kubelet;
@@ -27,6 +28,8 @@ pub enum StartError {
     WorkDir { path: PathBuf, source: std::io::Error },
     #[error("cannot listen on 127.0.0.1: {0}")]
     Bind(std::io::Error),
+    #[error(transparent)]
+    Contour(#[from] ContourError),
 }
 
 /// A running loopback cluster. Stop it with [`Loopback::shutdown`]; dropping it also stops
@@ -40,13 +43,17 @@ pub struct Loopback {
     owns_work_dir: bool,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// The real Contour, when it is the controller.
+    contour: Option<ContourProcess>,
 }
 
 impl Loopback {
-    /// Starts the API server, kubelet, controller and proxy on 127.0.0.1.
+    /// Starts the API server, kubelet, controller and proxy on 127.0.0.1. The controller is
+    /// the reference one, or the real Contour when the config says so.
     ///
     /// # Errors
-    /// nginx is missing, the work directory cannot be made, or no port can be bound.
+    /// nginx is missing, the work directory cannot be made, no port can be bound, or Contour
+    /// is not built or does not come up.
     pub async fn start(config: LoopbackConfig) -> Result<Self, StartError> {
         let nginx = find_nginx(config.nginx.as_deref())?;
         let (work_dir, owns_work_dir) = match &config.work_dir {
@@ -76,15 +83,47 @@ impl Loopback {
         let (shutdown, stop) = watch::channel(false);
         let (routes_tx, routes_rx) = watch::channel(Arc::new(RouteTable::default()));
         let kubelet = Kubelet::new(store.clone(), work_dir.join("pods"), nginx);
-        let controller = Controller::new(store.clone(), config, routes_tx);
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(api::serve(api_listener, store.clone(), admission, stop.clone())),
             tokio::spawn(kubelet.run(stop.clone())),
-            tokio::spawn(controller.run(stop.clone())),
-            tokio::spawn(dataplane::serve(proxy_listener, routes_rx, stop)),
+            tokio::spawn(dataplane::serve(proxy_listener, routes_rx, stop.clone())),
         ];
-        tracing::info!(api = %api_address, proxy = %proxy_address, "loopback cluster started");
-        Ok(Loopback { kubeconfig, api_address, proxy_address, work_dir, owns_work_dir, shutdown, tasks })
+        let mut loopback = Loopback {
+            kubeconfig,
+            api_address,
+            proxy_address,
+            work_dir,
+            owns_work_dir,
+            shutdown,
+            tasks: Vec::new(),
+            contour: None,
+        };
+        match config.controller {
+            ControllerKind::Reference => {
+                let controller = Controller::new(store.clone(), config.clone(), routes_tx);
+                tasks.push(tokio::spawn(controller.run(stop)));
+            }
+            ControllerKind::Contour => {
+                loopback.tasks = tasks;
+                let dir = loopback.work_dir.join("contour");
+                match ContourProcess::start(&config, &loopback.kubeconfig, &dir).await {
+                    Ok(contour) => loopback.contour = Some(contour),
+                    Err(e) => {
+                        loopback.shutdown().await;
+                        return Err(e.into());
+                    }
+                }
+                tasks = std::mem::take(&mut loopback.tasks);
+            }
+        }
+        loopback.tasks = tasks;
+        tracing::info!(api = %api_address, proxy = %proxy_address, controller = %config.controller, "loopback cluster started");
+        Ok(loopback)
+    }
+
+    /// The real Contour's log file, when Contour is the controller.
+    pub fn contour_log(&self) -> Option<&Path> {
+        self.contour.as_ref().map(ContourProcess::log_path)
     }
 
     /// The kubeconfig file clients (kube-rs, kubectl) use.
@@ -105,6 +144,9 @@ impl Loopback {
     /// Stops everything, waits for backend processes to exit and removes the work directory
     /// when loopback created it.
     pub async fn shutdown(mut self) {
+        if let Some(contour) = self.contour.take() {
+            contour.stop().await;
+        }
         self.shutdown.send_replace(true);
         for task in self.tasks.drain(..) {
             // A task that panicked has nothing left to clean.

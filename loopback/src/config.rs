@@ -27,8 +27,8 @@ pub enum Fault {
     IgnoreProtocolField,
     /// P4: the annotation wins over the route service's protocol field.
     AnnotationBeatsProtocolField,
-    /// P5: the proxy offers ALPN http/1.1 on plain tls upstreams, which must carry no ALPN.
-    AlpnForTls,
+    /// P5: the proxy offers no ALPN on tls upstreams, where Envoy's HTTP/1 pool offers http/1.1.
+    NoAlpnForTls,
     /// P6: with no TLS signal at all the proxy still speaks TLS.
     DefaultToTls,
     /// V1: backend certificates are verified (against no trust anchors) even without a validation block.
@@ -92,7 +92,7 @@ impl Fault {
         Fault::IgnoreAppProtocol,
         Fault::IgnoreProtocolField,
         Fault::AnnotationBeatsProtocolField,
-        Fault::AlpnForTls,
+        Fault::NoAlpnForTls,
         Fault::DefaultToTls,
         Fault::VerifyWithoutValidation,
         Fault::AdmitInvalidHttpProxy,
@@ -130,7 +130,7 @@ impl Fault {
             Fault::IgnoreAppProtocol => "ignore-app-protocol",
             Fault::IgnoreProtocolField => "ignore-protocol-field",
             Fault::AnnotationBeatsProtocolField => "annotation-beats-protocol-field",
-            Fault::AlpnForTls => "alpn-for-tls",
+            Fault::NoAlpnForTls => "no-alpn-for-tls",
             Fault::DefaultToTls => "default-to-tls",
             Fault::VerifyWithoutValidation => "verify-without-validation",
             Fault::AdmitInvalidHttpProxy => "admit-invalid-httpproxy",
@@ -169,7 +169,7 @@ impl Fault {
             Fault::IgnoreAppProtocol => "P3",
             Fault::IgnoreProtocolField => "P4",
             Fault::AnnotationBeatsProtocolField => "P4",
-            Fault::AlpnForTls => "P5",
+            Fault::NoAlpnForTls => "P5",
             Fault::DefaultToTls => "P6",
             Fault::VerifyWithoutValidation => "V1",
             Fault::AdmitInvalidHttpProxy => "V2",
@@ -213,7 +213,7 @@ impl Fault {
             Fault::IgnoreAppProtocol => "a Service port's appProtocol is ignored, so the annotation decides",
             Fault::IgnoreProtocolField => "the route service's protocol field is ignored",
             Fault::AnnotationBeatsProtocolField => "the annotation wins over the route service's protocol field",
-            Fault::AlpnForTls => "the proxy offers ALPN http/1.1 on plain tls upstreams, which must carry no ALPN",
+            Fault::NoAlpnForTls => "the proxy offers no ALPN on tls upstreams, where Envoy offers http/1.1",
             Fault::DefaultToTls => "with no TLS signal at all the proxy still speaks TLS",
             Fault::VerifyWithoutValidation => {
                 "backend certificates are verified (against no trust anchors) even without a validation block"
@@ -308,13 +308,92 @@ pub struct LoopbackConfig {
     /// Upstream cluster settings, as Contour's `cluster` section.
     #[serde(default)]
     pub cluster: ClusterConfig,
+    /// Which controller watches the API and writes statuses.
+    #[serde(default)]
+    pub controller: ControllerKind,
+    /// Where the real Contour comes from, for `controller: contour`.
+    #[serde(default)]
+    pub contour: ContourSettings,
+}
+
+/// The controller behind loopback's API server.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ControllerKind {
+    /// Loopback's own model of Contour: fast, needs no Go, carries the fault switches.
+    #[default]
+    Reference,
+    /// The real Contour controller (`contour serve`), built from its Go module.
+    Contour,
+}
+
+impl ControllerKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ControllerKind::Reference => "reference",
+            ControllerKind::Contour => "contour",
+        }
+    }
+}
+
+impl fmt::Display for ControllerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for ControllerKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "reference" => Ok(ControllerKind::Reference),
+            "contour" => Ok(ControllerKind::Contour),
+            _ => Err(format!("unknown controller {s:?} (expected reference or contour)")),
+        }
+    }
+}
+
+/// Which Contour release runs, and from where.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ContourSettings {
+    /// The release, e.g. `v1.33.6`; default: the first of `loopback/contour-versions`.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// A `contour` binary to run instead of the one `scripts/ensure-contour` builds.
+    #[serde(default)]
+    pub binary: Option<PathBuf>,
+}
+
+/// The Contour releases the project tests, newest first (`loopback/contour-versions`); the
+/// first is the default.
+pub fn contour_versions() -> Vec<&'static str> {
+    include_str!("../contour-versions").lines().map(str::trim).filter(|l| !l.is_empty()).collect()
+}
+
+impl ContourSettings {
+    /// The release to run.
+    pub fn version(&self) -> &str {
+        self.version.as_deref().unwrap_or_else(|| contour_versions()[0])
+    }
+
+    /// The binary to run: the configured one, or where `scripts/ensure-contour` puts the release.
+    pub fn binary(&self) -> PathBuf {
+        self.binary.clone().unwrap_or_else(|| contour_cache_dir(self.version()).join("bin/contour"))
+    }
+}
+
+/// Where `scripts/ensure-contour` builds a release: `.cache/contour/<version>` in the repository.
+pub fn contour_cache_dir(version: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/contour").join(version)
 }
 
 /// Contour's `tls` section, the parts about upstreams.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct TlsConfig {
-    /// The Secret whose certificate the proxy presents to backends that ask (CONTRACT C1).
+    /// The Secret whose certificate the proxy presents to backends that ask (docs/contract.md C1).
     #[serde(default)]
     pub envoy_client_certificate: Option<SecretName>,
 }
@@ -335,7 +414,7 @@ pub struct ClusterConfig {
     pub upstream_tls: UpstreamTlsConfig,
 }
 
-/// TLS versions the proxy may use towards backends (CONTRACT N2); default 1.2 to 1.3.
+/// TLS versions the proxy may use towards backends (docs/contract.md N2); default 1.2 to 1.3.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct UpstreamTlsConfig {

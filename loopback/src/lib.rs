@@ -4,7 +4,8 @@
 //! real cluster has: a kubeconfig path and the proxy's address.
 //! - [`api`]: an in-memory subset of the Kubernetes API over HTTP.
 //! - [`kubelet`]: runs Deployments' pods as local nginx processes, each on its own 127.x address.
-//! - [`controller`]: the reference controller, implementing the upstream TLS contract.
+//! - [`controller`]: the reference controller, implementing the upstream TLS contract; or
+//!   [`contour`]: the real Contour controller, run from its release binary.
 //! - [`dataplane`]: the proxy the controller programs, routing by Host.
 //!
 //! [`Fault`]s are deliberate deviations from the contract, so the harness can prove that its
@@ -12,6 +13,7 @@
 
 pub mod api;
 pub mod config;
+pub mod contour;
 pub mod controller;
 pub mod dataplane;
 pub mod kubelet;

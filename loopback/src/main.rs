@@ -8,14 +8,20 @@ use std::process::ExitCode;
 
 use loopback::{Fault, Loopback, LoopbackConfig};
 
-const USAGE: &str = "usage: loopback serve [--config FILE] [--fault NAME]...
+const USAGE: &str = "usage: loopback serve [--config FILE] [--controller reference|contour]
+                      [--contour-version VERSION] [--fault NAME]...
        loopback faults      (the fault table, in Markdown)
 
-Starts a loopback cluster (Kubernetes API, kubelet running nginx backends, the reference
-HTTPProxy controller and its proxy) on 127.0.0.0/8 and prints how to reach it.
+Starts a loopback cluster (Kubernetes API, kubelet running nginx backends, an HTTPProxy
+controller and its proxy) on 127.0.0.0/8 and prints how to reach it.
 
-  --config FILE   loopback config file (faults, nginx path, work directory)
-  --fault NAME    switch on a fault (repeatable); one of:";
+  --config FILE              loopback config file (faults, nginx path, work directory,
+                             Contour-shaped install-wide settings)
+  --controller KIND          reference (default): loopback's own model of Contour;
+                             contour: the real Contour, built by scripts/ensure-contour
+  --contour-version VERSION  the Contour release to run (default: the first line of
+                             loopback/contour-versions)
+  --fault NAME               switch on a fault of the reference controller (repeatable); one of:";
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -62,6 +68,13 @@ fn parse_args(args: Vec<String>) -> Result<LoopbackConfig, String> {
                 let path = PathBuf::from(args.next().ok_or("--config needs a file")?);
                 config = LoopbackConfig::from_file(&path).map_err(|e| format!("error: {e}"))?;
             }
+            "--controller" => {
+                let kind = args.next().ok_or("--controller needs reference or contour")?;
+                config.controller = kind.parse().map_err(|e| format!("error: {e}"))?;
+            }
+            "--contour-version" => {
+                config.contour.version = Some(args.next().ok_or("--contour-version needs a release tag")?);
+            }
             "--fault" => {
                 let name = args.next().ok_or("--fault needs a name")?;
                 faults.push(name.parse::<Fault>().map_err(|e| format!("error: {e}"))?);
@@ -85,6 +98,9 @@ async fn serve(config: LoopbackConfig) -> ExitCode {
     println!("kubeconfig: {}", loopback.kubeconfig().display());
     println!("proxy:      {}", loopback.proxy_address());
     println!("api:        http://{}", loopback.api_address());
+    if let Some(log) = loopback.contour_log() {
+        println!("contour:    log in {}", log.display());
+    }
     println!("Press Ctrl-C to stop.");
     wait_for_signal().await;
     eprintln!("stopping...");

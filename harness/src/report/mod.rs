@@ -25,7 +25,7 @@ use crate::traffic::Answer;
 /// Names the JSON format; bumped on incompatible changes.
 pub const REPORT_FORMAT: &str = "upstream-tls-conformance/report/v1";
 
-/// The version of the contract (CONTRACT.md) the catalog certifies: the Contour release whose
+/// The version of the contract (docs/contract.md) the catalog certifies: the Contour release whose
 /// behaviour it describes.
 pub const CONTRACT_VERSION: &str = "contour-v1.33.6";
 

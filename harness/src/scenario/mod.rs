@@ -154,7 +154,7 @@ pub enum Step {
     /// Apply objects the cluster must refuse (admission): the step passes when the API
     /// server rejects one of them with a message containing the given text.
     ApplyRejected(ApplyRejected),
-    /// Change the installation's Envoy client certificate Secret (CONTRACT C2, C4). A
+    /// Change the installation's Envoy client certificate Secret (docs/contract.md C2, C4). A
     /// scenario with this step runs alone, and the Secret is restored after it.
     EnvoyClientCertificate(ClientCertificateChange),
 }

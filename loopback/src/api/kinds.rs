@@ -57,6 +57,8 @@ pub static DEPLOYMENT: ResourceKind =
     kind("apps", "v1", "Deployment", "deployments", "deployment", true, &["deploy"], true);
 pub static INGRESS: ResourceKind =
     kind("networking.k8s.io", "v1", "Ingress", "ingresses", "ingress", true, &["ing"], true);
+pub static ENDPOINT_SLICE: ResourceKind =
+    kind("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", "endpointslice", true, &[], false);
 pub static HTTP_PROXY: ResourceKind =
     kind("projectcontour.io", "v1", "HTTPProxy", "httpproxies", "httpproxy", true, &["proxy", "proxies"], true);
 pub static TLS_CERTIFICATE_DELEGATION: ResourceKind = kind(
@@ -70,8 +72,20 @@ pub static TLS_CERTIFICATE_DELEGATION: ResourceKind = kind(
     true,
 );
 
+/// Contour watches ExtensionServices; loopback stores them and nothing else reads them.
+pub static EXTENSION_SERVICE: ResourceKind = kind(
+    "projectcontour.io",
+    "v1alpha1",
+    "ExtensionService",
+    "extensionservices",
+    "extensionservice",
+    true,
+    &["extensionservice", "extensionservices"],
+    true,
+);
+
 /// Every kind served, in discovery order.
-pub static KINDS: [&ResourceKind; 10] = [
+pub static KINDS: [&ResourceKind; 12] = [
     &NAMESPACE,
     &SECRET,
     &CONFIG_MAP,
@@ -80,8 +94,10 @@ pub static KINDS: [&ResourceKind; 10] = [
     &EVENT,
     &DEPLOYMENT,
     &INGRESS,
+    &ENDPOINT_SLICE,
     &HTTP_PROXY,
     &TLS_CERTIFICATE_DELEGATION,
+    &EXTENSION_SERVICE,
 ];
 
 /// The kind served at `group/version/plural`, if any.

@@ -1,4 +1,4 @@
-//! The install-wide Envoy client certificate (CONTRACT C1-C4): [`ClientCertificateState`],
+//! The install-wide Envoy client certificate (docs/contract.md C1-C4): [`ClientCertificateState`],
 //! read from the Secret the config names on every rebuild, so replacing the Secret rotates
 //! the certificate the proxy presents.
 

@@ -1,4 +1,4 @@
-//! Ingress (networking.k8s.io/v1) to annotated Services (CONTRACT N3): [`routes`].
+//! Ingress (networking.k8s.io/v1) to annotated Services (docs/contract.md N3): [`routes`].
 //!
 //! An Ingress backend gets TLS from the Service annotation or appProtocol like an HTTPProxy
 //! service, and the client certificate, but never validation or SNI. With the client

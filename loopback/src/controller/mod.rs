@@ -1,4 +1,4 @@
-//! The reference controller: the upstream TLS contract (../shared/CONTRACT.md) as code.
+//! The reference controller: the upstream TLS contract (docs/contract.md) as code.
 //!
 //! [`Controller::run`] rebuilds the whole configuration whenever the store changes, as
 //! Contour rebuilds its DAG: every HTTPProxy is processed ([`proxy::process`]), then every

@@ -1,4 +1,4 @@
-//! Which protocol the proxy speaks to a Service port: [`UpstreamProtocol`] (CONTRACT P1-P6).
+//! Which protocol the proxy speaks to a Service port: [`UpstreamProtocol`] (docs/contract.md P1-P6).
 //!
 //! Order of precedence: the route service's `protocol` field, then the Service port's
 //! `appProtocol`, then the `projectcontour.io/upstream-protocol.*` annotations (port name,
@@ -18,14 +18,14 @@ pub enum UpstreamProtocol {
     Http1,
     /// HTTP/2 without TLS.
     H2c,
-    /// TLS without ALPN, HTTP/1.1.
+    /// TLS, HTTP/1.1; Envoy's HTTP/1 pool offers ALPN http/1.1.
     Tls,
     /// TLS with ALPN h2, HTTP/2.
     H2,
 }
 
 impl UpstreamProtocol {
-    /// Whether TLS is spoken (and so whether `validation` applies, CONTRACT V5).
+    /// Whether TLS is spoken (and so whether `validation` applies, docs/contract.md V5).
     pub fn is_tls(self) -> bool {
         matches!(self, UpstreamProtocol::Tls | UpstreamProtocol::H2)
     }
@@ -41,7 +41,7 @@ impl UpstreamProtocol {
 }
 
 const ANNOTATION_PREFIX: &str = "projectcontour.io/upstream-protocol.";
-/// Removed in Contour 1.11; has no effect (CONTRACT P2).
+/// Removed in Contour 1.11; has no effect (docs/contract.md P2).
 const LEGACY_ANNOTATION_PREFIX: &str = "contour.heptio.com/upstream-protocol.";
 
 /// The protocol for `port` of `service`, given the route service's `protocol` field

@@ -2,7 +2,7 @@
 //!
 //! Errors follow Contour: an unresolved Service turns its route into a 503 direct response;
 //! a validation, delegation or client certificate error withdraws every route of the proxy
-//! (CONTRACT S4). Either makes the proxy invalid.
+//! (docs/contract.md S4). Either makes the proxy invalid.
 
 use std::sync::Arc;
 
@@ -111,7 +111,7 @@ pub fn process(ctx: &Context<'_>, object: &Value, duplicate_of: &[String]) -> Pr
         return ProcessedProxy { status, virtual_host: None };
     }
     let mut routes = Vec::new();
-    // Errors that withdraw the whole virtual host (CONTRACT S4).
+    // Errors that withdraw the whole virtual host (docs/contract.md S4).
     let mut withdraw = false;
     for route in &spec.routes {
         let prefix = route.conditions.iter().find_map(|c| c.prefix.clone()).unwrap_or_else(|| "/".into());
@@ -174,7 +174,7 @@ fn route_cluster(
     {
         protocol = UpstreamProtocol::Tls;
     }
-    // Validation only applies when TLS is spoken (CONTRACT V5).
+    // Validation only applies when TLS is spoken (docs/contract.md V5).
     let validation = match (&route_service.validation, protocol.is_tls()) {
         (Some(v), true) => {
             validation::lookup(ctx, namespace, v).map_err(|e| validation_error(name, route_service.port, e))?

@@ -1,4 +1,4 @@
-//! HTTPProxy status documents (CONTRACT S2): [`ProxyStatus`] and the errors that make a proxy
+//! HTTPProxy status documents (docs/contract.md S2): [`ProxyStatus`] and the errors that make a proxy
 //! invalid.
 
 use serde_json::{Value, json};

@@ -162,13 +162,13 @@ fn p3_app_protocol_and_p4_field_choose_the_transport() {
 }
 
 #[test]
-fn p5_tls_offers_no_alpn_unless_the_fault_adds_one() {
+fn p5_tls_offers_http1_alpn_unless_the_fault_drops_it() {
     let f = Fixture::new();
     f.tls_service().proxy("p", json!({"name": "echo", "port": 8443}));
-    assert!(tls(&f.reconcile()).alpn.is_empty());
-    let f = Fixture::new().with_fault(Fault::AlpnForTls);
+    assert_eq!(tls(&f.reconcile()).alpn, vec![b"http/1.1".to_vec()], "P5: Envoy's HTTP/1 pool offers http/1.1");
+    let f = Fixture::new().with_fault(Fault::NoAlpnForTls);
     f.tls_service().proxy("p", json!({"name": "echo", "port": 8443}));
-    assert_eq!(tls(&f.reconcile()).alpn, vec![b"http/1.1".to_vec()]);
+    assert!(tls(&f.reconcile()).alpn.is_empty());
 }
 
 #[test]

@@ -88,10 +88,12 @@ pub fn build_cluster(ctx: &Context<'_>, upstream: UpstreamRequest<'_>) -> Cluste
 
 fn tls_settings(ctx: &Context<'_>, upstream: &UpstreamRequest<'_>) -> TlsSettings {
     let h2 = upstream.protocol == UpstreamProtocol::H2;
-    let alpn = match (h2, ctx.config.has(Fault::AlpnForTls)) {
+    // Contour configures ALPN only for h2; for tls, Envoy's HTTP/1 connection pool offers
+    // http/1.1 itself when the cluster configures none (docs/contract.md P5).
+    let alpn = match (h2, ctx.config.has(Fault::NoAlpnForTls)) {
         (true, _) => vec![b"h2".to_vec()],
-        (false, true) => vec![b"http/1.1".to_vec()],
-        (false, false) => Vec::new(),
+        (false, false) => vec![b"http/1.1".to_vec()],
+        (false, true) => Vec::new(),
     };
     let client_certificate = match ctx.client_certificate {
         ClientCertificateState::Ready(certificate) if !ctx.config.has(Fault::NeverPresentClientCertificate) => {

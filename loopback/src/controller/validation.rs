@@ -1,4 +1,4 @@
-//! Upstream validation (CONTRACT V2-V4, S1, S3, S6): the CA Secret a `validation` block
+//! Upstream validation (docs/contract.md V2-V4, S1, S3, S6): the CA Secret a `validation` block
 //! names, checked as Contour checks it (delegation first, then the Secret), turned into
 //! [`PeerValidation`] for the proxy.
 
@@ -117,7 +117,7 @@ fn delegated(ctx: &Context<'_>, namespace: &str, name: &str, target: &str) -> bo
     })
 }
 
-/// The certificates of a valid CA Secret (CONTRACT S1), or why it is not one.
+/// The certificates of a valid CA Secret (docs/contract.md S1), or why it is not one.
 fn ca_bundle(secret: Option<&Value>) -> Result<Vec<CertificateDer<'static>>, String> {
     let secret = secret.ok_or("Secret not found")?;
     let secret_type = secret["type"].as_str().unwrap_or("Opaque");

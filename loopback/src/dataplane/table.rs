@@ -73,7 +73,7 @@ pub enum Transport {
 pub struct TlsSettings {
     /// The server name sent in the ClientHello; none when `None`.
     pub sni: Option<String>,
-    /// ALPN protocols offered; none for `tls`, `h2` for `h2`.
+    /// ALPN protocols offered: `http/1.1` for `tls` (Envoy's HTTP/1 pool), `h2` for `h2`.
     pub alpn: Vec<Vec<u8>>,
     /// Speak HTTP/2 over the connection.
     pub http2: bool,

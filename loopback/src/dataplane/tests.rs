@@ -183,7 +183,7 @@ async fn get(proxy: SocketAddr, host: &str) -> (u16, String) {
 fn tls_transport(validation: Option<PeerValidation>) -> TlsSettings {
     TlsSettings {
         sni: None,
-        alpn: Vec::new(),
+        alpn: vec![b"http/1.1".to_vec()],
         http2: false,
         validation,
         client_certificate: None,
@@ -228,7 +228,7 @@ async fn v1_without_validation_any_certificate_is_accepted() {
     assert_eq!(status, 200);
     assert_eq!(seen[0]["tls"], true);
     assert_eq!(seen[0]["sni"], Value::Null, "N1: no SNI by default");
-    assert_eq!(seen[0]["alpn"], Value::Null, "P5: no ALPN for tls");
+    assert_eq!(seen[0]["alpn"], "http/1.1", "P5: tls offers http/1.1, and the backend picks it");
     assert_eq!(seen[0]["httpVersion"], "HTTP/1.1");
 }
 

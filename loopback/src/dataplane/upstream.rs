@@ -117,7 +117,7 @@ fn tls_failure(error: &std::io::Error) -> UpstreamFailure {
     UpstreamFailure::Tls { reason, detail }
 }
 
-/// The backend certificate check. Without validation any certificate is accepted (CONTRACT
+/// The backend certificate check. Without validation any certificate is accepted (docs/contract.md
 /// V1); with it, the chain must verify to the CA bundle and carry a DNS SAN equal to one of
 /// the subject names (V3, V4). The handshake signature is checked either way, as Envoy does.
 #[derive(Debug)]

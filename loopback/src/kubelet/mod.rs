@@ -7,8 +7,10 @@
 //!
 //! - [`deployments`]: the Deployment controller (pods from templates, Deployment status).
 //! - [`pods`]: volumes, the container process, readiness, pod status, stopping.
+//! - [`endpoint_slices`]: EndpointSlices for Services from ready pods, as kube-controller-manager.
 
 pub mod deployments;
+pub mod endpoint_slices;
 pub mod pods;
 
 use std::path::PathBuf;
@@ -43,6 +45,7 @@ impl Kubelet {
             deployments::sync(&self.store);
             let settling = self.pods.sync().await;
             deployments::sync(&self.store);
+            endpoint_slices::sync(&self.store);
             tokio::select! {
                 _ = revisions.changed() => {}
                 _ = shutdown.changed() => break,

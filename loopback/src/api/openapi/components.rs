@@ -113,6 +113,10 @@ fn builtin_fields(kind: &ResourceKind) -> Vec<(&'static str, Value)> {
         .into_iter()
         .map(|name| (name, json!({"x-kubernetes-preserve-unknown-fields": true})))
         .collect(),
+        "EndpointSlice" => ["addressType", "endpoints", "ports"]
+            .into_iter()
+            .map(|name| (name, json!({"x-kubernetes-preserve-unknown-fields": true})))
+            .collect(),
         _ => vec![("spec", loose_object()), ("status", loose_object())],
     }
 }

@@ -1,0 +1,263 @@
+//! The real Contour controller inside loopback: `contour serve`, built from Contour's Go module
+//! by `scripts/ensure-contour`, watching loopback's API server through the kubeconfig like any
+//! cluster and writing HTTPProxy statuses itself.
+//!
+//! [`ContourProcess::start`] renders the installation's settings into Contour's own config file
+//! ([`config_file`]), starts Contour on free ports of 127.0.0.1 in its own process group, and
+//! waits for its health endpoint. Its output goes to `contour.log` in the work directory.
+//! Contour serves xDS on [`ContourProcess::xds_address`] for a data plane to subscribe to.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::process::{Child, Command};
+
+use crate::config::{ContourSettings, LoopbackConfig};
+
+/// How long Contour may take to answer its health endpoint after starting.
+const START_LIMIT: Duration = Duration::from_secs(60);
+/// How long a stopping Contour gets before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Why Contour could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum ContourError {
+    #[error(
+        "Contour {version} is not built (looked for {path}); build it with `scripts/ensure-contour {version}` \
+         (needs Go), or set contour.binary in the loopback config"
+    )]
+    NotBuilt { version: String, path: PathBuf },
+    #[error("cannot start Contour ({binary}): {source}")]
+    Spawn { binary: PathBuf, source: std::io::Error },
+    #[error("cannot write Contour's files in {dir}: {source}")]
+    Files { dir: PathBuf, source: std::io::Error },
+    #[error("cannot find a free port on 127.0.0.1 for Contour: {0}")]
+    Port(std::io::Error),
+    #[error("Contour {status} during start-up; the end of {log}:\n{tail}")]
+    Exited { status: String, log: PathBuf, tail: String },
+    #[error("Contour did not answer its health check within {limit:?}; the end of {log}:\n{tail}")]
+    NotHealthy { limit: Duration, log: PathBuf, tail: String },
+    #[error("loopback faults switch the reference controller; the real Contour runs unmodified (faults given: {0})")]
+    Faults(String),
+}
+
+/// A running `contour serve`. Dropping it kills the process.
+pub struct ContourProcess {
+    child: Child,
+    xds_address: SocketAddr,
+    log: PathBuf,
+    version: String,
+}
+
+impl ContourProcess {
+    /// Starts Contour against the API server that `kubeconfig` names, with `config`'s
+    /// install-wide settings, keeping its files in `dir`.
+    ///
+    /// # Errors
+    /// The binary is missing, a file or port cannot be had, or Contour does not come up.
+    pub async fn start(config: &LoopbackConfig, kubeconfig: &Path, dir: &Path) -> Result<Self, ContourError> {
+        if !config.faults.is_empty() {
+            let names: Vec<&str> = config.faults.iter().map(|f| f.name()).collect();
+            return Err(ContourError::Faults(names.join(", ")));
+        }
+        let settings: &ContourSettings = &config.contour;
+        let binary = settings.binary();
+        if !binary.is_file() {
+            return Err(ContourError::NotBuilt { version: settings.version().to_string(), path: binary });
+        }
+        let files = |source| ContourError::Files { dir: dir.to_owned(), source };
+        std::fs::create_dir_all(dir).map_err(files)?;
+        let config_path = dir.join("contour.yaml");
+        std::fs::write(&config_path, config_file(config)).map_err(files)?;
+        let log = dir.join("contour.log");
+        let log_file = std::fs::File::create(&log).map_err(files)?;
+        let log_err = log_file.try_clone().map_err(files)?;
+
+        let [xds_port, health_port, metrics_port, debug_port] = free_ports()?;
+        let mut command = Command::new(&binary);
+        command
+            .arg("serve")
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .arg(format!("--config-path={}", config_path.display()))
+            .args(["--disable-leader-election", "--insecure", "--xds-address=127.0.0.1"])
+            .arg(format!("--xds-port={xds_port}"))
+            .args(["--health-address=127.0.0.1", "--http-address=127.0.0.1", "--debug-http-address=127.0.0.1"])
+            .arg(format!("--health-port={health_port}"))
+            .arg(format!("--http-port={metrics_port}"))
+            .arg(format!("--debug-http-port={debug_port}"))
+            .stdin(Stdio::null())
+            .stdout(log_file)
+            .stderr(log_err)
+            .process_group(0)
+            .kill_on_drop(true);
+        // SAFETY: prctl is async-signal-safe; it makes the kernel stop Contour if this process
+        // dies without stopping it, so no controller outlives a crashed loopback.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let child = command.spawn().map_err(|source| ContourError::Spawn { binary: binary.clone(), source })?;
+        let mut process = ContourProcess {
+            child,
+            xds_address: SocketAddr::from(([127, 0, 0, 1], xds_port)),
+            log,
+            version: settings.version().to_string(),
+        };
+        process.wait_healthy(health_port).await?;
+        tracing::info!(version = %process.version, xds = %process.xds_address, "Contour started");
+        Ok(process)
+    }
+
+    /// Where Contour serves xDS (plain gRPC).
+    pub fn xds_address(&self) -> SocketAddr {
+        self.xds_address
+    }
+
+    /// Contour's output so far.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// The release running.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// Waits until Contour answers its health check and serves xDS, or fails.
+    async fn wait_healthy(&mut self, health_port: u16) -> Result<(), ContourError> {
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(ContourError::Exited {
+                    status: status.to_string(),
+                    log: self.log.clone(),
+                    tail: log_tail(&self.log),
+                });
+            }
+            // Contour opens its xDS port only once its caches are in sync and the first
+            // configuration is built: from then on statuses and xDS follow the API.
+            if healthy(health_port).await && tokio::net::TcpStream::connect(self.xds_address).await.is_ok() {
+                return Ok(());
+            }
+            if started.elapsed() > START_LIMIT {
+                return Err(ContourError::NotHealthy {
+                    limit: START_LIMIT,
+                    log: self.log.clone(),
+                    tail: log_tail(&self.log),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops Contour: SIGTERM, then SIGKILL after a grace period.
+    pub async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            // SAFETY: plain kill(2) on the process group Contour leads.
+            unsafe {
+                libc::kill(-(pid as i32), libc::SIGTERM);
+            }
+        }
+        if tokio::time::timeout(STOP_GRACE, self.child.wait()).await.is_err() {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+/// Contour's config file for the installation: the client certificate Secret
+/// (`tls.envoy-client-certificate`) and the upstream TLS versions (`cluster.upstream-tls`),
+/// with the Kubernetes client's rate limits raised so statuses are not throttled when many
+/// scenarios run at once.
+pub fn config_file(config: &LoopbackConfig) -> String {
+    let mut text = String::from("kubernetesClientQPS: 200\nkubernetesClientBurst: 400\n");
+    if let Some(secret) = &config.tls.envoy_client_certificate {
+        text.push_str(&format!(
+            "tls:\n  envoy-client-certificate:\n    name: {}\n    namespace: {}\n",
+            quoted(&secret.name),
+            quoted(&secret.namespace)
+        ));
+    }
+    let limits = &config.cluster.upstream_tls;
+    if limits.minimum_protocol_version.is_some() || limits.maximum_protocol_version.is_some() {
+        text.push_str("cluster:\n  upstream-tls:\n");
+        if let Some(minimum) = limits.minimum_protocol_version {
+            text.push_str(&format!("    minimum-protocol-version: \"{minimum}\"\n"));
+        }
+        if let Some(maximum) = limits.maximum_protocol_version {
+            text.push_str(&format!("    maximum-protocol-version: \"{maximum}\"\n"));
+        }
+    }
+    text
+}
+
+/// A YAML scalar that reads back as exactly `value` (a JSON string is one).
+fn quoted(value: &str) -> String {
+    serde_json::Value::String(value.to_string()).to_string()
+}
+
+/// Four distinct free ports: the listeners are closed again before Contour binds them.
+fn free_ports() -> Result<[u16; 4], ContourError> {
+    let listeners: Vec<std::net::TcpListener> = (0..4)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()
+        .map_err(ContourError::Port)?;
+    let mut ports = [0u16; 4];
+    for (port, listener) in ports.iter_mut().zip(&listeners) {
+        *port = listener.local_addr().map_err(ContourError::Port)?.port();
+    }
+    Ok(ports)
+}
+
+async fn healthy(port: u16) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else { return false };
+    let request = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut answer)).await;
+    answer.starts_with(b"HTTP/1.1 200")
+}
+
+/// The last lines of Contour's log, for error messages.
+pub fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{SecretName, TlsVersion};
+
+    #[test]
+    fn the_config_file_carries_the_installation_settings_in_contours_shape() {
+        let mut config = LoopbackConfig::default();
+        assert!(!config_file(&config).contains("tls:"), "no client certificate, no tls section");
+        config.tls.envoy_client_certificate = Some(SecretName { name: "envoy-client".into(), namespace: "ns".into() });
+        config.cluster.upstream_tls.maximum_protocol_version = Some(TlsVersion::V1_2);
+        let text = config_file(&config);
+        assert!(
+            text.contains("tls:\n  envoy-client-certificate:\n    name: \"envoy-client\"\n    namespace: \"ns\"\n"),
+            "{text}"
+        );
+        assert!(text.contains("cluster:\n  upstream-tls:\n    maximum-protocol-version: \"1.2\"\n"), "{text}");
+        assert!(!text.contains("minimum-protocol-version"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_missing_binary_names_the_build_command() {
+        let mut config = LoopbackConfig::default();
+        config.contour.version = Some("v0.0.0-missing".into());
+        let dir = std::env::temp_dir().join(format!("contour-missing-{}", std::process::id()));
+        let err = ContourProcess::start(&config, Path::new("/nonexistent"), &dir).await.err().unwrap().to_string();
+        assert!(err.contains("scripts/ensure-contour v0.0.0-missing"), "{err}");
+        assert!(!dir.exists(), "nothing is written before the binary is found");
+    }
+}

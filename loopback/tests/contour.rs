@@ -1,0 +1,125 @@
+//! The real Contour controller inside loopback: it starts against loopback's API server,
+//! writes HTTPProxy statuses itself, and stops with the cluster.
+//!
+//! Needs Contour built by `scripts/ensure-contour`. Without it these tests pass with a loud
+//! note, unless `UPSTREAM_TLS_REQUIRE_CONTOUR=1` (as CI sets), which makes that a failure.
+
+use std::time::Duration;
+
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::runtime::wait::await_condition;
+use kube::{Client, Config};
+use loopback::config::{ContourSettings, ControllerKind};
+use loopback::{Loopback, LoopbackConfig};
+use serde_json::{Value, json};
+
+/// Far longer than Contour takes; only there so a bug fails instead of hanging.
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// Whether Contour is built; when it is not, says so loudly, or fails when it is required.
+fn contour_available() -> bool {
+    let binary = ContourSettings::default().binary();
+    if binary.is_file() {
+        return true;
+    }
+    let required = std::env::var("UPSTREAM_TLS_REQUIRE_CONTOUR").is_ok_and(|v| v == "1");
+    assert!(!required, "Contour is required but not built at {}; run scripts/ensure-contour", binary.display());
+    eprintln!("NOT RUN: Contour is not built at {}; run scripts/ensure-contour (needs Go)", binary.display());
+    false
+}
+
+async fn client(loopback: &Loopback) -> Client {
+    let kubeconfig = Kubeconfig::read_from(loopback.kubeconfig()).unwrap();
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
+    Client::try_from(config).unwrap()
+}
+
+fn api(client: &Client, group: &str, version: &str, kind: &str, namespace: &str) -> Api<DynamicObject> {
+    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
+    Api::namespaced_with(client.clone(), namespace, &resource)
+}
+
+async fn apply(api: &Api<DynamicObject>, object: Value) {
+    let name = object["metadata"]["name"].as_str().unwrap().to_string();
+    let object: DynamicObject = serde_json::from_value(object).unwrap();
+    api.patch(&name, &PatchParams::apply("test").force(), &Patch::Apply(&object)).await.unwrap();
+}
+
+fn contour_pids() -> Vec<String> {
+    let output = std::process::Command::new("pgrep").args(["-f", ".cache/contour/.*/bin/contour serve"]).output();
+    output
+        .map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().map(String::from).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contour_writes_its_own_status_for_a_missing_ca_secret_and_stops_with_the_cluster() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    if !contour_available() {
+        return;
+    }
+    let before = contour_pids();
+    let config = LoopbackConfig { controller: ControllerKind::Contour, ..Default::default() };
+    let loopback = Loopback::start(config).await.expect("loopback starts with Contour");
+    assert!(loopback.contour_log().is_some_and(|log| log.is_file()), "Contour's log is kept");
+    let client = client(&loopback).await;
+    let services = api(&client, "", "v1", "Service", "default");
+    apply(
+        &services,
+        json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "echo", "annotations": {"projectcontour.io/upstream-protocol.tls": "8443"}},
+            "spec": {"selector": {"app": "echo"}, "ports": [{"name": "https", "port": 8443}]},
+        }),
+    )
+    .await;
+    let proxies = api(&client, "projectcontour.io", "v1", "HTTPProxy", "default");
+    apply(
+        &proxies,
+        json!({
+            "apiVersion": "projectcontour.io/v1", "kind": "HTTPProxy",
+            "metadata": {"name": "p"},
+            "spec": {
+                "virtualhost": {"fqdn": "p.test"},
+                "routes": [{"services": [{
+                    "name": "echo", "port": 8443,
+                    "validation": {"caSecret": "missing-ca", "subjectName": "echo.test"},
+                }]}],
+            },
+        }),
+    )
+    .await;
+    let invalid = |object: Option<&DynamicObject>| {
+        object.is_some_and(|o| o.data["status"]["currentStatus"].as_str() == Some("invalid"))
+    };
+    let proxy = tokio::time::timeout(LIMIT, await_condition(proxies.clone(), "p", invalid))
+        .await
+        .expect("Contour writes a status in time")
+        .unwrap()
+        .unwrap();
+    let condition = &proxy.data["status"]["conditions"][0];
+    assert_eq!(condition["reason"], "ErrorPresent", "{condition}");
+    let error = &condition["errors"][0];
+    assert_eq!(error["reason"], "TLSUpstreamValidation", "{condition}");
+    assert_eq!(
+        error["message"],
+        "Service [echo:8443] TLS upstream validation policy error: invalid CA Secret \"default/missing-ca\": Secret not found",
+        "docs/contract.md S3, in Contour's own words"
+    );
+
+    loopback.shutdown().await;
+    let after = contour_pids();
+    let left: Vec<&String> = after.iter().filter(|pid| !before.contains(pid)).collect();
+    assert!(left.is_empty(), "Contour processes left after shutdown: {left:?}");
+}
+
+#[tokio::test]
+async fn a_contour_release_that_is_not_built_is_named_with_the_command_that_builds_it() {
+    let mut config = LoopbackConfig { controller: ControllerKind::Contour, ..Default::default() };
+    config.contour.version = Some("v1.0.0-never-built".into());
+    let err = Loopback::start(config).await.err().expect("no such build").to_string();
+    assert!(err.contains("Contour v1.0.0-never-built is not built"), "{err}");
+    assert!(err.contains("scripts/ensure-contour v1.0.0-never-built"), "{err}");
+}
