@@ -126,6 +126,11 @@ impl Loopback {
         self.contour.as_ref().map(ContourProcess::log_path)
     }
 
+    /// Where the real Contour serves xDS, when it is the controller.
+    pub fn contour_xds_address(&self) -> Option<SocketAddr> {
+        self.contour.as_ref().map(ContourProcess::xds_address)
+    }
+
     /// The kubeconfig file clients (kube-rs, kubectl) use.
     pub fn kubeconfig(&self) -> &Path {
         &self.kubeconfig

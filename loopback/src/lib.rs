@@ -17,6 +17,7 @@ pub mod contour;
 pub mod controller;
 pub mod dataplane;
 pub mod kubelet;
+pub mod xds;
 
 mod cluster;
 

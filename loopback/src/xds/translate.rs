@@ -1,0 +1,532 @@
+//! From xDS resources to a [`RouteTable`]: what Envoy would serve on its plaintext HTTP
+//! listener, restricted to what the loopback data plane can express.
+//!
+//! The table cannot hold everything Envoy can: routes with header or query conditions,
+//! regex or exact paths, redirects, wildcard domains and catch-all (`*`) virtual hosts have no
+//! counterpart. Those are left out (with a debug log) rather than approximated, so that the
+//! loopback proxy answers 404 where it cannot answer like Envoy instead of misrouting.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::cluster::v3::Cluster as XdsCluster;
+use envoy_types::pb::envoy::config::core::v3::{
+    DataSource, HeaderValueOption, HealthStatus, address, data_source, socket_address, transport_socket,
+};
+use envoy_types::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, lb_endpoint};
+use envoy_types::pb::envoy::config::listener::v3::{Listener, filter};
+use envoy_types::pb::envoy::config::route::v3::{
+    Route as XdsRoute, RouteAction as XdsRouteAction, RouteConfiguration, WeightedCluster, route, route_action,
+    route_match, weighted_cluster,
+};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, http_connection_manager,
+};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    CertificateValidationContext, CommonTlsContext, Secret, UpstreamTlsContext, certificate_validation_context,
+    common_tls_context, secret, subject_alt_name_matcher, tls_parameters,
+};
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::{HttpProtocolOptions, http_protocol_options};
+use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher};
+use envoy_types::pb::google::protobuf::Any;
+use prost::{Message, Name};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::config::TlsVersion;
+use crate::dataplane::table::{
+    ClientCertificate, Cluster, PeerValidation, Route, RouteAction, RouteTable, TlsSettings, Transport, VirtualHost,
+};
+
+/// The listener Contour gives plaintext HTTP virtual hosts (the data plane serves plain HTTP).
+pub const HTTP_LISTENER: &str = "ingress_http";
+
+/// The key of `Cluster.typed_extension_protocol_options` that selects the upstream HTTP version.
+const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+
+/// Everything last received from the management server, one map per resource type, by name.
+#[derive(Debug, Clone, Default)]
+pub struct Resources {
+    pub listeners: BTreeMap<String, Listener>,
+    pub route_configurations: BTreeMap<String, RouteConfiguration>,
+    pub clusters: BTreeMap<String, XdsCluster>,
+    pub load_assignments: BTreeMap<String, ClusterLoadAssignment>,
+    pub secrets: BTreeMap<String, Secret>,
+}
+
+/// The table Envoy's `ingress_http` listener amounts to (an empty one until it and its route
+/// configuration have arrived).
+pub fn translate(resources: &Resources) -> RouteTable {
+    let mut table = RouteTable::default();
+    let Some(route_configuration) = http_route_configuration(resources) else {
+        return table;
+    };
+    // One table entry per xDS cluster, so its rustls configuration is built once.
+    let mut clusters = ClusterCache { resources, built: HashMap::new() };
+    for virtual_host in &route_configuration.virtual_hosts {
+        let routes = translate_routes(&virtual_host.routes, &mut clusters);
+        for domain in &virtual_host.domains {
+            let Some(host) = exact_domain(domain) else {
+                tracing::debug!(vhost = %virtual_host.name, %domain, "domain not expressible in the route table");
+                continue;
+            };
+            // Envoy refuses a route configuration naming one domain twice; keep the first.
+            if table.virtual_hosts.contains_key(&host) {
+                continue;
+            }
+            let routes = routes.iter().map(share_route).collect();
+            table.virtual_hosts.insert(host, VirtualHost { routes });
+        }
+    }
+    table
+}
+
+/// The route configuration of the plaintext HTTP listener: by RDS name or inline.
+fn http_route_configuration(resources: &Resources) -> Option<std::borrow::Cow<'_, RouteConfiguration>> {
+    let listener = resources.listeners.get(HTTP_LISTENER)?;
+    let manager = listener
+        .filter_chains
+        .iter()
+        .filter(|chain| chain.transport_socket.is_none())
+        .flat_map(|chain| &chain.filters)
+        .find_map(|f| match &f.config_type {
+            Some(filter::ConfigType::TypedConfig(any)) => decode::<HttpConnectionManager>(any),
+            _ => None,
+        })?;
+    match manager.route_specifier? {
+        http_connection_manager::RouteSpecifier::Rds(rds) => {
+            resources.route_configurations.get(&rds.route_config_name).map(std::borrow::Cow::Borrowed)
+        }
+        http_connection_manager::RouteSpecifier::RouteConfig(inline) => Some(std::borrow::Cow::Owned(inline)),
+        http_connection_manager::RouteSpecifier::ScopedRoutes(_) => None,
+    }
+}
+
+/// The lowercase host a domain entry stands for, when it names exactly one. `host:*` is the
+/// same host with any port: the data plane matches hosts with the port already stripped.
+fn exact_domain(domain: &str) -> Option<String> {
+    let host = domain.strip_suffix(":*").unwrap_or(domain);
+    if host.is_empty() || host.contains('*') {
+        return None;
+    }
+    Some(host.to_ascii_lowercase())
+}
+
+/// The same route for another domain of the virtual host (clusters are shared).
+fn share_route(route: &Route) -> Route {
+    let action = match &route.action {
+        RouteAction::Forward(clusters) => RouteAction::Forward(clusters.clone()),
+        RouteAction::DirectResponse { status } => RouteAction::DirectResponse { status: *status },
+    };
+    Route { prefix: route.prefix.clone(), action, host_rewrite: route.host_rewrite.clone() }
+}
+
+/// How an xDS route's path is matched, for the first-match check.
+enum PathMatch {
+    /// `prefix`: a plain string prefix.
+    String(String),
+    /// `path_separated_prefix`: whole path segments.
+    Segments(String),
+}
+
+impl PathMatch {
+    fn prefix(&self) -> &str {
+        match self {
+            PathMatch::String(p) | PathMatch::Segments(p) => p,
+        }
+    }
+
+    /// Whether every path this one matches is also matched by `earlier`, which Envoy would try
+    /// first: then this route can never be chosen.
+    fn shadowed_by(&self, earlier: &PathMatch) -> bool {
+        let own = self.prefix();
+        match earlier {
+            PathMatch::String(p) => own.starts_with(p.as_str()),
+            PathMatch::Segments(p) => {
+                let p = p.trim_end_matches('/');
+                own.strip_prefix(p).is_some_and(|rest| p.is_empty() || rest.is_empty() || rest.starts_with('/'))
+            }
+        }
+    }
+}
+
+/// Envoy takes the first route that matches; the table takes the longest matching prefix.
+/// The two agree once every route that an earlier one shadows is dropped (Contour orders
+/// longer prefixes first, so with its output nothing is dropped but exact duplicates).
+fn translate_routes(routes: &[XdsRoute], clusters: &mut ClusterCache<'_>) -> Vec<Route> {
+    let mut kept: Vec<PathMatch> = Vec::new();
+    let mut out = Vec::new();
+    for xds_route in routes {
+        let Some(path) = path_match(xds_route) else {
+            tracing::debug!(route = %xds_route.name, "route match not expressible in the route table");
+            continue;
+        };
+        if kept.iter().any(|earlier| path.shadowed_by(earlier)) {
+            continue;
+        }
+        let Some((action, host_rewrite)) = route_action(xds_route, clusters) else {
+            tracing::debug!(route = %xds_route.name, "route action not expressible in the route table");
+            continue;
+        };
+        out.push(Route { prefix: path.prefix().to_string(), action, host_rewrite });
+        kept.push(path);
+    }
+    out
+}
+
+/// The path condition of a route without header, query or other conditions the table lacks.
+fn path_match(xds_route: &XdsRoute) -> Option<PathMatch> {
+    let matcher = xds_route.r#match.as_ref()?;
+    let case_insensitive = matcher.case_sensitive.as_ref().is_some_and(|b| !b.value);
+    if !matcher.headers.is_empty()
+        || !matcher.query_parameters.is_empty()
+        || matcher.runtime_fraction.is_some()
+        || matcher.grpc.is_some()
+        || matcher.tls_context.is_some()
+        || !matcher.dynamic_metadata.is_empty()
+        || case_insensitive
+    {
+        return None;
+    }
+    match matcher.path_specifier.as_ref()? {
+        route_match::PathSpecifier::Prefix(p) => Some(PathMatch::String(p.clone())),
+        route_match::PathSpecifier::PathSeparatedPrefix(p) => Some(PathMatch::Segments(p.clone())),
+        _ => None,
+    }
+}
+
+/// The table action and route-level host rewrite of an xDS route.
+fn route_action(xds_route: &XdsRoute, clusters: &mut ClusterCache<'_>) -> Option<(RouteAction, Option<String>)> {
+    match xds_route.action.as_ref()? {
+        route::Action::DirectResponse(direct) => {
+            let status = u16::try_from(direct.status).ok()?;
+            Some((RouteAction::DirectResponse { status }, None))
+        }
+        route::Action::Route(action) => {
+            let host_rewrite = route_host_rewrite(action, &xds_route.request_headers_to_add);
+            let forward = match action.cluster_specifier.as_ref()? {
+                route_action::ClusterSpecifier::Cluster(name) => clusters.get(name, None).map(|c| vec![c]),
+                route_action::ClusterSpecifier::WeightedClusters(weighted) => weighted_clusters(weighted, clusters),
+                _ => return None,
+            };
+            // A cluster Envoy does not have (or has not warmed) answers 503.
+            let action = match forward {
+                Some(list) if !list.is_empty() => RouteAction::Forward(list),
+                _ => RouteAction::DirectResponse { status: 503 },
+            };
+            Some((action, host_rewrite))
+        }
+        _ => None,
+    }
+}
+
+/// `host_rewrite_literal`, or a static `Host` set through `request_headers_to_add`.
+fn route_host_rewrite(action: &XdsRouteAction, headers: &[HeaderValueOption]) -> Option<String> {
+    if let Some(route_action::HostRewriteSpecifier::HostRewriteLiteral(host)) = &action.host_rewrite_specifier
+        && !host.is_empty()
+    {
+        return Some(host.clone());
+    }
+    static_host_header(headers)
+}
+
+/// The value of a `Host` (or `:authority`) header added verbatim, without Envoy's `%…%`
+/// substitutions that depend on the request.
+fn static_host_header(headers: &[HeaderValueOption]) -> Option<String> {
+    headers
+        .iter()
+        .filter_map(|option| option.header.as_ref())
+        .filter(|h| h.key.eq_ignore_ascii_case("host") || h.key.eq_ignore_ascii_case(":authority"))
+        .map(|h| if h.value.is_empty() { String::from_utf8_lossy(&h.raw_value).into_owned() } else { h.value.clone() })
+        .rfind(|value| !value.is_empty() && !value.contains('%'))
+}
+
+/// Weighted clusters as a rotation: each cluster repeated in proportion to its weight (after
+/// dividing by the common factor), which the data plane's turn-taking then follows. `None`
+/// when any named cluster is missing, as Envoy would then fail the request.
+fn weighted_clusters(weighted: &WeightedCluster, clusters: &mut ClusterCache<'_>) -> Option<Vec<Arc<Cluster>>> {
+    /// Beyond this many turns the rotation is flattened to one turn per cluster.
+    const MAX_TURNS: u32 = 100;
+    let entries: Vec<(&weighted_cluster::ClusterWeight, u32)> = weighted
+        .clusters
+        .iter()
+        .map(|c| (c, c.weight.as_ref().map_or(0, |w| w.value)))
+        .filter(|(_, weight)| *weight > 0)
+        .collect();
+    let divisor = entries.iter().fold(0, |g, (_, w)| gcd(g, *w)).max(1);
+    let total: u32 = entries.iter().map(|(_, w)| w / divisor).sum();
+    let mut out = Vec::new();
+    for (entry, weight) in entries {
+        let rewrite = match &entry.host_rewrite_specifier {
+            Some(weighted_cluster::cluster_weight::HostRewriteSpecifier::HostRewriteLiteral(host))
+                if !host.is_empty() =>
+            {
+                Some(host.clone())
+            }
+            _ => static_host_header(&entry.request_headers_to_add),
+        };
+        let cluster = clusters.get(&entry.name, rewrite)?;
+        let turns = if total > MAX_TURNS { 1 } else { weight / divisor };
+        out.extend(std::iter::repeat_n(cluster, turns as usize));
+    }
+    Some(out)
+}
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// Table clusters made on demand, at most once per (name, host rewrite).
+struct ClusterCache<'a> {
+    resources: &'a Resources,
+    built: HashMap<(String, Option<String>), Option<Arc<Cluster>>>,
+}
+
+impl ClusterCache<'_> {
+    fn get(&mut self, name: &str, host_rewrite: Option<String>) -> Option<Arc<Cluster>> {
+        let key = (name.to_string(), host_rewrite);
+        if let Some(cluster) = self.built.get(&key) {
+            return cluster.clone();
+        }
+        let cluster = self
+            .resources
+            .clusters
+            .get(name)
+            .and_then(|xds| translate_cluster(xds, self.resources, key.1.clone()))
+            .map(Arc::new);
+        self.built.insert(key, cluster.clone());
+        cluster
+    }
+}
+
+/// A table cluster, or `None` while Envoy would keep the cluster warming (a secret it needs
+/// has not arrived) or could not use it at all.
+fn translate_cluster(xds: &XdsCluster, resources: &Resources, host_rewrite: Option<String>) -> Option<Cluster> {
+    let http2 = is_http2(xds);
+    let transport = match &xds.transport_socket {
+        Some(socket) => match &socket.config_type {
+            Some(transport_socket::ConfigType::TypedConfig(any)) if any.type_url == UpstreamTlsContext::type_url() => {
+                let context = decode::<UpstreamTlsContext>(any)?;
+                Transport::Tls(tls_settings(&context, http2, resources)?)
+            }
+            // raw_buffer and anything unknown: plain TCP.
+            _ => Transport::Plaintext { http2 },
+        },
+        None => Transport::Plaintext { http2 },
+    };
+    Some(Cluster { name: xds.name.clone(), endpoints: endpoints(xds, resources), transport, host_rewrite })
+}
+
+/// Whether the cluster speaks HTTP/2 upstream: explicit HTTP/2 in the protocol options (or
+/// the deprecated `http2_protocol_options`). Envoy's default is HTTP/1.1.
+fn is_http2(xds: &XdsCluster) -> bool {
+    #[allow(deprecated)]
+    let legacy = xds.http2_protocol_options.is_some();
+    let explicit = xds
+        .typed_extension_protocol_options
+        .get(HTTP_PROTOCOL_OPTIONS)
+        .and_then(decode::<HttpProtocolOptions>)
+        .and_then(|options| options.upstream_protocol_options)
+        .map(|options| match options {
+            http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(explicit) => matches!(
+                explicit.protocol_config,
+                Some(http_protocol_options::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(_))
+            ),
+            // The table cannot follow the downstream protocol or negotiate per connection.
+            _ => false,
+        });
+    explicit.unwrap_or(legacy)
+}
+
+/// The usable endpoints: the cluster's inline assignment (static clusters) or the EDS one
+/// named by `eds_cluster_config.service_name` (the cluster name when empty). Only the
+/// highest-priority (lowest number) group with endpoints counts, and unhealthy, draining or
+/// timed-out hosts are skipped, as Envoy's load balancer would.
+fn endpoints(xds: &XdsCluster, resources: &Resources) -> Vec<SocketAddr> {
+    let assignment = match &xds.load_assignment {
+        Some(inline) if !inline.endpoints.is_empty() => Some(inline),
+        _ => {
+            let service = xds
+                .eds_cluster_config
+                .as_ref()
+                .map(|eds| eds.service_name.as_str())
+                .filter(|s| !s.is_empty())
+                .unwrap_or(&xds.name);
+            resources.load_assignments.get(service)
+        }
+    };
+    let Some(assignment) = assignment else { return Vec::new() };
+    let mut by_priority: BTreeMap<u32, Vec<SocketAddr>> = BTreeMap::new();
+    for locality in &assignment.endpoints {
+        for lb_endpoint in &locality.lb_endpoints {
+            let usable = matches!(
+                HealthStatus::try_from(lb_endpoint.health_status),
+                Ok(HealthStatus::Unknown | HealthStatus::Healthy | HealthStatus::Degraded)
+            );
+            let Some(lb_endpoint::HostIdentifier::Endpoint(endpoint)) = &lb_endpoint.host_identifier else {
+                continue;
+            };
+            let Some(address::Address::SocketAddress(socket)) =
+                endpoint.address.as_ref().and_then(|a| a.address.as_ref())
+            else {
+                continue;
+            };
+            let Some(socket_address::PortSpecifier::PortValue(port)) = socket.port_specifier else { continue };
+            // Hostnames (STRICT_DNS clusters for ExternalName services) are not resolved here.
+            let (Ok(ip), Ok(port)) = (socket.address.parse::<IpAddr>(), u16::try_from(port)) else { continue };
+            if usable {
+                by_priority.entry(locality.priority).or_default().push(SocketAddr::new(ip, port));
+            }
+        }
+    }
+    by_priority.into_values().next().unwrap_or_default()
+}
+
+/// The data plane's TLS settings for an `UpstreamTlsContext`; `None` while a secret it names
+/// is missing (Envoy keeps such a cluster warming) or when it cannot be used.
+fn tls_settings(context: &UpstreamTlsContext, http2: bool, resources: &Resources) -> Option<TlsSettings> {
+    let common = context.common_tls_context.clone().unwrap_or_default();
+    let mut alpn: Vec<Vec<u8>> = common.alpn_protocols.iter().map(|p| p.as_bytes().to_vec()).collect();
+    if alpn.is_empty() {
+        // With no ALPN configured, Envoy's connection pool offers its own protocol: `http/1.1`
+        // from the HTTP/1 pool (what Contour's `tls` protocol relies on), `h2` from the HTTP/2 one.
+        alpn.push(if http2 { b"h2".to_vec() } else { b"http/1.1".to_vec() });
+    }
+    Some(TlsSettings {
+        sni: Some(context.sni.clone()).filter(|s| !s.is_empty()),
+        alpn,
+        http2,
+        validation: validation(&common, resources)?,
+        client_certificate: client_certificate(&common, resources)?,
+        versions: versions(&common),
+        client_config: Default::default(),
+    })
+}
+
+/// `(minimum, maximum)` from `tls_params`. Envoy's client defaults are TLS 1.2 for both; TLS
+/// 1.0 and 1.1 are raised to 1.2, the lowest the data plane speaks.
+fn versions(common: &CommonTlsContext) -> (TlsVersion, TlsVersion) {
+    use tls_parameters::TlsProtocol;
+    let convert = |value: i32| match TlsProtocol::try_from(value) {
+        Ok(TlsProtocol::TlSv13) => Some(TlsVersion::V1_3),
+        Ok(TlsProtocol::TlSv10 | TlsProtocol::TlSv11 | TlsProtocol::TlSv12) => Some(TlsVersion::V1_2),
+        _ => None,
+    };
+    let params = common.tls_params.as_ref();
+    let minimum = params.and_then(|p| convert(p.tls_minimum_protocol_version)).unwrap_or(TlsVersion::V1_2);
+    let maximum = params.and_then(|p| convert(p.tls_maximum_protocol_version)).unwrap_or(TlsVersion::V1_2);
+    (minimum, maximum.max(minimum))
+}
+
+/// Peer validation: `Some(None)` when the backend certificate is not checked, `None` while
+/// the SDS validation context has not arrived.
+fn validation(common: &CommonTlsContext, resources: &Resources) -> Option<Option<PeerValidation>> {
+    let sds = |name: &str| match resources.secrets.get(name)?.r#type.as_ref()? {
+        secret::Type::ValidationContext(context) => Some(context.clone()),
+        _ => None,
+    };
+    let context = match &common.validation_context_type {
+        None => return Some(None),
+        Some(common_tls_context::ValidationContextType::ValidationContext(inline)) => inline.clone(),
+        Some(common_tls_context::ValidationContextType::ValidationContextSdsSecretConfig(config)) => sds(&config.name)?,
+        Some(common_tls_context::ValidationContextType::CombinedValidationContext(combined)) => {
+            let dynamic = sds(&combined.validation_context_sds_secret_config.as_ref()?.name)?;
+            merge(combined.default_validation_context.clone().unwrap_or_default(), dynamic)
+        }
+        // Certificate provider plugins have no counterpart here: the cluster is unusable.
+        Some(_) => return None,
+    };
+    if context.trust_chain_verification
+        == certificate_validation_context::TrustChainVerification::AcceptUntrusted as i32
+    {
+        return Some(None);
+    }
+    // Without trust anchors Envoy checks nothing (and refuses SAN matching altogether).
+    let Some(ca_pem) = context.trusted_ca.as_ref().and_then(data_source_bytes) else { return Some(None) };
+    let ca_certificates: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(&ca_pem).filter_map(Result::ok).collect();
+    if ca_certificates.is_empty() {
+        return Some(None);
+    }
+    let mut subject_names: Vec<String> = context
+        .match_typed_subject_alt_names
+        .iter()
+        .filter(|m| m.san_type == subject_alt_name_matcher::SanType::Dns as i32)
+        .filter_map(|m| exact(m.matcher.as_ref()?))
+        .collect();
+    #[allow(deprecated)]
+    subject_names.extend(context.match_subject_alt_names.iter().filter_map(exact));
+    Some(Some(PeerValidation { ca_certificates, subject_names, faults: Default::default() }))
+}
+
+/// A combined validation context: the dynamic (SDS) one's fields over the default's.
+fn merge(
+    mut default: CertificateValidationContext,
+    dynamic: CertificateValidationContext,
+) -> CertificateValidationContext {
+    if dynamic.trusted_ca.is_some() {
+        default.trusted_ca = dynamic.trusted_ca;
+    }
+    default.match_typed_subject_alt_names.extend(dynamic.match_typed_subject_alt_names);
+    if dynamic.trust_chain_verification != 0 {
+        default.trust_chain_verification = dynamic.trust_chain_verification;
+    }
+    default
+}
+
+/// The string an exact matcher accepts; other matchers have no counterpart in the table.
+fn exact(matcher: &StringMatcher) -> Option<String> {
+    match matcher.match_pattern.as_ref()? {
+        string_matcher::MatchPattern::Exact(name) if !name.is_empty() => Some(name.clone()),
+        _ => {
+            tracing::debug!(?matcher, "subject name matcher not expressible in the route table");
+            None
+        }
+    }
+}
+
+/// The client certificate: the first SDS secret named, else the first inline one.
+/// `Some(None)` when none is configured, `None` while the secret has not arrived.
+fn client_certificate(common: &CommonTlsContext, resources: &Resources) -> Option<Option<Arc<ClientCertificate>>> {
+    let certificate = if let Some(config) = common.tls_certificate_sds_secret_configs.first() {
+        match resources.secrets.get(&config.name)?.r#type.as_ref()? {
+            secret::Type::TlsCertificate(certificate) => certificate.clone(),
+            _ => return None,
+        }
+    } else if let Some(inline) = common.tls_certificates.first() {
+        inline.clone()
+    } else {
+        return Some(None);
+    };
+    let chain_pem = certificate.certificate_chain.as_ref().and_then(data_source_bytes)?;
+    let key_pem = certificate.private_key.as_ref().and_then(data_source_bytes)?;
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(&chain_pem).filter_map(Result::ok).collect();
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).ok()?;
+    if chain.is_empty() {
+        return None;
+    }
+    Some(Some(Arc::new(ClientCertificate { chain, key })))
+}
+
+/// The bytes of a data source: inline, or a file on this machine.
+fn data_source_bytes(source: &DataSource) -> Option<Vec<u8>> {
+    match source.specifier.as_ref()? {
+        data_source::Specifier::InlineBytes(bytes) => Some(bytes.clone()),
+        data_source::Specifier::InlineString(text) => Some(text.clone().into_bytes()),
+        data_source::Specifier::Filename(path) => std::fs::read(path).ok(),
+        data_source::Specifier::EnvironmentVariable(name) => std::env::var(name).ok().map(String::into_bytes),
+    }
+}
+
+/// Decodes an `Any` holding a `T`; `None` for another type or bad bytes.
+pub(crate) fn decode<T: Message + Name + Default>(any: &Any) -> Option<T> {
+    if any.type_url != T::type_url() {
+        return None;
+    }
+    T::decode(any.value.as_slice()).ok()
+}
+
+#[cfg(test)]
+mod tests;
