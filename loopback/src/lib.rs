@@ -7,6 +7,7 @@
 //! - [`controller`]: the reference controller, implementing the upstream TLS contract; or
 //!   [`contour`]: the real Contour controller, run from its release binary.
 //! - [`dataplane`]: the proxy the controller programs, routing by Host.
+//! - [`xds`]: programs that proxy from an xDS server (the real Contour's), as Envoy is programmed.
 //!
 //! [`Fault`]s are deliberate deviations from the contract, so the harness can prove that its
 //! scenarios catch real bugs.

@@ -40,6 +40,33 @@ async fn create(client: &Client, group: &str, version: &str, kind: &str, plural:
     }
 }
 
+/// Prints what the `Any`s of the dump hide: the listeners' connection managers and the
+/// clusters' TLS contexts.
+fn dump_embedded(resources: &Resources) {
+    use envoy_types::pb::envoy::config::core::v3::transport_socket;
+    use envoy_types::pb::envoy::config::listener::v3::filter;
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::UpstreamTlsContext;
+    use prost::Message;
+    for (name, listener) in &resources.listeners {
+        for f in listener.filter_chains.iter().flat_map(|c| &c.filters) {
+            if let Some(filter::ConfigType::TypedConfig(any)) = &f.config_type
+                && let Ok(manager) = HttpConnectionManager::decode(any.value.as_slice())
+            {
+                println!("listener {name}: route specifier {:#?}", manager.route_specifier);
+            }
+        }
+    }
+    for (name, cluster) in &resources.clusters {
+        if let Some(transport_socket::ConfigType::TypedConfig(any)) =
+            cluster.transport_socket.as_ref().and_then(|t| t.config_type.as_ref())
+            && let Ok(context) = UpstreamTlsContext::decode(any.value.as_slice())
+        {
+            println!("cluster {name}: {context:#?}");
+        }
+    }
+}
+
 fn tls_secret(name: &str, cert: &str, key: &str) -> Value {
     json!({
         "apiVersion": "v1", "kind": "Secret",
@@ -181,6 +208,7 @@ async fn contour_xds_translates_to_a_tls_virtual_host() {
     let resources = raw_rx.borrow_and_update().clone();
     if std::env::var_os("XDS_DUMP").is_some() {
         println!("{resources:#?}");
+        dump_embedded(&resources);
     }
     if !waited.unwrap_or(false) {
         let log = loopback.contour_log().map(loopback::contour::log_tail).unwrap_or_default();

@@ -166,3 +166,28 @@ fn decode_all<T: Message + Name + Default>(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use envoy_types::util::pack_any;
+
+    use super::*;
+
+    #[test]
+    fn a_response_replaces_its_type_and_a_mistyped_one_is_refused() {
+        let mut resources = Resources::default();
+        let cluster = |name: &str| Cluster { name: name.into(), ..Default::default() };
+        let response = |resources: Vec<Any>| DiscoveryResponse {
+            type_url: Cluster::type_url(),
+            version_info: "1".into(),
+            resources,
+            ..Default::default()
+        };
+        apply(&mut resources, &response(vec![pack_any(cluster("a")), pack_any(cluster("b"))])).unwrap();
+        apply(&mut resources, &response(vec![pack_any(cluster("b"))])).unwrap();
+        assert_eq!(resources.clusters.keys().collect::<Vec<_>>(), ["b"]);
+        let listener = Listener { name: "ingress_http".into(), ..Default::default() };
+        assert!(apply(&mut resources, &response(vec![pack_any(listener)])).is_err());
+        assert_eq!(resources.clusters.keys().collect::<Vec<_>>(), ["b"], "a refused response changes nothing");
+    }
+}
