@@ -16,6 +16,7 @@ use crate::contour::{ContourError, ContourProcess};
 use crate::controller::Controller;
 use crate::dataplane::{self, RouteTable};
 use crate::kubelet::Kubelet;
+use crate::xds;
 
 /// Why a loopback cluster could not start.
 #[derive(Debug, thiserror::Error)]
@@ -107,7 +108,11 @@ impl Loopback {
                 loopback.tasks = tasks;
                 let dir = loopback.work_dir.join("contour");
                 match ContourProcess::start(&config, &loopback.kubeconfig, &dir).await {
-                    Ok(contour) => loopback.contour = Some(contour),
+                    Ok(contour) => {
+                        // The data plane follows Contour's xDS, as Envoy does.
+                        loopback.tasks.push(tokio::spawn(xds::run(contour.xds_address(), routes_tx, stop)));
+                        loopback.contour = Some(contour);
+                    }
                     Err(e) => {
                         loopback.shutdown().await;
                         return Err(e.into());

@@ -1,15 +1,23 @@
-//! A state-of-the-world ADS subscriber, as Envoy's xDS client but for five resource types.
+//! A state-of-the-world xDS subscriber, subscribing as Envoy does with the configuration
+//! Contour gives it.
 //!
-//! One `StreamAggregatedResources` stream carries a wildcard subscription (empty
-//! `resource_names`) per type. Contour's go-control-plane caches answer a wildcard request of
-//! any type with every resource of that type, so there is no need to chase RDS, EDS and SDS
-//! names from listeners and clusters: resources nobody references are ignored by
-//! [`translate`](super::translate). Each response replaces all resources of its type and is
-//! ACKed with its version and nonce (or NACKed, keeping the previous version, when it does not
-//! decode). A dropped stream is reopened with exponential backoff; the resources already
-//! received stay in force meanwhile, as in Envoy.
+//! Contour's bootstrap and clusters name plain gRPC config sources, not ADS, so Envoy opens a
+//! stream per subscription: one for listeners, one for clusters, one for route configurations
+//! and secrets, and **one per cluster for its endpoints**, each starting with no version.
+//! Contour keeps endpoints in a cache that answers a stream only about the names it asked for
+//! and what changed since it last answered that stream, so subscribing to them any other way
+//! (one stream for all names, or a wildcard) misses endpoints. Here every stream is an
+//! aggregated (`StreamAggregatedResources`) stream carrying that one subscription, which the
+//! server treats the same way.
+//!
+//! Only listener and cluster responses carry the whole state of their type and replace it; a
+//! response of the other types carries what changed, which is merged into what is known
+//! ([`apply`]). Each response is ACKed with its version and nonce (or NACKed, keeping the
+//! previous version, when it does not decode); every request repeats the subscription. A
+//! dropped stream is reopened with exponential backoff; the resources already received stay in
+//! force meanwhile, as in Envoy.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -25,7 +33,8 @@ use envoy_types::pb::google::protobuf::Any;
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use futures::channel::mpsc;
 use prost::{Message, Name};
-use tokio::sync::watch;
+use tokio::sync::{mpsc as channel, watch};
+use tokio::task::JoinHandle;
 
 use super::translate::Resources;
 
@@ -49,23 +58,90 @@ pub fn type_urls() -> [String; 5] {
     ]
 }
 
+/// One subscription: a type, and the names asked for (all of them when empty).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Subscription {
+    type_url: String,
+    names: Vec<String>,
+}
+
 /// Subscribes to everything `xds_address` serves and calls `on_update` with the whole set of
 /// resources after every accepted response, until `shutdown` turns true.
 pub async fn subscribe(
     xds_address: SocketAddr,
     mut on_update: impl FnMut(&Resources),
+    shutdown: watch::Receiver<bool>,
+) {
+    let (responses, mut received) = channel::unbounded_channel::<DiscoveryResponse>();
+    let wildcard = |type_url: String| Subscription { type_url, names: Vec::new() };
+    let mut streams: Vec<JoinHandle<()>> =
+        [Cluster::type_url(), Listener::type_url(), RouteConfiguration::type_url(), Secret::type_url()]
+            .into_iter()
+            .map(|type_url| tokio::spawn(stream(xds_address, wildcard(type_url), responses.clone(), shutdown.clone())))
+            .collect();
+    // One stream per endpoint name, as Envoy opens one per cluster.
+    let mut endpoint_streams: BTreeMap<String, JoinHandle<()>> = BTreeMap::new();
+    let mut resources = Resources::default();
+    let mut stop = shutdown.clone();
+    loop {
+        let response = tokio::select! {
+            response = received.recv() => match response {
+                Some(response) => response,
+                None => break,
+            },
+            _ = stop.changed() => break,
+        };
+        if apply(&mut resources, &response).is_err() {
+            // The stream that received it NACKed it already.
+            continue;
+        }
+        if response.type_url == Cluster::type_url() {
+            let wanted = endpoint_service_names(&resources);
+            endpoint_streams.retain(|name, task| {
+                let keep = wanted.contains(name);
+                if !keep {
+                    task.abort();
+                }
+                keep
+            });
+            resources.load_assignments.retain(|name, _| wanted.contains(name));
+            for name in wanted {
+                endpoint_streams.entry(name.clone()).or_insert_with(|| {
+                    let subscription = Subscription { type_url: ClusterLoadAssignment::type_url(), names: vec![name] };
+                    tokio::spawn(stream(xds_address, subscription, responses.clone(), shutdown.clone()))
+                });
+            }
+        }
+        on_update(&resources);
+    }
+    streams.extend(endpoint_streams.into_values());
+    for task in streams {
+        task.abort();
+    }
+}
+
+/// Keeps one subscription open, reconnecting with backoff, and passes on every response it
+/// accepts, until `shutdown` turns true.
+async fn stream(
+    xds_address: SocketAddr,
+    subscription: Subscription,
+    responses: channel::UnboundedSender<DiscoveryResponse>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut resources = Resources::default();
     let mut backoff = FIRST_BACKOFF;
     while !*shutdown.borrow() {
         let outcome = tokio::select! {
-            outcome = stream_once(xds_address, &mut resources, &mut on_update, &mut backoff) => outcome,
+            outcome = stream_once(xds_address, &subscription, &responses, &mut backoff) => outcome,
             _ = shutdown.changed() => return,
         };
         match outcome {
-            Ok(()) => tracing::debug!(%xds_address, "xDS stream closed by the server"),
-            Err(err) => tracing::debug!(%xds_address, "xDS stream failed: {err}"),
+            Ok(()) => {
+                tracing::debug!(%xds_address, type_url = %subscription.type_url, "xDS stream closed by the server")
+            }
+            Err(err) => tracing::debug!(%xds_address, type_url = %subscription.type_url, "xDS stream failed: {err}"),
+        }
+        if responses.is_closed() {
+            return;
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
@@ -75,11 +151,11 @@ pub async fn subscribe(
     }
 }
 
-/// One ADS stream, from connecting until it ends. Resets `backoff` once the server answers.
+/// One stream, from connecting until it ends. Resets `backoff` once the server answers.
 async fn stream_once(
     xds_address: SocketAddr,
-    resources: &mut Resources,
-    on_update: &mut impl FnMut(&Resources),
+    subscription: &Subscription,
+    responses: &channel::UnboundedSender<DiscoveryResponse>,
     backoff: &mut Duration,
 ) -> Result<(), String> {
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{xds_address}"))
@@ -90,45 +166,72 @@ async fn stream_once(
 
     let (requests, outbound) = mpsc::unbounded();
     let node = Node { id: NODE_ID.into(), cluster: NODE_CLUSTER.into(), ..Default::default() };
-    // The last accepted version per type, sent again with every request of that type.
-    let mut versions: BTreeMap<String, String> = BTreeMap::new();
-    for type_url in type_urls() {
-        // Envoy sends the node on the first request of a stream only; sending it on each
-        // initial request is allowed and keeps the requests independent.
-        let request = DiscoveryRequest { node: Some(node.clone()), type_url, ..Default::default() };
-        requests.unbounded_send(request).map_err(|e| e.to_string())?;
-    }
+    let first = DiscoveryRequest {
+        node: Some(node),
+        type_url: subscription.type_url.clone(),
+        resource_names: subscription.names.clone(),
+        ..Default::default()
+    };
+    requests.unbounded_send(first).map_err(|e| e.to_string())?;
     let mut inbound =
         client.stream_aggregated_resources(outbound).await.map_err(|s| format!("open stream: {s}"))?.into_inner();
 
+    // The last accepted version, sent again with every request.
+    let mut version = String::new();
     while let Some(response) = inbound.message().await.map_err(|s| format!("receive: {s}"))? {
         *backoff = FIRST_BACKOFF;
-        let type_url = response.type_url.clone();
         let mut ack = DiscoveryRequest {
-            type_url: type_url.clone(),
+            type_url: subscription.type_url.clone(),
+            resource_names: subscription.names.clone(),
             response_nonce: response.nonce.clone(),
             ..Default::default()
         };
-        match apply(resources, &response) {
+        // Decoding into a scratch set tells whether the response can be taken.
+        let checked = if response.type_url == subscription.type_url {
+            apply(&mut Resources::default(), &response)
+        } else {
+            Err(format!("a {} response on a {} stream", response.type_url, subscription.type_url))
+        };
+        match checked {
             Ok(()) => {
-                versions.insert(type_url.clone(), response.version_info.clone());
-                ack.version_info = response.version_info.clone();
-                tracing::debug!(%type_url, version = %response.version_info, count = response.resources.len(), "xDS update");
-                on_update(resources);
+                version = response.version_info.clone();
+                tracing::debug!(type_url = %response.type_url, names = ?subscription.names, %version, count = response.resources.len(), "xDS update");
+                if responses.send(response).is_err() {
+                    return Ok(());
+                }
             }
             Err(message) => {
-                tracing::warn!(%type_url, version = %response.version_info, "rejecting xDS response: {message}");
-                ack.version_info = versions.get(&type_url).cloned().unwrap_or_default();
+                tracing::warn!(type_url = %response.type_url, version = %response.version_info, "rejecting xDS response: {message}");
                 ack.error_detail =
                     Some(RpcStatus { code: tonic::Code::InvalidArgument as i32, message, details: vec![] });
             }
         }
+        ack.version_info = version.clone();
         requests.unbounded_send(ack).map_err(|e| e.to_string())?;
     }
     Ok(())
 }
 
-/// Replaces the resources of the response's type with the response's.
+/// The endpoint resource names the clusters take their endpoints from: each EDS cluster's
+/// `eds_cluster_config.service_name`, or its own name when that is empty.
+pub fn endpoint_service_names(resources: &Resources) -> BTreeSet<String> {
+    use envoy_types::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType};
+    resources
+        .clusters
+        .values()
+        .filter(|c| {
+            matches!(c.cluster_discovery_type, Some(ClusterDiscoveryType::Type(t)) if t == DiscoveryType::Eds as i32)
+        })
+        .map(|c| {
+            let service = c.eds_cluster_config.as_ref().map(|e| e.service_name.as_str()).unwrap_or_default();
+            if service.is_empty() { c.name.clone() } else { service.to_string() }
+        })
+        .collect()
+}
+
+/// Takes in a response: listeners and clusters replace all of their type (their responses
+/// carry the whole state); route configurations, endpoints and secrets are merged into what
+/// is known (their responses carry what changed).
 ///
 /// # Errors
 /// A resource of another type than announced, or one that does not decode.
@@ -137,13 +240,13 @@ pub fn apply(resources: &mut Resources, response: &DiscoveryResponse) -> Result<
     if type_url == Listener::type_url() {
         resources.listeners = decode_all(response, |l: &Listener| l.name.clone())?;
     } else if type_url == RouteConfiguration::type_url() {
-        resources.route_configurations = decode_all(response, |r: &RouteConfiguration| r.name.clone())?;
+        resources.route_configurations.extend(decode_all(response, |r: &RouteConfiguration| r.name.clone())?);
     } else if type_url == Cluster::type_url() {
         resources.clusters = decode_all(response, |c: &Cluster| c.name.clone())?;
     } else if type_url == ClusterLoadAssignment::type_url() {
-        resources.load_assignments = decode_all(response, |c: &ClusterLoadAssignment| c.cluster_name.clone())?;
+        resources.load_assignments.extend(decode_all(response, |c: &ClusterLoadAssignment| c.cluster_name.clone())?);
     } else if type_url == Secret::type_url() {
-        resources.secrets = decode_all(response, |s: &Secret| s.name.clone())?;
+        resources.secrets.extend(decode_all(response, |s: &Secret| s.name.clone())?);
     } else {
         return Err(format!("unexpected resource type {type_url}"));
     }
@@ -185,9 +288,47 @@ mod tests {
         };
         apply(&mut resources, &response(vec![pack_any(cluster("a")), pack_any(cluster("b"))])).unwrap();
         apply(&mut resources, &response(vec![pack_any(cluster("b"))])).unwrap();
-        assert_eq!(resources.clusters.keys().collect::<Vec<_>>(), ["b"]);
+        assert_eq!(resources.clusters.keys().collect::<Vec<_>>(), ["b"], "clusters come whole");
         let listener = Listener { name: "ingress_http".into(), ..Default::default() };
         assert!(apply(&mut resources, &response(vec![pack_any(listener)])).is_err());
         assert_eq!(resources.clusters.keys().collect::<Vec<_>>(), ["b"], "a refused response changes nothing");
+    }
+
+    #[test]
+    fn endpoint_responses_carry_what_changed_and_are_merged() {
+        let mut resources = Resources::default();
+        let assignment = |name: &str| ClusterLoadAssignment { cluster_name: name.into(), ..Default::default() };
+        let response = |resources: Vec<Any>| DiscoveryResponse {
+            type_url: ClusterLoadAssignment::type_url(),
+            version_info: "v-1".into(),
+            resources,
+            ..Default::default()
+        };
+        apply(&mut resources, &response(vec![pack_any(assignment("ns/a/https"))])).unwrap();
+        apply(&mut resources, &response(vec![pack_any(assignment("ns/b/https"))])).unwrap();
+        assert_eq!(resources.load_assignments.keys().collect::<Vec<_>>(), ["ns/a/https", "ns/b/https"]);
+    }
+
+    #[test]
+    fn endpoints_are_subscribed_by_the_names_eds_clusters_give() {
+        use envoy_types::pb::envoy::config::cluster::v3::cluster::{
+            ClusterDiscoveryType, DiscoveryType, EdsClusterConfig,
+        };
+        let eds = |name: &str, service: &str| Cluster {
+            name: name.into(),
+            cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
+            eds_cluster_config: Some(EdsClusterConfig { service_name: service.into(), ..Default::default() }),
+            ..Default::default()
+        };
+        let mut resources = Resources::default();
+        for cluster in [
+            eds("ns/a/443/h", "ns/a/https"),
+            eds("ns/b/443/h", ""),
+            Cluster { name: "static".into(), ..Default::default() },
+        ] {
+            resources.clusters.insert(cluster.name.clone(), cluster);
+        }
+        let names: Vec<String> = endpoint_service_names(&resources).into_iter().collect();
+        assert_eq!(names, ["ns/a/https", "ns/b/443/h"]);
     }
 }
