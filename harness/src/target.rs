@@ -244,6 +244,12 @@ impl Environment {
         })
     }
 
+    /// The loopback clusters this environment started, in the order of its targets (none on a
+    /// real cluster). For tests that look inside loopback; the runner never does.
+    pub fn loopbacks(&self) -> &[Loopback] {
+        &self.loopbacks
+    }
+
     /// Distinguishes this run's namespaces and host names from any other run's.
     pub fn run_id(&self) -> &str {
         self.targets.first().map_or("", |t| t.run_id.as_str())

@@ -46,6 +46,8 @@ pub struct Loopback {
     tasks: Vec<JoinHandle<()>>,
     /// The real Contour, when it is the controller.
     contour: Option<ContourProcess>,
+    /// What the data plane serves from.
+    routes: watch::Receiver<Arc<RouteTable>>,
 }
 
 impl Loopback {
@@ -87,7 +89,7 @@ impl Loopback {
         let mut tasks = vec![
             tokio::spawn(api::serve(api_listener, store.clone(), admission, stop.clone())),
             tokio::spawn(kubelet.run(stop.clone())),
-            tokio::spawn(dataplane::serve(proxy_listener, routes_rx, stop.clone())),
+            tokio::spawn(dataplane::serve(proxy_listener, routes_rx.clone(), stop.clone())),
         ];
         let mut loopback = Loopback {
             kubeconfig,
@@ -98,6 +100,7 @@ impl Loopback {
             shutdown,
             tasks: Vec::new(),
             contour: None,
+            routes: routes_rx,
         };
         match config.controller {
             ControllerKind::Reference => {
@@ -124,6 +127,12 @@ impl Loopback {
         loopback.tasks = tasks;
         tracing::info!(api = %api_address, proxy = %proxy_address, controller = %config.controller, "loopback cluster started");
         Ok(loopback)
+    }
+
+    /// The data plane's configuration as it is now, whichever controller made it: for tests
+    /// that compare controllers ([`RouteTable::effective_settings`]).
+    pub fn route_table(&self) -> Arc<RouteTable> {
+        self.routes.borrow().clone()
     }
 
     /// The real Contour's log file, when Contour is the controller.

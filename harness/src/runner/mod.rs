@@ -39,6 +39,9 @@ pub struct RunSettings {
     pub image: String,
     /// Leave scenario namespaces in place after the run, for debugging.
     pub keep_namespaces: bool,
+    /// Record the final status of every HTTPProxy a scenario applied (for comparing
+    /// controllers), in [`ScenarioOutcome::statuses`].
+    pub record_statuses: bool,
 }
 
 impl Default for RunSettings {
@@ -51,6 +54,7 @@ impl Default for RunSettings {
             ready_limit: Duration::from_secs(180),
             image: fixture::DEFAULT_IMAGE.into(),
             keep_namespaces: false,
+            record_statuses: false,
         }
     }
 }
@@ -139,6 +143,11 @@ pub struct ScenarioOutcome {
     pub cleanup_error: Option<String>,
     /// Gathered when the scenario failed.
     pub diagnostics: Option<Diagnostics>,
+    /// With [`RunSettings::record_statuses`]: each HTTPProxy the scenario applied, as
+    /// `namespace/name`, and its status after the last step, with the run's own names
+    /// (namespaces, host names) replaced by stable ones and transition times removed, so that
+    /// runs can be compared.
+    pub statuses: Vec<(String, Value)>,
 }
 
 impl ScenarioOutcome {
@@ -160,6 +169,7 @@ impl ScenarioOutcome {
             skipped: None,
             cleanup_error: None,
             diagnostics: None,
+            statuses: Vec::new(),
         }
     }
 
@@ -208,6 +218,9 @@ pub async fn run_scenario(target: &Target, loaded: &LoadedScenario, observer: &d
 async fn run(target: &Target, loaded: &LoadedScenario, observer: &dyn Observer, outcome: &mut ScenarioOutcome) {
     let mut run = steps::ScenarioRun::new(target, loaded, outcome.namespace.clone(), observer);
     outcome.failure = run.execute().await.err();
+    if target.settings.record_statuses {
+        outcome.statuses = run.proxy_statuses().await;
+    }
     if outcome.failure.is_some() {
         outcome.diagnostics = Some(run.diagnose().await);
     }

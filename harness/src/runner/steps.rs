@@ -184,6 +184,26 @@ impl<'a> ScenarioRun<'a> {
         diagnostics
     }
 
+    /// The status of every HTTPProxy applied so far, comparable across runs: this run's id
+    /// (in namespace and host names) becomes `RUN` and `lastTransitionTime`s are dropped.
+    pub(super) async fn proxy_statuses(&self) -> Vec<(String, Value)> {
+        let mut statuses = Vec::new();
+        for object in self.applied.iter().filter(|o| o.kind == "HTTPProxy") {
+            let Ok(Some(found)) = self.target.cluster.get(object).await else { continue };
+            let mut status = found["status"].clone();
+            for condition in status["conditions"].as_array_mut().into_iter().flatten() {
+                if let Some(fields) = condition.as_object_mut() {
+                    fields.remove("lastTransitionTime");
+                }
+            }
+            let text = status.to_string().replace(&self.target.run_id, "RUN");
+            let name = format!("{}/{}", object.namespace.as_deref().unwrap_or_default(), object.name)
+                .replace(&self.target.run_id, "RUN");
+            statuses.push((name, serde_json::from_str(&text).unwrap_or(status)));
+        }
+        statuses
+    }
+
     async fn deploy_backends(&mut self, pki: &Pki) -> Result<(), Failure> {
         let cluster = &self.target.cluster;
         for backend in &self.loaded.scenario.backends {

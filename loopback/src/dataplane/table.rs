@@ -131,6 +131,56 @@ impl RouteTable {
     }
 }
 
+impl RouteTable {
+    /// What the proxy does for each host and path prefix, and how it speaks to each upstream,
+    /// without what differs between equivalent configurations (cluster names, endpoint
+    /// addresses, certificate bytes, the order of routes, since the longest prefix wins
+    /// whatever the order): the basis for comparing two controllers.
+    pub fn effective_settings(&self) -> serde_json::Value {
+        use serde_json::json;
+        let upstream = |cluster: &Cluster| {
+            let transport = match &cluster.transport {
+                Transport::Plaintext { http2 } => json!({"tls": false, "http2": http2}),
+                Transport::Tls(tls) => json!({
+                    "tls": true,
+                    "http2": tls.http2,
+                    "sni": tls.sni,
+                    "alpn": tls.alpn.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect::<Vec<_>>(),
+                    "versions": [tls.versions.0.name(), tls.versions.1.name()],
+                    "validation": tls.validation.as_ref().map(|v| json!({
+                        "caCertificates": v.ca_certificates.len(),
+                        "subjectNames": v.subject_names,
+                    })),
+                    "clientCertificate": tls.client_certificate.is_some(),
+                }),
+            };
+            json!({"transport": transport, "endpoints": cluster.endpoints.len(), "hostRewrite": cluster.host_rewrite})
+        };
+        let hosts: serde_json::Map<String, serde_json::Value> = self
+            .virtual_hosts
+            .iter()
+            .map(|(host, virtual_host)| {
+                let mut routes: Vec<&Route> = virtual_host.routes.iter().collect();
+                routes.sort_by(|a, b| a.prefix.cmp(&b.prefix));
+                let routes: Vec<serde_json::Value> = routes
+                    .into_iter()
+                    .map(|route| {
+                        let action = match &route.action {
+                            RouteAction::Forward(clusters) => {
+                                json!({"forward": clusters.iter().map(|c| upstream(c)).collect::<Vec<_>>()})
+                            }
+                            RouteAction::DirectResponse { status } => json!({"directResponse": status}),
+                        };
+                        json!({"prefix": route.prefix, "hostRewrite": route.host_rewrite, "action": action})
+                    })
+                    .collect();
+                (host.clone(), json!(routes))
+            })
+            .collect();
+        serde_json::Value::Object(hosts)
+    }
+}
+
 /// Prefix matching as HTTPProxy does it: `/foo` matches `/foo` and `/foo/bar`, not `/foobar`.
 fn path_has_prefix(path: &str, prefix: &str) -> bool {
     let prefix = prefix.trim_end_matches('/');

@@ -6,6 +6,8 @@
 //! host and its TLS, routes and their match conditions, services (protocol, port, weight,
 //! `validation` with its CEL rule, header policies), includes and the TCP proxy. Policies
 //! that play no part here (timeouts, retries, rate limits, CORS, ...) keep whatever they hold.
+//! `tests/crds.rs` holds them against the CRDs of every release in `contour-versions`, which
+//! `scripts/ensure-contour` copies from Contour's Go module.
 
 use serde_json::{Value, json};
 
