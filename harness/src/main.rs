@@ -316,9 +316,10 @@ fn run(args: RunArgs) -> ExitCode {
         progress.finish();
         let info = RunInfo::new(&plan, environment.run_id(), started);
         let wall_time = info.wall_time;
+        let controller_logs = environment.controller_logs();
         environment.shutdown().await;
         let loaded: Vec<&LoadedScenario> = scenarios.iter().chain(&not_selected).collect();
-        let report = RunReport::new(info, &loaded, &outcomes);
+        let report = RunReport { controller_logs, ..RunReport::new(info, &loaded, &outcomes) };
         let dir = args.reports.unwrap_or_else(suite::default_reports_dir);
         match write_all(&report, &dir) {
             Ok(files) => {

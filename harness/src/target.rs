@@ -250,6 +250,22 @@ impl Environment {
         &self.loopbacks
     }
 
+    /// The logs of the real Contour controllers this environment runs on loopback, one per
+    /// installation, so far; read before [`Environment::shutdown`], which removes them.
+    pub fn controller_logs(&self) -> Vec<crate::report::ControllerLog> {
+        self.loopbacks
+            .iter()
+            .enumerate()
+            .filter_map(|(index, loopback)| {
+                let text = std::fs::read_to_string(loopback.contour_log()?).ok()?;
+                Some(crate::report::ControllerLog {
+                    file_name: format!("contour-installation-{}.log", index + 1),
+                    text,
+                })
+            })
+            .collect()
+    }
+
     /// Distinguishes this run's namespaces and host names from any other run's.
     pub fn run_id(&self) -> &str {
         self.targets.first().map_or("", |t| t.run_id.as_str())

@@ -88,10 +88,11 @@ fn main() {
     if let Some(Ok(environment)) = environment {
         let plan = plan.as_ref().expect("the environment started, so the plan is valid");
         let info = RunInfo::new(plan, environment.run_id(), started);
+        let controller_logs = environment.controller_logs();
         run.runtime.block_on(environment.shutdown());
         let outcomes = run.outcomes.lock().unwrap_or_else(|e| e.into_inner());
         let loaded: Vec<&LoadedScenario> = catalog.iter().map(|s| s.as_ref()).collect();
-        let report = RunReport::new(info, &loaded, &outcomes);
+        let report = RunReport { controller_logs, ..RunReport::new(info, &loaded, &outcomes) };
         let reports =
             std::env::var_os(env::REPORTS).map_or_else(suite::default_reports_dir, |d| suite::user_path(d.into()));
         match write_all(&report, &reports) {

@@ -58,6 +58,18 @@ pub struct RunReport {
     pub scenarios: Vec<ScenarioReport>,
     /// Catalog scenarios this run did not select (filters, `--skip`), by profile.
     pub not_selected: Vec<NotSelected>,
+    /// The logs of the controllers loopback ran (the real Contour's), written beside the
+    /// diagnostics; set by the caller before the environment shuts down.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub controller_logs: Vec<ControllerLog>,
+}
+
+/// A controller's output over a run, as `diagnostics/<file_name>`.
+#[derive(Debug, Clone)]
+pub struct ControllerLog {
+    pub file_name: String,
+    pub text: String,
 }
 
 /// Which catalog a run drew from.
@@ -238,6 +250,7 @@ impl RunReport {
                 .filter(|s| !outcomes.iter().any(|o| o.name == s.name()))
                 .map(|s| NotSelected { name: s.name().to_string(), profile: s.scenario.profile() })
                 .collect(),
+            controller_logs: Vec::new(),
         }
     }
 }
@@ -318,7 +331,8 @@ pub fn write_all(report: &RunReport, dir: &Path) -> Result<Vec<PathBuf>, ReportE
         ("report.html", html::render(report)),
         ("certification.yaml", certification::render(report)),
     ];
-    let files = files.into_iter().map(|(name, text)| (name.to_string(), text)).chain(pages);
+    let logs = report.controller_logs.iter().map(|log| (format!("diagnostics/{}", log.file_name), log.text.clone()));
+    let files = files.into_iter().map(|(name, text)| (name.to_string(), text)).chain(pages).chain(logs);
     let mut written = Vec::new();
     for (name, text) in files {
         let path = dir.join(name);
@@ -330,13 +344,13 @@ pub fn write_all(report: &RunReport, dir: &Path) -> Result<Vec<PathBuf>, ReportE
     Ok(written)
 }
 
-/// Removes the `*.md` pages of an earlier run from `dir`, and `dir` itself if that empties
-/// it; anything else there is left alone.
+/// Removes the `*.md` pages and `*.log` controller logs of an earlier run from `dir`, and
+/// `dir` itself if that empties it; anything else there is left alone.
 fn remove_old_diagnostics(dir: &Path) -> Result<(), ReportError> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
     for entry in entries.flatten() {
         let path = entry.path();
-        if path.extension().is_some_and(|e| e == "md") && path.is_file() {
+        if path.extension().is_some_and(|e| e == "md" || e == "log") && path.is_file() {
             std::fs::remove_file(&path).map_err(|source| ReportError::Write { path: path.clone(), source })?;
         }
     }
@@ -413,6 +427,7 @@ pub(crate) mod tests {
             skipped: None,
             cleanup_error: None,
             diagnostics: None,
+            statuses: Vec::new(),
         };
         let mut failed = outcome("broken");
         failed.failure = Some(Failure {
@@ -482,6 +497,23 @@ pub(crate) mod tests {
                 assert!(text.contains("redacted"), "{} lost the failure", file.display());
             }
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn controller_logs_are_written_redacted_and_replaced_by_the_next_run() {
+        let key = "-----BEGIN PRIVATE KEY-----\nMIIBsecret\n-----END PRIVATE KEY-----";
+        let log =
+            ControllerLog { file_name: "contour-installation-1.log".into(), text: format!("level=info\n{key}\n") };
+        let report = RunReport { controller_logs: vec![log], ..sample() };
+        let dir = std::env::temp_dir().join(format!("utls-report-logs-test-{}", std::process::id()));
+        let files = write_all(&report, &dir).unwrap();
+        let written = dir.join("diagnostics/contour-installation-1.log");
+        assert!(files.contains(&written), "{files:?}");
+        let text = std::fs::read_to_string(&written).unwrap();
+        assert!(text.starts_with("level=info") && !text.contains("MIIBsecret"), "{text}");
+        write_all(&sample(), &dir).unwrap();
+        assert!(!written.exists(), "a run without the real controller leaves no log of an earlier one");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
