@@ -83,7 +83,7 @@ impl Implementation {
         let (organization, project, url, version) = match controller.contour_release() {
             Some(version) => (
                 "projectcontour",
-                "Contour (real controller) on loopback",
+                "Contour (real controller) on loopback, data plane: loopback's proxy, not Envoy",
                 "https://github.com/projectcontour/contour",
                 version,
             ),
@@ -491,7 +491,8 @@ mod tests {
         let TargetConfig::Loopback { controller, .. } = &plan.target else { panic!() };
         assert_eq!(controller.contour_release().as_deref(), Some("v1.32.1"));
         assert_eq!(plan.implementation.version, "v1.32.1");
-        assert!(plan.implementation.project.contains("real controller"), "{}", plan.implementation.project);
+        let project = &plan.implementation.project;
+        assert!(project.contains("real controller") && project.contains("not Envoy"), "{project}");
         assert!(plan.target.describe().contains("the real Contour v1.32.1 controller, with loopback's data plane"));
 
         let flags = Overrides { controller: Some(ControllerKind::Reference), ..Default::default() };

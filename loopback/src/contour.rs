@@ -8,11 +8,12 @@
 //! Contour serves xDS on [`ContourProcess::xds_address`] for a data plane to subscribe to.
 
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use tokio::process::{Child, Command};
+use tokio::sync::watch;
 
 use crate::config::{ContourSettings, LoopbackConfig};
 
@@ -26,7 +27,7 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 pub enum ContourError {
     #[error(
         "Contour {version} is not built (looked for {path}); build it with `scripts/ensure-contour {version}` \
-         (needs Go), or set contour.binary in the loopback config"
+         (needs Go)"
     )]
     NotBuilt { version: String, path: PathBuf },
     #[error("cannot start Contour ({binary}): {source}")]
@@ -35,17 +36,27 @@ pub enum ContourError {
     Files { dir: PathBuf, source: std::io::Error },
     #[error("cannot find a free port on 127.0.0.1 for Contour: {0}")]
     Port(std::io::Error),
-    #[error("Contour {status} during start-up; the end of {log}:\n{tail}")]
+    #[error("Contour {status} during start-up; the end of its log:\n{tail}")]
     Exited { status: String, log: PathBuf, tail: String },
-    #[error("Contour did not answer its health check within {limit:?}; the end of {log}:\n{tail}")]
+    #[error("Contour did not answer its health check within {limit:?}; the end of its log:\n{tail}")]
     NotHealthy { limit: Duration, log: PathBuf, tail: String },
     #[error("loopback faults switch the reference controller; the real Contour runs unmodified (faults given: {0})")]
     Faults(String),
 }
 
+/// How many times start-up is tried when a port it was given got taken meanwhile.
+const START_ATTEMPTS: usize = 3;
+
 /// A running `contour serve`. Dropping it kills the process.
+///
+/// Contour is started, and waited for, by a thread of its own that lives exactly as long as
+/// the process: the kernel's parent-death signal (which stops Contour if loopback dies without
+/// stopping it) fires when the *thread* that started a process ends, and the thread that asks
+/// for a cluster may end long before the cluster does (a test harness's worker, say).
 pub struct ContourProcess {
-    child: Child,
+    pid: i32,
+    /// Set once the process has exited, with how.
+    exited: watch::Receiver<Option<String>>,
     xds_address: SocketAddr,
     log: PathBuf,
     version: String,
@@ -71,12 +82,35 @@ impl ContourProcess {
         std::fs::create_dir_all(dir).map_err(files)?;
         let config_path = dir.join("contour.yaml");
         std::fs::write(&config_path, config_file(config)).map_err(files)?;
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(settings, &binary, kubeconfig, &config_path, dir).await {
+                // Ports are found free, released, then bound by Contour: another process may
+                // take one in between.
+                Err(ContourError::Exited { tail, .. })
+                    if attempt < START_ATTEMPTS && tail.contains("address already in use") =>
+                {
+                    tracing::debug!(attempt, "a port given to Contour was taken meanwhile; starting again");
+                    attempt += 1;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    async fn start_once(
+        settings: &ContourSettings,
+        binary: &Path,
+        kubeconfig: &Path,
+        config_path: &Path,
+        dir: &Path,
+    ) -> Result<Self, ContourError> {
+        let files = |source| ContourError::Files { dir: dir.to_owned(), source };
         let log = dir.join("contour.log");
         let log_file = std::fs::File::create(&log).map_err(files)?;
         let log_err = log_file.try_clone().map_err(files)?;
-
         let [xds_port, health_port, metrics_port, debug_port] = free_ports()?;
-        let mut command = Command::new(&binary);
+        let mut command = std::process::Command::new(binary);
         command
             .arg("serve")
             .arg(format!("--kubeconfig={}", kubeconfig.display()))
@@ -90,19 +124,41 @@ impl ContourProcess {
             .stdin(Stdio::null())
             .stdout(log_file)
             .stderr(log_err)
-            .process_group(0)
-            .kill_on_drop(true);
-        // SAFETY: prctl is async-signal-safe; it makes the kernel stop Contour if this process
-        // dies without stopping it, so no controller outlives a crashed loopback.
+            .process_group(0);
+        // SAFETY: prctl is async-signal-safe; it makes the kernel stop Contour when the thread
+        // below ends, which is only when Contour has exited or this whole process is gone.
         unsafe {
             command.pre_exec(|| {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
                 Ok(())
             });
         }
-        let child = command.spawn().map_err(|source| ContourError::Spawn { binary: binary.clone(), source })?;
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        let (exited_tx, exited) = watch::channel(None);
+        let spawn_error = |source| ContourError::Spawn { binary: binary.to_owned(), source };
+        std::thread::Builder::new()
+            .name("contour".into())
+            .spawn(move || {
+                let mut child = match command.spawn() {
+                    Ok(child) => child,
+                    Err(e) => {
+                        let _ = started_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = started_tx.send(Ok(child.id()));
+                let status = child.wait().map_or_else(|e| format!("could not be waited for: {e}"), |s| s.to_string());
+                exited_tx.send_replace(Some(status));
+            })
+            .map_err(spawn_error)?;
+        let pid = match started_rx.await {
+            Ok(Ok(pid)) => pid as i32,
+            Ok(Err(e)) => return Err(spawn_error(e)),
+            Err(_) => return Err(spawn_error(std::io::Error::other("the thread starting Contour ended"))),
+        };
         let mut process = ContourProcess {
-            child,
+            pid,
+            exited,
             xds_address: SocketAddr::from(([127, 0, 0, 1], xds_port)),
             log,
             version: settings.version().to_string(),
@@ -127,16 +183,17 @@ impl ContourProcess {
         &self.version
     }
 
+    /// How Contour exited, if it has.
+    pub fn exit_status(&self) -> Option<String> {
+        self.exited.borrow().clone()
+    }
+
     /// Waits until Contour answers its health check and serves xDS, or fails.
     async fn wait_healthy(&mut self, health_port: u16) -> Result<(), ContourError> {
         let started = Instant::now();
         loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(ContourError::Exited {
-                    status: status.to_string(),
-                    log: self.log.clone(),
-                    tail: log_tail(&self.log),
-                });
+            if let Some(status) = self.exit_status() {
+                return Err(ContourError::Exited { status, log: self.log.clone(), tail: log_tail(&self.log) });
             }
             // Contour opens its xDS port only once its caches are in sync and the first
             // configuration is built: from then on statuses and xDS follow the API.
@@ -154,17 +211,30 @@ impl ContourProcess {
         }
     }
 
-    /// Stops Contour: SIGTERM, then SIGKILL after a grace period.
-    pub async fn stop(mut self) {
-        if let Some(pid) = self.child.id() {
+    /// Sends `signal` to Contour's process group, unless it has exited.
+    fn signal(&self, signal: i32) {
+        if self.exit_status().is_none() {
             // SAFETY: plain kill(2) on the process group Contour leads.
             unsafe {
-                libc::kill(-(pid as i32), libc::SIGTERM);
+                libc::kill(-self.pid, signal);
             }
         }
-        if tokio::time::timeout(STOP_GRACE, self.child.wait()).await.is_err() {
-            let _ = self.child.kill().await;
+    }
+
+    /// Stops Contour: SIGTERM, then SIGKILL after a grace period.
+    pub async fn stop(mut self) {
+        self.signal(libc::SIGTERM);
+        let exited = self.exited.wait_for(Option::is_some);
+        if tokio::time::timeout(STOP_GRACE, exited).await.is_err() {
+            self.signal(libc::SIGKILL);
+            let _ = tokio::time::timeout(STOP_GRACE, self.exited.wait_for(Option::is_some)).await;
         }
+    }
+}
+
+impl Drop for ContourProcess {
+    fn drop(&mut self) {
+        self.signal(libc::SIGKILL);
     }
 }
 
@@ -228,7 +298,7 @@ async fn healthy(port: u16) -> bool {
 pub fn log_tail(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(20)..].join("\n")
+    lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
 #[cfg(test)]

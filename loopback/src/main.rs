@@ -62,6 +62,8 @@ fn parse_args(args: Vec<String>) -> Result<LoopbackConfig, String> {
     }
     let mut config = LoopbackConfig::default();
     let mut faults = Vec::new();
+    // Flags win over the config file wherever they stand.
+    let (mut controller, mut contour_version) = (None, None);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--config" => {
@@ -70,10 +72,10 @@ fn parse_args(args: Vec<String>) -> Result<LoopbackConfig, String> {
             }
             "--controller" => {
                 let kind = args.next().ok_or("--controller needs reference or contour")?;
-                config.controller = kind.parse().map_err(|e| format!("error: {e}"))?;
+                controller = Some(kind.parse().map_err(|e| format!("error: {e}"))?);
             }
             "--contour-version" => {
-                config.contour.version = Some(args.next().ok_or("--contour-version needs a release tag")?);
+                contour_version = Some(args.next().ok_or("--contour-version needs a release tag")?);
             }
             "--fault" => {
                 let name = args.next().ok_or("--fault needs a name")?;
@@ -84,6 +86,8 @@ fn parse_args(args: Vec<String>) -> Result<LoopbackConfig, String> {
         }
     }
     config.faults.extend(faults);
+    config.controller = controller.unwrap_or(config.controller);
+    config.contour.version = contour_version.or(config.contour.version);
     Ok(config)
 }
 

@@ -115,6 +115,47 @@ async fn contour_writes_its_own_status_for_a_missing_ca_secret_and_stops_with_th
     assert!(left.is_empty(), "Contour processes left after shutdown: {left:?}");
 }
 
+/// The thread that asks for a cluster may end long before the cluster does (libtest-mimic's
+/// workers do): Contour must outlive it.
+#[test]
+fn contour_outlives_the_thread_that_started_the_cluster() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    if !contour_available() {
+        return;
+    }
+    let runtime = std::sync::Arc::new(tokio::runtime::Runtime::new().unwrap());
+    let starter = runtime.clone();
+    let loopback = std::thread::spawn(move || {
+        let config = LoopbackConfig { controller: ControllerKind::Contour, ..Default::default() };
+        starter.block_on(Loopback::start(config)).expect("loopback starts with Contour")
+    })
+    .join()
+    .unwrap();
+    runtime.block_on(async {
+        // Time for a parent-death signal to arrive, had the starting thread's end sent one.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let client = client(&loopback).await;
+        let proxies = api(&client, "projectcontour.io", "v1", "HTTPProxy", "default");
+        apply(
+            &proxies,
+            json!({
+                "apiVersion": "projectcontour.io/v1", "kind": "HTTPProxy",
+                "metadata": {"name": "later"},
+                "spec": {"virtualhost": {"fqdn": "later.test"}, "routes": [{"services": [{"name": "none", "port": 80}]}]},
+            }),
+        )
+        .await;
+        let reconciled = |object: Option<&DynamicObject>| {
+            object.is_some_and(|o| o.data["status"]["currentStatus"].as_str().is_some_and(|s| s != "NotReconciled"))
+        };
+        tokio::time::timeout(LIMIT, await_condition(proxies, "later", reconciled))
+            .await
+            .expect("Contour, still running, writes the status")
+            .unwrap();
+        loopback.shutdown().await;
+    });
+}
+
 #[tokio::test]
 async fn a_contour_release_that_is_not_built_is_named_with_the_command_that_builds_it() {
     let mut config = LoopbackConfig { controller: ControllerKind::Contour, ..Default::default() };

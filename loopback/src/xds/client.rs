@@ -95,6 +95,10 @@ pub async fn subscribe(
             // The stream that received it NACKed it already.
             continue;
         }
+        if response.type_url == ClusterLoadAssignment::type_url() {
+            // An answer already on its way from a stream closed since then changes nothing.
+            resources.load_assignments.retain(|name, _| endpoint_streams.contains_key(name));
+        }
         if response.type_url == Cluster::type_url() {
             let wanted = endpoint_service_names(&resources);
             endpoint_streams.retain(|name, task| {
