@@ -16,7 +16,6 @@ use harness::runner::{RunSettings, ScenarioOutcome};
 use harness::scenario::load_dir;
 use harness::suite::{self, default_scenario_dir};
 use harness::target::{Environment, LoopbackController, TargetConfig};
-use loopback::config::ContourSettings;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -76,11 +75,7 @@ async fn statuses_under(controller: LoopbackController) -> Statuses {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reference_controller_writes_the_statuses_contour_writes() {
     harness::init_crypto();
-    let binary = ContourSettings::default().binary();
-    if !binary.is_file() {
-        let required = std::env::var("UPSTREAM_TLS_REQUIRE_CONTOUR").is_ok_and(|v| v == "1");
-        assert!(!required, "Contour is required but not built at {}; run scripts/ensure-contour", binary.display());
-        eprintln!("NOT RUN: Contour is not built at {}; run scripts/ensure-contour (needs Go)", binary.display());
+    if !loopback::contour::built_for_tests() {
         return;
     }
     let text = std::fs::read_to_string(divergences_path()).expect("docs/divergences.yaml is readable");

@@ -238,6 +238,23 @@ impl Drop for ContourProcess {
     }
 }
 
+/// For tests that need the real Contour: whether the default release is built. When it is
+/// not, this says so on stderr and returns false, so the test can pass as not run; unless
+/// `UPSTREAM_TLS_REQUIRE_CONTOUR=1` (CI sets it), which makes a missing build a failure.
+///
+/// # Panics
+/// Contour is not built and is required.
+pub fn built_for_tests() -> bool {
+    let binary = ContourSettings::default().binary();
+    if binary.is_file() {
+        return true;
+    }
+    let required = std::env::var("UPSTREAM_TLS_REQUIRE_CONTOUR").is_ok_and(|v| v == "1");
+    assert!(!required, "Contour is required but not built at {}; run scripts/ensure-contour", binary.display());
+    eprintln!("NOT RUN: Contour is not built at {}; run scripts/ensure-contour (needs Go)", binary.display());
+    false
+}
+
 /// Contour's config file for the installation: the client certificate Secret
 /// (`tls.envoy-client-certificate`) and the upstream TLS versions (`cluster.upstream-tls`),
 /// with the Kubernetes client's rate limits raised so statuses are not throttled when many

@@ -11,24 +11,12 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::runtime::wait::await_condition;
 use kube::{Client, Config};
-use loopback::config::{ContourSettings, ControllerKind};
+use loopback::config::ControllerKind;
 use loopback::{Loopback, LoopbackConfig};
 use serde_json::{Value, json};
 
 /// Far longer than Contour takes; only there so a bug fails instead of hanging.
 const LIMIT: Duration = Duration::from_secs(60);
-
-/// Whether Contour is built; when it is not, says so loudly, or fails when it is required.
-fn contour_available() -> bool {
-    let binary = ContourSettings::default().binary();
-    if binary.is_file() {
-        return true;
-    }
-    let required = std::env::var("UPSTREAM_TLS_REQUIRE_CONTOUR").is_ok_and(|v| v == "1");
-    assert!(!required, "Contour is required but not built at {}; run scripts/ensure-contour", binary.display());
-    eprintln!("NOT RUN: Contour is not built at {}; run scripts/ensure-contour (needs Go)", binary.display());
-    false
-}
 
 async fn client(loopback: &Loopback) -> Client {
     let kubeconfig = Kubeconfig::read_from(loopback.kubeconfig()).unwrap();
@@ -57,7 +45,7 @@ fn contour_pids() -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn contour_writes_its_own_status_for_a_missing_ca_secret_and_stops_with_the_cluster() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    if !contour_available() {
+    if !loopback::contour::built_for_tests() {
         return;
     }
     let before = contour_pids();
@@ -120,7 +108,7 @@ async fn contour_writes_its_own_status_for_a_missing_ca_secret_and_stops_with_th
 #[test]
 fn contour_outlives_the_thread_that_started_the_cluster() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    if !contour_available() {
+    if !loopback::contour::built_for_tests() {
         return;
     }
     let runtime = std::sync::Arc::new(tokio::runtime::Runtime::new().unwrap());

@@ -79,11 +79,7 @@ fn tls_secret(name: &str, cert: &str, key: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn contour_xds_translates_to_a_tls_virtual_host() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let binary = loopback::config::ContourSettings::default().binary();
-    if !binary.is_file() {
-        let required = std::env::var("UPSTREAM_TLS_REQUIRE_CONTOUR").is_ok_and(|v| v == "1");
-        assert!(!required, "Contour is required but not built at {}; run scripts/ensure-contour", binary.display());
-        eprintln!("NOT RUN: Contour is not built at {}; run scripts/ensure-contour (needs Go)", binary.display());
+    if !loopback::contour::built_for_tests() {
         return;
     }
     let mut config = LoopbackConfig { controller: ControllerKind::Contour, ..Default::default() };
