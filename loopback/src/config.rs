@@ -386,7 +386,8 @@ impl ContourSettings {
 
 /// Where `scripts/ensure-contour` builds a release: `.cache/contour/<version>` in the repository.
 pub fn contour_cache_dir(version: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/contour").join(version)
+    let loopback = Path::new(env!("CARGO_MANIFEST_DIR"));
+    loopback.parent().unwrap_or(loopback).join(".cache/contour").join(version)
 }
 
 /// Contour's `tls` section, the parts about upstreams.
