@@ -19,6 +19,8 @@ pub enum Fault {
     IgnoreUpstreamProtocolAnnotation,
     /// P1: annotation entries are matched against the targetPort instead of the Service port.
     AnnotationMatchesTargetPort,
+    /// P1: a port listed under both the h2 and the h2c annotation gets h2.
+    H2BeatsH2c,
     /// P2: the removed contour.heptio.com/upstream-protocol.* annotations still select TLS.
     HonourLegacyAnnotation,
     /// P3: a Service port's appProtocol is ignored, so the annotation decides.
@@ -65,6 +67,8 @@ pub enum Fault {
     IgnoreDelegation,
     /// S6: a delegation to targetNamespaces "*" is not honoured.
     IgnoreWildcardDelegation,
+    /// S6: a "*" beside other entries of targetNamespaces also delegates to every namespace.
+    StarAmongTargetsIsWildcard,
     /// C3: the proxy never presents the Envoy client certificate.
     NeverPresentClientCertificate,
     /// C2: the Envoy client certificate is read once and never rotated.
@@ -85,9 +89,10 @@ pub enum Fault {
 
 impl Fault {
     /// Every fault, in documentation order.
-    pub const ALL: [Fault; 33] = [
+    pub const ALL: [Fault; 35] = [
         Fault::IgnoreUpstreamProtocolAnnotation,
         Fault::AnnotationMatchesTargetPort,
+        Fault::H2BeatsH2c,
         Fault::HonourLegacyAnnotation,
         Fault::IgnoreAppProtocol,
         Fault::IgnoreProtocolField,
@@ -111,6 +116,7 @@ impl Fault {
         Fault::IgnoreSecretEvents,
         Fault::IgnoreDelegation,
         Fault::IgnoreWildcardDelegation,
+        Fault::StarAmongTargetsIsWildcard,
         Fault::NeverPresentClientCertificate,
         Fault::StaleClientCertificate,
         Fault::ClientCertificateSecretOptional,
@@ -126,6 +132,7 @@ impl Fault {
         match self {
             Fault::IgnoreUpstreamProtocolAnnotation => "ignore-upstream-protocol-annotation",
             Fault::AnnotationMatchesTargetPort => "annotation-matches-target-port",
+            Fault::H2BeatsH2c => "h2-beats-h2c",
             Fault::HonourLegacyAnnotation => "honour-legacy-annotation",
             Fault::IgnoreAppProtocol => "ignore-app-protocol",
             Fault::IgnoreProtocolField => "ignore-protocol-field",
@@ -149,6 +156,7 @@ impl Fault {
             Fault::IgnoreSecretEvents => "ignore-secret-events",
             Fault::IgnoreDelegation => "ignore-delegation",
             Fault::IgnoreWildcardDelegation => "ignore-wildcard-delegation",
+            Fault::StarAmongTargetsIsWildcard => "star-among-targets-is-wildcard",
             Fault::NeverPresentClientCertificate => "never-present-client-certificate",
             Fault::StaleClientCertificate => "stale-client-certificate",
             Fault::ClientCertificateSecretOptional => "client-certificate-secret-optional",
@@ -165,6 +173,7 @@ impl Fault {
         match self {
             Fault::IgnoreUpstreamProtocolAnnotation => "P1",
             Fault::AnnotationMatchesTargetPort => "P1",
+            Fault::H2BeatsH2c => "P1",
             Fault::HonourLegacyAnnotation => "P2",
             Fault::IgnoreAppProtocol => "P3",
             Fault::IgnoreProtocolField => "P4",
@@ -188,6 +197,7 @@ impl Fault {
             Fault::IgnoreSecretEvents => "S5",
             Fault::IgnoreDelegation => "S6",
             Fault::IgnoreWildcardDelegation => "S6",
+            Fault::StarAmongTargetsIsWildcard => "S6",
             Fault::NeverPresentClientCertificate => "C3",
             Fault::StaleClientCertificate => "C2",
             Fault::ClientCertificateSecretOptional => "C4",
@@ -207,6 +217,7 @@ impl Fault {
             Fault::AnnotationMatchesTargetPort => {
                 "annotation entries are matched against the targetPort instead of the Service port"
             }
+            Fault::H2BeatsH2c => "a port listed under both the h2 and the h2c annotation gets h2",
             Fault::HonourLegacyAnnotation => {
                 "the removed contour.heptio.com/upstream-protocol.* annotations still select TLS"
             }
@@ -236,6 +247,9 @@ impl Fault {
             Fault::IgnoreSecretEvents => "Secret changes alone do not trigger a rebuild",
             Fault::IgnoreDelegation => "a CA Secret in another namespace is used without a TLSCertificateDelegation",
             Fault::IgnoreWildcardDelegation => "a delegation to targetNamespaces \"*\" is not honoured",
+            Fault::StarAmongTargetsIsWildcard => {
+                "a \"*\" beside other entries of targetNamespaces also delegates to every namespace"
+            }
             Fault::NeverPresentClientCertificate => "the proxy never presents the Envoy client certificate",
             Fault::StaleClientCertificate => "the Envoy client certificate is read once and never rotated",
             Fault::ClientCertificateSecretOptional => "a missing Envoy client certificate Secret leaves proxies valid",

@@ -89,7 +89,8 @@ fn from_annotations(service: &Service, port: &ServicePort, config: &LoopbackConf
     port.name.as_ref().and_then(|name| annotated.get(name.as_str())).or_else(|| annotated.get(number.as_str())).copied()
 }
 
-/// Port name or number -> protocol, from the annotations; `tls` wins over `h2` and `h2c`.
+/// Port name or number -> protocol, from the annotations; `tls` wins over `h2c`, which wins
+/// over `h2` (docs/contract.md P1).
 fn annotated_ports(service: &Service, config: &LoopbackConfig) -> BTreeMap<String, UpstreamProtocol> {
     let mut ports = BTreeMap::new();
     if config.has(Fault::IgnoreUpstreamProtocolAnnotation) {
@@ -100,9 +101,10 @@ fn annotated_ports(service: &Service, config: &LoopbackConfig) -> BTreeMap<Strin
     if config.has(Fault::HonourLegacyAnnotation) {
         prefixes.insert(0, LEGACY_ANNOTATION_PREFIX);
     }
-    // Later protocols overwrite earlier ones: this order makes tls win.
+    // Later protocols overwrite earlier ones, in Contour's order: h2, h2c, tls.
+    let order = if config.has(Fault::H2BeatsH2c) { ["h2c", "h2", "tls"] } else { ["h2", "h2c", "tls"] };
     for prefix in prefixes {
-        for suffix in ["h2c", "h2", "tls"] {
+        for suffix in order {
             let Some(value) = annotations.get(&format!("{prefix}{suffix}")) else { continue };
             let Some(protocol) = UpstreamProtocol::from_annotation_suffix(suffix) else { continue };
             for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
@@ -183,6 +185,21 @@ mod tests {
 
         let (svc, port) = service(json!({"contour.heptio.com/upstream-protocol.tls": "8443"}));
         assert_eq!(resolve(None, &svc, &port, &with(Fault::HonourLegacyAnnotation)), UpstreamProtocol::Tls);
+    }
+
+    #[test]
+    fn a_port_under_several_annotations_gets_tls_over_h2c_over_h2() {
+        let both = json!({"projectcontour.io/upstream-protocol.h2": "8443", "projectcontour.io/upstream-protocol.h2c": "8443"});
+        let (svc, port) = service(both);
+        assert_eq!(resolve(None, &svc, &port, &LoopbackConfig::default()), UpstreamProtocol::H2c);
+        assert_eq!(resolve(None, &svc, &port, &with(Fault::H2BeatsH2c)), UpstreamProtocol::H2);
+        let all = json!({
+            "projectcontour.io/upstream-protocol.h2": "8443",
+            "projectcontour.io/upstream-protocol.h2c": "8443",
+            "projectcontour.io/upstream-protocol.tls": "8443",
+        });
+        let (svc, port) = service(all);
+        assert_eq!(resolve(None, &svc, &port, &LoopbackConfig::default()), UpstreamProtocol::Tls);
     }
 
     #[test]

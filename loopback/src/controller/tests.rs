@@ -505,6 +505,20 @@ fn s6_wildcard_delegations_and_their_fault() {
 }
 
 #[test]
+fn s6_a_star_beside_other_targets_is_no_wildcard_unless_the_fault_makes_it_one() {
+    for (fault, valid) in [(None, "invalid"), (Some(Fault::StarAmongTargetsIsWildcard), "valid")] {
+        let mut f = Fixture::new();
+        f.config.faults.extend(fault);
+        f.ca_secret("other", "ca").tls_service().proxy("p", validated("other/ca"));
+        let targets = json!(["*", "elsewhere"]);
+        let delegation = json!({"metadata": {"name": "d"}, "spec": {"delegations": [{"secretName": "ca", "targetNamespaces": targets}]}});
+        f.store.create(&TLS_CERTIFICATE_DELEGATION, "other", delegation).unwrap();
+        f.reconcile();
+        assert_eq!(f.status("p")["currentStatus"], valid, "{fault:?}");
+    }
+}
+
+#[test]
 fn s5_fault_ignores_secret_events_only() {
     let event = |kind| crate::api::store::WatchEvent {
         resource_version: 1,

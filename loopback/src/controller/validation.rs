@@ -112,7 +112,13 @@ fn delegated(ctx: &Context<'_>, namespace: &str, name: &str, target: &str) -> bo
     delegations.iter().flat_map(|d| d["spec"]["delegations"].as_array().cloned().unwrap_or_default()).any(|d| {
         d["secretName"] == name
             && d["targetNamespaces"].as_array().is_some_and(|targets| {
-                targets.iter().any(|t| t == target || (t == "*" && !ctx.config.has(Fault::IgnoreWildcardDelegation)))
+                // "*" is a wildcard only as the sole entry (docs/contract.md S6).
+                let wildcard = if ctx.config.has(Fault::StarAmongTargetsIsWildcard) {
+                    targets.iter().any(|t| t == "*")
+                } else {
+                    targets.len() == 1 && targets[0] == "*"
+                };
+                targets.iter().any(|t| t == target) || (wildcard && !ctx.config.has(Fault::IgnoreWildcardDelegation))
             })
     })
 }
