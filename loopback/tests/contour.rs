@@ -35,8 +35,11 @@ async fn apply(api: &Api<DynamicObject>, object: Value) {
     api.patch(&name, &PatchParams::apply("test").force(), &Patch::Apply(&object)).await.unwrap();
 }
 
-fn contour_pids() -> Vec<String> {
-    let output = std::process::Command::new("pgrep").args(["-f", ".cache/contour/.*/bin/contour serve"]).output();
+/// The Contour processes serving this cluster (found by its kubeconfig on their command line,
+/// so Contours other tests start at the same time do not count).
+fn contour_pids(kubeconfig: &std::path::Path) -> Vec<String> {
+    let pattern = format!("contour serve --kubeconfig={}", kubeconfig.display());
+    let output = std::process::Command::new("pgrep").args(["-f", &pattern]).output();
     output
         .map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().map(String::from).collect())
         .unwrap_or_default()
@@ -48,7 +51,6 @@ async fn contour_writes_its_own_status_for_a_missing_ca_secret_and_stops_with_th
     if !loopback::contour::built_for_tests() {
         return;
     }
-    let before = contour_pids();
     let config = LoopbackConfig { controller: ControllerKind::Contour, ..Default::default() };
     let loopback = Loopback::start(config).await.expect("loopback starts with Contour");
     assert!(loopback.contour_log().is_some_and(|log| log.is_file()), "Contour's log is kept");
@@ -97,9 +99,11 @@ async fn contour_writes_its_own_status_for_a_missing_ca_secret_and_stops_with_th
         "docs/contract.md S3, in Contour's own words"
     );
 
+    let kubeconfig = loopback.kubeconfig().to_owned();
+    let running = contour_pids(&kubeconfig);
+    assert_eq!(running.len(), 1, "the process check sees this cluster's Contour while it runs: {running:?}");
     loopback.shutdown().await;
-    let after = contour_pids();
-    let left: Vec<&String> = after.iter().filter(|pid| !before.contains(pid)).collect();
+    let left = contour_pids(&kubeconfig);
     assert!(left.is_empty(), "Contour processes left after shutdown: {left:?}");
 }
 

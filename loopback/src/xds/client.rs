@@ -47,17 +47,6 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The resource types subscribed to, in Envoy's order (clusters before listeners).
-pub fn type_urls() -> [String; 5] {
-    [
-        Cluster::type_url(),
-        ClusterLoadAssignment::type_url(),
-        Listener::type_url(),
-        RouteConfiguration::type_url(),
-        Secret::type_url(),
-    ]
-}
-
 /// One subscription: a type, and the names asked for (all of them when empty).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Subscription {
@@ -226,10 +215,7 @@ pub fn endpoint_service_names(resources: &Resources) -> BTreeSet<String> {
         .filter(|c| {
             matches!(c.cluster_discovery_type, Some(ClusterDiscoveryType::Type(t)) if t == DiscoveryType::Eds as i32)
         })
-        .map(|c| {
-            let service = c.eds_cluster_config.as_ref().map(|e| e.service_name.as_str()).unwrap_or_default();
-            if service.is_empty() { c.name.clone() } else { service.to_string() }
-        })
+        .map(|c| super::translate::endpoint_service_name(c).to_string())
         .collect()
 }
 

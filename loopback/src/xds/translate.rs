@@ -346,15 +346,7 @@ fn is_http2(xds: &XdsCluster) -> bool {
 fn endpoints(xds: &XdsCluster, resources: &Resources) -> Vec<SocketAddr> {
     let assignment = match &xds.load_assignment {
         Some(inline) if !inline.endpoints.is_empty() => Some(inline),
-        _ => {
-            let service = xds
-                .eds_cluster_config
-                .as_ref()
-                .map(|eds| eds.service_name.as_str())
-                .filter(|s| !s.is_empty())
-                .unwrap_or(&xds.name);
-            resources.load_assignments.get(service)
-        }
+        _ => resources.load_assignments.get(endpoint_service_name(xds)),
     };
     let Some(assignment) = assignment else { return Vec::new() };
     let mut by_priority: BTreeMap<u32, Vec<SocketAddr>> = BTreeMap::new();
@@ -381,6 +373,12 @@ fn endpoints(xds: &XdsCluster, resources: &Resources) -> Vec<SocketAddr> {
         }
     }
     by_priority.into_values().next().unwrap_or_default()
+}
+
+/// The name of the endpoints resource a cluster takes its endpoints from:
+/// `eds_cluster_config.service_name`, or the cluster's own name when that is empty.
+pub(crate) fn endpoint_service_name(xds: &XdsCluster) -> &str {
+    xds.eds_cluster_config.as_ref().map(|eds| eds.service_name.as_str()).filter(|s| !s.is_empty()).unwrap_or(&xds.name)
 }
 
 /// The data plane's TLS settings for an `UpstreamTlsContext`; `None` while a secret it names
