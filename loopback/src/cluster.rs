@@ -86,11 +86,13 @@ impl Loopback {
         let (shutdown, stop) = watch::channel(false);
         let (routes_tx, routes_rx) = watch::channel(Arc::new(RouteTable::default()));
         let kubelet = Kubelet::new(store.clone(), work_dir.join("pods"), nginx);
-        let mut tasks = vec![
+        let tasks = vec![
             tokio::spawn(api::serve(api_listener, store.clone(), admission, stop.clone())),
             tokio::spawn(kubelet.run(stop.clone())),
             tokio::spawn(dataplane::serve(proxy_listener, routes_rx.clone(), stop.clone())),
         ];
+        // Made before the controller starts, so a controller that fails to start can be
+        // shut down with everything else.
         let mut loopback = Loopback {
             kubeconfig,
             api_address,
@@ -98,17 +100,16 @@ impl Loopback {
             work_dir,
             owns_work_dir,
             shutdown,
-            tasks: Vec::new(),
+            tasks,
             contour: None,
             routes: routes_rx,
         };
         match config.controller {
             ControllerKind::Reference => {
                 let controller = Controller::new(store.clone(), config.clone(), routes_tx);
-                tasks.push(tokio::spawn(controller.run(stop)));
+                loopback.tasks.push(tokio::spawn(controller.run(stop)));
             }
             ControllerKind::Contour => {
-                loopback.tasks = tasks;
                 let dir = loopback.work_dir.join("contour");
                 match ContourProcess::start(&config, &loopback.kubeconfig, &dir).await {
                     Ok(contour) => {
@@ -121,10 +122,8 @@ impl Loopback {
                         return Err(e.into());
                     }
                 }
-                tasks = std::mem::take(&mut loopback.tasks);
             }
         }
-        loopback.tasks = tasks;
         tracing::info!(api = %api_address, proxy = %proxy_address, controller = %config.controller, "loopback cluster started");
         Ok(loopback)
     }
