@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, LogParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::GroupVersionKind;
@@ -227,6 +228,48 @@ impl ClusterClient {
             Err(_) => {
                 Err(ClusterError::Timeout { object: Box::new(object), what: "condition Available=True".into(), limit })
             }
+        }
+    }
+
+    /// Waits until an EndpointSlice of Service `namespace/name` lists a ready endpoint.
+    ///
+    /// # Errors
+    /// None within `limit`, or the listing fails.
+    pub async fn wait_service_endpoints(
+        &self,
+        namespace: &str,
+        name: &str,
+        limit: Duration,
+    ) -> Result<(), ClusterError> {
+        let api = Api::<EndpointSlice>::namespaced(self.client.clone(), namespace);
+        let object = ObjectRef {
+            api_version: "v1".into(),
+            kind: "Service".into(),
+            namespace: Some(namespace.into()),
+            name: name.into(),
+        };
+        let params = ListParams::default().labels(&format!("kubernetes.io/service-name={name}"));
+        let ready = async {
+            loop {
+                let slices = api.list(&params).await.map_err(failed(object.clone(), "list EndpointSlices of"))?;
+                let any_ready = slices
+                    .items
+                    .iter()
+                    .flat_map(|slice| slice.endpoints.iter().flatten())
+                    .any(|endpoint| endpoint.conditions.as_ref().and_then(|c| c.ready) != Some(false));
+                if any_ready {
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        match tokio::time::timeout(limit, ready).await {
+            Ok(result) => result,
+            Err(_) => Err(ClusterError::Timeout {
+                object: Box::new(object),
+                what: "an EndpointSlice with a ready endpoint".into(),
+                limit,
+            }),
         }
     }
 

@@ -143,7 +143,15 @@ const CA: &str = "envoy-client-ca";
 const LEAF: &str = "envoy-client";
 
 fn leaf_request() -> CertificateRequest<'static> {
-    CertificateRequest { name: LEAF, issuer: Some(CA), ca: false, common_name: LEAF, dns_names: &[], expired: false }
+    CertificateRequest {
+        name: LEAF,
+        issuer: Some(CA),
+        ca: false,
+        common_name: LEAF,
+        dns_names: &[],
+        uris: &[],
+        expired: false,
+    }
 }
 
 /// The installation's client certificate, its CA, and the Secret that holds it.
@@ -161,8 +169,15 @@ impl InstallClientCertificate {
     /// rcgen refuses to generate them.
     pub fn generate(secret: SecretRef) -> Result<Self, PkiError> {
         let mut pki = Pki::default();
-        let ca_request =
-            CertificateRequest { name: CA, issuer: None, ca: true, common_name: CA, dns_names: &[], expired: false };
+        let ca_request = CertificateRequest {
+            name: CA,
+            issuer: None,
+            ca: true,
+            common_name: CA,
+            dns_names: &[],
+            uris: &[],
+            expired: false,
+        };
         let ca = pki.issue(&ca_request)?.clone();
         let original = pki.issue(&leaf_request())?.clone();
         Ok(InstallClientCertificate { secret, pki: Mutex::new(pki), ca, original })
@@ -204,6 +219,43 @@ impl InstallClientCertificate {
         cluster.apply(&namespace, "").await?;
         cluster.apply(&self.secret_object(material), &self.secret.namespace).await?;
         Ok(())
+    }
+
+    /// Writes the Secret with `secret_type` and `data` (text values, stored base64-encoded).
+    ///
+    /// # Errors
+    /// The cluster refuses the Secret.
+    pub async fn write_raw(
+        &self,
+        cluster: &ClusterClient,
+        secret_type: &str,
+        data: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), ClusterError> {
+        use base64::Engine;
+        let encoded: serde_json::Map<String, Value> =
+            data.iter().map(|(k, v)| (k.clone(), json!(base64::engine::general_purpose::STANDARD.encode(v)))).collect();
+        let secret = json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": self.secret.name, "namespace": self.secret.namespace},
+            "type": secret_type,
+            "data": encoded,
+        });
+        cluster.apply(&secret, &self.secret.namespace).await?;
+        Ok(())
+    }
+
+    /// Puts the original certificate back after a scenario changed the Secret. The Secret is
+    /// recreated when a scenario gave it another type, which cannot change in place.
+    ///
+    /// # Errors
+    /// The cluster refuses the deletion or the Secret.
+    pub async fn restore(&self, cluster: &ClusterClient, limit: std::time::Duration) -> Result<(), ClusterError> {
+        let current = cluster.get(&self.secret.object_ref()).await?;
+        if current.is_some_and(|s| s["type"] != "kubernetes.io/tls") {
+            self.delete(cluster, limit).await?;
+        }
+        self.write(cluster, self.original()).await
     }
 
     /// Deletes the Secret and waits until it is gone.

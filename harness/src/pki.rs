@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SerialNumber,
+    KeyUsagePurpose, SanType, SerialNumber,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -48,8 +48,10 @@ pub struct CertificateRequest<'a> {
     /// An earlier CA entry of the same [`Pki`]; self-signed when `None`.
     pub issuer: Option<&'a str>,
     pub ca: bool,
+    /// Empty for a subject without a common name.
     pub common_name: &'a str,
     pub dns_names: &'a [String],
+    pub uris: &'a [String],
     pub expired: bool,
 }
 
@@ -61,6 +63,7 @@ impl<'a> From<&'a CertificateSpec> for CertificateRequest<'a> {
             ca: spec.ca,
             common_name: spec.common_name.as_deref().unwrap_or(&spec.name.value),
             dns_names: &spec.dns_names,
+            uris: &spec.uris,
             expired: spec.expired,
         }
     }
@@ -142,8 +145,13 @@ impl Material {
 
 fn params(request: &CertificateRequest<'_>) -> Result<(CertificateParams, Vec<u8>), rcgen::Error> {
     let mut params = CertificateParams::new(request.dns_names.to_vec())?;
+    for uri in request.uris {
+        params.subject_alt_names.push(SanType::URI(uri.as_str().try_into()?));
+    }
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, request.common_name);
+    if !request.common_name.is_empty() {
+        dn.push(DnType::CommonName, request.common_name);
+    }
     params.distinguished_name = dn;
     let now = OffsetDateTime::now_utc();
     if request.expired {

@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use harness::runner::{RunSettings, ScenarioOutcome};
 use harness::scenario::load_dir;
@@ -53,12 +54,12 @@ async fn statuses_under(controller: LoopbackController) -> Statuses {
     let environment = Environment::connect(&config, settings).await.expect("loopback starts");
     let outcomes = suite::run_all(&environment, &catalog, 8, &()).await;
     let run_id = environment.run_id().to_string();
-    let data_planes: Vec<(String, BTreeMap<String, Value>)> = environment
-        .loopbacks()
-        .iter()
+    let data_planes: Vec<(String, BTreeMap<String, Value>)> = settled_data_planes(&environment)
+        .await
+        .into_iter()
         .enumerate()
-        .map(|(index, loopback)| {
-            let text = loopback.route_table().effective_settings().to_string().replace(&run_id, "RUN");
+        .map(|(index, settings)| {
+            let text = settings.to_string().replace(&run_id, "RUN");
             let hosts: BTreeMap<String, Value> = serde_json::from_str(&text).expect("JSON reads back");
             (format!("data plane (installation {})", index + 1), hosts)
         })
@@ -70,6 +71,30 @@ async fn statuses_under(controller: LoopbackController) -> Statuses {
     let mut statuses: Statuses = outcomes.into_iter().map(|o| (o.name, o.statuses.into_iter().collect())).collect();
     statuses.extend(data_planes);
     statuses
+}
+
+/// The effective settings of each data plane once they have stopped changing. The last
+/// scenario may have restored install-wide state (the client certificate Secret) that the
+/// controller is still reprogramming when the run ends; Contour rebuilds within half a second
+/// of an event, so settings unchanged for several seconds are the settled ones.
+async fn settled_data_planes(environment: &Environment) -> Vec<Value> {
+    const QUIET: Duration = Duration::from_secs(3);
+    const LIMIT: Duration = Duration::from_secs(60);
+    let snapshot =
+        || -> Vec<Value> { environment.loopbacks().iter().map(|l| l.route_table().effective_settings()).collect() };
+    let started = Instant::now();
+    let mut last = snapshot();
+    let mut unchanged_since = Instant::now();
+    while unchanged_since.elapsed() < QUIET {
+        assert!(started.elapsed() < LIMIT, "the data planes were still changing after {LIMIT:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = snapshot();
+        if now != last {
+            last = now;
+            unchanged_since = Instant::now();
+        }
+    }
+    last
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -92,7 +92,7 @@ async fn the_fixture_does_what_scenarios_rely_on() {
 }
 
 fn issue(pki: &mut Pki, name: &str, issuer: Option<&str>, ca: bool, dns_names: &[String]) -> Material {
-    let request = CertificateRequest { name, issuer, ca, common_name: name, dns_names, expired: false };
+    let request = CertificateRequest { name, issuer, ca, common_name: name, dns_names, uris: &[], expired: false };
     pki.issue(&request).expect("rcgen issues test certificates").clone()
 }
 

@@ -15,7 +15,7 @@ use crate::scenario::{
     BackendSpec, ClientCertificateChange, ClientCertificateModeSpec, ExpectStatus, LoadedScenario, ObjectSpec,
     RequestStep, Step, TlsVersionSpec,
 };
-use crate::status_match;
+use crate::status_match::{self, Lists};
 use crate::traffic::{self, Answer};
 
 /// How long clean-up may wait for a namespace or Secret to go.
@@ -130,8 +130,14 @@ impl<'a> ScenarioRun<'a> {
                 }
                 Step::EnvoyClientCertificate(change) => (
                     "envoyClientCertificate",
-                    format!("{change:?} the Envoy client certificate").to_lowercase(),
-                    self.change_client_certificate(*change).await,
+                    match change {
+                        ClientCertificateChange::Rotate => "rotate the Envoy client certificate".to_string(),
+                        ClientCertificateChange::Delete => "delete the Envoy client certificate".to_string(),
+                        ClientCertificateChange::Replace(r) => {
+                            format!("replace the Envoy client certificate Secret with a {} one", r.secret_type)
+                        }
+                    },
+                    self.change_client_certificate(change).await,
                 ),
             };
             let passed = result.is_ok();
@@ -148,7 +154,7 @@ impl<'a> ScenarioRun<'a> {
         let mut problems = Vec::new();
         if self.install_changed
             && let Some(install) = &self.target.client_certificate
-            && let Err(e) = install.write(&self.target.cluster, install.original()).await
+            && let Err(e) = install.restore(&self.target.cluster, self.target.settings.status_limit).await
         {
             problems.push(format!("cannot restore the Envoy client certificate Secret {}: {e}", install.secret));
         }
@@ -270,12 +276,35 @@ impl<'a> ScenarioRun<'a> {
         Ok(documents.into_iter().filter(|d| !d.is_null()).collect())
     }
 
+    /// Applies the documents in order. Before a route object (HTTPProxy, Ingress), it waits
+    /// until the Services applied before it that select one of the scenario's backends have
+    /// ready endpoints: Contour can lose endpoints that arrive while it rebuilds its routes for
+    /// them (it recomputes them on its next rebuild), and a scenario that runs alone may have
+    /// no next rebuild.
     async fn apply(&mut self, manifest: &str) -> Result<(), StepError> {
+        let mut awaiting_endpoints: Vec<ObjectRef> = Vec::new();
         for document in self.documents(manifest)? {
+            let kind = document["kind"].as_str().unwrap_or_default();
+            if matches!(kind, "HTTPProxy" | "Ingress") {
+                let limit = self.target.settings.status_limit;
+                for service in awaiting_endpoints.drain(..) {
+                    let namespace = service.namespace.as_deref().unwrap_or(&self.namespace);
+                    self.target.cluster.wait_service_endpoints(namespace, &service.name, limit).await.map_err(plain)?;
+                }
+            }
             let object = self.target.cluster.apply(&document, &self.namespace).await.map_err(plain)?;
+            if kind == "Service" && self.selects_backend(&document) {
+                awaiting_endpoints.push(object.clone());
+            }
             self.remember(object);
         }
         Ok(())
+    }
+
+    /// Whether a Service selects the pods of one of the scenario's backends.
+    fn selects_backend(&self, service: &Value) -> bool {
+        let selected = &service["spec"]["selector"]["app.kubernetes.io/name"];
+        self.loaded.scenario.backends.iter().any(|b| selected == b.name.value.as_str())
     }
 
     fn remember(&mut self, object: ObjectRef) {
@@ -328,7 +357,7 @@ impl<'a> ScenarioRun<'a> {
         self.target.cluster.delete_and_wait(&object, self.target.settings.status_limit).await.map_err(plain)
     }
 
-    async fn change_client_certificate(&mut self, change: ClientCertificateChange) -> Result<(), StepError> {
+    async fn change_client_certificate(&mut self, change: &ClientCertificateChange) -> Result<(), StepError> {
         let install = self
             .target
             .client_certificate
@@ -344,6 +373,16 @@ impl<'a> ScenarioRun<'a> {
             ClientCertificateChange::Delete => {
                 install.delete(&self.target.cluster, self.target.settings.status_limit).await.map_err(plain)?;
             }
+            ClientCertificateChange::Replace(replacement) => {
+                let mut data = std::collections::BTreeMap::new();
+                for (key, value) in &replacement.data {
+                    data.insert(key.clone(), self.bindings.expand(value).map_err(plain)?);
+                }
+                let limit = self.target.settings.status_limit;
+                // A Secret's type cannot change in place: delete it, then write the replacement.
+                install.delete(&self.target.cluster, limit).await.map_err(plain)?;
+                install.write_raw(&self.target.cluster, &replacement.secret_type, &data).await.map_err(plain)?;
+            }
         }
         Ok(())
     }
@@ -357,12 +396,13 @@ impl<'a> ScenarioRun<'a> {
             expect.namespace.as_deref(),
         )?;
         let limit = self.target.settings.status_limit;
+        let lists = if expect.exact_lists { Lists::Exact } else { Lists::Subset };
         let check = wanted.clone();
         let outcome = self
             .target
             .cluster
             .wait_for(&object, limit, move |o| {
-                status_is_current(o) && status_match::contains(&o["status"], &check).is_ok()
+                status_is_current(o) && status_match::contains(&o["status"], &check, lists).is_ok()
             })
             .await
             .map_err(plain)?;
@@ -371,7 +411,7 @@ impl<'a> ScenarioRun<'a> {
             Err(None) => Err(plain(format!("{object}: not found within {limit:?}"))),
             Err(Some(last)) => {
                 let why = if status_is_current(&last) {
-                    status_match::contains(&last["status"], &wanted).err().unwrap_or_default()
+                    status_match::contains(&last["status"], &wanted, lists).err().unwrap_or_default()
                 } else {
                     format!("status not reconciled for generation {}", last["metadata"]["generation"])
                 };

@@ -74,12 +74,15 @@ pub struct CertificateSpec {
     /// Whether this is a CA certificate (basicConstraints CA:TRUE, keyCertSign).
     #[serde(default)]
     pub ca: bool,
-    /// Subject common name; defaults to the name.
+    /// Subject common name; defaults to the name. `""` leaves the subject without one.
     #[serde(default)]
     pub common_name: Option<String>,
     /// DNS subjectAltNames.
     #[serde(default)]
     pub dns_names: Vec<String>,
+    /// URI subjectAltNames, such as SPIFFE IDs.
+    #[serde(default)]
+    pub uris: Vec<String>,
     /// Valid from 90 days ago until 30 days ago, instead of from an hour ago for 30 days.
     #[serde(default)]
     pub expired: bool,
@@ -183,7 +186,7 @@ pub struct ObjectSpec {
 }
 
 /// What to do to the installation's Envoy client certificate Secret.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum ClientCertificateChange {
     /// Replace it with a new certificate from the same CA; `${install.envoy-client.*}` then
@@ -191,6 +194,20 @@ pub enum ClientCertificateChange {
     Rotate,
     /// Delete it.
     Delete,
+    /// Replace it with a Secret of this type and contents, to break it on purpose.
+    Replace(ReplacementSecret),
+}
+
+/// A Secret to put in place of the installation's client certificate Secret.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplacementSecret {
+    /// The Secret type, such as `kubernetes.io/tls` or `Opaque`.
+    #[serde(rename = "type")]
+    pub secret_type: String,
+    /// Keys and their text values (PEM from `${pki.*}` references), stored base64-encoded.
+    #[serde(default)]
+    pub data: std::collections::BTreeMap<String, String>,
 }
 
 /// A capability a scenario exercises. Each belongs to a profile; install-wide ones must also
@@ -343,6 +360,10 @@ pub struct ExpectStatus {
     /// Fields the status must contain: maps match when every given key matches, lists when
     /// every given element matches a distinct actual element, scalars when equal.
     pub status: serde_json::Value,
+    /// Lists in `status` must hold exactly the given elements, in any order: for asserting
+    /// that an error is the only one reported.
+    #[serde(default)]
+    pub exact_lists: bool,
 }
 
 /// Requests to the scenario's virtual host through the proxy.
