@@ -49,12 +49,16 @@ pub enum Fault {
     AcceptNameFromCn,
     /// V4: only the first entry of subjectNames is matched.
     FirstSubjectNameOnly,
+    /// V4: subject names are compared with SANs as whole strings, so wildcard SANs match nothing.
+    ExactSubjectNames,
     /// V5: a validation block switches TLS on even when nothing else asks for TLS.
     ValidateWithoutTls,
     /// V6: a failed upstream handshake answers 502 with an empty body.
     Bare502OnHandshakeFailure,
     /// S1: only Opaque Secrets are accepted as CA Secrets, as the docs say.
     OpaqueCaSecretOnly,
+    /// S1: the DER inside the CA bundle's CERTIFICATE blocks must parse for the Secret to be valid.
+    ParseCaBundleDer,
     /// S3: CA Secret errors use the pre-1.4 message text.
     Pre14StatusMessage,
     /// S4: an HTTPProxy with a validation error keeps serving its routes.
@@ -85,11 +89,26 @@ pub enum Fault {
     IgnoreUpstreamTlsLimits,
     /// N3: Ingress backends are always spoken to in plaintext.
     IngressIgnoresUpstreamProtocol,
+    /// C2: a client certificate Secret passes with any loadable certificate and key: no name
+    /// is required and extra keys are ignored.
+    LenientClientCertificateSecret,
+    /// R1: HTTPProxy prefix conditions match whole path segments, not plain string prefixes.
+    SegmentPrefixes,
+    /// R2: spec.ingressClassName wins over the ingress class annotation.
+    IngressClassFieldFirst,
+    /// E1: processing goes on after an error that withdraws the proxy, reporting every one.
+    ReportEveryError,
+    /// E1: the client certificate is checked before the validation block.
+    ClientCertificateCheckedFirst,
+    /// E2: one unresolved Service makes its whole route answer 503.
+    UnresolvedServiceFailsRoute,
+    /// E3: an orphaned HTTPProxy's condition has reason Orphaned and no error entry.
+    OrphanedWithoutErrorEntry,
 }
 
 impl Fault {
     /// Every fault, in documentation order.
-    pub const ALL: [Fault; 35] = [
+    pub const ALL: [Fault; 44] = [
         Fault::IgnoreUpstreamProtocolAnnotation,
         Fault::AnnotationMatchesTargetPort,
         Fault::H2BeatsH2c,
@@ -107,9 +126,11 @@ impl Fault {
         Fault::FirstCaInBundleOnly,
         Fault::AcceptNameFromCn,
         Fault::FirstSubjectNameOnly,
+        Fault::ExactSubjectNames,
         Fault::ValidateWithoutTls,
         Fault::Bare502OnHandshakeFailure,
         Fault::OpaqueCaSecretOnly,
+        Fault::ParseCaBundleDer,
         Fault::Pre14StatusMessage,
         Fault::KeepRoutesOfInvalidProxy,
         Fault::StaleCaBundle,
@@ -125,6 +146,13 @@ impl Fault {
         Fault::DefaultMinimumTls13,
         Fault::IgnoreUpstreamTlsLimits,
         Fault::IngressIgnoresUpstreamProtocol,
+        Fault::LenientClientCertificateSecret,
+        Fault::SegmentPrefixes,
+        Fault::IngressClassFieldFirst,
+        Fault::ReportEveryError,
+        Fault::ClientCertificateCheckedFirst,
+        Fault::UnresolvedServiceFailsRoute,
+        Fault::OrphanedWithoutErrorEntry,
     ];
 
     /// The name used in config files, flags and reports.
@@ -147,9 +175,11 @@ impl Fault {
             Fault::FirstCaInBundleOnly => "first-ca-in-bundle-only",
             Fault::AcceptNameFromCn => "accept-name-from-cn",
             Fault::FirstSubjectNameOnly => "first-subject-name-only",
+            Fault::ExactSubjectNames => "exact-subject-names",
             Fault::ValidateWithoutTls => "validate-without-tls",
             Fault::Bare502OnHandshakeFailure => "bare-502-on-handshake-failure",
             Fault::OpaqueCaSecretOnly => "opaque-ca-secret-only",
+            Fault::ParseCaBundleDer => "parse-ca-bundle-der",
             Fault::Pre14StatusMessage => "pre-1.4-status-message",
             Fault::KeepRoutesOfInvalidProxy => "keep-routes-of-invalid-proxy",
             Fault::StaleCaBundle => "stale-ca-bundle",
@@ -165,6 +195,13 @@ impl Fault {
             Fault::IgnoreUpstreamTlsLimits => "ignore-upstream-tls-limits",
             Fault::FallbackClientCertificate => "fallback-client-certificate",
             Fault::IngressIgnoresUpstreamProtocol => "ingress-ignores-upstream-protocol",
+            Fault::LenientClientCertificateSecret => "lenient-client-certificate-secret",
+            Fault::SegmentPrefixes => "segment-prefixes",
+            Fault::IngressClassFieldFirst => "ingress-class-field-first",
+            Fault::ReportEveryError => "report-every-error",
+            Fault::ClientCertificateCheckedFirst => "client-certificate-checked-first",
+            Fault::UnresolvedServiceFailsRoute => "unresolved-service-fails-route",
+            Fault::OrphanedWithoutErrorEntry => "orphaned-without-error-entry",
         }
     }
 
@@ -187,10 +224,10 @@ impl Fault {
             Fault::IgnoreServedIntermediates => "V3",
             Fault::FirstCaInBundleOnly => "V3",
             Fault::AcceptNameFromCn => "V4",
-            Fault::FirstSubjectNameOnly => "V4",
+            Fault::FirstSubjectNameOnly | Fault::ExactSubjectNames => "V4",
             Fault::ValidateWithoutTls => "V5",
             Fault::Bare502OnHandshakeFailure => "V6",
-            Fault::OpaqueCaSecretOnly => "S1",
+            Fault::OpaqueCaSecretOnly | Fault::ParseCaBundleDer => "S1",
             Fault::Pre14StatusMessage => "S3",
             Fault::KeepRoutesOfInvalidProxy => "S4",
             Fault::StaleCaBundle => "S5",
@@ -205,6 +242,12 @@ impl Fault {
             Fault::DefaultMinimumTls13 | Fault::IgnoreUpstreamTlsLimits => "N2",
             Fault::FallbackClientCertificate => "C5",
             Fault::IngressIgnoresUpstreamProtocol => "N3",
+            Fault::LenientClientCertificateSecret => "C2",
+            Fault::SegmentPrefixes => "R1",
+            Fault::IngressClassFieldFirst => "R2",
+            Fault::ReportEveryError | Fault::ClientCertificateCheckedFirst => "E1",
+            Fault::UnresolvedServiceFailsRoute => "E2",
+            Fault::OrphanedWithoutErrorEntry => "E3",
         }
     }
 
@@ -238,9 +281,15 @@ impl Fault {
                 "a subject name is also accepted when it only appears as the certificate's common name"
             }
             Fault::FirstSubjectNameOnly => "only the first entry of subjectNames is matched",
+            Fault::ExactSubjectNames => {
+                "subject names are compared with SANs as whole strings, so wildcard SANs match nothing"
+            }
             Fault::ValidateWithoutTls => "a validation block switches TLS on even when nothing else asks for TLS",
             Fault::Bare502OnHandshakeFailure => "a failed upstream handshake answers 502 with an empty body",
             Fault::OpaqueCaSecretOnly => "only Opaque Secrets are accepted as CA Secrets, as the docs say",
+            Fault::ParseCaBundleDer => {
+                "the DER inside the CA bundle's CERTIFICATE blocks must parse for the Secret to be valid"
+            }
             Fault::Pre14StatusMessage => "CA Secret errors use the pre-1.4 message text",
             Fault::KeepRoutesOfInvalidProxy => "an HTTPProxy with a validation error keeps serving its routes",
             Fault::StaleCaBundle => "a CA Secret's first-seen contents are used forever",
@@ -262,6 +311,21 @@ impl Fault {
                 "with no client certificate configured, the proxy presents a self-signed one anyway"
             }
             Fault::IngressIgnoresUpstreamProtocol => "Ingress backends are always spoken to in plaintext",
+            Fault::LenientClientCertificateSecret => {
+                "a client certificate Secret passes with any loadable certificate and key: no name is required and extra keys are ignored"
+            }
+            Fault::SegmentPrefixes => {
+                "HTTPProxy prefix conditions match whole path segments, not plain string prefixes"
+            }
+            Fault::IngressClassFieldFirst => "spec.ingressClassName wins over the ingress class annotation",
+            Fault::ReportEveryError => {
+                "processing goes on after an error that withdraws the proxy, reporting every one"
+            }
+            Fault::ClientCertificateCheckedFirst => "the client certificate is checked before the validation block",
+            Fault::UnresolvedServiceFailsRoute => "one unresolved Service makes its whole route answer 503",
+            Fault::OrphanedWithoutErrorEntry => {
+                "an orphaned HTTPProxy's condition has reason Orphaned and no error entry"
+            }
         }
     }
 }

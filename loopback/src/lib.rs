@@ -9,6 +9,8 @@
 //! - [`dataplane`]: the proxy the controller programs, routing by Host.
 //! - [`xds`]: programs that proxy from an xDS server (the real Contour's), as Envoy is programmed.
 //!
+//! [`x509`] reads the certificate names and PEM blocks the controller and the proxy check.
+//!
 //! [`Fault`]s are deliberate deviations from the contract, so the harness can prove that its
 //! scenarios catch real bugs.
 
@@ -18,6 +20,7 @@ pub mod contour;
 pub mod controller;
 pub mod dataplane;
 pub mod kubelet;
+pub mod x509;
 pub mod xds;
 
 mod cluster;

@@ -14,12 +14,11 @@ use super::client_certificate::ClientCertificateState;
 use super::protocol::{self, UpstreamProtocol};
 use super::upstream::{PortRef, UpstreamRequest, build_cluster, lookup_service};
 use crate::config::Fault;
-use crate::dataplane::table::{Route, RouteAction};
+use crate::dataplane::table::{PathPrefix, Route, RouteAction};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 struct IngressSpec {
-    ingress_class_name: Option<String>,
     rules: Vec<IngressRule>,
 }
 
@@ -40,6 +39,7 @@ struct HttpRuleValue {
 #[serde(rename_all = "camelCase", default)]
 struct HttpPath {
     path: Option<String>,
+    path_type: String,
     backend: IngressBackend,
 }
 
@@ -67,11 +67,6 @@ struct ServiceBackendPort {
 pub fn routes(ctx: &Context<'_>, object: &Value) -> Vec<(String, Route)> {
     let namespace = object["metadata"]["namespace"].as_str().unwrap_or_default();
     let Ok(spec) = serde_json::from_value::<IngressSpec>(object["spec"].clone()) else { return Vec::new() };
-    let class_annotation = object["metadata"]["annotations"]["kubernetes.io/ingress.class"].as_str();
-    let ours = |class: Option<&str>| class.is_none_or(|c| c == "contour");
-    if !ours(spec.ingress_class_name.as_deref()) || !ours(class_annotation) {
-        return Vec::new();
-    }
     if let ClientCertificateState::Invalid(_) = ctx.client_certificate
         && !ctx.config.has(Fault::ClientCertificateSecretOptional)
     {
@@ -107,8 +102,14 @@ pub fn routes(ctx: &Context<'_>, object: &Value) -> Vec<(String, Route)> {
                     RouteAction::Forward(vec![Arc::new(build_cluster(ctx, upstream))])
                 }
             };
+            // Contour gives Envoy `Prefix` paths as whole segments, `/` and
+            // `ImplementationSpecific` ones as plain string prefixes.
             let prefix = path.path.clone().unwrap_or_else(|| "/".into());
-            out.push((host.to_ascii_lowercase(), Route { prefix, action, host_rewrite: None }));
+            let path = match path.path_type.as_str() {
+                "Prefix" if prefix != "/" => PathPrefix::Segments(prefix.trim_end_matches('/').to_string()),
+                _ => PathPrefix::String(prefix),
+            };
+            out.push((host.to_ascii_lowercase(), Route { path, action, host_rewrite: None }));
         }
     }
     out

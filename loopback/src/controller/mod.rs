@@ -143,8 +143,10 @@ impl Controller {
             ca_cache: &self.ca_cache,
         };
         let (proxies, _) = self.store.list(&HTTP_PROXY, None);
-        let proxies: Vec<&Value> =
-            proxies.iter().filter(|p| p["metadata"].get("deletionTimestamp").is_none()).collect();
+        let proxies: Vec<&Value> = proxies
+            .iter()
+            .filter(|p| p["metadata"].get("deletionTimestamp").is_none() && self.serves_class(p))
+            .collect();
         let claims = fqdn_claims(&proxies);
         let mut table = RouteTable::default();
         if self.config.has(Fault::Bare502OnHandshakeFailure) {
@@ -162,7 +164,7 @@ impl Controller {
             statuses.push((*object, processed.status));
         }
         let (ingresses, _) = self.store.list(&INGRESS, None);
-        for object in &ingresses {
+        for object in ingresses.iter().filter(|i| self.serves_class(i)) {
             for (host, route) in ingress::routes(&ctx, object) {
                 // An HTTPProxy that claims the host wins over Ingress.
                 if claims.contains_key(&host) {
@@ -182,6 +184,25 @@ impl Controller {
                 stored["status"] = status.to_json(generation, &previous, &now);
             });
         }
+    }
+}
+
+impl Controller {
+    /// Whether an HTTPProxy or Ingress is for this controller, which has no ingress class of
+    /// its own: no class or `contour`. The `projectcontour.io/ingress.class` annotation, then
+    /// `kubernetes.io/ingress.class`, win over `spec.ingressClassName` (docs/contract.md R2).
+    fn serves_class(&self, object: &Value) -> bool {
+        let annotations = &object["metadata"]["annotations"];
+        let annotation = ["projectcontour.io/ingress.class", "kubernetes.io/ingress.class"]
+            .into_iter()
+            .find_map(|key| annotations[key].as_str());
+        let spec = object["spec"]["ingressClassName"].as_str();
+        let class = match annotation.filter(|c| !c.is_empty()) {
+            Some(_) if self.config.has(Fault::IngressClassFieldFirst) && spec.is_some_and(|c| !c.is_empty()) => spec,
+            Some(annotation) => Some(annotation),
+            None => spec,
+        };
+        class.is_none_or(|c| c.is_empty() || c == "contour")
     }
 }
 

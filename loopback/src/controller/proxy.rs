@@ -1,8 +1,9 @@
 //! Processing one HTTPProxy into a virtual host and a status: [`process`].
 //!
-//! Errors follow Contour: an unresolved Service turns its route into a 503 direct response;
-//! a validation, delegation or client certificate error withdraws every route of the proxy
-//! (docs/contract.md S4). Either makes the proxy invalid.
+//! Errors follow Contour (docs/contract.md E1-E2): an unresolved Service is left out of its
+//! route, which answers 503 only when no service is left; a validation, delegation or client
+//! certificate error stops processing and withdraws every route of the proxy (S4). Either makes
+//! the proxy invalid.
 
 use std::sync::Arc;
 
@@ -16,7 +17,8 @@ use super::status::ProxyStatus;
 use super::upstream::{PortRef, UpstreamRequest, build_cluster, lookup_service};
 use super::validation::{self, UpstreamValidation, ValidationError};
 use crate::config::Fault;
-use crate::dataplane::table::{Cluster, Route, RouteAction, VirtualHost};
+use crate::dataplane::table::{Cluster, PathPrefix, Route, RouteAction, VirtualHost};
+use crate::x509;
 
 /// The parts of an HTTPProxy spec the controller reads; everything else is ignored.
 #[derive(Debug, Default, Deserialize)]
@@ -96,7 +98,11 @@ pub fn process(ctx: &Context<'_>, object: &Value, duplicate_of: &[String]) -> Pr
         }
     };
     let Some(vhost) = spec.virtualhost.as_ref().filter(|v| !v.fqdn.is_empty()) else {
-        status.orphaned = true;
+        if ctx.config.has(Fault::OrphanedWithoutErrorEntry) {
+            status.orphaned_without_error_entry = true;
+        } else {
+            status.orphan();
+        }
         return ProcessedProxy { status, virtual_host: None };
     };
     if !duplicate_of.is_empty() {
@@ -111,9 +117,9 @@ pub fn process(ctx: &Context<'_>, object: &Value, duplicate_of: &[String]) -> Pr
         return ProcessedProxy { status, virtual_host: None };
     }
     let mut routes = Vec::new();
-    // Errors that withdraw the whole virtual host (docs/contract.md S4).
+    // Errors that withdraw the whole virtual host (docs/contract.md S4, E1).
     let mut withdraw = false;
-    for route in &spec.routes {
+    'routes: for route in &spec.routes {
         let prefix = route.conditions.iter().find_map(|c| c.prefix.clone()).unwrap_or_else(|| "/".into());
         let route_host = HeadersPolicy::host(route.request_headers_policy.as_ref());
         let mut clusters = Vec::new();
@@ -121,23 +127,37 @@ pub fn process(ctx: &Context<'_>, object: &Value, duplicate_of: &[String]) -> Pr
         for service in &route.services {
             match route_cluster(ctx, namespace, service, route_host.as_deref()) {
                 Ok(cluster) => clusters.push(Arc::new(cluster)),
+                // The service is left out; the route still forwards to the others (E2).
                 Err(RouteServiceError::Unresolved(detail)) => {
                     let message = format!("Spec.Routes unresolved service reference: {detail}");
                     status.error("ServiceError", "ServiceUnresolvedReference", message);
                     unresolved = true;
                 }
+                Err(RouteServiceError::Unloadable) => {}
+                // Processing stops at the first such error: it is the last one reported (E1).
                 Err(RouteServiceError::Withdraw { error_type, reason, message }) => {
                     status.error(error_type, reason, message);
                     withdraw = true;
+                    // Both faults go on: one to report more, the other to serve what is left.
+                    if !ctx.config.has(Fault::ReportEveryError) && !ctx.config.has(Fault::KeepRoutesOfInvalidProxy) {
+                        break 'routes;
+                    }
                 }
             }
         }
-        let action = if unresolved || clusters.is_empty() {
+        let fail_route = unresolved && ctx.config.has(Fault::UnresolvedServiceFailsRoute);
+        let action = if clusters.is_empty() || fail_route {
             RouteAction::DirectResponse { status: 503 }
         } else {
             RouteAction::Forward(clusters)
         };
-        routes.push(Route { prefix, action, host_rewrite: route_host });
+        // HTTPProxy prefix conditions are plain string prefixes (docs/contract.md R1).
+        let path = if ctx.config.has(Fault::SegmentPrefixes) {
+            PathPrefix::Segments(prefix)
+        } else {
+            PathPrefix::String(prefix)
+        };
+        routes.push(Route { path, action, host_rewrite: route_host });
     }
     let keep = !withdraw || ctx.config.has(Fault::KeepRoutesOfInvalidProxy);
     let virtual_host = keep.then(|| (vhost.fqdn.to_ascii_lowercase(), VirtualHost { routes }));
@@ -146,7 +166,14 @@ pub fn process(ctx: &Context<'_>, object: &Value, duplicate_of: &[String]) -> Pr
 
 enum RouteServiceError {
     Unresolved(String),
-    Withdraw { error_type: &'static str, reason: &'static str, message: String },
+    /// Valid in status, but the proxy cannot load it: Envoy refuses such a cluster, and routes
+    /// to it answer 503 (docs/contract.md S1).
+    Unloadable,
+    Withdraw {
+        error_type: &'static str,
+        reason: &'static str,
+        message: String,
+    },
 }
 
 fn route_cluster(
@@ -158,14 +185,8 @@ fn route_cluster(
     let name = &route_service.name;
     let (service, port) = lookup_service(ctx, namespace, name, &PortRef::Number(route_service.port))
         .map_err(RouteServiceError::Unresolved)?;
-    if let ClientCertificateState::Invalid(message) = ctx.client_certificate
-        && !ctx.config.has(Fault::ClientCertificateSecretOptional)
-    {
-        return Err(RouteServiceError::Withdraw {
-            error_type: "TLSError",
-            reason: "SecretNotValid",
-            message: message.clone(),
-        });
+    if ctx.config.has(Fault::ClientCertificateCheckedFirst) {
+        client_certificate_usable(ctx)?;
     }
     let mut protocol = protocol::resolve(route_service.protocol.as_deref(), &service, &port, ctx.config);
     if protocol == UpstreamProtocol::Http1
@@ -181,6 +202,12 @@ fn route_cluster(
         }
         _ => None,
     };
+    // Contour checks header policies next; loopback models none of their errors.
+    client_certificate_usable(ctx)?;
+    // What Contour accepted, Envoy may still refuse to load.
+    if validation.as_ref().is_some_and(|v| v.ca_certificates.iter().any(|c| x509::Names::read(c).is_err())) {
+        return Err(RouteServiceError::Unloadable);
+    }
     let service_host = HeadersPolicy::host(route_service.request_headers_policy.as_ref());
     let mut sni = service_host.clone().or_else(|| route_host.map(str::to_string));
     if ctx.config.has(Fault::SubjectNameAsSni)
@@ -198,6 +225,20 @@ fn route_cluster(
         host_rewrite: service_host,
     };
     Ok(build_cluster(ctx, upstream))
+}
+
+/// The install-wide client certificate, checked for every route service (docs/contract.md C4).
+fn client_certificate_usable(ctx: &Context<'_>) -> Result<(), RouteServiceError> {
+    match ctx.client_certificate {
+        ClientCertificateState::Invalid(message) if !ctx.config.has(Fault::ClientCertificateSecretOptional) => {
+            Err(RouteServiceError::Withdraw {
+                error_type: "TLSError",
+                reason: "SecretNotValid",
+                message: message.clone(),
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 fn validation_error(service: &str, port: i32, error: ValidationError) -> RouteServiceError {

@@ -15,20 +15,25 @@ pub struct StatusError {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProxyStatus {
     pub errors: Vec<StatusError>,
-    /// Not a root proxy and not included by one.
-    pub orphaned: bool,
+    /// Orphaned, shown as its own condition reason with no error entry: the shape of the
+    /// `orphaned-without-error-entry` fault. Contour's shape is an error of type `Orphaned`.
+    pub orphaned_without_error_entry: bool,
 }
 
 const INVALID_DESCRIPTION: &str = "At least one error present, see Errors for details";
 const VALID_DESCRIPTION: &str = "Valid HTTPProxy";
 const ORPHANED_DESCRIPTION: &str = "this HTTPProxy is not part of a delegation chain from a root HTTPProxy";
+const ORPHANED: &str = "Orphaned";
 
 impl ProxyStatus {
+    /// Adds an error; like Contour, an error reported twice is listed twice.
     pub fn error(&mut self, error_type: &'static str, reason: &'static str, message: String) {
-        let error = StatusError { error_type, reason, message };
-        if !self.errors.contains(&error) {
-            self.errors.push(error);
-        }
+        self.errors.push(StatusError { error_type, reason, message });
+    }
+
+    /// Marks a proxy that is not a root and not included by one (docs/contract.md E3).
+    pub fn orphan(&mut self) {
+        self.error(ORPHANED, ORPHANED, ORPHANED_DESCRIPTION.into());
     }
 
     pub fn is_valid(&self) -> bool {
@@ -38,13 +43,18 @@ impl ProxyStatus {
     /// The `status` to store, keeping `lastTransitionTime` from `previous` when the condition's
     /// status did not change.
     pub fn to_json(&self, generation: i64, previous: &Value, now: &str) -> Value {
-        let (current, description, condition_status, reason) = if self.orphaned {
-            ("orphaned", ORPHANED_DESCRIPTION, "False", "Orphaned")
+        let orphan = self.errors.iter().find(|e| e.error_type == ORPHANED);
+        let (current, description, condition_status, reason) = if self.orphaned_without_error_entry {
+            ("orphaned", ORPHANED_DESCRIPTION, "False", ORPHANED)
+        } else if let Some(orphan) = orphan {
+            ("orphaned", orphan.message.as_str(), "False", "ErrorPresent")
         } else if self.is_valid() {
             ("valid", VALID_DESCRIPTION, "True", "Valid")
         } else {
             ("invalid", INVALID_DESCRIPTION, "False", "ErrorPresent")
         };
+        // Contour's condition message is the generic one whenever errors are listed.
+        let message = if reason == "ErrorPresent" { INVALID_DESCRIPTION } else { description };
         let previous_condition =
             previous["conditions"].as_array().and_then(|cs| cs.iter().find(|c| c["type"] == "Valid"));
         let transition = match previous_condition {
@@ -57,7 +67,7 @@ impl ProxyStatus {
             "observedGeneration": generation,
             "lastTransitionTime": transition,
             "reason": reason,
-            "message": description,
+            "message": message,
         });
         if !self.errors.is_empty() {
             condition["errors"] = self
@@ -91,6 +101,22 @@ mod tests {
         assert_eq!(condition["status"], "False");
         assert_eq!(condition["observedGeneration"], 3);
         assert_eq!(condition["errors"][0]["status"], "True");
+    }
+
+    #[test]
+    fn an_orphan_is_an_error_entry_with_its_own_current_status() {
+        let mut status = ProxyStatus::default();
+        status.orphan();
+        let doc = status.to_json(1, &Value::Null, "t");
+        assert_eq!(doc["currentStatus"], "orphaned");
+        assert_eq!(doc["description"], ORPHANED_DESCRIPTION);
+        let condition = &doc["conditions"][0];
+        assert_eq!(
+            (&condition["reason"], &condition["message"]),
+            (&json!("ErrorPresent"), &json!(INVALID_DESCRIPTION))
+        );
+        assert_eq!(condition["errors"][0]["type"], "Orphaned");
+        assert_eq!(condition["errors"][0]["message"], ORPHANED_DESCRIPTION);
     }
 
     #[test]

@@ -12,6 +12,7 @@ use super::Context;
 use crate::api::kinds::TLS_CERTIFICATE_DELEGATION;
 use crate::config::Fault;
 use crate::dataplane::table::{PeerValidation, ValidationFaults};
+use crate::x509;
 
 /// `spec.routes[].services[].validation` of an HTTPProxy.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -65,7 +66,7 @@ pub fn lookup(
             "invalid CA Secret \"{key}\": secret type is not \"Opaque\""
         )));
     }
-    let ca_certificates = match ca_bundle(secret.as_ref()) {
+    let ca_certificates = match ca_bundle(secret.as_ref(), ctx.config.has(Fault::ParseCaBundleDer)) {
         Ok(certificates) if ctx.config.has(Fault::StaleCaBundle) => {
             let mut cache = ctx.ca_cache.lock().unwrap_or_else(|e| e.into_inner());
             cache.entry(key).or_insert(certificates).clone()
@@ -102,6 +103,7 @@ pub fn lookup(
             accept_common_name: ctx.config.has(Fault::AcceptNameFromCn),
             ignore_expiry: ctx.config.has(Fault::IgnoreCertificateExpiry),
             ignore_intermediates: ctx.config.has(Fault::IgnoreServedIntermediates),
+            exact_names: ctx.config.has(Fault::ExactSubjectNames),
         },
     }))
 }
@@ -124,7 +126,7 @@ fn delegated(ctx: &Context<'_>, namespace: &str, name: &str, target: &str) -> bo
 }
 
 /// The certificates of a valid CA Secret (docs/contract.md S1), or why it is not one.
-fn ca_bundle(secret: Option<&Value>) -> Result<Vec<CertificateDer<'static>>, String> {
+fn ca_bundle(secret: Option<&Value>, parse_der: bool) -> Result<Vec<CertificateDer<'static>>, String> {
     let secret = secret.ok_or("Secret not found")?;
     let secret_type = secret["type"].as_str().unwrap_or("Opaque");
     if secret_type != "Opaque" && secret_type != "kubernetes.io/tls" {
@@ -134,7 +136,7 @@ fn ca_bundle(secret: Option<&Value>) -> Result<Vec<CertificateDer<'static>>, Str
     if data.is_empty() {
         return Err(format!("empty {CA_KEY:?} key"));
     }
-    parse_bundle(&data).map_err(|detail| format!("invalid CA certificate bundle: {detail}"))
+    parse_bundle(&data, parse_der).map_err(|detail| format!("invalid CA certificate bundle: {detail}"))
 }
 
 /// A Secret's value for `key`: `data` (base64) or, before the API server folds it in,
@@ -146,29 +148,18 @@ pub fn secret_data(secret: &Value, key: &str) -> Vec<u8> {
     secret["stringData"][key].as_str().unwrap_or_default().as_bytes().to_vec()
 }
 
-/// PEM blocks, each of which must be a parsable CERTIFICATE.
-fn parse_bundle(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
-    let text = String::from_utf8_lossy(pem);
+/// PEM blocks, at least one, each a CERTIFICATE; what is inside is not checked, as Contour does
+/// not (docs/contract.md S1). Under [`Fault::ParseCaBundleDer`] the DER must parse too.
+fn parse_bundle(pem: &[u8], parse_der: bool) -> Result<Vec<CertificateDer<'static>>, String> {
     let mut certificates = Vec::new();
-    let mut rest = text.as_ref();
-    while let Some(start) = rest.find("-----BEGIN ") {
-        let after = &rest[start + "-----BEGIN ".len()..];
-        let Some(label_end) = after.find("-----") else { break };
-        let label = &after[..label_end];
-        let end_marker = format!("-----END {label}-----");
-        let Some(body_end) = after.find(&end_marker) else {
-            return Err("failed to parse PEM block".into());
-        };
-        if label != "CERTIFICATE" {
-            return Err(format!("unexpected block type '{label}'"));
+    for block in x509::pem_blocks(pem)? {
+        if block.label != "CERTIFICATE" {
+            return Err(format!("unexpected block type '{}'", block.label));
         }
-        let body: String = after[label_end + 5..body_end].chars().filter(|c| !c.is_whitespace()).collect();
-        let der = BASE64.decode(body).map_err(|_| "failed to parse PEM block".to_string())?;
-        let certificate = CertificateDer::from(der);
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(certificate.clone()).map_err(|_| "failed to parse certificate".to_string())?;
-        certificates.push(certificate);
-        rest = &after[body_end + end_marker.len()..];
+        if parse_der {
+            x509::Names::read(&block.der)?;
+        }
+        certificates.push(CertificateDer::from(block.der));
     }
     if certificates.is_empty() {
         return Err("failed to locate certificate".into());
@@ -195,27 +186,37 @@ mod tests {
     #[test]
     fn opaque_and_tls_secrets_with_certificates_are_valid() {
         let pem = ca_pem();
-        assert_eq!(ca_bundle(Some(&secret("Opaque", &pem))).unwrap().len(), 1);
+        assert_eq!(ca_bundle(Some(&secret("Opaque", &pem)), false).unwrap().len(), 1);
         let two = format!("{pem}{}", ca_pem());
-        assert_eq!(ca_bundle(Some(&secret("kubernetes.io/tls", &two))).unwrap().len(), 2);
+        assert_eq!(ca_bundle(Some(&secret("kubernetes.io/tls", &two)), false).unwrap().len(), 2);
     }
 
     #[test]
     fn invalid_secrets_say_why_in_contour_words() {
-        assert_eq!(ca_bundle(None).unwrap_err(), "Secret not found");
+        assert_eq!(ca_bundle(None, false).unwrap_err(), "Secret not found");
         assert_eq!(
-            ca_bundle(Some(&secret("kubernetes.io/dockerconfigjson", &ca_pem()))).unwrap_err(),
+            ca_bundle(Some(&secret("kubernetes.io/dockerconfigjson", &ca_pem())), false).unwrap_err(),
             "secret type is not \"kubernetes.io/tls\" or \"Opaque\""
         );
-        assert_eq!(ca_bundle(Some(&json!({"type": "Opaque", "data": {}}))).unwrap_err(), "empty \"ca.crt\" key");
+        assert_eq!(ca_bundle(Some(&json!({"type": "Opaque", "data": {}})), false).unwrap_err(), "empty \"ca.crt\" key");
         assert_eq!(
-            ca_bundle(Some(&secret("Opaque", "not pem"))).unwrap_err(),
+            ca_bundle(Some(&secret("Opaque", "not pem")), false).unwrap_err(),
             "invalid CA certificate bundle: failed to locate certificate"
         );
         let key = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
         assert_eq!(
-            ca_bundle(Some(&secret("Opaque", key))).unwrap_err(),
+            ca_bundle(Some(&secret("Opaque", key)), false).unwrap_err(),
             "invalid CA certificate bundle: unexpected block type 'PRIVATE KEY'"
+        );
+    }
+
+    #[test]
+    fn der_inside_certificate_blocks_is_not_checked_unless_a_fault_asks() {
+        let garbage = "-----BEGIN CERTIFICATE-----\nAAECAwQ=\n-----END CERTIFICATE-----\n";
+        assert_eq!(ca_bundle(Some(&secret("Opaque", garbage)), false).unwrap().len(), 1);
+        assert_eq!(
+            ca_bundle(Some(&secret("Opaque", garbage)), true).unwrap_err(),
+            "invalid CA certificate bundle: x509: malformed certificate"
         );
     }
 }

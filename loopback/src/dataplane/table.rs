@@ -36,10 +36,47 @@ pub struct VirtualHost {
 
 #[derive(Debug)]
 pub struct Route {
-    pub prefix: String,
+    pub path: PathPrefix,
     pub action: RouteAction,
     /// Replaces the Host header sent upstream.
     pub host_rewrite: Option<String>,
+}
+
+/// How a route matches request paths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathPrefix {
+    /// A plain string prefix, as HTTPProxy conditions give Envoy: `/asks` matches `/asksX`.
+    String(String),
+    /// Whole path segments, as Ingress `Prefix` paths give Envoy: `/asks` matches `/asks` and
+    /// `/asks/x`, not `/asksX`.
+    Segments(String),
+}
+
+impl PathPrefix {
+    pub fn as_str(&self) -> &str {
+        match self {
+            PathPrefix::String(p) | PathPrefix::Segments(p) => p,
+        }
+    }
+
+    pub fn matches(&self, path: &str) -> bool {
+        match self {
+            PathPrefix::String(prefix) => path.starts_with(prefix.as_str()),
+            PathPrefix::Segments(prefix) => {
+                let prefix = prefix.trim_end_matches('/');
+                path.strip_prefix(prefix).is_some_and(|rest| {
+                    prefix.is_empty() || rest.is_empty() || rest.starts_with('/') || rest.starts_with('?')
+                })
+            }
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            PathPrefix::String(_) => "string",
+            PathPrefix::Segments(_) => "segments",
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -110,6 +147,8 @@ pub struct ValidationFaults {
     pub ignore_expiry: bool,
     /// Build the chain without the intermediates the backend serves (`ignore-served-intermediates`).
     pub ignore_intermediates: bool,
+    /// Compare names as whole strings, so wildcard SANs match nothing (`exact-subject-names`).
+    pub exact_names: bool,
 }
 
 /// The certificate chain and key the proxy presents to backends.
@@ -126,8 +165,8 @@ impl RouteTable {
             .get(host)?
             .routes
             .iter()
-            .filter(|r| path_has_prefix(path, &r.prefix))
-            .max_by_key(|r| r.prefix.len())
+            .filter(|r| r.path.matches(path))
+            .max_by_key(|r| r.path.as_str().len())
     }
 }
 
@@ -161,7 +200,7 @@ impl RouteTable {
             .iter()
             .map(|(host, virtual_host)| {
                 let mut routes: Vec<&Route> = virtual_host.routes.iter().collect();
-                routes.sort_by(|a, b| a.prefix.cmp(&b.prefix));
+                routes.sort_by(|a, b| a.path.as_str().cmp(b.path.as_str()));
                 let routes: Vec<serde_json::Value> = routes
                     .into_iter()
                     .map(|route| {
@@ -171,7 +210,12 @@ impl RouteTable {
                             }
                             RouteAction::DirectResponse { status } => json!({"directResponse": status}),
                         };
-                        json!({"prefix": route.prefix, "hostRewrite": route.host_rewrite, "action": action})
+                        json!({
+                            "prefix": route.path.as_str(),
+                            "prefixMatch": route.path.kind(),
+                            "hostRewrite": route.host_rewrite,
+                            "action": action,
+                        })
                     })
                     .collect();
                 (host.clone(), json!(routes))
@@ -181,35 +225,27 @@ impl RouteTable {
     }
 }
 
-/// Prefix matching as HTTPProxy does it: `/foo` matches `/foo` and `/foo/bar`, not `/foobar`.
-fn path_has_prefix(path: &str, prefix: &str) -> bool {
-    let prefix = prefix.trim_end_matches('/');
-    match path.strip_prefix(prefix) {
-        Some(rest) => prefix.is_empty() || rest.is_empty() || rest.starts_with('/') || rest.starts_with('?'),
-        None => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn table() -> RouteTable {
         let mut table = RouteTable::default();
-        let routes = ["/", "/api"]
-            .into_iter()
-            .map(|p| Route {
-                prefix: p.into(),
-                action: RouteAction::DirectResponse { status: p.len() as u16 },
-                host_rewrite: None,
-            })
-            .collect();
+        let routes =
+            [PathPrefix::String("/".into()), PathPrefix::Segments("/api".into()), PathPrefix::String("/asks".into())]
+                .into_iter()
+                .map(|p| Route {
+                    action: RouteAction::DirectResponse { status: p.as_str().len() as u16 },
+                    path: p,
+                    host_rewrite: None,
+                })
+                .collect();
         table.virtual_hosts.insert("a.test".into(), VirtualHost { routes });
         table
     }
 
     #[test]
-    fn longest_segment_prefix_wins() {
+    fn longest_matching_prefix_wins_by_its_kind() {
         let table = table();
         let status = |path| match table.route("a.test", path).map(|r| &r.action) {
             Some(RouteAction::DirectResponse { status }) => *status,
@@ -218,6 +254,8 @@ mod tests {
         assert_eq!(status("/api/x"), 4);
         assert_eq!(status("/api"), 4);
         assert_eq!(status("/apix"), 1);
+        assert_eq!(status("/asksX"), 5);
+        assert_eq!(status("/ask"), 1);
         assert_eq!(status("/"), 1);
         assert!(table.route("b.test", "/").is_none());
     }

@@ -16,7 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use super::table::{
-    ClientCertificate, Cluster, PeerValidation, Route, RouteAction, RouteTable, TlsSettings, Transport,
+    ClientCertificate, Cluster, PathPrefix, PeerValidation, Route, RouteAction, RouteTable, TlsSettings, Transport,
     UpstreamFailureResponse, VirtualHost,
 };
 use crate::config::TlsVersion;
@@ -153,7 +153,11 @@ where
 /// A proxy programmed with one host routed to one cluster.
 async fn proxy(endpoint: SocketAddr, transport: Transport, upstream_failure: UpstreamFailureResponse) -> SocketAddr {
     let cluster = Cluster { name: "test".into(), endpoints: vec![endpoint], transport, host_rewrite: None };
-    let route = Route { prefix: "/".into(), action: RouteAction::Forward(vec![Arc::new(cluster)]), host_rewrite: None };
+    let route = Route {
+        path: PathPrefix::String("/".into()),
+        action: RouteAction::Forward(vec![Arc::new(cluster)]),
+        host_rewrite: None,
+    };
     let mut table = RouteTable { upstream_failure, ..Default::default() };
     table.virtual_hosts.insert(HOST.into(), VirtualHost { routes: vec![route] });
     let (_routes_tx, routes) = watch::channel(Arc::new(table));

@@ -21,6 +21,7 @@ use tokio_rustls::client::TlsStream;
 
 use super::table::{PeerValidation, TlsSettings, Transport};
 use crate::config::TlsVersion;
+use crate::x509;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -155,38 +156,35 @@ impl ServerCertVerifier for UpstreamVerifier {
         let chain = chain.as_ref().ok_or(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer))?;
         let faults = validation.faults;
         let intermediates = if faults.ignore_intermediates { &[] } else { intermediates };
-        let mut chain_verified = false;
-        for name in &validation.subject_names {
-            // A name that is not a DNS name can never equal a DNS SAN.
-            let Ok(server_name) = ServerName::try_from(name.as_str()) else { continue };
-            if !matches!(server_name, ServerName::DnsName(_)) {
-                continue;
-            }
-            let mut result = chain.verify_server_cert(end_entity, intermediates, &server_name, ocsp_response, now);
-            if faults.ignore_expiry
-                && let Err(rustls::Error::InvalidCertificate(CertificateError::ExpiredContext { not_after, .. })) =
-                    &result
-            {
-                let before_expiry =
-                    UnixTime::since_unix_epoch(Duration::from_secs(not_after.as_secs().saturating_sub(1)));
-                result =
-                    chain.verify_server_cert(end_entity, intermediates, &server_name, ocsp_response, before_expiry);
-            }
-            match result {
-                Ok(verified) => return Ok(verified),
-                // webpki checks the chain before the name: only the name failed.
-                Err(rustls::Error::InvalidCertificate(
-                    CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-                )) => chain_verified = true,
-                // Chain and expiry failures do not depend on the name: report them.
-                Err(other) => return Err(other),
-            }
-        }
-        if chain_verified
-            && faults.accept_common_name
-            && let Some(cn) = common_name(end_entity)
-            && validation.subject_names.iter().any(|n| n.eq_ignore_ascii_case(&cn))
+        // webpki checks the chain, under a name no certificate is meant to carry; the names are
+        // matched below as Envoy matches them, which webpki cannot express.
+        let placeholder = ServerName::try_from("subject-names.invalid").expect("a valid DNS name");
+        let mut result = chain.verify_server_cert(end_entity, intermediates, &placeholder, ocsp_response, now);
+        if faults.ignore_expiry
+            && let Err(rustls::Error::InvalidCertificate(CertificateError::ExpiredContext { not_after, .. })) = &result
         {
+            let before_expiry = UnixTime::since_unix_epoch(Duration::from_secs(not_after.as_secs().saturating_sub(1)));
+            result = chain.verify_server_cert(end_entity, intermediates, &placeholder, ocsp_response, before_expiry);
+        }
+        match result {
+            // webpki checks the chain before the name: a name failure means the chain verified.
+            Ok(_)
+            | Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => {}
+            Err(other) => return Err(other),
+        }
+        let names = x509::Names::read(end_entity)
+            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+        let wanted = &validation.subject_names;
+        let san_matches = |want: &String| {
+            names
+                .dns
+                .iter()
+                .any(|san| if faults.exact_names { san.eq_ignore_ascii_case(want) } else { dns_name_match(want, san) })
+        };
+        let cn_matches = |want: &String| names.common_names.last().is_some_and(|cn| cn.eq_ignore_ascii_case(want));
+        if wanted.iter().any(san_matches) || (faults.accept_common_name && wanted.iter().any(cn_matches)) {
             return Ok(ServerCertVerified::assertion());
         }
         Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForName))
@@ -215,16 +213,31 @@ impl ServerCertVerifier for UpstreamVerifier {
     }
 }
 
-/// The subject common name of a DER certificate: the last CN attribute in it (the issuer's
-/// comes first), read without a full X.509 parser. Only the `accept-name-from-cn` fault uses it.
-fn common_name(der: &[u8]) -> Option<String> {
-    const CN_OID: [u8; 5] = [0x06, 0x03, 0x55, 0x04, 0x03];
-    let at = der.windows(CN_OID.len()).rposition(|w| w == CN_OID)? + CN_OID.len();
-    let (tag, len) = (*der.get(at)?, usize::from(*der.get(at + 1)?));
-    if !matches!(tag, 0x0c | 0x13 | 0x16) || len >= 0x80 {
-        return None;
+/// Whether the DNS SAN `pattern` covers `name`, as Envoy's DNS matcher decides: equal ignoring
+/// ASCII case, or `pattern`'s left-most label holds the only `*` and stands for exactly one label
+/// of `name` (`*.b.test`, `ec*.b.test`), the rest being equal (docs/contract.md V4).
+pub fn dns_name_match(name: &str, pattern: &str) -> bool {
+    let (name, pattern) = (name.to_ascii_lowercase(), pattern.to_ascii_lowercase());
+    if name == pattern {
+        return true;
     }
-    String::from_utf8(der.get(at + 2..at + 2 + len)?.to_vec()).ok()
+    let (Some((label, rest)), Some((label_pattern, rest_pattern))) = (name.split_once('.'), pattern.split_once('.'))
+    else {
+        return false;
+    };
+    if rest_pattern.contains('*') || label_pattern.starts_with("xn--") || rest != rest_pattern {
+        return false;
+    }
+    match label_pattern.split_once('*') {
+        Some(("", "")) => true,
+        Some((prefix, suffix)) => {
+            !suffix.contains('*')
+                && label_pattern.len() <= label.len() + 1
+                && label.starts_with(prefix)
+                && label.ends_with(suffix)
+        }
+        None => false,
+    }
 }
 
 impl AsyncRead for UpstreamStream {
@@ -255,6 +268,35 @@ impl AsyncWrite for UpstreamStream {
         match self.get_mut() {
             UpstreamStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dns_name_match;
+
+    #[test]
+    fn dns_names_match_as_envoy_matches_them() {
+        let cases = [
+            ("echo.backend.test", "echo.backend.test", true),
+            ("ECHO.backend.test", "echo.BACKEND.test", true),
+            ("echo.backend.test", "*.backend.test", true),
+            ("a.echo.backend.test", "*.backend.test", false),
+            ("backend.test", "*.backend.test", false),
+            ("echo.backend.test", "ech*.backend.test", true),
+            ("echo.backend.test", "*cho.backend.test", true),
+            ("echo.backend.test", "e*o.backend.test", true),
+            ("eo.backend.test", "e*eo.backend.test", false),
+            ("echo.backend.test", "x*.backend.test", false),
+            ("echo.backend.test", "e**.backend.test", false),
+            ("echo.backend.test", "echo.*.test", false),
+            ("xn--echo.backend.test", "xn--*.backend.test", false),
+            ("10.0.0.1", "10.0.0.1", true),
+            ("echo", "*", false),
+        ];
+        for (name, pattern, expected) in cases {
+            assert_eq!(dns_name_match(name, pattern), expected, "{name} against {pattern}");
         }
     }
 }

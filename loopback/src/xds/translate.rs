@@ -36,7 +36,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::TlsVersion;
 use crate::dataplane::table::{
-    ClientCertificate, Cluster, PeerValidation, Route, RouteAction, RouteTable, TlsSettings, Transport, VirtualHost,
+    ClientCertificate, Cluster, PathPrefix, PeerValidation, Route, RouteAction, RouteTable, TlsSettings, Transport,
+    VirtualHost,
 };
 
 /// The listener Contour gives plaintext HTTP virtual hosts (the data plane serves plain HTTP).
@@ -119,64 +120,37 @@ fn share_route(route: &Route) -> Route {
         RouteAction::Forward(clusters) => RouteAction::Forward(clusters.clone()),
         RouteAction::DirectResponse { status } => RouteAction::DirectResponse { status: *status },
     };
-    Route { prefix: route.prefix.clone(), action, host_rewrite: route.host_rewrite.clone() }
-}
-
-/// How an xDS route's path is matched, for the first-match check.
-enum PathMatch {
-    /// `prefix`: a plain string prefix.
-    String(String),
-    /// `path_separated_prefix`: whole path segments.
-    Segments(String),
-}
-
-impl PathMatch {
-    fn prefix(&self) -> &str {
-        match self {
-            PathMatch::String(p) | PathMatch::Segments(p) => p,
-        }
-    }
-
-    /// Whether every path this one matches is also matched by `earlier`, which Envoy would try
-    /// first: then this route can never be chosen.
-    fn shadowed_by(&self, earlier: &PathMatch) -> bool {
-        let own = self.prefix();
-        match earlier {
-            PathMatch::String(p) => own.starts_with(p.as_str()),
-            PathMatch::Segments(p) => {
-                let p = p.trim_end_matches('/');
-                own.strip_prefix(p).is_some_and(|rest| p.is_empty() || rest.is_empty() || rest.starts_with('/'))
-            }
-        }
-    }
+    Route { path: route.path.clone(), action, host_rewrite: route.host_rewrite.clone() }
 }
 
 /// Envoy takes the first route that matches; the table takes the longest matching prefix.
 /// The two agree once every route that an earlier one shadows is dropped (Contour orders
 /// longer prefixes first, so with its output nothing is dropped but exact duplicates).
 fn translate_routes(routes: &[XdsRoute], clusters: &mut ClusterCache<'_>) -> Vec<Route> {
-    let mut kept: Vec<PathMatch> = Vec::new();
+    let mut kept: Vec<PathPrefix> = Vec::new();
     let mut out = Vec::new();
     for xds_route in routes {
         let Some(path) = path_match(xds_route) else {
             tracing::debug!(route = %xds_route.name, "route match not expressible in the route table");
             continue;
         };
-        if kept.iter().any(|earlier| path.shadowed_by(earlier)) {
+        // Every path this route matches starts with its prefix: if an earlier route matches
+        // the prefix itself, Envoy would always take that one.
+        if kept.iter().any(|earlier| earlier.matches(path.as_str())) {
             continue;
         }
         let Some((action, host_rewrite)) = route_action(xds_route, clusters) else {
             tracing::debug!(route = %xds_route.name, "route action not expressible in the route table");
             continue;
         };
-        out.push(Route { prefix: path.prefix().to_string(), action, host_rewrite });
-        kept.push(path);
+        kept.push(path.clone());
+        out.push(Route { path, action, host_rewrite });
     }
     out
 }
 
 /// The path condition of a route without header, query or other conditions the table lacks.
-fn path_match(xds_route: &XdsRoute) -> Option<PathMatch> {
+fn path_match(xds_route: &XdsRoute) -> Option<PathPrefix> {
     let matcher = xds_route.r#match.as_ref()?;
     let case_insensitive = matcher.case_sensitive.as_ref().is_some_and(|b| !b.value);
     if !matcher.headers.is_empty()
@@ -190,8 +164,8 @@ fn path_match(xds_route: &XdsRoute) -> Option<PathMatch> {
         return None;
     }
     match matcher.path_specifier.as_ref()? {
-        route_match::PathSpecifier::Prefix(p) => Some(PathMatch::String(p.clone())),
-        route_match::PathSpecifier::PathSeparatedPrefix(p) => Some(PathMatch::Segments(p.clone())),
+        route_match::PathSpecifier::Prefix(p) => Some(PathPrefix::String(p.clone())),
+        route_match::PathSpecifier::PathSeparatedPrefix(p) => Some(PathPrefix::Segments(p.clone())),
         _ => None,
     }
 }
@@ -446,6 +420,10 @@ fn validation(common: &CommonTlsContext, resources: &Resources) -> Option<Option
         CertificateDer::pem_slice_iter(&ca_pem).filter_map(Result::ok).collect();
     if ca_certificates.is_empty() {
         return Some(None);
+    }
+    // Envoy refuses a cluster whose trusted CA does not load (docs/contract.md S1).
+    if ca_certificates.iter().any(|c| crate::x509::Names::read(c).is_err()) {
+        return None;
     }
     let mut subject_names: Vec<String> = context
         .match_typed_subject_alt_names
