@@ -81,6 +81,8 @@ pub enum Fault {
     ClientCertificateSecretOptional,
     /// N1: the validation subjectName is sent as SNI.
     SubjectNameAsSni,
+    /// N1: a route-level Host rewrite wins over the service's own as SNI.
+    RouteHostBeatsServiceHost,
     /// C5: with no client certificate configured, the proxy presents a self-signed one anyway.
     FallbackClientCertificate,
     /// N2: without install-wide limits the proxy requires TLS 1.3 instead of allowing 1.2.
@@ -89,6 +91,8 @@ pub enum Fault {
     IgnoreUpstreamTlsLimits,
     /// N3: Ingress backends are always spoken to in plaintext.
     IngressIgnoresUpstreamProtocol,
+    /// N5: ExternalName Services are used although the installation has not enabled them.
+    ExternalNameEnabled,
     /// C2: a client certificate Secret passes with any loadable certificate and key: no name
     /// is required and extra keys are ignored.
     LenientClientCertificateSecret,
@@ -108,7 +112,7 @@ pub enum Fault {
 
 impl Fault {
     /// Every fault, in documentation order.
-    pub const ALL: [Fault; 44] = [
+    pub const ALL: [Fault; 46] = [
         Fault::IgnoreUpstreamProtocolAnnotation,
         Fault::AnnotationMatchesTargetPort,
         Fault::H2BeatsH2c,
@@ -143,9 +147,11 @@ impl Fault {
         Fault::ClientCertificateSecretOptional,
         Fault::FallbackClientCertificate,
         Fault::SubjectNameAsSni,
+        Fault::RouteHostBeatsServiceHost,
         Fault::DefaultMinimumTls13,
         Fault::IgnoreUpstreamTlsLimits,
         Fault::IngressIgnoresUpstreamProtocol,
+        Fault::ExternalNameEnabled,
         Fault::LenientClientCertificateSecret,
         Fault::SegmentPrefixes,
         Fault::IngressClassFieldFirst,
@@ -191,10 +197,12 @@ impl Fault {
             Fault::StaleClientCertificate => "stale-client-certificate",
             Fault::ClientCertificateSecretOptional => "client-certificate-secret-optional",
             Fault::SubjectNameAsSni => "subject-name-as-sni",
+            Fault::RouteHostBeatsServiceHost => "route-host-beats-service-host",
             Fault::DefaultMinimumTls13 => "default-minimum-tls-1.3",
             Fault::IgnoreUpstreamTlsLimits => "ignore-upstream-tls-limits",
             Fault::FallbackClientCertificate => "fallback-client-certificate",
             Fault::IngressIgnoresUpstreamProtocol => "ingress-ignores-upstream-protocol",
+            Fault::ExternalNameEnabled => "external-name-enabled",
             Fault::LenientClientCertificateSecret => "lenient-client-certificate-secret",
             Fault::SegmentPrefixes => "segment-prefixes",
             Fault::IngressClassFieldFirst => "ingress-class-field-first",
@@ -238,10 +246,11 @@ impl Fault {
             Fault::NeverPresentClientCertificate => "C3",
             Fault::StaleClientCertificate => "C2",
             Fault::ClientCertificateSecretOptional => "C4",
-            Fault::SubjectNameAsSni => "N1",
+            Fault::SubjectNameAsSni | Fault::RouteHostBeatsServiceHost => "N1",
             Fault::DefaultMinimumTls13 | Fault::IgnoreUpstreamTlsLimits => "N2",
             Fault::FallbackClientCertificate => "C5",
             Fault::IngressIgnoresUpstreamProtocol => "N3",
+            Fault::ExternalNameEnabled => "N5",
             Fault::LenientClientCertificateSecret => "C2",
             Fault::SegmentPrefixes => "R1",
             Fault::IngressClassFieldFirst => "R2",
@@ -303,6 +312,7 @@ impl Fault {
             Fault::StaleClientCertificate => "the Envoy client certificate is read once and never rotated",
             Fault::ClientCertificateSecretOptional => "a missing Envoy client certificate Secret leaves proxies valid",
             Fault::SubjectNameAsSni => "the validation subjectName is sent as SNI",
+            Fault::RouteHostBeatsServiceHost => "a route-level Host rewrite wins over the service's own as SNI",
             Fault::DefaultMinimumTls13 => {
                 "without install-wide limits the proxy requires TLS 1.3 instead of allowing 1.2"
             }
@@ -311,6 +321,9 @@ impl Fault {
                 "with no client certificate configured, the proxy presents a self-signed one anyway"
             }
             Fault::IngressIgnoresUpstreamProtocol => "Ingress backends are always spoken to in plaintext",
+            Fault::ExternalNameEnabled => {
+                "ExternalName Services are used although the installation has not enabled them"
+            }
             Fault::LenientClientCertificateSecret => {
                 "a client certificate Secret passes with any loadable certificate and key: no name is required and extra keys are ignored"
             }

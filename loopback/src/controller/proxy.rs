@@ -97,6 +97,13 @@ pub fn process(ctx: &Context<'_>, object: &Value, duplicate_of: &[String]) -> Pr
             return ProcessedProxy { status, virtual_host: None };
         }
     };
+    if let Some(feature) = unmodelled_feature(&object["spec"]) {
+        let message = format!(
+            "loopback's reference controller does not model {feature}; run with --controller contour to test it"
+        );
+        status.error("LoopbackError", "NotModelled", message);
+        return ProcessedProxy { status, virtual_host: None };
+    }
     let Some(vhost) = spec.virtualhost.as_ref().filter(|v| !v.fqdn.is_empty()) else {
         if ctx.config.has(Fault::OrphanedWithoutErrorEntry) {
             status.orphaned_without_error_entry = true;
@@ -164,6 +171,40 @@ pub fn process(ctx: &Context<'_>, object: &Value, duplicate_of: &[String]) -> Pr
     ProcessedProxy { status, virtual_host }
 }
 
+/// The first HTTPProxy feature in `spec` that the reference controller would otherwise ignore
+/// without a word, changing what a scenario proves: such a proxy gets an error of loopback's
+/// own instead (the real Contour, `--controller contour`, serves them all).
+fn unmodelled_feature(spec: &Value) -> Option<String> {
+    let present = |v: &Value| !v.is_null() && v.as_array().is_none_or(|a| !a.is_empty());
+    for (pointer, name) in [
+        ("/includes", "spec.includes (delegation to other HTTPProxies)"),
+        ("/tcpproxy", "spec.tcpproxy"),
+        ("/virtualhost/tls", "spec.virtualhost.tls"),
+    ] {
+        if spec.pointer(pointer).is_some_and(present) {
+            return Some(name.to_string());
+        }
+    }
+    let routes = spec["routes"].as_array().map(Vec::as_slice).unwrap_or_default();
+    for (r, route) in routes.iter().enumerate() {
+        let conditions = route["conditions"].as_array().map(Vec::as_slice).unwrap_or_default();
+        for (c, condition) in conditions.iter().enumerate() {
+            if let Some(key) = condition.as_object().and_then(|o| o.keys().find(|k| *k != "prefix")) {
+                return Some(format!("spec.routes[{r}].conditions[{c}].{key}"));
+            }
+        }
+        let services = route["services"].as_array().map(Vec::as_slice).unwrap_or_default();
+        for (i, service) in services.iter().enumerate() {
+            for key in ["weight", "mirror"] {
+                if service.get(key).is_some() {
+                    return Some(format!("spec.routes[{r}].services[{i}].{key}"));
+                }
+            }
+        }
+    }
+    None
+}
+
 enum RouteServiceError {
     Unresolved(String),
     /// Valid in status, but the proxy cannot load it: Envoy refuses such a cluster, and routes
@@ -209,7 +250,12 @@ fn route_cluster(
         return Err(RouteServiceError::Unloadable);
     }
     let service_host = HeadersPolicy::host(route_service.request_headers_policy.as_ref());
-    let mut sni = service_host.clone().or_else(|| route_host.map(str::to_string));
+    // The service's Host rewrite, then the route's, is the SNI (docs/contract.md N1).
+    let mut sni = if ctx.config.has(Fault::RouteHostBeatsServiceHost) {
+        route_host.map(str::to_string).or_else(|| service_host.clone())
+    } else {
+        service_host.clone().or_else(|| route_host.map(str::to_string))
+    };
     if ctx.config.has(Fault::SubjectNameAsSni)
         && let Some(v) = &route_service.validation
     {

@@ -581,3 +581,34 @@ fn s5_fault_sees_secrets_only_after_another_change_in_their_namespace() {
     controller.rebuild();
     assert_eq!(f.status("p")["currentStatus"], "valid");
 }
+
+#[test]
+fn features_the_model_lacks_are_refused_loudly() {
+    let cases = [
+        (json!({"includes": [{"name": "child"}]}), "spec.includes"),
+        (json!({"tcpproxy": {"services": []}}), "spec.tcpproxy"),
+        (json!({"virtualhost": {"fqdn": HOST, "tls": {"secretName": "s"}}}), "spec.virtualhost.tls"),
+        (json!({"routes": [{"conditions": [{"header": {"name": "x", "present": true}}]}]}), "conditions[0].header"),
+        (json!({"routes": [{"services": [{"name": "echo", "port": 8443, "weight": 10}]}]}), "services[0].weight"),
+    ];
+    for (i, (spec, feature)) in cases.into_iter().enumerate() {
+        let f = Fixture::new();
+        let mut spec = spec;
+        if spec.get("virtualhost").is_none() {
+            spec["virtualhost"] = json!({"fqdn": HOST});
+        }
+        let name = format!("p{i}");
+        f.store.create(&HTTP_PROXY, NS, json!({"metadata": {"name": name}, "spec": spec})).unwrap();
+        let table = f.reconcile();
+        let (error_type, reason, message) = first_error(&f.status(&name));
+        assert_eq!((error_type.as_str(), reason.as_str()), ("LoopbackError", "NotModelled"), "{feature}");
+        assert!(message.contains(feature) && message.contains("--controller contour"), "{message}");
+        assert!(table.virtual_hosts.is_empty(), "{feature}: nothing is served");
+    }
+    // Empty lists and plain prefixes are modelled.
+    let f = Fixture::new();
+    f.tls_service()
+        .proxy_with_route("p", json!({"conditions": [{"prefix": "/a"}], "services": [{"name": "echo", "port": 8443}]}));
+    f.reconcile();
+    assert_eq!(f.status("p")["currentStatus"], "valid");
+}

@@ -51,6 +51,17 @@ pub fn lookup_service(
             .cloned()
     });
     let port = found.ok_or_else(|| format!("port \"{port}\" on service \"{namespace}/{name}\" not matched"))?;
+    // Contour serves ExternalName Services only when enableExternalNameService is set, which
+    // loopback's installations never set (docs/contract.md N5).
+    let spec = service.spec.as_ref();
+    let external = spec.is_some_and(|s| {
+        s.type_.as_deref() == Some("ExternalName") && s.external_name.as_deref().is_some_and(|n| !n.is_empty())
+    });
+    if external && !ctx.config.has(Fault::ExternalNameEnabled) {
+        return Err(format!(
+            "{namespace}/{name} is an ExternalName service, these are not currently enabled. See the config.enableExternalNameService config file setting"
+        ));
+    }
     Ok((service, port))
 }
 
