@@ -217,7 +217,8 @@ impl InstallClientCertificate {
     pub async fn write(&self, cluster: &ClusterClient, material: &Material) -> Result<(), ClusterError> {
         let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.secret.namespace}});
         cluster.apply(&namespace, "").await?;
-        cluster.apply(&self.secret_object(material), &self.secret.namespace).await?;
+        let data = [("tls.crt", material.cert_pem.as_str()), ("tls.key", material.key_pem.as_str())];
+        cluster.apply(&self.secret_object("kubernetes.io/tls", data), &self.secret.namespace).await?;
         Ok(())
     }
 
@@ -231,17 +232,8 @@ impl InstallClientCertificate {
         secret_type: &str,
         data: &std::collections::BTreeMap<String, String>,
     ) -> Result<(), ClusterError> {
-        use base64::Engine;
-        let encoded: serde_json::Map<String, Value> =
-            data.iter().map(|(k, v)| (k.clone(), json!(base64::engine::general_purpose::STANDARD.encode(v)))).collect();
-        let secret = json!({
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": self.secret.name, "namespace": self.secret.namespace},
-            "type": secret_type,
-            "data": encoded,
-        });
-        cluster.apply(&secret, &self.secret.namespace).await?;
+        let data = data.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        cluster.apply(&self.secret_object(secret_type, data), &self.secret.namespace).await?;
         Ok(())
     }
 
@@ -266,15 +258,19 @@ impl InstallClientCertificate {
         cluster.delete_and_wait(&self.secret.object_ref(), limit).await
     }
 
-    fn secret_object(&self, material: &Material) -> Value {
+    /// The Secret document, `data` given as text and stored base64-encoded.
+    fn secret_object<'v>(&self, secret_type: &str, data: impl IntoIterator<Item = (&'v str, &'v str)>) -> Value {
         use base64::Engine;
-        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let data: serde_json::Map<String, Value> = data
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), json!(base64::engine::general_purpose::STANDARD.encode(v))))
+            .collect();
         json!({
             "apiVersion": "v1",
             "kind": "Secret",
             "metadata": {"name": self.secret.name, "namespace": self.secret.namespace},
-            "type": "kubernetes.io/tls",
-            "data": {"tls.crt": b64(&material.cert_pem), "tls.key": b64(&material.key_pem)},
+            "type": secret_type,
+            "data": data,
         })
     }
 }

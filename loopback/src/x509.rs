@@ -39,16 +39,12 @@ impl Names {
         }
         let (tbs, _) = Tlv::read(certificate.body)?;
         let mut fields = tbs.children();
-        let mut field = fields.next()?;
-        if field.tag == 0xa0 {
-            field = fields.next()?; // version
+        // [0] version (optional), serial, signature, issuer, validity, subject, key.
+        if fields.next()?.tag == 0xa0 {
+            fields.next()?;
         }
-        let _serial = field;
-        let _signature = fields.next()?;
-        let _issuer = fields.next()?;
-        let _validity = fields.next()?;
-        let subject = fields.next()?;
-        let _key = fields.next()?;
+        let subject = fields.nth(3)?;
+        fields.next()?;
         let mut names = Names::default();
         for rdn in subject.children() {
             for attribute in rdn.children() {

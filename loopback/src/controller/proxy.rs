@@ -18,7 +18,6 @@ use super::upstream::{PortRef, UpstreamRequest, build_cluster, lookup_service};
 use super::validation::{self, UpstreamValidation, ValidationError};
 use crate::config::Fault;
 use crate::dataplane::table::{Cluster, PathPrefix, Route, RouteAction, VirtualHost};
-use crate::x509;
 
 /// The parts of an HTTPProxy spec the controller reads; everything else is ignored.
 #[derive(Debug, Default, Deserialize)]
@@ -246,7 +245,7 @@ fn route_cluster(
     // Contour checks header policies next; loopback models none of their errors.
     client_certificate_usable(ctx)?;
     // What Contour accepted, Envoy may still refuse to load.
-    if validation.as_ref().is_some_and(|v| v.ca_certificates.iter().any(|c| x509::Names::read(c).is_err())) {
+    if validation.as_ref().is_some_and(|v| !v.loads()) {
         return Err(RouteServiceError::Unloadable);
     }
     let service_host = HeadersPolicy::host(route_service.request_headers_policy.as_ref());

@@ -138,6 +138,14 @@ pub struct PeerValidation {
     pub faults: ValidationFaults,
 }
 
+impl PeerValidation {
+    /// Whether Envoy would load these trust anchors: it refuses a cluster whose CA bundle holds
+    /// a CERTIFICATE block that is no certificate (docs/contract.md S1).
+    pub fn loads(&self) -> bool {
+        self.ca_certificates.iter().all(|c| crate::x509::Names::read(c).is_ok())
+    }
+}
+
 /// Ways validation can be wrong, for the faults that need the data plane to misbehave.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ValidationFaults {

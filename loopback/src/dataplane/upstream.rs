@@ -1,5 +1,6 @@
 //! Connecting to an upstream endpoint: TCP, then TLS as the cluster says, with Envoy's
-//! semantics for validation (chain to the CA bundle, a DNS SAN equal to one subject name).
+//! semantics for validation (chain to the CA bundle, a DNS SAN that Envoy's DNS matcher accepts
+//! for one subject name).
 //!
 //! [`connect`] returns a stream ready for HTTP, or an [`UpstreamFailure`] that renders as the
 //! `transport failure reason` of Envoy's 503 body.
@@ -119,7 +120,7 @@ fn tls_failure(error: &std::io::Error) -> UpstreamFailure {
 }
 
 /// The backend certificate check. Without validation any certificate is accepted (docs/contract.md
-/// V1); with it, the chain must verify to the CA bundle and carry a DNS SAN equal to one of
+/// V1); with it, the chain must verify to the CA bundle and carry a DNS SAN matching one of
 /// the subject names (V3, V4). The handshake signature is checked either way, as Envoy does.
 #[derive(Debug)]
 struct UpstreamVerifier {

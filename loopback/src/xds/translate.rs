@@ -421,10 +421,6 @@ fn validation(common: &CommonTlsContext, resources: &Resources) -> Option<Option
     if ca_certificates.is_empty() {
         return Some(None);
     }
-    // Envoy refuses a cluster whose trusted CA does not load (docs/contract.md S1).
-    if ca_certificates.iter().any(|c| crate::x509::Names::read(c).is_err()) {
-        return None;
-    }
     let mut subject_names: Vec<String> = context
         .match_typed_subject_alt_names
         .iter()
@@ -433,7 +429,9 @@ fn validation(common: &CommonTlsContext, resources: &Resources) -> Option<Option
         .collect();
     #[allow(deprecated)]
     subject_names.extend(context.match_subject_alt_names.iter().filter_map(exact));
-    Some(Some(PeerValidation { ca_certificates, subject_names, faults: Default::default() }))
+    let validation = PeerValidation { ca_certificates, subject_names, faults: Default::default() };
+    // Envoy refuses a cluster whose trusted CA does not load.
+    validation.loads().then_some(Some(validation))
 }
 
 /// A combined validation context: the dynamic (SDS) one's fields over the default's.
