@@ -68,8 +68,12 @@ pub fn client(proxy: SocketAddr, host: &str) -> Result<reqwest::Client, String> 
 }
 
 /// Sends `GET url` with the request id header.
-pub async fn send(client: &reqwest::Client, url: &str, request_id: &str) -> Answer {
-    let response = match client.get(url).header(REQUEST_ID_HEADER, request_id).send().await {
+pub async fn send(client: &reqwest::Client, url: &str, headers: &[(String, String)], request_id: &str) -> Answer {
+    let mut request = client.get(url).header(REQUEST_ID_HEADER, request_id);
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    let response = match request.send().await {
         Ok(response) => response,
         Err(e) => return no_response(request_id, error_chain(&e)),
     };
@@ -166,13 +170,14 @@ pub fn check(expect: &ResponseExpectation, answer: &Answer) -> Result<(), Mismat
 fn check_echo(want: &BackendExpectation, echo: &BackendEcho) -> Result<(), Mismatch> {
     let tls = echo.scheme == "https";
     let client = want.client_certificate.clone().unwrap_or_default();
-    let facts: [(&str, Option<String>, &str); 14] = [
+    let facts: [(&str, Option<String>, &str); 15] = [
         ("backend", want.name.clone(), &echo.backend),
         ("tls", want.tls.map(|t| t.to_string()), if tls { "true" } else { "false" }),
         ("port", want.port.map(|p| p.to_string()), &echo.port),
         ("sni", want.sni.clone(), &echo.sni),
         ("alpn", want.alpn.clone(), &echo.alpn),
         ("tlsVersion", want.tls_version.clone(), &echo.tls_version),
+        ("cipher", want.cipher.clone(), &echo.cipher),
         ("httpVersion", want.http_version.clone(), &echo.http_version),
         ("host", want.host.clone(), &echo.host),
         ("clientCertificate.verify", client.verify, &echo.client_verify),
@@ -209,6 +214,7 @@ pub fn expand_expectation(bindings: &Bindings, expect: &ResponseExpectation) -> 
             &mut backend.sni,
             &mut backend.alpn,
             &mut backend.tls_version,
+            &mut backend.cipher,
             &mut backend.http_version,
             &mut backend.host,
         ] {

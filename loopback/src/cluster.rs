@@ -31,6 +31,8 @@ pub enum StartError {
     Bind(std::io::Error),
     #[error(transparent)]
     Contour(#[from] ContourError),
+    #[error("invalid loopback config: {0}")]
+    Config(String),
 }
 
 /// A running loopback cluster. Stop it with [`Loopback::shutdown`]; dropping it also stops
@@ -55,9 +57,10 @@ impl Loopback {
     /// the reference one, or the real Contour when the config says so.
     ///
     /// # Errors
-    /// nginx is missing, the work directory cannot be made, no port can be bound, or Contour
-    /// is not built or does not come up.
+    /// The config is invalid, nginx is missing, the work directory cannot be made, no port can
+    /// be bound, or Contour is not built or does not come up.
     pub async fn start(config: LoopbackConfig) -> Result<Self, StartError> {
+        config.validate().map_err(StartError::Config)?;
         let nginx = find_nginx(config.nginx.as_deref())?;
         let (work_dir, owns_work_dir) = match &config.work_dir {
             Some(dir) => (dir.clone(), false),

@@ -108,11 +108,31 @@ pub enum Fault {
     UnresolvedServiceFailsRoute,
     /// E3: an orphaned HTTPProxy's condition has reason Orphaned and no error entry.
     OrphanedWithoutErrorEntry,
+    /// I1: an included HTTPProxy's CA Secret names resolve in the root's namespace.
+    ChildCaSecretInRootNamespace,
+    /// I1: delegation is checked for the root's namespace, not the included proxy's.
+    DelegationCheckedForRootNamespace,
+    /// I2: the include's prefix is not put in front of the included routes.
+    IncludePrefixDropped,
+    /// I3: an error in an included proxy withdraws the whole virtual host.
+    ChildErrorWithdrawsRoot,
+    /// I3: an error in the root keeps the routes of the proxies it includes.
+    RootErrorKeepsIncludedRoutes,
+    /// I4: a missing include leaves its prefix unrouted instead of answering 502.
+    MissingIncludeAnswers404,
+    /// N1: a `%REQ(name)%` Host value is taken as a fixed name, for SNI and Host alike.
+    DynamicHostTakenLiterally,
+    /// S5: a CA Secret that loses its `ca.crt` keeps serving its last bundle.
+    KeepLastCaBundle,
+    /// S6: a delegation once granted stays granted after the TLSCertificateDelegation goes.
+    DelegationNeverWithdrawn,
+    /// N2: the proxy offers its TLS library's own TLS 1.2 cipher suites, not the configured list.
+    LibraryCipherSuites,
 }
 
 impl Fault {
     /// Every fault, in documentation order.
-    pub const ALL: [Fault; 46] = [
+    pub const ALL: [Fault; 56] = [
         Fault::IgnoreUpstreamProtocolAnnotation,
         Fault::AnnotationMatchesTargetPort,
         Fault::H2BeatsH2c,
@@ -159,6 +179,16 @@ impl Fault {
         Fault::ClientCertificateCheckedFirst,
         Fault::UnresolvedServiceFailsRoute,
         Fault::OrphanedWithoutErrorEntry,
+        Fault::ChildCaSecretInRootNamespace,
+        Fault::DelegationCheckedForRootNamespace,
+        Fault::IncludePrefixDropped,
+        Fault::ChildErrorWithdrawsRoot,
+        Fault::RootErrorKeepsIncludedRoutes,
+        Fault::MissingIncludeAnswers404,
+        Fault::DynamicHostTakenLiterally,
+        Fault::KeepLastCaBundle,
+        Fault::DelegationNeverWithdrawn,
+        Fault::LibraryCipherSuites,
     ];
 
     /// The name used in config files, flags and reports.
@@ -210,6 +240,16 @@ impl Fault {
             Fault::ClientCertificateCheckedFirst => "client-certificate-checked-first",
             Fault::UnresolvedServiceFailsRoute => "unresolved-service-fails-route",
             Fault::OrphanedWithoutErrorEntry => "orphaned-without-error-entry",
+            Fault::ChildCaSecretInRootNamespace => "child-ca-secret-in-root-namespace",
+            Fault::DelegationCheckedForRootNamespace => "delegation-checked-for-root-namespace",
+            Fault::IncludePrefixDropped => "include-prefix-dropped",
+            Fault::ChildErrorWithdrawsRoot => "child-error-withdraws-root",
+            Fault::RootErrorKeepsIncludedRoutes => "root-error-keeps-included-routes",
+            Fault::MissingIncludeAnswers404 => "missing-include-answers-404",
+            Fault::DynamicHostTakenLiterally => "dynamic-host-taken-literally",
+            Fault::KeepLastCaBundle => "keep-last-ca-bundle",
+            Fault::DelegationNeverWithdrawn => "delegation-never-withdrawn",
+            Fault::LibraryCipherSuites => "library-cipher-suites",
         }
     }
 
@@ -257,6 +297,14 @@ impl Fault {
             Fault::ReportEveryError | Fault::ClientCertificateCheckedFirst => "E1",
             Fault::UnresolvedServiceFailsRoute => "E2",
             Fault::OrphanedWithoutErrorEntry => "E3",
+            Fault::ChildCaSecretInRootNamespace | Fault::DelegationCheckedForRootNamespace => "I1",
+            Fault::IncludePrefixDropped => "I2",
+            Fault::ChildErrorWithdrawsRoot | Fault::RootErrorKeepsIncludedRoutes => "I3",
+            Fault::MissingIncludeAnswers404 => "I4",
+            Fault::DynamicHostTakenLiterally => "N1",
+            Fault::KeepLastCaBundle => "S5",
+            Fault::DelegationNeverWithdrawn => "S6",
+            Fault::LibraryCipherSuites => "N2",
         }
     }
 
@@ -338,6 +386,32 @@ impl Fault {
             Fault::UnresolvedServiceFailsRoute => "one unresolved Service makes its whole route answer 503",
             Fault::OrphanedWithoutErrorEntry => {
                 "an orphaned HTTPProxy's condition has reason Orphaned and no error entry"
+            }
+            Fault::ChildCaSecretInRootNamespace => {
+                "an included HTTPProxy's CA Secret names resolve in the root's namespace, not its own"
+            }
+            Fault::DelegationCheckedForRootNamespace => {
+                "CA Secret delegation is checked for the root's namespace, not the included HTTPProxy's"
+            }
+            Fault::IncludePrefixDropped => "an included HTTPProxy's routes are served without the include's prefix",
+            Fault::ChildErrorWithdrawsRoot => {
+                "an error in an included HTTPProxy withdraws the root's whole virtual host"
+            }
+            Fault::RootErrorKeepsIncludedRoutes => {
+                "an error in the root keeps serving the routes of the HTTPProxies it includes"
+            }
+            Fault::MissingIncludeAnswers404 => {
+                "an include whose HTTPProxy is missing leaves its prefix unrouted (404) instead of answering 502"
+            }
+            Fault::DynamicHostTakenLiterally => {
+                "a %REQ(name)% Host value is taken as a fixed name, for SNI and Host alike"
+            }
+            Fault::KeepLastCaBundle => "a CA Secret that loses its ca.crt keeps serving its last bundle",
+            Fault::DelegationNeverWithdrawn => {
+                "a delegation once granted stays granted after its TLSCertificateDelegation is deleted"
+            }
+            Fault::LibraryCipherSuites => {
+                "the proxy offers its TLS library's own TLS 1.2 cipher suites and order, not the configured list"
             }
         }
     }
@@ -514,6 +588,47 @@ pub struct UpstreamTlsConfig {
     pub minimum_protocol_version: Option<TlsVersion>,
     #[serde(default)]
     pub maximum_protocol_version: Option<TlsVersion>,
+    /// TLS 1.2 cipher suites, in order of preference, as OpenSSL names; `[a|b]` is a group of
+    /// equal preference. Contour's defaults ([`DEFAULT_CIPHER_SUITES`]) when unset.
+    #[serde(default)]
+    pub cipher_suites: Option<Vec<String>>,
+}
+
+/// Contour's default TLS 1.2 cipher suites, in its order (apis/projectcontour/v1alpha1
+/// ciphersuites.go DefaultTLSCiphers); docs/contract.md N2.
+pub const DEFAULT_CIPHER_SUITES: [&str; 4] = [
+    "[ECDHE-ECDSA-AES128-GCM-SHA256|ECDHE-ECDSA-CHACHA20-POLY1305]",
+    "[ECDHE-RSA-AES128-GCM-SHA256|ECDHE-RSA-CHACHA20-POLY1305]",
+    "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "ECDHE-RSA-AES256-GCM-SHA384",
+];
+
+/// The cipher suite names Contour accepts in `cipher-suites` (ValidTLSCiphers).
+pub const VALID_CIPHER_SUITES: [&str; 14] = [
+    "ECDHE-ECDSA-CHACHA20-POLY1305",
+    "ECDHE-RSA-CHACHA20-POLY1305",
+    "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "ECDHE-RSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-AES128-SHA",
+    "ECDHE-RSA-AES128-SHA",
+    "AES128-GCM-SHA256",
+    "AES128-SHA",
+    "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-AES256-SHA",
+    "ECDHE-RSA-AES256-SHA",
+    "AES256-GCM-SHA384",
+    "AES256-SHA",
+];
+
+/// Whether `entry` is a valid cipher suite, or a `[a|b|...]` group of them, as Contour
+/// checks its config.
+fn valid_cipher_entry(entry: &str) -> bool {
+    let names = match entry.strip_prefix('[').and_then(|e| e.strip_suffix(']')) {
+        Some(group) => group.split('|').collect(),
+        None => vec![entry],
+    };
+    names.iter().all(|name| VALID_CIPHER_SUITES.contains(name))
 }
 
 /// A TLS protocol version as Contour's config spells it.
@@ -560,6 +675,8 @@ pub enum ConfigError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("{path}: {source}")]
     Parse { path: PathBuf, source: Box<serde_saphyr::Error> },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
 }
 
 impl LoopbackConfig {
@@ -570,12 +687,51 @@ impl LoopbackConfig {
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        serde_saphyr::from_str(&text)
-            .map_err(|source| ConfigError::Parse { path: path.to_owned(), source: Box::new(source) })
+        let config: LoopbackConfig = serde_saphyr::from_str(&text)
+            .map_err(|source| ConfigError::Parse { path: path.to_owned(), source: Box::new(source) })?;
+        config.validate().map_err(|message| ConfigError::Invalid { path: path.to_owned(), message })?;
+        Ok(config)
     }
 
     pub fn has(&self, fault: Fault) -> bool {
         self.faults.contains(&fault)
+    }
+
+    /// Checks what the file format cannot: the upstream TLS minimum is not above the maximum,
+    /// and every cipher suite is one Contour accepts (Contour refuses to start otherwise).
+    ///
+    /// # Errors
+    /// The first problem, in the words of the config file.
+    pub fn validate(&self) -> Result<(), String> {
+        let (minimum, maximum) = self.upstream_tls_versions();
+        if minimum > maximum {
+            return Err(format!(
+                "cluster.upstream-tls: minimum-protocol-version {minimum} is greater than maximum-protocol-version {maximum}"
+            ));
+        }
+        for entry in self.cluster.upstream_tls.cipher_suites.iter().flatten() {
+            if !valid_cipher_entry(entry) {
+                return Err(format!(
+                    "cluster.upstream-tls.cipher-suites: {entry:?} is not a cipher suite Contour accepts (one of {}, or a [a|b] group of them)",
+                    VALID_CIPHER_SUITES.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The TLS 1.2 cipher suites offered upstream, in order, duplicates dropped as Contour does.
+    pub fn upstream_cipher_suites(&self) -> Vec<String> {
+        let Some(configured) = self.cluster.upstream_tls.cipher_suites.as_ref().filter(|c| !c.is_empty()) else {
+            return DEFAULT_CIPHER_SUITES.iter().map(ToString::to_string).collect();
+        };
+        let mut suites: Vec<String> = Vec::new();
+        for entry in configured {
+            if !suites.contains(entry) {
+                suites.push(entry.clone());
+            }
+        }
+        suites
     }
 
     /// The upstream TLS versions allowed, `(minimum, maximum)`.
@@ -599,6 +755,33 @@ mod tests {
             readme.contains(&fault_table()),
             "README.md's fault table is out of date; replace it with the output of `cargo run -p loopback -- faults`"
         );
+    }
+
+    #[test]
+    fn n2_versions_in_the_wrong_order_and_unknown_cipher_suites_are_refused() {
+        let parse = |text: &str| serde_saphyr::from_str::<LoopbackConfig>(text).unwrap().validate();
+        let reversed =
+            "cluster:\n  upstream-tls:\n    minimum-protocol-version: \"1.3\"\n    maximum-protocol-version: \"1.2\"\n";
+        assert_eq!(
+            parse(reversed).unwrap_err(),
+            "cluster.upstream-tls: minimum-protocol-version 1.3 is greater than maximum-protocol-version 1.2"
+        );
+        let only_minimum = "cluster:\n  upstream-tls:\n    minimum-protocol-version: \"1.3\"\n";
+        assert!(parse(only_minimum).is_ok(), "the default maximum is 1.3");
+        let suites = |list: &str| format!("cluster:\n  upstream-tls:\n    cipher-suites: {list}\n");
+        assert!(parse(&suites("[ECDHE-ECDSA-AES256-GCM-SHA384, \"[AES128-SHA|AES256-SHA]\"]")).is_ok());
+        let err = parse(&suites("[ECDHE-ECDSA-AES256-GCM-SHA384, TLS_AES_128_GCM_SHA256]")).unwrap_err();
+        assert!(err.starts_with("cluster.upstream-tls.cipher-suites: \"TLS_AES_128_GCM_SHA256\" is not"), "{err}");
+        assert!(parse(&suites("[\"[AES128-SHA|nope]\"]")).is_err());
+    }
+
+    #[test]
+    fn cipher_suites_default_to_contours_and_keep_their_order_without_duplicates() {
+        let mut config = LoopbackConfig::default();
+        assert_eq!(config.upstream_cipher_suites(), DEFAULT_CIPHER_SUITES.map(String::from));
+        config.cluster.upstream_tls.cipher_suites =
+            Some(vec!["AES256-SHA".into(), "ECDHE-RSA-AES128-SHA".into(), "AES256-SHA".into()]);
+        assert_eq!(config.upstream_cipher_suites(), ["AES256-SHA", "ECDHE-RSA-AES128-SHA"]);
     }
 
     #[test]

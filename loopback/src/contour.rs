@@ -256,7 +256,8 @@ pub fn built_for_tests() -> bool {
 }
 
 /// Contour's config file for the installation: the client certificate Secret
-/// (`tls.envoy-client-certificate`) and the upstream TLS versions (`cluster.upstream-tls`),
+/// (`tls.envoy-client-certificate`) and the upstream TLS versions and cipher suites
+/// (`cluster.upstream-tls`),
 /// with the Kubernetes client's rate limits raised so statuses are not throttled when many
 /// scenarios run at once.
 pub fn config_file(config: &LoopbackConfig) -> String {
@@ -269,13 +270,20 @@ pub fn config_file(config: &LoopbackConfig) -> String {
         ));
     }
     let limits = &config.cluster.upstream_tls;
-    if limits.minimum_protocol_version.is_some() || limits.maximum_protocol_version.is_some() {
+    let suites = limits.cipher_suites.as_ref().filter(|s| !s.is_empty());
+    if limits.minimum_protocol_version.is_some() || limits.maximum_protocol_version.is_some() || suites.is_some() {
         text.push_str("cluster:\n  upstream-tls:\n");
         if let Some(minimum) = limits.minimum_protocol_version {
             text.push_str(&format!("    minimum-protocol-version: \"{minimum}\"\n"));
         }
         if let Some(maximum) = limits.maximum_protocol_version {
             text.push_str(&format!("    maximum-protocol-version: \"{maximum}\"\n"));
+        }
+        if let Some(suites) = suites {
+            text.push_str("    cipher-suites:\n");
+            for suite in suites {
+                text.push_str(&format!("      - {}\n", quoted(suite)));
+            }
         }
     }
     text

@@ -12,7 +12,7 @@ use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, Config};
 use loopback::config::{ControllerKind, SecretName, TlsVersion};
 use loopback::dataplane::RouteTable;
-use loopback::dataplane::table::{RouteAction, Transport};
+use loopback::dataplane::table::{HostRewrite, RouteAction, Transport};
 use loopback::xds::translate::Resources;
 use loopback::{Loopback, LoopbackConfig};
 use serde_json::{Value, json};
@@ -236,7 +236,7 @@ async fn contour_xds_translates_to_a_tls_virtual_host() {
     assert!(cluster.name.starts_with("default/backend/8443/"), "{}", cluster.name);
     assert_eq!(cluster.endpoints, [format!("{ENDPOINT}:8443").parse().unwrap()]);
     let Transport::Tls(tls) = &cluster.transport else { unreachable!() };
-    assert_eq!(route.host_rewrite.as_deref(), Some(SUBJECT_NAME));
+    assert_eq!(route.host_rewrite, Some(HostRewrite::Literal(SUBJECT_NAME.into())));
     assert_eq!(tls.sni.as_deref(), Some(SUBJECT_NAME), "Contour takes the SNI from the Host rewrite");
     assert_eq!(tls.alpn, [b"http/1.1".to_vec()]);
     assert!(!tls.http2);

@@ -182,7 +182,7 @@ impl<'a> ScenarioRun<'a> {
         }
         for backend in &self.loaded.scenario.backends {
             let selector = format!("{NAME_LABEL}={}", backend.name.value);
-            match cluster.pod_logs(&self.namespace, &selector).await {
+            match cluster.pod_logs(self.backend_namespace(backend), &selector).await {
                 Ok(logs) => diagnostics.logs.extend(logs.into_iter().map(|(pod, text)| PodLog { pod, text })),
                 Err(e) => diagnostics.problems.push(format!("logs of backend {}: {e}", backend.name.value)),
             }
@@ -214,15 +214,19 @@ impl<'a> ScenarioRun<'a> {
         let cluster = &self.target.cluster;
         for backend in &self.loaded.scenario.backends {
             let objects = self.fixture(backend, pki)?.objects();
+            let namespace = self.backend_namespace(backend).to_string();
             for object in objects {
-                let applied =
-                    cluster.apply(&object, &self.namespace).await.map_err(|e| setup_failure(e.to_string()))?;
+                let applied = cluster.apply(&object, &namespace).await.map_err(|e| setup_failure(e.to_string()))?;
                 self.remember(applied);
             }
         }
         for backend in &self.loaded.scenario.backends {
             cluster
-                .wait_deployment_available(&self.namespace, &backend.name.value, self.target.settings.ready_limit)
+                .wait_deployment_available(
+                    self.backend_namespace(backend),
+                    &backend.name.value,
+                    self.target.settings.ready_limit,
+                )
                 .await
                 .map_err(|e| setup_failure(format!("backend {:?} not ready: {e}", backend.name.value)))?;
         }
@@ -259,7 +263,7 @@ impl<'a> ScenarioRun<'a> {
         });
         Ok(BackendFixture {
             name: &backend.name.value,
-            namespace: &self.namespace,
+            namespace: self.backend_namespace(backend),
             certificate: material(&backend.certificate.value)?,
             chain: backend.chain.iter().map(|c| material(&c.value)).collect::<Result<_, _>>()?,
             client_certificate,
@@ -301,10 +305,24 @@ impl<'a> ScenarioRun<'a> {
         Ok(())
     }
 
-    /// Whether a Service selects the pods of one of the scenario's backends.
+    /// Whether a Service selects the pods of one of the scenario's backends, in its namespace.
     fn selects_backend(&self, service: &Value) -> bool {
         let selected = &service["spec"]["selector"]["app.kubernetes.io/name"];
-        self.loaded.scenario.backends.iter().any(|b| selected == b.name.value.as_str())
+        let namespace = service["metadata"]["namespace"].as_str().unwrap_or(&self.namespace);
+        self.loaded
+            .scenario
+            .backends
+            .iter()
+            .any(|b| selected == b.name.value.as_str() && self.backend_namespace(b) == namespace)
+    }
+
+    /// The namespace a backend runs in: the scenario's, or one of its extra namespaces.
+    fn backend_namespace(&self, backend: &BackendSpec) -> &str {
+        let Some(declared) = &backend.namespace else { return &self.namespace };
+        self.extra_namespaces
+            .iter()
+            .find(|(name, _)| *name == declared.value)
+            .map_or(&self.namespace, |(_, namespace)| namespace.as_str())
     }
 
     fn remember(&mut self, object: ObjectRef) {
@@ -427,6 +445,12 @@ impl<'a> ScenarioRun<'a> {
         let host = self.bindings.expand(request.host.as_deref().unwrap_or("${host}")).map_err(plain)?;
         let path = request.path.clone().unwrap_or_else(|| "/".into());
         let expect = traffic::expand_expectation(&self.bindings, &request.expect).map_err(plain)?;
+        let headers: Vec<(String, String)> = request
+            .headers
+            .iter()
+            .map(|(name, value)| self.bindings.expand(&value.value).map(|value| (name.clone(), value)))
+            .collect::<Result<_, _>>()
+            .map_err(plain)?;
         let settings = &self.target.settings;
         let client = traffic::client(self.target.proxy, &host).map_err(plain)?;
         let url = format!("http://{host}:{}{path}", self.target.proxy.port());
@@ -436,9 +460,9 @@ impl<'a> ScenarioRun<'a> {
             settings.traffic_limit,
             settings.traffic_interval,
             |n| {
-                let (client, url) = (client.clone(), url.clone());
+                let (client, url, headers) = (client.clone(), url.clone(), headers.clone());
                 let id = format!("{namespace}-s{step}-{n}");
-                async move { traffic::send(&client, &url, &id).await }
+                async move { traffic::send(&client, &url, &headers, &id).await }
             },
             |answer| traffic::check(&expect, answer),
         )
@@ -462,12 +486,20 @@ impl<'a> ScenarioRun<'a> {
     /// The answers said the backend was not reached; its access log must agree.
     async fn check_backends_not_reached(&self, answers: &[Answer]) -> Result<(), StepError> {
         let selector = "app.kubernetes.io/part-of=upstream-tls-conformance";
-        let logs = self
-            .target
-            .cluster
-            .pod_logs(&self.namespace, selector)
-            .await
-            .map_err(|e| plain(format!("cannot read backend logs: {e}")))?;
+        let mut namespaces: Vec<&str> =
+            self.loaded.scenario.backends.iter().map(|b| self.backend_namespace(b)).collect();
+        namespaces.sort_unstable();
+        namespaces.dedup();
+        let mut logs = Vec::new();
+        for namespace in namespaces {
+            let found = self
+                .target
+                .cluster
+                .pod_logs(namespace, selector)
+                .await
+                .map_err(|e| plain(format!("cannot read backend logs: {e}")))?;
+            logs.extend(found);
+        }
         for answer in answers {
             if let Some((pod, _)) = logs.iter().find(|(_, text)| text.contains(&answer.request_id)) {
                 return Err((

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use serde_saphyr::{Location, Spanned};
 
 use super::template::{self, known_names, suggestion};
-use super::{Feature, Scenario, Step};
+use super::{Feature, RequestStep, Scenario, Step};
+use crate::fixture::REQUEST_ID_HEADER;
 
 /// A scenario file that loaded cleanly.
 #[derive(Debug)]
@@ -172,7 +173,31 @@ impl Checker<'_> {
             match step {
                 Step::Apply(manifest) => self.manifest(manifest),
                 Step::ApplyRejected(rejected) => self.manifest(&rejected.manifest),
+                Step::Request(request) => self.request_headers(request),
                 _ => {}
+            }
+        }
+    }
+
+    /// Request header names must be HTTP tokens other than the ones the harness sets, and
+    /// values must fit on one line; errors point at the value.
+    fn request_headers(&mut self, request: &RequestStep) {
+        for (name, value) in &request.headers {
+            let token =
+                !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            let problem = if !token {
+                Some(format!("request header name {name:?} is not an HTTP token"))
+            } else if name.eq_ignore_ascii_case("host") {
+                Some("set the Host header with the request's `host`, not in `headers`".to_string())
+            } else if name.eq_ignore_ascii_case(REQUEST_ID_HEADER) {
+                Some(format!("{REQUEST_ID_HEADER} is set by the harness"))
+            } else if value.value.contains(['\r', '\n', '\0']) {
+                Some(format!("the value of request header {name:?} must be one line"))
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                self.error(position(&value.referenced), problem);
             }
         }
     }
@@ -230,6 +255,14 @@ impl Checker<'_> {
                         .map(|c| ("client certificate CA", &c.ca))
                         .filter(|(_, c)| install_ca(c)),
                 );
+            if let Some(namespace) = &backend.namespace
+                && !scenario.namespaces.iter().any(|n| n.value == namespace.value)
+            {
+                self.error(
+                    position(&namespace.referenced),
+                    format!("backend namespace {:?} is not one of the scenario's `namespaces`", namespace.value),
+                );
+            }
             for (what, reference) in references {
                 if !pki.contains(&reference.value) {
                     self.error(
@@ -503,6 +536,32 @@ steps:
         assert!(errs[0].starts_with("s.yaml:19:11: "), "{errs:?}");
         let text = GOOD.replace("      kind: Secret\n", "");
         assert_eq!(errors(&text), vec!["s.yaml:15:7: document 1 of `apply` lacks kind"]);
+    }
+
+    #[test]
+    fn request_headers_are_checked_where_they_are_written() {
+        let text = GOOD.replace(
+            "  - request:\n",
+            "  - request:\n      headers:\n        x-ok: fine\n        bad name: v\n        Host: h\n",
+        );
+        assert_eq!(
+            errors(&text),
+            vec![
+                "s.yaml:24:19: request header name \"bad name\" is not an HTTP token",
+                "s.yaml:25:15: set the Host header with the request's `host`, not in `headers`",
+            ]
+        );
+    }
+
+    #[test]
+    fn backend_namespaces_must_be_declared() {
+        let text = GOOD.replace("    certificate: leaf\n", "    certificate: leaf\n    namespace: team\n");
+        assert_eq!(
+            errors(&text),
+            vec!["s.yaml:13:16: backend namespace \"team\" is not one of the scenario's `namespaces`"]
+        );
+        let declared = text.replace("pki:\n", "namespaces: [team]\npki:\n");
+        assert!(parse(Path::new("s.yaml"), &declared).is_ok());
     }
 
     #[test]

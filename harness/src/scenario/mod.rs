@@ -110,6 +110,11 @@ pub struct BackendSpec {
     /// TLS versions nginx accepts; default both.
     #[serde(default)]
     pub tls_versions: Option<Vec<TlsVersionSpec>>,
+    /// One of the scenario's `namespaces` to deploy into, for Services that an HTTPProxy in
+    /// that namespace routes to; default the scenario's own namespace.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub namespace: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
@@ -233,13 +238,16 @@ pub enum Feature {
     CrdAdmission,
     /// CA Secrets from other namespaces through TLSCertificateDelegation (S6).
     TlsCertificateDelegation,
+    /// HTTPProxies that include others, across namespaces (I1-I4).
+    HttpproxyIncludes,
     /// Contour's exact status messages (S3, S6, C4).
     ContourStatusMessages,
     /// An install-wide Envoy client certificate (C1-C4).
     EnvoyClientCertificate,
     /// An installation with no Envoy client certificate configured (C5).
     NoEnvoyClientCertificate,
-    /// An installation with the default upstream TLS versions, 1.2 to 1.3 (N2).
+    /// An installation with the default upstream TLS settings: versions 1.2 to 1.3 and
+    /// Contour's TLS 1.2 cipher suites (N2).
     UpstreamTlsDefaultVersions,
     /// An installation whose upstream TLS maximum is 1.2 (N2).
     #[serde(rename = "upstream-tls-maximum-1.2")]
@@ -270,7 +278,7 @@ impl Profile {
 
 impl Feature {
     /// Every feature, in documentation order (a test checks it against the enum).
-    pub const ALL: [Feature; 14] = [
+    pub const ALL: [Feature; 15] = [
         Feature::UpstreamTls,
         Feature::UpstreamHttp2,
         Feature::UpstreamValidation,
@@ -281,6 +289,7 @@ impl Feature {
         Feature::UpstreamSni,
         Feature::Ingress,
         Feature::CrdAdmission,
+        Feature::HttpproxyIncludes,
         Feature::EnvoyClientCertificate,
         Feature::UpstreamTlsMaximum12,
         Feature::TlsCertificateDelegation,
@@ -299,6 +308,7 @@ impl Feature {
             | Feature::UpstreamSni
             | Feature::Ingress
             | Feature::CrdAdmission
+            | Feature::HttpproxyIncludes
             | Feature::EnvoyClientCertificate
             | Feature::UpstreamTlsMaximum12 => Profile::Extended,
             Feature::TlsCertificateDelegation | Feature::ContourStatusMessages => Profile::ContourSpecific,
@@ -321,6 +331,7 @@ impl Feature {
             Feature::UpstreamSni => "upstream-sni",
             Feature::Ingress => "ingress",
             Feature::CrdAdmission => "crd-admission",
+            Feature::HttpproxyIncludes => "httpproxy-includes",
             Feature::TlsCertificateDelegation => "tls-certificate-delegation",
             Feature::ContourStatusMessages => "contour-status-messages",
             Feature::EnvoyClientCertificate => "envoy-client-certificate",
@@ -376,6 +387,11 @@ pub struct RequestStep {
     /// Defaults to `/`.
     #[serde(default)]
     pub path: Option<String>,
+    /// Request headers to send besides Host (set with `host`) and the request id; values
+    /// may use references.
+    #[serde(default)]
+    #[schemars(with = "std::collections::BTreeMap<String, String>")]
+    pub headers: std::collections::BTreeMap<String, Spanned<String>>,
     pub expect: ResponseExpectation,
 }
 
@@ -486,6 +502,9 @@ pub struct BackendExpectation {
     /// `TLSv1.2` or `TLSv1.3`.
     #[serde(default)]
     pub tls_version: Option<String>,
+    /// The negotiated cipher suite, as OpenSSL names it (`ECDHE-ECDSA-AES128-GCM-SHA256`).
+    #[serde(default)]
+    pub cipher: Option<String>,
     /// `HTTP/1.1` or `HTTP/2.0`.
     #[serde(default)]
     pub http_version: Option<String>,

@@ -1,7 +1,7 @@
 //! The reference controller: the upstream TLS contract (docs/contract.md) as code.
 //!
 //! [`Controller::run`] rebuilds the whole configuration whenever the store changes, as
-//! Contour rebuilds its DAG: every HTTPProxy is processed ([`proxy::process`]), then every
+//! Contour rebuilds its DAG: every root HTTPProxy is processed with what it includes ([`proxy::process_root`]), then every
 //! Ingress ([`ingress::routes`]); the resulting [`RouteTable`] is handed to the data plane,
 //! then each proxy's status is written. Routes go out before statuses, so a client that sees
 //! `valid` can already send traffic.
@@ -24,7 +24,7 @@ pub mod status;
 pub mod upstream;
 pub mod validation;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use rustls::pki_types::CertificateDer;
@@ -32,12 +32,13 @@ use serde_json::Value;
 use tokio::sync::{broadcast, watch};
 
 use crate::api::kinds::{HTTP_PROXY, INGRESS, NAMESPACE, SECRET};
-use crate::api::store::{Store, Subresource, WatchEvent, now_rfc3339};
+use crate::api::store::{EventType, Store, Subresource, WatchEvent, now_rfc3339};
 use crate::config::{Fault, LoopbackConfig};
 use crate::dataplane::RouteTable;
 use crate::dataplane::table::{UpstreamFailureResponse, VirtualHost};
 use client_certificate::ClientCertificateState;
 use secrets::{SecretSnapshot, Secrets};
+use status::ProxyStatus;
 
 /// What one rebuild reads: the store, the config and install-wide state.
 pub struct Context<'a> {
@@ -47,6 +48,8 @@ pub struct Context<'a> {
     pub client_certificate: &'a ClientCertificateState,
     /// CA bundles as first seen, for the `stale-ca-bundle` fault only.
     pub ca_cache: &'a Mutex<HashMap<String, Vec<CertificateDer<'static>>>>,
+    /// Delegations once granted, for the `delegation-never-withdrawn` fault only.
+    pub delegation_grants: &'a Mutex<HashSet<String>>,
 }
 
 /// The reference HTTPProxy controller.
@@ -55,6 +58,9 @@ pub struct Controller {
     config: Arc<LoopbackConfig>,
     routes: watch::Sender<Arc<RouteTable>>,
     ca_cache: Mutex<HashMap<String, Vec<CertificateDer<'static>>>>,
+    delegation_grants: Mutex<HashSet<String>>,
+    /// Each Secret's `data` as last seen (`namespace/name`), to tell what a change was.
+    secret_data: Mutex<HashMap<String, Value>>,
     /// The first usable client certificate, for the `stale-client-certificate` fault only.
     client_cache: Mutex<Option<ClientCertificateState>>,
     /// Secrets as last refreshed, for the `ignore-secret-events` fault only.
@@ -68,6 +74,8 @@ impl Controller {
             config,
             routes,
             ca_cache: Mutex::default(),
+            delegation_grants: Mutex::default(),
+            secret_data: Mutex::default(),
             client_cache: Mutex::default(),
             secret_snapshot: SecretSnapshot::default(),
         }
@@ -85,6 +93,7 @@ impl Controller {
                     Ok(_) => None,
                     // Missed events: rebuild from the whole store anyway.
                     Err(broadcast::error::RecvError::Lagged(_)) => {
+                        self.remember_secrets();
                         self.refresh_secrets(None);
                         Some(String::new())
                     }
@@ -99,14 +108,65 @@ impl Controller {
         }
     }
 
-    /// Whether a change calls for a rebuild: every change does, except Secrets under the
-    /// `ignore-secret-events` fault.
+    /// Whether a change calls for a rebuild: every change does but a Secret's, which does
+    /// only when the Secret (as written, or as it was when deleted) has a `ca.crt` key or is
+    /// the installation's client certificate, as in Contour (docs/contract.md S5). Under the
+    /// `ignore-secret-events` fault, no Secret change does.
+    ///
+    /// As in Contour, an update counts as the removal of the old Secret and the addition of
+    /// the new one (so losing `ca.crt` rebuilds), and an update that leaves `data` as it was
+    /// changes nothing.
     fn triggers_rebuild(&self, event: &WatchEvent) -> bool {
-        !(self.config.has(Fault::IgnoreSecretEvents) && event.kind == &SECRET)
+        if event.kind != &SECRET {
+            return true;
+        }
+        if self.config.has(Fault::IgnoreSecretEvents) {
+            return false;
+        }
+        let secret = &event.object;
+        let name = secret["metadata"]["name"].as_str().unwrap_or_default();
+        let key = format!("{}/{name}", event.namespace);
+        let before = {
+            let mut known = self.secret_data.lock().unwrap_or_else(|e| e.into_inner());
+            match event.event_type {
+                EventType::Deleted => known.remove(&key),
+                EventType::Added | EventType::Modified => known.insert(key, secret["data"].clone()),
+            }
+        };
+        if event.event_type == EventType::Modified && before.as_ref() == Some(&secret["data"]) {
+            return false;
+        }
+        let has_ca = |data: &Value| data.get(validation::CA_KEY).is_some();
+        let configured = self
+            .config
+            .tls
+            .envoy_client_certificate
+            .as_ref()
+            .is_some_and(|configured| name == configured.name && event.namespace == configured.namespace);
+        has_ca(&secret["data"]) || before.as_ref().is_some_and(has_ca) || configured
+    }
+
+    /// Records every Secret's `data`, for [`Controller::triggers_rebuild`].
+    fn remember_secrets(&self) {
+        let (secrets, _) = self.store.list(&SECRET, None);
+        let known = secrets
+            .iter()
+            .map(|s| {
+                let meta = &s["metadata"];
+                let key = format!(
+                    "{}/{}",
+                    meta["namespace"].as_str().unwrap_or_default(),
+                    meta["name"].as_str().unwrap_or_default()
+                );
+                (key, s["data"].clone())
+            })
+            .collect();
+        *self.secret_data.lock().unwrap_or_else(|e| e.into_inner()) = known;
     }
 
     /// One full rebuild from the store as it is now.
     pub fn reconcile(&self) {
+        self.remember_secrets();
         self.refresh_secrets(None);
         self.rebuild();
     }
@@ -141,6 +201,7 @@ impl Controller {
             config: &self.config,
             client_certificate: &client_certificate,
             ca_cache: &self.ca_cache,
+            delegation_grants: &self.delegation_grants,
         };
         let (proxies, _) = self.store.list(&HTTP_PROXY, None);
         let proxies: Vec<&Value> = proxies
@@ -148,20 +209,31 @@ impl Controller {
             .filter(|p| p["metadata"].get("deletionTimestamp").is_none() && self.serves_class(p))
             .collect();
         let claims = fqdn_claims(&proxies);
+        let index: proxy::ProxyIndex = proxies.iter().map(|p| (proxy::qualified_name(p), *p)).collect();
         let mut table = RouteTable::default();
         if self.config.has(Fault::Bare502OnHandshakeFailure) {
             table.upstream_failure = UpstreamFailureResponse::Bare502;
         }
-        let mut statuses = Vec::new();
-        for object in &proxies {
-            let me = qualified_name(object);
+        let mut statuses = proxy::Statuses::new();
+        for object in proxies.iter().filter(|p| !p["spec"]["virtualhost"].is_null()) {
+            let me = proxy::qualified_name(object);
             let fqdn = fqdn_of(object);
             let others: Vec<String> = claims.get(&fqdn).into_iter().flatten().filter(|n| **n != me).cloned().collect();
-            let processed = proxy::process(&ctx, object, &others);
-            if let Some((fqdn, virtual_host)) = processed.virtual_host {
+            if let Some((fqdn, virtual_host)) = proxy::process_root(&ctx, &index, object, &others, &mut statuses) {
                 table.virtual_hosts.insert(fqdn, virtual_host);
             }
-            statuses.push((*object, processed.status));
+        }
+        // What no root reached is an orphan (docs/contract.md E3).
+        for object in &proxies {
+            statuses.entry(proxy::qualified_name(object)).or_insert_with(|| {
+                let mut status = ProxyStatus::default();
+                if self.config.has(Fault::OrphanedWithoutErrorEntry) {
+                    status.orphaned_without_error_entry = true;
+                } else {
+                    status.orphan();
+                }
+                status
+            });
         }
         let (ingresses, _) = self.store.list(&INGRESS, None);
         for object in ingresses.iter().filter(|i| self.serves_class(i)) {
@@ -175,7 +247,8 @@ impl Controller {
         }
         self.routes.send_replace(Arc::new(table));
         let now = now_rfc3339();
-        for (object, status) in statuses {
+        for object in &proxies {
+            let Some(status) = statuses.get(&proxy::qualified_name(object)) else { continue };
             let meta = &object["metadata"];
             let (Some(ns), Some(name)) = (meta["namespace"].as_str(), meta["name"].as_str()) else { continue };
             let generation = meta["generation"].as_i64().unwrap_or(1);
@@ -221,7 +294,7 @@ fn fqdn_claims(proxies: &[&Value]) -> BTreeMap<String, Vec<String>> {
     for object in proxies {
         let fqdn = fqdn_of(object);
         if !fqdn.is_empty() {
-            claims.entry(fqdn).or_default().push(qualified_name(object));
+            claims.entry(fqdn).or_default().push(proxy::qualified_name(object));
         }
     }
     claims
@@ -229,11 +302,6 @@ fn fqdn_claims(proxies: &[&Value]) -> BTreeMap<String, Vec<String>> {
 
 fn fqdn_of(object: &Value) -> String {
     object["spec"]["virtualhost"]["fqdn"].as_str().unwrap_or_default().to_ascii_lowercase()
-}
-
-fn qualified_name(object: &Value) -> String {
-    let meta = &object["metadata"];
-    format!("{}/{}", meta["namespace"].as_str().unwrap_or_default(), meta["name"].as_str().unwrap_or_default())
 }
 
 #[cfg(test)]

@@ -1,10 +1,14 @@
-//! Processing one HTTPProxy into a virtual host and a status: [`process`].
+//! Processing a root HTTPProxy and the HTTPProxies it includes into a virtual host and
+//! statuses: [`process_root`].
 //!
 //! Errors follow Contour (docs/contract.md E1-E2): an unresolved Service is left out of its
 //! route, which answers 503 only when no service is left; a validation, delegation or client
-//! certificate error stops processing and withdraws every route of the proxy (S4). Either makes
-//! the proxy invalid.
+//! certificate error stops processing and withdraws every route of the proxy that has it (S4).
+//! Either makes that proxy invalid. Includes follow I1-I4: an included proxy resolves its
+//! Services and Secrets in its own namespace, its routes sit under the include's prefix, an
+//! error in it drops only its routes, and an include that names no usable proxy answers 502.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -16,8 +20,8 @@ use super::protocol::{self, UpstreamProtocol};
 use super::status::ProxyStatus;
 use super::upstream::{PortRef, UpstreamRequest, build_cluster, lookup_service};
 use super::validation::{self, UpstreamValidation, ValidationError};
-use crate::config::Fault;
-use crate::dataplane::table::{Cluster, PathPrefix, Route, RouteAction, VirtualHost};
+use crate::config::{Fault, LoopbackConfig};
+use crate::dataplane::table::{Cluster, HostRewrite, PathPrefix, Route, RouteAction, VirtualHost};
 
 /// The parts of an HTTPProxy spec the controller reads; everything else is ignored.
 #[derive(Debug, Default, Deserialize)]
@@ -25,12 +29,22 @@ use crate::dataplane::table::{Cluster, PathPrefix, Route, RouteAction, VirtualHo
 pub struct HttpProxySpec {
     pub virtualhost: Option<VirtualHostSpec>,
     pub routes: Vec<RouteSpec>,
+    pub includes: Vec<IncludeSpec>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct VirtualHostSpec {
     pub fqdn: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct IncludeSpec {
+    pub name: String,
+    /// Defaults to the including proxy's namespace.
+    pub namespace: Option<String>,
+    pub conditions: Vec<MatchCondition>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -71,29 +85,99 @@ pub struct HeaderValue {
 }
 
 impl HeadersPolicy {
-    /// The static value a `set` gives the Host header, if any.
-    fn host(policy: Option<&HeadersPolicy>) -> Option<String> {
-        policy?.set.iter().find(|h| h.name.eq_ignore_ascii_case("host")).map(|h| h.value.clone())
+    /// What a `set` of the Host header asks for, if any: a value holding `%REQ(name)%` takes
+    /// the Host from that request header, any other is a fixed name (docs/contract.md N1).
+    fn host(policy: Option<&HeadersPolicy>, config: &LoopbackConfig) -> Option<HostRewrite> {
+        let value = &policy?.set.iter().find(|h| h.name.eq_ignore_ascii_case("host"))?.value;
+        match request_header_reference(value) {
+            Some(name) if !config.has(Fault::DynamicHostTakenLiterally) => Some(HostRewrite::FromHeader(name.into())),
+            _ => Some(HostRewrite::Literal(value.clone())),
+        }
     }
 }
 
-/// What processing one HTTPProxy yields.
-pub struct ProcessedProxy {
-    pub status: ProxyStatus,
-    /// `(fqdn, routes)` to program; `None` for a proxy that must serve nothing.
-    pub virtual_host: Option<(String, VirtualHost)>,
+/// `name` of the first `%REQ(name)%` in a header value, as Contour finds it (a name of ASCII
+/// letters, digits and dashes).
+fn request_header_reference(value: &str) -> Option<&str> {
+    let mut rest = value;
+    while let Some(start) = rest.find("%REQ(") {
+        let after = &rest[start + 5..];
+        let name_len = after.find(|c: char| !(c.is_ascii_alphanumeric() || c == '-')).unwrap_or(after.len());
+        if name_len > 0 && after[name_len..].starts_with(")%") {
+            return Some(&after[..name_len]);
+        }
+        rest = after;
+    }
+    None
 }
 
-/// Processes the HTTPProxy `object`. `duplicate_of` lists the other proxies claiming the
-/// same fqdn (`namespace/name`), which makes all of them invalid.
-pub fn process(ctx: &Context<'_>, object: &Value, duplicate_of: &[String]) -> ProcessedProxy {
-    let namespace = object["metadata"]["namespace"].as_str().unwrap_or_default();
-    let mut status = ProxyStatus::default();
+/// The HTTPProxies of one rebuild that this controller serves, by `namespace/name`.
+pub type ProxyIndex<'v> = BTreeMap<String, &'v Value>;
+
+/// Statuses by `namespace/name`: every root gets one, and so does every proxy a root reaches
+/// through its includes. A proxy left without one is an orphan (docs/contract.md E3).
+pub type Statuses = BTreeMap<String, ProxyStatus>;
+
+/// `namespace/name` of an object.
+pub fn qualified_name(object: &Value) -> String {
+    let meta = &object["metadata"];
+    format!("{}/{}", meta["namespace"].as_str().unwrap_or_default(), meta["name"].as_str().unwrap_or_default())
+}
+
+/// Processes the root HTTPProxy `object` (one with a `virtualhost`) and every proxy it
+/// includes, recording their statuses in `statuses`. `duplicate_of` lists the other roots
+/// claiming the same fqdn (`namespace/name`), which makes all of them invalid. Returns the
+/// virtual host to program, `None` when the root must serve nothing.
+pub fn process_root(
+    ctx: &Context<'_>,
+    index: &ProxyIndex<'_>,
+    object: &Value,
+    duplicate_of: &[String],
+    statuses: &mut Statuses,
+) -> Option<(String, VirtualHost)> {
+    let me = qualified_name(object);
+    let status = statuses.entry(me.clone()).or_default();
+    let spec = parse(object, status)?;
+    let fqdn = spec.virtualhost.as_ref().map(|v| v.fqdn.as_str()).unwrap_or_default();
+    if fqdn.trim().is_empty() {
+        status.error("VirtualHostError", "FQDNNotSpecified", "Spec.VirtualHost.Fqdn must be specified".into());
+        return None;
+    }
+    if !duplicate_of.is_empty() {
+        let mut all: Vec<String> = duplicate_of.to_vec();
+        all.push(me);
+        all.sort();
+        status.error(
+            "VirtualHostError",
+            "DuplicateVhost",
+            format!("fqdn {:?} is used in multiple HTTPProxies: {}", fqdn.to_ascii_lowercase(), all.join(", ")),
+        );
+        return None;
+    }
+    if spec.routes.is_empty() && spec.includes.is_empty() {
+        status.error(
+            "SpecError",
+            "NothingDefined",
+            "HTTPProxy.Spec must have at least one Route, Include, or a TCPProxy".into(),
+        );
+        return None;
+    }
+    let root_namespace = object["metadata"]["namespace"].as_str().unwrap_or_default();
+    let mut walk = Walk { ctx, index, statuses, root_namespace, included_failed: false };
+    let routes = walk.routes(object, &spec, &[], &[])?;
+    if walk.included_failed && ctx.config.has(Fault::ChildErrorWithdrawsRoot) {
+        return None;
+    }
+    Some((fqdn.to_ascii_lowercase(), VirtualHost { routes }))
+}
+
+/// The spec of `object`, or `None` with an error in `status` when it cannot be processed.
+fn parse(object: &Value, status: &mut ProxyStatus) -> Option<HttpProxySpec> {
     let spec: HttpProxySpec = match serde_json::from_value(object["spec"].clone()) {
         Ok(spec) => spec,
         Err(err) => {
             status.error("SpecError", "Invalid", format!("invalid spec: {err}"));
-            return ProcessedProxy { status, virtual_host: None };
+            return None;
         }
     };
     if let Some(feature) = unmodelled_feature(&object["spec"]) {
@@ -101,73 +185,241 @@ pub fn process(ctx: &Context<'_>, object: &Value, duplicate_of: &[String]) -> Pr
             "loopback's reference controller does not model {feature}; run with --controller contour to test it"
         );
         status.error("LoopbackError", "NotModelled", message);
-        return ProcessedProxy { status, virtual_host: None };
+        return None;
     }
-    let Some(vhost) = spec.virtualhost.as_ref().filter(|v| !v.fqdn.is_empty()) else {
-        if ctx.config.has(Fault::OrphanedWithoutErrorEntry) {
-            status.orphaned_without_error_entry = true;
-        } else {
-            status.orphan();
+    Some(spec)
+}
+
+/// One root's walk through its include tree, as Contour computes routes.
+struct Walk<'w, 'c, 'v> {
+    ctx: &'w Context<'c>,
+    index: &'w ProxyIndex<'v>,
+    statuses: &'w mut Statuses,
+    root_namespace: &'w str,
+    /// Set when an included proxy's routes were dropped (read under a fault only).
+    included_failed: bool,
+}
+
+impl Walk<'_, '_, '_> {
+    fn status(&mut self, proxy: &str) -> &mut ProxyStatus {
+        self.statuses.entry(proxy.to_string()).or_default()
+    }
+
+    /// The routes of `object` and of what it includes, under the path `prefixes` of the
+    /// includes that led here; `visited` is that chain of proxies. `None` when an error in
+    /// `object` withdraws its routes, included ones too.
+    fn routes(
+        &mut self,
+        object: &Value,
+        spec: &HttpProxySpec,
+        prefixes: &[String],
+        visited: &[String],
+    ) -> Option<Vec<Route>> {
+        let me = qualified_name(object);
+        let namespace = object["metadata"]["namespace"].as_str().unwrap_or_default();
+        if visited.contains(&me) {
+            let path: Vec<&str> = visited.iter().chain([&me]).map(String::as_str).collect();
+            let message = format!("include creates an include cycle: {}", path.join(" -> "));
+            self.status(&me).error("IncludeError", "IncludeCreatesCycle", message);
+            return None;
         }
-        return ProcessedProxy { status, virtual_host: None };
-    };
-    if !duplicate_of.is_empty() {
-        let mut all: Vec<String> = duplicate_of.to_vec();
-        all.push(format!("{namespace}/{}", object["metadata"]["name"].as_str().unwrap_or_default()));
-        all.sort();
-        status.error(
-            "VirtualHostError",
-            "DuplicateVhost",
-            format!("fqdn {:?} is used in multiple HTTPProxies: {}", vhost.fqdn, all.join(", ")),
-        );
-        return ProcessedProxy { status, virtual_host: None };
-    }
-    let mut routes = Vec::new();
-    // Errors that withdraw the whole virtual host (docs/contract.md S4, E1).
-    let mut withdraw = false;
-    'routes: for route in &spec.routes {
-        let prefix = route.conditions.iter().find_map(|c| c.prefix.clone()).unwrap_or_else(|| "/".into());
-        let route_host = HeadersPolicy::host(route.request_headers_policy.as_ref());
-        let mut clusters = Vec::new();
-        let mut unresolved = false;
-        for service in &route.services {
-            match route_cluster(ctx, namespace, service, route_host.as_deref()) {
-                Ok(cluster) => clusters.push(Arc::new(cluster)),
-                // The service is left out; the route still forwards to the others (E2).
-                Err(RouteServiceError::Unresolved(detail)) => {
-                    let message = format!("Spec.Routes unresolved service reference: {detail}");
-                    status.error("ServiceError", "ServiceUnresolvedReference", message);
-                    unresolved = true;
+        let visited: Vec<String> = visited.iter().cloned().chain([me.clone()]).collect();
+        let mut routes = Vec::new();
+        let mut seen = BTreeSet::new();
+        for include in &spec.includes {
+            let child_namespace = include.namespace.as_deref().filter(|n| !n.is_empty()).unwrap_or(namespace);
+            if let Err(e) = prefix_conditions(&include.conditions) {
+                self.status(&me).error("IncludeError", "PathMatchConditionsNotValid", format!("include: {e}"));
+                continue;
+            }
+            let own: Vec<String> = include.conditions.iter().filter_map(|c| c.prefix.clone()).collect();
+            let include_prefix = merge_prefixes(&own);
+            // Contour lets several includes share `/` (or no condition at all).
+            if include_prefix != "/" && !seen.insert(include_prefix.clone()) {
+                let message = "duplicate conditions defined on an include".to_string();
+                self.status(&me).error("IncludeError", "DuplicateMatchConditions", message);
+                continue;
+            }
+            let key = format!("{child_namespace}/{}", include.name);
+            let unusable = match self.index.get(&key) {
+                None => Some(("IncludeNotFound", format!("include {key} not found"))),
+                Some(child) if !child["spec"]["virtualhost"].is_null() => {
+                    Some(("RootIncludesRoot", format!("root httpproxy cannot include another root httpproxy ({key})")))
                 }
-                Err(RouteServiceError::Unloadable) => {}
-                // Processing stops at the first such error: it is the last one reported (E1).
-                Err(RouteServiceError::Withdraw { error_type, reason, message }) => {
-                    status.error(error_type, reason, message);
-                    withdraw = true;
-                    // Both faults go on: one to report more, the other to serve what is left.
-                    if !ctx.config.has(Fault::ReportEveryError) && !ctx.config.has(Fault::KeepRoutesOfInvalidProxy) {
-                        break 'routes;
+                Some(child) => {
+                    let child_prefixes: Vec<String> = if self.ctx.config.has(Fault::IncludePrefixDropped) {
+                        prefixes.to_vec()
+                    } else {
+                        prefixes.iter().chain(&own).cloned().collect()
+                    };
+                    match self.included(child, &child_prefixes, &visited) {
+                        Some(child_routes) => routes.extend(child_routes),
+                        None => self.included_failed = true,
                     }
+                    None
+                }
+            };
+            if let Some((reason, message)) = unusable {
+                self.status(&me).error("IncludeError", reason, message);
+                // The include's own conditions answer 502 (docs/contract.md I4).
+                if !own.is_empty() && !self.ctx.config.has(Fault::MissingIncludeAnswers404) {
+                    let action = RouteAction::DirectResponse { status: 502 };
+                    routes.push(Route { path: PathPrefix::String(include_prefix), action, host_rewrite: None });
                 }
             }
         }
-        let fail_route = unresolved && ctx.config.has(Fault::UnresolvedServiceFailsRoute);
-        let action = if clusters.is_empty() || fail_route {
-            RouteAction::DirectResponse { status: 503 }
-        } else {
-            RouteAction::Forward(clusters)
-        };
-        // HTTPProxy prefix conditions are plain string prefixes (docs/contract.md R1).
-        let path = if ctx.config.has(Fault::SegmentPrefixes) {
-            PathPrefix::Segments(prefix)
-        } else {
-            PathPrefix::String(prefix)
-        };
-        routes.push(Route { path, action, host_rewrite: route_host });
+        let included = routes.len();
+        // Errors that withdraw the routes (docs/contract.md S4, E1, I3).
+        let mut withdraw = false;
+        'routes: for route in &spec.routes {
+            if let Err(e) = prefix_conditions(&route.conditions) {
+                self.status(&me).error("RouteError", "PathMatchConditionsNotValid", format!("route: {e}"));
+                return None;
+            }
+            let own = route.conditions.iter().filter_map(|c| c.prefix.clone());
+            let prefix = merge_prefixes(&prefixes.iter().cloned().chain(own).collect::<Vec<_>>());
+            let route_host = HeadersPolicy::host(route.request_headers_policy.as_ref(), self.ctx.config);
+            let mut clusters = Vec::new();
+            let mut unresolved = false;
+            for service in &route.services {
+                let route_literal = route_host.as_ref().and_then(HostRewrite::literal);
+                match self.route_cluster(namespace, service, route_literal) {
+                    Ok(cluster) => clusters.push(Arc::new(cluster)),
+                    // The service is left out; the route still forwards to the others (E2).
+                    Err(RouteServiceError::Unresolved(detail)) => {
+                        let message = format!("Spec.Routes unresolved service reference: {detail}");
+                        self.status(&me).error("ServiceError", "ServiceUnresolvedReference", message);
+                        unresolved = true;
+                    }
+                    Err(RouteServiceError::Unloadable) => {}
+                    // Processing stops at the first such error: it is the last one reported (E1).
+                    Err(RouteServiceError::Withdraw { error_type, reason, message }) => {
+                        self.status(&me).error(error_type, reason, message);
+                        withdraw = true;
+                        // Both faults go on: one to report more, the other to serve what is left.
+                        let config = self.ctx.config;
+                        if !config.has(Fault::ReportEveryError) && !config.has(Fault::KeepRoutesOfInvalidProxy) {
+                            break 'routes;
+                        }
+                    }
+                }
+            }
+            let fail_route = unresolved && self.ctx.config.has(Fault::UnresolvedServiceFailsRoute);
+            let action = if clusters.is_empty() || fail_route {
+                RouteAction::DirectResponse { status: 503 }
+            } else {
+                RouteAction::Forward(clusters)
+            };
+            // HTTPProxy prefix conditions are plain string prefixes (docs/contract.md R1).
+            let path = if self.ctx.config.has(Fault::SegmentPrefixes) {
+                PathPrefix::Segments(prefix)
+            } else {
+                PathPrefix::String(prefix)
+            };
+            routes.push(Route { path, action, host_rewrite: route_host });
+        }
+        if withdraw && !self.ctx.config.has(Fault::KeepRoutesOfInvalidProxy) {
+            if visited.len() == 1 && self.ctx.config.has(Fault::RootErrorKeepsIncludedRoutes) {
+                routes.truncate(included);
+                return Some(routes);
+            }
+            return None;
+        }
+        Some(routes)
     }
-    let keep = !withdraw || ctx.config.has(Fault::KeepRoutesOfInvalidProxy);
-    let virtual_host = keep.then(|| (vhost.fqdn.to_ascii_lowercase(), VirtualHost { routes }));
-    ProcessedProxy { status, virtual_host }
+
+    /// The routes of an included proxy; it is reached, so it gets a status even when valid.
+    fn included(&mut self, child: &Value, prefixes: &[String], visited: &[String]) -> Option<Vec<Route>> {
+        let key = qualified_name(child);
+        let spec = parse(child, self.status(&key))?;
+        self.routes(child, &spec, prefixes, visited)
+    }
+
+    fn route_cluster(
+        &self,
+        namespace: &str,
+        route_service: &RouteService,
+        route_host: Option<&str>,
+    ) -> Result<Cluster, RouteServiceError> {
+        let ctx = self.ctx;
+        let name = &route_service.name;
+        let (service, port) = lookup_service(ctx, namespace, name, &PortRef::Number(route_service.port))
+            .map_err(RouteServiceError::Unresolved)?;
+        if ctx.config.has(Fault::ClientCertificateCheckedFirst) {
+            client_certificate_usable(ctx)?;
+        }
+        let mut protocol = protocol::resolve(route_service.protocol.as_deref(), &service, &port, ctx.config);
+        if protocol == UpstreamProtocol::Http1
+            && route_service.validation.is_some()
+            && ctx.config.has(Fault::ValidateWithoutTls)
+        {
+            protocol = UpstreamProtocol::Tls;
+        }
+        // Validation only applies when TLS is spoken (docs/contract.md V5). The CA Secret
+        // belongs to the proxy that names it, included or not (I1).
+        let root_or = |fault: Fault| if ctx.config.has(fault) { self.root_namespace } else { namespace };
+        let default_namespace = root_or(Fault::ChildCaSecretInRootNamespace);
+        let delegation_namespace = root_or(Fault::DelegationCheckedForRootNamespace);
+        let validation = match (&route_service.validation, protocol.is_tls()) {
+            (Some(v), true) => validation::lookup(ctx, default_namespace, delegation_namespace, v)
+                .map_err(|e| validation_error(name, route_service.port, e))?,
+            _ => None,
+        };
+        // Contour checks header policies next; loopback models none of their errors.
+        client_certificate_usable(ctx)?;
+        // What Contour accepted, Envoy may still refuse to load.
+        if validation.as_ref().is_some_and(|v| !v.loads()) {
+            return Err(RouteServiceError::Unloadable);
+        }
+        // A service's Host from a request header is ignored: Envoy has no per-cluster form.
+        let service_host = HeadersPolicy::host(route_service.request_headers_policy.as_ref(), ctx.config)
+            .and_then(|h| h.literal().map(str::to_string));
+        // The service's Host rewrite, then the route's, is the SNI (docs/contract.md N1).
+        let mut sni = if ctx.config.has(Fault::RouteHostBeatsServiceHost) {
+            route_host.map(str::to_string).or_else(|| service_host.clone())
+        } else {
+            service_host.clone().or_else(|| route_host.map(str::to_string))
+        };
+        if ctx.config.has(Fault::SubjectNameAsSni)
+            && let Some(v) = &route_service.validation
+        {
+            sni = Some(v.subject_name.clone());
+        }
+        let upstream = UpstreamRequest {
+            namespace,
+            service: &service,
+            port: &port,
+            protocol,
+            validation,
+            sni,
+            host_rewrite: service_host,
+        };
+        Ok(build_cluster(ctx, upstream))
+    }
+}
+
+/// Checks a condition block's path prefixes as Contour does: at most one, starting with `/`.
+fn prefix_conditions(conditions: &[MatchCondition]) -> Result<(), String> {
+    let prefixes: Vec<&str> = conditions.iter().filter_map(|c| c.prefix.as_deref()).filter(|p| !p.is_empty()).collect();
+    if let Some(bad) = prefixes.iter().find(|p| !p.starts_with('/')) {
+        return Err(format!("prefix conditions must start with /, {bad} was supplied"));
+    }
+    if prefixes.len() > 1 {
+        return Err("more than one prefix, exact or regex is not allowed in a condition block".into());
+    }
+    Ok(())
+}
+
+/// The path prefix of a route under includes: the prefixes of the include chain and of the
+/// route, concatenated, with each run of slashes made one; `/` when there are none.
+pub fn merge_prefixes(prefixes: &[String]) -> String {
+    let mut merged = String::new();
+    for c in prefixes.concat().chars() {
+        if !(c == '/' && merged.ends_with('/')) {
+            merged.push(c);
+        }
+    }
+    if merged.is_empty() { "/".into() } else { merged }
 }
 
 /// The first HTTPProxy feature in `spec` that the reference controller would otherwise ignore
@@ -175,22 +427,28 @@ pub fn process(ctx: &Context<'_>, object: &Value, duplicate_of: &[String]) -> Pr
 /// own instead (the real Contour, `--controller contour`, serves them all).
 fn unmodelled_feature(spec: &Value) -> Option<String> {
     let present = |v: &Value| !v.is_null() && v.as_array().is_none_or(|a| !a.is_empty());
-    for (pointer, name) in [
-        ("/includes", "spec.includes (delegation to other HTTPProxies)"),
-        ("/tcpproxy", "spec.tcpproxy"),
-        ("/virtualhost/tls", "spec.virtualhost.tls"),
-    ] {
+    for (pointer, name) in [("/tcpproxy", "spec.tcpproxy"), ("/virtualhost/tls", "spec.virtualhost.tls")] {
         if spec.pointer(pointer).is_some_and(present) {
             return Some(name.to_string());
         }
     }
+    let conditions_of = |v: &Value, at: String| {
+        let conditions = v["conditions"].as_array().map(Vec::as_slice).unwrap_or_default();
+        conditions.iter().enumerate().find_map(|(c, condition)| {
+            let key = condition.as_object().and_then(|o| o.keys().find(|k| *k != "prefix"))?;
+            Some(format!("{at}.conditions[{c}].{key}"))
+        })
+    };
+    let includes = spec["includes"].as_array().map(Vec::as_slice).unwrap_or_default();
+    for (i, include) in includes.iter().enumerate() {
+        if let Some(found) = conditions_of(include, format!("spec.includes[{i}]")) {
+            return Some(found);
+        }
+    }
     let routes = spec["routes"].as_array().map(Vec::as_slice).unwrap_or_default();
     for (r, route) in routes.iter().enumerate() {
-        let conditions = route["conditions"].as_array().map(Vec::as_slice).unwrap_or_default();
-        for (c, condition) in conditions.iter().enumerate() {
-            if let Some(key) = condition.as_object().and_then(|o| o.keys().find(|k| *k != "prefix")) {
-                return Some(format!("spec.routes[{r}].conditions[{c}].{key}"));
-            }
+        if let Some(found) = conditions_of(route, format!("spec.routes[{r}]")) {
+            return Some(found);
         }
         let services = route["services"].as_array().map(Vec::as_slice).unwrap_or_default();
         for (i, service) in services.iter().enumerate() {
@@ -214,62 +472,6 @@ enum RouteServiceError {
         reason: &'static str,
         message: String,
     },
-}
-
-fn route_cluster(
-    ctx: &Context<'_>,
-    namespace: &str,
-    route_service: &RouteService,
-    route_host: Option<&str>,
-) -> Result<Cluster, RouteServiceError> {
-    let name = &route_service.name;
-    let (service, port) = lookup_service(ctx, namespace, name, &PortRef::Number(route_service.port))
-        .map_err(RouteServiceError::Unresolved)?;
-    if ctx.config.has(Fault::ClientCertificateCheckedFirst) {
-        client_certificate_usable(ctx)?;
-    }
-    let mut protocol = protocol::resolve(route_service.protocol.as_deref(), &service, &port, ctx.config);
-    if protocol == UpstreamProtocol::Http1
-        && route_service.validation.is_some()
-        && ctx.config.has(Fault::ValidateWithoutTls)
-    {
-        protocol = UpstreamProtocol::Tls;
-    }
-    // Validation only applies when TLS is spoken (docs/contract.md V5).
-    let validation = match (&route_service.validation, protocol.is_tls()) {
-        (Some(v), true) => {
-            validation::lookup(ctx, namespace, v).map_err(|e| validation_error(name, route_service.port, e))?
-        }
-        _ => None,
-    };
-    // Contour checks header policies next; loopback models none of their errors.
-    client_certificate_usable(ctx)?;
-    // What Contour accepted, Envoy may still refuse to load.
-    if validation.as_ref().is_some_and(|v| !v.loads()) {
-        return Err(RouteServiceError::Unloadable);
-    }
-    let service_host = HeadersPolicy::host(route_service.request_headers_policy.as_ref());
-    // The service's Host rewrite, then the route's, is the SNI (docs/contract.md N1).
-    let mut sni = if ctx.config.has(Fault::RouteHostBeatsServiceHost) {
-        route_host.map(str::to_string).or_else(|| service_host.clone())
-    } else {
-        service_host.clone().or_else(|| route_host.map(str::to_string))
-    };
-    if ctx.config.has(Fault::SubjectNameAsSni)
-        && let Some(v) = &route_service.validation
-    {
-        sni = Some(v.subject_name.clone());
-    }
-    let upstream = UpstreamRequest {
-        namespace,
-        service: &service,
-        port: &port,
-        protocol,
-        validation,
-        sni,
-        host_rewrite: service_host,
-    };
-    Ok(build_cluster(ctx, upstream))
 }
 
 /// The install-wide client certificate, checked for every route service (docs/contract.md C4).

@@ -12,7 +12,7 @@ use crate::api::kinds::{HTTP_PROXY, INGRESS, NAMESPACE, POD, SECRET, SERVICE, TL
 use crate::api::store::{Store, Subresource};
 use crate::config::{Fault, LoopbackConfig, SecretName, TlsVersion};
 use crate::dataplane::RouteTable;
-use crate::dataplane::table::{Cluster, RouteAction, Transport, UpstreamFailureResponse};
+use crate::dataplane::table::{Cluster, HostRewrite, RouteAction, Transport, UpstreamFailureResponse};
 
 const NS: &str = "app";
 const HOST: &str = "app.test";
@@ -358,7 +358,10 @@ fn n1_sni_comes_from_host_rewrites_only() {
     );
     let table = f.reconcile();
     assert_eq!(tls(&table).sni.as_deref(), Some("route.test"));
-    assert_eq!(table.virtual_hosts[HOST].routes[0].host_rewrite.as_deref(), Some("route.test"));
+    assert_eq!(
+        table.virtual_hosts[HOST].routes[0].host_rewrite.as_ref().and_then(HostRewrite::literal),
+        Some("route.test")
+    );
 
     let f = Fixture::new();
     f.tls_service().proxy_with_route(
@@ -525,7 +528,7 @@ fn s5_fault_ignores_secret_events_only() {
         kind,
         namespace: NS.into(),
         event_type: crate::api::store::EventType::Added,
-        object: Arc::new(json!({})),
+        object: Arc::new(json!({"metadata": {"name": "ca"}, "data": {"ca.crt": "eA=="}})),
     };
     let controller = |f: &Fixture| {
         let (tx, _rx) = watch::channel(Arc::new(RouteTable::default()));
@@ -585,7 +588,10 @@ fn s5_fault_sees_secrets_only_after_another_change_in_their_namespace() {
 #[test]
 fn features_the_model_lacks_are_refused_loudly() {
     let cases = [
-        (json!({"includes": [{"name": "child"}]}), "spec.includes"),
+        (
+            json!({"includes": [{"name": "c", "conditions": [{"header": {"name": "x", "present": true}}]}]}),
+            "includes[0].conditions[0].header",
+        ),
         (json!({"tcpproxy": {"services": []}}), "spec.tcpproxy"),
         (json!({"virtualhost": {"fqdn": HOST, "tls": {"secretName": "s"}}}), "spec.virtualhost.tls"),
         (json!({"routes": [{"conditions": [{"header": {"name": "x", "present": true}}]}]}), "conditions[0].header"),
@@ -611,4 +617,270 @@ fn features_the_model_lacks_are_refused_loudly() {
         .proxy_with_route("p", json!({"conditions": [{"prefix": "/a"}], "services": [{"name": "echo", "port": 8443}]}));
     f.reconcile();
     assert_eq!(f.status("p")["currentStatus"], "valid");
+}
+
+mod includes {
+    use super::*;
+    use crate::controller::proxy::merge_prefixes;
+    use crate::dataplane::table::PathPrefix;
+
+    fn create(f: &Fixture, ns: &str, name: &str, spec: Value) {
+        f.store.create(&HTTP_PROXY, ns, json!({"metadata": {"name": name}, "spec": spec})).unwrap();
+    }
+
+    fn status_in(f: &Fixture, ns: &str, name: &str) -> Value {
+        f.store.get(&HTTP_PROXY, ns, name).unwrap()["status"].clone()
+    }
+
+    /// `(prefix, action)` of each route of the test host, as "forward" or the direct status.
+    fn routes(table: &RouteTable) -> Vec<(String, String)> {
+        let Some(host) = table.virtual_hosts.get(HOST) else { return Vec::new() };
+        let mut routes: Vec<(String, String)> = host
+            .routes
+            .iter()
+            .map(|r| {
+                let action = match &r.action {
+                    RouteAction::Forward(_) => "forward".to_string(),
+                    RouteAction::DirectResponse { status } => status.to_string(),
+                };
+                assert!(matches!(r.path, PathPrefix::String(_)));
+                (r.path.as_str().to_string(), action)
+            })
+            .collect();
+        routes.sort();
+        routes
+    }
+
+    /// A root in NS with a route at `/root`, including `includes`.
+    fn root(f: &Fixture, includes: Value) {
+        let route = json!({"conditions": [{"prefix": "/root"}], "services": [{"name": "echo", "port": 8443}]});
+        create(f, NS, "root", json!({"virtualhost": {"fqdn": HOST}, "includes": includes, "routes": [route]}));
+    }
+
+    fn child(f: &Fixture, ns: &str, name: &str, service: Value) {
+        let route = json!({"conditions": [{"prefix": "/api"}], "services": [service]});
+        create(f, ns, name, json!({"routes": [route]}));
+    }
+
+    fn other_namespace_echo(f: &Fixture) {
+        let service = json!({
+            "metadata": {"name": "echo", "annotations": {"projectcontour.io/upstream-protocol.tls": "8443"}},
+            "spec": {"selector": {"app": "echo"}, "ports": [{"name": "https", "port": 8443, "targetPort": "https"}]},
+        });
+        f.store.create(&SERVICE, "other", service).unwrap();
+    }
+
+    fn errors(status: &Value) -> Vec<(String, String)> {
+        status["conditions"][0]["errors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| (e["reason"].as_str().unwrap().to_string(), e["message"].as_str().unwrap().to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn prefixes_concatenate_with_runs_of_slashes_made_one() {
+        let cases: [(&[&str], &str); 6] = [
+            (&[], "/"),
+            (&["/team"], "/team"),
+            (&["/team", "/api"], "/team/api"),
+            (&["/team/", "/api"], "/team/api"),
+            (&["/team", "/"], "/team/"),
+            (&["/a", "/b/", "/c"], "/a/b/c"),
+        ];
+        for (parts, merged) in cases {
+            let parts: Vec<String> = parts.iter().map(ToString::to_string).collect();
+            assert_eq!(merge_prefixes(&parts), merged, "{parts:?}");
+        }
+    }
+
+    #[test]
+    fn i1_an_included_proxy_resolves_services_and_secrets_in_its_own_namespace() {
+        for fault in [None, Some(Fault::ChildCaSecretInRootNamespace), Some(Fault::DelegationCheckedForRootNamespace)] {
+            let mut f = Fixture::new();
+            if let Some(fault) = fault {
+                f = f.with_fault(fault);
+            }
+            f.tls_service();
+            other_namespace_echo(&f);
+            f.ca_secret("other", "ca");
+            f.ca_secret("proxy", "stored");
+            let delegation = json!({
+                "metadata": {"name": "d"},
+                "spec": {"delegations": [{"secretName": "stored", "targetNamespaces": ["other"]}]},
+            });
+            f.store.create(&TLS_CERTIFICATE_DELEGATION, "proxy", delegation).unwrap();
+            root(&f, json!([{"name": "child", "namespace": "other", "conditions": [{"prefix": "/team"}]}]));
+            let route = |prefix: &str, ca: &str| {
+                let mut service = validated(ca);
+                service["name"] = json!("echo");
+                json!({"conditions": [{"prefix": prefix}], "services": [service]})
+            };
+            let spec = json!({"routes": [route("/api", "ca"), route("/stored", "proxy/stored")]});
+            create(&f, "other", "child", spec);
+            let table = f.reconcile();
+            let child = status_in(&f, "other", "child");
+            match fault {
+                None => {
+                    assert_eq!(f.status("root")["currentStatus"], "valid");
+                    assert_eq!(child["currentStatus"], "valid", "{child}");
+                    assert_eq!(
+                        routes(&table),
+                        [("/root", "forward"), ("/team/api", "forward"), ("/team/stored", "forward")]
+                            .map(|(p, a)| (p.to_string(), a.to_string()))
+                    );
+                }
+                Some(fault) => {
+                    assert_eq!(child["currentStatus"], "invalid", "{fault:?}");
+                    assert_eq!(routes(&table), [("/root".to_string(), "forward".to_string())], "{fault:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn i3_an_error_in_an_included_proxy_drops_only_its_routes() {
+        let f = Fixture::new();
+        f.tls_service();
+        root(&f, json!([{"name": "child", "conditions": [{"prefix": "/team"}]}]));
+        child(&f, NS, "child", validated("missing-ca"));
+        let table = f.reconcile();
+        assert_eq!(f.status("root")["currentStatus"], "valid");
+        assert_eq!(errors(&f.status("child"))[0].0, "TLSUpstreamValidation");
+        assert_eq!(routes(&table), [("/root".to_string(), "forward".to_string())]);
+
+        let f = Fixture::new().with_fault(Fault::ChildErrorWithdrawsRoot);
+        f.tls_service();
+        root(&f, json!([{"name": "child", "conditions": [{"prefix": "/team"}]}]));
+        child(&f, NS, "child", validated("missing-ca"));
+        assert!(f.reconcile().virtual_hosts.is_empty());
+    }
+
+    #[test]
+    fn i3_an_error_in_the_root_drops_the_included_routes_too() {
+        for fault in [None, Some(Fault::RootErrorKeepsIncludedRoutes)] {
+            let mut f = Fixture::new();
+            if let Some(fault) = fault {
+                f = f.with_fault(fault);
+            }
+            f.tls_service();
+            let route = json!({"conditions": [{"prefix": "/root"}], "services": [validated("missing-ca")]});
+            let includes = json!([{"name": "child", "conditions": [{"prefix": "/team"}]}]);
+            create(&f, NS, "root", json!({"virtualhost": {"fqdn": HOST}, "includes": includes, "routes": [route]}));
+            child(&f, NS, "child", json!({"name": "echo", "port": 8443}));
+            let table = f.reconcile();
+            assert_eq!(f.status("root")["currentStatus"], "invalid");
+            assert_eq!(f.status("child")["currentStatus"], "valid", "the child itself has no error");
+            let expected: Vec<(String, String)> = match fault {
+                None => Vec::new(),
+                Some(_) => vec![("/team/api".into(), "forward".into())],
+            };
+            assert_eq!(routes(&table), expected, "{fault:?}");
+        }
+    }
+
+    #[test]
+    fn i4_an_include_without_a_usable_proxy_answers_502_for_its_prefix() {
+        let f = Fixture::new();
+        f.tls_service();
+        let includes = json!([
+            {"name": "missing", "conditions": [{"prefix": "/missing"}]},
+            {"name": "other-root", "conditions": [{"prefix": "/other"}]},
+            {"name": "unconditioned"},
+        ]);
+        root(&f, includes);
+        create(&f, NS, "other-root", json!({"virtualhost": {"fqdn": "other.test"}, "routes": []}));
+        let table = f.reconcile();
+        assert_eq!(
+            errors(&f.status("root")),
+            [
+                ("IncludeNotFound", format!("include {NS}/missing not found")),
+                ("RootIncludesRoot", format!("root httpproxy cannot include another root httpproxy ({NS}/other-root)")),
+                ("IncludeNotFound", format!("include {NS}/unconditioned not found")),
+            ]
+            .map(|(r, m)| (r.to_string(), m))
+        );
+        assert_eq!(
+            routes(&table),
+            [("/missing", "502"), ("/other", "502"), ("/root", "forward")].map(|(p, a)| (p.to_string(), a.to_string()))
+        );
+    }
+
+    #[test]
+    fn cycles_and_duplicate_conditions_are_include_errors() {
+        let f = Fixture::new();
+        f.tls_service();
+        root(
+            &f,
+            json!([
+                {"name": "a", "conditions": [{"prefix": "/a"}]},
+                {"name": "b", "conditions": [{"prefix": "/a"}]},
+            ]),
+        );
+        create(&f, NS, "a", json!({"includes": [{"name": "b", "conditions": [{"prefix": "/b"}]}]}));
+        create(
+            &f,
+            NS,
+            "b",
+            json!({"includes": [{"name": "a"}], "routes": [{"services": [{"name": "echo", "port": 8443}]}]}),
+        );
+        let table = f.reconcile();
+        assert_eq!(
+            errors(&f.status("a")),
+            [(
+                "IncludeCreatesCycle".to_string(),
+                format!("include creates an include cycle: {NS}/root -> {NS}/a -> {NS}/b -> {NS}/a")
+            )]
+        );
+        assert_eq!(f.status("b")["currentStatus"], "valid");
+        assert_eq!(errors(&f.status("root"))[0].0, "DuplicateMatchConditions");
+        // The cycle drops nothing but the edge that closes it, as in Contour.
+        assert_eq!(
+            routes(&table),
+            [("/a/b", "forward"), ("/root", "forward")].map(|(p, a)| (p.to_string(), a.to_string()))
+        );
+    }
+
+    #[test]
+    fn what_no_root_reaches_is_orphaned() {
+        let f = Fixture::new();
+        f.tls_service();
+        root(&f, json!([{"name": "child", "conditions": [{"prefix": "/team"}]}]));
+        child(&f, NS, "child", json!({"name": "echo", "port": 8443}));
+        child(&f, NS, "stray", json!({"name": "echo", "port": 8443}));
+        f.reconcile();
+        assert_eq!(f.status("child")["currentStatus"], "valid");
+        assert_eq!(f.status("stray")["currentStatus"], "orphaned");
+    }
+}
+
+#[test]
+fn s5_secret_changes_rebuild_only_when_ca_crt_is_involved_or_the_secret_is_configured() {
+    use crate::api::store::{EventType, WatchEvent};
+    let mut f = Fixture::new();
+    f.config.tls.envoy_client_certificate = Some(SecretName { name: "client".into(), namespace: NS.into() });
+    let (tx, _rx) = watch::channel(Arc::new(RouteTable::default()));
+    let controller = Controller::new(f.store.clone(), Arc::new(f.config.clone()), tx);
+    controller.reconcile();
+    let event = |event_type, name: &str, data: Value| WatchEvent {
+        resource_version: 1,
+        kind: &SECRET,
+        namespace: NS.into(),
+        event_type,
+        object: Arc::new(json!({"metadata": {"name": name}, "data": data})),
+    };
+    let cases = [
+        (EventType::Added, "plain", json!({"tls.crt": "eA=="}), false, "no ca.crt, not configured"),
+        (EventType::Added, "ca", json!({"ca.crt": "eA=="}), true, "a CA Secret"),
+        (EventType::Modified, "ca", json!({"ca.crt": "eA=="}), false, "data unchanged"),
+        (EventType::Modified, "ca", json!({"other": "eA=="}), true, "ca.crt removed: the old Secret had it"),
+        (EventType::Modified, "ca", json!({"other": "eQ=="}), false, "no ca.crt before or after"),
+        (EventType::Deleted, "ca", json!({"other": "eQ=="}), false, "deleted without ca.crt"),
+        (EventType::Added, "empty", json!({"ca.crt": ""}), true, "an empty ca.crt key counts"),
+        (EventType::Added, "client", json!({"tls.crt": "eA=="}), true, "the configured client certificate"),
+    ];
+    for (event_type, name, data, rebuild, why) in cases {
+        assert_eq!(controller.triggers_rebuild(&event(event_type, name, data)), rebuild, "{why}");
+    }
 }

@@ -138,6 +138,12 @@ fn tls_settings(ctx: &Context<'_>, upstream: &UpstreamRequest<'_>) -> TlsSetting
         }),
         client_certificate,
         versions,
+        // Contour always configures the list: its defaults when the installation sets none (N2).
+        cipher_suites: if ctx.config.has(Fault::LibraryCipherSuites) {
+            Vec::new()
+        } else {
+            ctx.config.upstream_cipher_suites()
+        },
         client_config: Default::default(),
     }
 }

@@ -26,7 +26,7 @@ pub struct UpstreamValidation {
     pub subject_names: Vec<String>,
 }
 
-const CA_KEY: &str = "ca.crt";
+pub const CA_KEY: &str = "ca.crt";
 
 /// Why a validation block cannot be honoured; each renders as Contour's status error.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,16 +40,22 @@ pub enum ValidationError {
 
 /// The validation the proxy must apply. `None` means validation is switched off by a fault.
 ///
+/// A name without a namespace resolves in `default_namespace`; a Secret outside
+/// `proxy_namespace` needs a delegation to it. Both are the namespace of the HTTPProxy that
+/// holds the validation block, included or not (docs/contract.md I1); they differ only under
+/// faults.
+///
 /// # Errors
 /// The Secret is not delegated, missing or invalid.
 pub fn lookup(
     ctx: &Context<'_>,
+    default_namespace: &str,
     proxy_namespace: &str,
     validation: &UpstreamValidation,
 ) -> Result<Option<PeerValidation>, ValidationError> {
     let (namespace, name) = match validation.ca_secret.split_once('/') {
         Some((ns, name)) => (ns, name),
-        None => (proxy_namespace, validation.ca_secret.as_str()),
+        None => (default_namespace, validation.ca_secret.as_str()),
     };
     if namespace != proxy_namespace
         && !ctx.config.has(Fault::IgnoreDelegation)
@@ -66,10 +72,23 @@ pub fn lookup(
             "invalid CA Secret \"{key}\": secret type is not \"Opaque\""
         )));
     }
-    let ca_certificates = match ca_bundle(secret.as_ref(), ctx.config.has(Fault::ParseCaBundleDer)) {
+    let bundle = ca_bundle(secret.as_ref(), ctx.config.has(Fault::ParseCaBundleDer));
+    let ca_certificates = match bundle {
         Ok(certificates) if ctx.config.has(Fault::StaleCaBundle) => {
             let mut cache = ctx.ca_cache.lock().unwrap_or_else(|e| e.into_inner());
             cache.entry(key).or_insert(certificates).clone()
+        }
+        Ok(certificates) if ctx.config.has(Fault::KeepLastCaBundle) => {
+            let mut cache = ctx.ca_cache.lock().unwrap_or_else(|e| e.into_inner());
+            cache.insert(key, certificates.clone());
+            certificates
+        }
+        Err(_)
+            if ctx.config.has(Fault::KeepLastCaBundle)
+                && secret.as_ref().is_some_and(|s| secret_data(s, CA_KEY).is_empty())
+                && ctx.ca_cache.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&key) =>
+        {
+            ctx.ca_cache.lock().unwrap_or_else(|e| e.into_inner())[&key].clone()
         }
         Ok(certificates) => certificates,
         Err(detail) => {
@@ -110,19 +129,30 @@ pub fn lookup(
 
 /// Whether a TLSCertificateDelegation in `namespace` lets `target` use Secret `name`.
 fn delegated(ctx: &Context<'_>, namespace: &str, name: &str, target: &str) -> bool {
+    let grant = format!("{namespace}/{name} -> {target}");
+    let remember = ctx.config.has(Fault::DelegationNeverWithdrawn);
+    if remember && ctx.delegation_grants.lock().unwrap_or_else(|e| e.into_inner()).contains(&grant) {
+        return true;
+    }
     let (delegations, _) = ctx.store.list(&TLS_CERTIFICATE_DELEGATION, Some(namespace));
-    delegations.iter().flat_map(|d| d["spec"]["delegations"].as_array().cloned().unwrap_or_default()).any(|d| {
-        d["secretName"] == name
-            && d["targetNamespaces"].as_array().is_some_and(|targets| {
-                // "*" is a wildcard only as the sole entry (docs/contract.md S6).
-                let wildcard = if ctx.config.has(Fault::StarAmongTargetsIsWildcard) {
-                    targets.iter().any(|t| t == "*")
-                } else {
-                    targets.len() == 1 && targets[0] == "*"
-                };
-                targets.iter().any(|t| t == target) || (wildcard && !ctx.config.has(Fault::IgnoreWildcardDelegation))
-            })
-    })
+    let granted =
+        delegations.iter().flat_map(|d| d["spec"]["delegations"].as_array().cloned().unwrap_or_default()).any(|d| {
+            d["secretName"] == name
+                && d["targetNamespaces"].as_array().is_some_and(|targets| {
+                    // "*" is a wildcard only as the sole entry (docs/contract.md S6).
+                    let wildcard = if ctx.config.has(Fault::StarAmongTargetsIsWildcard) {
+                        targets.iter().any(|t| t == "*")
+                    } else {
+                        targets.len() == 1 && targets[0] == "*"
+                    };
+                    targets.iter().any(|t| t == target)
+                        || (wildcard && !ctx.config.has(Fault::IgnoreWildcardDelegation))
+                })
+        });
+    if granted && remember {
+        ctx.delegation_grants.lock().unwrap_or_else(|e| e.into_inner()).insert(grant);
+    }
+    granted
 }
 
 /// The certificates of a valid CA Secret (docs/contract.md S1), or why it is not one.

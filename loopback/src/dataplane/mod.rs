@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use table::RouteTable;
-use table::{RouteAction, Transport, UpstreamFailureResponse};
+use table::{HostRewrite, RouteAction, Transport, UpstreamFailureResponse};
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
@@ -96,7 +96,18 @@ async fn handle(request: Request<Incoming>, table: &RouteTable, next_endpoint: &
         Transport::Plaintext { http2 } => (*http2, "http"),
         Transport::Tls(settings) => (settings.http2, "https"),
     };
-    let upstream_host = cluster.host_rewrite.clone().or_else(|| route.host_rewrite.clone()).unwrap_or(host);
+    let route_host = match &route.host_rewrite {
+        Some(HostRewrite::Literal(literal)) => Some(literal.clone()),
+        // Envoy leaves the Host alone when the header is missing or empty.
+        Some(HostRewrite::FromHeader(name)) => request
+            .headers()
+            .get(name.as_str())
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+            .map(str::to_string),
+        None => None,
+    };
+    let upstream_host = cluster.host_rewrite.clone().or(route_host).unwrap_or(host);
     forward(request, stream, &upstream_host, http2, scheme, failure_style).await
 }
 

@@ -38,8 +38,35 @@ pub struct VirtualHost {
 pub struct Route {
     pub path: PathPrefix,
     pub action: RouteAction,
-    /// Replaces the Host header sent upstream.
-    pub host_rewrite: Option<String>,
+    /// Replaces the Host header sent upstream (a cluster's own rewrite wins).
+    pub host_rewrite: Option<HostRewrite>,
+}
+
+/// Where a route's upstream Host comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostRewrite {
+    /// A fixed name (Envoy `host_rewrite_literal`).
+    Literal(String),
+    /// The value of this request header, when the request has it (Envoy
+    /// `host_rewrite_header`, from Contour's `%REQ(name)%` Host values).
+    FromHeader(String),
+}
+
+impl HostRewrite {
+    /// The fixed name, if this is one.
+    pub fn literal(&self) -> Option<&str> {
+        match self {
+            HostRewrite::Literal(host) => Some(host),
+            HostRewrite::FromHeader(_) => None,
+        }
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        match self {
+            HostRewrite::Literal(host) => serde_json::json!(host),
+            HostRewrite::FromHeader(name) => serde_json::json!({"fromHeader": name.to_ascii_lowercase()}),
+        }
+    }
 }
 
 /// How a route matches request paths.
@@ -120,6 +147,9 @@ pub struct TlsSettings {
     pub client_certificate: Option<Arc<ClientCertificate>>,
     /// `(minimum, maximum)` TLS version.
     pub versions: (TlsVersion, TlsVersion),
+    /// TLS 1.2 cipher suites in order of preference, as OpenSSL names (`[a|b]` groups allowed);
+    /// the TLS library's own list when empty. TLS 1.3 suites are not configurable.
+    pub cipher_suites: Vec<String>,
     /// The rustls configuration made from the fields above on first use, so it is built once
     /// per programmed cluster rather than once per request. Start it empty.
     pub client_config: ClientConfigCache,
@@ -194,6 +224,7 @@ impl RouteTable {
                     "sni": tls.sni,
                     "alpn": tls.alpn.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect::<Vec<_>>(),
                     "versions": [tls.versions.0.name(), tls.versions.1.name()],
+                    "cipherSuites": tls.cipher_suites,
                     "validation": tls.validation.as_ref().map(|v| json!({
                         "caCertificates": v.ca_certificates.len(),
                         "subjectNames": v.subject_names,
@@ -221,7 +252,7 @@ impl RouteTable {
                         json!({
                             "prefix": route.path.as_str(),
                             "prefixMatch": route.path.kind(),
-                            "hostRewrite": route.host_rewrite,
+                            "hostRewrite": route.host_rewrite.as_ref().map(HostRewrite::to_json),
                             "action": action,
                         })
                     })

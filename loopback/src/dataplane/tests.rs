@@ -186,6 +186,7 @@ async fn get(proxy: SocketAddr, host: &str) -> (u16, String) {
 
 fn tls_transport(validation: Option<PeerValidation>) -> TlsSettings {
     TlsSettings {
+        cipher_suites: Vec::new(),
         sni: None,
         alpn: vec![b"http/1.1".to_vec()],
         http2: false,

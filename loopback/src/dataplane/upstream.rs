@@ -77,8 +77,38 @@ pub async fn connect(endpoint: SocketAddr, transport: &Transport) -> Result<Upst
     }
 }
 
+/// The crypto provider with its TLS 1.2 cipher suites replaced by `suites` (OpenSSL names,
+/// `[a|b]` groups flattened), in that order; names rustls lacks (CBC and RSA key exchange
+/// suites) are left out, as a backend accepting only those could not be reached anyway.
+/// TLS 1.3 suites stay as they are, as in Envoy. An empty list keeps the library's own.
+fn provider_offering(suites: &[String]) -> rustls::crypto::CryptoProvider {
+    use rustls::SupportedCipherSuite;
+    use rustls::crypto::aws_lc_rs::cipher_suite as cs;
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    if suites.is_empty() {
+        return provider;
+    }
+    let by_name = |name: &str| match name {
+        "ECDHE-ECDSA-AES128-GCM-SHA256" => Some(cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256),
+        "ECDHE-ECDSA-AES256-GCM-SHA384" => Some(cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384),
+        "ECDHE-ECDSA-CHACHA20-POLY1305" => Some(cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256),
+        "ECDHE-RSA-AES128-GCM-SHA256" => Some(cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256),
+        "ECDHE-RSA-AES256-GCM-SHA384" => Some(cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384),
+        "ECDHE-RSA-CHACHA20-POLY1305" => Some(cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256),
+        _ => None,
+    };
+    let tls12: Vec<SupportedCipherSuite> = suites
+        .iter()
+        .flat_map(|entry| entry.trim_start_matches('[').trim_end_matches(']').split('|'))
+        .filter_map(by_name)
+        .collect();
+    provider.cipher_suites.retain(|suite| matches!(suite, SupportedCipherSuite::Tls13(_)));
+    provider.cipher_suites.extend(tls12);
+    provider
+}
+
 fn client_config(settings: &TlsSettings) -> Result<ClientConfig, String> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let provider = Arc::new(provider_offering(&settings.cipher_suites));
     let verifier = Arc::new(UpstreamVerifier::new(settings.validation.as_ref(), provider.clone()));
     let versions: Vec<&'static rustls::SupportedProtocolVersion> =
         [(TlsVersion::V1_2, &rustls::version::TLS12), (TlsVersion::V1_3, &rustls::version::TLS13)]
@@ -275,7 +305,35 @@ impl AsyncWrite for UpstreamStream {
 
 #[cfg(test)]
 mod tests {
-    use super::dns_name_match;
+    use super::{dns_name_match, provider_offering};
+    use crate::config::DEFAULT_CIPHER_SUITES;
+
+    #[test]
+    fn n2_tls12_suites_are_offered_in_the_configured_order_after_the_tls13_ones() {
+        let names = |suites: &[String]| -> Vec<String> {
+            provider_offering(suites).cipher_suites.iter().map(|s| format!("{:?}", s.suite())).collect()
+        };
+        let defaults: Vec<String> = DEFAULT_CIPHER_SUITES.iter().map(ToString::to_string).collect();
+        let offered = names(&defaults);
+        let tls12: Vec<&str> = offered.iter().map(String::as_str).filter(|n| !n.starts_with("TLS13")).collect();
+        assert_eq!(
+            tls12,
+            [
+                "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+                "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+                "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+                "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+                "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+                "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+            ]
+        );
+        assert_eq!(offered.iter().filter(|n| n.starts_with("TLS13")).count(), 3, "{offered:?}");
+        // Names rustls lacks are left out; an empty list keeps the library's own order.
+        assert_eq!(names(&["AES128-SHA".into()]).len(), 3);
+        let library = names(&[]);
+        assert_ne!(library, offered);
+        assert!(library.iter().any(|n| n == "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"));
+    }
 
     #[test]
     fn dns_names_match_as_envoy_matches_them() {

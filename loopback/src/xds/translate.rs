@@ -36,8 +36,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::TlsVersion;
 use crate::dataplane::table::{
-    ClientCertificate, Cluster, PathPrefix, PeerValidation, Route, RouteAction, RouteTable, TlsSettings, Transport,
-    VirtualHost,
+    ClientCertificate, Cluster, HostRewrite, PathPrefix, PeerValidation, Route, RouteAction, RouteTable, TlsSettings,
+    Transport, VirtualHost,
 };
 
 /// The listener Contour gives plaintext HTTP virtual hosts (the data plane serves plain HTTP).
@@ -171,7 +171,7 @@ fn path_match(xds_route: &XdsRoute) -> Option<PathPrefix> {
 }
 
 /// The table action and route-level host rewrite of an xDS route.
-fn route_action(xds_route: &XdsRoute, clusters: &mut ClusterCache<'_>) -> Option<(RouteAction, Option<String>)> {
+fn route_action(xds_route: &XdsRoute, clusters: &mut ClusterCache<'_>) -> Option<(RouteAction, Option<HostRewrite>)> {
     match xds_route.action.as_ref()? {
         route::Action::DirectResponse(direct) => {
             let status = u16::try_from(direct.status).ok()?;
@@ -195,14 +195,18 @@ fn route_action(xds_route: &XdsRoute, clusters: &mut ClusterCache<'_>) -> Option
     }
 }
 
-/// `host_rewrite_literal`, or a static `Host` set through `request_headers_to_add`.
-fn route_host_rewrite(action: &XdsRouteAction, headers: &[HeaderValueOption]) -> Option<String> {
-    if let Some(route_action::HostRewriteSpecifier::HostRewriteLiteral(host)) = &action.host_rewrite_specifier
-        && !host.is_empty()
-    {
-        return Some(host.clone());
+/// `host_rewrite_literal` or `host_rewrite_header`, or a static `Host` set through
+/// `request_headers_to_add`.
+fn route_host_rewrite(action: &XdsRouteAction, headers: &[HeaderValueOption]) -> Option<HostRewrite> {
+    match &action.host_rewrite_specifier {
+        Some(route_action::HostRewriteSpecifier::HostRewriteLiteral(host)) if !host.is_empty() => {
+            Some(HostRewrite::Literal(host.clone()))
+        }
+        Some(route_action::HostRewriteSpecifier::HostRewriteHeader(name)) if !name.is_empty() => {
+            Some(HostRewrite::FromHeader(name.clone()))
+        }
+        _ => static_host_header(headers).map(HostRewrite::Literal),
     }
-    static_host_header(headers)
 }
 
 /// The value of a `Host` (or `:authority`) header added verbatim, without Envoy's `%…%`
@@ -372,6 +376,7 @@ fn tls_settings(context: &UpstreamTlsContext, http2: bool, resources: &Resources
         validation: validation(&common, resources)?,
         client_certificate: client_certificate(&common, resources)?,
         versions: versions(&common),
+        cipher_suites: common.tls_params.as_ref().map(|p| p.cipher_suites.clone()).unwrap_or_default(),
         client_config: Default::default(),
     })
 }

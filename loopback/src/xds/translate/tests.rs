@@ -334,16 +334,35 @@ fn missing_cluster_answers_503_and_host_rewrites_are_kept() {
         header: Some(HeaderValue { key: "Host".into(), value: "other.internal".into(), ..Default::default() }),
         ..Default::default()
     }];
-    let routes =
-        vec![by_header, prefix_route("/gone", to_cluster("default/missing/80/abc")), prefix_route("/", rewrite)];
+    let from_request = route::Action::Route(XdsRouteAction {
+        cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(CLUSTER.into())),
+        host_rewrite_specifier: Some(route_action::HostRewriteSpecifier::HostRewriteHeader("X-Upstream-Host".into())),
+        ..Default::default()
+    });
+    let routes = vec![
+        by_header,
+        prefix_route("/gone", to_cluster("default/missing/80/abc")),
+        prefix_route("/dynamic", from_request),
+        prefix_route("/", rewrite),
+    ];
     resources.route_configurations.insert(HTTP_LISTENER.into(), route_configuration(routes));
     let table = translate(&resources);
     assert!(matches!(
         table.route("app.example.com", "/gone").unwrap().action,
         RouteAction::DirectResponse { status: 503 }
     ));
-    assert_eq!(table.route("app.example.com", "/").unwrap().host_rewrite.as_deref(), Some("backend.internal"));
-    assert_eq!(table.route("app.example.com", "/header").unwrap().host_rewrite.as_deref(), Some("other.internal"));
+    assert_eq!(
+        table.route("app.example.com", "/").unwrap().host_rewrite.as_ref().and_then(HostRewrite::literal),
+        Some("backend.internal")
+    );
+    assert_eq!(
+        table.route("app.example.com", "/header").unwrap().host_rewrite.as_ref().and_then(HostRewrite::literal),
+        Some("other.internal")
+    );
+    assert_eq!(
+        table.route("app.example.com", "/dynamic").unwrap().host_rewrite,
+        Some(HostRewrite::FromHeader("X-Upstream-Host".into()))
+    );
 }
 
 #[test]
