@@ -128,11 +128,13 @@ pub enum Fault {
     DelegationNeverWithdrawn,
     /// N2: the proxy offers its TLS library's own TLS 1.2 cipher suites, not the configured list.
     LibraryCipherSuites,
+    /// P1: the tls annotation is read first, so h2 or h2c wins for a port also listed there.
+    TlsAnnotationReadFirst,
 }
 
 impl Fault {
     /// Every fault, in documentation order.
-    pub const ALL: [Fault; 56] = [
+    pub const ALL: [Fault; 57] = [
         Fault::IgnoreUpstreamProtocolAnnotation,
         Fault::AnnotationMatchesTargetPort,
         Fault::H2BeatsH2c,
@@ -189,6 +191,7 @@ impl Fault {
         Fault::KeepLastCaBundle,
         Fault::DelegationNeverWithdrawn,
         Fault::LibraryCipherSuites,
+        Fault::TlsAnnotationReadFirst,
     ];
 
     /// The name used in config files, flags and reports.
@@ -250,6 +253,7 @@ impl Fault {
             Fault::KeepLastCaBundle => "keep-last-ca-bundle",
             Fault::DelegationNeverWithdrawn => "delegation-never-withdrawn",
             Fault::LibraryCipherSuites => "library-cipher-suites",
+            Fault::TlsAnnotationReadFirst => "tls-annotation-read-first",
         }
     }
 
@@ -305,6 +309,7 @@ impl Fault {
             Fault::KeepLastCaBundle => "S5",
             Fault::DelegationNeverWithdrawn => "S6",
             Fault::LibraryCipherSuites => "N2",
+            Fault::TlsAnnotationReadFirst => "P1",
         }
     }
 
@@ -412,6 +417,9 @@ impl Fault {
             }
             Fault::LibraryCipherSuites => {
                 "the proxy offers its TLS library's own TLS 1.2 cipher suites and order, not the configured list"
+            }
+            Fault::TlsAnnotationReadFirst => {
+                "the tls annotation is read before h2 and h2c, so a port also listed under one of them loses it"
             }
         }
     }

@@ -102,7 +102,13 @@ fn annotated_ports(service: &Service, config: &LoopbackConfig) -> BTreeMap<Strin
         prefixes.insert(0, LEGACY_ANNOTATION_PREFIX);
     }
     // Later protocols overwrite earlier ones, in Contour's order: h2, h2c, tls.
-    let order = if config.has(Fault::H2BeatsH2c) { ["h2c", "h2", "tls"] } else { ["h2", "h2c", "tls"] };
+    let order = if config.has(Fault::H2BeatsH2c) {
+        ["h2c", "h2", "tls"]
+    } else if config.has(Fault::TlsAnnotationReadFirst) {
+        ["tls", "h2", "h2c"]
+    } else {
+        ["h2", "h2c", "tls"]
+    };
     for prefix in prefixes {
         for suffix in order {
             let Some(value) = annotations.get(&format!("{prefix}{suffix}")) else { continue };
@@ -198,8 +204,9 @@ mod tests {
             "projectcontour.io/upstream-protocol.h2c": "8443",
             "projectcontour.io/upstream-protocol.tls": "8443",
         });
-        let (svc, port) = service(all);
+        let (svc, port) = service(all.clone());
         assert_eq!(resolve(None, &svc, &port, &LoopbackConfig::default()), UpstreamProtocol::Tls);
+        assert_eq!(resolve(None, &svc, &port, &with(Fault::TlsAnnotationReadFirst)), UpstreamProtocol::H2c);
     }
 
     #[test]
