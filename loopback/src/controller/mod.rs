@@ -149,18 +149,7 @@ impl Controller {
     /// Records every Secret's `data`, for [`Controller::triggers_rebuild`].
     fn remember_secrets(&self) {
         let (secrets, _) = self.store.list(&SECRET, None);
-        let known = secrets
-            .iter()
-            .map(|s| {
-                let meta = &s["metadata"];
-                let key = format!(
-                    "{}/{}",
-                    meta["namespace"].as_str().unwrap_or_default(),
-                    meta["name"].as_str().unwrap_or_default()
-                );
-                (key, s["data"].clone())
-            })
-            .collect();
+        let known = secrets.iter().map(|s| (qualified_name(s), s["data"].clone())).collect();
         *self.secret_data.lock().unwrap_or_else(|e| e.into_inner()) = known;
     }
 
@@ -209,14 +198,14 @@ impl Controller {
             .filter(|p| p["metadata"].get("deletionTimestamp").is_none() && self.serves_class(p))
             .collect();
         let claims = fqdn_claims(&proxies);
-        let index: proxy::ProxyIndex = proxies.iter().map(|p| (proxy::qualified_name(p), *p)).collect();
+        let index: proxy::ProxyIndex = proxies.iter().map(|p| (qualified_name(p), *p)).collect();
         let mut table = RouteTable::default();
         if self.config.has(Fault::Bare502OnHandshakeFailure) {
             table.upstream_failure = UpstreamFailureResponse::Bare502;
         }
         let mut statuses = proxy::Statuses::new();
         for object in proxies.iter().filter(|p| !p["spec"]["virtualhost"].is_null()) {
-            let me = proxy::qualified_name(object);
+            let me = qualified_name(object);
             let fqdn = fqdn_of(object);
             let others: Vec<String> = claims.get(&fqdn).into_iter().flatten().filter(|n| **n != me).cloned().collect();
             if let Some((fqdn, virtual_host)) = proxy::process_root(&ctx, &index, object, &others, &mut statuses) {
@@ -225,7 +214,7 @@ impl Controller {
         }
         // What no root reached is an orphan (docs/contract.md E3).
         for object in &proxies {
-            statuses.entry(proxy::qualified_name(object)).or_insert_with(|| {
+            statuses.entry(qualified_name(object)).or_insert_with(|| {
                 let mut status = ProxyStatus::default();
                 if self.config.has(Fault::OrphanedWithoutErrorEntry) {
                     status.orphaned_without_error_entry = true;
@@ -248,7 +237,7 @@ impl Controller {
         self.routes.send_replace(Arc::new(table));
         let now = now_rfc3339();
         for object in &proxies {
-            let Some(status) = statuses.get(&proxy::qualified_name(object)) else { continue };
+            let Some(status) = statuses.get(&qualified_name(object)) else { continue };
             let meta = &object["metadata"];
             let (Some(ns), Some(name)) = (meta["namespace"].as_str(), meta["name"].as_str()) else { continue };
             let generation = meta["generation"].as_i64().unwrap_or(1);
@@ -294,10 +283,16 @@ fn fqdn_claims(proxies: &[&Value]) -> BTreeMap<String, Vec<String>> {
     for object in proxies {
         let fqdn = fqdn_of(object);
         if !fqdn.is_empty() {
-            claims.entry(fqdn).or_default().push(proxy::qualified_name(object));
+            claims.entry(fqdn).or_default().push(qualified_name(object));
         }
     }
     claims
+}
+
+/// `namespace/name` of a stored object.
+pub fn qualified_name(object: &Value) -> String {
+    let meta = &object["metadata"];
+    format!("{}/{}", meta["namespace"].as_str().unwrap_or_default(), meta["name"].as_str().unwrap_or_default())
 }
 
 fn fqdn_of(object: &Value) -> String {

@@ -14,12 +14,12 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::Context;
 use super::client_certificate::ClientCertificateState;
 use super::protocol::{self, UpstreamProtocol};
 use super::status::ProxyStatus;
 use super::upstream::{PortRef, UpstreamRequest, build_cluster, lookup_service};
 use super::validation::{self, UpstreamValidation, ValidationError};
+use super::{Context, qualified_name};
 use crate::config::{Fault, LoopbackConfig};
 use crate::dataplane::table::{Cluster, HostRewrite, PathPrefix, Route, RouteAction, VirtualHost};
 
@@ -117,12 +117,6 @@ pub type ProxyIndex<'v> = BTreeMap<String, &'v Value>;
 /// Statuses by `namespace/name`: every root gets one, and so does every proxy a root reaches
 /// through its includes. A proxy left without one is an orphan (docs/contract.md E3).
 pub type Statuses = BTreeMap<String, ProxyStatus>;
-
-/// `namespace/name` of an object.
-pub fn qualified_name(object: &Value) -> String {
-    let meta = &object["metadata"];
-    format!("{}/{}", meta["namespace"].as_str().unwrap_or_default(), meta["name"].as_str().unwrap_or_default())
-}
 
 /// Processes the root HTTPProxy `object` (one with a `virtualhost`) and every proxy it
 /// includes, recording their statuses in `statuses`. `duplicate_of` lists the other roots
@@ -261,8 +255,8 @@ impl Walk<'_, '_, '_> {
             };
             if let Some((reason, message)) = unusable {
                 self.status(&me).error("IncludeError", reason, message);
-                // The include's own conditions answer 502 (docs/contract.md I4).
-                if !own.is_empty() && !self.ctx.config.has(Fault::MissingIncludeAnswers404) {
+                // An include with conditions answers 502 under them (docs/contract.md I4).
+                if !include.conditions.is_empty() && !self.ctx.config.has(Fault::MissingIncludeAnswers404) {
                     let action = RouteAction::DirectResponse { status: 502 };
                     routes.push(Route { path: PathPrefix::String(include_prefix), action, host_rewrite: None });
                 }

@@ -788,6 +788,7 @@ mod includes {
             {"name": "missing", "conditions": [{"prefix": "/missing"}]},
             {"name": "other-root", "conditions": [{"prefix": "/other"}]},
             {"name": "unconditioned"},
+            {"name": "empty-condition", "conditions": [{}]},
         ]);
         root(&f, includes);
         create(&f, NS, "other-root", json!({"virtualhost": {"fqdn": "other.test"}, "routes": []}));
@@ -798,12 +799,15 @@ mod includes {
                 ("IncludeNotFound", format!("include {NS}/missing not found")),
                 ("RootIncludesRoot", format!("root httpproxy cannot include another root httpproxy ({NS}/other-root)")),
                 ("IncludeNotFound", format!("include {NS}/unconditioned not found")),
+                ("IncludeNotFound", format!("include {NS}/empty-condition not found")),
             ]
             .map(|(r, m)| (r.to_string(), m))
         );
         assert_eq!(
             routes(&table),
-            [("/missing", "502"), ("/other", "502"), ("/root", "forward")].map(|(p, a)| (p.to_string(), a.to_string()))
+            // Conditions, even empty ones, get the 502 route (at `/` when they hold no prefix).
+            [("/", "502"), ("/missing", "502"), ("/other", "502"), ("/root", "forward")]
+                .map(|(p, a)| (p.to_string(), a.to_string()))
         );
     }
 

@@ -72,23 +72,26 @@ pub fn lookup(
             "invalid CA Secret \"{key}\": secret type is not \"Opaque\""
         )));
     }
-    let bundle = ca_bundle(secret.as_ref(), ctx.config.has(Fault::ParseCaBundleDer));
+    let mut bundle = ca_bundle(secret.as_ref(), ctx.config.has(Fault::ParseCaBundleDer));
+    if ctx.config.has(Fault::KeepLastCaBundle) {
+        let mut cache = ctx.ca_cache.lock().unwrap_or_else(|e| e.into_inner());
+        match &bundle {
+            Ok(certificates) => {
+                cache.insert(key.clone(), certificates.clone());
+            }
+            // The key is gone from a Secret that still exists: the last bundle stays.
+            Err(_) if secret.as_ref().is_some_and(|s| secret_data(s, CA_KEY).is_empty()) => {
+                if let Some(last) = cache.get(&key) {
+                    bundle = Ok(last.clone());
+                }
+            }
+            Err(_) => {}
+        }
+    }
     let ca_certificates = match bundle {
         Ok(certificates) if ctx.config.has(Fault::StaleCaBundle) => {
             let mut cache = ctx.ca_cache.lock().unwrap_or_else(|e| e.into_inner());
             cache.entry(key).or_insert(certificates).clone()
-        }
-        Ok(certificates) if ctx.config.has(Fault::KeepLastCaBundle) => {
-            let mut cache = ctx.ca_cache.lock().unwrap_or_else(|e| e.into_inner());
-            cache.insert(key, certificates.clone());
-            certificates
-        }
-        Err(_)
-            if ctx.config.has(Fault::KeepLastCaBundle)
-                && secret.as_ref().is_some_and(|s| secret_data(s, CA_KEY).is_empty())
-                && ctx.ca_cache.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&key) =>
-        {
-            ctx.ca_cache.lock().unwrap_or_else(|e| e.into_inner())[&key].clone()
         }
         Ok(certificates) => certificates,
         Err(detail) => {
