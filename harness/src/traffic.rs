@@ -67,7 +67,7 @@ pub fn client(proxy: SocketAddr, host: &str) -> Result<reqwest::Client, String> 
         .map_err(|e| format!("cannot build an HTTP client: {}", error_chain(&e)))
 }
 
-/// Sends `GET url` with the request id header.
+/// Sends `GET url` with the request id header and the scenario's own `headers`.
 pub async fn send(client: &reqwest::Client, url: &str, headers: &[(String, String)], request_id: &str) -> Answer {
     let mut request = client.get(url).header(REQUEST_ID_HEADER, request_id);
     for (name, value) in headers {
