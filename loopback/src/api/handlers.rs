@@ -58,7 +58,7 @@ impl Call<'_> {
         let labels = LabelSelector::parse(self.query.get("labelSelector").unwrap_or_default())?;
         let fields = FieldSelector::parse(self.query.get("fieldSelector").unwrap_or_default())?;
         let (items, resource_version) = self.state.store.list(kind, namespace);
-        let items = items.into_iter().filter(|o| labels.matches(o) && fields.matches(o)).collect();
+        let items = items.iter().filter(|o| labels.matches(o) && fields.matches(o)).map(|o| Value::clone(o)).collect();
         Ok((items, resource_version))
     }
 

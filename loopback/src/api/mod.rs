@@ -26,4 +26,4 @@ pub mod watch;
 pub use errors::ApiError;
 pub use handlers::LOG_FILE_ANNOTATION;
 pub use server::{serve, write_kubeconfig};
-pub use store::{EventType, Store, Subresource, WatchEvent};
+pub use store::{Batch, Changes, EventType, Store, Subresource, WatchEvent};

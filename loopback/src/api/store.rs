@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value, json};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use super::errors::ApiError;
 use super::kinds::{self, ResourceKind};
@@ -57,13 +58,54 @@ pub enum Subresource {
     Status,
 }
 
+/// What [`Changes::next`] yields.
+#[derive(Debug)]
+pub enum Batch {
+    /// Changes to the watched kinds, oldest first; never empty.
+    Events(Vec<WatchEvent>),
+    /// More changes happened than the store keeps for a slow reader: read everything again.
+    Missed,
+}
+
+/// A reconciler's view of the store's changes: [`Store::changes`].
+pub struct Changes {
+    receiver: broadcast::Receiver<WatchEvent>,
+    kinds: &'static [&'static ResourceKind],
+}
+
+impl Changes {
+    /// Waits for a change to one of the watched kinds, then takes every change already
+    /// waiting, so that a burst of writes costs one reconcile. `None` once the store is gone.
+    pub async fn next(&mut self) -> Option<Batch> {
+        let mut events = Vec::new();
+        while events.is_empty() {
+            match self.receiver.recv().await {
+                Ok(event) => events.extend(self.watched(event)),
+                Err(RecvError::Lagged(_)) => return Some(Batch::Missed),
+                Err(RecvError::Closed) => return None,
+            }
+        }
+        loop {
+            match self.receiver.try_recv() {
+                Ok(event) => events.extend(self.watched(event)),
+                Err(TryRecvError::Lagged(_)) => return Some(Batch::Missed),
+                Err(TryRecvError::Empty | TryRecvError::Closed) => return Some(Batch::Events(events)),
+            }
+        }
+    }
+
+    fn watched(&self, event: WatchEvent) -> Option<WatchEvent> {
+        self.kinds.contains(&event.kind).then_some(event)
+    }
+}
+
 type Key = (&'static str, String, String);
 
 #[derive(Default)]
 struct Inner {
     resource_version: u64,
     uid_counter: u64,
-    objects: BTreeMap<Key, Value>,
+    objects: BTreeMap<Key, Arc<Value>>,
     log: VecDeque<WatchEvent>,
 }
 
@@ -72,7 +114,6 @@ struct Inner {
 pub struct Store {
     inner: Arc<Mutex<Inner>>,
     events: broadcast::Sender<WatchEvent>,
-    revision: watch::Sender<u64>,
 }
 
 impl Default for Store {
@@ -84,8 +125,7 @@ impl Default for Store {
 impl Store {
     pub fn new() -> Self {
         let (events, _) = broadcast::channel(EVENT_LOG_LEN);
-        let (revision, _) = watch::channel(0);
-        Store { inner: Arc::default(), events, revision }
+        Store { inner: Arc::default(), events }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -99,24 +139,26 @@ impl Store {
         self.lock().resource_version
     }
 
-    /// A receiver that changes whenever anything in the store changes, for reconcilers.
-    pub fn revisions(&self) -> watch::Receiver<u64> {
-        self.revision.subscribe()
+    /// Changes to objects of `kinds` from now on, for a reconciler that has no reason to wake
+    /// for anything else. Subscribe before the first full pass, so nothing falls in between.
+    pub fn changes(&self, kinds: &'static [&'static ResourceKind]) -> Changes {
+        Changes { receiver: self.events.subscribe(), kinds }
     }
 
     pub fn get(&self, kind: &'static ResourceKind, namespace: &str, name: &str) -> Option<Value> {
-        self.lock().objects.get(&key(kind, namespace, name)).cloned()
+        self.lock().objects.get(&key(kind, namespace, name)).map(|v| Value::clone(v))
     }
 
     /// All objects of a kind, in one namespace or (`None`) in all, with the store's
     /// resourceVersion at the time of listing.
-    pub fn list(&self, kind: &'static ResourceKind, namespace: Option<&str>) -> (Vec<Value>, u64) {
+    pub fn list(&self, kind: &'static ResourceKind, namespace: Option<&str>) -> (Vec<Arc<Value>>, u64) {
         let inner = self.lock();
+        let from = (kind.plural, namespace.unwrap_or_default().to_string(), String::new());
         let items = inner
             .objects
-            .iter()
-            .filter(|((plural, ns, _), _)| *plural == kind.plural && namespace.is_none_or(|want| want == ns))
-            .map(|(_, v)| v.clone())
+            .range(from..)
+            .take_while(|((plural, ns, _), _)| *plural == kind.plural && namespace.is_none_or(|want| want == ns))
+            .map(|(_, v)| Arc::clone(v))
             .collect();
         (items, inner.resource_version)
     }
@@ -182,7 +224,7 @@ impl Store {
     ) -> Result<Value, ApiError> {
         let mut inner = self.lock();
         let k = key(kind, namespace, name);
-        let Some(current) = inner.objects.get(&k).cloned() else {
+        let Some(current) = inner.objects.get(&k).map(|v| Value::clone(v)) else {
             return Err(ApiError::not_found(kind, name));
         };
         if let Some(rv) = object.pointer("/metadata/resourceVersion").and_then(Value::as_str)
@@ -209,12 +251,15 @@ impl Store {
     ) -> Option<Value> {
         let mut inner = self.lock();
         let k = key(kind, namespace, name);
-        let current = inner.objects.get(&k)?.clone();
-        let mut edited = current.clone();
+        let current = Arc::clone(inner.objects.get(&k)?);
+        let mut edited = Value::clone(&current);
         change(&mut edited);
+        if edited == *current {
+            return Some(edited);
+        }
         let next = merge_update(kind, &current, edited, subresource);
-        if next == current {
-            return Some(current);
+        if next == *current {
+            return Some(next);
         }
         Some(commit(self, &mut inner, k, next, EventType::Modified))
     }
@@ -228,7 +273,7 @@ impl Store {
     pub fn delete(&self, kind: &'static ResourceKind, namespace: &str, name: &str) -> Result<Value, ApiError> {
         let mut inner = self.lock();
         let k = key(kind, namespace, name);
-        let Some(current) = inner.objects.get(&k).cloned() else {
+        let Some(current) = inner.objects.get(&k).map(|v| Value::clone(v)) else {
             return Err(ApiError::not_found(kind, name));
         };
         if kind == &kinds::POD || kind == &kinds::NAMESPACE {
@@ -250,16 +295,17 @@ impl Store {
         inner.objects.remove(&k);
         let mut gone = current;
         bump(&mut inner, &mut gone);
-        publish(self, &mut inner, kind, namespace, EventType::Deleted, gone.clone());
+        publish(self, &mut inner, kind, namespace, EventType::Deleted, Arc::new(gone.clone()));
         Ok(gone)
     }
 
     /// Removes an object for good: a pod whose process has stopped.
     pub fn remove(&self, kind: &'static ResourceKind, namespace: &str, name: &str) {
         let mut inner = self.lock();
-        if let Some(mut gone) = inner.objects.remove(&key(kind, namespace, name)) {
+        if let Some(gone) = inner.objects.remove(&key(kind, namespace, name)) {
+            let mut gone = Value::clone(&gone);
             bump(&mut inner, &mut gone);
-            publish(self, &mut inner, kind, namespace, EventType::Deleted, gone);
+            publish(self, &mut inner, kind, namespace, EventType::Deleted, Arc::new(gone));
         }
         drop(inner);
         if kind.namespaced {
@@ -287,10 +333,11 @@ impl Store {
         let empty = !inner.objects.keys().any(|(_, ns, _)| ns == namespace);
         if terminating
             && empty
-            && let Some(mut gone) = inner.objects.remove(&ns_key)
+            && let Some(gone) = inner.objects.remove(&ns_key)
         {
+            let mut gone = Value::clone(&gone);
             bump(&mut inner, &mut gone);
-            publish(self, &mut inner, &kinds::NAMESPACE, "", EventType::Deleted, gone);
+            publish(self, &mut inner, &kinds::NAMESPACE, "", EventType::Deleted, Arc::new(gone));
         }
     }
 
@@ -391,25 +438,24 @@ fn merge_update(kind: &ResourceKind, current: &Value, incoming: Value, subresour
 
 /// Whether anything outside metadata and status changed: that is what bumps generation.
 fn spec_changed(before: &Value, after: &Value) -> bool {
-    let strip = |v: &Value| {
-        let mut v = v.clone();
-        if let Some(map) = v.as_object_mut() {
-            map.remove("metadata");
-            map.remove("status");
-        }
-        v
+    let (Some(before), Some(after)) = (before.as_object(), after.as_object()) else {
+        return before != after;
     };
-    strip(before) != strip(after)
+    fn outside(map: &Map<String, Value>) -> BTreeMap<&String, &Value> {
+        map.iter().filter(|(k, _)| *k != "metadata" && *k != "status").collect()
+    }
+    outside(before) != outside(after)
 }
 
 fn commit(store: &Store, inner: &mut Inner, k: Key, mut object: Value, event_type: EventType) -> Value {
     bump(inner, &mut object);
     let kind = kinds::KINDS.iter().copied().find(|kind| kind.plural == k.0);
-    inner.objects.insert(k.clone(), object.clone());
+    let stored = Arc::new(object);
+    inner.objects.insert(k.clone(), Arc::clone(&stored));
     if let Some(kind) = kind {
-        publish(store, inner, kind, &k.1, event_type, object.clone());
+        publish(store, inner, kind, &k.1, event_type, Arc::clone(&stored));
     }
-    object
+    Value::clone(&stored)
 }
 
 fn bump(inner: &mut Inner, object: &mut Value) {
@@ -424,14 +470,14 @@ fn publish(
     kind: &'static ResourceKind,
     namespace: &str,
     event_type: EventType,
-    object: Value,
+    object: Arc<Value>,
 ) {
     let event = WatchEvent {
         resource_version: inner.resource_version,
         kind,
         namespace: namespace.to_string(),
         event_type,
-        object: Arc::new(object),
+        object,
     };
     if inner.log.len() == EVENT_LOG_LEN {
         inner.log.pop_front();
@@ -439,7 +485,6 @@ fn publish(
     inner.log.push_back(event.clone());
     // No receiver is fine: nobody is watching.
     let _ = store.events.send(event);
-    store.revision.send_replace(inner.resource_version);
 }
 
 fn set_type_meta(object: &mut Value, kind: &ResourceKind) {
@@ -587,5 +632,57 @@ mod tests {
         let (backlog, _rx) = store.watch_from(rv).unwrap();
         assert_eq!(backlog.len(), 1);
         assert_eq!(backlog[0].event_type, EventType::Added);
+    }
+
+    #[test]
+    fn list_takes_one_kind_and_namespace() {
+        let store = Store::new();
+        ns(&store, "a");
+        ns(&store, "b");
+        for (namespace, name) in [("a", "x"), ("a", "y"), ("b", "x")] {
+            store.create(&kinds::CONFIG_MAP, namespace, json!({"metadata": {"name": name}})).unwrap();
+            store.create(&kinds::SECRET, namespace, json!({"metadata": {"name": name}})).unwrap();
+        }
+        let names = |(items, _): (Vec<Arc<Value>>, u64)| -> Vec<String> {
+            items.iter().map(|o| format!("{}/{}", o["metadata"]["namespace"], o["metadata"]["name"])).collect()
+        };
+        assert_eq!(names(store.list(&kinds::SECRET, Some("a"))), [r#""a"/"x""#, r#""a"/"y""#]);
+        assert_eq!(names(store.list(&kinds::CONFIG_MAP, None)).len(), 3);
+        assert_eq!(names(store.list(&kinds::NAMESPACE, None)), [r#"null/"a""#, r#"null/"b""#]);
+        assert!(store.list(&kinds::SECRET, Some("c")).0.is_empty());
+    }
+
+    #[tokio::test]
+    async fn changes_come_in_batches_of_the_watched_kinds_only() {
+        static WATCHED: [&ResourceKind; 1] = [&kinds::SECRET];
+        let store = Store::new();
+        let mut changes = store.changes(&WATCHED);
+        ns(&store, "a");
+        store.create(&kinds::SECRET, "a", json!({"metadata": {"name": "s"}})).unwrap();
+        store.create(&kinds::CONFIG_MAP, "a", json!({"metadata": {"name": "c"}})).unwrap();
+        store.create(&kinds::SECRET, "a", json!({"metadata": {"name": "t"}})).unwrap();
+        let Some(Batch::Events(events)) = changes.next().await else { panic!("a batch") };
+        let names: Vec<&str> = events.iter().map(|e| e.object["metadata"]["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["s", "t"], "both Secrets at once, not the Namespace or the ConfigMap");
+        // Nothing watched since: the next batch waits for the next Secret.
+        store.create(&kinds::CONFIG_MAP, "a", json!({"metadata": {"name": "d"}})).unwrap();
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(50), changes.next()).await;
+        assert!(waiting.is_err(), "woken by a ConfigMap");
+        store.delete(&kinds::SECRET, "a", "s").unwrap();
+        let Some(Batch::Events(events)) = changes.next().await else { panic!("a batch") };
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].event_type, EventType::Deleted);
+    }
+
+    #[tokio::test]
+    async fn changes_say_when_some_were_missed() {
+        static WATCHED: [&ResourceKind; 1] = [&kinds::CONFIG_MAP];
+        let store = Store::new();
+        let mut changes = store.changes(&WATCHED);
+        ns(&store, "a");
+        for n in 0..=EVENT_LOG_LEN {
+            store.create(&kinds::CONFIG_MAP, "a", json!({"metadata": {"name": format!("c{n}")}})).unwrap();
+        }
+        assert!(matches!(changes.next().await, Some(Batch::Missed)));
     }
 }

@@ -1,6 +1,6 @@
 //! The reference controller: the upstream TLS contract (docs/contract.md) as code.
 //!
-//! [`Controller::run`] rebuilds the whole configuration whenever the store changes, as
+//! [`Controller::run`] rebuilds the whole configuration whenever what it reads changes, as
 //! Contour rebuilds its DAG: every root HTTPProxy is processed with what it includes ([`proxy::process_root`]), then every
 //! Ingress ([`ingress::routes`]); the resulting [`RouteTable`] is handed to the data plane,
 //! then each proxy's status is written. Routes go out before statuses, so a client that sees
@@ -29,10 +29,12 @@ use std::sync::{Arc, Mutex};
 
 use rustls::pki_types::CertificateDer;
 use serde_json::Value;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 
-use crate::api::kinds::{HTTP_PROXY, INGRESS, NAMESPACE, SECRET};
-use crate::api::store::{EventType, Store, Subresource, WatchEvent, now_rfc3339};
+use crate::api::kinds::{
+    HTTP_PROXY, INGRESS, NAMESPACE, POD, ResourceKind, SECRET, SERVICE, TLS_CERTIFICATE_DELEGATION,
+};
+use crate::api::store::{Batch, EventType, Store, Subresource, WatchEvent, now_rfc3339};
 use crate::config::{Fault, LoopbackConfig};
 use crate::dataplane::RouteTable;
 use crate::dataplane::table::{UpstreamFailureResponse, VirtualHost};
@@ -52,6 +54,11 @@ pub struct Context<'a> {
     pub delegation_grants: &'a Mutex<HashSet<String>>,
 }
 
+/// What a rebuild reads (Pods for endpoints, Namespaces for the Secrets snapshot): a change
+/// to anything else does not wake the controller.
+static WATCHED: [&ResourceKind; 7] =
+    [&HTTP_PROXY, &INGRESS, &SERVICE, &POD, &SECRET, &TLS_CERTIFICATE_DELEGATION, &NAMESPACE];
+
 /// The reference HTTPProxy controller.
 pub struct Controller {
     store: Store,
@@ -65,6 +72,8 @@ pub struct Controller {
     client_cache: Mutex<Option<ClientCertificateState>>,
     /// Secrets as last refreshed, for the `ignore-secret-events` fault only.
     secret_snapshot: SecretSnapshot,
+    /// Each proxy's metadata as last seen, to tell a status write from a change.
+    proxy_metadata: Mutex<HashMap<String, Value>>,
 }
 
 impl Controller {
@@ -78,32 +87,33 @@ impl Controller {
             secret_data: Mutex::default(),
             client_cache: Mutex::default(),
             secret_snapshot: SecretSnapshot::default(),
+            proxy_metadata: Mutex::default(),
         }
     }
 
-    /// Reconciles on every change to the store until `shutdown` turns true.
+    /// Reconciles on every change to what it reads until `shutdown` turns true; a burst of
+    /// changes costs one rebuild.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        // Watching from "now" cannot be refused.
-        let Ok((_, mut events)) = self.store.watch_from(0) else { return };
+        let mut changes = self.store.changes(&WATCHED);
         self.reconcile();
         loop {
-            let changed_namespace = tokio::select! {
-                event = events.recv() => match event {
-                    Ok(event) if self.triggers_rebuild(&event) => Some(changed_namespace(&event)),
-                    Ok(_) => None,
-                    // Missed events: rebuild from the whole store anyway.
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        self.remember_secrets();
-                        self.refresh_secrets(None);
-                        Some(String::new())
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                },
+            let batch = tokio::select! {
+                batch = changes.next() => batch,
                 _ = shutdown.changed() => return,
             };
-            if let Some(namespace) = changed_namespace {
-                self.refresh_secrets(Some(&BTreeSet::from([namespace])));
-                self.rebuild();
+            match batch {
+                None => return,
+                // Missed changes: start again from the whole store.
+                Some(Batch::Missed) => self.reconcile(),
+                Some(Batch::Events(events)) => {
+                    // Every event is looked at: the check remembers what each Secret held.
+                    let namespaces: BTreeSet<String> =
+                        events.iter().filter(|e| self.triggers_rebuild(e)).map(changed_namespace).collect();
+                    if !namespaces.is_empty() {
+                        self.refresh_secrets(Some(&namespaces));
+                        self.rebuild();
+                    }
+                }
             }
         }
     }
@@ -116,7 +126,12 @@ impl Controller {
     /// As in Contour, an update counts as the removal of the old Secret and the addition of
     /// the new one (so losing `ca.crt` rebuilds), and an update that leaves `data` as it was
     /// changes nothing.
+    ///
+    /// A proxy whose status alone changed (the controller's own writes) calls for nothing.
     fn triggers_rebuild(&self, event: &WatchEvent) -> bool {
+        if event.kind == &HTTP_PROXY {
+            return self.proxy_changed(event);
+        }
         if event.kind != &SECRET {
             return true;
         }
@@ -144,6 +159,23 @@ impl Controller {
             .as_ref()
             .is_some_and(|configured| name == configured.name && event.namespace == configured.namespace);
         has_ca(&secret["data"]) || before.as_ref().is_some_and(has_ca) || configured
+    }
+
+    /// Whether a proxy event changes more than its status; remembers its metadata.
+    fn proxy_changed(&self, event: &WatchEvent) -> bool {
+        let key = qualified_name(&event.object);
+        let mut seen = self.proxy_metadata.lock().unwrap_or_else(|e| e.into_inner());
+        if event.event_type == EventType::Deleted {
+            seen.remove(&key);
+            return true;
+        }
+        // Spec changes bump metadata.generation; resourceVersion changes with every write.
+        let mut metadata = event.object["metadata"].clone();
+        if let Some(map) = metadata.as_object_mut() {
+            map.remove("resourceVersion");
+            map.remove("managedFields");
+        }
+        seen.insert(key, metadata.clone()).is_none_or(|before| before != metadata)
     }
 
     /// Records every Secret's `data`, for [`Controller::triggers_rebuild`].
@@ -196,6 +228,7 @@ impl Controller {
         let proxies: Vec<&Value> = proxies
             .iter()
             .filter(|p| p["metadata"].get("deletionTimestamp").is_none() && self.serves_class(p))
+            .map(|p| &**p)
             .collect();
         let claims = fqdn_claims(&proxies);
         let index: proxy::ProxyIndex = proxies.iter().map(|p| (qualified_name(p), *p)).collect();

@@ -41,7 +41,7 @@ impl SecretSnapshot {
         for secret in secrets {
             let meta = &secret["metadata"];
             let (Some(ns), Some(name)) = (meta["namespace"].as_str(), meta["name"].as_str()) else { continue };
-            by_namespace.entry(ns.to_string()).or_default().insert(name.to_string(), secret.clone());
+            by_namespace.entry(ns.to_string()).or_default().insert(name.to_string(), Value::clone(&secret));
         }
         let mut snapshot = self.namespaces.lock().unwrap_or_else(|e| e.into_inner());
         match namespaces {

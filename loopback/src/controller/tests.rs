@@ -888,3 +888,34 @@ fn s5_secret_changes_rebuild_only_when_ca_crt_is_involved_or_the_secret_is_confi
         assert_eq!(controller.triggers_rebuild(&event(event_type, name, data)), rebuild, "{why}");
     }
 }
+
+#[test]
+fn a_proxy_status_write_calls_for_no_rebuild() {
+    use crate::api::store::{EventType, WatchEvent};
+    let f = Fixture::new();
+    let (tx, _rx) = watch::channel(Arc::new(RouteTable::default()));
+    let controller = Controller::new(f.store.clone(), Arc::new(f.config.clone()), tx);
+    let event = |event_type, resource_version: &str, generation: u64, annotations: Value, status: &str| WatchEvent {
+        resource_version: 1,
+        kind: &HTTP_PROXY,
+        namespace: NS.into(),
+        event_type,
+        object: Arc::new(json!({
+            "metadata": {"name": "p", "namespace": NS, "resourceVersion": resource_version,
+                         "generation": generation, "annotations": annotations},
+            "spec": {}, "status": {"currentStatus": status},
+        })),
+    };
+    let cases = [
+        (event(EventType::Added, "1", 1, json!({}), "NotReconciled"), true, "new proxy"),
+        (event(EventType::Modified, "2", 1, json!({}), "valid"), false, "status written"),
+        (event(EventType::Modified, "3", 2, json!({}), "valid"), true, "spec changed"),
+        (event(EventType::Modified, "4", 2, json!({"kubernetes.io/ingress.class": "x"}), "valid"), true, "annotation"),
+        (event(EventType::Modified, "5", 2, json!({"kubernetes.io/ingress.class": "x"}), "invalid"), false, "status"),
+        (event(EventType::Deleted, "6", 2, json!({"kubernetes.io/ingress.class": "x"}), "invalid"), true, "deleted"),
+        (event(EventType::Added, "7", 1, json!({}), "NotReconciled"), true, "created again"),
+    ];
+    for (event, rebuild, why) in cases {
+        assert_eq!(controller.triggers_rebuild(&event), rebuild, "{why}");
+    }
+}

@@ -159,11 +159,11 @@ fn endpoints(ctx: &Context<'_>, namespace: &str, service: &Service, port: &Servi
         if !crate::kubelet::deployments::pod_is_ready(&value) || value["metadata"].get("deletionTimestamp").is_some() {
             continue;
         }
-        let Ok(pod) = serde_json::from_value::<Pod>(value) else { continue };
-        let labels = pod.metadata.labels.clone().unwrap_or_default();
-        if !selector.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+        let labels = &value["metadata"]["labels"];
+        if !selector.iter().all(|(k, v)| labels[k].as_str() == Some(v)) {
             continue;
         }
+        let Ok(pod) = serde_json::from_value::<Pod>(serde_json::Value::clone(&value)) else { continue };
         let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.as_ref()).and_then(|ip| ip.parse::<IpAddr>().ok())
         else {
             continue;

@@ -6,6 +6,7 @@
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{Value, json};
@@ -28,7 +29,7 @@ pub fn sync(store: &Store) {
     collect_orphans(store, &deployments, &pods);
 }
 
-fn sync_one(store: &Store, deployment: &Value, pods: &[Value]) {
+fn sync_one(store: &Store, deployment: &Value, pods: &[Arc<Value>]) {
     let meta = &deployment["metadata"];
     let (Some(namespace), Some(name), Some(uid)) =
         (meta["namespace"].as_str(), meta["name"].as_str(), meta["uid"].as_str())
@@ -42,7 +43,7 @@ fn sync_one(store: &Store, deployment: &Value, pods: &[Value]) {
     let hash = template_hash(template);
     let desired = deployment["spec"]["replicas"].as_u64().unwrap_or(1) as usize;
 
-    let owned: Vec<&Value> = pods.iter().filter(|p| owner_uid(p) == Some(uid)).collect();
+    let owned: Vec<&Value> = pods.iter().filter(|p| owner_uid(p) == Some(uid)).map(|p| &**p).collect();
     let live: Vec<&Value> =
         owned.iter().copied().filter(|p| p["metadata"].get("deletionTimestamp").is_none()).collect();
     let (current, stale): (Vec<&Value>, Vec<&Value>) =
@@ -96,7 +97,7 @@ fn sync_one(store: &Store, deployment: &Value, pods: &[Value]) {
 }
 
 /// Deletes pods whose owning Deployment is gone, as the garbage collector does.
-fn collect_orphans(store: &Store, deployments: &[Value], pods: &[Value]) {
+fn collect_orphans(store: &Store, deployments: &[Arc<Value>], pods: &[Arc<Value>]) {
     for pod in pods {
         let Some(owner) = owner_uid(pod) else { continue };
         if deployments.iter().any(|d| d["metadata"]["uid"].as_str() == Some(owner)) {

@@ -7,6 +7,7 @@
 //! only ready pods (Kubernetes also lists the others with `ready: false`, which Contour skips).
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 
@@ -61,7 +62,7 @@ fn write(store: &Store, namespace: &str, name: &str, slice: Value) {
 
 /// The slice a Service should have, or `None` for a Service without a selector (its
 /// endpoints are someone else's business) or one being deleted.
-fn desired_slice(service: &Value, pods: &[Value]) -> Option<Value> {
+fn desired_slice(service: &Value, pods: &[Arc<Value>]) -> Option<Value> {
     let meta = &service["metadata"];
     let (namespace, name, uid) = (meta["namespace"].as_str()?, meta["name"].as_str()?, meta["uid"].as_str()?);
     let selector = service["spec"]["selector"].as_object().filter(|s| !s.is_empty())?;
@@ -74,6 +75,7 @@ fn desired_slice(service: &Value, pods: &[Value]) -> Option<Value> {
         .filter(|pod| pod["metadata"].get("deletionTimestamp").is_none() && pod_is_ready(pod))
         .filter(|pod| selector.iter().all(|(k, v)| pod["metadata"]["labels"].get(k) == Some(v)))
         .filter(|pod| pod["status"]["podIP"].is_string())
+        .map(|pod| &**pod)
         .collect();
     let endpoints: Vec<Value> = selected
         .iter()

@@ -1,6 +1,6 @@
 //! The loopback kubelet: Deployments become Pods, Pods become local nginx processes.
 //!
-//! [`Kubelet::run`] reconciles whenever the store changes, on a short tick while a pod is
+//! [`Kubelet::run`] reconciles whenever an object it reads changes, on a short tick while a pod is
 //! starting, and on a slow one otherwise, so a backend that exits is noticed. Pods on loopback share the host's network namespace, so each gets its own
 //! address in 127.0.0.0/8 and listens there on its container ports, which is what lets many
 //! backends use port 8443 at once, as in a real cluster.
@@ -19,11 +19,16 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::api::Store;
+use crate::api::kinds::{CONFIG_MAP, DEPLOYMENT, ENDPOINT_SLICE, NAMESPACE, POD, ResourceKind, SECRET, SERVICE};
 
 /// How often a starting pod's ports are probed.
 const PROBE_INTERVAL: Duration = Duration::from_millis(100);
 /// How often running pods are checked for exited processes when nothing else happens.
 const IDLE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What the kubelet, the Deployment controller and the EndpointSlice controller read: a
+/// change to anything else (a proxy's status, an Event) does not wake them.
+static WATCHED: [&ResourceKind; 7] = [&DEPLOYMENT, &POD, &SERVICE, &ENDPOINT_SLICE, &CONFIG_MAP, &SECRET, &NAMESPACE];
 
 /// The kubelet and the Deployment controller of a loopback cluster.
 pub struct Kubelet {
@@ -40,14 +45,14 @@ impl Kubelet {
 
     /// Reconciles until `shutdown` turns true, then stops every pod process.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        let mut revisions = self.store.revisions();
+        let mut changes = self.store.changes(&WATCHED);
         loop {
             deployments::sync(&self.store);
             let settling = self.pods.sync().await;
             deployments::sync(&self.store);
             endpoint_slices::sync(&self.store);
             tokio::select! {
-                _ = revisions.changed() => {}
+                batch = changes.next() => if batch.is_none() { break },
                 _ = shutdown.changed() => break,
                 _ = tokio::time::sleep(if settling { PROBE_INTERVAL } else { IDLE_INTERVAL }) => {}
             }

@@ -71,14 +71,15 @@ impl PodRunner {
         let (pods, _) = self.store.list(&POD, None);
         let mut settling = false;
         for value in &pods {
-            let Ok(pod) = serde_json::from_value::<Pod>(value.clone()) else { continue };
+            let meta = &value["metadata"];
             let (Some(ns), Some(name), Some(uid)) =
-                (pod.metadata.namespace.clone(), pod.metadata.name.clone(), pod.metadata.uid.clone())
+                (meta["namespace"].as_str(), meta["name"].as_str(), meta["uid"].as_str())
             else {
                 continue;
             };
+            let (ns, name, uid) = (ns.to_string(), name.to_string(), uid.to_string());
             let key = (ns.clone(), name.clone());
-            if pod.metadata.deletion_timestamp.is_some() {
+            if meta.get("deletionTimestamp").is_some() {
                 self.stop(&key).await;
                 self.store.remove(&POD, &ns, &name);
                 continue;
@@ -91,6 +92,8 @@ impl PodRunner {
                     if value["status"]["phase"] == "Failed" {
                         continue;
                     }
+                    // Read in full only to start it.
+                    let Ok(pod) = serde_json::from_value::<Pod>(Value::clone(value)) else { continue };
                     match self.start(&pod, &ns, &name, &uid).await {
                         Ok(running) => {
                             self.running.insert(key, running);
