@@ -48,9 +48,9 @@ fn repository_dir(name: &str) -> PathBuf {
     }
 }
 
-/// Runs every scenario: those that leave install-wide state alone `parallelism` at a time,
-/// then those that change it, one by one, telling `observer` as they go. Outcomes come back
-/// in that order.
+/// Runs every scenario, `parallelism` at a time, telling `observer` as they go; those that
+/// must run alone on this target ([`Environment::needs_alone`]) run after the others, one by
+/// one. Outcomes come back in that order.
 pub async fn run_all(
     environment: &Environment,
     scenarios: &[LoadedScenario],
@@ -58,7 +58,7 @@ pub async fn run_all(
     observer: &dyn Observer,
 ) -> Vec<ScenarioOutcome> {
     let (exclusive, shared): (Vec<&LoadedScenario>, Vec<&LoadedScenario>) =
-        scenarios.iter().partition(|s| s.scenario.exclusive());
+        scenarios.iter().partition(|s| environment.needs_alone(s));
     let mut outcomes: Vec<ScenarioOutcome> =
         futures::stream::iter(shared.into_iter().map(|s| environment.run(s, observer)))
             .buffered(parallelism.max(1))

@@ -4,19 +4,22 @@
 //!
 //! Loopback is started here and then used exactly like a real cluster: the runner gets a
 //! kubeconfig path and a proxy address and nothing else. It runs two installations, so that
-//! scenarios needing opposite install-wide settings all run: [`loopback_installations`].
+//! scenarios needing opposite install-wide settings all run: [`loopback_installations`]. A
+//! scenario that changes install-wide state gets a loopback cluster of its own, so it runs
+//! alongside the others; on a real cluster it has to run alone ([`Environment::needs_alone`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use loopback::config::{ContourSettings, ControllerKind, SecretName};
 use loopback::{Fault, Loopback, LoopbackConfig};
 
 use crate::cluster::{ClusterClient, ClusterError};
 use crate::install::{InstallClientCertificate, Installation, SecretRef, SkipReason, TlsVersion};
-use crate::runner::{Observer, RunSettings, ScenarioOutcome, Target, run_scenario};
+use crate::report::ControllerLog;
+use crate::runner::{Event, Observer, RunSettings, ScenarioOutcome, Target, run_scenario};
 use crate::scenario::{Feature, LoadedScenario};
 
 /// Environment variables the entry points read (documented in the README).
@@ -183,6 +186,10 @@ pub struct Environment {
     /// In the order of [`TargetConfig::installations`].
     pub targets: Vec<Target>,
     loopbacks: Vec<Loopback>,
+    /// What it was started from, to start more loopback clusters like it.
+    config: TargetConfig,
+    /// The real Contour's logs from clusters started for one scenario, kept after they stop.
+    own_cluster_logs: Mutex<Vec<ControllerLog>>,
 }
 
 impl Environment {
@@ -193,10 +200,18 @@ impl Environment {
     /// Loopback cannot start, the cluster does not answer, the proxy address does not resolve.
     pub async fn connect(config: &TargetConfig, settings: RunSettings) -> Result<Self, TargetError> {
         let run_id = run_id();
-        let mut environment = Environment { targets: Vec::new(), loopbacks: Vec::new() };
+        let mut environment = Environment {
+            targets: Vec::new(),
+            loopbacks: Vec::new(),
+            config: config.clone(),
+            own_cluster_logs: Mutex::default(),
+        };
         for installation in config.installations() {
-            match environment.add(config, installation, &run_id, &settings).await {
-                Ok(target) => environment.targets.push(target),
+            match start_target(config, installation, &run_id, &settings).await {
+                Ok((target, loopback)) => {
+                    environment.targets.push(target);
+                    environment.loopbacks.extend(loopback);
+                }
                 Err(e) => {
                     environment.shutdown().await;
                     return Err(e);
@@ -206,64 +221,22 @@ impl Environment {
         Ok(environment)
     }
 
-    async fn add(
-        &mut self,
-        config: &TargetConfig,
-        installation: Installation,
-        run_id: &str,
-        settings: &RunSettings,
-    ) -> Result<Target, TargetError> {
-        let (cluster, proxy) = match config {
-            TargetConfig::Loopback { faults, controller, .. } => {
-                let loopback = Loopback::start(loopback_config(&installation, faults, controller)).await?;
-                let kubeconfig = loopback.kubeconfig().to_owned();
-                let proxy = loopback.proxy_address();
-                self.loopbacks.push(loopback);
-                (ClusterClient::connect(Some(&kubeconfig), None).await?, proxy)
-            }
-            TargetConfig::Cluster { kubeconfig, context, proxy, .. } => {
-                (ClusterClient::connect(kubeconfig.as_deref(), context.as_deref()).await?, resolve(proxy).await?)
-            }
-        };
-        let client_certificate = match &installation.client_certificate {
-            None => None,
-            Some(secret) => {
-                let install = InstallClientCertificate::generate(secret.clone())
-                    .map_err(|e| TargetError::ClientCertificate { secret: secret.clone(), message: e.to_string() })?;
-                install.write(&cluster, install.original()).await?;
-                Some(Arc::new(install))
-            }
-        };
-        Ok(Target {
-            cluster,
-            proxy,
-            run_id: run_id.to_string(),
-            settings: settings.clone(),
-            installation,
-            client_certificate,
-        })
-    }
-
     /// The loopback clusters this environment started, in the order of its targets (none on a
     /// real cluster). For tests that look inside loopback; the runner never does.
     pub fn loopbacks(&self) -> &[Loopback] {
         &self.loopbacks
     }
 
-    /// The logs of the real Contour controllers this environment runs on loopback, one per
-    /// installation, so far; read before [`Environment::shutdown`], which removes them.
-    pub fn controller_logs(&self) -> Vec<crate::report::ControllerLog> {
-        self.loopbacks
-            .iter()
-            .enumerate()
-            .filter_map(|(index, loopback)| {
-                let text = std::fs::read_to_string(loopback.contour_log()?).ok()?;
-                Some(crate::report::ControllerLog {
-                    file_name: format!("contour-installation-{}.log", index + 1),
-                    text,
-                })
-            })
-            .collect()
+    /// The logs of the real Contour controllers this environment runs on loopback (one per
+    /// installation, then one per scenario that had a cluster of its own), so far; read
+    /// before [`Environment::shutdown`], which removes the running ones.
+    pub fn controller_logs(&self) -> Vec<ControllerLog> {
+        let running = self.loopbacks.iter().enumerate().filter_map(|(index, loopback)| {
+            let text = std::fs::read_to_string(loopback.contour_log()?).ok()?;
+            Some(ControllerLog { file_name: format!("contour-installation-{}.log", index + 1), text })
+        });
+        let stopped = self.own_cluster_logs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        running.chain(stopped).collect()
     }
 
     /// Distinguishes this run's namespaces and host names from any other run's.
@@ -271,12 +244,54 @@ impl Environment {
         self.targets.first().map_or("", |t| t.run_id.as_str())
     }
 
+    /// Whether `scenario` must run while no other scenario does: it changes install-wide
+    /// state, and this is a real cluster (on loopback it gets a cluster of its own instead).
+    pub fn needs_alone(&self, scenario: &LoadedScenario) -> bool {
+        scenario.scenario.exclusive() && !self.starts_clusters()
+    }
+
+    fn starts_clusters(&self) -> bool {
+        matches!(self.config, TargetConfig::Loopback { .. })
+    }
+
     /// Runs `scenario` on the first installation that has every feature it needs; with none,
-    /// it is skipped with the first installation's reason.
+    /// it is skipped with the first installation's reason. On loopback, a scenario that
+    /// changes install-wide state runs on a new cluster with that installation's settings.
     pub async fn run(&self, scenario: &LoadedScenario, observer: &dyn Observer) -> ScenarioOutcome {
         let installations = self.targets.iter().map(|t| &t.installation);
-        let index = choose(installations, &scenario.scenario.features).unwrap_or(0);
-        run_scenario(&self.targets[index], scenario, observer).await
+        let target = &self.targets[choose(installations, &scenario.scenario.features).unwrap_or(0)];
+        let runs = target.installation.lacks_any(&scenario.scenario.features).is_none();
+        if runs && scenario.scenario.exclusive() && self.starts_clusters() {
+            return self.run_on_own_cluster(target, scenario, observer).await;
+        }
+        run_scenario(target, scenario, observer).await
+    }
+
+    async fn run_on_own_cluster(
+        &self,
+        like: &Target,
+        scenario: &LoadedScenario,
+        observer: &dyn Observer,
+    ) -> ScenarioOutcome {
+        let started = start_target(&self.config, like.installation.clone(), &like.run_id, &like.settings).await;
+        let (target, loopback) = match started {
+            Ok(started) => started,
+            Err(e) => {
+                let message = format!("cannot start a loopback cluster of its own: {e}");
+                let outcome = ScenarioOutcome::set_up_failed(scenario, like.installation.describe(), message);
+                observer.event(Event::ScenarioFinished { outcome: &outcome });
+                return outcome;
+            }
+        };
+        let outcome = run_scenario(&target, scenario, observer).await;
+        if let Some(loopback) = loopback {
+            if let Some(text) = loopback.contour_log().and_then(|log| std::fs::read_to_string(log).ok()) {
+                let log = ControllerLog { file_name: format!("contour-{}.log", scenario.name()), text };
+                self.own_cluster_logs.lock().unwrap_or_else(|e| e.into_inner()).push(log);
+            }
+            loopback.shutdown().await;
+        }
+        outcome
     }
 
     /// Stops loopback, if this environment started it.
@@ -285,6 +300,63 @@ impl Environment {
             loopback.shutdown().await;
         }
     }
+}
+
+/// Connects to one installation, starting its loopback cluster first when the config says
+/// loopback, and writes the installation's client certificate Secret when it has one.
+async fn start_target(
+    config: &TargetConfig,
+    installation: Installation,
+    run_id: &str,
+    settings: &RunSettings,
+) -> Result<(Target, Option<Loopback>), TargetError> {
+    match config {
+        TargetConfig::Loopback { faults, controller, .. } => {
+            let loopback = Loopback::start(loopback_config(&installation, faults, controller)).await?;
+            let connected = match ClusterClient::connect(Some(loopback.kubeconfig()), None).await {
+                Ok(cluster) => finish_target(cluster, loopback.proxy_address(), installation, run_id, settings).await,
+                Err(e) => Err(e.into()),
+            };
+            match connected {
+                Ok(target) => Ok((target, Some(loopback))),
+                Err(e) => {
+                    loopback.shutdown().await;
+                    Err(e)
+                }
+            }
+        }
+        TargetConfig::Cluster { kubeconfig, context, proxy, .. } => {
+            let cluster = ClusterClient::connect(kubeconfig.as_deref(), context.as_deref()).await?;
+            let proxy = resolve(proxy).await?;
+            Ok((finish_target(cluster, proxy, installation, run_id, settings).await?, None))
+        }
+    }
+}
+
+async fn finish_target(
+    cluster: ClusterClient,
+    proxy: SocketAddr,
+    installation: Installation,
+    run_id: &str,
+    settings: &RunSettings,
+) -> Result<Target, TargetError> {
+    let client_certificate = match &installation.client_certificate {
+        None => None,
+        Some(secret) => {
+            let install = InstallClientCertificate::generate(secret.clone())
+                .map_err(|e| TargetError::ClientCertificate { secret: secret.clone(), message: e.to_string() })?;
+            install.write(&cluster, install.original()).await?;
+            Some(Arc::new(install))
+        }
+    };
+    Ok(Target {
+        cluster,
+        proxy,
+        run_id: run_id.to_string(),
+        settings: settings.clone(),
+        installation,
+        client_certificate,
+    })
 }
 
 /// The index of the first installation that can run a scenario with `features`, or why the

@@ -5,7 +5,8 @@
 //! `-- --list` and filters that select nothing start nothing. Invalid scenario files make a
 //! failing trial named `scenario-files`, listing every problem. Scenarios needing an
 //! install-wide feature the target lacks are ignored; scenarios that change install-wide
-//! state run alone (they take the exclusive side of a lock the others share).
+//! state get a loopback cluster of their own, or on a real cluster run alone (they take the
+//! exclusive side of a lock the others share).
 
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -117,7 +118,7 @@ fn trial(scenario: Arc<LoadedScenario>, run: Run) -> Trial {
         };
         let environment = environment.as_ref().map_err(|e| Failed::from(format!("cannot set up the run: {e}")))?;
         let outcome = run.runtime.block_on(async {
-            if scenario.scenario.exclusive() {
+            if environment.needs_alone(&scenario) {
                 let _alone = run.install.write().await;
                 environment.run(&scenario, &()).await
             } else {

@@ -156,6 +156,15 @@ impl ScenarioOutcome {
         ScenarioOutcome { skipped: Some(reason), ..ScenarioOutcome::new(loaded) }
     }
 
+    /// A scenario whose target could not be set up: failed in set-up, with `message`.
+    pub fn set_up_failed(loaded: &LoadedScenario, installation: String, message: String) -> Self {
+        ScenarioOutcome {
+            installation,
+            failure: Some(Failure { step: None, kind: "set-up", message, answers: Vec::new() }),
+            ..ScenarioOutcome::new(loaded)
+        }
+    }
+
     /// Nothing happened yet.
     fn new(loaded: &LoadedScenario) -> Self {
         ScenarioOutcome {
