@@ -204,6 +204,8 @@ pub struct Overrides {
     pub controller: Option<ControllerKind>,
     pub contour_version: Option<String>,
     pub keep_namespaces: bool,
+    /// How many scenarios run at once; `None`: [`crate::suite::default_parallelism`].
+    pub parallel: Option<usize>,
 }
 
 impl Overrides {
@@ -253,6 +255,10 @@ impl Overrides {
             // As clap reads the flag's variable: anything but a falsey word is true.
             keep_namespaces: var(env::KEEP_NAMESPACES)
                 .is_some_and(|v| !["0", "n", "no", "f", "false", "off"].contains(&v.trim().to_lowercase().as_str())),
+            parallel: var(env::PARALLEL)
+                .map(|v| crate::suite::parse_parallelism(&v))
+                .transpose()
+                .map_err(|message| TargetError::Setting { variable: env::PARALLEL, message })?,
         })
     }
 }
@@ -264,11 +270,18 @@ pub struct RunPlan {
     pub target: TargetConfig,
     pub settings: RunSettings,
     pub selection: Selection,
+    /// How many scenarios run at once, when given.
+    pub parallel: Option<usize>,
     /// Settings given that do not apply to the target, for the user to hear about.
     pub warnings: Vec<String>,
 }
 
 impl RunPlan {
+    /// How many of `scenarios` scenarios run at once: as given, or the target's default.
+    pub fn parallelism(&self, scenarios: usize) -> usize {
+        self.parallel.unwrap_or_else(|| crate::suite::default_parallelism(&self.target, scenarios))
+    }
+
     /// The plan of `cargo test --test conformance`: the file [`env::CONFIG`] names, if any,
     /// with the other variables of [`env`] on top.
     ///
@@ -396,7 +409,7 @@ impl ImplementationConfig {
         let pick = |given: Vec<String>, file: Vec<String>| if given.is_empty() { file } else { given };
         let selection =
             Selection { run: pick(overrides.run, self.scenarios.run), skip: pick(overrides.skip, self.scenarios.skip) };
-        Ok(RunPlan { implementation, target, settings, selection, warnings })
+        Ok(RunPlan { implementation, target, settings, selection, parallel: overrides.parallel, warnings })
     }
 }
 

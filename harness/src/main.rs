@@ -13,7 +13,7 @@ use harness::install::TlsVersion;
 use harness::progress::Progress;
 use harness::report::{RunInfo, RunReport, write_all};
 use harness::scenario::{LoadedScenario, load_dir};
-use harness::suite::{self, DEFAULT_PARALLELISM};
+use harness::suite;
 use harness::target::{Environment, env};
 
 const EXIT_FAILED: u8 = 1;
@@ -122,9 +122,9 @@ struct RunArgs {
     /// of loopback/contour-versions).
     #[arg(long, value_name = "VERSION", env = env::CONTOUR_VERSION)]
     contour_version: Option<String>,
-    /// How many scenarios run at once.
-    #[arg(long, default_value_t = DEFAULT_PARALLELISM)]
-    parallel: usize,
+    /// How many scenarios run at once [default: all of them on loopback, 4 on a real cluster].
+    #[arg(long, env = env::PARALLEL, value_parser = suite::parse_parallelism)]
+    parallel: Option<usize>,
     /// Keep scenario namespaces after the run, for debugging.
     #[arg(long, env = env::KEEP_NAMESPACES)]
     keep_namespaces: bool,
@@ -279,6 +279,7 @@ fn run(args: RunArgs) -> ExitCode {
         controller: args.controller,
         contour_version: args.contour_version,
         keep_namespaces: args.keep_namespaces,
+        parallel: args.parallel,
     };
     let plan = match config.resolve(overrides) {
         Ok(plan) => plan,
@@ -312,7 +313,7 @@ fn run(args: RunArgs) -> ExitCode {
         };
         let started = (Instant::now(), time::OffsetDateTime::now_utc());
         let progress = Progress::new(scenarios.len());
-        let outcomes = suite::run_all(&environment, &scenarios, args.parallel, &progress).await;
+        let outcomes = suite::run_all(&environment, &scenarios, plan.parallelism(scenarios.len()), &progress).await;
         progress.finish();
         let info = RunInfo::new(&plan, environment.run_id(), started);
         let wall_time = info.wall_time;

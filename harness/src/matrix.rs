@@ -16,9 +16,8 @@ use crate::scenario::LoadedScenario;
 use crate::suite::run_all;
 use crate::target::{Environment, TargetConfig, TargetError};
 
-/// How many loopback clusters run at once, and scenarios within each.
+/// How many loopback clusters run at once (each runs all its scenarios at once).
 const CLUSTERS_AT_ONCE: usize = 5;
-const SCENARIOS_AT_ONCE: usize = 16;
 
 /// Which scenarios caught which faults.
 #[derive(Debug, Default)]
@@ -89,7 +88,7 @@ async fn run_once(scenarios: &[LoadedScenario], fault: Option<Fault>) -> Result<
         controller: Default::default(),
     };
     let environment = Environment::connect(&config, RunSettings::default()).await?;
-    let outcomes = run_all(&environment, scenarios, SCENARIOS_AT_ONCE, &()).await;
+    let outcomes = run_all(&environment, scenarios, scenarios.len(), &()).await;
     environment.shutdown().await;
     Ok(outcomes)
 }

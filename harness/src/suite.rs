@@ -9,10 +9,33 @@ use futures::StreamExt;
 use crate::report::Totals;
 use crate::runner::{Observer, ScenarioOutcome};
 use crate::scenario::LoadedScenario;
-use crate::target::Environment;
+use crate::target::{Environment, TargetConfig};
 
-/// How many scenarios run at the same time by default.
-pub const DEFAULT_PARALLELISM: usize = 4;
+/// How many scenarios run at the same time on a real cluster unless told otherwise: enough to
+/// overlap their waits, few enough not to crowd a small kind cluster.
+pub const DEFAULT_CLUSTER_PARALLELISM: usize = 4;
+
+/// How many of `scenarios` scenarios run at the same time unless told otherwise: on loopback
+/// all of them (its clusters run in this process, and scenarios mostly wait), on a real
+/// cluster [`DEFAULT_CLUSTER_PARALLELISM`].
+pub fn default_parallelism(target: &TargetConfig, scenarios: usize) -> usize {
+    match target {
+        TargetConfig::Loopback { .. } => scenarios.max(1),
+        TargetConfig::Cluster { .. } => DEFAULT_CLUSTER_PARALLELISM,
+    }
+}
+
+/// Reads a parallelism setting: a whole number, at least 1.
+///
+/// # Errors
+/// Anything else, said in words fit for a flag's or a variable's error message.
+pub fn parse_parallelism(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{text:?} is not a whole number")),
+    }
+}
 
 /// The repository's scenario directory.
 pub fn default_scenario_dir() -> PathBuf {
@@ -99,6 +122,24 @@ pub fn line(outcome: &ScenarioOutcome) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_runs_everything_at_once_and_real_clusters_four_unless_told() {
+        let loopback =
+            TargetConfig::Loopback { faults: Vec::new(), exempt: Vec::new(), controller: Default::default() };
+        let cluster = TargetConfig::Cluster {
+            kubeconfig: None,
+            context: None,
+            proxy: "p:80".into(),
+            installation: Default::default(),
+        };
+        assert_eq!(default_parallelism(&loopback, 64), 64);
+        assert_eq!(default_parallelism(&loopback, 0), 1);
+        assert_eq!(default_parallelism(&cluster, 64), DEFAULT_CLUSTER_PARALLELISM);
+        assert_eq!(parse_parallelism(" 8 "), Ok(8));
+        assert_eq!(parse_parallelism("0"), Err("must be at least 1".into()));
+        assert_eq!(parse_parallelism("-1"), Err("\"-1\" is not a whole number".into()));
+    }
 
     #[test]
     fn relative_paths_from_cargo_test_are_taken_from_the_repository_root() {

@@ -61,6 +61,8 @@ pub mod env {
     pub const RUN: &str = "UPSTREAM_TLS_RUN";
     /// Comma-separated: skip scenarios with one of these features or name parts.
     pub const SKIP: &str = "UPSTREAM_TLS_SKIP";
+    /// How many scenarios run at once (default: all of them on loopback, 4 on a real cluster).
+    pub const PARALLEL: &str = "UPSTREAM_TLS_PARALLEL";
 }
 
 /// The installations loopback runs side by side: Contour's defaults with a client

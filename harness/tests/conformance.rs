@@ -22,9 +22,6 @@ use harness::suite;
 use harness::target::{Environment, env};
 use libtest_mimic::{Arguments, Failed, Trial};
 
-/// Scenarios block little CPU: most of their time is waiting on the cluster and the proxy.
-const DEFAULT_TEST_THREADS: usize = 4;
-
 type Shared = Arc<OnceLock<Result<Environment, String>>>;
 
 /// What every trial shares: the runtime, the target (started by the first trial that runs),
@@ -40,7 +37,6 @@ struct Run {
 
 fn main() {
     let mut args = Arguments::from_args();
-    args.test_threads.get_or_insert(DEFAULT_TEST_THREADS);
     harness::init_crypto();
 
     let dir = std::env::var_os(env::SCENARIOS).map_or_else(suite::default_scenario_dir, |d| suite::user_path(d.into()));
@@ -66,6 +62,12 @@ fn main() {
             libtest_mimic::run(&args, vec![trial]).exit();
         }
     };
+    let selected = catalog.iter().filter(|s| selection.includes(s)).count();
+    // Scenarios block little CPU: most of their time is waiting on the cluster and the proxy.
+    args.test_threads.get_or_insert(match &plan {
+        Ok(plan) => plan.parallelism(selected),
+        Err(_) => suite::DEFAULT_CLUSTER_PARALLELISM,
+    });
     let trials = catalog
         .iter()
         .filter(|s| selection.includes(s))
