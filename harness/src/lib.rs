@@ -15,7 +15,9 @@
 //! - [`progress`]: a live progress bar, or plain lines off a terminal.
 //! - [`report`]: JUnit, JSON and Markdown reports of a run.
 //! - [`matrix`]: the catalog against every loopback fault, and the generated catalog page.
+//! - [`bench`]: the catalog timed against loopback: wall, CPU, memory, critical path.
 
+pub mod bench;
 pub mod cluster;
 pub mod config;
 pub mod fixture;

@@ -53,6 +53,22 @@ enum Command {
     },
     /// Run the mutation matrix (the catalog against loopback once per fault) and print the
     /// catalog page; fails unless every fault is caught and every scenario catches one.
+    /// Time the catalog against the built-in loopback cluster, several runs, and print wall
+    /// time, CPU time, peak memory and the critical path of each (a tab-separated table whose
+    /// columns stay the same, so later runs can be compared).
+    Bench {
+        #[command(flatten)]
+        selection: Selection,
+        /// How many runs.
+        #[arg(long, default_value_t = 3, value_parser = suite::parse_parallelism)]
+        runs: usize,
+        /// How many scenarios run at once [default: all of them].
+        #[arg(long, env = env::PARALLEL, value_parser = suite::parse_parallelism)]
+        parallel: Option<usize>,
+        /// The controller of the built-in loopback cluster: reference or contour.
+        #[arg(long, value_name = "reference|contour", env = env::CONTROLLER)]
+        controller: Option<loopback::config::ControllerKind>,
+    },
     Catalog {
         #[command(flatten)]
         selection: Selection,
@@ -172,6 +188,10 @@ fn main() -> ExitCode {
             eprintln!("error: --write needs the whole catalog; drop --filter/--skip ({}/{})", env::RUN, env::SKIP);
             ExitCode::from(EXIT_INVALID_INPUT)
         }
+        Command::Bench { selection, runs, parallel, controller } => match load(&selection) {
+            Ok(scenarios) => bench(&scenarios, runs, parallel, controller),
+            Err(code) => code,
+        },
         Command::Catalog { selection, write } => match load(&selection) {
             Ok(scenarios) => catalog(&scenarios, write),
             Err(code) => code,
@@ -208,6 +228,49 @@ fn select(
         return Err(ExitCode::from(EXIT_INVALID_INPUT));
     }
     Ok((selected, others))
+}
+
+fn bench(
+    scenarios: &[LoadedScenario],
+    runs: usize,
+    parallel: Option<usize>,
+    controller: Option<loopback::config::ControllerKind>,
+) -> ExitCode {
+    let overrides = Overrides { controller, parallel, ..Default::default() };
+    let plan = match ImplementationConfig::default().resolve(overrides) {
+        Ok(plan) => plan,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_INVALID_INPUT);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_ENVIRONMENT);
+        }
+    };
+    let parallelism = plan.parallelism(scenarios.len());
+    println!(
+        "upstream TLS conformance benchmark: {} scenarios against the {}, {parallelism} at a time, {runs} runs",
+        scenarios.len(),
+        plan.target.describe()
+    );
+    let samples =
+        match runtime.block_on(harness::bench::run_bench(&plan.target, &plan.settings, scenarios, parallelism, runs)) {
+            Ok(samples) => samples,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_ENVIRONMENT);
+            }
+        };
+    print!("{}", harness::bench::render(&samples));
+    if samples.iter().any(|s| s.failed > 0) {
+        eprintln!("error: some scenarios failed, so these figures do not describe a passing run");
+        return ExitCode::from(EXIT_FAILED);
+    }
+    ExitCode::SUCCESS
 }
 
 fn catalog(scenarios: &[LoadedScenario], write: bool) -> ExitCode {

@@ -269,12 +269,14 @@ impl Environment {
         run_scenario(target, scenario, observer).await
     }
 
+    /// The outcome's duration includes starting the cluster.
     async fn run_on_own_cluster(
         &self,
         like: &Target,
         scenario: &LoadedScenario,
         observer: &dyn Observer,
     ) -> ScenarioOutcome {
+        let clock = std::time::Instant::now();
         let started = start_target(&self.config, like.installation.clone(), &like.run_id, &like.settings).await;
         let (target, loopback) = match started {
             Ok(started) => started,
@@ -285,7 +287,9 @@ impl Environment {
                 return outcome;
             }
         };
-        let outcome = run_scenario(&target, scenario, observer).await;
+        let starting = clock.elapsed();
+        let mut outcome = run_scenario(&target, scenario, observer).await;
+        outcome.duration += starting;
         if let Some(loopback) = loopback {
             if let Some(text) = loopback.contour_log().and_then(|log| std::fs::read_to_string(log).ok()) {
                 let log = ControllerLog { file_name: format!("contour-{}.log", scenario.name()), text };

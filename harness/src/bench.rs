@@ -1,0 +1,215 @@
+//! The benchmark: the catalog run several times against loopback, each run measured for wall
+//! time, CPU time, peak memory and its critical path ([`run_bench`]), and printed as a table
+//! whose columns stay the same from release to release, so that two runs can be compared
+//! ([`render`]).
+//!
+//! The critical path is computed from the run's own timings: setting up the target, then the
+//! longest scenario among those that run side by side, then every scenario that must run
+//! alone, one after the other ([`critical_path`]). A run can never be faster than that, so
+//! the ratio of wall time to critical path says how much the scheduling costs.
+
+use std::time::{Duration, Instant};
+
+use crate::runner::{RunSettings, ScenarioOutcome};
+use crate::scenario::LoadedScenario;
+use crate::suite::run_all;
+use crate::target::{Environment, TargetConfig, TargetError};
+
+/// One measured run of the suite.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// From starting the target to having stopped it.
+    pub wall: Duration,
+    /// Starting the target and connecting to it.
+    pub setup: Duration,
+    /// CPU time of this process and of the processes it waited for (backends), user and
+    /// system together.
+    pub cpu: Duration,
+    /// The most memory this process held at once during the run, in bytes (`None` where the
+    /// system does not say).
+    pub peak_rss: Option<u64>,
+    pub critical_path: Duration,
+    pub scenarios: usize,
+    pub failed: usize,
+}
+
+/// Runs `scenarios` `runs` times on a fresh target each time, `parallelism` at a time.
+///
+/// # Errors
+/// The target cannot be started.
+pub async fn run_bench(
+    config: &TargetConfig,
+    settings: &RunSettings,
+    scenarios: &[LoadedScenario],
+    parallelism: usize,
+    runs: usize,
+) -> Result<Vec<Sample>, TargetError> {
+    let mut samples = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        reset_peak_rss();
+        let cpu_before = cpu_time();
+        let started = Instant::now();
+        let environment = Environment::connect(config, settings.clone()).await?;
+        let setup = started.elapsed();
+        let outcomes = run_all(&environment, scenarios, parallelism, &()).await;
+        let alone: Vec<bool> = outcomes
+            .iter()
+            .map(|o| scenarios.iter().find(|s| s.name() == o.name).is_some_and(|s| environment.needs_alone(s)))
+            .collect();
+        environment.shutdown().await;
+        samples.push(Sample {
+            wall: started.elapsed(),
+            setup,
+            cpu: cpu_time().saturating_sub(cpu_before),
+            peak_rss: peak_rss(),
+            critical_path: critical_path(setup, &outcomes, &alone),
+            scenarios: outcomes.len(),
+            failed: outcomes.iter().filter(|o| !o.passed()).count(),
+        });
+    }
+    Ok(samples)
+}
+
+/// `setup`, then the longest of the outcomes that ran side by side, then all those that ran
+/// alone (`alone[i]` for `outcomes[i]`), one after the other.
+pub fn critical_path(setup: Duration, outcomes: &[ScenarioOutcome], alone: &[bool]) -> Duration {
+    let side_by_side = outcomes.iter().zip(alone).filter(|(_, a)| !**a).map(|(o, _)| o.duration).max();
+    let one_by_one: Duration = outcomes.iter().zip(alone).filter(|(_, a)| **a).map(|(o, _)| o.duration).sum();
+    setup + side_by_side.unwrap_or_default() + one_by_one
+}
+
+/// The table: a header line, one line per run, then the medians. Times in seconds, memory in
+/// MiB; the columns and their order are part of the format. `cpu_per_core_s` is the CPU time
+/// spread over this machine's cores: the other floor of the wall time, besides the critical
+/// path, when the run is CPU-bound.
+pub fn render(samples: &[Sample]) -> String {
+    render_on(samples, std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+fn render_on(samples: &[Sample], cores: usize) -> String {
+    let mut out = String::from(
+        "run\twall_s\tsetup_s\tcpu_s\tcpu_per_core_s\tpeak_rss_mib\tcritical_path_s\twall_per_critical\tscenarios\tfailed\n",
+    );
+    let line = |label: &str, s: &Sample| {
+        let rss = s.peak_rss.map_or("-".to_string(), |b| format!("{:.1}", b as f64 / (1024.0 * 1024.0)));
+        let ratio = s.wall.as_secs_f64() / s.critical_path.as_secs_f64().max(f64::EPSILON);
+        format!(
+            "{label}\t{:.2}\t{:.2}\t{:.2}\t{:.2}\t{rss}\t{:.2}\t{ratio:.2}\t{}\t{}\n",
+            s.wall.as_secs_f64(),
+            s.setup.as_secs_f64(),
+            s.cpu.as_secs_f64(),
+            s.cpu.as_secs_f64() / cores as f64,
+            s.critical_path.as_secs_f64(),
+            s.scenarios,
+            s.failed
+        )
+    };
+    for (i, sample) in samples.iter().enumerate() {
+        out.push_str(&line(&(i + 1).to_string(), sample));
+    }
+    if let Some(median) = median(samples) {
+        out.push_str(&line("median", &median));
+    }
+    out
+}
+
+/// Each column's median on its own (so the line need not be any one run).
+fn median(samples: &[Sample]) -> Option<Sample> {
+    fn mid<T: Ord + Copy>(mut values: Vec<T>) -> T {
+        values.sort();
+        values[values.len() / 2]
+    }
+    let first = samples.first()?;
+    Some(Sample {
+        wall: mid(samples.iter().map(|s| s.wall).collect()),
+        setup: mid(samples.iter().map(|s| s.setup).collect()),
+        cpu: mid(samples.iter().map(|s| s.cpu).collect()),
+        peak_rss: samples.iter().map(|s| s.peak_rss).collect::<Option<Vec<u64>>>().map(mid),
+        critical_path: mid(samples.iter().map(|s| s.critical_path).collect()),
+        scenarios: first.scenarios,
+        failed: mid(samples.iter().map(|s| s.failed).collect()),
+    })
+}
+
+/// User and system CPU time of this process and of its children that have been waited for.
+fn cpu_time() -> Duration {
+    let of = |who| {
+        // SAFETY: getrusage only writes the struct it is given.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        if unsafe { libc::getrusage(who, &mut usage) } != 0 {
+            return Duration::ZERO;
+        }
+        let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32) * 1000);
+        time(usage.ru_utime) + time(usage.ru_stime)
+    };
+    of(libc::RUSAGE_SELF) + of(libc::RUSAGE_CHILDREN)
+}
+
+/// Starts the peak-memory count again from the current size (Linux: `clear_refs` 5).
+fn reset_peak_rss() {
+    // Without it the peak is the process's so far, which only overstates.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// The peak resident set size since the last reset (Linux: `VmHWM`).
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.trim_start_matches("VmHWM:").trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(seconds: u64) -> ScenarioOutcome {
+        let mut outcome = ScenarioOutcome::set_up_failed(
+            &crate::scenario::load_file(&crate::suite::default_scenario_dir().join("validation/right-ca.yaml"))
+                .unwrap(),
+            String::new(),
+            String::new(),
+        );
+        outcome.failure = None;
+        outcome.duration = Duration::from_secs(seconds);
+        outcome
+    }
+
+    #[test]
+    fn the_critical_path_is_set_up_then_the_longest_side_by_side_then_the_ones_alone() {
+        let outcomes = [outcome(3), outcome(5), outcome(2), outcome(4)];
+        let setup = Duration::from_secs(1);
+        assert_eq!(critical_path(setup, &outcomes, &[false, false, false, false]), Duration::from_secs(6));
+        assert_eq!(critical_path(setup, &outcomes, &[false, true, false, true]), Duration::from_secs(1 + 3 + 5 + 4));
+        assert_eq!(critical_path(setup, &[], &[]), setup);
+    }
+
+    #[test]
+    fn the_table_keeps_its_columns_and_adds_medians() {
+        let sample = |wall: u64, rss: Option<u64>| Sample {
+            wall: Duration::from_secs(wall),
+            setup: Duration::from_millis(250),
+            cpu: Duration::from_secs(wall * 2),
+            peak_rss: rss,
+            critical_path: Duration::from_secs(2),
+            scenarios: 64,
+            failed: 0,
+        };
+        let table = render_on(&[sample(4, Some(80 << 20)), sample(3, Some(90 << 20)), sample(5, None)], 2);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(
+            lines[0],
+            "run\twall_s\tsetup_s\tcpu_s\tcpu_per_core_s\tpeak_rss_mib\tcritical_path_s\twall_per_critical\tscenarios\tfailed"
+        );
+        assert_eq!(lines[1], "1\t4.00\t0.25\t8.00\t4.00\t80.0\t2.00\t2.00\t64\t0");
+        assert_eq!(lines[3], "3\t5.00\t0.25\t10.00\t5.00\t-\t2.00\t2.50\t64\t0");
+        assert_eq!(lines[4], "median\t4.00\t0.25\t8.00\t4.00\t-\t2.00\t2.00\t64\t0", "memory unknown in one run");
+    }
+
+    #[test]
+    fn this_process_has_spent_cpu_and_holds_memory() {
+        assert!(cpu_time() > Duration::ZERO);
+        reset_peak_rss();
+        assert!(peak_rss().is_some_and(|b| b > 0));
+    }
+}
