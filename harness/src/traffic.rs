@@ -244,8 +244,15 @@ pub struct NotSettled {
     pub last_answers: Vec<Answer>,
 }
 
+/// The longest pause between attempts while answers keep failing the check.
+pub const LONGEST_PAUSE: Duration = Duration::from_millis(500);
+
 /// Sends requests until `needed` consecutive answers pass `check`, or `limit` elapses.
 /// Returns the passing answers.
+///
+/// Attempts are `interval` apart while answers pass; while they keep failing, the pause grows
+/// by half each time up to [`LONGEST_PAUSE`], so a condition that never holds costs a few dozen
+/// requests instead of hundreds, and one that holds late is seen at most that much later.
 ///
 /// # Errors
 /// The limit passed first; carries the evidence.
@@ -265,6 +272,7 @@ where
     let mut recent: Vec<Answer> = Vec::new();
     let mut last_mismatch = None;
     let mut attempts = 0;
+    let mut pause = interval;
     loop {
         let answer = attempt(attempts).await;
         attempts += 1;
@@ -285,8 +293,16 @@ where
         if started.elapsed() >= limit {
             return Err(NotSettled { attempts, last_mismatch, last_answers: recent });
         }
-        tokio::time::sleep(interval).await;
+        // The last attempt comes at the limit, not a long pause after it.
+        tokio::time::sleep(pause.min(limit.saturating_sub(started.elapsed()))).await;
+        pause = next_pause(pause, interval, streak.is_empty());
     }
+}
+
+/// The pause after `pause`: half as long again while answers fail (up to [`LONGEST_PAUSE`],
+/// or `interval` if that is longer), `interval` once one passes.
+fn next_pause(pause: Duration, interval: Duration, failing: bool) -> Duration {
+    if failing { (pause * 3 / 2).min(LONGEST_PAUSE.max(interval)) } else { interval }
 }
 
 #[cfg(test)]
@@ -394,5 +410,28 @@ mod tests {
         .unwrap_err();
         assert_eq!(failed.attempts, 1);
         assert!(failed.last_mismatch.unwrap().0.contains("expected status 200"));
+    }
+
+    #[test]
+    fn pauses_grow_while_answers_fail_and_shrink_once_one_passes() {
+        let interval = Duration::from_millis(100);
+        let mut pause = interval;
+        let mut pauses = Vec::new();
+        for failing in [true, true, true, true, true, true, false, true] {
+            pauses.push(pause.as_millis());
+            pause = next_pause(pause, interval, failing);
+        }
+        assert_eq!(pauses, [100, 150, 225, 337, 500, 500, 500, 100]);
+        // A longer interval than the cap stays as it is.
+        assert_eq!(next_pause(Duration::from_secs(2), Duration::from_secs(2), true), Duration::from_secs(2));
+
+        // A condition that never holds, 30 s: a few dozen attempts instead of 300.
+        let (mut elapsed, mut attempts, mut pause) = (Duration::ZERO, 1, interval);
+        while elapsed < Duration::from_secs(30) {
+            elapsed += pause;
+            attempts += 1;
+            pause = next_pause(pause, interval, true);
+        }
+        assert!((60..=70).contains(&attempts), "{attempts} attempts");
     }
 }
