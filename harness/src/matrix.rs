@@ -13,11 +13,17 @@ use loopback::Fault;
 
 use crate::runner::{RunSettings, ScenarioOutcome};
 use crate::scenario::LoadedScenario;
-use crate::suite::run_all;
 use crate::target::{Environment, TargetConfig, TargetError};
+use tokio::sync::Semaphore;
 
-/// How many loopback clusters run at once (each runs all its scenarios at once).
-const CLUSTERS_AT_ONCE: usize = 5;
+/// How many loopback clusters run at once.
+const CLUSTERS_AT_ONCE: usize = 16;
+/// How many scenarios run at once across all of them: about one catalog's worth, which the
+/// machine handles without slowing scenarios down. A caught fault keeps its scenario waiting
+/// for the whole time limit, asking rarely (see `traffic::until_consecutive`), so clusters
+/// overlap in those waits. Without this cap, clusters starting together overload the
+/// machine, scenarios time out, and the matrix would count those as catches.
+const SCENARIOS_AT_ONCE: usize = 64;
 
 /// Which scenarios caught which faults.
 #[derive(Debug, Default)]
@@ -56,13 +62,15 @@ pub async fn run_matrix(scenarios: &[LoadedScenario], faults: &[Fault]) -> Resul
     for scenario in scenarios {
         matrix.catches.insert(scenario.name().to_string(), BTreeSet::new());
     }
-    for outcome in run_once(scenarios, None).await? {
+    for outcome in run_once(scenarios, None, &Semaphore::new(SCENARIOS_AT_ONCE)).await? {
         if let Some(failure) = &outcome.failure {
             matrix.baseline_failures.push(format!("{}: {failure}", outcome.name));
         }
     }
+    let slots = Semaphore::new(SCENARIOS_AT_ONCE);
+    let slots = &slots;
     let runs = futures::stream::iter(
-        faults.iter().map(|fault| async move { (*fault, run_once(scenarios, Some(*fault)).await) }),
+        faults.iter().map(|fault| async move { (*fault, run_once(scenarios, Some(*fault), slots).await) }),
     )
     .buffer_unordered(CLUSTERS_AT_ONCE)
     .collect::<Vec<_>>()
@@ -81,14 +89,26 @@ pub async fn run_matrix(scenarios: &[LoadedScenario], faults: &[Fault]) -> Resul
     Ok(matrix)
 }
 
-async fn run_once(scenarios: &[LoadedScenario], fault: Option<Fault>) -> Result<Vec<ScenarioOutcome>, TargetError> {
+async fn run_once(
+    scenarios: &[LoadedScenario],
+    fault: Option<Fault>,
+    slots: &Semaphore,
+) -> Result<Vec<ScenarioOutcome>, TargetError> {
     let config = TargetConfig::Loopback {
         faults: fault.into_iter().collect(),
         exempt: Vec::new(),
         controller: Default::default(),
     };
     let environment = Environment::connect(&config, RunSettings::default()).await?;
-    let outcomes = run_all(&environment, scenarios, scenarios.len(), &()).await;
+    let shared = &environment;
+    let outcomes = futures::stream::iter(scenarios.iter().map(|scenario| async move {
+        // Closed never: the semaphore lives as long as the matrix.
+        let _slot = slots.acquire().await.ok();
+        shared.run(scenario, &()).await
+    }))
+    .buffer_unordered(scenarios.len().max(1))
+    .collect::<Vec<_>>()
+    .await;
     environment.shutdown().await;
     Ok(outcomes)
 }
