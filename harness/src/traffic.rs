@@ -121,7 +121,7 @@ pub struct Mismatch(pub String);
 /// Whether the expectation wants the backend reached (`Some(true)`), not reached
 /// (`Some(false)`) or does not say.
 pub fn wants_backend(expect: &ResponseExpectation) -> Option<bool> {
-    if expect.backend.is_some() { Some(true) } else { expect.backend_reached }
+    if expect.backend.is_some() { Some(true) } else { expect.backend_reached.as_ref().map(|b| b.value) }
 }
 
 /// Checks one answer.
@@ -350,7 +350,11 @@ mod tests {
         let expect = ResponseExpectation {
             status: StatusCodes(vec![502, 503]),
             body_starts_with: Some("upstream connect error".into()),
-            backend_reached: Some(false),
+            backend_reached: Some(serde_saphyr::Spanned::new(
+                false,
+                serde_saphyr::Location::UNKNOWN,
+                serde_saphyr::Location::UNKNOWN,
+            )),
             ..Default::default()
         };
         assert!(check(&expect, &answer(503, false)).is_ok());

@@ -173,7 +173,17 @@ impl Checker<'_> {
             match step {
                 Step::Apply(manifest) => self.manifest(manifest),
                 Step::ApplyRejected(rejected) => self.manifest(&rejected.manifest),
-                Step::Request(request) => self.request_headers(request),
+                Step::Request(request) => {
+                    self.request_headers(request);
+                    if let (Some(reached), Some(_)) = (&request.expect.backend_reached, &request.expect.backend)
+                        && !reached.value
+                    {
+                        self.error(
+                            position(&reached.referenced),
+                            "`backendReached: false` contradicts the `backend` expectation beside it".into(),
+                        );
+                    }
+                }
                 _ => {}
             }
         }
@@ -551,6 +561,23 @@ steps:
                 "s.yaml:25:15: set the Host header with the request's `host`, not in `headers`",
             ]
         );
+    }
+
+    #[test]
+    fn a_request_cannot_both_miss_and_reach_the_backend() {
+        let text = GOOD.replace(
+            "        status: 200\n",
+            "        status: 200\n        backendReached: false\n        backend: {tls: true}\n",
+        );
+        assert_eq!(
+            errors(&text),
+            vec!["s.yaml:24:25: `backendReached: false` contradicts the `backend` expectation beside it"]
+        );
+        let agreeing = GOOD.replace(
+            "        status: 200\n",
+            "        status: 200\n        backendReached: true\n        backend: {tls: true}\n",
+        );
+        assert!(parse(Path::new("s.yaml"), &agreeing).is_ok());
     }
 
     #[test]

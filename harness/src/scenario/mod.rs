@@ -413,7 +413,8 @@ pub struct ResponseExpectation {
     /// Whether the request reached a backend. `false` is checked on every answer and, at
     /// the end, against the backends' access logs.
     #[serde(default)]
-    pub backend_reached: Option<bool>,
+    #[schemars(with = "Option<bool>")]
+    pub backend_reached: Option<Spanned<bool>>,
     /// What the backend must have seen (implies `backendReached: true`).
     #[serde(default)]
     pub backend: Option<BackendExpectation>,
