@@ -365,6 +365,11 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_ENVIRONMENT);
         }
     };
+    let dir = args.reports.unwrap_or_else(suite::default_reports_dir);
+    if let Err(e) = harness::report::check_writable(&dir) {
+        eprintln!("error: the reports directory is unusable: {e}; nothing was run");
+        return ExitCode::from(EXIT_INVALID_INPUT);
+    }
     runtime.block_on(async move {
         println!("upstream TLS conformance: {} scenarios against the {}", scenarios.len(), plan.target.describe());
         let environment = match Environment::connect(&plan.target, plan.settings.clone()).await {
@@ -384,7 +389,6 @@ fn run(args: RunArgs) -> ExitCode {
         environment.shutdown().await;
         let loaded: Vec<&LoadedScenario> = scenarios.iter().chain(&not_selected).collect();
         let report = RunReport { controller_logs, ..RunReport::new(info, &loaded, &outcomes) };
-        let dir = args.reports.unwrap_or_else(suite::default_reports_dir);
         match write_all(&report, &dir) {
             Ok(files) => {
                 let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();

@@ -312,6 +312,20 @@ pub enum ReportError {
     Junit(String),
 }
 
+/// Checks, before a run, that [`write_all`] will be able to write into `dir`: creates it and
+/// its `diagnostics/`, and writes and removes a file there, so that an unusable directory is
+/// found before the run rather than after it.
+///
+/// # Errors
+/// The directory cannot be created or written.
+pub fn check_writable(dir: &Path) -> Result<(), ReportError> {
+    let diagnostics = dir.join("diagnostics");
+    std::fs::create_dir_all(&diagnostics).map_err(|source| ReportError::Write { path: diagnostics.clone(), source })?;
+    let probe = diagnostics.join(".write-check");
+    std::fs::write(&probe, b"").map_err(|source| ReportError::Write { path: probe.clone(), source })?;
+    std::fs::remove_file(&probe).map_err(|source| ReportError::Write { path: probe, source })
+}
+
 /// Writes `junit.xml`, `report.json`, `summary.md`, `report.html`, `certification.yaml` and a
 /// `diagnostics/<scenario>.md` per failed scenario into `dir` (created if needed; diagnostics
 /// of earlier runs are removed).
@@ -498,6 +512,19 @@ pub(crate) mod tests {
             }
         }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_reports_directory_that_cannot_be_made_is_found_before_the_run() {
+        let base = std::env::temp_dir().join(format!("utls-check-writable-{}", std::process::id()));
+        std::fs::create_dir_all(&base).unwrap();
+        check_writable(&base.join("fine")).unwrap();
+        assert!(base.join("fine/diagnostics").is_dir());
+        assert!(!base.join("fine/diagnostics/.write-check").exists(), "the probe is removed");
+        std::fs::write(base.join("file"), b"").unwrap();
+        let err = check_writable(&base.join("file/reports")).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("cannot write {}", base.join("file/reports/diagnostics").display())), "{err}");
+        std::fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]
