@@ -110,7 +110,8 @@ impl SecretRef {
         SecretRef { namespace: "upstream-tls-conformance".into(), name: "envoy-client".into() }
     }
 
-    fn object_ref(&self) -> ObjectRef {
+    /// The Secret as a cluster object.
+    pub fn object_ref(&self) -> ObjectRef {
         ObjectRef {
             api_version: "v1".into(),
             kind: "Secret".into(),

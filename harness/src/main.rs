@@ -230,6 +230,14 @@ fn select(
     Ok((selected, others))
 }
 
+/// The async runtime, or the exit code for a machine that cannot start one.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Runtime::new().map_err(|e| {
+        eprintln!("error: cannot start the async runtime: {e}");
+        ExitCode::from(EXIT_ENVIRONMENT)
+    })
+}
+
 fn bench(
     scenarios: &[LoadedScenario],
     runs: usize,
@@ -244,12 +252,9 @@ fn bench(
             return ExitCode::from(EXIT_INVALID_INPUT);
         }
     };
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match runtime() {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_ENVIRONMENT);
-        }
+        Err(code) => return code,
     };
     let parallelism = plan.parallelism(scenarios.len());
     println!(
@@ -274,12 +279,9 @@ fn bench(
 }
 
 fn catalog(scenarios: &[LoadedScenario], write: bool) -> ExitCode {
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match runtime() {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_ENVIRONMENT);
-        }
+        Err(code) => return code,
     };
     eprintln!(
         "running {} scenarios against loopback with no fault and with each of {} faults...",
@@ -358,12 +360,9 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(lists) => lists,
         Err(code) => return code,
     };
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match runtime() {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_ENVIRONMENT);
-        }
+        Err(code) => return code,
     };
     let dir = args.reports.unwrap_or_else(suite::default_reports_dir);
     if let Err(e) = harness::report::check_writable(&dir) {

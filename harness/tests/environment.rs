@@ -2,7 +2,6 @@
 //! state runs on a cluster of its own, so it can run alongside the others without touching
 //! the installation they share; on a real cluster it has to run alone.
 
-use harness::cluster::ObjectRef;
 use harness::install::SecretRef;
 use harness::scenario::load_file;
 use harness::suite::default_scenario_dir;
@@ -17,13 +16,7 @@ async fn a_scenario_that_rotates_the_client_certificate_leaves_the_shared_instal
     let environment = Environment::connect(&config, Default::default()).await.expect("loopback starts");
     assert!(!environment.needs_alone(&rotated), "loopback gives it a cluster of its own instead");
 
-    let secret = SecretRef::default_client_certificate();
-    let secret = ObjectRef {
-        api_version: "v1".into(),
-        kind: "Secret".into(),
-        namespace: Some(secret.namespace),
-        name: secret.name,
-    };
+    let secret = SecretRef::default_client_certificate().object_ref();
     let shared = &environment.targets[0].cluster;
     let version = || async { shared.get(&secret).await.unwrap().unwrap()["metadata"]["resourceVersion"].clone() };
     let before = version().await;
