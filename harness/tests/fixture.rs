@@ -88,7 +88,35 @@ async fn the_fixture_does_what_scenarios_rely_on() {
     assert_eq!((echo.client_verify.as_str(), echo.client_subject.as_str()), ("SUCCESS", "CN=client"));
     assert_eq!(echo.client_serial, client.serial_hex);
 
+    // Private keys on disk: only loopback's user can read them or list the directories
+    // holding them, and nothing under the work directory can be listed by others.
+    let work_dir = loopback.kubeconfig().parent().unwrap().to_path_buf();
+    let keys = key_files_are_private(&work_dir);
+    assert!(keys >= fixtures.len(), "each backend's key was found on disk ({keys} found)");
+
     loopback.shutdown().await;
+}
+
+/// Walks `dir`: every file holding a private key is mode 0600 in a 0700 directory, and no
+/// directory but an emptyDir volume is readable by others. Returns the number of key files.
+fn key_files_are_private(dir: &std::path::Path) -> usize {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    let dir_mode = mode(dir);
+    let is_empty_dir_volume = dir.parent().is_some_and(|p| p.ends_with("volumes")) && dir_mode == 0o777;
+    assert!(is_empty_dir_volume || dir_mode & 0o044 == 0, "{} is readable by others: {dir_mode:o}", dir.display());
+    let mut keys = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            keys += key_files_are_private(&path);
+        } else if std::fs::read(&path).unwrap().windows(11).any(|w| w == b"PRIVATE KEY") {
+            assert_eq!(mode(&path), 0o600, "{}", path.display());
+            assert_eq!(dir_mode, 0o700, "{}", dir.display());
+            keys += 1;
+        }
+    }
+    keys
 }
 
 fn issue(pki: &mut Pki, name: &str, issuer: Option<&str>, ca: bool, dns_names: &[String]) -> Material {

@@ -1,6 +1,7 @@
 //! Starting and stopping a whole loopback cluster: [`Loopback`].
 
 use std::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -63,15 +64,22 @@ impl Loopback {
         config.validate().map_err(StartError::Config)?;
         let nginx = find_nginx(config.nginx.as_deref())?;
         let (work_dir, owns_work_dir) = match &config.work_dir {
-            Some(dir) => (dir.clone(), false),
-            None => (fresh_temp_dir(), true),
+            Some(dir) => {
+                std::fs::create_dir_all(dir).map_err(|source| StartError::WorkDir { path: dir.clone(), source })?;
+                (dir.clone(), false)
+            }
+            None => {
+                (fresh_temp_dir().map_err(|source| StartError::WorkDir { path: std::env::temp_dir(), source })?, true)
+            }
         };
         let work_dir_error = |source| StartError::WorkDir { path: work_dir.clone(), source };
-        std::fs::create_dir_all(work_dir.join("pods")).map_err(work_dir_error)?;
-        // nginx workers run as an unprivileged user when started as root: they must be able to
-        // reach the files below.
-        std::fs::set_permissions(&work_dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .map_err(|source| StartError::WorkDir { path: work_dir.clone(), source })?;
+        // Secrets are written below: nobody else may list anything. nginx's workers run as an
+        // unprivileged user when started as root, and must still reach the pods' emptyDirs.
+        std::fs::set_permissions(&work_dir, std::fs::Permissions::from_mode(0o711)).map_err(work_dir_error)?;
+        std::fs::DirBuilder::new()
+            .mode(0o711)
+            .create(work_dir.join("pods"))
+            .or_else(|e| if e.kind() == std::io::ErrorKind::AlreadyExists { Ok(()) } else { Err(work_dir_error(e)) })?;
 
         let api_listener = TcpListener::bind("127.0.0.1:0").await.map_err(StartError::Bind)?;
         let proxy_listener = TcpListener::bind("127.0.0.1:0").await.map_err(StartError::Bind)?;
@@ -208,7 +216,17 @@ fn find_nginx(configured: Option<&Path>) -> Result<PathBuf, StartError> {
         .ok_or_else(|| StartError::NginxNotFound { searched: "PATH, /usr/sbin, /usr/local/sbin".into() })
 }
 
-fn fresh_temp_dir() -> PathBuf {
+/// A new directory under the system's temporary directory, created by this call (so never one
+/// another user prepared), readable by loopback's user only until [`Loopback::start`] opens it
+/// for traversal.
+fn fresh_temp_dir() -> std::io::Result<PathBuf> {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    std::env::temp_dir().join(format!("loopback-{}-{nanos:x}", std::process::id()))
+    let mut attempt = 0u32;
+    loop {
+        let dir = std::env::temp_dir().join(format!("loopback-{}-{nanos:x}-{attempt}", std::process::id()));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 100 => attempt += 1,
+            outcome => return outcome.map(|()| dir),
+        }
+    }
 }

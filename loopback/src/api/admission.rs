@@ -7,14 +7,16 @@
 //! - [`check_applied_fields`]: server-side apply refuses undeclared fields whatever
 //!   `fieldValidation` says, with the structured-merge-diff error (HTTP 500, no reason).
 //!
-//! Built-in kinds are only checked for undeclared top-level and `metadata` fields.
+//! Built-in kinds are checked for undeclared top-level and `metadata` fields, and ConfigMap
+//! and Secret data keys as Kubernetes checks them ([`data_key_errors`]): a key becomes a file
+//! name in the pods that mount it, so `../x` must never be stored.
 
 use serde_json::Value;
 
 use super::errors::ApiError;
 use super::kinds::{self, ResourceKind};
 use super::openapi;
-use super::validation::{self, FieldValidation, quote};
+use super::validation::{self, FieldError, FieldValidation, quote};
 
 /// Which admission checks run. All of them, unless a fault switches one off.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,7 +38,7 @@ impl Admission {
     /// As [`admit`].
     pub fn admit(self, kind: &'static ResourceKind, object: &Value) -> Result<(), ApiError> {
         if !self.validate_custom_resources && is_custom_resource(kind) {
-            return Ok(());
+            return refuse(kind, object, name_errors(kind, object));
         }
         admit(kind, object)
     }
@@ -47,15 +49,98 @@ impl Admission {
 /// # Errors
 /// `Invalid` (422) naming each offending field, worded as Kubernetes words it.
 pub fn admit(kind: &'static ResourceKind, object: &Value) -> Result<(), ApiError> {
-    if !is_custom_resource(kind) {
-        return Ok(());
+    let mut errors = name_errors(kind, object);
+    if is_custom_resource(kind) {
+        errors.extend(validation::validate(openapi::schema(kind), object));
+    } else if kind == &kinds::CONFIG_MAP || kind == &kinds::SECRET {
+        errors.extend(data_key_errors(object));
     }
-    let errors = validation::validate(openapi::schema(kind), object);
+    refuse(kind, object, errors)
+}
+
+fn refuse(kind: &'static ResourceKind, object: &Value, errors: Vec<FieldError>) -> Result<(), ApiError> {
     if errors.is_empty() {
         return Ok(());
     }
     let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
     Err(ApiError::invalid(kind, name, &errors))
+}
+
+/// The shape Kubernetes requires of a kind's object names.
+#[derive(Clone, Copy)]
+enum NameRule {
+    /// RFC 1123 subdomain, at most 253 characters: most kinds.
+    Subdomain,
+    /// RFC 1123 label, at most 63 characters: Namespaces.
+    Label,
+    /// RFC 1035 label, at most 63 characters: Services.
+    Rfc1035Label,
+}
+
+/// `metadata.name` checked as the API server checks it for `kind`. Names become directory
+/// names in loopback's kubelet, so a name such as `../x` must never be stored.
+fn name_errors(kind: &ResourceKind, object: &Value) -> Vec<FieldError> {
+    let Some(name) = object.pointer("/metadata/name").and_then(Value::as_str) else {
+        return Vec::new();
+    };
+    let rule = if kind == &kinds::NAMESPACE {
+        NameRule::Label
+    } else if kind == &kinds::SERVICE {
+        NameRule::Rfc1035Label
+    } else {
+        NameRule::Subdomain
+    };
+    name_problems(rule, name)
+        .into_iter()
+        .map(|detail| FieldError::invalid("metadata.name", name.into(), detail))
+        .collect()
+}
+
+fn name_problems(rule: NameRule, name: &str) -> Vec<String> {
+    let label_ok = |label: &str, first_alpha: bool| {
+        let bytes = label.as_bytes();
+        let inner = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-';
+        let end = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+        match (bytes.first(), bytes.last()) {
+            (Some(first), Some(last)) => {
+                (if first_alpha { first.is_ascii_lowercase() } else { end(first) })
+                    && end(last)
+                    && bytes.iter().all(inner)
+            }
+            _ => false,
+        }
+    };
+    let (max, valid, message) = match rule {
+        NameRule::Subdomain => (
+            253,
+            name.split('.').all(|label| label_ok(label, false)),
+            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and \
+             must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is \
+             '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')",
+        ),
+        NameRule::Label => (
+            63,
+            label_ok(name, false),
+            "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start \
+             and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is \
+             '[a-z0-9]([-a-z0-9]*[a-z0-9])?')",
+        ),
+        NameRule::Rfc1035Label => (
+            63,
+            label_ok(name, true),
+            "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic \
+             character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for \
+             validation is '[a-z]([-a-z0-9]*[a-z0-9])?')",
+        ),
+    };
+    let mut problems = Vec::new();
+    if name.len() > max {
+        problems.push(format!("must be no more than {max} characters"));
+    }
+    if !valid {
+        problems.push(message.to_string());
+    }
+    problems
 }
 
 /// Drops the fields of `object` its kind does not declare. With [`FieldValidation::Warn`]
@@ -124,6 +209,49 @@ pub fn check_applied_fields(
         "failed to create typed patch object ({namespace}/{name}; {}/{}, Kind={}): {detail}",
         kind.group, kind.version, kind.kind
     )))
+}
+
+/// The longest data key Kubernetes accepts (`validation.DNS1123SubdomainMaxLength`).
+const DATA_KEY_MAX_LENGTH: usize = 253;
+
+/// Every ConfigMap or Secret data key that is not a valid config key, as apimachinery's
+/// `IsConfigMapKey` words it: `[-._a-zA-Z0-9]+`, at most 253 characters, and neither `.`,
+/// `..` nor anything starting with `..`. A Secret's `stringData` is merged into `data` before
+/// a real server validates it, so its keys are reported under `data` too.
+pub fn data_key_errors(object: &Value) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    for (field, reported_as) in [("data", "data"), ("binaryData", "binaryData"), ("stringData", "data")] {
+        for key in object[field].as_object().into_iter().flat_map(|map| map.keys()) {
+            let path = format!("{reported_as}[{key}]");
+            errors.extend(
+                data_key_problems(key)
+                    .into_iter()
+                    .map(|detail| FieldError::invalid(&path, key.as_str().into(), detail)),
+            );
+        }
+    }
+    errors
+}
+
+fn data_key_problems(key: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    if key.len() > DATA_KEY_MAX_LENGTH {
+        problems.push(format!("must be no more than {DATA_KEY_MAX_LENGTH} characters"));
+    }
+    if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')) {
+        problems.push(
+            "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or \
+             'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')"
+                .into(),
+        );
+    }
+    match key {
+        "." => problems.push("must not be '.'".into()),
+        ".." => problems.push("must not be '..'".into()),
+        _ if key.starts_with("..") => problems.push("must not start with '..'".into()),
+        _ => {}
+    }
+    problems
 }
 
 fn is_custom_resource(kind: &ResourceKind) -> bool {

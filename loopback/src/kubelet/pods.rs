@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -147,7 +147,10 @@ impl PodRunner {
         };
         let ports: Vec<u16> =
             container.ports.iter().flatten().filter_map(|p| u16::try_from(p.container_port).ok()).collect();
-        let dir = self.root.join(ns).join(name);
+        let namespace_dir = self.root.join(file_name(ns)?);
+        create_dir(&namespace_dir, TRAVERSE_ONLY)?;
+        let dir = namespace_dir.join(file_name(name)?);
+        create_dir(&dir, TRAVERSE_ONLY)?;
         let volume_dirs = self.write_volumes(&dir, ns, spec.volumes.as_deref().unwrap_or_default())?;
         let mounts = mount_table(container, &volume_dirs)?;
         let address = self.addresses.next_free(&ports)?;
@@ -157,6 +160,7 @@ impl PodRunner {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(&log_path)
             .map_err(|e| format!("cannot open {}: {e}", log_path.display()))?;
         let log_err = log.try_clone().map_err(|e| e.to_string())?;
@@ -204,10 +208,13 @@ impl PodRunner {
 
     fn write_volumes(&self, dir: &Path, ns: &str, volumes: &[Volume]) -> Result<HashMap<String, PathBuf>, String> {
         let mut out = HashMap::new();
+        create_dir(&dir.join("volumes"), TRAVERSE_ONLY)?;
         for volume in volumes {
-            let path = dir.join("volumes").join(&volume.name);
-            create_dir(&path, 0o755)?;
+            let path = dir.join("volumes").join(file_name(&volume.name)?);
             let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+            let holds_secrets = volume.secret.is_some()
+                || volume.projected.iter().flat_map(|p| p.sources.iter().flatten()).any(|s| s.secret.is_some());
+            create_dir(&path, if holds_secrets { OWNER_ONLY } else { 0o755 })?;
             if let Some(cm) = &volume.config_map {
                 files.extend(self.config_map_files(ns, &cm.name)?);
             } else if let Some(secret) = &volume.secret {
@@ -230,8 +237,8 @@ impl PodRunner {
                 ));
             }
             for (file, content) in files {
-                let target = path.join(&file);
-                std::fs::write(&target, content).map_err(|e| format!("cannot write {}: {e}", target.display()))?;
+                let target = path.join(file_name(&file)?);
+                write_file(&target, &content, if holds_secrets { 0o600 } else { 0o644 })?;
             }
             out.insert(volume.name.clone(), path);
         }
@@ -372,7 +379,7 @@ fn bind_listeners(config: &Path, address: Ipv4Addr) -> Result<PathBuf, String> {
         .collect();
     let file_name = config.file_name().and_then(|n| n.to_str()).unwrap_or("nginx.conf");
     let copy = config.with_file_name(format!(".{file_name}.loopback"));
-    std::fs::write(&copy, rewritten).map_err(|e| format!("cannot write {}: {e}", copy.display()))?;
+    write_file(&copy, rewritten.as_bytes(), 0o600)?;
     Ok(copy)
 }
 
@@ -395,6 +402,35 @@ async fn ports_open(address: Ipv4Addr, ports: &[u16]) -> bool {
 
 fn decode(value: &Value) -> Result<Vec<u8>, String> {
     BASE64.decode(value.as_str().unwrap_or_default()).map_err(|e| format!("invalid base64 in volume data: {e}"))
+}
+
+/// Directories on the way to a pod's files: nginx's workers run as an unprivileged user when
+/// loopback runs as root, and must reach the pod's `emptyDir` volumes for their temporary files;
+/// nobody else may list them.
+const TRAVERSE_ONLY: u32 = 0o711;
+/// Directories holding Secret data: only loopback's user, which nginx's master runs as.
+const OWNER_ONLY: u32 = 0o700;
+
+/// `name` as one component of a path under a pod's directory. The API server refuses names and
+/// data keys that are not, so this only fails if something bypassed it; the kubelet still never
+/// writes outside the pod's directory.
+fn file_name(name: &str) -> Result<&str, String> {
+    let mut components = Path::new(name).components();
+    match (components.next(), components.next()) {
+        (Some(std::path::Component::Normal(_)), None) if !name.contains('/') => Ok(name),
+        _ => Err(format!("{name:?} is not a file name: loopback writes nothing outside the pod's directory")),
+    }
+}
+
+/// Writes `content` to a new or truncated file created with `mode` (never briefly wider).
+fn write_file(path: &Path, content: &[u8], mode: u32) -> Result<(), String> {
+    use std::io::Write;
+    let error = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(path).map_err(error)?;
+    file.write_all(content).map_err(error)?;
+    // A file that existed keeps its mode through `open`.
+    set_mode(path, mode)
 }
 
 fn create_dir(path: &Path, mode: u32) -> Result<(), String> {
@@ -474,6 +510,16 @@ mod tests {
             Some(PathBuf::from("/tmp/p/volumes/conf/nginx.conf"))
         );
         assert_eq!(translate("/etc/fixturex", &mounts), None);
+    }
+
+    #[test]
+    fn nothing_is_written_outside_the_pod_directory() {
+        for name in ["tls.key", ".hidden", "a..b"] {
+            assert_eq!(file_name(name), Ok(name));
+        }
+        for name in ["../x", "..", ".", "", "a/b", "/etc/passwd", "a/", "./a"] {
+            assert!(file_name(name).is_err(), "{name:?} was accepted");
+        }
     }
 
     #[test]

@@ -278,3 +278,58 @@ fn the_admission_fault_stores_what_the_crd_rejects() {
         "built-in kinds are unaffected"
     );
 }
+
+#[test]
+fn data_keys_that_are_not_file_names_are_refused_like_kubernetes() {
+    let secret = json!({
+        "metadata": {"name": "keys", "namespace": "team"},
+        "data": {"tls.crt": "", "../../tmp/x": ""},
+        "stringData": {"..hidden": "x", "ok_KEY-1": "y"},
+    });
+    let error = admit(&kinds::SECRET, &secret).unwrap_err();
+    assert_eq!((error.code, error.reason), (422, "Invalid"));
+    assert_eq!(
+        error.message,
+        "Secret \"keys\" is invalid: [data[../../tmp/x]: Invalid value: \"../../tmp/x\": a valid config key must \
+         consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', \
+         regex used for validation is '[-._a-zA-Z0-9]+'), data[../../tmp/x]: Invalid value: \"../../tmp/x\": must \
+         not start with '..', data[..hidden]: Invalid value: \"..hidden\": must not start with '..']"
+    );
+    for key in [".", "..", "", "a/b", "a b", &"k".repeat(254)] {
+        let config_map = json!({"metadata": {"name": "c"}, "binaryData": {key: ""}});
+        assert!(admit(&kinds::CONFIG_MAP, &config_map).is_err(), "{key:?} was accepted");
+    }
+    for key in ["nginx.conf", ".hidden", "a..b", "KEY_1-x", &"k".repeat(253)] {
+        let config_map = json!({"metadata": {"name": "c"}, "data": {key: ""}});
+        admit(&kinds::CONFIG_MAP, &config_map).unwrap();
+    }
+}
+
+#[test]
+fn names_are_checked_per_kind_like_kubernetes() {
+    let named = |name: &str| json!({"metadata": {"name": name, "namespace": "team"}});
+    let error = admit(&kinds::POD, &named("../../etc")).unwrap_err();
+    assert_eq!(
+        error.message,
+        "Pod \"../../etc\" is invalid: metadata.name: Invalid value: \"../../etc\": a lowercase RFC 1123 subdomain \
+         must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an \
+         alphanumeric character (e.g. 'example.com', regex used for validation is \
+         '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+    );
+    for (kind, good, bad) in [
+        (&kinds::POD, vec!["web-5d9c.x", "0a"], vec!["Web", "a..b", "-a", "a/b", ""]),
+        (&kinds::NAMESPACE, vec!["team-1", "1team"], vec!["a.b", "a_b", "..", &"n".repeat(64)]),
+        (&kinds::SERVICE, vec!["backend", "b-1"], vec!["1backend", "b.c", "b-"]),
+        (&kinds::HTTP_PROXY, vec!["web.example"], vec!["web/x"]),
+    ] {
+        for name in good {
+            let errors = name_errors(kind, &named(name));
+            assert!(errors.is_empty(), "{} {name:?}: {errors:?}", kind.kind);
+        }
+        for name in bad {
+            assert!(!name_errors(kind, &named(name)).is_empty(), "{} {name:?} was accepted", kind.kind);
+        }
+    }
+    let faulty = Admission { validate_custom_resources: false };
+    assert!(faulty.admit(&kinds::HTTP_PROXY, &named("../x")).is_err(), "the fault keeps name checks");
+}
