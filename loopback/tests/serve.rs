@@ -94,8 +94,14 @@ spec:
 
 /// Applies [`BACKEND`] with kubectl and returns its nginx processes once it is available.
 fn deploy_backend(kubeconfig: &std::path::Path, work_dir: &std::path::Path) -> Vec<u32> {
+    deploy(kubeconfig, work_dir, BACKEND)
+}
+
+/// Applies `manifest` (a Deployment `web` in `default`) and returns its nginx processes once
+/// it is available.
+fn deploy(kubeconfig: &std::path::Path, work_dir: &std::path::Path, manifest_text: &str) -> Vec<u32> {
     let manifest = work_dir.join("backend.yaml");
-    std::fs::write(&manifest, BACKEND).unwrap();
+    std::fs::write(&manifest, manifest_text).unwrap();
     let kubectl = |args: &[&str]| {
         let output = Command::new("kubectl").arg("--kubeconfig").arg(kubeconfig).args(args).output().unwrap();
         assert!(output.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
@@ -133,6 +139,58 @@ fn a_dropped_loopback_leaves_no_backend_behind() {
     drop(runtime);
     assert!(wait_until(Duration::from_secs(10), || !nginx.iter().any(|p| alive(*p))), "nginx left behind: {nginx:?}");
     assert!(!work_dir.exists(), "work directory left behind: {}", work_dir.display());
+}
+
+/// Which process group `pid` is in.
+fn process_group(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name: state, parent pid, process group.
+    stat.rsplit_once(')')?.1.split_whitespace().nth(2)?.parse().ok()
+}
+
+#[test]
+fn a_pod_config_cannot_escape_its_pod() {
+    if !std::path::Path::new("/usr/bin/kubectl").exists() {
+        eprintln!("skipped: kubectl is not installed");
+        return;
+    }
+    let stray_pid = std::env::temp_dir().join(format!("loopback-stray-{}.pid", std::process::id()));
+    let hostile = BACKEND
+        .replace(
+            "worker_processes 1;\n    pid nginx.pid;",
+            &format!("daemon on;\n    user root;\n    worker_processes 1;\n    pid {};", stray_pid.display()),
+        )
+        .replace("listen 8080;", "listen 0.0.0.0:8080;")
+        .replace(", -g, \"daemon off;\"", "");
+    assert!(hostile.contains("daemon on;") && hostile.contains("0.0.0.0:8080") && !hostile.contains("daemon off"));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let cluster = runtime.block_on(loopback::Loopback::start(Default::default())).expect("loopback starts");
+    let work_dir = cluster.kubeconfig().parent().unwrap().to_path_buf();
+    let nginx = deploy(cluster.kubeconfig(), &work_dir, &hostile);
+
+    // In the foreground, in one process group led by the process loopback started.
+    let groups: Vec<_> = nginx.iter().map(|p| process_group(*p)).collect();
+    assert!(groups.iter().all(|g| *g == groups[0] && g.is_some_and(|g| nginx.contains(&g))), "{nginx:?}: {groups:?}");
+    // Bound to the pod's address only, its pid file in the pod.
+    let pod_ip = String::from_utf8(
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(cluster.kubeconfig())
+            .args(["get", "pods", "-l", "app=web", "-o", "jsonpath={.items[0].status.podIP}"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let pod_ip: std::net::Ipv4Addr = pod_ip.parse().expect("the pod has an address");
+    assert!(std::net::TcpStream::connect((pod_ip, 8080)).is_ok(), "the pod serves on {pod_ip}:8080");
+    let elsewhere = std::net::Ipv4Addr::new(127, 0, 0, 1);
+    assert!(std::net::TcpStream::connect((elsewhere, 8080)).is_err(), "nothing listens on 127.0.0.1:8080");
+    assert!(!stray_pid.exists(), "the pid file stays in the pod: {}", stray_pid.display());
+
+    drop(cluster);
+    drop(runtime);
+    assert!(wait_until(Duration::from_secs(10), || !nginx.iter().any(|p| alive(*p))), "nginx left behind: {nginx:?}");
 }
 
 #[test]

@@ -7,10 +7,12 @@
 //!
 //! - [`deployments`]: the Deployment controller (pods from templates, Deployment status).
 //! - [`pods`]: volumes, the container process, readiness, pod status, stopping.
+//! - [`nginx_conf`]: a pod's nginx configuration, confined to the pod before it runs.
 //! - [`endpoint_slices`]: EndpointSlices for Services from ready pods, as kube-controller-manager.
 
 pub mod deployments;
 pub mod endpoint_slices;
+mod nginx_conf;
 pub mod pods;
 
 use std::path::PathBuf;

@@ -2,10 +2,11 @@
 //!
 //! A pod's volumes are written under its own directory; its one container must run `nginx`,
 //! which is started with the container's arguments, with each path under a volume's
-//! `mountPath` translated to that volume's directory. Pods share the host network, so each
-//! pod gets its own 127.x.y.z address and its nginx config's `listen <port>` lines are bound to
-//! that address (in a copy of the config file written beside it). The pod is Ready once every
-//! container port accepts connections.
+//! `mountPath` translated to that volume's directory. Pods share the host network and
+//! filesystem, so each pod gets its own 127.x.y.z address and runs a copy of its nginx config
+//! confined to the pod ([`super::nginx_conf`]: every listener on that address, files written
+//! in the pod's directory, nginx in the foreground). The pod is Ready once every container port
+//! accepts connections.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -20,6 +21,7 @@ use k8s_openapi::api::core::v1::{Container, Pod, Volume};
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
+use super::nginx_conf::{self, Confinement};
 use crate::api::LOG_FILE_ANNOTATION;
 use crate::api::kinds::{CONFIG_MAP, POD, SECRET};
 use crate::api::store::{Store, Subresource, now_rfc3339};
@@ -154,7 +156,8 @@ impl PodRunner {
         let volume_dirs = self.write_volumes(&dir, ns, spec.volumes.as_deref().unwrap_or_default())?;
         let mounts = mount_table(container, &volume_dirs)?;
         let address = self.addresses.next_free(&ports)?;
-        let args = nginx_args(container, &mounts, address)?;
+        let args = nginx_args(container, &Confinement { address, pod_dir: &dir, mounts: &mounts });
+        let args = args.inspect_err(|_| self.addresses.release(address))?;
 
         let log_path = dir.join("container.log");
         let log = std::fs::OpenOptions::new()
@@ -174,7 +177,10 @@ impl PodRunner {
                 Ok(())
             });
         }
-        let child = command.spawn().map_err(|e| format!("cannot start {}: {e}", self.nginx.display()))?;
+        let child = command.spawn().map_err(|e| {
+            self.addresses.release(address);
+            format!("cannot start {}: {e}", self.nginx.display())
+        })?;
         let log_file = log_path.display().to_string();
         self.store.modify(&POD, ns, name, Subresource::Main, |p| {
             p["metadata"]["annotations"][LOG_FILE_ANNOTATION] = json!(log_file);
@@ -326,9 +332,11 @@ fn translate(path: &str, mounts: &[(String, PathBuf)]) -> Option<PathBuf> {
     })
 }
 
-/// The local nginx arguments for a container: paths translated, `-c` pointed at a copy of
-/// the config whose `listen` lines are bound to the pod's address.
-fn nginx_args(container: &Container, mounts: &[(String, PathBuf)], address: Ipv4Addr) -> Result<Vec<String>, String> {
+/// The local nginx arguments for a container: paths translated, `-c` pointed at the confined
+/// copy of its config ([`nginx_conf::confine`]), `-g` confined the same way with `daemon off;`
+/// added, and a prefix and error log in the pod when the container gives none (nginx would
+/// otherwise use its host-wide defaults).
+fn nginx_args(container: &Container, pod: &Confinement<'_>) -> Result<Vec<String>, String> {
     let mut argv: Vec<String> = container.command.clone().unwrap_or_default();
     argv.extend(container.args.clone().unwrap_or_default());
     let program = argv.first().ok_or("loopback needs the container's command (nginx ...)")?;
@@ -336,18 +344,32 @@ fn nginx_args(container: &Container, mounts: &[(String, PathBuf)], address: Ipv4
         return Err(format!("loopback runs only nginx containers, not {program:?}"));
     }
     let mut out = Vec::new();
+    let (mut config, mut prefix, mut error_log, mut globals) = (false, false, false, String::new());
     let mut args = argv[1..].iter();
     while let Some(arg) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
         match arg.as_str() {
-            "-e" if args.clone().next().is_some_and(|v| v == "stderr") => {
+            "-g" => globals = nginx_conf::confine_global(value()?, pod)?,
+            "-e" => {
+                let target = value()?;
+                error_log = true;
                 out.push(arg.clone());
-                out.extend(args.next().cloned());
+                if target == "stderr" {
+                    out.push(target.clone());
+                } else {
+                    out.push(local_path(arg, target, pod.mounts)?.display().to_string());
+                }
             }
-            "-c" | "-p" | "-e" => {
-                let value = args.next().ok_or_else(|| format!("{arg} needs a value"))?;
-                let local = translate(value, mounts)
-                    .ok_or_else(|| format!("{arg} {value}: path is not under a volume mount"))?;
-                let local = if arg == "-c" { bind_listeners(&local, address)? } else { local };
+            "-c" | "-p" => {
+                let target = value()?;
+                let local = local_path(arg, target, pod.mounts)?;
+                let local = if arg == "-c" {
+                    config = true;
+                    write_confined(&local, pod)?
+                } else {
+                    prefix = true;
+                    local
+                };
                 let mut local = local.display().to_string();
                 if arg == "-p" && !local.ends_with('/') {
                     local.push('/');
@@ -355,38 +377,37 @@ fn nginx_args(container: &Container, mounts: &[(String, PathBuf)], address: Ipv4
                 out.push(arg.clone());
                 out.push(local);
             }
-            _ => out.push(arg.clone()),
+            "-t" | "-T" | "-s" | "-q" | "-v" | "-V" | "-h" | "-?" => {
+                return Err(format!("{arg}: loopback runs nginx as a server only"));
+            }
+            _ => return Err(format!("{arg:?}: an nginx option loopback does not know")),
         }
     }
+    if !config {
+        return Err("loopback needs -c with a config file under a volume mount".into());
+    }
+    if !prefix {
+        out.extend(["-p".to_string(), format!("{}/", pod.pod_dir.display())]);
+    }
+    if !error_log {
+        out.extend(["-e".to_string(), "stderr".to_string()]);
+    }
+    out.extend(["-g".to_string(), format!("{globals} daemon off;").trim_start().to_string()]);
     Ok(out)
 }
 
-/// Writes `.<name>.loopback` beside the config with `listen PORT` bound to `address`.
-fn bind_listeners(config: &Path, address: Ipv4Addr) -> Result<PathBuf, String> {
-    let text = std::fs::read_to_string(config).map_err(|e| format!("cannot read {}: {e}", config.display()))?;
-    let rewritten: String = text
-        .lines()
-        .map(|line| {
-            let trimmed = line.trim_start();
-            match trimmed.strip_prefix("listen ") {
-                Some(rest) if is_bare_port(rest) => {
-                    let indent = &line[..line.len() - trimmed.len()];
-                    format!("{indent}listen {address}:{}\n", rest.trim_start())
-                }
-                _ => format!("{line}\n"),
-            }
-        })
-        .collect();
-    let file_name = config.file_name().and_then(|n| n.to_str()).unwrap_or("nginx.conf");
-    let copy = config.with_file_name(format!(".{file_name}.loopback"));
-    write_file(&copy, rewritten.as_bytes(), 0o600)?;
-    Ok(copy)
+fn local_path(option: &str, path: &str, mounts: &[(String, PathBuf)]) -> Result<PathBuf, String> {
+    translate(path, mounts).ok_or_else(|| format!("{option} {path}: path is not under a volume mount"))
 }
 
-/// Whether a `listen` argument starts with a port alone (`8443 ssl;`), not an address.
-fn is_bare_port(listen_args: &str) -> bool {
-    let first = listen_args.trim_start().split(|c: char| c.is_whitespace() || c == ';').next().unwrap_or_default();
-    !first.is_empty() && first.chars().all(|c| c.is_ascii_digit())
+/// Writes `.<name>.loopback` beside the config: the config confined to the pod.
+fn write_confined(config: &Path, pod: &Confinement<'_>) -> Result<PathBuf, String> {
+    let text = std::fs::read_to_string(config).map_err(|e| format!("cannot read {}: {e}", config.display()))?;
+    let file_name = config.file_name().and_then(|n| n.to_str()).unwrap_or("nginx.conf");
+    let confined = nginx_conf::confine(file_name, &text, pod)?;
+    let copy = config.with_file_name(format!(".{file_name}.loopback"));
+    write_file(&copy, confined.as_bytes(), 0o600)?;
+    Ok(copy)
 }
 
 async fn ports_open(address: Ipv4Addr, ports: &[u16]) -> bool {
@@ -523,15 +544,40 @@ mod tests {
     }
 
     #[test]
-    fn listen_lines_are_bound_to_the_pod_address() {
-        let dir = std::env::temp_dir().join(format!("loopback-test-{}", std::process::id()));
+    fn the_container_command_runs_confined_to_the_pod() {
+        let dir = std::env::temp_dir().join(format!("loopback-args-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let conf = dir.join("nginx.conf");
-        std::fs::write(&conf, "server {\n    listen 8443 ssl;\n    listen 127.0.0.9:80;\n}\n").unwrap();
-        let copy = bind_listeners(&conf, Ipv4Addr::new(127, 70, 0, 1)).unwrap();
+        std::fs::write(dir.join("nginx.conf"), "daemon on;\nhttp { server { listen 0.0.0.0:8443 ssl; } }\n").unwrap();
+        let mounts = vec![("/etc/fixture".to_string(), dir.clone())];
+        let pod = Confinement { address: Ipv4Addr::new(127, 70, 0, 1), pod_dir: &dir, mounts: &mounts };
+        let container = |args: &[&str]| Container {
+            command: Some(vec!["nginx".into()]),
+            args: Some(args.iter().map(|a| a.to_string()).collect()),
+            ..Container::default()
+        };
+        let args = nginx_args(&container(&["-c", "/etc/fixture/nginx.conf", "-g", "daemon on;"]), &pod).unwrap();
+        let copy = dir.join(".nginx.conf.loopback");
+        let expected = [
+            "-c".to_string(),
+            copy.display().to_string(),
+            "-p".into(),
+            format!("{}/", dir.display()),
+            "-e".into(),
+            "stderr".into(),
+            "-g".into(),
+            "daemon off;".into(),
+        ];
+        assert_eq!(args, expected);
         let text = std::fs::read_to_string(&copy).unwrap();
-        assert!(text.contains("    listen 127.70.0.1:8443 ssl;"), "{text}");
-        assert!(text.contains("listen 127.0.0.9:80;"), "explicit addresses stay: {text}");
+        assert!(text.contains("listen 127.70.0.1:8443 ssl;") && !text.contains("daemon on"), "{text}");
+        for (args, problem) in [
+            (&["-g", "daemon off;"][..], "loopback needs -c with a config file under a volume mount"),
+            (&["-c", "/etc/other/nginx.conf"][..], "-c /etc/other/nginx.conf: path is not under a volume mount"),
+            (&["-c", "/etc/fixture/nginx.conf", "-s", "stop"][..], "-s: loopback runs nginx as a server only"),
+            (&["-c", "/etc/fixture/nginx.conf", "-g"][..], "-g needs a value"),
+        ] {
+            assert_eq!(nginx_args(&container(args), &pod), Err(problem.to_string()), "{args:?}");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
