@@ -367,7 +367,9 @@ fn pods_ref(namespace: &str) -> ObjectRef {
     ObjectRef { api_version: "v1".into(), kind: "Pod".into(), namespace: Some(namespace.into()), name: "*".into() }
 }
 
+/// At most `max` characters of `s`, keys redacted before the cut.
 fn truncate(s: &str, max: usize) -> String {
+    let s = &crate::redaction::redact(s);
     match s.char_indices().nth(max) {
         Some((i, _)) => format!("{}...", &s[..i]),
         None => s.to_string(),

@@ -14,6 +14,7 @@
 //! - [`suite`]: many scenarios at once.
 //! - [`progress`]: a live progress bar, or plain lines off a terminal.
 //! - [`report`]: JUnit, JSON and Markdown reports of a run.
+//! - [`redaction`]: private keys out of every text the harness writes.
 //! - [`matrix`]: the catalog against every loopback fault, and the generated catalog page.
 //! - [`bench`]: the catalog timed against loopback: wall, CPU, memory, critical path.
 
@@ -25,6 +26,7 @@ pub mod install;
 pub mod matrix;
 pub mod pki;
 pub mod progress;
+pub mod redaction;
 pub mod report;
 pub mod runner;
 pub mod scenario;

@@ -110,6 +110,7 @@ impl Pki {
             serial_hex: hex(&serial, true),
             sha1_hex: hex(sha1.as_ref(), false),
         };
+        crate::redaction::register_private_key(&material.key_pem, &material.cert_pem);
         if request.ca {
             self.issuers.insert(request.name.to_string(), Issuer::new(params, key));
         }

@@ -84,7 +84,8 @@ fn numbers_equal(a: &Value, b: &Value) -> bool {
 }
 
 fn short(value: &Value) -> String {
-    let text = value.to_string();
+    // Redacted before the cut: a key cut short may no longer be recognisable.
+    let text = crate::redaction::redact(&value.to_string());
     if text.len() > 300 { format!("{}...", &text[..text.floor_char_boundary(300)]) } else { text }
 }
 

@@ -103,8 +103,13 @@ pub fn totals(outcomes: &[ScenarioOutcome], wall_time: Duration) -> String {
     )
 }
 
-/// `PASS name (1.2s)`, or `FAIL name (1.2s)` followed by the indented failure.
+/// `PASS name (1.2s)`, or `FAIL name (1.2s)` followed by the indented failure; private keys
+/// redacted ([`crate::redaction`]).
 pub fn line(outcome: &ScenarioOutcome) -> String {
+    crate::redaction::redact(&unredacted_line(outcome))
+}
+
+fn unredacted_line(outcome: &ScenarioOutcome) -> String {
     if let Some(reason) = &outcome.skipped {
         return format!("SKIP {}: {}", outcome.name, reason.text);
     }

@@ -38,7 +38,8 @@ impl Answer {
     pub fn summary(&self) -> String {
         match (self.status, &self.error) {
             (Some(status), _) => {
-                let body = self.body.trim();
+                // Redacted before the cut: a key cut short may no longer be recognisable.
+                let body = crate::redaction::redact(self.body.trim());
                 let body = if body.len() > 160 {
                     format!("{}...", &body[..body.floor_char_boundary(160)])
                 } else {
@@ -88,7 +89,13 @@ pub async fn send(client: &reqwest::Client, url: &str, headers: &[(String, Strin
         Err(e) => return Answer { status: Some(status), headers, ..no_response(request_id, error_chain(&e)) },
     };
     let echo = serde_json::from_str::<BackendEcho>(body.trim()).ok().filter(|e| e.request_id == request_id);
-    let body = if body.len() > BODY_LIMIT { body[..body.floor_char_boundary(BODY_LIMIT)].to_string() } else { body };
+    let body = if body.len() > BODY_LIMIT {
+        // Redacted before the cut: a key cut short may no longer be recognisable.
+        let body = crate::redaction::redact(&body);
+        body[..body.floor_char_boundary(BODY_LIMIT)].to_string()
+    } else {
+        body
+    };
     Answer { request_id: request_id.to_string(), status: Some(status), body, headers, echo, error: None }
 }
 

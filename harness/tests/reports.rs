@@ -84,3 +84,110 @@ async fn a_faulted_run_writes_every_report_without_key_material() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A scenario that puts a generated key in every place a scenario can: a ConfigMap's
+/// binaryData, an annotation, a request header, and a body expectation that fails, so the
+/// failure message carries it too.
+const KEYS_EVERYWHERE: &str = r#"
+name: keys-everywhere
+description: Private keys placed wherever a scenario can put them.
+contract: [S1]
+features: [upstream-tls]
+pki:
+  - name: backend-ca
+    ca: true
+  - name: backend
+    issuer: backend-ca
+    dnsNames: [echo.backend.test]
+backends:
+  - name: echo
+    certificate: backend
+steps:
+  - apply: |
+      apiVersion: v1
+      kind: ConfigMap
+      metadata:
+        name: keys
+      binaryData:
+        tls.key: ${pki.backend.keyBase64}
+      ---
+      apiVersion: v1
+      kind: Service
+      metadata:
+        name: echo
+        annotations:
+          projectcontour.io/upstream-protocol.tls: "8443"
+          example.test/key: ${pki.backend-ca.keyBase64}
+      spec:
+        selector:
+          app.kubernetes.io/name: echo
+        ports:
+          - port: 8443
+            targetPort: https
+            name: https
+      ---
+      apiVersion: projectcontour.io/v1
+      kind: HTTPProxy
+      metadata:
+        name: proxy
+      spec:
+        virtualhost:
+          fqdn: ${host}
+        routes:
+          - services:
+              - name: echo
+                port: 8443
+  - request:
+      headers:
+        x-key: ${pki.backend.keyBase64}
+      expect:
+        status: 200
+        bodyContains: ${pki.backend.keyBase64}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_keys_are_redacted_by_value_everywhere() {
+    use base64::Engine;
+    harness::init_crypto();
+    let dir = std::env::temp_dir().join(format!("utls-keys-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("scenarios/keys")).unwrap();
+    std::fs::write(dir.join("scenarios/keys/everywhere.yaml"), KEYS_EVERYWHERE).unwrap();
+    let scenarios = load_dir(&dir.join("scenarios")).expect("the scenario loads");
+    let mut plan = ImplementationConfig::default().resolve(Overrides::default()).unwrap();
+    plan.settings = RunSettings { traffic_limit: Duration::from_secs(3), ..plan.settings };
+
+    let started = (Instant::now(), time::OffsetDateTime::now_utc());
+    let environment = Environment::connect(&plan.target, plan.settings.clone()).await.expect("loopback starts");
+    let outcomes = run_all(&environment, &scenarios, 1, &()).await;
+    let info = RunInfo::new(&plan, environment.run_id(), started);
+    environment.shutdown().await;
+
+    // The keys, in the forms a reader could recognise them by: the base64 of the PEM, and
+    // the PEM's own base64 lines.
+    let failure = outcomes[0].failure.as_ref().expect("the body expectation fails").to_string();
+    let encoded = failure
+        .split(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=')))
+        .find(|word| word.starts_with("LS0tLS1CRUdJTiBQUklWQVRFIEtFWS0tLS0t"))
+        .expect("the failure quotes the key before redaction")
+        .to_string();
+    let pem = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(&encoded).unwrap()).unwrap();
+    let mut needles: Vec<String> =
+        encoded.as_bytes().chunks(40).map(|c| String::from_utf8(c.to_vec()).unwrap()).collect();
+    needles.extend(pem.lines().filter(|l| !l.starts_with("-----") && l.len() > 20).map(str::to_string));
+    let raw_objects = serde_json::to_string(&outcomes[0].diagnostics).unwrap();
+    assert!(raw_objects.contains("binaryData"), "the ConfigMap is among the diagnostics");
+
+    let report = RunReport::new(info, &scenarios.iter().collect::<Vec<_>>(), &outcomes);
+    let files = write_all(&report, &dir.join("reports")).expect("reports are written");
+    let mut outputs: Vec<(String, String)> =
+        files.iter().map(|f| (f.display().to_string(), std::fs::read_to_string(f).unwrap())).collect();
+    outputs.push(("the terminal line".into(), harness::suite::line(&outcomes[0])));
+    for (name, text) in &outputs {
+        for needle in &needles {
+            assert!(!text.contains(needle.as_str()), "{name} carries key material {needle:?}");
+        }
+    }
+    let terminal = &outputs.last().unwrap().1;
+    assert!(terminal.contains(harness::redaction::MARKER), "the failure says a key was there: {terminal}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -274,8 +274,10 @@ fn echo_facts(echo: &BackendEcho) -> [(&'static str, &str); 15] {
     ]
 }
 
-/// At most `limit` bytes of `text`, cut at a character boundary and marked when cut.
+/// At most `limit` bytes of `text`, cut at a character boundary and marked when cut. Keys are
+/// redacted before the cut: a key cut short may no longer be recognisable by value.
 fn excerpt(text: &str, limit: usize) -> String {
+    let text = redact(text);
     let cut = text.floor_char_boundary(limit);
     if cut < text.len() { format!("{}...", &text[..cut]) } else { text.to_string() }
 }

@@ -18,6 +18,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::config::{Implementation, RunPlan};
+pub use crate::redaction::redact;
 use crate::runner::{Diagnostics, ScenarioOutcome, StepOutcome};
 use crate::scenario::{Feature, LoadedScenario, Profile};
 use crate::traffic::Answer;
@@ -373,46 +374,6 @@ fn remove_old_diagnostics(dir: &Path) -> Result<(), ReportError> {
     Ok(())
 }
 
-/// `text` with every PEM private key block replaced (a block cut short, with no end marker:
-/// up to the first line that is not base64).
-pub fn redact(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = rest.find("-----BEGIN ") {
-        let after = &rest[start + "-----BEGIN ".len()..];
-        let Some(label_len) = after.find("-----") else { break };
-        let label = &after[..label_len];
-        if !label.contains("PRIVATE KEY") {
-            out.push_str(&rest[..start + "-----BEGIN ".len()]);
-            rest = after;
-            continue;
-        }
-        out.push_str(&rest[..start]);
-        out.push_str("[private key redacted]");
-        let end_marker = format!("-----END {label}-----");
-        rest = match after.find(&end_marker) {
-            Some(end) => &after[end + end_marker.len()..],
-            None => after_key_lines(&after[label_len + "-----".len()..]),
-        };
-    }
-    out.push_str(rest);
-    out
-}
-
-/// `text` after the key material a truncated key block starts with: base64, across line
-/// breaks and `\n`/`\r` escapes (as in JSON strings), up to the first other character. That
-/// may take the first word of the text after a cut-short key: better than leaking a line.
-fn after_key_lines(text: &str) -> &str {
-    let is_key = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=' | '\n' | '\r');
-    let mut rest = text;
-    while let Some(next) =
-        rest.strip_prefix("\\n").or_else(|| rest.strip_prefix("\\r")).or_else(|| rest.strip_prefix(is_key))
-    {
-        rest = next;
-    }
-    rest
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -542,26 +503,5 @@ pub(crate) mod tests {
         write_all(&sample(), &dir).unwrap();
         assert!(!written.exists(), "a run without the real controller leaves no log of an earlier one");
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn a_key_cut_short_is_redacted_up_to_the_text_after_it() {
-        let text = "got 400 -----BEGIN PRIVATE KEY-----\nMIIB\nAAAA==\n| next | row |\n";
-        assert_eq!(redact(text), "got 400 [private key redacted]| next | row |\n");
-        let text = "<pre>-----BEGIN PRIVATE KEY-----\nMIIB\nAAAA...</pre>";
-        assert_eq!(redact(text), "<pre>[private key redacted]...</pre>", "the last, partial line goes too");
-        let text = r#""-----BEGIN PRIVATE KEY-----\r\nMIIB\r\nAAAA" next"#;
-        assert_eq!(redact(text), r#""[private key redacted]" next"#);
-        let text = r#"body "-----BEGIN PRIVATE KEY-----\nMIIB\nAAAA..." and more"#;
-        assert_eq!(redact(text), r#"body "[private key redacted]..." and more"#);
-    }
-
-    #[test]
-    fn redaction_keeps_certificates() {
-        let text = "a -----BEGIN CERTIFICATE-----\nX\n-----END CERTIFICATE----- b -----BEGIN EC PRIVATE KEY-----\nY\n-----END EC PRIVATE KEY----- c";
-        assert_eq!(
-            redact(text),
-            "a -----BEGIN CERTIFICATE-----\nX\n-----END CERTIFICATE----- b [private key redacted] c"
-        );
     }
 }
