@@ -34,6 +34,8 @@ pub enum StartError {
     Contour(#[from] ContourError),
     #[error("invalid loopback config: {0}")]
     Config(String),
+    #[error("{0}")]
+    Credentials(String),
 }
 
 /// A running loopback cluster. Stop it with [`Loopback::shutdown`]; dropping it also stops
@@ -86,7 +88,8 @@ impl Loopback {
         let api_address = api_listener.local_addr().map_err(StartError::Bind)?;
         let proxy_address = proxy_listener.local_addr().map_err(StartError::Bind)?;
         let kubeconfig = work_dir.join("kubeconfig");
-        api::write_kubeconfig(&kubeconfig, &format!("http://{api_address}"))
+        let credentials = Arc::new(api::Credentials::generate().map_err(StartError::Credentials)?);
+        api::write_kubeconfig(&kubeconfig, &format!("https://{api_address}"), &credentials)
             .map_err(|source| StartError::WorkDir { path: kubeconfig.clone(), source })?;
 
         let store = Store::new();
@@ -98,7 +101,7 @@ impl Loopback {
         let (routes_tx, routes_rx) = watch::channel(Arc::new(RouteTable::default()));
         let kubelet = Kubelet::new(store.clone(), work_dir.join("pods"), nginx);
         let tasks = vec![
-            tokio::spawn(api::serve(api_listener, store.clone(), admission, stop.clone())),
+            tokio::spawn(api::serve(api_listener, store.clone(), admission, credentials, stop.clone())),
             tokio::spawn(kubelet.run(stop.clone())),
             tokio::spawn(dataplane::serve(proxy_listener, routes_rx.clone(), stop.clone())),
         ];

@@ -11,7 +11,6 @@ use kube::{Client, Config};
 use loopback::api::kinds;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 const KUBECTL: &str = "/usr/bin/kubectl";
 
@@ -40,7 +39,7 @@ impl ServerExt for Server {
         Api::namespaced_with(client, "team", &ApiResource::from_gvk_with_plural(&gvk, "httpproxies"))
     }
 
-    /// One plain HTTP/1.1 request; returns the status code, the headers and the body.
+    /// One HTTP/1.1 request written by hand, with the token; returns the status code, the headers and the body.
     async fn raw(
         &self,
         method: &str,
@@ -50,10 +49,11 @@ impl ServerExt for Server {
     ) -> (u16, Vec<(String, String)>, Value) {
         let body = body.to_string();
         let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: loopback\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: loopback\r\nAuthorization: Bearer {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.credentials.token,
             body.len()
         );
-        let mut stream = TcpStream::connect(self.address).await.unwrap();
+        let mut stream = self.connect().await;
         stream.write_all(request.as_bytes()).await.unwrap();
         let mut response = String::new();
         tokio::time::timeout(LIMIT, stream.read_to_string(&mut response)).await.unwrap().unwrap();

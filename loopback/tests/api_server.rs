@@ -255,3 +255,44 @@ spec:
     assert!(server.store.get(&kinds::CONFIG_MAP, "default", "settings").is_none());
     server.shut_down().await;
 }
+
+/// Sends `request` over `stream` and returns the status line and the body.
+async fn exchange(mut stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(LIMIT, stream.read_to_end(&mut response)).await.expect("the server answers or closes");
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_clients_with_the_token_get_in_and_only_over_tls() {
+    let server = Server::start(&["team"]).await;
+    let get = |path: &str, token: Option<&str>| {
+        let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+        format!("GET {path} HTTP/1.1\r\nHost: loopback\r\n{auth}Connection: close\r\n\r\n")
+    };
+    let token = server.credentials.token.clone();
+
+    let refused = exchange(server.connect().await, &get("/api/v1/namespaces/team/secrets", None)).await;
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+    let status: Value = serde_json::from_str(refused.split_once("\r\n\r\n").unwrap().1).unwrap();
+    assert_eq!((status["reason"].as_str(), status["message"].as_str()), (Some("Unauthorized"), Some("Unauthorized")));
+    let wrong = exchange(server.connect().await, &get("/api/v1/namespaces", Some("not-the-token"))).await;
+    assert!(wrong.starts_with("HTTP/1.1 401"), "{wrong}");
+    let pods = get("/api/v1/namespaces/team/pods", None).replace("GET", "POST");
+    assert!(exchange(server.connect().await, &pods).await.starts_with("HTTP/1.1 401"), "writes are refused too");
+
+    let admitted = exchange(server.connect().await, &get("/api/v1/namespaces", Some(&token))).await;
+    assert!(admitted.starts_with("HTTP/1.1 200"), "{admitted}");
+    for public in ["/healthz", "/version"] {
+        let answer = exchange(server.connect().await, &get(public, None)).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{public} is public: {answer}");
+    }
+
+    // Plain HTTP gets no HTTP answer at all.
+    let plain = tokio::net::TcpStream::connect(server.address).await.unwrap();
+    let answer = exchange(plain, &get("/api/v1/namespaces", Some(&token))).await;
+    assert!(!answer.contains("HTTP/1.1 200") && !answer.contains("NamespaceList"), "{answer}");
+    server.shut_down().await;
+}

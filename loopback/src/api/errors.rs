@@ -132,6 +132,11 @@ impl ApiError {
         Self::new(422, "Invalid", message.to_string())
     }
 
+    /// A request without the bearer token, answered as kube-apiserver answers it.
+    pub fn unauthorized() -> Self {
+        Self::new(401, "Unauthorized", "Unauthorized".into())
+    }
+
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(400, "BadRequest", message.into())
     }

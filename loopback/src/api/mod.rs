@@ -1,13 +1,15 @@
-//! The loopback API server: an in-memory subset of the Kubernetes API over HTTP.
+//! The loopback API server: an in-memory subset of the Kubernetes API over HTTPS.
 //!
 //! [`Store`] keeps the objects, [`kinds::KINDS`] says which kinds exist, [`serve`] answers
-//! HTTP on a listener, and [`write_kubeconfig`] hands clients (kube-rs, kubectl) the address.
+//! HTTPS on a listener for clients holding the token of [`Credentials`], and
+//! [`write_kubeconfig`] hands clients (kube-rs, kubectl, Contour) the address, CA and token.
 //!
 //! Behind [`serve`]: [`discovery`] documents, [`openapi`] documents, the verbs in `handlers`,
 //! [`watch`] streams, [`selectors`], [`patch`] formats, server-side [`apply`] and [`tables`]
 //! for `kubectl get`. Writes pass
 //! [`admission`], which checks custom resources against their schemas with [`validation`].
 
+pub mod access;
 pub mod admission;
 pub mod apply;
 pub mod discovery;
@@ -23,6 +25,7 @@ pub mod tables;
 pub mod validation;
 pub mod watch;
 
+pub use access::Credentials;
 pub use errors::ApiError;
 pub use handlers::LOG_FILE_ANNOTATION;
 pub use server::{serve, write_kubeconfig};

@@ -4,8 +4,8 @@
 //!
 //! URL shapes follow Kubernetes: `/api/v1/...` for the core group, `/apis/{group}/{version}/...`
 //! for the others, then `{plural}[/{name}[/{subresource}]]`, optionally under
-//! `namespaces/{namespace}/`; `/openapi/v3[/...]` serves the OpenAPI documents. Plain HTTP, no
-//! authentication. Reads answer with a `Table` when `Accept` asks for one (`kubectl get`);
+//! `namespaces/{namespace}/`; `/openapi/v3[/...]` serves the OpenAPI documents. HTTPS with a
+//! bearer token ([`Credentials`]), as a real cluster serves it. Reads answer with a `Table` when `Accept` asks for one (`kubectl get`);
 //! warnings from a write (unknown fields) go out as `Warning` headers.
 
 use std::collections::HashMap;
@@ -27,6 +27,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::access::{Credentials, PUBLIC_PATHS};
 use super::admission::Admission;
 use super::apply::ApplyRecords;
 use super::errors::ApiError;
@@ -52,11 +53,19 @@ pub(super) struct ServerState {
     pub applies: ApplyRecords,
     pub shutdown: watch::Receiver<bool>,
     pub address: SocketAddr,
+    pub credentials: Arc<Credentials>,
 }
 
-/// Serves the Kubernetes API for `store` on `listener` until `shutdown` turns true (or its
-/// sender is dropped); open watch streams then end and connections are closed.
-pub async fn serve(listener: TcpListener, store: Store, admission: Admission, mut shutdown: watch::Receiver<bool>) {
+/// Serves the Kubernetes API for `store` on `listener`, over TLS with `credentials`, until
+/// `shutdown` turns true (or its sender is dropped); open watch streams then end and
+/// connections are closed.
+pub async fn serve(
+    listener: TcpListener,
+    store: Store,
+    admission: Admission,
+    credentials: Arc<Credentials>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let address = listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
     let state = Arc::new(ServerState {
         store,
@@ -64,6 +73,7 @@ pub async fn serve(listener: TcpListener, store: Store, admission: Admission, mu
         applies: ApplyRecords::default(),
         shutdown: shutdown.clone(),
         address,
+        credentials,
     });
     let mut connections = JoinSet::new();
     loop {
@@ -90,8 +100,23 @@ pub async fn serve(listener: TcpListener, store: Store, admission: Admission, mu
     connections.shutdown().await;
 }
 
+/// How long a client gets to complete the TLS handshake.
+const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
+
 async fn serve_connection(stream: TcpStream, state: Arc<ServerState>) {
     let mut shutdown = state.shutdown.clone();
+    let acceptor = tokio_rustls::TlsAcceptor::from(state.credentials.tls.clone());
+    let stream = match tokio::time::timeout(HANDSHAKE_LIMIT, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "api server: TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!("api server: TLS handshake timed out");
+            return;
+        }
+    };
     let service = service_fn(move |request| {
         let state = state.clone();
         async move { Ok::<_, Infallible>(handle(request, &state).await) }
@@ -121,6 +146,11 @@ pub(super) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 async fn handle(request: Request<Incoming>, state: &ServerState) -> Response<Body> {
     let method = request.method().clone();
     let path = request.uri().path().to_string();
+    let public = method == Method::GET && PUBLIC_PATHS.contains(&path.trim_end_matches('/'));
+    if !public && !state.credentials.admits(request.headers()) {
+        tracing::debug!(%method, %path, "api request without the token");
+        return error_response(&ApiError::unauthorized());
+    }
     let response = match dispatch(request, state).await {
         Ok(response) => response,
         Err(e) => error_response(&e),
@@ -386,13 +416,19 @@ fn version_info() -> Value {
 }
 
 /// Writes a kubeconfig whose current context `loopback` points at `server_url` (for example
-/// `http://127.0.0.1:6443`) with no credentials and the namespace `default`.
+/// `https://127.0.0.1:6443`) with the server's CA and the bearer token of `credentials`, and
+/// the namespace `default`. The file is readable by its owner only: it holds the token.
 ///
 /// # Errors
 /// Writing the file.
-pub fn write_kubeconfig(path: &Path, server_url: &str) -> std::io::Result<()> {
-    // A JSON string is a valid YAML scalar, so the URL needs no further quoting rules.
+pub fn write_kubeconfig(path: &Path, server_url: &str, credentials: &Credentials) -> std::io::Result<()> {
+    use base64::Engine;
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    // JSON strings are valid YAML scalars, so no value needs further quoting rules.
     let server = Value::String(server_url.to_string());
+    let ca = Value::String(base64::engine::general_purpose::STANDARD.encode(&credentials.ca_pem));
+    let token = Value::String(credentials.token.clone());
     let text = format!(
         "apiVersion: v1
 kind: Config
@@ -400,9 +436,11 @@ clusters:
 - name: loopback
   cluster:
     server: {server}
+    certificate-authority-data: {ca}
 users:
 - name: loopback
-  user: {{}}
+  user:
+    token: {token}
 contexts:
 - name: loopback
   context:
@@ -413,7 +451,10 @@ current-context: loopback
 preferences: {{}}
 "
     );
-    std::fs::write(path, text)
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    // An existing file keeps its mode through `open`.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(text.as_bytes())
 }
 
 #[cfg(test)]
@@ -471,10 +512,16 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("loopback-kubeconfig-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("config");
-        write_kubeconfig(&path, "http://127.0.0.1:1234").unwrap();
+        std::fs::write(&path, "an earlier, world-readable file").unwrap();
+        let credentials = Credentials::generate().unwrap();
+        write_kubeconfig(&path, "https://127.0.0.1:1234", &credentials).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.contains("server: \"http://127.0.0.1:1234\""), "{text}");
+        assert!(text.contains("server: \"https://127.0.0.1:1234\""), "{text}");
+        assert!(text.contains(&format!("token: \"{}\"", credentials.token)), "{text}");
+        assert!(text.contains("certificate-authority-data: \"LS0t"), "{text}");
         assert!(text.contains("current-context: loopback"));
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

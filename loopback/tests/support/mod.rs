@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
-use loopback::api::{Store, kinds, serve, write_kubeconfig};
+use loopback::api::{Credentials, Store, kinds, serve, write_kubeconfig};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -26,6 +26,7 @@ pub struct Server {
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
     pub dir: PathBuf,
+    pub credentials: std::sync::Arc<Credentials>,
 }
 
 impl Server {
@@ -39,10 +40,23 @@ impl Server {
             store.create(&kinds::NAMESPACE, "", json!({"metadata": {"name": ns}})).unwrap();
         }
         let (stop, shutdown) = watch::channel(false);
-        let task = tokio::spawn(serve(listener, store.clone(), Default::default(), shutdown));
+        let credentials = std::sync::Arc::new(Credentials::generate().unwrap());
+        let task = tokio::spawn(serve(listener, store.clone(), Default::default(), credentials.clone(), shutdown));
         let dir = temp_dir("api");
-        write_kubeconfig(&dir.join("kubeconfig"), &format!("http://{address}")).unwrap();
-        Server { store, address, stop, task: Some(task), dir }
+        write_kubeconfig(&dir.join("kubeconfig"), &format!("https://{address}"), &credentials).unwrap();
+        Server { store, address, stop, task: Some(task), dir, credentials }
+    }
+
+    /// A TLS connection to the server, trusting its CA, for requests written by hand.
+    pub async fn connect(&self) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from_pem_slice(self.credentials.ca_pem.as_bytes()).unwrap()).unwrap();
+        let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+        let tcp = tokio::net::TcpStream::connect(self.address).await.unwrap();
+        connector.connect("127.0.0.1".try_into().unwrap(), tcp).await.unwrap()
     }
 
     pub fn kubeconfig(&self) -> PathBuf {
