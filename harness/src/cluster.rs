@@ -117,6 +117,11 @@ impl ClusterClient {
         })
     }
 
+    /// The kube-rs client underneath, for what this driver does not wrap.
+    pub fn client(&self) -> &kube::Client {
+        &self.client
+    }
+
     /// Creates a namespace labelled with the run id.
     ///
     /// # Errors
@@ -319,6 +324,30 @@ impl ClusterClient {
                 Err(ClusterError::Timeout { object: Box::new(namespace_ref(name)), what: "deletion".into(), limit })
             }
         }
+    }
+
+    /// Deletes every namespace whose labels match `selector` (`RUN_LABEL=<run id>`, or
+    /// `RUN_LABEL` for every run's), all at once, and waits until they are gone or `limit`
+    /// has passed. Returns their names.
+    ///
+    /// # Errors
+    /// Listing fails, or a deletion fails or outlasts `limit` (the others are still deleted).
+    pub async fn delete_namespaces_labelled(
+        &self,
+        selector: &str,
+        limit: Duration,
+    ) -> Result<Vec<String>, ClusterError> {
+        let api = Api::<Namespace>::all(self.client.clone());
+        let listed = api.list(&ListParams::default().labels(selector)).await.map_err(failed(
+            ObjectRef { api_version: "v1".into(), kind: "Namespace".into(), namespace: None, name: selector.into() },
+            "list",
+        ))?;
+        let names: Vec<String> = listed.items.into_iter().filter_map(|ns| ns.metadata.name).collect();
+        let deletions = names.iter().map(|name| self.delete_namespace(name, limit));
+        for result in futures::future::join_all(deletions).await {
+            result?;
+        }
+        Ok(names)
     }
 
     /// The logs of every pod in `namespace` matching `selector`, as `(pod name, text)`.

@@ -13,12 +13,14 @@ use harness::install::TlsVersion;
 use harness::progress::Progress;
 use harness::report::{RunInfo, RunReport, write_all};
 use harness::scenario::{LoadedScenario, load_dir};
-use harness::suite;
+use harness::suite::{self, Interrupt, Signal};
 use harness::target::{Environment, env};
 
 const EXIT_FAILED: u8 = 1;
 const EXIT_INVALID_INPUT: u8 = 2;
 const EXIT_ENVIRONMENT: u8 = 3;
+/// How long an interrupted run waits for its namespaces to be deleted on a real cluster.
+const INTERRUPTED_CLEANUP_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 #[derive(Parser)]
 #[command(version, about = "End-to-end conformance suite for upstream TLS in HTTPProxy implementations")]
@@ -51,8 +53,6 @@ enum Command {
         #[arg(long)]
         report: bool,
     },
-    /// Run the mutation matrix (the catalog against loopback once per fault) and print the
-    /// catalog page; fails unless every fault is caught and every scenario catches one.
     /// Time the catalog against the built-in loopback cluster, several runs, and print wall
     /// time, CPU time, peak memory and the critical path of each (a tab-separated table whose
     /// columns stay the same, so later runs can be compared).
@@ -69,12 +69,32 @@ enum Command {
         #[arg(long, value_name = "reference|contour", env = env::CONTROLLER)]
         controller: Option<loopback::config::ControllerKind>,
     },
+    /// Run the mutation matrix (the catalog against loopback once per fault) and print the
+    /// catalog page; fails unless every fault is caught and every scenario catches one.
     Catalog {
         #[command(flatten)]
         selection: Selection,
         /// Write the page to scenarios/README.md instead of printing it.
         #[arg(long)]
         write: bool,
+    },
+    /// Remove what interrupted or crashed runs left behind: on this machine, the work
+    /// directories (with their keys) and backends of loopback clusters whose process is gone;
+    /// with --cluster, the namespaces the harness labelled on a real cluster.
+    Cleanup {
+        /// Also delete the harness's namespaces on the cluster of the kubeconfig (those
+        /// labelled upstream-tls-conformance/run, or only --run-id's).
+        #[arg(long)]
+        cluster: bool,
+        /// Only this run's namespaces (the run id is in the reports and namespace names).
+        #[arg(long, requires = "cluster")]
+        run_id: Option<String>,
+        /// Kubeconfig of the real cluster (default: $KUBECONFIG, then ~/.kube/config).
+        #[arg(long, env = env::KUBECONFIG, requires = "cluster")]
+        kubeconfig: Option<PathBuf>,
+        /// Kubeconfig context (default: the current context).
+        #[arg(long, env = env::CONTEXT, requires = "cluster")]
+        context: Option<String>,
     },
 }
 
@@ -192,6 +212,9 @@ fn main() -> ExitCode {
             Ok(scenarios) => bench(&scenarios, runs, parallel, controller),
             Err(code) => code,
         },
+        Command::Cleanup { cluster, run_id, kubeconfig, context } => {
+            cleanup(cluster, run_id.as_deref(), kubeconfig.as_deref(), context.as_deref())
+        }
         Command::Catalog { selection, write } => match load(&selection) {
             Ok(scenarios) => catalog(&scenarios, write),
             Err(code) => code,
@@ -379,11 +402,29 @@ fn run(args: RunArgs) -> ExitCode {
             }
         };
         let started = (Instant::now(), time::OffsetDateTime::now_utc());
+        let (interrupter, interrupt) = Interrupt::new();
+        if let Err(e) = interrupter.on_signals() {
+            eprintln!("warning: cannot handle Ctrl-C and SIGTERM ({e}); an interrupted run will clean up nothing");
+        }
         let progress = Progress::new(scenarios.len());
-        let outcomes = suite::run_all(&environment, &scenarios, plan.parallelism(scenarios.len()), &progress).await;
+        let parallelism = plan.parallelism(scenarios.len());
+        let outcomes = suite::run_all_until(&environment, &scenarios, parallelism, &progress, &interrupt).await;
         progress.finish();
-        let info = RunInfo::new(&plan, environment.run_id(), started);
+        let signal = interrupt.signal();
+        let info =
+            RunInfo { interrupted: signal.map(Signal::name), ..RunInfo::new(&plan, environment.run_id(), started) };
         let wall_time = info.wall_time;
+        if signal.is_some() {
+            match environment.delete_run(INTERRUPTED_CLEANUP_LIMIT).await {
+                Ok(namespaces) if !namespaces.is_empty() => {
+                    eprintln!("deleted the run's namespaces: {}", namespaces.join(", "));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    eprintln!("warning: cleanup after the interruption failed: {e}; `cleanup` removes what is left")
+                }
+            }
+        }
         let controller_logs = environment.controller_logs();
         environment.shutdown().await;
         let loaded: Vec<&LoadedScenario> = scenarios.iter().chain(&not_selected).collect();
@@ -400,6 +441,62 @@ fn run(args: RunArgs) -> ExitCode {
         }
         // The per-scenario lines were printed as they finished; the totals close the run.
         print!("\n{}", suite::totals(&outcomes, wall_time));
+        if let Some(signal) = signal {
+            println!("interrupted by {}: scenarios that did not finish are reported as skipped", signal.name());
+            return ExitCode::from(signal.exit_code());
+        }
         if outcomes.iter().all(|o| o.passed()) { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILED) }
     })
+}
+
+/// How long `cleanup` waits for namespaces to be deleted.
+const CLEANUP_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
+
+fn cleanup(
+    cluster: bool,
+    run_id: Option<&str>,
+    kubeconfig: Option<&std::path::Path>,
+    context: Option<&str>,
+) -> ExitCode {
+    let mut failed = false;
+    let stale = loopback::remove_stale_work_dirs();
+    for dir in &stale {
+        let processes = match dir.processes {
+            0 => String::new(),
+            n => format!(" and stopped {n} backend process(es)"),
+        };
+        match &dir.error {
+            None => println!("removed {}{processes}", dir.path.display()),
+            Some(e) => {
+                failed = true;
+                eprintln!("error: cannot remove {}: {e}", dir.path.display());
+            }
+        }
+    }
+    if stale.is_empty() {
+        println!("no loopback cluster left anything on this machine");
+    }
+    if cluster {
+        let runtime = match runtime() {
+            Ok(runtime) => runtime,
+            Err(code) => return code,
+        };
+        let selector = match run_id {
+            Some(id) => format!("{}={id}", harness::cluster::RUN_LABEL),
+            None => harness::cluster::RUN_LABEL.to_string(),
+        };
+        let deleted = runtime.block_on(async {
+            let client = harness::cluster::ClusterClient::connect(kubeconfig, context).await?;
+            client.delete_namespaces_labelled(&selector, CLEANUP_LIMIT).await
+        });
+        match deleted {
+            Ok(names) if names.is_empty() => println!("no namespace on the cluster is labelled {selector}"),
+            Ok(names) => println!("deleted namespaces: {}", names.join(", ")),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_ENVIRONMENT);
+            }
+        }
+    }
+    if failed { ExitCode::from(EXIT_FAILED) } else { ExitCode::SUCCESS }
 }

@@ -1,5 +1,6 @@
-//! Many scenarios at once: [`run_all`] runs them concurrently against an environment and
-//! [`line`] and [`totals`] render what the CLI prints.
+//! Many scenarios at once: [`run_all`] runs them concurrently against an environment (and
+//! [`run_all_until`] stops them on an [`Interrupt`], such as Ctrl-C), and [`line`] and
+//! [`totals`] render what the CLI prints.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -80,17 +81,154 @@ pub async fn run_all(
     parallelism: usize,
     observer: &dyn Observer,
 ) -> Vec<ScenarioOutcome> {
+    run_all_until(environment, scenarios, parallelism, observer, &Interrupt::never()).await
+}
+
+/// [`run_all`], stopped by `interrupt`: no scenario starts after it, those running are
+/// abandoned (their namespaces are for the caller to delete, [`Environment::delete_run`]), and
+/// every scenario that did not finish comes back skipped as [`interrupted`](ScenarioOutcome).
+pub async fn run_all_until(
+    environment: &Environment,
+    scenarios: &[LoadedScenario],
+    parallelism: usize,
+    observer: &dyn Observer,
+    interrupt: &Interrupt,
+) -> Vec<ScenarioOutcome> {
     let (exclusive, shared): (Vec<&LoadedScenario>, Vec<&LoadedScenario>) =
         scenarios.iter().partition(|s| environment.needs_alone(s));
-    let mut outcomes: Vec<ScenarioOutcome> =
-        futures::stream::iter(shared.into_iter().map(|s| environment.run(s, observer)))
-            .buffered(parallelism.max(1))
-            .collect()
-            .await;
-    for scenario in exclusive {
-        outcomes.push(environment.run(scenario, observer).await);
+    let order: Vec<&LoadedScenario> = shared.iter().chain(&exclusive).copied().collect();
+    let mut finished: Vec<Option<ScenarioOutcome>> = vec![None; order.len()];
+    let mut running = futures::stream::iter(
+        shared.iter().enumerate().map(|(i, s)| async move { (i, environment.run(s, observer).await) }),
+    )
+    .buffer_unordered(parallelism.max(1));
+    let mut stopped = interrupt.clone();
+    loop {
+        tokio::select! {
+            biased;
+            () = stopped.wait() => break,
+            next = running.next() => match next {
+                Some((i, outcome)) => finished[i] = Some(outcome),
+                None => break,
+            },
+        }
     }
-    outcomes
+    drop(running);
+    for (i, scenario) in exclusive.iter().enumerate() {
+        if interrupt.signal().is_some() {
+            break;
+        }
+        tokio::select! {
+            biased;
+            () = stopped.wait() => break,
+            outcome = environment.run(scenario, observer) => finished[shared.len() + i] = Some(outcome),
+        }
+    }
+    order
+        .iter()
+        .zip(finished)
+        .map(|(scenario, outcome)| outcome.unwrap_or_else(|| ScenarioOutcome::interrupted(scenario)))
+        .collect()
+}
+
+/// The signals that stop a run, and the exit codes a shell gives them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGINT (Ctrl-C): exit code 130.
+    Interrupt,
+    /// SIGTERM: exit code 143.
+    Terminate,
+}
+
+impl Signal {
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::Interrupt => "SIGINT",
+            Signal::Terminate => "SIGTERM",
+        }
+    }
+
+    /// 128 plus the signal's number, as shells report a process the signal ended.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Signal::Interrupt => 130,
+            Signal::Terminate => 143,
+        }
+    }
+}
+
+/// Whether, and by which signal, a run was asked to stop. Cloned freely; all clones see the
+/// same request.
+#[derive(Debug, Clone)]
+pub struct Interrupt(tokio::sync::watch::Receiver<Option<Signal>>);
+
+/// Asks the runs holding the matching [`Interrupt`] to stop.
+#[derive(Debug)]
+pub struct Interrupter(tokio::sync::watch::Sender<Option<Signal>>);
+
+impl Interrupt {
+    /// An interrupt and the handle that triggers it.
+    pub fn new() -> (Interrupter, Interrupt) {
+        let (sender, receiver) = tokio::sync::watch::channel(None);
+        (Interrupter(sender), Interrupt(receiver))
+    }
+
+    /// One that never fires.
+    pub fn never() -> Interrupt {
+        let (sender, interrupt) = Interrupt::new();
+        // Kept alive for the process, so `wait` pends instead of seeing a closed channel.
+        std::mem::forget(sender);
+        interrupt
+    }
+
+    /// The signal that stopped the run, if one did.
+    pub fn signal(&self) -> Option<Signal> {
+        *self.0.borrow()
+    }
+
+    /// Resolves once the run is asked to stop.
+    pub async fn wait(&mut self) {
+        if self.0.wait_for(Option::is_some).await.is_err() {
+            // The interrupter is gone without firing: nothing will ever stop the run.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl Interrupter {
+    /// Stops the run; a second call changes nothing. Returns whether this was the first.
+    pub fn fire(&self, signal: Signal) -> bool {
+        self.0.send_if_modified(|current| current.is_none() && current.replace(signal).is_none())
+    }
+
+    /// Stops the run when the process gets SIGINT or SIGTERM; on a second one, exits at once
+    /// with that signal's code. Needs a tokio runtime.
+    ///
+    /// # Errors
+    /// The signal handlers cannot be installed.
+    pub fn on_signals(self) -> std::io::Result<()> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut interrupts = signal(SignalKind::interrupt())?;
+        let mut terminations = signal(SignalKind::terminate())?;
+        tokio::spawn(async move {
+            loop {
+                let signal = tokio::select! {
+                    _ = interrupts.recv() => Signal::Interrupt,
+                    _ = terminations.recv() => Signal::Terminate,
+                };
+                if self.fire(signal) {
+                    eprintln!(
+                        "\n{}: stopping; cleaning up and writing reports for what finished (again to exit at once)",
+                        signal.name()
+                    );
+                } else {
+                    eprintln!("{}: exiting at once; cleanup is left undone (see the `cleanup` command)", signal.name());
+                    std::process::exit(i32::from(signal.exit_code()));
+                }
+            }
+        });
+        Ok(())
+    }
 }
 
 /// The lines that close a run: wall time, then `N passed, N failed, N skipped`.

@@ -12,11 +12,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use loopback::config::{ContourSettings, ControllerKind, SecretName};
 use loopback::{Fault, Loopback, LoopbackConfig};
 
-use crate::cluster::{ClusterClient, ClusterError};
+use crate::cluster::{ClusterClient, ClusterError, RUN_LABEL};
 use crate::install::{InstallClientCertificate, Installation, SecretRef, SkipReason, TlsVersion};
 use crate::report::ControllerLog;
 use crate::runner::{Event, Observer, RunSettings, ScenarioOutcome, Target, run_scenario};
@@ -298,6 +299,21 @@ impl Environment {
             loopback.shutdown().await;
         }
         outcome
+    }
+
+    /// Deletes the namespaces of this run that scenarios left behind (a stopped run abandons
+    /// the scenarios it was running), waiting up to `limit`. On loopback there is nothing to
+    /// do: shutting it down removes everything. Returns the namespaces deleted.
+    ///
+    /// # Errors
+    /// As [`ClusterClient::delete_namespaces_labelled`].
+    pub async fn delete_run(&self, limit: Duration) -> Result<Vec<String>, ClusterError> {
+        if self.starts_clusters() {
+            return Ok(Vec::new());
+        }
+        let Some(target) = self.targets.first() else { return Ok(Vec::new()) };
+        let selector = format!("{RUN_LABEL}={}", target.run_id);
+        target.cluster.delete_namespaces_labelled(&selector, limit).await
     }
 
     /// Stops loopback, if this environment started it.

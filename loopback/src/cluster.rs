@@ -219,6 +219,67 @@ fn find_nginx(configured: Option<&Path>) -> Result<PathBuf, StartError> {
         .ok_or_else(|| StartError::NginxNotFound { searched: "PATH, /usr/sbin, /usr/local/sbin".into() })
 }
 
+/// What [`remove_stale_work_dirs`] found: a work directory of a loopback that no longer runs.
+#[derive(Debug)]
+pub struct StaleWorkDir {
+    pub path: PathBuf,
+    /// Backend processes still running from it, which were stopped.
+    pub processes: usize,
+    /// Why it could not be removed, if it could not.
+    pub error: Option<std::io::Error>,
+}
+
+/// Removes the work directories (and stops the backends) that loopback clusters left in the
+/// system's temporary directory when their process died without shutting them down (killed,
+/// or a second Ctrl-C). A directory is stale when the process named in it no longer runs.
+pub fn remove_stale_work_dirs() -> Vec<StaleWorkDir> {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return Vec::new() };
+    let mut removed = Vec::new();
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = work_dir_owner(&name) else { continue };
+        if Path::new(&format!("/proc/{pid}")).exists() || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let path = entry.path();
+        let processes = stop_processes_mentioning(&path.display().to_string());
+        let error = std::fs::remove_dir_all(&path).err();
+        removed.push(StaleWorkDir { path, processes, error });
+    }
+    removed
+}
+
+/// The pid in a work directory's name (`loopback-<pid>-<hex>[-<n>]`), if it is one.
+fn work_dir_owner(name: &str) -> Option<u32> {
+    let mut parts = name.strip_prefix("loopback-")?.split('-');
+    let pid = parts.next()?.parse().ok()?;
+    let stamp = parts.next()?;
+    let rest: Vec<&str> = parts.collect();
+    let is_hex = !stamp.is_empty() && stamp.bytes().all(|b| b.is_ascii_hexdigit());
+    let attempt_ok = match rest.as_slice() {
+        [] => true,
+        [n] => n.parse::<u32>().is_ok(),
+        _ => false,
+    };
+    (is_hex && attempt_ok).then_some(pid)
+}
+
+/// Sends SIGKILL to every process whose command line mentions `text`; returns how many.
+fn stop_processes_mentioning(text: &str) -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
+    let mut stopped = 0;
+    for entry in entries.filter_map(Result::ok) {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        if String::from_utf8_lossy(&cmdline).contains(text) {
+            // SAFETY: plain kill(2); the process is a backend of a loopback that is gone.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            stopped += 1;
+        }
+    }
+    stopped
+}
+
 /// A new directory under the system's temporary directory, created by this call (so never one
 /// another user prepared), readable by loopback's user only until [`Loopback::start`] opens it
 /// for traversal.
@@ -230,6 +291,20 @@ fn fresh_temp_dir() -> std::io::Result<PathBuf> {
         match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 100 => attempt += 1,
             outcome => return outcome.map(|()| dir),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn work_directory_names_say_whose_they_are() {
+        assert_eq!(work_dir_owner("loopback-123-18ed57db0eeb30ae-0"), Some(123));
+        assert_eq!(work_dir_owner("loopback-123-18ed57db0eeb30ae"), Some(123));
+        for other in ["loopback-api-test-1-2", "loopback-x-1a", "loopback-1-zz", "loopback-1-1a-2-3", "other-1-1a"] {
+            assert_eq!(work_dir_owner(other), None, "{other}");
         }
     }
 }

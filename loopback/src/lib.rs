@@ -25,5 +25,5 @@ pub mod xds;
 
 mod cluster;
 
-pub use cluster::{Loopback, StartError};
+pub use cluster::{Loopback, StaleWorkDir, StartError, remove_stale_work_dirs};
 pub use config::{Fault, LoopbackConfig};

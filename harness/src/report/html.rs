@@ -47,7 +47,7 @@ fn header(report: &RunReport) -> String {
         .map(|s| s.as_str())
         .collect::<Vec<_>>()
         .join(" ");
-    let facts = [
+    let mut facts = vec![
         ("implementation", tested),
         ("target", report.target.clone()),
         ("run", report.run_id.clone()),
@@ -55,6 +55,9 @@ fn header(report: &RunReport) -> String {
         ("wall time", format!("{:.1}s", report.wall_time_seconds)),
         ("harness", report.harness_version.to_string()),
     ];
+    if let Some(signal) = report.interrupted {
+        facts.push(("interrupted", format!("by {signal}: scenarios that did not finish are skipped")));
+    }
     let mut out = String::from("<header>\n<h1>Upstream TLS conformance</h1>\n<dl class=\"facts\">");
     for (label, value) in facts {
         out.push_str(&format!("<div><dt>{label}</dt><dd>{}</dd></div>", escape(&value)));

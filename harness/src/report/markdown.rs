@@ -9,6 +9,11 @@ pub fn render(report: &RunReport) -> String {
         "# Upstream TLS conformance\n\n**{}** passed, **{}** failed, **{}** skipped in {:.1}s against the {} (run `{}`).\n",
         t.passed, t.failed, t.skipped, report.wall_time_seconds, report.target, report.run_id
     );
+    if let Some(signal) = report.interrupted {
+        out.push_str(&format!(
+            "\n**Interrupted by {signal}**: the scenarios that did not finish are skipped; this run certifies nothing.\n"
+        ));
+    }
     let failures: Vec<_> = report.scenarios.iter().filter(|s| s.verdict == Verdict::Failed).collect();
     if !failures.is_empty() {
         out.push_str("\n## Failures\n\n");

@@ -55,6 +55,10 @@ pub struct RunReport {
     /// RFC 3339.
     pub started_at: String,
     pub wall_time_seconds: f64,
+    /// The signal (`SIGINT`, `SIGTERM`) that stopped the run before every scenario finished;
+    /// those that did not finish are skipped, saying so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interrupted: Option<&'static str>,
     pub totals: Totals,
     pub scenarios: Vec<ScenarioReport>,
     /// Catalog scenarios this run did not select (filters, `--skip`), by profile.
@@ -200,6 +204,8 @@ pub struct RunInfo {
     pub run_id: String,
     pub started_at: time::OffsetDateTime,
     pub wall_time: Duration,
+    /// The signal that stopped the run early, if one did.
+    pub interrupted: Option<&'static str>,
 }
 
 impl RunInfo {
@@ -215,6 +221,7 @@ impl RunInfo {
             run_id: run_id.to_string(),
             started_at: started.1,
             wall_time: started.0.elapsed(),
+            interrupted: None,
         }
     }
 }
@@ -244,6 +251,7 @@ impl RunReport {
             run_id: info.run_id,
             started_at: info.started_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
             wall_time_seconds: info.wall_time.as_secs_f64(),
+            interrupted: info.interrupted,
             totals,
             scenarios: reports,
             not_selected: catalog
@@ -439,6 +447,7 @@ pub(crate) mod tests {
             run_id: "r1".into(),
             started_at: time::OffsetDateTime::UNIX_EPOCH,
             wall_time: Duration::from_secs(2),
+            interrupted: None,
         };
         RunReport::new(info, &[&loaded], &[outcome("demo"), failed, skipped])
     }

@@ -156,6 +156,13 @@ impl ScenarioOutcome {
         ScenarioOutcome { skipped: Some(reason), ..ScenarioOutcome::new(loaded) }
     }
 
+    /// A scenario the run was stopped before it finished (Ctrl-C, SIGTERM): skipped, and
+    /// saying so.
+    pub fn interrupted(loaded: &LoadedScenario) -> Self {
+        let reason = SkipReason { text: INTERRUPTED.into(), not_applicable: false };
+        ScenarioOutcome::skipped(loaded, reason)
+    }
+
     /// A scenario whose target could not be set up: failed in set-up, with `message`.
     pub fn set_up_failed(loaded: &LoadedScenario, installation: String, message: String) -> Self {
         ScenarioOutcome {
@@ -187,6 +194,9 @@ impl ScenarioOutcome {
         self.failure.is_none()
     }
 }
+
+/// The skip reason of a scenario a stopped run did not finish.
+pub const INTERRUPTED: &str = "the run was interrupted before this scenario finished";
 
 /// What happens during a run, as it happens.
 #[derive(Debug, Clone, Copy)]
