@@ -173,7 +173,10 @@ pub struct ScenarioSection {
     pub skip: Vec<String>,
 }
 
-/// Time limits, in seconds.
+/// The longest time limit a config may set: an hour, far beyond any wait a scenario has.
+pub const MAX_LIMIT_SECONDS: u64 = 3600;
+
+/// Time limits, in seconds (1 to [`MAX_LIMIT_SECONDS`]).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Timeouts {
@@ -397,6 +400,19 @@ impl ImplementationConfig {
             }
         };
         let defaults = RunSettings::default();
+        for (field, value) in [
+            ("trafficSeconds", self.timeouts.traffic_seconds),
+            ("statusSeconds", self.timeouts.status_seconds),
+            ("readySeconds", self.timeouts.ready_seconds),
+        ] {
+            if let Some(value) = value
+                && !(1..=MAX_LIMIT_SECONDS).contains(&value)
+            {
+                return Err(format!(
+                    "timeouts.{field}: {value} is out of range; give 1 to {MAX_LIMIT_SECONDS} seconds"
+                ));
+            }
+        }
         let seconds = |value: Option<u64>, default: Duration| value.map_or(default, Duration::from_secs);
         let settings = RunSettings {
             traffic_limit: seconds(self.timeouts.traffic_seconds, defaults.traffic_limit),
@@ -458,11 +474,30 @@ mod tests {
     use crate::scenario::load::parse;
 
     fn config(text: &str) -> Result<ImplementationConfig, LoadError> {
-        let path = std::env::temp_dir().join(format!("utls-config-{}-{}.yaml", std::process::id(), text.len()));
+        // Tests run in parallel: each file gets a name of its own.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("utls-config-{}-{n}.yaml", std::process::id()));
         std::fs::write(&path, text).unwrap();
         let config = ImplementationConfig::load(&path);
         std::fs::remove_file(&path).unwrap();
         config
+    }
+
+    #[test]
+    fn time_limits_must_be_sane() {
+        for (value, ok) in [("0", false), ("1", true), ("3600", true), ("3601", false), ("18446744073709551615", false)]
+        {
+            let text = format!("timeouts:\n  trafficSeconds: {value}\n");
+            let resolved = config(&text).unwrap().resolve(Overrides::default());
+            match resolved {
+                Ok(_) => assert!(ok, "{value} was accepted"),
+                Err(e) => {
+                    assert!(!ok, "{value}: {e}");
+                    assert_eq!(e, format!("timeouts.trafficSeconds: {value} is out of range; give 1 to 3600 seconds"));
+                }
+            }
+        }
     }
 
     #[test]

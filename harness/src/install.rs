@@ -149,7 +149,7 @@ fn leaf_request() -> CertificateRequest<'static> {
         issuer: Some(CA),
         ca: false,
         common_name: LEAF,
-        dns_names: &[],
+        dns_names: Vec::new(),
         uris: &[],
         expired: false,
     }
@@ -175,7 +175,7 @@ impl InstallClientCertificate {
             issuer: None,
             ca: true,
             common_name: CA,
-            dns_names: &[],
+            dns_names: Vec::new(),
             uris: &[],
             expired: false,
         };

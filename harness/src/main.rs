@@ -189,7 +189,7 @@ fn main() -> ExitCode {
         Command::List { selection } => match load(&selection) {
             Ok(scenarios) => {
                 for s in &scenarios {
-                    println!("{:<40} {}", s.name(), s.scenario.contract.join(", "));
+                    println!("{:<40} {}", s.name(), s.scenario.clauses().join(", "));
                 }
                 ExitCode::SUCCESS
             }

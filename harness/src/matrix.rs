@@ -142,7 +142,7 @@ pub fn render_catalog(scenarios: &[LoadedScenario], matrix: &Matrix) -> String {
         out.push_str(&format!(
             "| [{}]({relative}) | {} | {} | {} | {} | {} |\n",
             s.name(),
-            s.scenario.contract.join(", "),
+            s.scenario.clauses().join(", "),
             features.join(", "),
             s.scenario.profile().name(),
             s.scenario.description.replace('|', "\\|").replace('\n', " "),

@@ -50,7 +50,7 @@ pub struct CertificateRequest<'a> {
     pub ca: bool,
     /// Empty for a subject without a common name.
     pub common_name: &'a str,
-    pub dns_names: &'a [String],
+    pub dns_names: Vec<String>,
     pub uris: &'a [String],
     pub expired: bool,
 }
@@ -62,7 +62,7 @@ impl<'a> From<&'a CertificateSpec> for CertificateRequest<'a> {
             issuer: spec.issuer.as_ref().map(|i| i.value.as_str()),
             ca: spec.ca,
             common_name: spec.common_name.as_deref().unwrap_or(&spec.name.value),
-            dns_names: &spec.dns_names,
+            dns_names: spec.dns_names.iter().map(|n| n.value.clone()).collect(),
             uris: &spec.uris,
             expired: spec.expired,
         }
@@ -145,7 +145,7 @@ impl Material {
 }
 
 fn params(request: &CertificateRequest<'_>) -> Result<(CertificateParams, Vec<u8>), rcgen::Error> {
-    let mut params = CertificateParams::new(request.dns_names.to_vec())?;
+    let mut params = CertificateParams::new(request.dns_names.clone())?;
     for uri in request.uris {
         params.subject_alt_names.push(SanType::URI(uri.as_str().try_into()?));
     }

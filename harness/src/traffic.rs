@@ -178,7 +178,7 @@ fn check_echo(want: &BackendExpectation, echo: &BackendEcho) -> Result<(), Misma
     let tls = echo.scheme == "https";
     let client = want.client_certificate.clone().unwrap_or_default();
     let facts: [(&str, Option<String>, &str); 15] = [
-        ("backend", want.name.clone(), &echo.backend),
+        ("backend", want.name.as_ref().map(|n| n.value.clone()), &echo.backend),
         ("tls", want.tls.map(|t| t.to_string()), if tls { "true" } else { "false" }),
         ("port", want.port.map(|p| p.to_string()), &echo.port),
         ("sni", want.sni.clone(), &echo.sni),
@@ -216,8 +216,10 @@ pub fn expand_expectation(bindings: &Bindings, expect: &ResponseExpectation) -> 
         *value = bindings.expand(value)?;
     }
     if let Some(backend) = &mut out.backend {
+        if let Some(name) = &mut backend.name {
+            name.value = bindings.expand(&name.value)?;
+        }
         for field in [
-            &mut backend.name,
             &mut backend.sni,
             &mut backend.alpn,
             &mut backend.tls_version,

@@ -120,7 +120,15 @@ fn key_files_are_private(dir: &std::path::Path) -> usize {
 }
 
 fn issue(pki: &mut Pki, name: &str, issuer: Option<&str>, ca: bool, dns_names: &[String]) -> Material {
-    let request = CertificateRequest { name, issuer, ca, common_name: name, dns_names, uris: &[], expired: false };
+    let request = CertificateRequest {
+        name,
+        issuer,
+        ca,
+        common_name: name,
+        dns_names: dns_names.to_vec(),
+        uris: &[],
+        expired: false,
+    };
     pki.issue(&request).expect("rcgen issues test certificates").clone()
 }
 

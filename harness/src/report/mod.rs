@@ -280,7 +280,7 @@ fn scenario_report(outcome: &ScenarioOutcome, loaded: Option<&LoadedScenario>) -
         area,
         file: outcome.path.display().to_string(),
         description: loaded.map(|l| l.scenario.description.clone()).unwrap_or_default(),
-        contract: loaded.map(|l| l.scenario.contract.clone()).unwrap_or_default(),
+        contract: loaded.map(|l| l.scenario.clauses().into_iter().map(str::to_string).collect()).unwrap_or_default(),
         features: loaded.map(|l| l.scenario.features.clone()).unwrap_or_default(),
         profile: loaded.map_or(Profile::Core, |l| l.scenario.profile()),
         verdict,

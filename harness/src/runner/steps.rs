@@ -117,7 +117,7 @@ impl<'a> ScenarioRun<'a> {
                 ),
                 Step::Request(request) => (
                     "request",
-                    format!("GET {}", request.path.as_deref().unwrap_or("/")),
+                    format!("GET {}", request.path.as_ref().map_or("/", |p| p.value.as_str())),
                     self.request(i + 1, request).await,
                 ),
                 Step::ApplyRejected(rejected) => (
@@ -406,7 +406,7 @@ impl<'a> ScenarioRun<'a> {
     }
 
     async fn expect_status(&self, expect: &ExpectStatus) -> Result<(), StepError> {
-        let wanted = self.bindings.expand_json(&expect.status).map_err(plain)?;
+        let wanted = self.bindings.expand_json(&expect.status.value).map_err(plain)?;
         let object = self.object_ref(
             expect.api_version.clone().unwrap_or_else(|| "projectcontour.io/v1".into()),
             expect.kind.clone().unwrap_or_else(|| "HTTPProxy".into()),
@@ -442,8 +442,9 @@ impl<'a> ScenarioRun<'a> {
     }
 
     async fn request(&self, step: usize, request: &RequestStep) -> Result<(), StepError> {
-        let host = self.bindings.expand(request.host.as_deref().unwrap_or("${host}")).map_err(plain)?;
-        let path = request.path.clone().unwrap_or_else(|| "/".into());
+        let host = request.host.as_ref().map_or("${host}", |h| h.value.as_str());
+        let host = self.bindings.expand(host).map_err(plain)?;
+        let path = request.path.as_ref().map_or("/", |p| p.value.as_str());
         let expect = traffic::expand_expectation(&self.bindings, &request.expect).map_err(plain)?;
         let headers: Vec<(String, String)> = request
             .headers

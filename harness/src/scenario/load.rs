@@ -151,13 +151,22 @@ impl Checker<'_> {
             );
         }
         for clause in &scenario.contract {
-            let valid = clause.len() >= 2
-                && clause.starts_with(|c: char| c.is_ascii_uppercase())
-                && clause[1..].chars().all(|c| c.is_ascii_digit());
+            let id = clause.value.as_str();
+            let valid = id.len() >= 2
+                && id.starts_with(|c: char| c.is_ascii_uppercase())
+                && id[1..].chars().all(|c| c.is_ascii_digit());
             if !valid {
                 self.error(
-                    position(&name.referenced),
-                    format!("contract clause {clause:?} is not of the form P1, V4, ..."),
+                    position(&clause.referenced),
+                    format!("contract clause {id:?} is not of the form P1, V4, ..."),
+                );
+            } else if !contract_clauses().contains(&id) {
+                self.error(
+                    position(&clause.referenced),
+                    format!(
+                        "contract clause {id:?} is not in docs/contract.md (it has {})",
+                        contract_clauses().join(", ")
+                    ),
                 );
             }
         }
@@ -173,8 +182,25 @@ impl Checker<'_> {
             match step {
                 Step::Apply(manifest) => self.manifest(manifest),
                 Step::ApplyRejected(rejected) => self.manifest(&rejected.manifest),
+                Step::ExpectStatus(expect) if expect.status.value.as_object().is_none_or(serde_json::Map::is_empty) => {
+                    self.error(
+                        position(&expect.status.referenced),
+                        "`status` must be a mapping of the status fields to check, such as `currentStatus: valid`"
+                            .into(),
+                    );
+                }
                 Step::Request(request) => {
                     self.request_headers(request);
+                    self.request_target(request);
+                    if let Some(name) = request.expect.backend.as_ref().and_then(|b| b.name.as_ref())
+                        && !name.value.contains("${")
+                        && !scenario.backends.iter().any(|b| b.name.value == name.value)
+                    {
+                        self.error(
+                            position(&name.referenced),
+                            format!("backend {:?} is not declared under `backends`", name.value),
+                        );
+                    }
                     if let (Some(reached), Some(_)) = (&request.expect.backend_reached, &request.expect.backend)
                         && !reached.value
                     {
@@ -212,6 +238,37 @@ impl Checker<'_> {
         }
     }
 
+    /// The host must be a host name (with `${...}` references) and the path must start with `/`:
+    /// anything else could only fail once the run has spent its time limit.
+    fn request_target(&mut self, request: &RequestStep) {
+        if let Some(host) = &request.host {
+            let literal = without_references(&host.value);
+            let valid = !host.value.is_empty()
+                && literal.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'*' | b':'));
+            if !valid {
+                self.error(
+                    position(&host.referenced),
+                    format!(
+                        "request host {:?} is not a host name (letters, digits, '-', '.', a port, and ${{...}} references)",
+                        host.value
+                    ),
+                );
+            }
+        }
+        if let Some(path) = &request.path {
+            let problem = if !path.value.starts_with('/') && !path.value.starts_with("${") {
+                Some("must start with '/'")
+            } else if path.value.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
+                Some("must not contain spaces or control characters (percent-encode them)")
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                self.error(position(&path.referenced), format!("request path {:?} {problem}", path.value));
+            }
+        }
+    }
+
     /// Checks PKI entries; returns their names.
     fn pki(&mut self, scenario: &Scenario) -> Vec<String> {
         let mut names: Vec<String> = Vec::new();
@@ -233,6 +290,17 @@ impl Checker<'_> {
                         format!("issuer {:?} is not a CA (set `ca: true` on it)", issuer.value),
                     ),
                     Some(_) => {}
+                }
+            }
+            for dns_name in &cert.dns_names {
+                if !is_certificate_dns_name(&dns_name.value) {
+                    self.error(
+                        position(&dns_name.referenced),
+                        format!(
+                            "DNS name {:?} is not a DNS name (labels of letters, digits, '-' and '_', '*' wildcards, at most 253 characters)",
+                            dns_name.value
+                        ),
+                    );
                 }
             }
             names.push(name.value.clone());
@@ -447,6 +515,52 @@ pub fn catalog_sha256<'a>(scenarios: impl IntoIterator<Item = &'a LoadedScenario
     sha256_hex(lines.concat().as_bytes())
 }
 
+/// `text` with its `${...}` references taken out.
+fn without_references(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        match rest[start..].find('}') {
+            Some(end) => rest = &rest[start + end + 1..],
+            None => return out,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A name a certificate can carry as a DNS SAN, odd ones included on purpose (wildcards,
+/// partial-label wildcards, upper case, IP-looking names): non-empty labels of letters,
+/// digits, '-', '_' and '*', at most 253 characters in all.
+fn is_certificate_dns_name(name: &str) -> bool {
+    name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'*'))
+        })
+}
+
+/// The clause ids of docs/contract.md: each clause is a list item opening with its id in bold
+/// (`- **V3 Trust.**`).
+pub fn contract_clauses() -> &'static [&'static str] {
+    static CLAUSES: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
+        include_str!("../../../docs/contract.md")
+            .lines()
+            .filter_map(|line| line.strip_prefix("- **"))
+            .filter_map(|rest| rest.split_whitespace().next())
+            .map(|id| id.trim_end_matches(['.', '*']))
+            .filter(|id| {
+                id.len() >= 2
+                    && id.starts_with(|c: char| c.is_ascii_uppercase())
+                    && id[1..].bytes().all(|b| b.is_ascii_digit())
+            })
+            .collect()
+    });
+    &CLAUSES
+}
+
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
@@ -500,6 +614,60 @@ steps:
                 "s.yaml:1:7: features envoy-client-certificate and no-envoy-client-certificate exclude each other: no installation has both"
             ]
         );
+    }
+
+    #[test]
+    fn what_could_only_fail_at_run_time_is_refused_at_load_time() {
+        let request = "  - request:\n      expect:\n        status: 200\n";
+        let cases = [
+            ("contract: [P1]", "contract: [P1, Q7]", "s.yaml:3:16: contract clause \"Q7\" is not in docs/contract.md"),
+            ("dnsNames: [a.test]", "dnsNames: [\"a b.test\"]", "s.yaml:9:16: DNS name \"a b.test\" is not a DNS name"),
+            ("dnsNames: [a.test]", "dnsNames: [\"a..test\"]", "s.yaml:9:16: DNS name \"a..test\" is not a DNS name"),
+            (
+                request,
+                "  - request:\n      host: \"a.test\\r\\nx: y\"\n      expect:\n        status: 200\n",
+                "s.yaml:22:13: request host \"a.test\\r\\nx: y\" is not a host name",
+            ),
+            (
+                request,
+                "  - request:\n      path: x\n      expect:\n        status: 200\n",
+                "s.yaml:22:13: request path \"x\" must start with '/'",
+            ),
+            (
+                request,
+                "  - request:\n      path: \"/a b\"\n      expect:\n        status: 200\n",
+                "s.yaml:22:13: request path \"/a b\" must not contain spaces",
+            ),
+            (
+                request,
+                "  - request:\n      expect:\n        status: 200\n        backend:\n          name: other\n",
+                "s.yaml:25:17: backend \"other\" is not declared under `backends`",
+            ),
+            (
+                request,
+                "  - expectStatus:\n      name: p\n      status: null\n",
+                "s.yaml:23:15: `status` must be a mapping",
+            ),
+            (
+                request,
+                "  - expectStatus:\n      name: p\n      status: {}\n",
+                "s.yaml:23:15: `status` must be a mapping",
+            ),
+        ];
+        for (from, to, expected) in cases {
+            let errs = errors(&GOOD.replace(from, to));
+            assert!(errs.len() == 1 && errs[0].starts_with(expected), "{to}: {errs:?}");
+        }
+        let fine = GOOD.replace(request, "  - request:\n      host: other.${host}:80\n      path: /a?b=${host}\n      expect:\n        status: 200\n        backend:\n          name: echo\n");
+        parse(Path::new("s.yaml"), &fine.replace("[a.test]", "[\"*.a.test\", ech*.b.test, A_B.test]")).unwrap();
+    }
+
+    #[test]
+    fn the_contract_clauses_are_read_from_the_contract() {
+        let clauses = contract_clauses();
+        for id in ["P1", "P6", "V1", "V6", "S1", "S6", "C1", "C5", "N1", "N5", "I4"] {
+            assert!(clauses.contains(&id), "{id} missing from {clauses:?}");
+        }
     }
 
     #[test]

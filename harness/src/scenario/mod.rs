@@ -41,7 +41,8 @@ pub struct Scenario {
     /// What the scenario shows, in a sentence or two.
     pub description: String,
     /// Clauses of the contract the scenario proves, such as `P1` or `V4`.
-    pub contract: Vec<String>,
+    #[schemars(with = "Vec<String>")]
+    pub contract: Vec<Spanned<String>>,
     /// Features the implementation must have for the scenario to apply; they decide its
     /// profile. A scenario needing an install-wide feature the target lacks is skipped.
     #[serde(default)]
@@ -79,7 +80,8 @@ pub struct CertificateSpec {
     pub common_name: Option<String>,
     /// DNS subjectAltNames.
     #[serde(default)]
-    pub dns_names: Vec<String>,
+    #[schemars(with = "Vec<String>")]
+    pub dns_names: Vec<Spanned<String>>,
     /// URI subjectAltNames, such as SPIFFE IDs.
     #[serde(default)]
     pub uris: Vec<String>,
@@ -343,6 +345,11 @@ impl Feature {
 }
 
 impl Scenario {
+    /// The contract clause ids the scenario proves, as written.
+    pub fn clauses(&self) -> Vec<&str> {
+        self.contract.iter().map(|c| c.value.as_str()).collect()
+    }
+
     /// The scenario's profile: the most specific of its features' profiles.
     pub fn profile(&self) -> Profile {
         self.features.iter().map(|f| f.profile()).max().unwrap_or(Profile::Core)
@@ -370,7 +377,8 @@ pub struct ExpectStatus {
     pub namespace: Option<String>,
     /// Fields the status must contain: maps match when every given key matches, lists when
     /// every given element matches a distinct actual element, scalars when equal.
-    pub status: serde_json::Value,
+    #[schemars(with = "serde_json::Value")]
+    pub status: Spanned<serde_json::Value>,
     /// Lists in `status` must hold exactly the given elements, in any order: for asserting
     /// that an error is the only one reported.
     #[serde(default)]
@@ -383,10 +391,12 @@ pub struct ExpectStatus {
 pub struct RequestStep {
     /// Host header and TLS-free virtual host; defaults to `${host}`.
     #[serde(default)]
-    pub host: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub host: Option<Spanned<String>>,
     /// Defaults to `/`.
     #[serde(default)]
-    pub path: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub path: Option<Spanned<String>>,
     /// Request headers to send besides Host (set with `host`) and the request id; values
     /// may use references.
     #[serde(default)]
@@ -487,7 +497,8 @@ fn http_code<E: serde::de::Error>(code: u64) -> Result<u16, E> {
 pub struct BackendExpectation {
     /// The backend's name as in `backends`.
     #[serde(default)]
-    pub name: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub name: Option<Spanned<String>>,
     /// Whether the connection was TLS.
     #[serde(default)]
     pub tls: Option<bool>,
