@@ -308,10 +308,10 @@ impl ImplementationConfig {
     /// # Errors
     /// The file cannot be read, or has a problem (with its line and column).
     pub fn load(path: &Path) -> Result<Self, LoadError> {
-        let text = std::fs::read_to_string(path).map_err(|e| LoadError {
+        let text = crate::scenario::load::read_text_file(path).map_err(|e| LoadError {
             path: path.to_owned(),
             position: None,
-            message: format!("cannot read the implementation config: {e}"),
+            message: format!("the implementation config: {e}"),
         })?;
         let config: ImplementationConfig = serde_saphyr::from_str(&text).map_err(|e| yaml_error(path, &e, (0, 0)))?;
         if let Some(secret) = &config.installation.envoy_client_certificate {

@@ -55,9 +55,14 @@ impl std::error::Error for LoadError {}
 /// Every problem in every file, and scenario names used twice.
 pub fn load_dir(dir: &Path) -> Result<Vec<LoadedScenario>, Vec<LoadError>> {
     let mut files = Vec::new();
-    collect_yaml(dir, &mut files).map_err(|e| {
+    let mut visited = Vec::new();
+    let mut errors = Vec::new();
+    collect_yaml(dir, &mut files, &mut visited, &mut errors).map_err(|e| {
         vec![LoadError { path: dir.to_owned(), position: None, message: format!("cannot list scenarios: {e}") }]
     })?;
+    if !errors.is_empty() {
+        return Err(errors);
+    }
     files.sort();
     if files.is_empty() {
         return Err(vec![LoadError {
@@ -67,7 +72,6 @@ pub fn load_dir(dir: &Path) -> Result<Vec<LoadedScenario>, Vec<LoadError>> {
         }]);
     }
     let mut loaded = Vec::new();
-    let mut errors = Vec::new();
     for file in files {
         match load_file(&file) {
             Ok(scenario) => loaded.push(scenario),
@@ -90,11 +94,32 @@ pub fn load_dir(dir: &Path) -> Result<Vec<LoadedScenario>, Vec<LoadError>> {
     if errors.is_empty() { Ok(loaded) } else { Err(errors) }
 }
 
-fn collect_yaml(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
+/// Collects the `*.yaml` files below `dir`, following symbolic links to directories but
+/// reading each directory once: one reached again (a symlink loop, or two links to it) is
+/// reported once and not entered.
+fn collect_yaml(
+    dir: &Path,
+    out: &mut Vec<PathBuf>,
+    visited: &mut Vec<(u64, u64)>,
+    errors: &mut Vec<LoadError>,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(dir)?;
+    if visited.contains(&(meta.dev(), meta.ino())) {
+        errors.push(LoadError {
+            path: dir.to_owned(),
+            position: None,
+            message: "this directory was already read through another path (a symbolic link loop?); not read again"
+                .into(),
+        });
+        return Ok(());
+    }
+    visited.push((meta.dev(), meta.ino()));
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
+    entries.sort();
+    for path in entries {
         if path.is_dir() {
-            collect_yaml(&path, out)?;
+            collect_yaml(&path, out, visited, errors)?;
         } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
             out.push(path);
         }
@@ -102,13 +127,42 @@ fn collect_yaml(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The largest scenario or config file read: far above any real one (the largest scenario
+/// is a few kilobytes), far below what would strain memory.
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Reads a scenario or config file: a regular file (not a FIFO or a device, which could
+/// block or never end) of at most [`MAX_FILE_BYTES`], in UTF-8.
+///
+/// # Errors
+/// In the project's words, without the path (the caller names it).
+pub fn read_text_file(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
+    if !meta.is_file() {
+        return Err("not a regular file (a directory, FIFO or device); only regular files are read".into());
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(format!("{} bytes is too large; files are limited to {MAX_FILE_BYTES} bytes", meta.len()));
+    }
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
+    let mut bytes = Vec::new();
+    // The file may grow after the check: never read more than the limit.
+    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(format!("files are limited to {MAX_FILE_BYTES} bytes"));
+    }
+    String::from_utf8(bytes)
+        .map_err(|e| format!("not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()))
+}
+
 /// Loads and checks one scenario file.
 ///
 /// # Errors
 /// Every problem found in the file.
 pub fn load_file(path: &Path) -> Result<LoadedScenario, Vec<LoadError>> {
-    let source = std::fs::read_to_string(path)
-        .map_err(|e| vec![LoadError { path: path.to_owned(), position: None, message: format!("cannot read: {e}") }])?;
+    let source =
+        read_text_file(path).map_err(|message| vec![LoadError { path: path.to_owned(), position: None, message }])?;
     parse(path, &source)
 }
 
@@ -668,6 +722,44 @@ steps:
         for id in ["P1", "P6", "V1", "V6", "S1", "S6", "C1", "C5", "N1", "N5", "I4"] {
             assert!(clauses.contains(&id), "{id} missing from {clauses:?}");
         }
+    }
+
+    #[test]
+    fn fifos_devices_huge_files_and_symlink_loops_are_refused_without_hanging() {
+        let dir = std::env::temp_dir().join(format!("utls-hostile-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        let fifo = std::ffi::CString::new(dir.join("fifo.yaml").to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo(3) with a valid C string.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        std::os::unix::fs::symlink("/dev/zero", dir.join("zero.yaml")).unwrap();
+        std::fs::write(dir.join("huge.yaml"), vec![b'#'; (MAX_FILE_BYTES + 1) as usize]).unwrap();
+        std::fs::write(dir.join("latin1.yaml"), b"name: caf\xe9\n").unwrap();
+        std::os::unix::fs::symlink("..", dir.join("sub/loop")).unwrap();
+
+        let errors: Vec<String> = load_dir(&dir).unwrap_err().iter().map(ToString::to_string).collect();
+        assert_eq!(errors.len(), 1, "the loop is reported once, before any file is read: {errors:?}");
+        assert!(
+            errors[0].ends_with(
+                "sub/loop: this directory was already read through another path (a symbolic link loop?); not read again"
+            ),
+            "{errors:?}"
+        );
+
+        std::fs::remove_file(dir.join("sub/loop")).unwrap();
+        let mut errors: Vec<String> = load_dir(&dir).unwrap_err().iter().map(ToString::to_string).collect();
+        errors.sort();
+        let expected = [
+            "fifo.yaml: not a regular file (a directory, FIFO or device); only regular files are read",
+            "huge.yaml: 1048577 bytes is too large; files are limited to 1048576 bytes",
+            "latin1.yaml: not UTF-8 text (invalid byte at offset 9)",
+            "zero.yaml: not a regular file (a directory, FIFO or device); only regular files are read",
+        ];
+        assert_eq!(errors.len(), expected.len(), "{errors:?}");
+        for (error, expected) in errors.iter().zip(expected) {
+            assert!(error.ends_with(expected), "{error} does not end with {expected}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
