@@ -48,8 +48,8 @@ impl fmt::Display for ObjectRef {
 pub enum ClusterError {
     #[error("cannot read kubeconfig: {0}")]
     Kubeconfig(#[source] kube::config::KubeconfigError),
-    #[error("cannot reach the cluster: {0}")]
-    Unreachable(#[source] Box<kube::Error>),
+    #[error("cannot reach the cluster at {server}: {cause}")]
+    Unreachable { server: String, cause: String },
     #[error("the cluster does not serve {api_version} {kind}: {source}")]
     UnknownKind { api_version: String, kind: String, source: Box<kube::Error> },
     #[error("{object}: {action} failed: {source}")]
@@ -58,6 +58,41 @@ pub enum ClusterError {
     Timeout { object: Box<ObjectRef>, what: String, limit: Duration },
     #[error("object has no apiVersion, kind or metadata.name: {0}")]
     Malformed(String),
+}
+
+/// How long the API server gets to answer the first request.
+const CONNECT_LIMIT: Duration = Duration::from_secs(30);
+
+/// Why a request to the API server failed, in a few words: refused, a name that does not
+/// resolve, a timeout, a certificate problem, missing credentials, or the innermost cause.
+fn cause(error: &kube::Error) -> String {
+    if let kube::Error::Api(status) = error {
+        return match status.code {
+            401 => "unauthorized: the kubeconfig's credentials are not accepted".into(),
+            403 => format!("forbidden: {}", status.message),
+            _ => format!("{} {}", status.code, status.message),
+        };
+    }
+    let mut innermost: &dyn std::error::Error = error;
+    let mut io_kind = None;
+    while let Some(next) = innermost.source() {
+        if let Some(io) = next.downcast_ref::<std::io::Error>() {
+            io_kind = Some(io.kind());
+        }
+        innermost = next;
+    }
+    let text = innermost.to_string();
+    match io_kind {
+        Some(std::io::ErrorKind::ConnectionRefused) => "connection refused (is the API server running?)".into(),
+        Some(std::io::ErrorKind::TimedOut) => "the connection timed out".into(),
+        _ if text.contains("failed to lookup address") || text.contains("Name or service not known") => {
+            format!("the host name does not resolve ({text})")
+        }
+        _ if text.contains("certificate") || text.contains("UnknownIssuer") => {
+            format!("its TLS certificate is not accepted ({text})")
+        }
+        _ => text,
+    }
 }
 
 /// Discovered resources by `(apiVersion, kind)`, with whether they are namespaced.
@@ -72,7 +107,8 @@ pub struct ClusterClient {
 
 impl ClusterClient {
     /// Connects with a kubeconfig file (or the default one: `$KUBECONFIG`, `~/.kube/config`)
-    /// and optionally a context, and checks that the API server answers.
+    /// and optionally a context, and checks that the API server answers an authenticated
+    /// request.
     ///
     /// # Errors
     /// The kubeconfig cannot be read or the cluster does not answer.
@@ -86,9 +122,20 @@ impl ClusterClient {
             None => kube::Config::from_kubeconfig(&options).await,
         }
         .map_err(ClusterError::Kubeconfig)?;
-        let client = kube::Client::try_from(config).map_err(|e| ClusterError::Unreachable(Box::new(e)))?;
-        client.apiserver_version().await.map_err(|e| ClusterError::Unreachable(Box::new(e)))?;
-        Ok(ClusterClient { client, resources: Arc::default() })
+        let server = config.cluster_url.to_string();
+        let unreachable = |e: kube::Error| ClusterError::Unreachable { server: server.clone(), cause: cause(&e) };
+        let client = kube::Client::try_from(config).map_err(unreachable)?;
+        // An authenticated request: `/version` answers anyone, so it would not show that the
+        // credentials work. The harness creates namespaces, so it may surely list them.
+        let namespaces = Api::<Namespace>::all(client.clone());
+        match tokio::time::timeout(CONNECT_LIMIT, namespaces.list_metadata(&ListParams::default().limit(1))).await {
+            Ok(Ok(_)) => Ok(ClusterClient { client, resources: Arc::default() }),
+            Ok(Err(e)) => Err(unreachable(e)),
+            Err(_) => Err(ClusterError::Unreachable {
+                server,
+                cause: format!("no answer within {}s", CONNECT_LIMIT.as_secs()),
+            }),
+        }
     }
 
     async fn resource(&self, api_version: &str, kind: &str) -> Result<(ApiResource, bool), ClusterError> {

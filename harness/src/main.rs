@@ -172,7 +172,12 @@ struct RunArgs {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_env("UPSTREAM_TLS_LOG"))
+        // kube-rs logs its own errors, which the harness reports in its words: by default
+        // only the harness's messages are printed.
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("UPSTREAM_TLS_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error,kube_client=off")),
+        )
         .with_writer(std::io::stderr)
         .init();
     harness::init_crypto();

@@ -534,12 +534,40 @@ fn block_origin(source: &str, block: &Spanned<String>) -> (usize, usize) {
 pub(crate) fn yaml_error(path: &Path, error: &serde_saphyr::Error, (line0, indent): (usize, usize)) -> LoadError {
     let mut options = serde_saphyr::RenderOptions::default();
     options.snippets = serde_saphyr::SnippetMode::Off;
-    let message = error.without_snippet().render_with_options(options);
+    let message = own_words(error).unwrap_or_else(|| error.without_snippet().render_with_options(options));
     let position = error.location().map(|l| {
         let (line, column) = position(&l);
         (line0 + line, if line0 > 0 { indent + column } else { column })
     });
     LoadError { path: path.to_owned(), position, message: strip_location_suffix(&message) }
+}
+
+/// The errors whose library wording means nothing to a user, said in the project's words.
+fn own_words(error: &serde_saphyr::Error) -> Option<String> {
+    use serde_saphyr::Error;
+    use serde_saphyr::budget::BudgetBreach;
+    let mut inner = error;
+    while let Error::AliasError { error, .. } | Error::WithSnippet { error, .. } = inner {
+        inner = error;
+    }
+    match inner {
+        Error::MultipleDocuments { .. } => {
+            Some("a file holds one YAML document; this one has another after `---`".into())
+        }
+        Error::Budget { breach, .. } => Some(match breach {
+            BudgetBreach::Depth { depth } => {
+                format!("nested {depth} levels deep; YAML here may nest at most 64 levels")
+            }
+            BudgetBreach::Nodes { nodes } => {
+                format!("more than {} YAML values once aliases are expanded, the most a file may hold", nodes - 1)
+            }
+            BudgetBreach::Aliases { .. } | BudgetBreach::Anchors { .. } => {
+                "more YAML anchors or aliases than a file may hold".into()
+            }
+            _ => "larger than a file may be (a YAML size limit was reached)".into(),
+        }),
+        _ => None,
+    }
 }
 
 /// serde-saphyr appends " at line L, column C" to plain messages; the position is shown

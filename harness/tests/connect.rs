@@ -1,0 +1,58 @@
+//! Connecting to a cluster that cannot be used: each failure names the server and says why in
+//! a few words (refused, a name that does not resolve, an untrusted certificate, rejected
+//! credentials), checked against a loopback cluster, which serves HTTPS with a token like a
+//! real one.
+
+use std::path::Path;
+
+use harness::cluster::ClusterClient;
+
+/// `kubeconfig` with `from` replaced by `to`, written beside it.
+fn variant(kubeconfig: &Path, name: &str, from: &str, to: &str) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(kubeconfig).unwrap();
+    assert!(text.contains(from), "{from} is not in the kubeconfig");
+    let path = kubeconfig.with_file_name(name);
+    std::fs::write(&path, text.replace(from, to)).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unusable_cluster_is_named_with_the_reason() {
+    harness::init_crypto();
+    let loopback = loopback::Loopback::start(Default::default()).await.expect("loopback starts");
+    let kubeconfig = loopback.kubeconfig();
+    ClusterClient::connect(Some(kubeconfig), None).await.expect("the kubeconfig as written works");
+    let text = std::fs::read_to_string(kubeconfig).unwrap();
+    let token = text.lines().find_map(|l| l.trim().strip_prefix("token: ")).unwrap().to_string();
+    let ca = text.lines().find_map(|l| l.trim().strip_prefix("certificate-authority-data: ")).unwrap().to_string();
+    let server = format!("https://{}", loopback.api_address());
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let cases = [
+        (
+            variant(kubeconfig, "wrong-token", &token, "\"not-the-token\""),
+            "unauthorized: the kubeconfig's credentials are not accepted",
+        ),
+        (
+            variant(
+                kubeconfig,
+                "no-ca",
+                &format!("certificate-authority-data: {ca}"),
+                "insecure-skip-tls-verify: false",
+            ),
+            "its TLS certificate is not accepted",
+        ),
+        (variant(kubeconfig, "closed", &server, &format!("https://{closed}")), "connection refused"),
+        (
+            variant(kubeconfig, "unresolvable", &server, "https://no-such-host.invalid:6443"),
+            "the host name does not resolve",
+        ),
+    ];
+    for (path, reason) in &cases {
+        let error = ClusterClient::connect(Some(path), None).await.err().expect("connecting fails").to_string();
+        assert!(error.starts_with("cannot reach the cluster at https://"), "{error}");
+        assert!(error.contains(reason), "{}: {error}", path.display());
+        assert!(!error.contains("Error {") && !error.contains("ErrorResponse"), "no debug dump: {error}");
+    }
+    loopback.shutdown().await;
+}
