@@ -314,6 +314,24 @@ impl ImplementationConfig {
             message: format!("the implementation config: {e}"),
         })?;
         let config: ImplementationConfig = serde_saphyr::from_str(&text).map_err(|e| yaml_error(path, &e, (0, 0)))?;
+        let timeouts = &config.timeouts;
+        for (field, value) in [
+            ("trafficSeconds", timeouts.traffic_seconds),
+            ("statusSeconds", timeouts.status_seconds),
+            ("readySeconds", timeouts.ready_seconds),
+        ] {
+            if let Some(value) = value
+                && !(1..=MAX_LIMIT_SECONDS).contains(&value)
+            {
+                return Err(LoadError {
+                    path: path.to_owned(),
+                    position: None,
+                    message: format!(
+                        "timeouts.{field}: {value} is out of range; give 1 to {MAX_LIMIT_SECONDS} seconds"
+                    ),
+                });
+            }
+        }
         if let Some(secret) = &config.installation.envoy_client_certificate {
             secret.parse::<SecretRef>().map_err(|message| LoadError {
                 path: path.to_owned(),
@@ -400,19 +418,6 @@ impl ImplementationConfig {
             }
         };
         let defaults = RunSettings::default();
-        for (field, value) in [
-            ("trafficSeconds", self.timeouts.traffic_seconds),
-            ("statusSeconds", self.timeouts.status_seconds),
-            ("readySeconds", self.timeouts.ready_seconds),
-        ] {
-            if let Some(value) = value
-                && !(1..=MAX_LIMIT_SECONDS).contains(&value)
-            {
-                return Err(format!(
-                    "timeouts.{field}: {value} is out of range; give 1 to {MAX_LIMIT_SECONDS} seconds"
-                ));
-            }
-        }
         let seconds = |value: Option<u64>, default: Duration| value.map_or(default, Duration::from_secs);
         let settings = RunSettings {
             traffic_limit: seconds(self.timeouts.traffic_seconds, defaults.traffic_limit),
@@ -489,12 +494,12 @@ mod tests {
         for (value, ok) in [("0", false), ("1", true), ("3600", true), ("3601", false), ("18446744073709551615", false)]
         {
             let text = format!("timeouts:\n  trafficSeconds: {value}\n");
-            let resolved = config(&text).unwrap().resolve(Overrides::default());
-            match resolved {
+            match config(&text) {
                 Ok(_) => assert!(ok, "{value} was accepted"),
                 Err(e) => {
                     assert!(!ok, "{value}: {e}");
-                    assert_eq!(e, format!("timeouts.trafficSeconds: {value} is out of range; give 1 to 3600 seconds"));
+                    let expected = format!("timeouts.trafficSeconds: {value} is out of range; give 1 to 3600 seconds");
+                    assert_eq!(e.message, expected);
                 }
             }
         }

@@ -131,11 +131,20 @@ impl FromStr for SecretRef {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let label = |text: &str| {
+            !text.is_empty()
+                && text.len() <= 63
+                && text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !text.starts_with('-')
+                && !text.ends_with('-')
+        };
         match s.split_once('/') {
-            Some((namespace, name)) if !namespace.is_empty() && !name.is_empty() => {
+            Some((namespace, name)) if label(namespace) && name.len() <= 253 && name.split('.').all(label) => {
                 Ok(SecretRef { namespace: namespace.into(), name: name.into() })
             }
-            _ => Err(format!("{s:?} is not of the form NAMESPACE/NAME")),
+            _ => Err(format!(
+                "{s:?} is not of the form NAMESPACE/NAME (a lowercase namespace, a lowercase name that may hold dots)"
+            )),
         }
     }
 }

@@ -171,6 +171,13 @@ pub fn load_file(path: &Path) -> Result<LoadedScenario, Vec<LoadError>> {
 /// # Errors
 /// Every problem found.
 pub fn parse(path: &Path, source: &str) -> Result<LoadedScenario, Vec<LoadError>> {
+    if source.lines().all(|line| line.trim().is_empty() || line.trim_start().starts_with('#')) {
+        return Err(vec![LoadError {
+            path: path.to_owned(),
+            position: None,
+            message: "the file has no content; a scenario needs at least name, description, contract and steps".into(),
+        }]);
+    }
     let scenario: Scenario = serde_saphyr::from_str(source).map_err(|e| vec![yaml_error(path, &e, (0, 0))])?;
     let mut check = Checker { path, source, errors: Vec::new() };
     check.scenario(&scenario);
@@ -534,7 +541,7 @@ fn block_origin(source: &str, block: &Spanned<String>) -> (usize, usize) {
 pub(crate) fn yaml_error(path: &Path, error: &serde_saphyr::Error, (line0, indent): (usize, usize)) -> LoadError {
     let mut options = serde_saphyr::RenderOptions::default();
     options.snippets = serde_saphyr::SnippetMode::Off;
-    let message = own_words(error).unwrap_or_else(|| error.without_snippet().render_with_options(options));
+    let message = own_words(error).unwrap_or_else(|| reword(&error.without_snippet().render_with_options(options)));
     let position = error.location().map(|l| {
         let (line, column) = position(&l);
         (line0 + line, if line0 > 0 { indent + column } else { column })
@@ -568,6 +575,35 @@ fn own_words(error: &serde_saphyr::Error) -> Option<String> {
         }),
         _ => None,
     }
+}
+
+/// The YAML library's phrases that name its internals, in words a scenario author knows.
+fn reword(message: &str) -> String {
+    const PHRASES: &[(&str, &str)] = &[
+        ("expected mapping start", "expected a mapping (`key: value` lines)"),
+        ("expected sequence start", "expected a list"),
+        ("expected string scalar", "expected a string"),
+        ("invalid boolean", "expected true or false"),
+        ("invalid u64", "expected a whole number, at least 0"),
+        ("invalid u16", "expected a whole number, at least 0"),
+        ("invalid u32", "expected a whole number, at least 0"),
+        (
+            "expected end of mapping after enum variant value",
+            "expected one key here (such as `request:`); another key follows it",
+        ),
+        ("unexpected value for unit enum variant", "expected a single word here, not a mapping or a list"),
+        ("while scanning a plain scalar, found a tab", "a tab character: YAML is indented with spaces"),
+    ];
+    if let Some(key) = message.strip_prefix("duplicate mapping key: ") {
+        let key = key.split(", set DuplicateKeyPolicy").next().unwrap_or(key);
+        return format!("`{key}` is given twice in this mapping");
+    }
+    for (phrase, words) in PHRASES {
+        if let Some(rest) = message.strip_prefix(phrase) {
+            return format!("{words}{rest}");
+        }
+    }
+    message.to_string()
 }
 
 /// serde-saphyr appends " at line L, column C" to plain messages; the position is shown

@@ -1,0 +1,83 @@
+//! The bad-input corpus (`harness/tests/bad-input/`): broken scenario files and implementation
+//! configs, each in a directory with `expected.txt`, the exact exit code and output the CLI
+//! must give. Every case must be refused as invalid input (exit 2) before anything runs.
+//!
+//! - `scenarios/<case>/`: `upstream-tls-conformance check --scenarios <case>`.
+//! - `configs/<case>/config.yaml`: `upstream-tls-conformance run --config <it>` with a filter
+//!   that selects nothing, so that a config that wrongly passes cannot start a run.
+//!
+//! After a deliberate change of wording, `UPDATE_GOLDEN=1 cargo test --test bad_input`
+//! rewrites the expected files; review the diff.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn repository() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().unwrap()
+}
+
+fn cases(kind: &str) -> Vec<PathBuf> {
+    let dir = Path::new("harness/tests/bad-input").join(kind);
+    let mut cases: Vec<PathBuf> =
+        std::fs::read_dir(repository().join(&dir)).unwrap().map(|e| dir.join(e.unwrap().file_name())).collect();
+    cases.sort();
+    cases
+}
+
+/// Runs the CLI from the repository root with no `UPSTREAM_TLS_*` variables, and renders
+/// what it did as `expected.txt` holds it.
+fn outcome(args: &[&str]) -> (i32, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_upstream-tls-conformance"))
+        .args(args)
+        .current_dir(repository())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", "/nonexistent")
+        .output()
+        .expect("the CLI starts");
+    let code = output.status.code().unwrap_or(-1);
+    let mut text = format!("exit: {code}\n");
+    for (name, bytes) in [("stdout", &output.stdout), ("stderr", &output.stderr)] {
+        if !bytes.is_empty() {
+            text.push_str(&format!("--- {name}\n{}", String::from_utf8_lossy(bytes)));
+        }
+    }
+    (code, text)
+}
+
+#[test]
+fn every_bad_input_gets_its_exact_diagnostic_and_nothing_runs() {
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    let mut runs: Vec<(PathBuf, (i32, String))> = Vec::new();
+    for case in cases("scenarios") {
+        runs.push((case.clone(), outcome(&["check", "--scenarios", case.to_str().unwrap()])));
+    }
+    for case in cases("configs") {
+        let config = case.join("config.yaml");
+        let args = ["run", "--config", config.to_str().unwrap(), "--filter", "a-name-no-scenario-has"];
+        runs.push((case.clone(), outcome(&args)));
+    }
+    assert!(runs.len() >= 80, "the corpus has {} cases", runs.len());
+    let mut problems = Vec::new();
+    for (case, (code, text)) in &runs {
+        let expected_file = repository().join(case).join("expected.txt");
+        if code != &2 {
+            problems.push(format!("{}: exit {code}, not 2 (invalid input)\n{text}", case.display()));
+        }
+        if text.contains("panicked") || text.contains("RUST_BACKTRACE") {
+            problems.push(format!("{}: the CLI panicked\n{text}", case.display()));
+        }
+        if update {
+            std::fs::write(&expected_file, text).unwrap();
+            continue;
+        }
+        match std::fs::read_to_string(&expected_file) {
+            Ok(expected) if &expected == text => {}
+            Ok(expected) => {
+                problems.push(format!("{}: output differs\n--- expected\n{expected}--- actual\n{text}", case.display()))
+            }
+            Err(e) => problems.push(format!("{}: {e} (UPDATE_GOLDEN=1 writes it)", expected_file.display())),
+        }
+    }
+    assert!(problems.is_empty(), "{} of {} cases:\n\n{}", problems.len(), runs.len(), problems.join("\n\n"));
+}
