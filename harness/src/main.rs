@@ -164,6 +164,10 @@ struct RunArgs {
     /// Keep scenario namespaces after the run, for debugging.
     #[arg(long, env = env::KEEP_NAMESPACES)]
     keep_namespaces: bool,
+    /// Run the suite this many times and report each scenario's failure rate (flakes); the
+    /// reports then show each scenario's first failure, if it had one.
+    #[arg(long, default_value_t = 1, value_parser = suite::parse_parallelism)]
+    repeat: usize,
     /// Directory for the reports (junit.xml, report.json, summary.md, report.html,
     /// certification.yaml, diagnostics/); default: the repository's reports/.
     #[arg(long, env = env::REPORTS)]
@@ -411,10 +415,29 @@ fn run(args: RunArgs) -> ExitCode {
         if let Err(e) = interrupter.on_signals() {
             eprintln!("warning: cannot handle Ctrl-C and SIGTERM ({e}); an interrupted run will clean up nothing");
         }
-        let progress = Progress::new(scenarios.len());
         let parallelism = plan.parallelism(scenarios.len());
-        let outcomes = suite::run_all_until(&environment, &scenarios, parallelism, &progress, &interrupt).await;
-        progress.finish();
+        let mut runs = Vec::new();
+        for repetition in 1..=args.repeat {
+            if args.repeat > 1 {
+                println!("run {repetition} of {}", args.repeat);
+            }
+            let progress = Progress::new(scenarios.len());
+            runs.push(suite::run_all_until(&environment, &scenarios, parallelism, &progress, &interrupt).await);
+            progress.finish();
+            if interrupt.signal().is_some() {
+                break;
+            }
+        }
+        let repetitions = (args.repeat > 1).then(|| {
+            let tallies = suite::tally(&runs);
+            print!("\n{}", suite::tally_table(&tallies, runs.len()));
+            harness::report::Repetitions {
+                runs: runs.len(),
+                flaky: tallies.iter().filter(|t| t.flaky()).count(),
+                tallies,
+            }
+        });
+        let outcomes = suite::worst_of(runs);
         let signal = interrupt.signal();
         let info =
             RunInfo { interrupted: signal.map(Signal::name), ..RunInfo::new(&plan, environment.run_id(), started) };
@@ -433,7 +456,7 @@ fn run(args: RunArgs) -> ExitCode {
         let controller_logs = environment.controller_logs();
         environment.shutdown().await;
         let loaded: Vec<&LoadedScenario> = scenarios.iter().chain(&not_selected).collect();
-        let report = RunReport { controller_logs, ..RunReport::new(info, &loaded, &outcomes) };
+        let report = RunReport { controller_logs, repetitions, ..RunReport::new(info, &loaded, &outcomes) };
         match write_all(&report, &dir) {
             Ok(files) => {
                 let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();

@@ -231,6 +231,87 @@ impl Interrupter {
     }
 }
 
+/// How one scenario fared over repeated runs of the suite (`run --repeat N`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Tally {
+    pub scenario: String,
+    pub passed: usize,
+    pub failed: usize,
+    pub skipped: usize,
+}
+
+impl Tally {
+    /// Passed in some runs and failed in others.
+    pub fn flaky(&self) -> bool {
+        self.passed > 0 && self.failed > 0
+    }
+
+    /// The share of the runs that ran it in which it failed.
+    pub fn failure_rate(&self) -> f64 {
+        let ran = self.passed + self.failed;
+        if ran == 0 { 0.0 } else { self.failed as f64 / ran as f64 }
+    }
+}
+
+/// Each scenario's passes, failures and skips over `runs` (outcomes of the same scenarios,
+/// once per run), in the order of the first run.
+pub fn tally(runs: &[Vec<ScenarioOutcome>]) -> Vec<Tally> {
+    let mut tallies: Vec<Tally> = Vec::new();
+    for outcome in runs.iter().flatten() {
+        let index = match tallies.iter().position(|t| t.scenario == outcome.name) {
+            Some(index) => index,
+            None => {
+                tallies.push(Tally { scenario: outcome.name.clone(), passed: 0, failed: 0, skipped: 0 });
+                tallies.len() - 1
+            }
+        };
+        let tally = &mut tallies[index];
+        match (&outcome.skipped, outcome.passed()) {
+            (Some(_), _) => tally.skipped += 1,
+            (None, true) => tally.passed += 1,
+            (None, false) => tally.failed += 1,
+        }
+    }
+    tallies
+}
+
+/// One outcome per scenario standing for all the runs: its first failure if it ever failed,
+/// otherwise its last outcome. Reports of a repeated run show what went wrong at least once.
+pub fn worst_of(runs: Vec<Vec<ScenarioOutcome>>) -> Vec<ScenarioOutcome> {
+    let mut chosen: Vec<ScenarioOutcome> = Vec::new();
+    for outcome in runs.into_iter().flatten() {
+        match chosen.iter_mut().find(|o| o.name == outcome.name) {
+            None => chosen.push(outcome),
+            Some(kept) if kept.passed() => *kept = outcome,
+            Some(_) => {}
+        }
+    }
+    chosen
+}
+
+/// The flake table printed after a repeated run: scenarios that failed at least once, then a
+/// summary line.
+pub fn tally_table(tallies: &[Tally], runs: usize) -> String {
+    let mut out = String::new();
+    let failing: Vec<&Tally> = tallies.iter().filter(|t| t.failed > 0).collect();
+    if !failing.is_empty() {
+        out.push_str(&format!("{:<40} {:>6} {:>6} {:>7}  {}\n", "scenario", "passed", "failed", "failure", ""));
+        for t in &failing {
+            let kind = if t.flaky() { "flaky" } else { "failed every time" };
+            let rate = format!("{:.0}%", t.failure_rate() * 100.0);
+            out.push_str(&format!("{:<40} {:>6} {:>6} {:>7}  {kind}\n", t.scenario, t.passed, t.failed, rate));
+        }
+    }
+    let flaky = tallies.iter().filter(|t| t.flaky()).count();
+    let broken = tallies.iter().filter(|t| t.failed > 0 && !t.flaky()).count();
+    out.push_str(&format!(
+        "{runs} runs of {} scenarios: {flaky} flaky, {broken} failed every time they ran\n",
+        tallies.len()
+    ));
+    out
+}
+
 /// The lines that close a run: wall time, then `N passed, N failed, N skipped`.
 pub fn totals(outcomes: &[ScenarioOutcome], wall_time: Duration) -> String {
     let Totals { passed, failed, skipped } = Totals::of(outcomes);
@@ -265,6 +346,57 @@ fn unredacted_line(outcome: &ScenarioOutcome) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An outcome of a scenario named `name` that passed, failed (`Some(message)`) or, with
+    /// `skip`, was skipped.
+    fn outcome(name: &str, failure: Option<&str>, skip: bool) -> ScenarioOutcome {
+        let text = format!(
+            "name: {name}\ndescription: d\ncontract: [P1]\nsteps:\n  - request:\n      expect:\n        status: 200\n"
+        );
+        let loaded = crate::scenario::load::parse(Path::new("s.yaml"), &text).unwrap();
+        if skip {
+            return ScenarioOutcome::interrupted(&loaded);
+        }
+        let mut outcome = ScenarioOutcome::set_up_failed(&loaded, "i".into(), failure.unwrap_or_default().into());
+        if failure.is_none() {
+            outcome.failure = None;
+        }
+        outcome
+    }
+
+    #[test]
+    fn repeated_runs_are_tallied_and_reported_by_their_first_failure() {
+        let runs = vec![
+            vec![outcome("steady", None, false), outcome("flaky", None, false), outcome("broken", Some("one"), false)],
+            vec![
+                outcome("steady", None, false),
+                outcome("flaky", Some("two"), false),
+                outcome("broken", Some("three"), false),
+            ],
+            vec![outcome("steady", None, false), outcome("flaky", None, false), outcome("broken", None, true)],
+        ];
+        let tallies = tally(&runs);
+        let row = |name: &str| tallies.iter().find(|t| t.scenario == name).unwrap().clone();
+        assert_eq!(row("steady"), Tally { scenario: "steady".into(), passed: 3, failed: 0, skipped: 0 });
+        assert_eq!(row("flaky"), Tally { scenario: "flaky".into(), passed: 2, failed: 1, skipped: 0 });
+        assert_eq!(row("broken"), Tally { scenario: "broken".into(), passed: 0, failed: 2, skipped: 1 });
+        assert!(row("flaky").flaky() && !row("broken").flaky() && !row("steady").flaky());
+        assert!((row("flaky").failure_rate() - 1.0 / 3.0).abs() < 1e-9);
+        assert_eq!(row("broken").failure_rate(), 1.0, "skips are not runs");
+
+        let table = tally_table(&tallies, 3);
+        assert!(table.contains("flaky") && table.contains("33%") && table.contains("failed every time"), "{table}");
+        assert!(!table.contains("steady"), "{table}");
+        assert!(table.ends_with("3 runs of 3 scenarios: 1 flaky, 1 failed every time they ran\n"), "{table}");
+
+        let worst = worst_of(runs);
+        let message =
+            |name: &str| worst.iter().find(|o| o.name == name).unwrap().failure.as_ref().map(|f| f.message.clone());
+        assert_eq!(message("steady"), None);
+        assert_eq!(message("flaky").as_deref(), Some("two"), "a failure in any run is what is reported");
+        assert_eq!(message("broken").as_deref(), Some("one"), "the first failure");
+        assert_eq!(worst.len(), 3);
+    }
 
     #[test]
     fn loopback_runs_everything_at_once_and_real_clusters_four_unless_told() {

@@ -9,6 +9,25 @@ pub fn render(report: &RunReport) -> String {
         "# Upstream TLS conformance\n\n**{}** passed, **{}** failed, **{}** skipped in {:.1}s against the {} (run `{}`).\n",
         t.passed, t.failed, t.skipped, report.wall_time_seconds, report.target, report.run_id
     );
+    if let Some(repetitions) = &report.repetitions {
+        out.push_str(&format!(
+            "\nThe suite ran **{} times**; each scenario is reported by its first failure, if it had one. {} flaky.\n",
+            repetitions.runs, repetitions.flaky
+        ));
+        let failing: Vec<_> = repetitions.tallies.iter().filter(|t| t.failed > 0).collect();
+        if !failing.is_empty() {
+            out.push_str("\n| scenario | passed | failed | failure rate |\n|---|---|---|---|\n");
+            for t in failing {
+                out.push_str(&format!(
+                    "| {} | {} | {} | {:.0}% |\n",
+                    t.scenario,
+                    t.passed,
+                    t.failed,
+                    t.failure_rate() * 100.0
+                ));
+            }
+        }
+    }
     if let Some(signal) = report.interrupted {
         out.push_str(&format!(
             "\n**Interrupted by {signal}**: the scenarios that did not finish are skipped; this run certifies nothing.\n"

@@ -59,6 +59,10 @@ pub struct RunReport {
     /// those that did not finish are skipped, saying so.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub interrupted: Option<&'static str>,
+    /// With `run --repeat N`: each scenario's passes, failures and skips over the N runs;
+    /// `scenarios` then holds each one's first failure, or its last outcome if it never failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repetitions: Option<Repetitions>,
     pub totals: Totals,
     pub scenarios: Vec<ScenarioReport>,
     /// Catalog scenarios this run did not select (filters, `--skip`), by profile.
@@ -68,6 +72,15 @@ pub struct RunReport {
     #[serde(skip)]
     #[schemars(skip)]
     pub controller_logs: Vec<ControllerLog>,
+}
+
+/// The tallies of a repeated run.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Repetitions {
+    pub runs: usize,
+    pub flaky: usize,
+    pub tallies: Vec<crate::suite::Tally>,
 }
 
 /// A controller's output over a run, as `diagnostics/<file_name>`.
@@ -252,6 +265,7 @@ impl RunReport {
             started_at: info.started_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
             wall_time_seconds: info.wall_time.as_secs_f64(),
             interrupted: info.interrupted,
+            repetitions: None,
             totals,
             scenarios: reports,
             not_selected: catalog
