@@ -164,6 +164,14 @@ impl ClusterClient {
         })
     }
 
+    /// Whether the cluster serves `kind` of `api_version`.
+    ///
+    /// # Errors
+    /// It does not, or discovery failed.
+    pub async fn serves(&self, api_version: &str, kind: &str) -> Result<(), ClusterError> {
+        self.resource(api_version, kind).await.map(|_| ())
+    }
+
     /// The kube-rs client underneath, for what this driver does not wrap.
     pub fn client(&self) -> &kube::Client {
         &self.client

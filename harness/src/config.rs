@@ -173,6 +173,29 @@ pub struct ScenarioSection {
     pub skip: Vec<String>,
 }
 
+/// A proxy address must be `HOST:PORT` (`[IPv6]:PORT` too), the port a number from 1 to
+/// 65535: checked before anything connects.
+///
+/// # Errors
+/// What is wrong with it.
+pub fn check_proxy_address(address: &str) -> Result<(), String> {
+    let malformed =
+        |why: &str| Err(format!("the proxy address {address:?} {why}; give HOST:PORT, such as 127.0.0.1:9080"));
+    let Some((host, port)) = address.rsplit_once(':') else { return malformed("has no port") };
+    // An IPv6 address must be in brackets: `::1:80` could be read two ways.
+    let (host, ipv6_ok) = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(inner) => (inner, inner.parse::<std::net::Ipv6Addr>().is_ok()),
+        None => (host, !host.contains(':')),
+    };
+    if host.is_empty() || host.contains(['/', ' ', '@']) || !ipv6_ok {
+        return malformed("has no usable host");
+    }
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => malformed("has no port from 1 to 65535"),
+        Ok(_) => Ok(()),
+    }
+}
+
 /// The longest time limit a config may set: an hour, far beyond any wait a scenario has.
 pub const MAX_LIMIT_SECONDS: u64 = 3600;
 
@@ -313,7 +336,15 @@ impl ImplementationConfig {
             position: None,
             message: format!("the implementation config: {e}"),
         })?;
-        let config: ImplementationConfig = serde_saphyr::from_str(&text).map_err(|e| yaml_error(path, &e, (0, 0)))?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses config text that came from `path` (named in errors).
+    ///
+    /// # Errors
+    /// The text has a problem (with its line and column when it has one).
+    pub fn parse(path: &Path, text: &str) -> Result<Self, LoadError> {
+        let config: ImplementationConfig = serde_saphyr::from_str(text).map_err(|e| yaml_error(path, &e, (0, 0)))?;
         let timeouts = &config.timeouts;
         for (field, value) in [
             ("trafficSeconds", timeouts.traffic_seconds),
@@ -365,6 +396,7 @@ impl ImplementationConfig {
         let maximum = overrides.max_tls_version.or(upstream.maximum_protocol_version);
         let (implementation, target) = match overrides.proxy.or(cluster.proxy) {
             Some(proxy) => {
+                check_proxy_address(&proxy)?;
                 if !overrides.faults.is_empty() {
                     warnings.push("loopback faults are ignored: the target is a real cluster".to_string());
                 }
@@ -487,6 +519,27 @@ mod tests {
         let config = ImplementationConfig::load(&path);
         std::fs::remove_file(&path).unwrap();
         config
+    }
+
+    #[test]
+    fn proxy_addresses_are_host_and_port() {
+        for good in ["127.0.0.1:9080", "localhost:80", "[::1]:8080", "proxy.example.test:443"] {
+            assert_eq!(check_proxy_address(good), Ok(()), "{good}");
+        }
+        for (bad, why) in [
+            ("127.0.0.1", "has no port"),
+            (":80", "has no usable host"),
+            ("http://proxy:80", "has no usable host"),
+            ("::1:80", "has no usable host"),
+            ("proxy:0", "has no port from 1 to 65535"),
+            ("proxy:99999", "has no port from 1 to 65535"),
+            ("proxy:http", "has no port from 1 to 65535"),
+        ] {
+            let error = check_proxy_address(bad).unwrap_err();
+            assert!(error.contains(why) && error.contains("give HOST:PORT"), "{bad}: {error}");
+        }
+        let overrides = Overrides { proxy: Some("nonsense".into()), ..Default::default() };
+        assert!(ImplementationConfig::default().resolve(overrides).unwrap_err().contains("has no port"));
     }
 
     #[test]

@@ -132,6 +132,8 @@ pub enum TargetError {
     Loopback(#[from] loopback::StartError),
     #[error("cannot resolve proxy address {address:?}: {message}")]
     ProxyAddress { address: String, message: String },
+    #[error("the cluster is not ready for the suite: {0}")]
+    Preflight(String),
     #[error(transparent)]
     Cluster(#[from] ClusterError),
     #[error("cannot generate the Envoy client certificate for {secret}: {message}")]
@@ -349,8 +351,9 @@ async fn start_target(
         }
         TargetConfig::Cluster { kubeconfig, context, proxy, .. } => {
             let cluster = ClusterClient::connect(kubeconfig.as_deref(), context.as_deref()).await?;
-            let proxy = resolve(proxy).await?;
-            Ok((finish_target(cluster, proxy, installation, run_id, settings).await?, None))
+            let address = resolve(proxy).await?;
+            preflight(&cluster, proxy, address).await?;
+            Ok((finish_target(cluster, address, installation, run_id, settings).await?, None))
         }
     }
 }
@@ -411,6 +414,38 @@ fn loopback_config(installation: &Installation, faults: &[Fault], controller: &L
     limits.minimum_protocol_version = (minimum != defaults.0).then_some(minimum);
     limits.maximum_protocol_version = (maximum != defaults.1).then_some(maximum);
     config
+}
+
+/// The kinds every scenario needs the cluster to serve.
+const REQUIRED_KINDS: [(&str, &str); 2] =
+    [("projectcontour.io/v1", "HTTPProxy"), ("projectcontour.io/v1", "TLSCertificateDelegation")];
+
+/// How long the proxy address gets to accept a connection.
+const PROXY_CONNECT_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Before any scenario on a real cluster: the CRDs are served and the proxy address accepts
+/// connections, so a cluster that is not ready fails in seconds, saying what to check, rather
+/// than as every scenario failing after its time limits.
+async fn preflight(cluster: &ClusterClient, proxy: &str, address: SocketAddr) -> Result<(), TargetError> {
+    for (api_version, kind) in REQUIRED_KINDS {
+        if cluster.serves(api_version, kind).await.is_err() {
+            return Err(TargetError::Preflight(format!(
+                "it does not serve {api_version} {kind}; install the implementation's CRDs (for Contour, its \
+                 quickstart manifest) and check `kubectl api-resources --api-group=projectcontour.io`"
+            )));
+        }
+    }
+    match tokio::time::timeout(PROXY_CONNECT_LIMIT, tokio::net::TcpStream::connect(address)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(TargetError::Preflight(format!(
+            "nothing accepts connections at the proxy address {proxy} ({address}): {e}; check that the proxy \
+             (Envoy's HTTP listener) is exposed there (with kind, the port mapping of the node)"
+        ))),
+        Err(_) => Err(TargetError::Preflight(format!(
+            "the proxy address {proxy} ({address}) did not accept a connection within {}s",
+            PROXY_CONNECT_LIMIT.as_secs()
+        ))),
+    }
 }
 
 async fn resolve(address: &str) -> Result<SocketAddr, TargetError> {

@@ -56,3 +56,32 @@ async fn an_unusable_cluster_is_named_with_the_reason() {
     }
     loopback.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_that_is_not_ready_fails_before_any_scenario() {
+    use harness::target::{Environment, TargetConfig, TargetError};
+    harness::init_crypto();
+    let loopback = loopback::Loopback::start(Default::default()).await.expect("loopback starts");
+    let as_real = |proxy: String| TargetConfig::Cluster {
+        kubeconfig: Some(loopback.kubeconfig().to_path_buf()),
+        context: None,
+        proxy,
+        installation: Default::default(),
+    };
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let started = std::time::Instant::now();
+    let error = Environment::connect(&as_real(closed.to_string()), Default::default()).await.err().unwrap();
+    assert!(matches!(error, TargetError::Preflight(_)), "{error}");
+    let message = error.to_string();
+    assert!(message.contains(&format!("nothing accepts connections at the proxy address {closed}")), "{message}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "it fails in seconds");
+
+    let cluster = ClusterClient::connect(Some(loopback.kubeconfig()), None).await.unwrap();
+    cluster.serves("projectcontour.io/v1", "HTTPProxy").await.expect("loopback serves the CRD");
+    assert!(cluster.serves("example.test/v1", "Nothing").await.is_err(), "a kind nobody serves");
+
+    let ready = Environment::connect(&as_real(loopback.proxy_address().to_string()), Default::default()).await;
+    ready.expect("a ready cluster passes the preflight").shutdown().await;
+    loopback.shutdown().await;
+}
