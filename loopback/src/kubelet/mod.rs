@@ -12,7 +12,7 @@
 
 pub mod deployments;
 pub mod endpoint_slices;
-mod nginx_conf;
+pub mod nginx_conf;
 pub mod pods;
 
 use std::path::PathBuf;

@@ -37,7 +37,10 @@ impl Word {
 /// A directive with its arguments and, for a block directive, its children.
 #[derive(Debug, Clone, PartialEq)]
 struct Directive {
+    /// As nginx reads it; what the rules look at.
     name: String,
+    /// As written (quotes kept): what is rendered.
+    raw_name: String,
     args: Vec<Word>,
     block: Option<Vec<Directive>>,
     line: usize,
@@ -215,6 +218,7 @@ fn quote_if_needed(text: &str) -> String {
 fn directive(name: &str, args: &[&str], line: usize) -> Directive {
     Directive {
         name: name.into(),
+        raw_name: name.into(),
         args: args.iter().map(|a| Word::bare(quote_if_needed(a))).collect(),
         block: None,
         line,
@@ -224,7 +228,7 @@ fn directive(name: &str, args: &[&str], line: usize) -> Directive {
 fn render(directives: &[Directive], depth: usize, out: &mut String) {
     for d in directives {
         let indent = "    ".repeat(depth);
-        let _ = write!(out, "{indent}{}", d.name);
+        let _ = write!(out, "{indent}{}", d.raw_name);
         for arg in &d.args {
             let _ = write!(out, " {}", arg.raw);
         }
@@ -279,7 +283,7 @@ fn parse_block(
             match tokens.next() {
                 Some((_, Token::Word(word))) => args.push(word),
                 Some((_, Token::Semicolon)) => {
-                    out.push(Directive { name: name.value, args, block: None, line });
+                    out.push(Directive { name: name.value, raw_name: name.raw, args, block: None, line });
                     break;
                 }
                 Some((open_line, Token::Open)) => {
@@ -291,7 +295,7 @@ fn parse_block(
                         Some((_, Token::Close)) => {}
                         _ => return Err((open_line, format!("the \"{}\" block is not closed", name.value))),
                     }
-                    out.push(Directive { name: name.value, args, block: Some(block), line });
+                    out.push(Directive { name: name.value, raw_name: name.raw, args, block: Some(block), line });
                     break;
                 }
                 Some((close_line, Token::Close)) => {
@@ -479,6 +483,11 @@ mod tests {
         for (bad, line) in [("http {", 1), ("a b", 1), ("a;\n}", 2), ("a 'b;", 1), ("\n;", 2), ("a { b }", 1)] {
             assert_eq!(parse(bad).map_err(|(l, _)| l), Err(line), "{bad:?}");
         }
+        // Found by fuzzing: a quoted directive name lost its quotes when rendered.
+        let quoted = "\"x;\ny {\" z;\n";
+        let pod = pod();
+        let once = confine("nginx.conf", quoted, &pod).unwrap();
+        assert_eq!(confine("nginx.conf", &once, &pod).unwrap(), once);
         let deep = "a {".repeat(100) + &"}".repeat(100);
         assert!(parse(&deep).is_err());
     }
