@@ -58,7 +58,23 @@ pub enum ClusterError {
     Timeout { object: Box<ObjectRef>, what: String, limit: Duration },
     #[error("object has no apiVersion, kind or metadata.name: {0}")]
     Malformed(String),
+    #[error("{object}: a pod cannot start: {reason}")]
+    CannotStart { object: Box<ObjectRef>, reason: String },
 }
+
+/// Container waiting reasons that mean a pod will not start by waiting longer: the image cannot
+/// be pulled, the container keeps crashing, or its spec cannot be turned into a container.
+pub const CANNOT_START: [&str; 6] = [
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "CrashLoopBackOff",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+];
+
+/// How often the pods of a Deployment being waited for are checked for [`CANNOT_START`].
+const POD_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How long the API server gets to answer the first request.
 const CONNECT_LIMIT: Duration = Duration::from_secs(30);
@@ -255,10 +271,12 @@ impl ClusterClient {
         }
     }
 
-    /// Waits until a Deployment reports the Available condition for its current generation.
+    /// Waits until a Deployment reports the Available condition for its current generation,
+    /// failing at once when one of its pods reports a container that cannot start
+    /// ([`CANNOT_START`]) rather than after `limit`.
     ///
     /// # Errors
-    /// Not available within `limit`.
+    /// Not available within `limit`, or a pod cannot start.
     pub async fn wait_deployment_available(
         &self,
         namespace: &str,
@@ -282,13 +300,70 @@ impl ClusterClient {
             namespace: Some(namespace.into()),
             name: name.into(),
         };
-        match tokio::time::timeout(limit, await_condition(api, name, available)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(ClusterError::Malformed(format!("{object}: watch failed: {e}"))),
+        // Boxed: scenario futures are deep already, and these would add their whole state to
+        // each one's stack frame.
+        let stuck = Box::pin(async {
+            loop {
+                if let Some(reason) = self.stuck_pod(&api, namespace, name).await {
+                    return reason;
+                }
+                tokio::time::sleep(POD_CHECK_INTERVAL).await;
+            }
+        });
+        let available = Box::pin(await_condition(api.clone(), name, available));
+        let wait = async {
+            tokio::select! {
+                result = available => Ok(result),
+                reason = stuck => Err(reason),
+            }
+        };
+        match tokio::time::timeout(limit, wait).await {
+            Ok(Ok(Ok(_))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(ClusterError::Malformed(format!("{object}: watch failed: {e}"))),
+            Ok(Err(reason)) => Err(ClusterError::CannotStart { object: Box::new(object), reason }),
             Err(_) => {
                 Err(ClusterError::Timeout { object: Box::new(object), what: "condition Available=True".into(), limit })
             }
         }
+    }
+
+    /// The first pod of Deployment `name` with a container that cannot start, described with
+    /// its reason, message and last events; `None` while every pod may still come up.
+    async fn stuck_pod(&self, deployments: &Api<Deployment>, namespace: &str, name: &str) -> Option<String> {
+        let deployment = deployments.get_opt(name).await.ok().flatten()?;
+        let labels = deployment.spec.selector.match_labels?;
+        let selector: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let pods = Api::<Pod>::namespaced(self.client.clone(), namespace);
+        let listed = pods.list(&ListParams::default().labels(&selector.join(","))).await.ok()?;
+        for pod in listed.items {
+            let pod_name = pod.metadata.name.clone().unwrap_or_default();
+            let statuses = pod.status.and_then(|s| s.container_statuses).unwrap_or_default();
+            for status in statuses {
+                let Some(waiting) = status.state.and_then(|s| s.waiting) else { continue };
+                let reason = waiting.reason.unwrap_or_default();
+                if CANNOT_START.contains(&reason.as_str()) {
+                    let message = waiting.message.map(|m| format!(": {m}")).unwrap_or_default();
+                    let events = self.pod_events(namespace, &pod_name).await;
+                    return Some(format!("pod {pod_name}, container {}: {reason}{message}{events}", status.name));
+                }
+            }
+        }
+        None
+    }
+
+    /// The last few events about a pod, as `; events: reason: message, ...`, or nothing.
+    async fn pod_events(&self, namespace: &str, pod: &str) -> String {
+        let api = Api::<k8s_openapi::api::core::v1::Event>::namespaced(self.client.clone(), namespace);
+        let params = ListParams::default().fields(&format!("involvedObject.name={pod}"));
+        let Ok(events) = api.list(&params).await else { return String::new() };
+        let texts: Vec<String> = events
+            .items
+            .iter()
+            .rev()
+            .take(5)
+            .map(|e| format!("{}: {}", e.reason.as_deref().unwrap_or(""), e.message.as_deref().unwrap_or("")))
+            .collect();
+        if texts.is_empty() { String::new() } else { format!("; events: {}", texts.join(", ")) }
     }
 
     /// Waits until an EndpointSlice of Service `namespace/name` lists a ready endpoint.

@@ -281,20 +281,34 @@ impl PodRunner {
         Ok(files)
     }
 
+    /// The pod cannot start yet: `Pending`, its container waiting. A volume whose ConfigMap or
+    /// Secret does not exist yet is `ContainerCreating` (it may appear); anything else about
+    /// the pod that loopback cannot run is `CreateContainerConfigError`, as a kubelet reports
+    /// a container it cannot create from its spec.
     fn set_waiting(&self, ns: &str, name: &str, reason: &str) {
+        let waiting = if reason.starts_with("MountVolume.SetUp failed") {
+            "ContainerCreating"
+        } else {
+            "CreateContainerConfigError"
+        };
         self.store.modify(&POD, ns, name, Subresource::Status, |p| {
             p["status"] = json!({
                 "phase": "Pending",
                 "conditions": [{"type": "Ready", "status": "False", "reason": "ContainersNotReady", "message": reason}],
+                "containerStatuses": [container_status(p, json!({"waiting": {"reason": waiting, "message": reason}}))],
             });
         });
     }
 
+    /// nginx exited. Loopback does not restart it: the container waits as `CrashLoopBackOff`
+    /// would say, and the pod is `Failed`.
     fn set_failed(&self, ns: &str, name: &str, message: &str) {
         self.store.modify(&POD, ns, name, Subresource::Status, |p| {
+            let waiting = json!({"waiting": {"reason": "CrashLoopBackOff", "message": message}});
             p["status"]["phase"] = json!("Failed");
             p["status"]["message"] = json!(message);
             p["status"]["conditions"] = json!([{"type": "Ready", "status": "False", "reason": "ContainersNotReady"}]);
+            p["status"]["containerStatuses"] = json!([container_status(p, waiting)]);
         });
     }
 
@@ -312,6 +326,19 @@ impl PodRunner {
             });
         });
     }
+}
+
+/// A `containerStatuses` entry for the pod's one container in `state`.
+fn container_status(pod: &Value, state: Value) -> Value {
+    let container = &pod["spec"]["containers"][0];
+    json!({
+        "name": container["name"].as_str().unwrap_or("nginx"),
+        "image": container["image"].as_str().unwrap_or_default(),
+        "imageID": "",
+        "ready": false,
+        "restartCount": 0,
+        "state": state,
+    })
 }
 
 /// `(mountPath, local directory)` for each of the container's volume mounts, longest first.
