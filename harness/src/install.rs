@@ -131,13 +131,7 @@ impl FromStr for SecretRef {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let label = |text: &str| {
-            !text.is_empty()
-                && text.len() <= 63
-                && text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !text.starts_with('-')
-                && !text.ends_with('-')
-        };
+        let label = crate::scenario::load::is_dns_label;
         match s.split_once('/') {
             Some((namespace, name)) if label(namespace) && name.len() <= 253 && name.split('.').all(label) => {
                 Ok(SecretRef { namespace: namespace.into(), name: name.into() })

@@ -115,9 +115,7 @@ pub async fn run_all_until(
     }
     drop(running);
     for (i, scenario) in exclusive.iter().enumerate() {
-        if interrupt.signal().is_some() {
-            break;
-        }
+        // `wait` resolves at once when the run was already stopped.
         tokio::select! {
             biased;
             () = stopped.wait() => break,

@@ -679,7 +679,8 @@ pub fn contract_clauses() -> &'static [&'static str] {
     &CLAUSES
 }
 
-fn is_dns_label(s: &str) -> bool {
+/// A lowercase RFC 1123 label: what namespace names (and each part of a name) must be.
+pub(crate) fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
