@@ -16,6 +16,7 @@ use crate::config::{ControllerKind, Fault, LoopbackConfig};
 use crate::contour::{ContourError, ContourProcess};
 use crate::controller::Controller;
 use crate::dataplane::{self, RouteTable};
+use crate::disruption::{Disruption, Disruptions};
 use crate::kubelet::Kubelet;
 use crate::xds;
 
@@ -53,6 +54,8 @@ pub struct Loopback {
     contour: Option<ContourProcess>,
     /// What the data plane serves from.
     routes: watch::Receiver<Arc<RouteTable>>,
+    /// The trouble it makes for clients, and how much it made.
+    disruptions: Arc<Disruptions>,
 }
 
 impl Loopback {
@@ -96,14 +99,22 @@ impl Loopback {
         // A fresh store cannot refuse its first namespace.
         let _ = store.create(&kinds::NAMESPACE, "", json!({"metadata": {"name": "default"}}));
         let admission = Admission { validate_custom_resources: !config.has(Fault::AdmitInvalidHttpProxy) };
+        let disruptions = Arc::new(Disruptions::new(&config.disruptions));
         let config = Arc::new(config);
         let (shutdown, stop) = watch::channel(false);
         let (routes_tx, routes_rx) = watch::channel(Arc::new(RouteTable::default()));
-        let kubelet = Kubelet::new(store.clone(), work_dir.join("pods"), nginx);
+        let kubelet = Kubelet::new(store.clone(), work_dir.join("pods"), nginx, disruptions.clone());
         let tasks = vec![
-            tokio::spawn(api::serve(api_listener, store.clone(), admission, credentials, stop.clone())),
+            tokio::spawn(api::serve(
+                api_listener,
+                store.clone(),
+                admission,
+                credentials,
+                disruptions.clone(),
+                stop.clone(),
+            )),
             tokio::spawn(kubelet.run(stop.clone())),
-            tokio::spawn(dataplane::serve(proxy_listener, routes_rx.clone(), stop.clone())),
+            tokio::spawn(dataplane::serve(proxy_listener, routes_rx.clone(), disruptions.clone(), stop.clone())),
         ];
         // Made before the controller starts, so a controller that fails to start can be
         // shut down with everything else.
@@ -117,6 +128,7 @@ impl Loopback {
             tasks,
             contour: None,
             routes: routes_rx,
+            disruptions,
         };
         match config.controller {
             ControllerKind::Reference => {
@@ -146,6 +158,11 @@ impl Loopback {
     /// that compare controllers ([`RouteTable::effective_settings`]).
     pub fn route_table(&self) -> Arc<RouteTable> {
         self.routes.borrow().clone()
+    }
+
+    /// How many times each disruption switched on was injected so far.
+    pub fn disruption_counts(&self) -> Vec<(Disruption, u64)> {
+        self.disruptions.counts()
     }
 
     /// The real Contour's log file, when Contour is the controller.

@@ -9,6 +9,8 @@ use std::str::FromStr;
 
 use serde::Deserialize;
 
+use crate::disruption::Disruption;
+
 /// A deliberate deviation from the upstream TLS contract, each a realistic bug.
 ///
 /// The harness runs its catalog against loopback with each fault switched on: every fault
@@ -468,6 +470,9 @@ pub struct LoopbackConfig {
     /// Faults to switch on.
     #[serde(default)]
     pub faults: Vec<Fault>,
+    /// Trouble to make for clients ([`Disruption`]): the harness's own robustness tests.
+    #[serde(default)]
+    pub disruptions: Vec<Disruption>,
     /// The nginx binary backend pods run; found on PATH (and in /usr/sbin) when unset.
     #[serde(default)]
     pub nginx: Option<PathBuf>,

@@ -12,13 +12,16 @@
 //! [`x509`] reads the certificate names and PEM blocks the controller and the proxy check.
 //!
 //! [`Fault`]s are deliberate deviations from the contract, so the harness can prove that its
-//! scenarios catch real bugs.
+//! scenarios catch real bugs. [`Disruption`]s keep the contract but make the cluster hard to
+//! work with (API errors, cut connections, crashing backends), so the harness can prove that it
+//! copes.
 
 pub mod api;
 pub mod config;
 pub mod contour;
 pub mod controller;
 pub mod dataplane;
+pub mod disruption;
 pub mod kubelet;
 pub mod x509;
 pub mod xds;
@@ -27,3 +30,4 @@ mod cluster;
 
 pub use cluster::{Loopback, StaleWorkDir, StartError, remove_stale_work_dirs};
 pub use config::{Fault, LoopbackConfig};
+pub use disruption::{Disruption, Disruptions};

@@ -6,11 +6,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use loopback::{Fault, Loopback, LoopbackConfig};
+use loopback::{Disruption, Fault, Loopback, LoopbackConfig};
 
 const USAGE: &str = "usage: loopback serve [--config FILE] [--controller reference|contour]
-                      [--contour-version VERSION] [--fault NAME]...
-       loopback faults      (the fault table, in Markdown)
+                      [--contour-version VERSION] [--fault NAME]... [--disrupt NAME]...
+       loopback faults        (the fault table, in Markdown)
+       loopback disruptions   (the disruption table, in Markdown)
 
 Starts a loopback cluster (Kubernetes API, kubelet running nginx backends, an HTTPProxy
 controller and its proxy) on 127.0.0.0/8 and prints how to reach it.
@@ -21,6 +22,8 @@ controller and its proxy) on 127.0.0.0/8 and prints how to reach it.
                              contour: the real Contour, built by scripts/ensure-contour
   --contour-version VERSION  the Contour release to run (default: the first line of
                              loopback/contour-versions)
+  --disrupt NAME             make trouble for clients (repeatable): API errors, slow answers,
+                             cut connections, crashing backends; `loopback disruptions` lists them
   --fault NAME               switch on a fault of the reference controller (repeatable); one of:";
 
 fn main() -> ExitCode {
@@ -31,6 +34,10 @@ fn main() -> ExitCode {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     if std::env::args().nth(1).as_deref() == Some("faults") {
         print!("{}", loopback::config::fault_table());
+        return ExitCode::SUCCESS;
+    }
+    if std::env::args().nth(1).as_deref() == Some("disruptions") {
+        print!("{}", loopback::disruption::disruption_table());
         return ExitCode::SUCCESS;
     }
     let config = match parse_args(std::env::args().skip(1).collect()) {
@@ -62,6 +69,7 @@ fn parse_args(args: Vec<String>) -> Result<LoopbackConfig, String> {
     }
     let mut config = LoopbackConfig::default();
     let mut faults = Vec::new();
+    let mut disruptions = Vec::new();
     // Flags win over the config file wherever they stand.
     let (mut controller, mut contour_version) = (None, None);
     while let Some(arg) = args.next() {
@@ -81,11 +89,16 @@ fn parse_args(args: Vec<String>) -> Result<LoopbackConfig, String> {
                 let name = args.next().ok_or("--fault needs a name")?;
                 faults.push(name.parse::<Fault>().map_err(|e| format!("error: {e}"))?);
             }
+            "--disrupt" => {
+                let name = args.next().ok_or("--disrupt needs a name")?;
+                disruptions.push(name.parse::<Disruption>().map_err(|e| format!("error: {e}"))?);
+            }
             "-h" | "--help" => return Err(usage()),
             other => return Err(format!("error: unexpected argument {other:?}\n\n{}", usage())),
         }
     }
     config.faults.extend(faults);
+    config.disruptions.extend(disruptions);
     config.controller = controller.unwrap_or(config.controller);
     config.contour.version = contour_version.or(config.contour.version);
     Ok(config)

@@ -137,6 +137,17 @@ impl ApiError {
         Self::new(401, "Unauthorized", "Unauthorized".into())
     }
 
+    /// An answer made by [`Disruption::ApiErrors`](crate::Disruption::ApiErrors) or
+    /// [`Disruption::ApiOutage`](crate::Disruption::ApiOutage), worded as kube-apiserver words
+    /// these codes.
+    pub fn disrupted(code: u16) -> Self {
+        match code {
+            429 => Self::new(429, "TooManyRequests", "Too many requests, please try again later.".into()),
+            503 => Self::new(503, "ServiceUnavailable", "the server is currently unable to handle the request".into()),
+            _ => Self::new(500, "InternalError", "Internal error occurred: injected by loopback".into()),
+        }
+    }
+
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(400, "BadRequest", message.into())
     }

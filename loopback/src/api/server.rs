@@ -36,6 +36,7 @@ use super::store::Store;
 use super::tables::TableRequest;
 use super::validation;
 use super::{discovery, handlers, openapi, watch as watches};
+use crate::disruption::{ApiTrouble, Disruption, Disruptions};
 
 /// The body of every response: a whole document or a watch stream.
 pub(super) type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -54,16 +55,18 @@ pub(super) struct ServerState {
     pub shutdown: watch::Receiver<bool>,
     pub address: SocketAddr,
     pub credentials: Arc<Credentials>,
+    pub disruptions: Arc<Disruptions>,
 }
 
 /// Serves the Kubernetes API for `store` on `listener`, over TLS with `credentials`, until
 /// `shutdown` turns true (or its sender is dropped); open watch streams then end and
-/// connections are closed.
+/// connections are closed. Authenticated requests meet the API `disruptions` switched on.
 pub async fn serve(
     listener: TcpListener,
     store: Store,
     admission: Admission,
     credentials: Arc<Credentials>,
+    disruptions: Arc<Disruptions>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let address = listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
@@ -74,6 +77,7 @@ pub async fn serve(
         shutdown: shutdown.clone(),
         address,
         credentials,
+        disruptions,
     });
     let mut connections = JoinSet::new();
     loop {
@@ -117,13 +121,26 @@ async fn serve_connection(stream: TcpStream, state: Arc<ServerState>) {
             return;
         }
     };
+    let disruptions = state.disruptions.clone();
     let service = service_fn(move |request| {
         let state = state.clone();
         async move { Ok::<_, Infallible>(handle(request, &state).await) }
     });
     let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
     let mut connection = std::pin::pin!(connection);
+    let lifetime = disruptions.connection_lifetime();
+    let cut = async {
+        match lifetime {
+            Some(lifetime) => tokio::time::sleep(lifetime).await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
+        () = cut => {
+            // Dropped unfinished: the client sees the connection close mid-answer.
+            disruptions.injected(Disruption::ApiConnectionsCut);
+            tracing::debug!("api server: connection cut (disruption)");
+        }
         result = connection.as_mut() => {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "api server: connection ended with an error");
@@ -151,10 +168,24 @@ async fn handle(request: Request<Incoming>, state: &ServerState) -> Response<Bod
         tracing::debug!(%method, %path, "api request without the token");
         return error_response(&ApiError::unauthorized());
     }
+    if !public {
+        if let Some(delay) = state.disruptions.api_delay() {
+            state.disruptions.injected(Disruption::ApiSlow);
+            tokio::time::sleep(delay).await;
+        }
+        if let Some(ApiTrouble::Fail(code)) = state.disruptions.api_request() {
+            tracing::debug!(%method, %path, code, "api request failed (disruption)");
+            return disrupted_response(code);
+        }
+    }
+    let creates_namespace = method == Method::POST && path.trim_end_matches('/') == "/api/v1/namespaces";
     let response = match dispatch(request, state).await {
         Ok(response) => response,
         Err(e) => error_response(&e),
     };
+    if creates_namespace && response.status() == StatusCode::CREATED {
+        state.disruptions.namespace_created();
+    }
     tracing::debug!(%method, %path, status = response.status().as_u16(), "api request");
     response
 }
@@ -382,6 +413,15 @@ pub(super) fn text_response(code: StatusCode, text: impl Into<Bytes>) -> Respons
 }
 
 /// An error as the `Status` document Kubernetes clients expect.
+/// A failure [`Disruptions`] asked for; a 429 says when to come back, as kube-apiserver's do.
+fn disrupted_response(code: u16) -> Response<Body> {
+    let mut response = error_response(&ApiError::disrupted(code));
+    if code == 429 {
+        response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    }
+    response
+}
+
 pub(super) fn error_response(error: &ApiError) -> Response<Body> {
     let code = StatusCode::from_u16(error.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     json_response(code, &error.to_status())

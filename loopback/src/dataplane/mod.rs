@@ -21,6 +21,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::disruption::{Disruption, Disruptions};
 
 pub use table::RouteTable;
 use table::{HostRewrite, RouteAction, Transport, UpstreamFailureResponse};
@@ -30,14 +33,26 @@ type Body = BoxBody<Bytes, hyper::Error>;
 /// The first words of every Envoy body for a failed upstream connection.
 pub const UPSTREAM_FAILURE_PREFIX: &str = "upstream connect error or disconnect/reset before headers.";
 
-/// Serves proxy traffic on `listener` until `shutdown` turns true.
+/// Serves proxy traffic on `listener` until `shutdown` turns true. Under
+/// [`Disruption::ProxyRestart`] it goes away now and then: every connection is dropped and the
+/// address refuses connections for a moment, then it listens again with the same routes.
 pub async fn serve(
-    listener: TcpListener,
+    mut listener: TcpListener,
     routes: watch::Receiver<Arc<RouteTable>>,
+    disruptions: Arc<Disruptions>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let next_endpoint = Arc::new(AtomicUsize::new(0));
+    let mut connections = JoinSet::new();
+    let restarts = disruptions.proxy_restarts();
+    let mut next_restart = restarts.map(|(uptime, _)| tokio::time::Instant::now() + uptime);
     loop {
+        let restart = async {
+            match next_restart {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -46,6 +61,28 @@ pub async fn serve(
                     continue;
                 }
             },
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            () = restart => {
+                let Some((uptime, downtime)) = restarts else { continue };
+                let Ok(address) = listener.local_addr() else { return };
+                drop(listener);
+                connections.abort_all();
+                disruptions.injected(Disruption::ProxyRestart);
+                tracing::debug!("proxy restarting (disruption)");
+                tokio::select! {
+                    () = tokio::time::sleep(downtime) => {}
+                    _ = shutdown.changed() => return,
+                }
+                listener = match TcpListener::bind(address).await {
+                    Ok(listener) => listener,
+                    Err(err) => {
+                        tracing::warn!("proxy cannot listen again on {address}: {err}");
+                        return;
+                    }
+                };
+                next_restart = Some(tokio::time::Instant::now() + uptime);
+                continue;
+            }
             _ = shutdown.changed() => return,
         };
         let routes = routes.clone();
@@ -55,7 +92,7 @@ pub async fn serve(
             let next_endpoint = next_endpoint.clone();
             async move { Ok::<_, Infallible>(handle(request, &table, &next_endpoint).await) }
         });
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             // A client that goes away mid-request is its own business.
             let _ = builder.serve_connection(TokioIo::new(stream), service).await;

@@ -167,7 +167,7 @@ async fn proxy(endpoint: SocketAddr, transport: Transport, upstream_failure: Ups
     tokio::spawn(async move {
         // Keep both senders alive as long as the proxy runs.
         let _keep = (_routes_tx, shutdown_tx);
-        super::serve(listener, routes, shutdown).await;
+        super::serve(listener, routes, Default::default(), shutdown).await;
     });
     address
 }

@@ -16,12 +16,14 @@ pub mod nginx_conf;
 pub mod pods;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
 use crate::api::Store;
 use crate::api::kinds::{CONFIG_MAP, DEPLOYMENT, ENDPOINT_SLICE, NAMESPACE, POD, ResourceKind, SECRET, SERVICE};
+use crate::disruption::Disruptions;
 
 /// How often a starting pod's ports are probed.
 const PROBE_INTERVAL: Duration = Duration::from_millis(100);
@@ -40,8 +42,9 @@ pub struct Kubelet {
 
 impl Kubelet {
     /// `root` receives one directory per pod; `nginx` is the binary containers run.
-    pub fn new(store: Store, root: PathBuf, nginx: PathBuf) -> Self {
-        let pods = pods::PodRunner::new(store.clone(), root, nginx);
+    /// Backends crash under `disruptions` that say so.
+    pub fn new(store: Store, root: PathBuf, nginx: PathBuf, disruptions: Arc<Disruptions>) -> Self {
+        let pods = pods::PodRunner::new(store.clone(), root, nginx, disruptions);
         Kubelet { store, pods }
     }
 

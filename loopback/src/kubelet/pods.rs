@@ -13,7 +13,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -25,9 +26,20 @@ use super::nginx_conf::{self, Confinement};
 use crate::api::LOG_FILE_ANNOTATION;
 use crate::api::kinds::{CONFIG_MAP, POD, SECRET};
 use crate::api::store::{Store, Subresource, now_rfc3339};
+use crate::disruption::{Disruption, Disruptions};
 
 /// How long a stopping nginx gets before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// How long an nginx that exited waits before it is started again, after `restarts` restarts:
+/// at once the first time, then doubling from 1 s up to 10 s. A kubelet's back-off is the same
+/// shape, ten times longer (10 s up to five minutes).
+fn restart_delay(restarts: u32) -> Duration {
+    match restarts {
+        0 => Duration::ZERO,
+        n => Duration::from_secs(1 << (n - 1).min(4)).min(Duration::from_secs(10)),
+    }
+}
 
 struct RunningPod {
     uid: String,
@@ -36,6 +48,14 @@ struct RunningPod {
     address: Ipv4Addr,
     ports: Vec<u16>,
     ready: bool,
+    /// nginx's command line, to start it again after it exits.
+    args: Vec<String>,
+    /// How many times nginx was started again after exiting.
+    restarts: u32,
+    /// Set while nginx has exited and waits to be started again: when, and why it exited.
+    crashed: Option<(Instant, String)>,
+    /// When [`Disruption::BackendCrash`] kills it; cleared once done.
+    crash_at: Option<Instant>,
 }
 
 impl Drop for RunningPod {
@@ -43,13 +63,7 @@ impl Drop for RunningPod {
     /// when a test panics) takes nginx's workers with it, not only the master that
     /// `kill_on_drop` would kill: orphaned workers would keep its address and ports bound.
     fn drop(&mut self) {
-        // `id` is `None` once the process was reaped, so a stopped pod kills nothing.
-        if let Some(pid) = self.child.id() {
-            // SAFETY: plain kill(2) on the process group nginx leads; its workers are in it.
-            unsafe {
-                libc::kill(-(pid as i32), libc::SIGKILL);
-            }
-        }
+        kill_group(&self.child, libc::SIGKILL);
     }
 }
 
@@ -60,11 +74,12 @@ pub struct PodRunner {
     nginx: PathBuf,
     running: HashMap<(String, String), RunningPod>,
     addresses: AddressPool,
+    disruptions: Arc<Disruptions>,
 }
 
 impl PodRunner {
-    pub fn new(store: Store, root: PathBuf, nginx: PathBuf) -> Self {
-        PodRunner { store, root, nginx, running: HashMap::new(), addresses: AddressPool::new() }
+    pub fn new(store: Store, root: PathBuf, nginx: PathBuf, disruptions: Arc<Disruptions>) -> Self {
+        PodRunner { store, root, nginx, running: HashMap::new(), addresses: AddressPool::new(), disruptions }
     }
 
     /// One pass: start new pods, probe starting ones, notice exits, stop deleted ones.
@@ -108,18 +123,55 @@ impl PodRunner {
                     }
                 }
                 Some(running) => {
+                    let now = Instant::now();
+                    if let Some((restart_at, _)) = &running.crashed {
+                        settling = true;
+                        if now < *restart_at {
+                            continue;
+                        }
+                        match spawn(&self.nginx, &running.args, &running.dir) {
+                            Ok(child) => {
+                                running.child = child;
+                                running.crashed = None;
+                                running.restarts += 1;
+                                running.ready = false;
+                            }
+                            Err(message) => {
+                                running.crashed = Some((now + restart_delay(running.restarts + 1), message));
+                                continue;
+                            }
+                        }
+                    }
+                    if running.crash_at.is_some_and(|at| now >= at) {
+                        running.crash_at = None;
+                        kill_group(&running.child, libc::SIGKILL);
+                        let _ = running.child.wait().await;
+                        self.disruptions.injected(Disruption::BackendCrash);
+                        tracing::debug!(%ns, pod = name, "killed nginx (disruption)");
+                    }
                     if let Ok(Some(exit)) = running.child.try_wait() {
                         let message =
                             format!("nginx exited: {exit}; see {}", running.dir.join("container.log").display());
-                        self.running.remove(&key);
-                        self.set_failed(&ns, &name, &message);
+                        running.crashed = Some((now + restart_delay(running.restarts), message.clone()));
+                        running.ready = false;
+                        settling = true;
+                        let (restarts, backing_off) = (running.restarts, running.restarts > 0);
+                        self.set_exited(&ns, &name, &message, restarts, backing_off);
                         continue;
                     }
+                    settling |= running.crash_at.is_some();
                     if !running.ready {
                         running.ready = ports_open(running.address, &running.ports).await;
                         settling |= !running.ready;
-                        let (address, ready) = (running.address, running.ready);
-                        self.set_running(&ns, &name, address, ready);
+                        if running.ready
+                            && running.restarts == 0
+                            && let Some(after) = self.disruptions.backend_crash_after()
+                        {
+                            running.crash_at = Some(now + after);
+                            settling = true;
+                        }
+                        let (address, ready, restarts) = (running.address, running.ready, running.restarts);
+                        self.set_running(&ns, &name, address, ready, restarts);
                     }
                 }
             }
@@ -159,51 +211,31 @@ impl PodRunner {
         let args = nginx_args(container, &Confinement { address, pod_dir: &dir, mounts: &mounts });
         let args = args.inspect_err(|_| self.addresses.release(address))?;
 
-        let log_path = dir.join("container.log");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&log_path)
-            .map_err(|e| format!("cannot open {}: {e}", log_path.display()))?;
-        let log_err = log.try_clone().map_err(|e| e.to_string())?;
-        let mut command = Command::new(&self.nginx);
-        command.args(&args).stdin(Stdio::null()).stdout(log).stderr(log_err).process_group(0).kill_on_drop(true);
-        // SAFETY: prctl is async-signal-safe; it asks the kernel to send SIGTERM to nginx if
-        // this process dies without stopping it, so no backend outlives a crashed loopback.
-        unsafe {
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                Ok(())
-            });
-        }
-        let child = command.spawn().map_err(|e| {
-            self.addresses.release(address);
-            format!("cannot start {}: {e}", self.nginx.display())
-        })?;
-        let log_file = log_path.display().to_string();
+        let child = spawn(&self.nginx, &args, &dir).inspect_err(|_| self.addresses.release(address))?;
+        let log_file = dir.join("container.log").display().to_string();
         self.store.modify(&POD, ns, name, Subresource::Main, |p| {
             p["metadata"]["annotations"][LOG_FILE_ANNOTATION] = json!(log_file);
         });
         tracing::debug!(%ns, pod = name, %address, "started nginx");
-        Ok(RunningPod { uid: uid.to_string(), child, dir, address, ports, ready: false })
+        Ok(RunningPod {
+            uid: uid.to_string(),
+            child,
+            dir,
+            address,
+            ports,
+            ready: false,
+            args,
+            restarts: 0,
+            crashed: None,
+            crash_at: None,
+        })
     }
 
     async fn stop(&mut self, key: &(String, String)) {
         let Some(mut running) = self.running.remove(key) else { return };
-        if let Some(pid) = running.child.id() {
-            // SAFETY: plain kill(2) on the process group nginx leads; its workers are in it.
-            unsafe {
-                libc::kill(-(pid as i32), libc::SIGTERM);
-            }
-        }
+        kill_group(&running.child, libc::SIGTERM);
         if tokio::time::timeout(STOP_GRACE, running.child.wait()).await.is_err() {
-            if let Some(pid) = running.child.id() {
-                // SAFETY: as above.
-                unsafe {
-                    libc::kill(-(pid as i32), libc::SIGKILL);
-                }
-            }
+            kill_group(&running.child, libc::SIGKILL);
             let _ = running.child.wait().await;
         }
         self.addresses.release(running.address);
@@ -295,27 +327,34 @@ impl PodRunner {
             p["status"] = json!({
                 "phase": "Pending",
                 "conditions": [{"type": "Ready", "status": "False", "reason": "ContainersNotReady", "message": reason}],
-                "containerStatuses": [container_status(p, json!({"waiting": {"reason": waiting, "message": reason}}))],
+                "containerStatuses": [container_status(p, json!({"waiting": {"reason": waiting, "message": reason}}), false, 0)],
             });
         });
     }
 
-    /// nginx exited. Loopback does not restart it: the container waits as `CrashLoopBackOff`
-    /// would say, and the pod is `Failed`.
-    fn set_failed(&self, ns: &str, name: &str, message: &str) {
+    /// nginx exited and will be started again, as the kubelet restarts the container of a pod
+    /// whose restart policy is `Always`. While it waits for that after an earlier restart, the
+    /// container waits as `CrashLoopBackOff`; the pod stays `Running`, not Ready.
+    fn set_exited(&self, ns: &str, name: &str, message: &str, restarts: u32, backing_off: bool) {
         self.store.modify(&POD, ns, name, Subresource::Status, |p| {
-            let waiting = json!({"waiting": {"reason": "CrashLoopBackOff", "message": message}});
-            p["status"]["phase"] = json!("Failed");
-            p["status"]["message"] = json!(message);
+            let state = if backing_off {
+                json!({"waiting": {"reason": "CrashLoopBackOff", "message": message}})
+            } else {
+                json!({"terminated": {"reason": "Error", "message": message}})
+            };
+            if p["status"]["phase"].as_str().is_none() {
+                p["status"]["phase"] = json!("Running");
+            }
             p["status"]["conditions"] = json!([{"type": "Ready", "status": "False", "reason": "ContainersNotReady"}]);
-            p["status"]["containerStatuses"] = json!([container_status(p, waiting)]);
+            p["status"]["containerStatuses"] = json!([container_status(p, state, false, restarts)]);
         });
     }
 
-    fn set_running(&self, ns: &str, name: &str, address: Ipv4Addr, ready: bool) {
+    fn set_running(&self, ns: &str, name: &str, address: Ipv4Addr, ready: bool, restarts: u32) {
         let ready_status = if ready { "True" } else { "False" };
         self.store.modify(&POD, ns, name, Subresource::Status, |p| {
             let started = p["status"]["startTime"].as_str().map_or_else(now_rfc3339, str::to_string);
+            let running = json!({"running": {"startedAt": now_rfc3339()}});
             p["status"] = json!({
                 "phase": "Running",
                 "hostIP": "127.0.0.1",
@@ -323,22 +362,58 @@ impl PodRunner {
                 "podIPs": [{"ip": address.to_string()}],
                 "startTime": started,
                 "conditions": [{"type": "Ready", "status": ready_status}],
+                "containerStatuses": [container_status(p, running, ready, restarts)],
             });
         });
     }
 }
 
 /// A `containerStatuses` entry for the pod's one container in `state`.
-fn container_status(pod: &Value, state: Value) -> Value {
+fn container_status(pod: &Value, state: Value, ready: bool, restarts: u32) -> Value {
     let container = &pod["spec"]["containers"][0];
     json!({
         "name": container["name"].as_str().unwrap_or("nginx"),
         "image": container["image"].as_str().unwrap_or_default(),
         "imageID": "",
-        "ready": false,
-        "restartCount": 0,
+        "ready": ready,
+        "restartCount": restarts,
         "state": state,
     })
+}
+
+/// Starts nginx with `args` in the pod directory `dir`, its output appended to the pod's
+/// `container.log`, leading a process group of its own.
+fn spawn(nginx: &Path, args: &[String], dir: &Path) -> Result<Child, String> {
+    let log_path = dir.join("container.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&log_path)
+        .map_err(|e| format!("cannot open {}: {e}", log_path.display()))?;
+    let log_err = log.try_clone().map_err(|e| e.to_string())?;
+    let mut command = Command::new(nginx);
+    command.args(args).stdin(Stdio::null()).stdout(log).stderr(log_err).process_group(0).kill_on_drop(true);
+    // SAFETY: prctl is async-signal-safe; it asks the kernel to send SIGTERM to nginx if
+    // this process dies without stopping it, so no backend outlives a crashed loopback.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    command.spawn().map_err(|e| format!("cannot start {}: {e}", nginx.display()))
+}
+
+/// Sends `signal` to the process group `child` leads (nginx and its workers), if it still runs.
+fn kill_group(child: &Child, signal: i32) {
+    // `id` is `None` once the process was reaped, so a stopped pod kills nothing.
+    if let Some(pid) = child.id() {
+        // SAFETY: plain kill(2) on the process group nginx leads; its workers are in it.
+        unsafe {
+            libc::kill(-(pid as i32), signal);
+        }
+    }
 }
 
 /// `(mountPath, local directory)` for each of the container's volume mounts, longest first.

@@ -41,7 +41,14 @@ impl Server {
         }
         let (stop, shutdown) = watch::channel(false);
         let credentials = std::sync::Arc::new(Credentials::generate().unwrap());
-        let task = tokio::spawn(serve(listener, store.clone(), Default::default(), credentials.clone(), shutdown));
+        let task = tokio::spawn(serve(
+            listener,
+            store.clone(),
+            Default::default(),
+            credentials.clone(),
+            Default::default(),
+            shutdown,
+        ));
         let dir = temp_dir("api");
         write_kubeconfig(&dir.join("kubeconfig"), &format!("https://{address}"), &credentials).unwrap();
         Server { store, address, stop, task: Some(task), dir, credentials }
