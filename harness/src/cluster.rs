@@ -1,15 +1,19 @@
 //! The cluster driver: everything the harness does to a cluster, through kube-rs and a
 //! kubeconfig only: [`ClusterClient`].
 //!
-//! It is the same code for kind and for loopback. Waits follow watches (kube-runtime's
-//! `await_condition`) and the caller sets every time limit.
+//! It is the same code for kind and for loopback. Waits follow watches and the caller sets
+//! every time limit. What fails in a way that may pass ([`transient`]: 429 and 5xx answers,
+//! broken connections) is tried again, for at most [`RETRY_LIMIT`] per request; watches start
+//! again. Anything else is reported at once, naming the object.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -17,7 +21,8 @@ use kube::api::{Api, DeleteParams, DynamicObject, ListParams, LogParams, Patch, 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::GroupVersionKind;
 use kube::discovery::{ApiCapabilities, ApiResource, Scope};
-use kube::runtime::wait::{await_condition, conditions};
+use kube::runtime::wait::{Condition, conditions};
+use kube::runtime::watcher;
 use serde_json::{Value, json};
 
 /// The field manager for every server-side apply the harness makes.
@@ -50,16 +55,146 @@ pub enum ClusterError {
     Kubeconfig(#[source] kube::config::KubeconfigError),
     #[error("cannot reach the cluster at {server}: {cause}")]
     Unreachable { server: String, cause: String },
-    #[error("the cluster does not serve {api_version} {kind}: {source}")]
+    #[error("the cluster does not serve {api_version} {kind}: {}", cause(.source))]
     UnknownKind { api_version: String, kind: String, source: Box<kube::Error> },
-    #[error("{object}: {action} failed: {source}")]
-    Request { object: Box<ObjectRef>, action: &'static str, source: Box<kube::Error> },
+    #[error("{object}: {action} failed{}: {}", retried(*.attempts), cause(.source))]
+    Request { object: Box<ObjectRef>, action: &'static str, attempts: u32, source: Box<kube::Error> },
     #[error("{object}: {what} not seen within {limit:?}")]
     Timeout { object: Box<ObjectRef>, what: String, limit: Duration },
     #[error("object has no apiVersion, kind or metadata.name: {0}")]
     Malformed(String),
     #[error("{object}: a pod cannot start: {reason}")]
     CannotStart { object: Box<ObjectRef>, reason: String },
+    #[error("{object}: {what} could not be followed: {message}")]
+    Watch { object: Box<ObjectRef>, what: String, message: String },
+}
+
+/// How long a request that keeps failing in a way that may pass ([`transient`]) is made again
+/// before its failure is reported. A real API server that answers 429 or 503 for longer is
+/// not coming back within a scenario's limits.
+pub const RETRY_LIMIT: Duration = Duration::from_secs(20);
+/// The pause before the first retry; it doubles with each one, up to [`LONGEST_PAUSE`].
+const FIRST_PAUSE: Duration = Duration::from_millis(100);
+const LONGEST_PAUSE: Duration = Duration::from_secs(2);
+
+fn retried(attempts: u32) -> String {
+    if attempts > 1 { format!(" after {attempts} attempts") } else { String::new() }
+}
+
+/// The pause after `pause`: twice as long, up to [`LONGEST_PAUSE`].
+fn next_pause(pause: Duration) -> Duration {
+    (pause * 2).min(LONGEST_PAUSE)
+}
+
+/// Whether a failed request may succeed if made again: the API server is overloaded or
+/// briefly failing (429, 500, 502, 503, 504), or the connection broke (refused, reset, closed
+/// mid-answer). A refusal of the request itself (4xx), a certificate that is not trusted or
+/// missing credentials will not pass by asking again.
+pub fn transient(error: &kube::Error) -> bool {
+    if let kube::Error::Api(status) = error {
+        return matches!(status.code, 429 | 500 | 502 | 503 | 504);
+    }
+    if !matches!(error, kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::ReadEvents(_)) {
+        return false;
+    }
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            if matches!(io.kind(), ConnectionRefused | ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof)
+            {
+                return true;
+            }
+        }
+        if let Some(hyper) = e.downcast_ref::<hyper::Error>()
+            && (hyper.is_incomplete_message() || hyper.is_closed() || hyper.is_canceled())
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
+/// [`transient`], for what a watch reports.
+fn transient_watch(error: &watcher::Error) -> bool {
+    match error {
+        watcher::Error::InitialListFailed(e) | watcher::Error::WatchStartFailed(e) | watcher::Error::WatchFailed(e) => {
+            transient(e)
+        }
+        watcher::Error::WatchError(status) => matches!(status.code, 410 | 429 | 500 | 502 | 503 | 504),
+        watcher::Error::NoResourceVersion => false,
+    }
+}
+
+/// Makes `request` until it succeeds, fails in a way that will not pass (or that `retry` does
+/// not pick), or has failed transiently for `budget`; pauses grow between attempts. The error
+/// comes with the number of attempts made.
+async fn retrying_if<T, F, Fut>(
+    retry: impl Fn(&kube::Error) -> bool,
+    budget: Duration,
+    mut request: F,
+) -> Result<T, (kube::Error, u32)>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    let started = tokio::time::Instant::now();
+    let mut pause = FIRST_PAUSE;
+    let mut attempts = 1;
+    loop {
+        match request().await {
+            Ok(value) => return Ok(value),
+            Err(e) if retry(&e) && transient(&e) && started.elapsed() + pause < budget => {
+                tracing::debug!(error = %e, attempts, "request failed; trying again");
+                tokio::time::sleep(pause).await;
+                pause = next_pause(pause);
+                attempts += 1;
+            }
+            Err(e) => return Err((e, attempts)),
+        }
+    }
+}
+
+/// Follows the object `name` until `condition` holds for it and returns it (`None`: it does
+/// not exist). Transient failures of the list or the watch ([`transient_watch`]) are ridden
+/// out: the watch starts again after a pause, for as long as the caller waits. Any other
+/// failure ends the wait with its message.
+async fn follow<K>(api: Api<K>, name: &str, condition: impl Condition<K>) -> Result<Option<K>, String>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    let mut stream = std::pin::pin!(watcher::watch_object(api, name));
+    let mut pause = FIRST_PAUSE;
+    loop {
+        match stream.next().await {
+            Some(Ok(object)) => {
+                pause = FIRST_PAUSE;
+                if condition.matches_object(object.as_ref()) {
+                    return Ok(object);
+                }
+            }
+            Some(Err(e)) if transient_watch(&e) => {
+                tracing::debug!(error = %e, "watch failed; starting it again");
+                tokio::time::sleep(pause).await;
+                pause = next_pause(pause);
+            }
+            Some(Err(e)) => return Err(watch_cause(&e)),
+            None => return Err("the watch ended".into()),
+        }
+    }
+}
+
+/// What a watch failed on, in a few words.
+fn watch_cause(error: &watcher::Error) -> String {
+    match error {
+        watcher::Error::InitialListFailed(e) => format!("listing failed: {}", cause(e)),
+        watcher::Error::WatchStartFailed(e) | watcher::Error::WatchFailed(e) => {
+            format!("watching failed: {}", cause(e))
+        }
+        watcher::Error::WatchError(status) => format!("the watch reported {} {}", status.code, status.message),
+        watcher::Error::NoResourceVersion => "the API server gives no resourceVersion to watch from".into(),
+    }
 }
 
 /// Container waiting reasons that mean a pod will not start by waiting longer: the image cannot
@@ -119,9 +254,31 @@ type ResourceCache = HashMap<(String, String), (ApiResource, bool)>;
 pub struct ClusterClient {
     client: kube::Client,
     resources: Arc<Mutex<ResourceCache>>,
+    /// Set when a request failed transiently for all of [`RETRY_LIMIT`], cleared by the next
+    /// success: while set, requests are made once, so that a cluster that went away costs each
+    /// later request one attempt, not another [`RETRY_LIMIT`].
+    unavailable: Arc<AtomicBool>,
 }
 
 impl ClusterClient {
+    /// Makes `request`, again while it fails transiently ([`retrying_if`]), within
+    /// [`RETRY_LIMIT`] unless the cluster was found unavailable.
+    async fn retrying<T, F, Fut>(&self, request: F) -> Result<T, (kube::Error, u32)>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, kube::Error>>,
+    {
+        let unavailable = self.unavailable.load(Ordering::Relaxed);
+        let budget = if unavailable { Duration::ZERO } else { RETRY_LIMIT };
+        let result = retrying_if(|_| true, budget, request).await;
+        match &result {
+            Ok(_) => self.unavailable.store(false, Ordering::Relaxed),
+            Err((e, _)) if transient(e) => self.unavailable.store(true, Ordering::Relaxed),
+            Err(_) => {}
+        }
+        result
+    }
+
     /// Connects with a kubeconfig file (or the default one: `$KUBECONFIG`, `~/.kube/config`)
     /// and optionally a context, and checks that the API server answers an authenticated
     /// request.
@@ -138,15 +295,23 @@ impl ClusterClient {
             None => kube::Config::from_kubeconfig(&options).await,
         }
         .map_err(ClusterError::Kubeconfig)?;
+        // This driver retries what may pass itself, within its own limit.
+        let mut config = config;
+        config.default_retry = false;
         let server = config.cluster_url.to_string();
         let unreachable = |e: kube::Error| ClusterError::Unreachable { server: server.clone(), cause: cause(&e) };
         let client = kube::Client::try_from(config).map_err(unreachable)?;
         // An authenticated request: `/version` answers anyone, so it would not show that the
         // credentials work. The harness creates namespaces, so it may surely list them.
+        // An API server that does not answer at all is reported at once; one that answers
+        // 429 or 5xx gets the retries any request gets.
         let namespaces = Api::<Namespace>::all(client.clone());
-        match tokio::time::timeout(CONNECT_LIMIT, namespaces.list_metadata(&ListParams::default().limit(1))).await {
-            Ok(Ok(_)) => Ok(ClusterClient { client, resources: Arc::default() }),
-            Ok(Err(e)) => Err(unreachable(e)),
+        let params = ListParams::default().limit(1);
+        let answered = |e: &kube::Error| matches!(e, kube::Error::Api(_));
+        let check = retrying_if(answered, RETRY_LIMIT, || namespaces.list_metadata(&params));
+        match tokio::time::timeout(CONNECT_LIMIT, check).await {
+            Ok(Ok(_)) => Ok(ClusterClient { client, resources: Arc::default(), unavailable: Arc::default() }),
+            Ok(Err((e, _))) => Err(unreachable(e)),
             Err(_) => Err(ClusterError::Unreachable {
                 server,
                 cause: format!("no answer within {}s", CONNECT_LIMIT.as_secs()),
@@ -161,11 +326,29 @@ impl ClusterClient {
         }
         let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
         let gvk = GroupVersionKind::gvk(group, version, kind);
-        let (resource, capabilities): (ApiResource, ApiCapabilities) =
-            kube::discovery::pinned_kind(&self.client, &gvk).await.map_err(|source| ClusterError::UnknownKind {
-                api_version: api_version.to_string(),
-                kind: kind.to_string(),
-                source: Box::new(source),
+        let (resource, capabilities): (ApiResource, ApiCapabilities) = self
+            .retrying(|| kube::discovery::pinned_kind(&self.client, &gvk))
+            .await
+            .map_err(|(source, attempts)| {
+                let unknown = match &source {
+                    kube::Error::Api(status) => status.code == 404,
+                    _ => matches!(source, kube::Error::Discovery(_)),
+                };
+                if unknown {
+                    ClusterError::UnknownKind {
+                        api_version: api_version.to_string(),
+                        kind: kind.to_string(),
+                        source: Box::new(source),
+                    }
+                } else {
+                    let kinds = ObjectRef {
+                        api_version: api_version.to_string(),
+                        kind: kind.to_string(),
+                        namespace: None,
+                        name: "*".into(),
+                    };
+                    failed(kinds, "discovery")((source, attempts))
+                }
             })?;
         let found = (resource, capabilities.scope == Scope::Namespaced);
         self.resources.lock().unwrap_or_else(|e| e.into_inner()).insert(key, found.clone());
@@ -202,11 +385,28 @@ impl ClusterClient {
             "metadata": {"name": name, "labels": {RUN_LABEL: run_id}},
         }))
         .map_err(|e| ClusterError::Malformed(e.to_string()))?;
-        Api::<Namespace>::all(self.client.clone())
-            .create(&PostParams::default(), &namespace)
-            .await
-            .map_err(failed(namespace_ref(name), "create"))?;
-        Ok(())
+        let api = Api::<Namespace>::all(self.client.clone());
+        let params = PostParams::default();
+        match self.retrying(|| api.create(&params, &namespace)).await {
+            Ok(_) => Ok(()),
+            // An attempt whose answer was lost may have created it: then it is this run's.
+            Err((kube::Error::Api(status), attempts)) if status.code == 409 && attempts > 1 => {
+                match self.retrying(|| api.get_opt(name)).await {
+                    Ok(Some(found))
+                        if found
+                            .metadata
+                            .labels
+                            .as_ref()
+                            .and_then(|l| l.get(RUN_LABEL))
+                            .is_some_and(|id| id == run_id) =>
+                    {
+                        Ok(())
+                    }
+                    _ => Err(failed(namespace_ref(name), "create")((kube::Error::Api(status), attempts))),
+                }
+            }
+            Err(e) => Err(failed(namespace_ref(name), "create")(e)),
+        }
     }
 
     /// Server-side applies `object`; a namespaced object without a namespace goes to
@@ -226,7 +426,8 @@ impl ClusterClient {
         }
         let api = self.api(&reference).await?;
         let params = PatchParams::apply(FIELD_MANAGER).force();
-        api.patch(&reference.name, &params, &Patch::Apply(&object))
+        let patch = Patch::Apply(&object);
+        self.retrying(|| api.patch(&reference.name, &params, &patch))
             .await
             .map_err(failed(reference.clone(), "apply"))?;
         Ok(reference)
@@ -238,7 +439,7 @@ impl ClusterClient {
     /// Unknown kind, or the API server refuses the read.
     pub async fn get(&self, object: &ObjectRef) -> Result<Option<Value>, ClusterError> {
         let api = self.api(object).await?;
-        let found = api.get_opt(&object.name).await.map_err(failed(object.clone(), "get"))?;
+        let found = self.retrying(|| api.get_opt(&object.name)).await.map_err(failed(object.clone(), "get"))?;
         found
             .map(|o| serde_json::to_value(o).map_err(|e| ClusterError::Malformed(format!("{object}: {e}"))))
             .transpose()
@@ -250,9 +451,10 @@ impl ClusterClient {
     /// The API server refuses the deletion.
     pub async fn delete(&self, object: &ObjectRef) -> Result<(), ClusterError> {
         let api = self.api(object).await?;
-        match api.delete(&object.name, &DeleteParams::default()).await {
+        let params = DeleteParams::default();
+        match self.retrying(|| api.delete(&object.name, &params)).await {
             Ok(_) => Ok(()),
-            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            Err((kube::Error::Api(status), _)) if status.code == 404 => Ok(()),
             Err(source) => Err(failed(object.clone(), "delete")(source)),
         }
     }
@@ -265,8 +467,9 @@ impl ClusterClient {
         self.delete(object).await?;
         let api = self.api(object).await?;
         let gone = |o: Option<&DynamicObject>| o.is_none();
-        match tokio::time::timeout(limit, await_condition(api, &object.name, gone)).await {
-            Ok(_) => Ok(()),
+        match tokio::time::timeout(limit, follow(api, &object.name, gone)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(message)) => Err(watch_failed(object, "its deletion", message)),
             Err(_) => Err(ClusterError::Timeout { object: Box::new(object.clone()), what: "deletion".into(), limit }),
         }
     }
@@ -310,7 +513,7 @@ impl ClusterClient {
                 tokio::time::sleep(POD_CHECK_INTERVAL).await;
             }
         });
-        let available = Box::pin(await_condition(api.clone(), name, available));
+        let available = Box::pin(follow(api.clone(), name, available));
         let wait = async {
             tokio::select! {
                 result = available => Ok(result),
@@ -319,7 +522,7 @@ impl ClusterClient {
         };
         match tokio::time::timeout(limit, wait).await {
             Ok(Ok(Ok(_))) => Ok(()),
-            Ok(Ok(Err(e))) => Err(ClusterError::Malformed(format!("{object}: watch failed: {e}"))),
+            Ok(Ok(Err(message))) => Err(watch_failed(&object, "condition Available=True", message)),
             Ok(Err(reason)) => Err(ClusterError::CannotStart { object: Box::new(object), reason }),
             Err(_) => {
                 Err(ClusterError::Timeout { object: Box::new(object), what: "condition Available=True".into(), limit })
@@ -330,11 +533,12 @@ impl ClusterClient {
     /// The first pod of Deployment `name` with a container that cannot start, described with
     /// its reason, message and last events; `None` while every pod may still come up.
     async fn stuck_pod(&self, deployments: &Api<Deployment>, namespace: &str, name: &str) -> Option<String> {
-        let deployment = deployments.get_opt(name).await.ok().flatten()?;
+        let deployment = self.retrying(|| deployments.get_opt(name)).await.ok().flatten()?;
         let labels = deployment.spec.selector.match_labels?;
         let selector: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let pods = Api::<Pod>::namespaced(self.client.clone(), namespace);
-        let listed = pods.list(&ListParams::default().labels(&selector.join(","))).await.ok()?;
+        let params = ListParams::default().labels(&selector.join(","));
+        let listed = self.retrying(|| pods.list(&params)).await.ok()?;
         for pod in listed.items {
             let pod_name = pod.metadata.name.clone().unwrap_or_default();
             let statuses = pod.status.and_then(|s| s.container_statuses).unwrap_or_default();
@@ -355,7 +559,7 @@ impl ClusterClient {
     async fn pod_events(&self, namespace: &str, pod: &str) -> String {
         let api = Api::<k8s_openapi::api::core::v1::Event>::namespaced(self.client.clone(), namespace);
         let params = ListParams::default().fields(&format!("involvedObject.name={pod}"));
-        let Ok(events) = api.list(&params).await else { return String::new() };
+        let Ok(events) = self.retrying(|| api.list(&params)).await else { return String::new() };
         let texts: Vec<String> = events
             .items
             .iter()
@@ -386,7 +590,10 @@ impl ClusterClient {
         let params = ListParams::default().labels(&format!("kubernetes.io/service-name={name}"));
         let ready = async {
             loop {
-                let slices = api.list(&params).await.map_err(failed(object.clone(), "list EndpointSlices of"))?;
+                let slices = self
+                    .retrying(|| api.list(&params))
+                    .await
+                    .map_err(failed(object.clone(), "list EndpointSlices of"))?;
                 let any_ready = slices
                     .items
                     .iter()
@@ -428,10 +635,10 @@ impl ClusterClient {
             *seen.lock().unwrap_or_else(|e| e.into_inner()) = value;
             ok
         };
-        match tokio::time::timeout(limit, await_condition(api, &object.name, condition)).await {
+        match tokio::time::timeout(limit, follow(api, &object.name, condition)).await {
             Ok(Ok(Some(found))) => Ok(Ok(serde_json::to_value(found).unwrap_or_default())),
             Ok(Ok(None)) => Ok(Err(None)),
-            Ok(Err(e)) => Err(ClusterError::Malformed(format!("{object}: watch failed: {e}"))),
+            Ok(Err(message)) => Err(watch_failed(object, "its state", message)),
             Err(_) => Ok(Err(last.lock().unwrap_or_else(|e| e.into_inner()).take())),
         }
     }
@@ -442,14 +649,16 @@ impl ClusterClient {
     /// The deletion is refused or the namespace is still there after `limit`.
     pub async fn delete_namespace(&self, name: &str, limit: Duration) -> Result<(), ClusterError> {
         let api = Api::<Namespace>::all(self.client.clone());
-        let uid = match api.delete(name, &DeleteParams::default()).await {
+        let params = DeleteParams::default();
+        let uid = match self.retrying(|| api.delete(name, &params)).await {
             Ok(either) => either.map_left(|ns| ns.metadata.uid).left_or(None),
-            Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
+            Err((kube::Error::Api(status), _)) if status.code == 404 => return Ok(()),
             Err(source) => return Err(failed(namespace_ref(name), "delete")(source)),
         };
         let Some(uid) = uid else { return Ok(()) };
-        match tokio::time::timeout(limit, await_condition(api, name, conditions::is_deleted(&uid))).await {
-            Ok(_) => Ok(()),
+        match tokio::time::timeout(limit, follow(api, name, conditions::is_deleted(&uid))).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(message)) => Err(watch_failed(&namespace_ref(name), "its deletion", message)),
             Err(_) => {
                 Err(ClusterError::Timeout { object: Box::new(namespace_ref(name)), what: "deletion".into(), limit })
             }
@@ -468,7 +677,8 @@ impl ClusterClient {
         limit: Duration,
     ) -> Result<Vec<String>, ClusterError> {
         let api = Api::<Namespace>::all(self.client.clone());
-        let listed = api.list(&ListParams::default().labels(selector)).await.map_err(failed(
+        let params = ListParams::default().labels(selector);
+        let listed = self.retrying(|| api.list(&params)).await.map_err(failed(
             ObjectRef { api_version: "v1".into(), kind: "Namespace".into(), namespace: None, name: selector.into() },
             "list",
         ))?;
@@ -486,13 +696,14 @@ impl ClusterClient {
     /// Listing pods or reading a log fails.
     pub async fn pod_logs(&self, namespace: &str, selector: &str) -> Result<Vec<(String, String)>, ClusterError> {
         let api = Api::<Pod>::namespaced(self.client.clone(), namespace);
-        let pods =
-            api.list(&ListParams::default().labels(selector)).await.map_err(failed(pods_ref(namespace), "list"))?;
+        let params = ListParams::default().labels(selector);
+        let pods = self.retrying(|| api.list(&params)).await.map_err(failed(pods_ref(namespace), "list"))?;
         let mut logs = Vec::new();
         for pod in pods {
             let name = pod.metadata.name.unwrap_or_default();
             let pod = ObjectRef { name: name.clone(), ..pods_ref(namespace) };
-            let text = api.logs(&name, &LogParams::default()).await.map_err(failed(pod, "read logs"))?;
+            let params = LogParams::default();
+            let text = self.retrying(|| api.logs(&name, &params)).await.map_err(failed(pod, "read logs"))?;
             logs.push((name, text));
         }
         Ok(logs)
@@ -513,9 +724,19 @@ pub fn object_ref(object: &Value) -> Result<ObjectRef, ClusterError> {
     }
 }
 
-/// Turns a kube error into a [`ClusterError::Request`] about `object`.
-fn failed(object: ObjectRef, action: &'static str) -> impl FnOnce(kube::Error) -> ClusterError {
-    move |source| ClusterError::Request { object: Box::new(object), action, source: Box::new(source) }
+/// Turns a kube error, and the number of attempts made, into a [`ClusterError::Request`]
+/// about `object`.
+fn failed(object: ObjectRef, action: &'static str) -> impl FnOnce((kube::Error, u32)) -> ClusterError {
+    move |(source, attempts)| ClusterError::Request {
+        object: Box::new(object),
+        action,
+        attempts,
+        source: Box::new(source),
+    }
+}
+
+fn watch_failed(object: &ObjectRef, what: &str, message: String) -> ClusterError {
+    ClusterError::Watch { object: Box::new(object.clone()), what: what.into(), message }
 }
 
 fn namespace_ref(name: &str) -> ObjectRef {

@@ -227,6 +227,7 @@ pub struct Overrides {
     pub run: Vec<String>,
     pub skip: Vec<String>,
     pub faults: Vec<loopback::Fault>,
+    pub disruptions: Vec<loopback::Disruption>,
     pub controller: Option<ControllerKind>,
     pub contour_version: Option<String>,
     pub keep_namespaces: bool,
@@ -265,6 +266,15 @@ impl Overrides {
                 })
             })
             .collect::<Result<_, _>>()?;
+        let disruptions = list(env::DISRUPTIONS)
+            .iter()
+            .map(|d| {
+                d.parse().map_err(|e: loopback::disruption::UnknownDisruption| TargetError::Setting {
+                    variable: env::DISRUPTIONS,
+                    message: e.to_string(),
+                })
+            })
+            .collect::<Result<_, _>>()?;
         Ok(Overrides {
             proxy: var(env::PROXY),
             kubeconfig: var(env::KUBECONFIG).map(PathBuf::from),
@@ -276,6 +286,7 @@ impl Overrides {
             run: list(env::RUN),
             skip: list(env::SKIP),
             faults,
+            disruptions,
             controller: parse(env::CONTROLLER)?,
             contour_version: var(env::CONTOUR_VERSION),
             // As clap reads the flag's variable: anything but a falsey word is true.
@@ -400,6 +411,9 @@ impl ImplementationConfig {
                 if !overrides.faults.is_empty() {
                     warnings.push("loopback faults are ignored: the target is a real cluster".to_string());
                 }
+                if !overrides.disruptions.is_empty() {
+                    warnings.push("loopback disruptions are ignored: the target is a real cluster".to_string());
+                }
                 if overrides.controller.is_some() || self.loopback.controller.is_some() {
                     warnings.push("the loopback controller is ignored: the target is a real cluster".to_string());
                 }
@@ -446,7 +460,8 @@ impl ImplementationConfig {
                         .to_string());
                 }
                 let implementation = Implementation::loopback(&controller);
-                (implementation, TargetConfig::Loopback { faults: overrides.faults, exempt, controller })
+                let disruptions = overrides.disruptions;
+                (implementation, TargetConfig::Loopback { faults: overrides.faults, exempt, controller, disruptions })
             }
         };
         let defaults = RunSettings::default();

@@ -150,6 +150,10 @@ struct RunArgs {
     /// Loopback fault to switch on (repeatable); the suite should then fail.
     #[arg(long = "loopback-fault", value_name = "FAULT", value_delimiter = ',', env = env::FAULTS)]
     faults: Vec<loopback::Fault>,
+    /// Loopback disruption to run under (repeatable): trouble the harness must ride out or
+    /// report, such as API errors or crashing backends (`loopback disruptions` lists them).
+    #[arg(long = "loopback-disruption", value_name = "DISRUPTION", value_delimiter = ',', env = env::DISRUPTIONS)]
+    disruptions: Vec<loopback::Disruption>,
     /// The controller of the built-in loopback cluster: reference (loopback's model of
     /// Contour, the default) or contour (the real Contour, built by scripts/ensure-contour).
     #[arg(long, value_name = "reference|contour", env = env::CONTROLLER)]
@@ -373,6 +377,7 @@ fn run(args: RunArgs) -> ExitCode {
         run: args.selection.run,
         skip: args.selection.skip,
         faults: args.faults,
+        disruptions: args.disruptions,
         controller: args.controller,
         contour_version: args.contour_version,
         keep_namespaces: args.keep_namespaces,
@@ -454,6 +459,7 @@ fn run(args: RunArgs) -> ExitCode {
             }
         }
         let controller_logs = environment.controller_logs();
+        let disruptions = environment.disruption_counts();
         environment.shutdown().await;
         let loaded: Vec<&LoadedScenario> = scenarios.iter().chain(&not_selected).collect();
         let report = RunReport { controller_logs, repetitions, ..RunReport::new(info, &loaded, &outcomes) };
@@ -469,6 +475,10 @@ fn run(args: RunArgs) -> ExitCode {
         }
         // The per-scenario lines were printed as they finished; the totals close the run.
         print!("\n{}", suite::totals(&outcomes, wall_time));
+        if !disruptions.is_empty() {
+            let counts: Vec<String> = disruptions.iter().map(|(d, n)| format!("{d} {n} times")).collect();
+            println!("loopback disruptions injected: {}", counts.join(", "));
+        }
         if let Some(signal) = signal {
             println!("interrupted by {}: scenarios that did not finish are reported as skipped", signal.name());
             return ExitCode::from(signal.exit_code());

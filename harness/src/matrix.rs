@@ -98,6 +98,7 @@ async fn run_once(
         faults: fault.into_iter().collect(),
         exempt: Vec::new(),
         controller: Default::default(),
+        disruptions: Vec::new(),
     };
     let environment = Environment::connect(&config, RunSettings::default()).await?;
     let shared = &environment;

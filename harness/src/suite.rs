@@ -398,8 +398,12 @@ mod tests {
 
     #[test]
     fn loopback_runs_everything_at_once_and_real_clusters_four_unless_told() {
-        let loopback =
-            TargetConfig::Loopback { faults: Vec::new(), exempt: Vec::new(), controller: Default::default() };
+        let loopback = TargetConfig::Loopback {
+            faults: Vec::new(),
+            exempt: Vec::new(),
+            controller: Default::default(),
+            disruptions: Vec::new(),
+        };
         let cluster = TargetConfig::Cluster {
             kubeconfig: None,
             context: None,

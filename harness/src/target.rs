@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use loopback::config::{ContourSettings, ControllerKind, SecretName};
-use loopback::{Fault, Loopback, LoopbackConfig};
+use loopback::{Disruption, Fault, Loopback, LoopbackConfig};
 
 use crate::cluster::{ClusterClient, ClusterError, RUN_LABEL};
 use crate::install::{InstallClientCertificate, Installation, SecretRef, SkipReason, TlsVersion};
@@ -36,6 +36,8 @@ pub mod env {
     pub const IMAGE: &str = "UPSTREAM_TLS_IMAGE";
     /// Comma-separated loopback faults to switch on.
     pub const FAULTS: &str = "UPSTREAM_TLS_LOOPBACK_FAULTS";
+    /// Comma-separated loopback disruptions (API errors, crashing backends...) to run under.
+    pub const DISRUPTIONS: &str = "UPSTREAM_TLS_LOOPBACK_DISRUPTIONS";
     /// The scenario directory (default: the repository's `scenarios/`).
     pub const SCENARIOS: &str = "UPSTREAM_TLS_SCENARIOS";
     /// Where reports go (default: the repository's `reports/`).
@@ -78,9 +80,9 @@ pub fn loopback_installations() -> [Installation; 2] {
 /// Where to run.
 #[derive(Debug, Clone)]
 pub enum TargetConfig {
-    /// Start the built-in loopback cluster, with this controller and these faults; scenarios
-    /// needing the exempt features are skipped.
-    Loopback { faults: Vec<Fault>, exempt: Vec<Feature>, controller: LoopbackController },
+    /// Start the built-in loopback cluster, with this controller, these faults and these
+    /// disruptions; scenarios needing the exempt features are skipped.
+    Loopback { faults: Vec<Fault>, exempt: Vec<Feature>, controller: LoopbackController, disruptions: Vec<Disruption> },
     /// A real cluster reached through a kubeconfig, and its proxy.
     Cluster {
         kubeconfig: Option<PathBuf>,
@@ -168,12 +170,17 @@ impl TargetConfig {
     /// One line for run headers: what is being tested.
     pub fn describe(&self) -> String {
         match self {
-            TargetConfig::Loopback { faults, controller, .. } if faults.is_empty() => {
-                format!("built-in loopback cluster ({})", controller.describe())
-            }
-            TargetConfig::Loopback { faults, controller, .. } => {
-                let names: Vec<&str> = faults.iter().map(|f| f.name()).collect();
-                format!("built-in loopback cluster ({}) with faults: {}", controller.describe(), names.join(", "))
+            TargetConfig::Loopback { faults, controller, disruptions, .. } => {
+                let mut text = format!("built-in loopback cluster ({})", controller.describe());
+                if !faults.is_empty() {
+                    let names: Vec<&str> = faults.iter().map(|f| f.name()).collect();
+                    text.push_str(&format!(" with faults: {}", names.join(", ")));
+                }
+                if !disruptions.is_empty() {
+                    let names: Vec<&str> = disruptions.iter().map(|d| d.name()).collect();
+                    text.push_str(&format!(" under disruptions: {}", names.join(", ")));
+                }
+                text
             }
             TargetConfig::Cluster { kubeconfig, context, proxy, installation } => format!(
                 "cluster from {} (context {}), proxy {proxy}; {}",
@@ -195,6 +202,8 @@ pub struct Environment {
     config: TargetConfig,
     /// The real Contour's logs from clusters started for one scenario, kept after they stop.
     own_cluster_logs: Mutex<Vec<ControllerLog>>,
+    /// The disruptions clusters started for one scenario injected, kept after they stop.
+    own_cluster_disruptions: Mutex<Vec<(Disruption, u64)>>,
 }
 
 impl Environment {
@@ -210,6 +219,7 @@ impl Environment {
             loopbacks: Vec::new(),
             config: config.clone(),
             own_cluster_logs: Mutex::default(),
+            own_cluster_disruptions: Mutex::default(),
         };
         for installation in config.installations() {
             match start_target(config, installation, &run_id, &settings).await {
@@ -242,6 +252,21 @@ impl Environment {
         });
         let stopped = self.own_cluster_logs.lock().unwrap_or_else(|e| e.into_inner()).clone();
         running.chain(stopped).collect()
+    }
+
+    /// How many times each loopback disruption switched on was injected so far, over every
+    /// cluster this environment started (none on a real cluster).
+    pub fn disruption_counts(&self) -> Vec<(Disruption, u64)> {
+        let TargetConfig::Loopback { disruptions, .. } = &self.config else { return Vec::new() };
+        let stopped = self.own_cluster_disruptions.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let counts = self.loopbacks.iter().flat_map(Loopback::disruption_counts).chain(stopped);
+        let mut totals: Vec<(Disruption, u64)> = disruptions.iter().map(|d| (*d, 0)).collect();
+        for (disruption, count) in counts {
+            if let Some(total) = totals.iter_mut().find(|(d, _)| *d == disruption) {
+                total.1 += count;
+            }
+        }
+        totals
     }
 
     /// Distinguishes this run's namespaces and host names from any other run's.
@@ -298,6 +323,8 @@ impl Environment {
                 let log = ControllerLog { file_name: format!("contour-{}.log", scenario.name()), text };
                 self.own_cluster_logs.lock().unwrap_or_else(|e| e.into_inner()).push(log);
             }
+            let counts = loopback.disruption_counts();
+            self.own_cluster_disruptions.lock().unwrap_or_else(|e| e.into_inner()).extend(counts);
             loopback.shutdown().await;
         }
         outcome
@@ -335,8 +362,10 @@ async fn start_target(
     settings: &RunSettings,
 ) -> Result<(Target, Option<Loopback>), TargetError> {
     match config {
-        TargetConfig::Loopback { faults, controller, .. } => {
-            let loopback = Loopback::start(loopback_config(&installation, faults, controller)).await?;
+        TargetConfig::Loopback { faults, controller, disruptions, .. } => {
+            let mut loopback_config = loopback_config(&installation, faults, controller);
+            loopback_config.disruptions.clone_from(disruptions);
+            let loopback = Loopback::start(loopback_config).await?;
             let connected = match ClusterClient::connect(Some(loopback.kubeconfig()), None).await {
                 Ok(cluster) => finish_target(cluster, loopback.proxy_address(), installation, run_id, settings).await,
                 Err(e) => Err(e.into()),
@@ -495,6 +524,7 @@ mod tests {
             faults: Vec::new(),
             exempt: Vec::new(),
             controller: LoopbackController::default(),
+            disruptions: Vec::new(),
         };
         let installations = loopback.installations();
         assert_eq!(choose(installations.iter(), &[Feature::UpstreamTls]), Ok(0));

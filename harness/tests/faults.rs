@@ -17,7 +17,12 @@ async fn run_with_fault(fault: Fault, scenario: &str) -> ScenarioOutcome {
     let loaded = load_file(&default_scenario_dir().join(scenario)).expect("catalog scenarios load");
     let settings = RunSettings { traffic_limit: Duration::from_secs(5), ..Default::default() };
     let environment = Environment::connect(
-        &TargetConfig::Loopback { faults: vec![fault], exempt: Vec::new(), controller: Default::default() },
+        &TargetConfig::Loopback {
+            faults: vec![fault],
+            exempt: Vec::new(),
+            controller: Default::default(),
+            disruptions: Vec::new(),
+        },
         settings,
     )
     .await
