@@ -199,7 +199,11 @@ pub fn check_proxy_address(address: &str) -> Result<(), String> {
 /// The longest time limit a config may set: an hour, far beyond any wait a scenario has.
 pub const MAX_LIMIT_SECONDS: u64 = 3600;
 
-/// Time limits, in seconds (1 to [`MAX_LIMIT_SECONDS`]).
+/// The longest run a config may allow: a day.
+pub const MAX_RUN_LIMIT_SECONDS: u64 = 86_400;
+
+/// Time limits, in seconds (1 to [`MAX_LIMIT_SECONDS`]; the run's, 1 to
+/// [`MAX_RUN_LIMIT_SECONDS`]).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Timeouts {
@@ -212,6 +216,10 @@ pub struct Timeouts {
     /// For backends to become available, image pulls included (default 180).
     #[serde(default)]
     pub ready_seconds: Option<u64>,
+    /// For the whole run, every repetition included (default 3600). When it is reached the
+    /// run stops as on Ctrl-C: it cleans up, reports what finished and exits 124.
+    #[serde(default)]
+    pub run_seconds: Option<u64>,
 }
 
 /// Settings from flags and environment variables; each one given replaces the file's.
@@ -357,20 +365,19 @@ impl ImplementationConfig {
     pub fn parse(path: &Path, text: &str) -> Result<Self, LoadError> {
         let config: ImplementationConfig = serde_saphyr::from_str(text).map_err(|e| yaml_error(path, &e, (0, 0)))?;
         let timeouts = &config.timeouts;
-        for (field, value) in [
-            ("trafficSeconds", timeouts.traffic_seconds),
-            ("statusSeconds", timeouts.status_seconds),
-            ("readySeconds", timeouts.ready_seconds),
+        for (field, value, most) in [
+            ("trafficSeconds", timeouts.traffic_seconds, MAX_LIMIT_SECONDS),
+            ("statusSeconds", timeouts.status_seconds, MAX_LIMIT_SECONDS),
+            ("readySeconds", timeouts.ready_seconds, MAX_LIMIT_SECONDS),
+            ("runSeconds", timeouts.run_seconds, MAX_RUN_LIMIT_SECONDS),
         ] {
             if let Some(value) = value
-                && !(1..=MAX_LIMIT_SECONDS).contains(&value)
+                && !(1..=most).contains(&value)
             {
                 return Err(LoadError {
                     path: path.to_owned(),
                     position: None,
-                    message: format!(
-                        "timeouts.{field}: {value} is out of range; give 1 to {MAX_LIMIT_SECONDS} seconds"
-                    ),
+                    message: format!("timeouts.{field}: {value} is out of range; give 1 to {most} seconds"),
                 });
             }
         }
@@ -470,6 +477,7 @@ impl ImplementationConfig {
             traffic_limit: seconds(self.timeouts.traffic_seconds, defaults.traffic_limit),
             status_limit: seconds(self.timeouts.status_seconds, defaults.status_limit),
             ready_limit: seconds(self.timeouts.ready_seconds, defaults.ready_limit),
+            run_limit: seconds(self.timeouts.run_seconds, defaults.run_limit),
             image: overrides.image.or(cluster.image).unwrap_or(defaults.image.clone()),
             keep_namespaces: overrides.keep_namespaces,
             ..defaults

@@ -408,6 +408,7 @@ fn run(args: RunArgs) -> ExitCode {
     }
     runtime.block_on(async move {
         println!("upstream TLS conformance: {} scenarios against the {}", scenarios.len(), plan.target.describe());
+        let begun = Instant::now();
         let environment = match Environment::connect(&plan.target, plan.settings.clone()).await {
             Ok(environment) => environment,
             Err(e) => {
@@ -420,6 +421,7 @@ fn run(args: RunArgs) -> ExitCode {
         if let Err(e) = interrupter.on_signals() {
             eprintln!("warning: cannot handle Ctrl-C and SIGTERM ({e}); an interrupted run will clean up nothing");
         }
+        interrupter.at(begun + plan.settings.run_limit, plan.settings.run_limit);
         let parallelism = plan.parallelism(scenarios.len());
         let mut runs = Vec::new();
         for repetition in 1..=args.repeat {

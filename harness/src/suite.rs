@@ -136,6 +136,8 @@ pub enum Signal {
     Interrupt,
     /// SIGTERM: exit code 143.
     Terminate,
+    /// Not a signal: the run reached its time limit (`timeouts.runSeconds`); exit code 124.
+    RunLimit,
 }
 
 impl Signal {
@@ -143,14 +145,17 @@ impl Signal {
         match self {
             Signal::Interrupt => "SIGINT",
             Signal::Terminate => "SIGTERM",
+            Signal::RunLimit => "the run's time limit",
         }
     }
 
-    /// 128 plus the signal's number, as shells report a process the signal ended.
+    /// For the signals, 128 plus the signal's number, as shells report a process the signal
+    /// ended; for the time limit 124, as `timeout` exits.
     pub fn exit_code(self) -> u8 {
         match self {
             Signal::Interrupt => 130,
             Signal::Terminate => 143,
+            Signal::RunLimit => 124,
         }
     }
 }
@@ -160,15 +165,15 @@ impl Signal {
 #[derive(Debug, Clone)]
 pub struct Interrupt(tokio::sync::watch::Receiver<Option<Signal>>);
 
-/// Asks the runs holding the matching [`Interrupt`] to stop.
-#[derive(Debug)]
-pub struct Interrupter(tokio::sync::watch::Sender<Option<Signal>>);
+/// Asks the runs holding the matching [`Interrupt`] to stop. Clones fire the same interrupt.
+#[derive(Debug, Clone)]
+pub struct Interrupter(std::sync::Arc<tokio::sync::watch::Sender<Option<Signal>>>);
 
 impl Interrupt {
     /// An interrupt and the handle that triggers it.
     pub fn new() -> (Interrupter, Interrupt) {
         let (sender, receiver) = tokio::sync::watch::channel(None);
-        (Interrupter(sender), Interrupt(receiver))
+        (Interrupter(std::sync::Arc::new(sender)), Interrupt(receiver))
     }
 
     /// One that never fires.
@@ -204,7 +209,8 @@ impl Interrupter {
     ///
     /// # Errors
     /// The signal handlers cannot be installed.
-    pub fn on_signals(self) -> std::io::Result<()> {
+    pub fn on_signals(&self) -> std::io::Result<()> {
+        let this = self.clone();
         use tokio::signal::unix::{SignalKind, signal};
         let mut interrupts = signal(SignalKind::interrupt())?;
         let mut terminations = signal(SignalKind::terminate())?;
@@ -214,7 +220,7 @@ impl Interrupter {
                     _ = interrupts.recv() => Signal::Interrupt,
                     _ = terminations.recv() => Signal::Terminate,
                 };
-                if self.fire(signal) {
+                if this.fire(signal) {
                     eprintln!(
                         "\n{}: stopping; cleaning up and writing reports for what finished (again to exit at once)",
                         signal.name()
@@ -226,6 +232,21 @@ impl Interrupter {
             }
         });
         Ok(())
+    }
+
+    /// Stops the run at `deadline`, saying that its time `limit` is reached. Needs a tokio
+    /// runtime.
+    pub fn at(&self, deadline: std::time::Instant, limit: std::time::Duration) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(deadline.into()).await;
+            if this.fire(Signal::RunLimit) {
+                eprintln!(
+                    "\nthe run's time limit of {} s is reached: stopping; cleaning up and writing reports for what finished",
+                    limit.as_secs()
+                );
+            }
+        });
     }
 }
 

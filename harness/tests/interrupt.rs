@@ -1,7 +1,8 @@
 //! An interrupted `run` as a user sees it: Ctrl-C (SIGINT) or SIGTERM once the first scenario
 //! has finished stops the run, removes the loopback cluster (its backends and files), writes
 //! reports marked interrupted with the unfinished scenarios skipped, and exits 130 or 143; a
-//! second Ctrl-C exits at once.
+//! second Ctrl-C exits at once. A run that reaches its time limit (`timeouts.runSeconds`) stops
+//! the same way and exits 124.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -143,6 +144,43 @@ fn a_second_ctrl_c_exits_at_once() {
     for name in leftovers(pid).iter().filter(|n| !n.starts_with("process")) {
         let _ = std::fs::remove_dir_all(std::env::temp_dir().join(name));
     }
+}
+
+#[test]
+fn a_run_stops_at_its_time_limit_cleans_up_and_reports() {
+    let reports = std::env::temp_dir().join(format!("utls-run-limit-{}", std::process::id()));
+    let config = reports.with_extension("yaml");
+    std::fs::write(&config, "timeouts:\n  runSeconds: 2\n").unwrap();
+    let stderr = reports.with_extension("stderr");
+    let child = Command::new(env!("CARGO_BIN_EXE_upstream-tls-conformance"))
+        .args(["run", "--parallel", "1", "--config"])
+        .arg(&config)
+        .arg("--reports")
+        .arg(&reports)
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .expect("the CLI starts");
+    let mut run = Run { child, reports, stderr };
+    let pid = run.child.id();
+    // The whole catalog, one at a time, takes far longer than 2 s.
+    assert_eq!(wait(&mut run), 124, "{}", std::fs::read_to_string(&run.stderr).unwrap());
+    std::fs::remove_file(&config).unwrap();
+    let said = std::fs::read_to_string(&run.stderr).unwrap();
+    assert!(said.contains("the run's time limit of 2 s is reached: stopping"), "{said}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.reports.join("report.json")).unwrap()).unwrap();
+    assert_eq!(json["interrupted"], "the run's time limit");
+    let skipped = json["scenarios"].as_array().unwrap().iter().filter(|s| s["verdict"] == "skipped").count();
+    assert!(skipped >= 1, "the scenarios that did not finish are reported as skipped");
+    let summary = std::fs::read_to_string(run.reports.join("summary.md")).unwrap();
+    assert!(summary.contains("Interrupted by the run's time limit"), "{summary}");
+    let started = Instant::now();
+    while !leftovers(pid).is_empty() && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(leftovers(pid), Vec::<String>::new(), "nothing of the run is left");
 }
 
 fn cleanup(args: &[&str]) -> (i32, String) {

@@ -35,6 +35,9 @@ pub struct RunSettings {
     pub status_limit: Duration,
     /// How long backends may take to become available (image pulls on real clusters).
     pub ready_limit: Duration,
+    /// How long the whole run may take; then it stops as if interrupted
+    /// ([`Signal::RunLimit`](crate::suite::Signal::RunLimit)).
+    pub run_limit: Duration,
     /// Backend container image.
     pub image: String,
     /// Leave scenario namespaces in place after the run, for debugging.
@@ -52,6 +55,7 @@ impl Default for RunSettings {
             traffic_interval: Duration::from_millis(100),
             status_limit: Duration::from_secs(30),
             ready_limit: Duration::from_secs(180),
+            run_limit: Duration::from_secs(3600),
             image: fixture::DEFAULT_IMAGE.into(),
             keep_namespaces: false,
             record_statuses: false,
