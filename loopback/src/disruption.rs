@@ -258,6 +258,15 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_shows_the_current_disruption_table() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+        assert!(
+            readme.contains(&disruption_table()),
+            "README.md's disruption table is out of date; replace it with the output of `cargo run -p loopback -- disruptions`"
+        );
+    }
+
+    #[test]
     fn names_round_trip() {
         for disruption in Disruption::ALL {
             assert_eq!(disruption.name().parse::<Disruption>().unwrap(), disruption);
