@@ -690,24 +690,57 @@ impl ClusterClient {
         Ok(names)
     }
 
-    /// The logs of every pod in `namespace` matching `selector`, as `(pod name, text)`.
+    /// The logs of every pod in `namespace` matching `selector`, as `(pod name, state, text)`
+    /// where the state is [`pod_state`]'s.
     ///
     /// # Errors
     /// Listing pods or reading a log fails.
-    pub async fn pod_logs(&self, namespace: &str, selector: &str) -> Result<Vec<(String, String)>, ClusterError> {
+    pub async fn pod_logs(
+        &self,
+        namespace: &str,
+        selector: &str,
+    ) -> Result<Vec<(String, String, String)>, ClusterError> {
         let api = Api::<Pod>::namespaced(self.client.clone(), namespace);
         let params = ListParams::default().labels(selector);
         let pods = self.retrying(|| api.list(&params)).await.map_err(failed(pods_ref(namespace), "list"))?;
         let mut logs = Vec::new();
         for pod in pods {
+            let state = pod_state(&pod);
             let name = pod.metadata.name.unwrap_or_default();
             let pod = ObjectRef { name: name.clone(), ..pods_ref(namespace) };
             let params = LogParams::default();
             let text = self.retrying(|| api.logs(&name, &params)).await.map_err(failed(pod, "read logs"))?;
-            logs.push((name, text));
+            logs.push((name, state, text));
         }
         Ok(logs)
     }
+}
+
+/// A pod's state in a few words: its phase, whether it is ready, how often its container
+/// restarted and, when it is not running, why (`Running, not ready, restarted 3 times,
+/// waiting: CrashLoopBackOff: nginx exited: ...`).
+pub fn pod_state(pod: &Pod) -> String {
+    let Some(status) = &pod.status else { return "no status".into() };
+    let mut words = vec![status.phase.clone().unwrap_or_else(|| "no phase".into())];
+    let ready = status.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True");
+    words.push(if ready { "ready".into() } else { "not ready".into() });
+    for container in status.container_statuses.iter().flatten() {
+        match container.restart_count {
+            0 => {}
+            1 => words.push("restarted once".into()),
+            n => words.push(format!("restarted {n} times")),
+        }
+        let state = container.state.as_ref();
+        if let Some(waiting) = state.and_then(|s| s.waiting.as_ref()) {
+            let reason = waiting.reason.as_deref().unwrap_or("no reason");
+            let message = waiting.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default();
+            words.push(format!("waiting: {reason}{message}"));
+        } else if let Some(terminated) = state.and_then(|s| s.terminated.as_ref()) {
+            let reason = terminated.reason.as_deref().unwrap_or("no reason");
+            words.push(format!("terminated: {reason} (exit code {})", terminated.exit_code));
+        }
+    }
+    words.join(", ")
 }
 
 /// How `object` names itself.
@@ -753,5 +786,83 @@ fn truncate(s: &str, max: usize) -> String {
     match s.char_indices().nth(max) {
         Some((i, _)) => format!("{}...", &s[..i]),
         None => s.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api_error(code: u16) -> kube::Error {
+        kube::Error::Api(Box::new(kube::core::Status::failure("m", "r").with_code(code)))
+    }
+
+    #[test]
+    fn overload_server_errors_and_broken_connections_are_transient_refusals_are_not() {
+        for code in [429, 500, 502, 503, 504] {
+            assert!(transient(&api_error(code)), "{code}");
+        }
+        for code in [400, 401, 403, 404, 409, 410, 422] {
+            assert!(!transient(&api_error(code)), "{code}");
+        }
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(transient(&kube::Error::Service(Box::new(reset))));
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        assert!(!transient(&kube::Error::Service(Box::new(denied))));
+        assert!(!transient(&kube::Error::LinesCodecMaxLineLengthExceeded));
+    }
+
+    #[tokio::test]
+    async fn transient_failures_are_retried_within_the_budget_and_counted() {
+        let mut calls = 0;
+        let result = retrying_if(
+            |_| true,
+            RETRY_LIMIT,
+            || {
+                calls += 1;
+                let answer = if calls < 3 { Err(api_error(503)) } else { Ok(calls) };
+                async move { answer }
+            },
+        )
+        .await;
+        assert_eq!(result.ok(), Some(3));
+
+        // Pauses of 100, 200 and 400 ms fit in 800 ms, the next one (800 ms) would not: four
+        // attempts, or fewer on a machine so busy that the pauses overrun.
+        let budget = Duration::from_millis(800);
+        let outage = || async { Err::<(), _>(api_error(503)) };
+        let Err((error, attempts)) = retrying_if(|_| true, budget, outage).await else { unreachable!() };
+        assert!(cause(&error).contains("503") && (2..=4).contains(&attempts), "{attempts}: {error}");
+
+        let refusal = || async { Err::<(), _>(api_error(422)) };
+        let Err((_, attempts)) = retrying_if(|_| true, RETRY_LIMIT, refusal).await else { unreachable!() };
+        assert_eq!(attempts, 1, "a refusal is not asked again");
+
+        let Err((_, attempts)) = retrying_if(|_| false, RETRY_LIMIT, outage).await else { unreachable!() };
+        assert_eq!(attempts, 1, "only what the caller picks is asked again");
+    }
+
+    #[test]
+    fn pod_states_say_why_a_pod_does_not_serve() {
+        let pod: Pod = serde_json::from_value(json!({
+            "status": {
+                "phase": "Running",
+                "conditions": [{"type": "Ready", "status": "False"}],
+                "containerStatuses": [{
+                    "name": "nginx", "image": "nginx", "imageID": "", "ready": false, "restartCount": 3,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "nginx exited: signal 9"}},
+                }],
+            },
+        }))
+        .unwrap();
+        assert_eq!(
+            pod_state(&pod),
+            "Running, not ready, restarted 3 times, waiting: CrashLoopBackOff: nginx exited: signal 9"
+        );
+        let ready: Pod = serde_json::from_value(json!({
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
+        }))
+        .unwrap();
+        assert_eq!(pod_state(&ready), "Running, ready");
     }
 }

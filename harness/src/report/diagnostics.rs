@@ -63,7 +63,7 @@ pub fn render(scenario: &ScenarioReport) -> Option<String> {
     for log in &diagnostics.logs {
         let lines: Vec<&str> = log.text.trim_end().lines().collect();
         let shown = &lines[lines.len().saturating_sub(LOG_LINES)..];
-        let _ = write!(out, "### {}\n\n", log.pod);
+        let _ = write!(out, "### {}\n\n{}\n\n", log.pod, log.state);
         if shown.len() < lines.len() {
             let _ = write!(out, "The last {} of {} lines:\n\n", shown.len(), lines.len());
         }

@@ -437,7 +437,11 @@ pub(crate) mod tests {
         failed.diagnostics = Some(Diagnostics {
             objects: vec![serde_json::json!({"apiVersion": "v1", "kind": "Secret",
                 "metadata": {"name": "backend-ca"}, "data": {"ca.crt": "<redacted, 12 characters>"}})],
-            logs: vec![crate::runner::PodLog { pod: "broken-7d9f".into(), text: "{\"requestId\":\"r1\"}\n".into() }],
+            logs: vec![crate::runner::PodLog {
+                pod: "broken-7d9f".into(),
+                state: "Running, ready".into(),
+                text: "{\"requestId\":\"r1\"}\n".into(),
+            }],
             problems: vec!["logs of backend other: timed out".into()],
         });
         let mut skipped = outcome("later");

@@ -127,6 +127,8 @@ pub struct Diagnostics {
 #[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
 pub struct PodLog {
     pub pod: String,
+    /// Phase, readiness, restarts and why it is not running, when it is not.
+    pub state: String,
     pub text: String,
 }
 

@@ -183,7 +183,9 @@ impl<'a> ScenarioRun<'a> {
         for backend in &self.loaded.scenario.backends {
             let selector = format!("{NAME_LABEL}={}", backend.name.value);
             match cluster.pod_logs(self.backend_namespace(backend), &selector).await {
-                Ok(logs) => diagnostics.logs.extend(logs.into_iter().map(|(pod, text)| PodLog { pod, text })),
+                Ok(logs) => {
+                    diagnostics.logs.extend(logs.into_iter().map(|(pod, state, text)| PodLog { pod, state, text }));
+                }
                 Err(e) => diagnostics.problems.push(format!("logs of backend {}: {e}", backend.name.value)),
             }
         }
@@ -502,7 +504,7 @@ impl<'a> ScenarioRun<'a> {
             logs.extend(found);
         }
         for answer in answers {
-            if let Some((pod, _)) = logs.iter().find(|(_, text)| text.contains(&answer.request_id)) {
+            if let Some((pod, _, _)) = logs.iter().find(|(_, _, text)| text.contains(&answer.request_id)) {
                 return Err((
                     format!(
                         "request {} reached backend pod {pod} (found in its access log) although the proxy answered {}",
