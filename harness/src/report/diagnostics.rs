@@ -92,7 +92,7 @@ mod tests {
         assert!(page.contains("| 1 | request | GET / | passed | 0.90s |"), "{page}");
         assert!(page.contains("### Secret backend-ca"), "{page}");
         assert!(page.contains("ca.crt: <redacted, 12 characters>"), "{page}");
-        assert!(page.contains("### broken-7d9f\n\n```\n{\"requestId\":\"r1\"}\n```"), "{page}");
+        assert!(page.contains("### broken-7d9f\n\nRunning, ready\n\n```\n{\"requestId\":\"r1\"}\n```"), "{page}");
         assert!(page.contains("- logs of backend other: timed out"), "{page}");
 
         let mut report = super::super::tests::sample();
