@@ -95,11 +95,13 @@ impl Loopback {
         api::write_kubeconfig(&kubeconfig, &format!("https://{api_address}"), &credentials)
             .map_err(|source| StartError::WorkDir { path: kubeconfig.clone(), source })?;
 
+        let latency = config.latency.latency();
         let store = Store::new();
+        store.set_namespace_deletion_delay(latency.namespace_deletion);
         // A fresh store cannot refuse its first namespace.
         let _ = store.create(&kinds::NAMESPACE, "", json!({"metadata": {"name": "default"}}));
         let admission = Admission { validate_custom_resources: !config.has(Fault::AdmitInvalidHttpProxy) };
-        let disruptions = Arc::new(Disruptions::new(&config.disruptions));
+        let disruptions = Arc::new(Disruptions::with_latency(&config.disruptions, latency));
         let config = Arc::new(config);
         let (shutdown, stop) = watch::channel(false);
         let (routes_tx, routes_rx) = watch::channel(Arc::new(RouteTable::default()));

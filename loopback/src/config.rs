@@ -10,6 +10,7 @@ use std::str::FromStr;
 use serde::Deserialize;
 
 use crate::disruption::Disruption;
+use crate::latency::LatencyProfile;
 
 /// A deliberate deviation from the upstream TLS contract, each a realistic bug.
 ///
@@ -473,6 +474,9 @@ pub struct LoopbackConfig {
     /// Trouble to make for clients ([`Disruption`]): the harness's own robustness tests.
     #[serde(default)]
     pub disruptions: Vec<Disruption>,
+    /// How slow the cluster is ([`LatencyProfile`]): `none` (default) or `kind`.
+    #[serde(default)]
+    pub latency: LatencyProfile,
     /// The nginx binary backend pods run; found on PATH (and in /usr/sbin) when unset.
     #[serde(default)]
     pub nginx: Option<PathBuf>,

@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::latency::Latency;
+
 /// Trouble to inject. [`transient`](Disruption::transient) ones are what a client must ride
 /// out; the others are what it must report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -148,10 +150,12 @@ pub enum ApiTrouble {
     Fail(u16),
 }
 
-/// The disruptions of one cluster, shared by its parts, with a count of what each injected.
+/// The disruptions of one cluster, shared by its parts, with a count of what each injected;
+/// and the delays of its [`Latency`] profile that are not the controller's or the store's.
 #[derive(Debug, Default)]
 pub struct Disruptions {
     on: Vec<Disruption>,
+    latency: Latency,
     requests: AtomicU64,
     outage: AtomicBool,
     injected: [AtomicU64; Disruption::ALL.len()],
@@ -160,6 +164,11 @@ pub struct Disruptions {
 impl Disruptions {
     pub fn new(on: &[Disruption]) -> Self {
         Disruptions { on: on.to_vec(), ..Default::default() }
+    }
+
+    /// [`Disruptions::new`], in a cluster with `latency`.
+    pub fn with_latency(on: &[Disruption], latency: Latency) -> Self {
+        Disruptions { latency, ..Disruptions::new(on) }
     }
 
     pub fn has(&self, disruption: Disruption) -> bool {
@@ -201,9 +210,19 @@ impl Disruptions {
         Some(ApiTrouble::Fail([429, 500, 503][(n / API_ERROR_PERIOD % 3) as usize]))
     }
 
-    /// How late each authenticated API answer comes.
-    pub fn api_delay(&self) -> Option<Duration> {
-        self.has(Disruption::ApiSlow).then_some(API_DELAY)
+    /// How late the next authenticated API answer comes (zero when nothing slows it); counted
+    /// as injected under [`Disruption::ApiSlow`].
+    pub fn api_delay(&self) -> Duration {
+        if self.has(Disruption::ApiSlow) {
+            self.injected(Disruption::ApiSlow);
+            return API_DELAY + self.latency.api;
+        }
+        self.latency.api
+    }
+
+    /// How long after a pod's creation its process starts.
+    pub fn pod_start_delay(&self) -> Duration {
+        self.latency.pod_start
     }
 
     /// How long an API connection may live.
@@ -251,7 +270,7 @@ mod tests {
         let disruptions = Disruptions::new(&[]);
         disruptions.namespace_created();
         assert!((0..10).all(|_| disruptions.api_request().is_none()));
-        assert_eq!(disruptions.api_delay(), None);
+        assert_eq!(disruptions.api_delay(), Duration::ZERO);
         assert_eq!(disruptions.connection_lifetime(), None);
         assert_eq!(disruptions.backend_crash_after(), None);
         assert_eq!(disruptions.proxy_restarts(), None);

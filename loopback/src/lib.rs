@@ -23,6 +23,7 @@ pub mod controller;
 pub mod dataplane;
 pub mod disruption;
 pub mod kubelet;
+pub mod latency;
 pub mod x509;
 pub mod xds;
 
@@ -31,3 +32,4 @@ mod cluster;
 pub use cluster::{Loopback, StaleWorkDir, StartError, remove_stale_work_dirs};
 pub use config::{Fault, LoopbackConfig};
 pub use disruption::{Disruption, Disruptions};
+pub use latency::{Latency, LatencyProfile};

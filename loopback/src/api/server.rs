@@ -169,8 +169,8 @@ async fn handle(request: Request<Incoming>, state: &ServerState) -> Response<Bod
         return error_response(&ApiError::unauthorized());
     }
     if !public {
-        if let Some(delay) = state.disruptions.api_delay() {
-            state.disruptions.injected(Disruption::ApiSlow);
+        let delay = state.disruptions.api_delay();
+        if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
         if let Some(ApiTrouble::Fail(code)) = state.disruptions.api_request() {

@@ -6,9 +6,9 @@
 //! the reference controller run in the same process and read and write through this type, as
 //! controllers do through an API server.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value, json};
 use tokio::sync::broadcast;
@@ -107,6 +107,10 @@ struct Inner {
     uid_counter: u64,
     objects: BTreeMap<Key, Arc<Value>>,
     log: VecDeque<WatchEvent>,
+    /// How long a deleted namespace stays Terminating at the least ([`Store::set_namespace_deletion_delay`]).
+    namespace_deletion_delay: Duration,
+    /// When each Terminating namespace was deleted.
+    terminating_since: HashMap<String, Instant>,
 }
 
 /// The shared object store. Cheap to clone.
@@ -132,6 +136,23 @@ impl Store {
         // A panic while holding the lock leaves the maps consistent (writes are single
         // inserts), so a poisoned lock is still safe to use.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes a deleted namespace stay Terminating for at least `delay`, as namespaces on a
+    /// real cluster take seconds to go; [`Store::finish_terminating_namespaces`] then removes
+    /// those that are due.
+    pub fn set_namespace_deletion_delay(&self, delay: Duration) {
+        self.lock().namespace_deletion_delay = delay;
+    }
+
+    /// Removes the Terminating namespaces that are empty and whose deletion delay has passed;
+    /// returns whether some namespace is still Terminating (so the caller should come back).
+    pub fn finish_terminating_namespaces(&self) -> bool {
+        let names: Vec<String> = self.lock().terminating_since.keys().cloned().collect();
+        for name in &names {
+            self.finish_namespace_if_empty(name);
+        }
+        !self.lock().terminating_since.is_empty()
     }
 
     /// The latest resourceVersion; increases on every write.
@@ -287,6 +308,7 @@ impl Store {
             }
             let marked = commit(self, &mut inner, k, marked, EventType::Modified);
             if kind == &kinds::NAMESPACE {
+                inner.terminating_since.insert(name.to_string(), Instant::now());
                 drop(inner);
                 self.empty_namespace(name);
             }
@@ -331,10 +353,16 @@ impl Store {
         let terminating =
             inner.objects.get(&ns_key).is_some_and(|ns| ns.pointer("/metadata/deletionTimestamp").is_some());
         let empty = !inner.objects.keys().any(|(_, ns, _)| ns == namespace);
+        let due = inner
+            .terminating_since
+            .get(namespace)
+            .is_none_or(|since| since.elapsed() >= inner.namespace_deletion_delay);
         if terminating
             && empty
+            && due
             && let Some(gone) = inner.objects.remove(&ns_key)
         {
+            inner.terminating_since.remove(namespace);
             let mut gone = Value::clone(&gone);
             bump(&mut inner, &mut gone);
             publish(self, &mut inner, &kinds::NAMESPACE, "", EventType::Deleted, Arc::new(gone));

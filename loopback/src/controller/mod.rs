@@ -59,6 +59,14 @@ pub struct Context<'a> {
 static WATCHED: [&ResourceKind; 7] =
     [&HTTP_PROXY, &INGRESS, &SERVICE, &POD, &SECRET, &TLS_CERTIFICATE_DELEGATION, &NAMESPACE];
 
+/// Sleeps until `deadline`, or forever when there is none.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The reference HTTPProxy controller.
 pub struct Controller {
     store: Store,
@@ -92,29 +100,58 @@ impl Controller {
     }
 
     /// Reconciles on every change to what it reads until `shutdown` turns true; a burst of
-    /// changes costs one rebuild.
+    /// changes costs one rebuild. Under a latency profile it holds off as Contour does: it
+    /// rebuilds once no change has come for the hold-off delay, or once the longest hold-off
+    /// has passed since the first change it has not acted on.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut changes = self.store.changes(&WATCHED);
+        let latency = self.config.latency.latency();
         self.reconcile();
+        let mut pending: BTreeSet<String> = BTreeSet::new();
+        let mut missed = false;
+        let mut first_pending: Option<tokio::time::Instant> = None;
         loop {
+            let deadline = first_pending
+                .map(|first| (tokio::time::Instant::now() + latency.holdoff).min(first + latency.holdoff_max));
             let batch = tokio::select! {
                 batch = changes.next() => batch,
+                () = sleep_until(deadline) => {
+                    first_pending = None;
+                    self.catch_up(&mut pending, &mut missed);
+                    continue;
+                }
                 _ = shutdown.changed() => return,
             };
             match batch {
                 None => return,
                 // Missed changes: start again from the whole store.
-                Some(Batch::Missed) => self.reconcile(),
+                Some(Batch::Missed) => missed = true,
                 Some(Batch::Events(events)) => {
                     // Every event is looked at: the check remembers what each Secret held.
-                    let namespaces: BTreeSet<String> =
-                        events.iter().filter(|e| self.triggers_rebuild(e)).map(changed_namespace).collect();
-                    if !namespaces.is_empty() {
-                        self.refresh_secrets(Some(&namespaces));
-                        self.rebuild();
-                    }
+                    pending.extend(events.iter().filter(|e| self.triggers_rebuild(e)).map(changed_namespace));
                 }
             }
+            if !missed && pending.is_empty() {
+                continue;
+            }
+            if latency.holdoff.is_zero() {
+                self.catch_up(&mut pending, &mut missed);
+            } else {
+                first_pending.get_or_insert_with(tokio::time::Instant::now);
+            }
+        }
+    }
+
+    /// Acts on the changes not acted on yet: everything again after missed changes, else the
+    /// Secrets of the namespaces that changed, then a rebuild.
+    fn catch_up(&self, pending: &mut BTreeSet<String>, missed: &mut bool) {
+        if std::mem::take(missed) {
+            pending.clear();
+            self.reconcile();
+        } else {
+            let namespaces = std::mem::take(pending);
+            self.refresh_secrets(Some(&namespaces));
+            self.rebuild();
         }
     }
 

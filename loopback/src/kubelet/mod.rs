@@ -53,9 +53,11 @@ impl Kubelet {
         let mut changes = self.store.changes(&WATCHED);
         loop {
             deployments::sync(&self.store);
-            let settling = self.pods.sync().await;
+            let mut settling = self.pods.sync().await;
             deployments::sync(&self.store);
             endpoint_slices::sync(&self.store);
+            // The namespace controller's part: Terminating namespaces go once empty and due.
+            settling |= self.store.finish_terminating_namespaces();
             tokio::select! {
                 batch = changes.next() => if batch.is_none() { break },
                 _ = shutdown.changed() => break,

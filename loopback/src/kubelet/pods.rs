@@ -75,11 +75,21 @@ pub struct PodRunner {
     running: HashMap<(String, String), RunningPod>,
     addresses: AddressPool,
     disruptions: Arc<Disruptions>,
+    /// When each pod not started yet was first seen, while a pod start delay applies.
+    first_seen: HashMap<(String, String), Instant>,
 }
 
 impl PodRunner {
     pub fn new(store: Store, root: PathBuf, nginx: PathBuf, disruptions: Arc<Disruptions>) -> Self {
-        PodRunner { store, root, nginx, running: HashMap::new(), addresses: AddressPool::new(), disruptions }
+        PodRunner {
+            store,
+            root,
+            nginx,
+            running: HashMap::new(),
+            addresses: AddressPool::new(),
+            disruptions,
+            first_seen: HashMap::new(),
+        }
     }
 
     /// One pass: start new pods, probe starting ones, notice exits, stop deleted ones.
@@ -97,6 +107,7 @@ impl PodRunner {
             let (ns, name, uid) = (ns.to_string(), name.to_string(), uid.to_string());
             let key = (ns.clone(), name.clone());
             if meta.get("deletionTimestamp").is_some() {
+                self.first_seen.remove(&key);
                 self.stop(&key).await;
                 self.store.remove(&POD, &ns, &name);
                 continue;
@@ -108,6 +119,16 @@ impl PodRunner {
                 None => {
                     if value["status"]["phase"] == "Failed" {
                         continue;
+                    }
+                    // A latency profile: the pod waits to be scheduled and its sandbox made.
+                    let delay = self.disruptions.pod_start_delay();
+                    if !delay.is_zero() {
+                        let seen = *self.first_seen.entry(key.clone()).or_insert_with(Instant::now);
+                        if seen.elapsed() < delay {
+                            settling = true;
+                            continue;
+                        }
+                        self.first_seen.remove(&key);
                     }
                     // Read in full only to start it.
                     let Ok(pod) = serde_json::from_value::<Pod>(Value::clone(value)) else { continue };
