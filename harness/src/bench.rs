@@ -5,7 +5,8 @@
 //!
 //! The critical path is computed from the run's own timings: setting up the target, then the
 //! longest scenario among those that run side by side, then every scenario that must run
-//! alone, one after the other ([`critical_path`]). A run can never be faster than that, so
+//! alone, one after the other ([`critical_path`]), then the wait for the run's namespaces to
+//! be deleted. A run can never be faster than that, so
 //! the ratio of wall time to critical path says how much the scheduling costs.
 
 use std::time::{Duration, Instant};
@@ -33,6 +34,9 @@ pub struct Sample {
     pub failed: usize,
 }
 
+/// How long a run waits at its end for its namespaces to be deleted.
+const NAMESPACE_DELETION_LIMIT: Duration = Duration::from_secs(300);
+
 /// Runs `scenarios` `runs` times on a fresh target each time, `parallelism` at a time.
 ///
 /// # Errors
@@ -52,6 +56,10 @@ pub async fn run_bench(
         let environment = Environment::connect(config, settings.clone()).await?;
         let setup = started.elapsed();
         let outcomes = run_all(&environment, scenarios, parallelism, &()).await;
+        // As `run` does: the namespaces' deletion is waited for once, at the end, in series.
+        let deleting = Instant::now();
+        environment.await_namespace_deletion(NAMESPACE_DELETION_LIMIT).await?;
+        let deletion = deleting.elapsed();
         let alone: Vec<bool> = outcomes
             .iter()
             .map(|o| scenarios.iter().find(|s| s.name() == o.name).is_some_and(|s| environment.needs_alone(s)))
@@ -62,7 +70,7 @@ pub async fn run_bench(
             setup,
             cpu: cpu_time().saturating_sub(cpu_before),
             peak_rss: peak_rss(),
-            critical_path: critical_path(setup, &outcomes, &alone),
+            critical_path: critical_path(setup, &outcomes, &alone) + deletion,
             scenarios: outcomes.len(),
             failed: outcomes.iter().filter(|o| !o.passed()).count(),
         });

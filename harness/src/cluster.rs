@@ -643,6 +643,23 @@ impl ClusterClient {
         }
     }
 
+    /// Asks for a namespace to be deleted, without waiting for it to go: on a real cluster
+    /// that takes seconds (its pods stop, the namespace controller empties it), which no
+    /// scenario needs to wait for. [`ClusterClient::delete_namespaces_labelled`] waits for a
+    /// whole run's at once.
+    ///
+    /// # Errors
+    /// The deletion is refused.
+    pub async fn start_namespace_deletion(&self, name: &str) -> Result<(), ClusterError> {
+        let api = Api::<Namespace>::all(self.client.clone());
+        let params = DeleteParams::default();
+        match self.retrying(|| api.delete(name, &params)).await {
+            Ok(_) => Ok(()),
+            Err((kube::Error::Api(status), _)) if status.code == 404 => Ok(()),
+            Err(e) => Err(failed(namespace_ref(name), "delete")(e)),
+        }
+    }
+
     /// Deletes a namespace and waits until it is gone.
     ///
     /// # Errors

@@ -16,7 +16,7 @@ use crate::install::{Installation, SecretRef, TlsVersion};
 use crate::runner::RunSettings;
 use crate::scenario::load::{LoadError, yaml_error};
 use crate::scenario::{Feature, LoadedScenario};
-use crate::target::{LoopbackController, TargetConfig, TargetError, env};
+use crate::target::{LoopbackController, LoopbackOptions, TargetConfig, TargetError, env};
 use loopback::config::ControllerKind;
 
 /// The file, as written.
@@ -236,6 +236,7 @@ pub struct Overrides {
     pub skip: Vec<String>,
     pub faults: Vec<loopback::Fault>,
     pub disruptions: Vec<loopback::Disruption>,
+    pub latency: Option<loopback::LatencyProfile>,
     pub controller: Option<ControllerKind>,
     pub contour_version: Option<String>,
     pub keep_namespaces: bool,
@@ -295,6 +296,7 @@ impl Overrides {
             skip: list(env::SKIP),
             faults,
             disruptions,
+            latency: parse(env::LATENCY)?,
             controller: parse(env::CONTROLLER)?,
             contour_version: var(env::CONTOUR_VERSION),
             // As clap reads the flag's variable: anything but a falsey word is true.
@@ -421,6 +423,9 @@ impl ImplementationConfig {
                 if !overrides.disruptions.is_empty() {
                     warnings.push("loopback disruptions are ignored: the target is a real cluster".to_string());
                 }
+                if overrides.latency.is_some() {
+                    warnings.push("the loopback latency profile is ignored: the target is a real cluster".to_string());
+                }
                 if overrides.controller.is_some() || self.loopback.controller.is_some() {
                     warnings.push("the loopback controller is ignored: the target is a real cluster".to_string());
                 }
@@ -467,8 +472,14 @@ impl ImplementationConfig {
                         .to_string());
                 }
                 let implementation = Implementation::loopback(&controller);
-                let disruptions = overrides.disruptions;
-                (implementation, TargetConfig::Loopback { faults: overrides.faults, exempt, controller, disruptions })
+                let options = LoopbackOptions {
+                    faults: overrides.faults,
+                    exempt,
+                    controller,
+                    disruptions: overrides.disruptions,
+                    latency: overrides.latency.unwrap_or_default(),
+                };
+                (implementation, TargetConfig::Loopback(options))
             }
         };
         let defaults = RunSettings::default();
@@ -617,7 +628,7 @@ mod tests {
     fn the_loopback_controller_comes_from_the_file_or_the_flags() {
         let file = "loopback:\n  controller: contour\n  contourVersion: v1.32.1\n";
         let plan = config(file).unwrap().resolve(Overrides::default()).unwrap();
-        let TargetConfig::Loopback { controller, .. } = &plan.target else { panic!() };
+        let TargetConfig::Loopback(LoopbackOptions { controller, .. }) = &plan.target else { panic!() };
         assert_eq!(controller.contour_release().as_deref(), Some("v1.32.1"));
         assert_eq!(plan.implementation.version, "v1.32.1");
         let project = &plan.implementation.project;
@@ -641,7 +652,7 @@ mod tests {
             .unwrap()
             .resolve(Overrides::default())
             .unwrap();
-        let TargetConfig::Loopback { exempt, .. } = &plan.target else { panic!() };
+        let TargetConfig::Loopback(LoopbackOptions { exempt, .. }) = &plan.target else { panic!() };
         assert!(exempt.contains(&Feature::Ingress) && exempt.contains(&Feature::UpstreamHttp2));
         assert!(!exempt.contains(&Feature::UpstreamTls));
         assert_eq!(plan.implementation.project, "loopback", "no proxy: loopback is what is certified");

@@ -19,6 +19,9 @@ use harness::target::{Environment, env};
 const EXIT_FAILED: u8 = 1;
 const EXIT_INVALID_INPUT: u8 = 2;
 const EXIT_ENVIRONMENT: u8 = 3;
+/// How long a run waits at its end for its scenarios' namespaces to be deleted.
+const NAMESPACE_DELETION_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// How long an interrupted run waits for its namespaces to be deleted on a real cluster.
 const INTERRUPTED_CLEANUP_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
 
@@ -62,12 +65,16 @@ enum Command {
         /// How many runs.
         #[arg(long, default_value_t = 3, value_parser = suite::parse_parallelism)]
         runs: usize,
-        /// How many scenarios run at once [default: all of them].
+        /// How many scenarios run at once [default: all of them; 4 at a real cluster's pace].
         #[arg(long, env = env::PARALLEL, value_parser = suite::parse_parallelism)]
         parallel: Option<usize>,
         /// The controller of the built-in loopback cluster: reference or contour.
         #[arg(long, value_name = "reference|contour", env = env::CONTROLLER)]
         controller: Option<loopback::config::ControllerKind>,
+        /// Run loopback at a real cluster's pace (`kind`), to measure the harness's scheduling
+        /// there; default: `none`, full speed.
+        #[arg(long = "loopback-latency", value_name = "none|kind", env = env::LATENCY)]
+        latency: Option<loopback::LatencyProfile>,
     },
     /// Run the mutation matrix (the catalog against loopback once per fault) and print the
     /// catalog page; fails unless every fault is caught and every scenario catches one.
@@ -154,6 +161,11 @@ struct RunArgs {
     /// report, such as API errors or crashing backends (`loopback disruptions` lists them).
     #[arg(long = "loopback-disruption", value_name = "DISRUPTION", value_delimiter = ',', env = env::DISRUPTIONS)]
     disruptions: Vec<loopback::Disruption>,
+    /// Run the built-in loopback cluster at a real cluster's pace: `kind` (pods start in
+    /// seconds, the controller holds off as Contour does, namespaces take seconds to go), so
+    /// that the harness's scheduling there can be measured; `none` (default): full speed.
+    #[arg(long = "loopback-latency", value_name = "none|kind", env = env::LATENCY)]
+    latency: Option<loopback::LatencyProfile>,
     /// The controller of the built-in loopback cluster: reference (loopback's model of
     /// Contour, the default) or contour (the real Contour, built by scripts/ensure-contour).
     #[arg(long, value_name = "reference|contour", env = env::CONTROLLER)]
@@ -162,7 +174,7 @@ struct RunArgs {
     /// of loopback/contour-versions).
     #[arg(long, value_name = "VERSION", env = env::CONTOUR_VERSION)]
     contour_version: Option<String>,
-    /// How many scenarios run at once [default: all of them on loopback, 4 on a real cluster].
+    /// How many scenarios run at once [default: all of them on loopback, 16 on a real cluster].
     #[arg(long, env = env::PARALLEL, value_parser = suite::parse_parallelism)]
     parallel: Option<usize>,
     /// Keep scenario namespaces after the run, for debugging.
@@ -221,8 +233,8 @@ fn main() -> ExitCode {
             eprintln!("error: --write needs the whole catalog; drop --filter/--skip ({}/{})", env::RUN, env::SKIP);
             ExitCode::from(EXIT_INVALID_INPUT)
         }
-        Command::Bench { selection, runs, parallel, controller } => match load(&selection) {
-            Ok(scenarios) => bench(&scenarios, runs, parallel, controller),
+        Command::Bench { selection, runs, parallel, controller, latency } => match load(&selection) {
+            Ok(scenarios) => bench(&scenarios, runs, Overrides { controller, parallel, latency, ..Default::default() }),
             Err(code) => code,
         },
         Command::Cleanup { cluster, run_id, kubeconfig, context } => {
@@ -274,13 +286,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     })
 }
 
-fn bench(
-    scenarios: &[LoadedScenario],
-    runs: usize,
-    parallel: Option<usize>,
-    controller: Option<loopback::config::ControllerKind>,
-) -> ExitCode {
-    let overrides = Overrides { controller, parallel, ..Default::default() };
+fn bench(scenarios: &[LoadedScenario], runs: usize, overrides: Overrides) -> ExitCode {
     let plan = match ImplementationConfig::default().resolve(overrides) {
         Ok(plan) => plan,
         Err(e) => {
@@ -378,6 +384,7 @@ fn run(args: RunArgs) -> ExitCode {
         skip: args.selection.skip,
         faults: args.faults,
         disruptions: args.disruptions,
+        latency: args.latency,
         controller: args.controller,
         contour_version: args.contour_version,
         keep_namespaces: args.keep_namespaces,
@@ -433,6 +440,19 @@ fn run(args: RunArgs) -> ExitCode {
             progress.finish();
             if interrupt.signal().is_some() {
                 break;
+            }
+            // Scenarios have their namespaces deleted without waiting; the run waits once, here
+            // (and before a repetition, which reuses their names).
+            let deletion = environment.await_namespace_deletion(NAMESPACE_DELETION_LIMIT);
+            match suite::until_interrupted(deletion, &interrupt).await {
+                None => break,
+                Some(Err(e)) => {
+                    eprintln!(
+                        "warning: {e}; `cleanup --cluster --run-id {}` removes what is left",
+                        environment.run_id()
+                    )
+                }
+                Some(Ok(_)) => {}
             }
         }
         let repetitions = (args.repeat > 1).then(|| {

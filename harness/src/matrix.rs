@@ -13,7 +13,7 @@ use loopback::Fault;
 
 use crate::runner::{RunSettings, ScenarioOutcome};
 use crate::scenario::LoadedScenario;
-use crate::target::{Environment, TargetConfig, TargetError};
+use crate::target::{Environment, LoopbackOptions, TargetConfig, TargetError};
 use tokio::sync::Semaphore;
 
 /// How many loopback clusters run at once.
@@ -94,12 +94,7 @@ async fn run_once(
     fault: Option<Fault>,
     slots: &Semaphore,
 ) -> Result<Vec<ScenarioOutcome>, TargetError> {
-    let config = TargetConfig::Loopback {
-        faults: fault.into_iter().collect(),
-        exempt: Vec::new(),
-        controller: Default::default(),
-        disruptions: Vec::new(),
-    };
+    let config = TargetConfig::Loopback(LoopbackOptions::with_faults(fault.into_iter().collect()));
     let environment = Environment::connect(&config, RunSettings::default()).await?;
     let shared = &environment;
     let outcomes = futures::stream::iter(scenarios.iter().map(|scenario| async move {

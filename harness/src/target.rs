@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use loopback::config::{ContourSettings, ControllerKind, SecretName};
-use loopback::{Disruption, Fault, Loopback, LoopbackConfig};
+use loopback::{Disruption, Fault, LatencyProfile, Loopback, LoopbackConfig};
 
 use crate::cluster::{ClusterClient, ClusterError, RUN_LABEL};
 use crate::install::{InstallClientCertificate, Installation, SecretRef, SkipReason, TlsVersion};
@@ -38,6 +38,8 @@ pub mod env {
     pub const FAULTS: &str = "UPSTREAM_TLS_LOOPBACK_FAULTS";
     /// Comma-separated loopback disruptions (API errors, crashing backends...) to run under.
     pub const DISRUPTIONS: &str = "UPSTREAM_TLS_LOOPBACK_DISRUPTIONS";
+    /// The loopback latency profile: `none` (default) or `kind`, a real cluster's pace.
+    pub const LATENCY: &str = "UPSTREAM_TLS_LOOPBACK_LATENCY";
     /// The scenario directory (default: the repository's `scenarios/`).
     pub const SCENARIOS: &str = "UPSTREAM_TLS_SCENARIOS";
     /// Where reports go (default: the repository's `reports/`).
@@ -64,7 +66,7 @@ pub mod env {
     pub const RUN: &str = "UPSTREAM_TLS_RUN";
     /// Comma-separated: skip scenarios with one of these features or name parts.
     pub const SKIP: &str = "UPSTREAM_TLS_SKIP";
-    /// How many scenarios run at once (default: all of them on loopback, 4 on a real cluster).
+    /// How many scenarios run at once (default: all of them on loopback, 16 on a real cluster).
     pub const PARALLEL: &str = "UPSTREAM_TLS_PARALLEL";
 }
 
@@ -80,9 +82,8 @@ pub fn loopback_installations() -> [Installation; 2] {
 /// Where to run.
 #[derive(Debug, Clone)]
 pub enum TargetConfig {
-    /// Start the built-in loopback cluster, with this controller, these faults and these
-    /// disruptions; scenarios needing the exempt features are skipped.
-    Loopback { faults: Vec<Fault>, exempt: Vec<Feature>, controller: LoopbackController, disruptions: Vec<Disruption> },
+    /// Start the built-in loopback cluster, as these options say.
+    Loopback(LoopbackOptions),
     /// A real cluster reached through a kubeconfig, and its proxy.
     Cluster {
         kubeconfig: Option<PathBuf>,
@@ -91,6 +92,27 @@ pub enum TargetConfig {
         /// The installation's install-wide settings, as declared.
         installation: Installation,
     },
+}
+
+/// How the built-in loopback cluster is started and what runs on it.
+#[derive(Debug, Clone, Default)]
+pub struct LoopbackOptions {
+    /// Faults switched on: the catalog should then fail.
+    pub faults: Vec<Fault>,
+    /// Features the implementation does not claim: their scenarios are skipped.
+    pub exempt: Vec<Feature>,
+    pub controller: LoopbackController,
+    /// Trouble the harness must ride out or report.
+    pub disruptions: Vec<Disruption>,
+    /// How slow the cluster is (`kind`: a real cluster's pace).
+    pub latency: LatencyProfile,
+}
+
+impl LoopbackOptions {
+    /// Loopback as it comes, with `faults` switched on.
+    pub fn with_faults(faults: Vec<Fault>) -> Self {
+        LoopbackOptions { faults, ..Default::default() }
+    }
 }
 
 /// The controller a loopback cluster runs, and for the real Contour which release.
@@ -146,9 +168,9 @@ impl TargetConfig {
     /// The installations this config tests.
     pub fn installations(&self) -> Vec<Installation> {
         match self {
-            TargetConfig::Loopback { exempt, .. } => loopback_installations()
+            TargetConfig::Loopback(options) => loopback_installations()
                 .into_iter()
-                .map(|installation| Installation { exempt: exempt.clone(), ..installation })
+                .map(|installation| Installation { exempt: options.exempt.clone(), ..installation })
                 .collect(),
             TargetConfig::Cluster { installation, .. } => vec![installation.clone()],
         }
@@ -162,23 +184,33 @@ impl TargetConfig {
     /// The loopback faults switched on (none on a real cluster).
     pub fn faults(&self) -> &[Fault] {
         match self {
-            TargetConfig::Loopback { faults, .. } => faults,
+            TargetConfig::Loopback(options) => &options.faults,
             TargetConfig::Cluster { .. } => &[],
         }
+    }
+
+    /// Whether scenarios that change install-wide state get a loopback cluster of their own
+    /// (so they run alongside the others): on loopback, unless it runs at a real cluster's
+    /// pace, where the harness schedules as on a real cluster so that this can be measured.
+    pub fn clusters_of_their_own(&self) -> bool {
+        matches!(self, TargetConfig::Loopback(options) if options.latency == LatencyProfile::None)
     }
 
     /// One line for run headers: what is being tested.
     pub fn describe(&self) -> String {
         match self {
-            TargetConfig::Loopback { faults, controller, disruptions, .. } => {
-                let mut text = format!("built-in loopback cluster ({})", controller.describe());
-                if !faults.is_empty() {
-                    let names: Vec<&str> = faults.iter().map(|f| f.name()).collect();
+            TargetConfig::Loopback(options) => {
+                let mut text = format!("built-in loopback cluster ({})", options.controller.describe());
+                if !options.faults.is_empty() {
+                    let names: Vec<&str> = options.faults.iter().map(|f| f.name()).collect();
                     text.push_str(&format!(" with faults: {}", names.join(", ")));
                 }
-                if !disruptions.is_empty() {
-                    let names: Vec<&str> = disruptions.iter().map(|d| d.name()).collect();
+                if !options.disruptions.is_empty() {
+                    let names: Vec<&str> = options.disruptions.iter().map(|d| d.name()).collect();
                     text.push_str(&format!(" under disruptions: {}", names.join(", ")));
+                }
+                if options.latency != LatencyProfile::None {
+                    text.push_str(&format!(" at the {} latency profile's pace", options.latency));
                 }
                 text
             }
@@ -257,7 +289,7 @@ impl Environment {
     /// How many times each loopback disruption switched on was injected so far, over every
     /// cluster this environment started (none on a real cluster).
     pub fn disruption_counts(&self) -> Vec<(Disruption, u64)> {
-        let TargetConfig::Loopback { disruptions, .. } = &self.config else { return Vec::new() };
+        let TargetConfig::Loopback(LoopbackOptions { disruptions, .. }) = &self.config else { return Vec::new() };
         let stopped = self.own_cluster_disruptions.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let counts = self.loopbacks.iter().flat_map(Loopback::disruption_counts).chain(stopped);
         let mut totals: Vec<(Disruption, u64)> = disruptions.iter().map(|d| (*d, 0)).collect();
@@ -275,13 +307,13 @@ impl Environment {
     }
 
     /// Whether `scenario` must run while no other scenario does: it changes install-wide
-    /// state, and this is a real cluster (on loopback it gets a cluster of its own instead).
+    /// state, and it gets no cluster of its own ([`TargetConfig::clusters_of_their_own`]).
     pub fn needs_alone(&self, scenario: &LoadedScenario) -> bool {
-        scenario.scenario.exclusive() && !self.starts_clusters()
+        scenario.scenario.exclusive() && !self.config.clusters_of_their_own()
     }
 
-    fn starts_clusters(&self) -> bool {
-        matches!(self.config, TargetConfig::Loopback { .. })
+    fn is_loopback(&self) -> bool {
+        matches!(self.config, TargetConfig::Loopback(_))
     }
 
     /// Runs `scenario` on the first installation that has every feature it needs; with none,
@@ -291,7 +323,7 @@ impl Environment {
         let installations = self.targets.iter().map(|t| &t.installation);
         let target = &self.targets[choose(installations, &scenario.scenario.features).unwrap_or(0)];
         let runs = target.installation.lacks_any(&scenario.scenario.features).is_none();
-        if runs && scenario.scenario.exclusive() && self.starts_clusters() {
+        if runs && scenario.scenario.exclusive() && self.config.clusters_of_their_own() {
             return self.run_on_own_cluster(target, scenario, observer).await;
         }
         run_scenario(target, scenario, observer).await
@@ -337,12 +369,32 @@ impl Environment {
     /// # Errors
     /// As [`ClusterClient::delete_namespaces_labelled`].
     pub async fn delete_run(&self, limit: Duration) -> Result<Vec<String>, ClusterError> {
-        if self.starts_clusters() {
+        if self.is_loopback() {
             return Ok(Vec::new());
         }
         let Some(target) = self.targets.first() else { return Ok(Vec::new()) };
         let selector = format!("{RUN_LABEL}={}", target.run_id);
         target.cluster.delete_namespaces_labelled(&selector, limit).await
+    }
+
+    /// Waits until every namespace this run created is gone, on every cluster of the
+    /// environment, up to `limit` in all: scenarios have their namespaces deleted without
+    /// waiting, so that deletion (seconds on a real cluster) is off the run's critical path
+    /// and paid once, here. Nothing to wait for when namespaces are kept. Returns the
+    /// namespaces waited for.
+    ///
+    /// # Errors
+    /// Listing fails, or some namespace is still there after `limit`.
+    pub async fn await_namespace_deletion(&self, limit: Duration) -> Result<Vec<String>, ClusterError> {
+        let waits = self.targets.iter().filter(|t| !t.settings.keep_namespaces).map(|target| {
+            let selector = format!("{RUN_LABEL}={}", target.run_id);
+            async move { target.cluster.delete_namespaces_labelled(&selector, limit).await }
+        });
+        let mut waited = Vec::new();
+        for result in futures::future::join_all(waits).await {
+            waited.extend(result?);
+        }
+        Ok(waited)
     }
 
     /// Stops loopback, if this environment started it.
@@ -362,9 +414,8 @@ async fn start_target(
     settings: &RunSettings,
 ) -> Result<(Target, Option<Loopback>), TargetError> {
     match config {
-        TargetConfig::Loopback { faults, controller, disruptions, .. } => {
-            let mut loopback_config = loopback_config(&installation, faults, controller);
-            loopback_config.disruptions.clone_from(disruptions);
+        TargetConfig::Loopback(options) => {
+            let loopback_config = loopback_config(&installation, options);
             let loopback = Loopback::start(loopback_config).await?;
             let connected = match ClusterClient::connect(Some(loopback.kubeconfig()), None).await {
                 Ok(cluster) => finish_target(cluster, loopback.proxy_address(), installation, run_id, settings).await,
@@ -425,11 +476,13 @@ fn choose<'a>(
     })
 }
 
-fn loopback_config(installation: &Installation, faults: &[Fault], controller: &LoopbackController) -> LoopbackConfig {
+fn loopback_config(installation: &Installation, options: &LoopbackOptions) -> LoopbackConfig {
     let mut config = LoopbackConfig {
-        faults: faults.to_vec(),
-        controller: controller.kind,
-        contour: controller.settings(),
+        faults: options.faults.clone(),
+        disruptions: options.disruptions.clone(),
+        latency: options.latency,
+        controller: options.controller.kind,
+        contour: options.controller.settings(),
         ..Default::default()
     };
     config.tls.envoy_client_certificate = installation
@@ -506,11 +559,16 @@ mod tests {
     #[test]
     fn loopback_configs_set_only_the_limits_that_differ_from_the_defaults() {
         let [standard, restricted] = loopback_installations();
-        let config = loopback_config(&standard, &[], &LoopbackController::default());
+        let config = loopback_config(&standard, &LoopbackOptions::default());
         assert!(config.cluster.upstream_tls.minimum_protocol_version.is_none());
         assert!(config.cluster.upstream_tls.maximum_protocol_version.is_none());
         assert!(config.tls.envoy_client_certificate.is_some());
-        let config = loopback_config(&restricted, &[Fault::SkipCaVerification], &LoopbackController::contour());
+        let options = LoopbackOptions {
+            faults: vec![Fault::SkipCaVerification],
+            controller: LoopbackController::contour(),
+            ..Default::default()
+        };
+        let config = loopback_config(&restricted, &options);
         assert_eq!(config.controller, ControllerKind::Contour);
         assert!(config.cluster.upstream_tls.minimum_protocol_version.is_none());
         assert_eq!(config.cluster.upstream_tls.maximum_protocol_version, Some(TlsVersion::V1_2));
@@ -520,12 +578,7 @@ mod tests {
 
     #[test]
     fn scenarios_go_to_the_first_installation_that_can_run_them() {
-        let loopback = TargetConfig::Loopback {
-            faults: Vec::new(),
-            exempt: Vec::new(),
-            controller: LoopbackController::default(),
-            disruptions: Vec::new(),
-        };
+        let loopback = TargetConfig::Loopback(LoopbackOptions::default());
         let installations = loopback.installations();
         assert_eq!(choose(installations.iter(), &[Feature::UpstreamTls]), Ok(0));
         assert_eq!(choose(installations.iter(), &[Feature::EnvoyClientCertificate]), Ok(0));

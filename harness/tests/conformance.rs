@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::RwLock;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use harness::config::RunPlan;
 use harness::report::{RunInfo, RunReport, write_all};
@@ -92,6 +92,10 @@ fn main() {
         let plan = plan.as_ref().expect("the environment started, so the plan is valid");
         let info = RunInfo::new(plan, environment.run_id(), started);
         let controller_logs = environment.controller_logs();
+        // Scenarios have their namespaces deleted without waiting; wait once, here.
+        if let Err(e) = run.runtime.block_on(environment.await_namespace_deletion(Duration::from_secs(300))) {
+            eprintln!("warning: {e}");
+        }
         run.runtime.block_on(environment.shutdown());
         let outcomes = run.outcomes.lock().unwrap_or_else(|e| e.into_inner());
         let loaded: Vec<&LoadedScenario> = catalog.iter().map(|s| s.as_ref()).collect();

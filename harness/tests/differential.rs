@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use harness::runner::{RunSettings, ScenarioOutcome};
 use harness::scenario::load_dir;
 use harness::suite::{self, default_scenario_dir};
-use harness::target::{Environment, LoopbackController, TargetConfig};
+use harness::target::{Environment, LoopbackController, LoopbackOptions, TargetConfig};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -48,7 +48,7 @@ type Statuses = BTreeMap<String, BTreeMap<String, Value>>;
 
 async fn statuses_under(controller: LoopbackController) -> Statuses {
     let catalog = load_dir(&default_scenario_dir()).expect("the catalog loads");
-    let config = TargetConfig::Loopback { faults: Vec::new(), exempt: Vec::new(), controller, disruptions: Vec::new() };
+    let config = TargetConfig::Loopback(LoopbackOptions { controller, ..Default::default() });
     // Namespaces stay, so that every scenario's virtual host is still programmed at the end.
     let settings = RunSettings { record_statuses: true, keep_namespaces: true, ..RunSettings::default() };
     let environment = Environment::connect(&config, settings).await.expect("loopback starts");

@@ -10,7 +10,7 @@ use std::time::Duration;
 use harness::runner::{RunSettings, ScenarioOutcome};
 use harness::scenario::{LoadedScenario, load_dir, load_file};
 use harness::suite::{default_parallelism, default_scenario_dir, run_all};
-use harness::target::{Environment, TargetConfig};
+use harness::target::{Environment, LoopbackOptions, TargetConfig};
 use loopback::Disruption;
 
 /// The tests here look for what loopback clusters of this process left behind, so they run
@@ -21,12 +21,7 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 const RUN_LIMIT: Duration = Duration::from_secs(600);
 
 fn config(disruption: Disruption) -> TargetConfig {
-    TargetConfig::Loopback {
-        faults: Vec::new(),
-        exempt: Vec::new(),
-        controller: Default::default(),
-        disruptions: vec![disruption],
-    }
+    TargetConfig::Loopback(LoopbackOptions { disruptions: vec![disruption], ..Default::default() })
 }
 
 /// Runs `scenarios` under `disruption`; returns the outcomes and how often it was injected.

@@ -12,12 +12,7 @@ async fn a_scenario_that_rotates_the_client_certificate_leaves_the_shared_instal
     harness::init_crypto();
     let rotated = load_file(&default_scenario_dir().join("client-certificate/rotated.yaml")).expect("it loads");
     assert!(rotated.scenario.exclusive(), "the scenario writes the installation's client certificate");
-    let config = TargetConfig::Loopback {
-        faults: Vec::new(),
-        exempt: Vec::new(),
-        controller: Default::default(),
-        disruptions: Vec::new(),
-    };
+    let config = TargetConfig::Loopback(Default::default());
     let environment = Environment::connect(&config, Default::default()).await.expect("loopback starts");
     assert!(!environment.needs_alone(&rotated), "loopback gives it a cluster of its own instead");
 

@@ -9,24 +9,17 @@ use std::time::Duration;
 use harness::runner::{RunSettings, ScenarioOutcome};
 use harness::scenario::load_file;
 use harness::suite::default_scenario_dir;
-use harness::target::{Environment, TargetConfig};
+use harness::target::{Environment, LoopbackOptions, TargetConfig};
 use loopback::Fault;
 
 async fn run_with_fault(fault: Fault, scenario: &str) -> ScenarioOutcome {
     harness::init_crypto();
     let loaded = load_file(&default_scenario_dir().join(scenario)).expect("catalog scenarios load");
     let settings = RunSettings { traffic_limit: Duration::from_secs(5), ..Default::default() };
-    let environment = Environment::connect(
-        &TargetConfig::Loopback {
-            faults: vec![fault],
-            exempt: Vec::new(),
-            controller: Default::default(),
-            disruptions: Vec::new(),
-        },
-        settings,
-    )
-    .await
-    .expect("loopback starts (is nginx installed?)");
+    let environment =
+        Environment::connect(&TargetConfig::Loopback(LoopbackOptions::with_faults(vec![fault])), settings)
+            .await
+            .expect("loopback starts (is nginx installed?)");
     let outcome = environment.run(&loaded, &()).await;
     environment.shutdown().await;
     assert!(outcome.cleanup_error.is_none(), "{:?}", outcome.cleanup_error);

@@ -1,7 +1,7 @@
 //! One scenario's run, step by step: [`ScenarioRun`]. One method per step kind; the single
 //! `match` from the file format to them is in [`ScenarioRun::execute`].
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::Value;
 
@@ -17,9 +17,6 @@ use crate::scenario::{
 };
 use crate::status_match::{self, Lists};
 use crate::traffic::{self, Answer};
-
-/// How long clean-up may wait for a namespace or Secret to go.
-const CLEANUP_LIMIT: Duration = Duration::from_secs(120);
 
 /// A failed step: the message and the answers that show it.
 type StepError = (String, Vec<Answer>);
@@ -149,7 +146,9 @@ impl<'a> ScenarioRun<'a> {
         Ok(())
     }
 
-    /// Restores install-wide state and deletes the namespaces; reports the first problem.
+    /// Restores install-wide state and has the namespaces deleted (without waiting for them
+    /// to go: [`Environment::await_namespace_deletion`](crate::target::Environment) does, once
+    /// for the run); reports the problems.
     pub(super) async fn clean_up(&mut self) -> Result<(), String> {
         let mut problems = Vec::new();
         if self.install_changed
@@ -160,7 +159,7 @@ impl<'a> ScenarioRun<'a> {
         }
         if !self.target.settings.keep_namespaces {
             for namespace in std::mem::take(&mut self.created) {
-                if let Err(e) = self.target.cluster.delete_namespace(&namespace, CLEANUP_LIMIT).await {
+                if let Err(e) = self.target.cluster.start_namespace_deletion(&namespace).await {
                     problems.push(e.to_string());
                 }
             }
