@@ -21,6 +21,7 @@
 pub mod bench;
 pub mod cluster;
 pub mod config;
+pub mod contour_config;
 pub mod fixture;
 pub mod install;
 pub mod matrix;

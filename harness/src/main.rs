@@ -3,7 +3,7 @@
 //! Exit codes: 0 every scenario passed; 1 a scenario failed; 2 invalid input (a scenario file,
 //! a flag); 3 environment problem (cluster unreachable, loopback cannot start).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -84,6 +84,19 @@ enum Command {
         /// Write the page to scenarios/README.md instead of printing it.
         #[arg(long)]
         write: bool,
+    },
+    /// Print Contour's config file with the implementation config's installation settings
+    /// (tls.envoy-client-certificate, cluster.upstream-tls versions) set in it, so that the
+    /// installation and what the harness expects of it come from one file. Edits the YAML as
+    /// data: no duplicate keys, every other setting kept (comments are dropped).
+    ContourConfig {
+        /// Implementation config file whose `installation` section to apply.
+        #[arg(long, env = env::CONFIG)]
+        config: PathBuf,
+        /// Contour's config file to start from (its ConfigMap's contour.yaml); `-` or absent:
+        /// standard input.
+        #[arg(long)]
+        base: Option<PathBuf>,
     },
     /// Remove what interrupted or crashed runs left behind: on this machine, the work
     /// directories (with their keys) and backends of loopback clusters whose process is gone;
@@ -237,6 +250,7 @@ fn main() -> ExitCode {
             Ok(scenarios) => bench(&scenarios, runs, Overrides { controller, parallel, latency, ..Default::default() }),
             Err(code) => code,
         },
+        Command::ContourConfig { config, base } => contour_config(&config, base.as_deref()),
         Command::Cleanup { cluster, run_id, kubeconfig, context } => {
             cleanup(cluster, run_id.as_deref(), kubeconfig.as_deref(), context.as_deref())
         }
@@ -359,6 +373,30 @@ fn catalog(scenarios: &[LoadedScenario], write: bool) -> ExitCode {
         eprintln!("error: {problem}");
     }
     if problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILED) }
+}
+
+fn contour_config(config: &Path, base: Option<&Path>) -> ExitCode {
+    let config = match ImplementationConfig::load(config) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_INVALID_INPUT);
+        }
+    };
+    let text = match base.filter(|p| *p != Path::new("-")) {
+        Some(path) => std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display())),
+        None => std::io::read_to_string(std::io::stdin()).map_err(|e| format!("cannot read standard input: {e}")),
+    };
+    match text.and_then(|text| harness::contour_config::contour_config(&text, &config.installation)) {
+        Ok(written) => {
+            print!("{written}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_INVALID_INPUT)
+        }
+    }
 }
 
 fn run(args: RunArgs) -> ExitCode {

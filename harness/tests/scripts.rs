@@ -1,0 +1,207 @@
+//! The scripts a user or a nightly job runs: each answers --help; the kind scripts' dry runs
+//! print every command in order (the clean-up trap set before the cluster is made, the image
+//! pinned, the backend image loaded, Contour configured from the implementation config, two
+//! passes, logs collected, the cluster deleted); shellcheck finds nothing; and the Contour
+//! config they write is one the real Contour reads, where the old text edit was not.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Every script in scripts/ (not the sourced library).
+fn scripts() -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(root().join("scripts"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .collect();
+    found.sort();
+    found
+}
+
+/// Runs a script; returns its exit code, stdout and stderr.
+fn script(name: &str, args: &[&str]) -> (i32, String, String) {
+    let output = Command::new("bash")
+        .arg(root().join("scripts").join(name))
+        .args(args)
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .output()
+        .expect("bash runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The commands a dry run printed, without the `+ ` marks.
+fn commands(stderr: &str) -> Vec<&str> {
+    stderr.lines().filter_map(|l| l.strip_prefix("+ ")).collect()
+}
+
+fn position(commands: &[&str], prefix: &str) -> usize {
+    commands
+        .iter()
+        .position(|c| c.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no command starting with {prefix:?} in:\n{}", commands.join("\n")))
+}
+
+#[test]
+fn every_script_answers_help() {
+    assert!(scripts().len() >= 8, "{:?}", scripts());
+    for path in scripts() {
+        let name = path.file_name().unwrap().to_str().unwrap();
+        let (code, stdout, stderr) = script(name, &["--help"]);
+        assert_eq!(code, 0, "{name} --help: {stderr}");
+        assert!(stdout.lines().count() >= 2, "{name} --help says too little: {stdout}");
+        assert!(!stdout.contains("#!/usr/bin/env"), "{name}: {stdout}");
+    }
+}
+
+#[test]
+fn the_kind_set_up_dry_run_shows_each_step_in_order() {
+    let (code, stdout, stderr) = script("kind-up", &["--dry-run"]);
+    assert_eq!(code, 0, "{stderr}");
+    let commands = commands(&stderr);
+    let create = position(&commands, "kind create cluster --name upstream-tls --image kindest/node:v1.34.0@sha256:");
+    let install = position(
+        &commands,
+        "kubectl --context kind-upstream-tls apply -f https://raw.githubusercontent.com/projectcontour/contour/v1.33.6/examples/render/contour.yaml",
+    );
+    let configure =
+        position(&commands, "cargo run --quiet -p harness -- contour-config --config examples/implementation.yaml");
+    let restart =
+        position(&commands, "kubectl --context kind-upstream-tls -n projectcontour rollout restart deployment/contour");
+    let load = position(&commands, "kind load docker-image nginx:1.27 --name upstream-tls");
+    let expose = position(&commands, "kubectl --context kind-upstream-tls -n projectcontour patch service envoy");
+    assert!(create < install && install < configure && configure < restart && restart < load && load < expose);
+    assert!(stdout.contains("UPSTREAM_TLS_PROXY=127.0.0.1:9080"), "{stdout}");
+}
+
+#[test]
+fn the_nightly_dry_run_cleans_up_whatever_happens_and_runs_both_installations() {
+    let (code, _, stderr) = script("nightly", &["--dry-run", "--", "--filter", "validation"]);
+    assert_eq!(code, 0, "{stderr}");
+    let commands = commands(&stderr);
+    let up = position(&commands, "scripts/kind-up --dry-run");
+    let first = position(
+        &commands,
+        "cargo run --quiet -p harness -- run --config examples/implementation.yaml --context kind-upstream-tls --image nginx:1.27 --reports reports/nightly/pass-1 --filter validation",
+    );
+    let reconfigure = position(
+        &commands,
+        "cargo run --quiet -p harness -- contour-config --config examples/implementation-tls12.yaml",
+    );
+    let second = position(&commands, "cargo run --quiet -p harness -- run --config examples/implementation-tls12.yaml");
+    let kind_logs = position(&commands, "kind export logs reports/nightly/logs/kind --name upstream-tls");
+    let dump = position(&commands, "envoy_config_dump > reports/nightly/logs/envoy-config-dump.json");
+    let delete = position(&commands, "kind delete cluster --name upstream-tls");
+    assert!(up < first && first < reconfigure && reconfigure < second && second < kind_logs);
+    assert!(kind_logs < dump && dump < delete && delete == commands.len() - 1);
+    position(&commands, "kubectl --context kind-upstream-tls -n projectcontour logs deployment/contour");
+
+    // The trap is set before anything is created: a failing set-up is still cleaned up.
+    let text = std::fs::read_to_string(root().join("scripts/nightly")).unwrap();
+    let trap = text.find("trap finish EXIT").expect("a clean-up trap");
+    assert!(trap < text.find("run_script scripts/kind-up").unwrap(), "the trap comes first");
+}
+
+#[test]
+fn scripts_without_a_dry_run_say_so() {
+    let (code, _, stderr) = script("ensure-nginx", &["--dry-run"]);
+    // It would install nginx: --dry-run is refused, not ignored.
+    assert_eq!((code, stderr.trim()), (2, "error: ensure-nginx has no --dry-run (see --help)"));
+}
+
+#[test]
+fn shellcheck_finds_nothing() {
+    let shellcheck = std::env::var("UPSTREAM_TLS_SHELLCHECK").unwrap_or_else(|_| "shellcheck".into());
+    let Ok(version) = Command::new(&shellcheck).arg("--version").output() else {
+        assert!(
+            std::env::var("UPSTREAM_TLS_REQUIRE_CONTOUR").as_deref() != Ok("1"),
+            "shellcheck is missing (scripts/test installs it into .cache/shellcheck)"
+        );
+        eprintln!("skipped: shellcheck is not installed");
+        return;
+    };
+    assert!(version.status.success());
+    let mut command = Command::new(&shellcheck);
+    command.arg("-x").args(scripts()).arg(root().join("scripts/lib/common.sh")).arg(root().join(".ci/run"));
+    let output = command.current_dir(root()).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
+}
+
+/// Contour's quickstart config text, from the Go module ensure-contour fetched.
+fn quickstart_config(version: &str) -> Option<String> {
+    let cache = std::env::var("GOMODCACHE")
+        .ok()
+        .or_else(|| std::env::var("HOME").ok().map(|home| format!("{home}/go/pkg/mod")))?;
+    let path = format!("{cache}/github.com/projectcontour/contour@{version}/examples/render/contour.yaml");
+    let documents: Vec<serde_json::Value> =
+        serde_saphyr::from_str_multiple(&std::fs::read_to_string(path).ok()?).ok()?;
+    let config_map = documents.iter().find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == "contour")?;
+    config_map["data"]["contour.yaml"].as_str().map(str::to_string)
+}
+
+/// What `contour serve` says about a config file: it reads it before it needs a cluster.
+fn contour_reads(contour: &Path, config: &Path) -> String {
+    let output = Command::new(contour)
+        .args(["serve", "--kubeconfig", "/nonexistent/kubeconfig", "--config-path"])
+        .arg(config)
+        .output()
+        .expect("contour runs");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn the_real_contour_reads_the_config_the_scripts_write() {
+    let settings = loopback::config::ContourSettings::default();
+    let (contour, quickstart) = (settings.binary(), quickstart_config(settings.version()));
+    let (true, Some(quickstart)) = (contour.exists(), quickstart) else {
+        assert!(
+            std::env::var("UPSTREAM_TLS_REQUIRE_CONTOUR").as_deref() != Ok("1"),
+            "Contour is not built (scripts/ensure-contour)"
+        );
+        eprintln!("skipped: Contour is not built");
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("utls-contour-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let base = dir.join("base.yaml");
+    std::fs::write(&base, &quickstart).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_upstream-tls-conformance"))
+        .args(["contour-config", "--config"])
+        .arg(root().join("examples/implementation.yaml"))
+        .arg("--base")
+        .arg(&base)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let written = dir.join("contour.yaml");
+    std::fs::write(&written, &output.stdout).unwrap();
+    let said = contour_reads(&contour, &written);
+    assert!(!said.contains("failed to parse configuration"), "{said}");
+    assert!(said.contains("failed to create REST config"), "Contour read the file and went on: {said}");
+
+    // What kind-up used to do: append a second `tls:` block to the quickstart's.
+    let appended = dir.join("appended.yaml");
+    let tls = "tls:\n  envoy-client-certificate:\n    name: envoy-client\n    namespace: upstream-tls-conformance\n";
+    std::fs::write(&appended, format!("{quickstart}\n{tls}")).unwrap();
+    let said = contour_reads(&contour, &appended);
+    assert!(said.contains("mapping key \"tls\" already defined"), "{said}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn both_nightly_installations_load_and_differ_as_the_catalog_needs() {
+    use harness::config::ImplementationConfig;
+    let first = ImplementationConfig::load(&root().join("examples/implementation.yaml")).unwrap();
+    let second = ImplementationConfig::load(&root().join("examples/implementation-tls12.yaml")).unwrap();
+    assert!(first.installation.envoy_client_certificate.is_some());
+    assert!(second.installation.envoy_client_certificate.is_none());
+    assert_eq!(second.installation.upstream_tls.maximum_protocol_version, Some(loopback::config::TlsVersion::V1_2));
+}
