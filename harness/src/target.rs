@@ -9,7 +9,7 @@
 //! alongside the others; on a real cluster it has to run alone ([`Environment::needs_alone`]).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -433,7 +433,9 @@ async fn start_target(
             let cluster = ClusterClient::connect(kubeconfig.as_deref(), context.as_deref()).await?;
             let address = resolve(proxy).await?;
             preflight(&cluster, proxy, address).await?;
-            Ok((finish_target(cluster, address, installation, run_id, settings).await?, None))
+            let target = finish_target(cluster, address, installation, run_id, settings).await?;
+            canary(&target).await?;
+            Ok((target, None))
         }
     }
 }
@@ -528,6 +530,34 @@ async fn preflight(cluster: &ClusterClient, proxy: &str, address: SocketAddr) ->
             PROXY_CONNECT_LIMIT.as_secs()
         ))),
     }
+}
+
+/// The built-in canary scenario.
+const CANARY: &str = include_str!("canary.yaml");
+
+/// Runs the canary ([`CANARY`]): one TLS backend behind one HTTPProxy must answer through the
+/// proxy. A cluster where that fails would fail every scenario for the same reason, so the
+/// run stops here, saying what to check.
+///
+/// # Errors
+/// The canary failed.
+async fn canary(target: &Target) -> Result<(), TargetError> {
+    let loaded = crate::scenario::load::parse(Path::new("built-in canary"), CANARY)
+        .map_err(|errors| TargetError::Preflight(format!("the built-in canary does not load: {errors:?}")))?;
+    let outcome = run_scenario(target, &loaded, &()).await;
+    let Some(failure) = outcome.failure else { return Ok(()) };
+    let pods: Vec<String> =
+        outcome.diagnostics.iter().flat_map(|d| &d.logs).map(|log| format!("pod {}: {}", log.pod, log.state)).collect();
+    let pods = if pods.is_empty() { String::new() } else { format!(" ({})", pods.join("; ")) };
+    let step = failure.step.map_or(String::new(), |n| format!(" at step {n} ({})", failure.kind));
+    let answers: String =
+        failure.answers.iter().map(|a| format!("\n    answer {}: {}", a.request_id, a.summary())).collect();
+    Err(TargetError::Preflight(format!(
+        "the canary (one TLS backend behind one HTTPProxy, answering through the proxy) failed{step}: {}{pods}. \
+         Check that the controller runs and programs the proxy (for Contour: kubectl -n projectcontour logs \
+         deployment/contour) and that backend pods can start.{answers}",
+        failure.message
+    )))
 }
 
 async fn resolve(address: &str) -> Result<SocketAddr, TargetError> {

@@ -85,3 +85,31 @@ async fn a_cluster_that_is_not_ready_fails_before_any_scenario() {
     ready.expect("a ready cluster passes the preflight").shutdown().await;
     loopback.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_whose_proxy_does_not_work_fails_the_canary_before_any_scenario() {
+    use harness::runner::RunSettings;
+    use harness::target::{Environment, TargetConfig, TargetError};
+    harness::init_crypto();
+    // The controller ignores the TLS annotation: the proxy speaks plain HTTP to a TLS port.
+    let config = loopback::LoopbackConfig {
+        faults: vec![loopback::Fault::IgnoreUpstreamProtocolAnnotation],
+        ..Default::default()
+    };
+    let loopback = loopback::Loopback::start(config).await.expect("loopback starts");
+    let as_real = TargetConfig::Cluster {
+        kubeconfig: Some(loopback.kubeconfig().to_path_buf()),
+        context: None,
+        proxy: loopback.proxy_address().to_string(),
+        installation: Default::default(),
+    };
+    let settings = RunSettings { traffic_limit: std::time::Duration::from_secs(3), ..Default::default() };
+    let error = Environment::connect(&as_real, settings).await.err().expect("the canary fails");
+    assert!(matches!(error, TargetError::Preflight(_)), "{error}");
+    let message = error.to_string();
+    assert!(message.contains("the canary (one TLS backend behind one HTTPProxy"), "{message}");
+    assert!(message.contains("expected status 200, got 400"), "{message}");
+    assert!(message.contains("pod echo-") && message.contains("Running, ready"), "{message}");
+    assert!(message.contains("kubectl -n projectcontour logs deployment/contour"), "{message}");
+    loopback.shutdown().await;
+}
