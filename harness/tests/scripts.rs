@@ -205,3 +205,54 @@ fn both_nightly_installations_load_and_differ_as_the_catalog_needs() {
     assert!(second.installation.envoy_client_certificate.is_none());
     assert_eq!(second.installation.upstream_tls.maximum_protocol_version, Some(loopback::config::TlsVersion::V1_2));
 }
+
+#[test]
+fn every_tested_contour_release_has_a_pinned_kind_node_image() {
+    let pins = std::fs::read_to_string(root().join("kind-config/node-images")).unwrap();
+    for version in loopback::config::contour_versions() {
+        let image = pins
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| l.strip_prefix(&format!("{version} ")))
+            .unwrap_or_else(|| panic!("no node image for Contour {version}"));
+        assert!(image.starts_with("kindest/node:v1.") && image.contains("@sha256:"), "{version}: {image}");
+    }
+    let env = [("CONTOUR_VERSION", "v1.32.1")];
+    let output = Command::new("bash").arg(root().join("scripts/kind-up")).arg("--dry-run").envs(env).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--image kindest/node:v1.33.0@sha256:"), "{stderr}");
+}
+
+#[test]
+fn the_nightly_workflow_runs_the_scripts_for_every_tested_release() {
+    let text = std::fs::read_to_string(root().join(".github/workflows/nightly.yml")).unwrap();
+    let workflow: serde_json::Value = serde_saphyr::from_str(&text).expect("the workflow parses");
+    assert!(workflow["on"]["schedule"][0]["cron"].is_string(), "scheduled");
+    assert!(workflow["on"].get("workflow_dispatch").is_some(), "and started by hand");
+    let job = &workflow["jobs"]["kind"];
+    assert!(job["timeout-minutes"].as_u64().is_some_and(|m| m <= 120), "a time limit");
+    let matrix: Vec<&str> =
+        job["strategy"]["matrix"]["contour"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
+    assert_eq!(matrix, loopback::config::contour_versions(), "the releases of loopback/contour-versions");
+    for tool in ["KIND_VERSION", "KUBECTL_VERSION"] {
+        let version = job["env"][tool].as_str().unwrap_or_default();
+        let pinned = version.strip_prefix('v').is_some_and(|v| v.split('.').all(|n| n.parse::<u32>().is_ok()));
+        assert!(pinned && version.split('.').count() == 3, "{tool} pinned to a release: {version:?}");
+    }
+    let steps = job["steps"].as_array().unwrap();
+    let runs: Vec<&str> = steps.iter().map(|s| s["run"].as_str().unwrap_or_default()).collect();
+    let index = |text: &str| runs.iter().position(|r| r.contains(text)).unwrap_or_else(|| panic!("no step runs {text}"));
+    let nightly = runs.iter().position(|r| r.trim() == "scripts/nightly").expect("a step runs scripts/nightly");
+    assert!(index("cargo build") < nightly, "the harness is built before the cluster exists");
+    for run in &runs {
+        for word in run.split_whitespace().filter(|w| w.starts_with("scripts/")) {
+            assert!(root().join(word).is_file(), "a step calls {word}, which does not exist");
+        }
+    }
+    for step in steps.iter().filter(|s| s["name"].as_str().is_some_and(|n| n.contains("summary") || n.contains("Upload"))) {
+        assert_eq!(step["if"], "always()", "{step}");
+    }
+    for step in steps.iter().filter_map(|s| s["uses"].as_str()) {
+        assert!(step.contains("@v"), "actions pinned to a release: {step}");
+    }
+}
