@@ -104,6 +104,21 @@ fn the_nightly_dry_run_cleans_up_whatever_happens_and_runs_both_installations() 
     assert!(kind_logs < dump && dump < delete && delete == commands.len() - 1);
     position(&commands, "kubectl --context kind-upstream-tls -n projectcontour logs deployment/contour");
 
+    // The README shows this dry run (temporary paths written as $TMP).
+    let (_, _, plain) = script("nightly", &["--dry-run"]);
+    let mut shown = String::new();
+    for line in plain.lines() {
+        let mut line = line.to_string();
+        while let Some(start) = line.find("/tmp/tmp.") {
+            let end = line[start + 9..].find('/').map_or(line.len(), |i| start + 9 + i);
+            line.replace_range(start..end, "$TMP");
+        }
+        shown.push_str(&line);
+        shown.push('\n');
+    }
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    assert!(readme.contains(&shown), "README.md's nightly dry run is out of date; it should show:\n{shown}");
+
     // The trap is set before anything is created: a failing set-up is still cleaned up.
     let text = std::fs::read_to_string(root().join("scripts/nightly")).unwrap();
     let trap = text.find("trap finish EXIT").expect("a clean-up trap");
@@ -241,7 +256,8 @@ fn the_nightly_workflow_runs_the_scripts_for_every_tested_release() {
     }
     let steps = job["steps"].as_array().unwrap();
     let runs: Vec<&str> = steps.iter().map(|s| s["run"].as_str().unwrap_or_default()).collect();
-    let index = |text: &str| runs.iter().position(|r| r.contains(text)).unwrap_or_else(|| panic!("no step runs {text}"));
+    let index =
+        |text: &str| runs.iter().position(|r| r.contains(text)).unwrap_or_else(|| panic!("no step runs {text}"));
     let nightly = runs.iter().position(|r| r.trim() == "scripts/nightly").expect("a step runs scripts/nightly");
     assert!(index("cargo build") < nightly, "the harness is built before the cluster exists");
     for run in &runs {
@@ -249,7 +265,9 @@ fn the_nightly_workflow_runs_the_scripts_for_every_tested_release() {
             assert!(root().join(word).is_file(), "a step calls {word}, which does not exist");
         }
     }
-    for step in steps.iter().filter(|s| s["name"].as_str().is_some_and(|n| n.contains("summary") || n.contains("Upload"))) {
+    for step in
+        steps.iter().filter(|s| s["name"].as_str().is_some_and(|n| n.contains("summary") || n.contains("Upload")))
+    {
         assert_eq!(step["if"], "always()", "{step}");
     }
     for step in steps.iter().filter_map(|s| s["uses"].as_str()) {
