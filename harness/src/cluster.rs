@@ -683,14 +683,16 @@ impl ClusterClient {
     }
 
     /// Deletes every namespace whose labels match `selector` (`RUN_LABEL=<run id>`, or
-    /// `RUN_LABEL` for every run's), all at once, and waits until they are gone or `limit`
-    /// has passed. Returns their names.
+    /// `RUN_LABEL` for every run's) and, with `older_than`, that was created longer ago than
+    /// that, all at once, and waits until they are gone or `limit` has passed. Returns their
+    /// names.
     ///
     /// # Errors
     /// Listing fails, or a deletion fails or outlasts `limit` (the others are still deleted).
     pub async fn delete_namespaces_labelled(
         &self,
         selector: &str,
+        older_than: Option<Duration>,
         limit: Duration,
     ) -> Result<Vec<String>, ClusterError> {
         let api = Api::<Namespace>::all(self.client.clone());
@@ -699,7 +701,14 @@ impl ClusterClient {
             ObjectRef { api_version: "v1".into(), kind: "Namespace".into(), namespace: None, name: selector.into() },
             "list",
         ))?;
-        let names: Vec<String> = listed.items.into_iter().filter_map(|ns| ns.metadata.name).collect();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let old_enough = |ns: &Namespace| {
+            let Some(age) = older_than else { return true };
+            let created = ns.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second());
+            created.is_some_and(|created| now.as_secs() as i64 - created > age.as_secs() as i64)
+        };
+        let names: Vec<String> =
+            listed.items.into_iter().filter(|ns| old_enough(ns)).filter_map(|ns| ns.metadata.name).collect();
         let deletions = names.iter().map(|name| self.delete_namespace(name, limit));
         for result in futures::future::join_all(deletions).await {
             result?;

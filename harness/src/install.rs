@@ -164,6 +164,9 @@ pub struct InstallClientCertificate {
     pki: Mutex<Pki>,
     ca: Material,
     original: Material,
+    /// Whether the Secret's namespace did not exist before this run wrote the Secret, so that
+    /// [`InstallClientCertificate::remove`] takes it away again (and only then).
+    pub namespace_created: bool,
 }
 
 impl InstallClientCertificate {
@@ -184,7 +187,7 @@ impl InstallClientCertificate {
         };
         let ca = pki.issue(&ca_request)?.clone();
         let original = pki.issue(&leaf_request())?.clone();
-        Ok(InstallClientCertificate { secret, pki: Mutex::new(pki), ca, original })
+        Ok(InstallClientCertificate { secret, pki: Mutex::new(pki), ca, original, namespace_created: false })
     }
 
     /// The CA backends verify the client certificate against.
@@ -252,6 +255,19 @@ impl InstallClientCertificate {
             self.delete(cluster, limit).await?;
         }
         self.write(cluster, self.original()).await
+    }
+
+    /// Removes what the run wrote for the installation, at its end on a real cluster: the
+    /// Secret, and its namespace when the run created it; waits up to `limit` for them to go.
+    ///
+    /// # Errors
+    /// The cluster refuses a deletion, or something is still there after `limit`.
+    pub async fn remove(&self, cluster: &ClusterClient, limit: std::time::Duration) -> Result<(), ClusterError> {
+        self.delete(cluster, limit).await?;
+        if self.namespace_created {
+            cluster.delete_namespace(&self.secret.namespace, limit).await?;
+        }
+        Ok(())
     }
 
     /// Deletes the Secret and waits until it is gone.

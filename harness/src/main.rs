@@ -109,6 +109,10 @@ enum Command {
         /// Only this run's namespaces (the run id is in the reports and namespace names).
         #[arg(long, requires = "cluster")]
         run_id: Option<String>,
+        /// Only namespaces created longer ago than this (`90s`, `30m`, `2h`, `1d`), so that a
+        /// run still going on elsewhere keeps its own.
+        #[arg(long, requires = "cluster", value_parser = parse_age)]
+        older_than: Option<std::time::Duration>,
         /// Kubeconfig of the real cluster (default: $KUBECONFIG, then ~/.kube/config).
         #[arg(long, env = env::KUBECONFIG, requires = "cluster")]
         kubeconfig: Option<PathBuf>,
@@ -251,14 +255,30 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::ContourConfig { config, base } => contour_config(&config, base.as_deref()),
-        Command::Cleanup { cluster, run_id, kubeconfig, context } => {
-            cleanup(cluster, run_id.as_deref(), kubeconfig.as_deref(), context.as_deref())
+        Command::Cleanup { cluster, run_id, older_than, kubeconfig, context } => {
+            cleanup(cluster, run_id.as_deref(), older_than, kubeconfig.as_deref(), context.as_deref())
         }
         Command::Catalog { selection, write } => match load(&selection) {
             Ok(scenarios) => catalog(&scenarios, write),
             Err(code) => code,
         },
     }
+}
+
+/// An age such as `90s`, `30m`, `2h` or `1d`.
+fn parse_age(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{text:?} is not an age such as 90s, 30m, 2h or 1d")),
+    };
+    let number: u64 = number.parse().map_err(|_| format!("{text:?} is not an age such as 90s, 30m, 2h or 1d"))?;
+    Ok(std::time::Duration::from_secs(number.saturating_mul(seconds)))
 }
 
 fn load(selection: &Selection) -> Result<Vec<LoadedScenario>, ExitCode> {
@@ -518,6 +538,11 @@ fn run(args: RunArgs) -> ExitCode {
                 }
             }
         }
+        match environment.remove_installation_state(INTERRUPTED_CLEANUP_LIMIT).await {
+            Ok(removed) if !removed.is_empty() => println!("removed the installation's {}", removed.join(" and ")),
+            Ok(_) => {}
+            Err(e) => eprintln!("warning: cannot remove the installation's client certificate: {e}"),
+        }
         let controller_logs = environment.controller_logs();
         let disruptions = environment.disruption_counts();
         environment.shutdown().await;
@@ -553,6 +578,7 @@ const CLEANUP_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
 fn cleanup(
     cluster: bool,
     run_id: Option<&str>,
+    older_than: Option<std::time::Duration>,
     kubeconfig: Option<&std::path::Path>,
     context: Option<&str>,
 ) -> ExitCode {
@@ -585,10 +611,13 @@ fn cleanup(
         };
         let deleted = runtime.block_on(async {
             let client = harness::cluster::ClusterClient::connect(kubeconfig, context).await?;
-            client.delete_namespaces_labelled(&selector, CLEANUP_LIMIT).await
+            client.delete_namespaces_labelled(&selector, older_than, CLEANUP_LIMIT).await
         });
         match deleted {
-            Ok(names) if names.is_empty() => println!("no namespace on the cluster is labelled {selector}"),
+            Ok(names) if names.is_empty() => {
+                let age = older_than.map_or(String::new(), |d| format!(" and older than {} s", d.as_secs()));
+                println!("no namespace on the cluster is labelled {selector}{age}")
+            }
             Ok(names) => println!("deleted namespaces: {}", names.join(", ")),
             Err(e) => {
                 eprintln!("error: {e}");

@@ -17,7 +17,7 @@ use std::time::Duration;
 use loopback::config::{ContourSettings, ControllerKind, SecretName};
 use loopback::{Disruption, Fault, LatencyProfile, Loopback, LoopbackConfig};
 
-use crate::cluster::{ClusterClient, ClusterError, RUN_LABEL};
+use crate::cluster::{ClusterClient, ClusterError, ObjectRef, RUN_LABEL};
 use crate::install::{InstallClientCertificate, Installation, SecretRef, SkipReason, TlsVersion};
 use crate::report::ControllerLog;
 use crate::runner::{Event, Observer, RunSettings, ScenarioOutcome, Target, run_scenario};
@@ -374,7 +374,7 @@ impl Environment {
         }
         let Some(target) = self.targets.first() else { return Ok(Vec::new()) };
         let selector = format!("{RUN_LABEL}={}", target.run_id);
-        target.cluster.delete_namespaces_labelled(&selector, limit).await
+        target.cluster.delete_namespaces_labelled(&selector, None, limit).await
     }
 
     /// Waits until every namespace this run created is gone, on every cluster of the
@@ -388,13 +388,36 @@ impl Environment {
     pub async fn await_namespace_deletion(&self, limit: Duration) -> Result<Vec<String>, ClusterError> {
         let waits = self.targets.iter().filter(|t| !t.settings.keep_namespaces).map(|target| {
             let selector = format!("{RUN_LABEL}={}", target.run_id);
-            async move { target.cluster.delete_namespaces_labelled(&selector, limit).await }
+            async move { target.cluster.delete_namespaces_labelled(&selector, None, limit).await }
         });
         let mut waited = Vec::new();
         for result in futures::future::join_all(waits).await {
             waited.extend(result?);
         }
         Ok(waited)
+    }
+
+    /// On a real cluster, removes what the run wrote for the installation (the Envoy client
+    /// certificate Secret, and its namespace when the run created it), unless namespaces are
+    /// kept; on loopback, shutting down removes everything. Returns what was removed.
+    ///
+    /// # Errors
+    /// A deletion is refused or outlasts `limit`.
+    pub async fn remove_installation_state(&self, limit: Duration) -> Result<Vec<String>, ClusterError> {
+        let mut removed = Vec::new();
+        if self.is_loopback() {
+            return Ok(removed);
+        }
+        for target in self.targets.iter().filter(|t| !t.settings.keep_namespaces) {
+            if let Some(install) = &target.client_certificate {
+                install.remove(&target.cluster, limit).await?;
+                removed.push(format!("Secret {}", install.secret));
+                if install.namespace_created {
+                    removed.push(format!("namespace {}", install.secret.namespace));
+                }
+            }
+        }
+        Ok(removed)
     }
 
     /// Stops loopback, if this environment started it.
@@ -450,8 +473,15 @@ async fn finish_target(
     let client_certificate = match &installation.client_certificate {
         None => None,
         Some(secret) => {
-            let install = InstallClientCertificate::generate(secret.clone())
+            let mut install = InstallClientCertificate::generate(secret.clone())
                 .map_err(|e| TargetError::ClientCertificate { secret: secret.clone(), message: e.to_string() })?;
+            let namespace = ObjectRef {
+                api_version: "v1".into(),
+                kind: "Namespace".into(),
+                namespace: None,
+                name: secret.namespace.clone(),
+            };
+            install.namespace_created = cluster.get(&namespace).await?.is_none();
             install.write(&cluster, install.original()).await?;
             Some(Arc::new(install))
         }

@@ -96,6 +96,9 @@ fn main() {
         if let Err(e) = run.runtime.block_on(environment.await_namespace_deletion(Duration::from_secs(300))) {
             eprintln!("warning: {e}");
         }
+        if let Err(e) = run.runtime.block_on(environment.remove_installation_state(Duration::from_secs(120))) {
+            eprintln!("warning: {e}");
+        }
         run.runtime.block_on(environment.shutdown());
         let outcomes = run.outcomes.lock().unwrap_or_else(|e| e.into_inner());
         let loaded: Vec<&LoadedScenario> = catalog.iter().map(|s| s.as_ref()).collect();

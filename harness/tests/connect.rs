@@ -113,3 +113,38 @@ async fn a_cluster_whose_proxy_does_not_work_fails_the_canary_before_any_scenari
     assert!(message.contains("kubectl -n projectcontour logs deployment/contour"), "{message}");
     loopback.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_cluster_run_removes_the_client_certificate_it_wrote_and_only_its_own_namespace() {
+    use harness::install::{Installation, SecretRef};
+    use harness::target::{Environment, TargetConfig};
+    harness::init_crypto();
+    let loopback = loopback::Loopback::start(Default::default()).await.expect("loopback starts");
+    let cluster = ClusterClient::connect(Some(loopback.kubeconfig()), None).await.unwrap();
+    // One namespace exists before the run (as `projectcontour` would), one does not.
+    cluster.create_namespace("theirs", "not-a-run").await.unwrap();
+    let namespace = |name: &str| harness::cluster::ObjectRef {
+        api_version: "v1".into(),
+        kind: "Namespace".into(),
+        namespace: None,
+        name: name.into(),
+    };
+    for (secret, namespace_is_ours) in [("upstream-tls-conformance/envoy-client", true), ("theirs/envoy-client", false)]
+    {
+        let secret: SecretRef = secret.parse().unwrap();
+        let as_real = TargetConfig::Cluster {
+            kubeconfig: Some(loopback.kubeconfig().to_path_buf()),
+            context: None,
+            proxy: loopback.proxy_address().to_string(),
+            installation: Installation { client_certificate: Some(secret.clone()), ..Default::default() },
+        };
+        let environment = Environment::connect(&as_real, Default::default()).await.expect("it connects");
+        assert!(cluster.get(&secret.object_ref()).await.unwrap().is_some(), "the run wrote the Secret");
+        let removed = environment.remove_installation_state(std::time::Duration::from_secs(60)).await.unwrap();
+        environment.shutdown().await;
+        assert!(cluster.get(&secret.object_ref()).await.unwrap().is_none(), "{secret} is removed");
+        let left = cluster.get(&namespace(&secret.namespace)).await.unwrap();
+        assert_eq!(left.is_none(), namespace_is_ours, "{removed:?}");
+    }
+    loopback.shutdown().await;
+}

@@ -228,6 +228,12 @@ fn cleanup_removes_what_dead_runs_left_and_nothing_else() {
     let before = namespaces();
     assert!(before.contains(&"utls-first".to_string()) && before.contains(&"utls-second".to_string()));
 
+    // Namespaces younger than the age given are left to the run that may still use them.
+    let (code, text) = cleanup(&["--cluster", "--kubeconfig", &kubeconfig, "--older-than", "1h"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("no namespace on the cluster is labelled"), "{text}");
+    assert_eq!(namespaces(), before);
+
     let (code, text) = cleanup(&["--cluster", "--kubeconfig", &kubeconfig, "--run-id", "run-one"]);
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("deleted namespaces: utls-first"), "{text}");
