@@ -124,7 +124,8 @@ enum Command {
 
 #[derive(clap::Args)]
 struct Selection {
-    /// Directory of scenario files (searched recursively for *.yaml).
+    /// Directory of scenario files (searched recursively for *.yaml); default: the catalog
+    /// built into this binary (the source's scenarios/).
     #[arg(long, env = env::SCENARIOS)]
     scenarios: Option<PathBuf>,
     /// Only scenarios with this feature or whose name contains this text (repeatable, or a
@@ -202,7 +203,7 @@ struct RunArgs {
     #[arg(long, default_value_t = 1, value_parser = suite::parse_parallelism)]
     repeat: usize,
     /// Directory for the reports (junit.xml, report.json, summary.md, report.html,
-    /// certification.yaml, diagnostics/); default: the repository's reports/.
+    /// certification.yaml, diagnostics/); default: reports/ in the current directory.
     #[arg(long, env = env::REPORTS)]
     reports: Option<PathBuf>,
 }
@@ -292,8 +293,11 @@ fn select(
     dir: Option<&std::path::Path>,
     selection: &harness::config::Selection,
 ) -> Result<(Vec<LoadedScenario>, Vec<LoadedScenario>), ExitCode> {
-    let dir = dir.map_or_else(suite::default_scenario_dir, ToOwned::to_owned);
-    let scenarios = load_dir(&dir).map_err(|errors| {
+    let loaded = match dir {
+        Some(dir) => load_dir(dir),
+        None => harness::scenario::load::load_builtin(),
+    };
+    let scenarios = loaded.map_err(|errors| {
         for error in &errors {
             eprintln!("error: {error}");
         }
@@ -466,7 +470,7 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(runtime) => runtime,
         Err(code) => return code,
     };
-    let dir = args.reports.unwrap_or_else(suite::default_reports_dir);
+    let dir = args.reports.unwrap_or_else(|| PathBuf::from("reports"));
     if let Err(e) = harness::report::check_writable(&dir) {
         eprintln!("error: the reports directory is unusable: {e}; nothing was run");
         return ExitCode::from(EXIT_INVALID_INPUT);

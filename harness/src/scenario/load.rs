@@ -78,8 +78,40 @@ pub fn load_dir(dir: &Path) -> Result<Vec<LoadedScenario>, Vec<LoadError>> {
             Err(mut e) => errors.append(&mut e),
         }
     }
+    check_unique_names(&loaded, &mut errors);
+    if errors.is_empty() { Ok(loaded) } else { Err(errors) }
+}
+
+mod builtin {
+    include!(concat!(env!("OUT_DIR"), "/catalog.rs"));
+}
+
+/// Where the built-in catalog's scenarios say they come from: `scenarios/<path>`.
+pub const BUILTIN_DIR: &str = "scenarios";
+
+/// The catalog built into this binary (`scenarios/` of the source it was built from), so that
+/// an installed binary runs it from any directory. Messages name the files as
+/// `scenarios/<area>/<file>.yaml`, as in the source tree.
+///
+/// # Errors
+/// As [`load_dir`] (a binary built from a broken catalog).
+pub fn load_builtin() -> Result<Vec<LoadedScenario>, Vec<LoadError>> {
+    let mut loaded = Vec::new();
+    let mut errors = Vec::new();
+    for (path, text) in builtin::BUILTIN {
+        match parse(&Path::new(BUILTIN_DIR).join(path), text) {
+            Ok(scenario) => loaded.push(scenario),
+            Err(mut e) => errors.append(&mut e),
+        }
+    }
+    check_unique_names(&loaded, &mut errors);
+    if errors.is_empty() { Ok(loaded) } else { Err(errors) }
+}
+
+/// Adds an error for each scenario whose name an earlier one already has.
+fn check_unique_names(loaded: &[LoadedScenario], errors: &mut Vec<LoadError>) {
     let mut seen: Vec<(&str, &Path)> = Vec::new();
-    for s in &loaded {
+    for s in loaded {
         if let Some((_, first)) = seen.iter().find(|(name, _)| *name == s.name()) {
             let (line, column) = position(&s.scenario.name.referenced);
             errors.push(LoadError {
@@ -91,7 +123,6 @@ pub fn load_dir(dir: &Path) -> Result<Vec<LoadedScenario>, Vec<LoadError>> {
             seen.push((s.name(), &s.path));
         }
     }
-    if errors.is_empty() { Ok(loaded) } else { Err(errors) }
 }
 
 /// Collects the `*.yaml` files below `dir`, following symbolic links to directories but
@@ -691,6 +722,26 @@ pub(crate) fn is_dns_label(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_built_in_catalog_is_the_source_s_catalog() {
+        let on_disk = load_dir(&crate::suite::default_scenario_dir()).unwrap();
+        let built_in = load_builtin().unwrap();
+        let describe = |scenarios: &[LoadedScenario]| -> Vec<(String, String, PathBuf)> {
+            scenarios.iter().map(|s| (s.name().to_string(), s.sha256.clone(), s.path.clone())).collect()
+        };
+        let paths = |scenarios: Vec<(String, String, PathBuf)>| -> Vec<(String, String, String)> {
+            scenarios
+                .into_iter()
+                .map(|(n, h, p)| {
+                    let p = p.to_string_lossy();
+                    (n, h, p[p.find("scenarios/").unwrap_or(0)..].to_string())
+                })
+                .collect()
+        };
+        assert_eq!(paths(describe(&built_in)), paths(describe(&on_disk)));
+        assert_eq!(catalog_sha256(&built_in), catalog_sha256(&on_disk));
+    }
 
     const GOOD: &str = r#"name: demo
 description: d
