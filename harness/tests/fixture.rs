@@ -260,3 +260,50 @@ impl ServerCertVerifier for AnyCertificate {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
+
+/// Where Debian's nginx is (scripts/ensure-nginx installs it).
+fn nginx() -> std::path::PathBuf {
+    ["/usr/sbin/nginx", "/usr/bin/nginx"].iter().map(std::path::PathBuf::from).find(|p| p.exists()).expect("nginx")
+}
+
+/// The fixture's nginx.conf exactly as a pod runs it (not loopback's confined copy), checked by
+/// `nginx -t` in a directory laid out as the pod's volumes are: the projected volume with the
+/// config, certificate, key and client CA at /etc/fixture, the emptyDir prefix at
+/// /var/run/fixture. Every variant the harness renders is checked.
+#[test]
+fn nginx_accepts_every_fixture_config_as_a_pod_runs_it() {
+    harness::init_crypto();
+    let mut pki = Pki::default();
+    let leaf = issue(&mut pki, "leaf", None, false, &["echo.backend.test".to_string()]);
+    let client_ca = issue(&mut pki, "client-ca", None, true, &[]);
+    let dir = std::env::temp_dir().join(format!("utls-nginx-t-{}", std::process::id()));
+    let (config, run) = (dir.join("etc-fixture"), dir.join("var-run-fixture"));
+    let modes = [None, Some(ClientCertificateMode::Optional), Some(ClientCertificateMode::Require)];
+    let versions: [&[TlsVersion]; 3] =
+        [&[TlsVersion::Tls12, TlsVersion::Tls13], &[TlsVersion::Tls12], &[TlsVersion::Tls13]];
+    for mode in modes {
+        for versions in versions {
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&config).unwrap();
+            std::fs::create_dir_all(&run).unwrap();
+            std::fs::write(config.join("nginx.conf"), harness::fixture::nginx_conf("echo", mode, versions)).unwrap();
+            std::fs::write(config.join("tls.crt"), &leaf.cert_pem).unwrap();
+            std::fs::write(config.join("tls.key"), &leaf.key_pem).unwrap();
+            std::fs::write(config.join("client-ca.crt"), &client_ca.cert_pem).unwrap();
+            // The pod's command line (fixture.rs), its paths mapped to this directory.
+            let output = std::process::Command::new(nginx())
+                .arg("-t")
+                .arg("-p")
+                .arg(format!("{}/", run.display()))
+                .arg("-c")
+                .arg(config.join("nginx.conf"))
+                .args(["-e", "stderr", "-g", "daemon off;"])
+                .output()
+                .unwrap();
+            let said = String::from_utf8_lossy(&output.stderr);
+            assert!(output.status.success() && said.contains("test is successful"), "{mode:?} {versions:?}: {said}");
+            assert!(!said.contains("[warn]") && !said.contains("[emerg]"), "{mode:?} {versions:?}: {said}");
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
