@@ -266,24 +266,17 @@ impl Overrides {
                 v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
             })
         }
-        let faults = list(env::FAULTS)
-            .iter()
-            .map(|f| {
-                f.parse().map_err(|e: loopback::config::UnknownFault| TargetError::Setting {
-                    variable: env::FAULTS,
-                    message: e.to_string(),
-                })
-            })
-            .collect::<Result<_, _>>()?;
-        let disruptions = list(env::DISRUPTIONS)
-            .iter()
-            .map(|d| {
-                d.parse().map_err(|e: loopback::disruption::UnknownDisruption| TargetError::Setting {
-                    variable: env::DISRUPTIONS,
-                    message: e.to_string(),
-                })
-            })
-            .collect::<Result<_, _>>()?;
+        fn parse_list<T: std::str::FromStr>(variable: &'static str) -> Result<Vec<T>, TargetError>
+        where
+            T::Err: std::fmt::Display,
+        {
+            list(variable)
+                .iter()
+                .map(|v| v.parse().map_err(|e: T::Err| TargetError::Setting { variable, message: e.to_string() }))
+                .collect()
+        }
+        let faults = parse_list(env::FAULTS)?;
+        let disruptions = parse_list(env::DISRUPTIONS)?;
         Ok(Overrides {
             proxy: var(env::PROXY),
             kubeconfig: var(env::KUBECONFIG).map(PathBuf::from),

@@ -13,6 +13,10 @@ use harness::suite::{default_parallelism, default_scenario_dir, run_all};
 use harness::target::{Environment, LoopbackOptions, TargetConfig};
 use loopback::Disruption;
 
+mod support;
+
+use support::leftovers;
+
 /// The tests here look for what loopback clusters of this process left behind, so they run
 /// one at a time.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -42,24 +46,6 @@ async fn run_under(
     (outcomes, injected)
 }
 
-/// Loopback work directories of this process, and processes started from one.
-fn leftovers() -> Vec<String> {
-    let prefix = format!("loopback-{}-", std::process::id());
-    let mut found: Vec<String> = std::fs::read_dir(std::env::temp_dir())
-        .unwrap()
-        .filter_map(Result::ok)
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|name| name.starts_with(&prefix))
-        .collect();
-    for entry in std::fs::read_dir("/proc").unwrap().filter_map(Result::ok) {
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
-        if String::from_utf8_lossy(&cmdline).contains(&prefix) {
-            found.push(format!("process {}", entry.file_name().to_string_lossy()));
-        }
-    }
-    found
-}
-
 fn failures(outcomes: &[ScenarioOutcome]) -> Vec<String> {
     outcomes
         .iter()
@@ -78,7 +64,7 @@ async fn the_catalog_rides_out_every_transient_disruption() {
         assert!(injected > 0, "{disruption} was never injected");
         let failed = failures(&outcomes);
         assert!(failed.is_empty(), "under {disruption}, {} scenarios failed:\n{}", failed.len(), failed.join("\n"));
-        assert_eq!(leftovers(), Vec::<String>::new(), "after the run under {disruption}");
+        assert_eq!(leftovers(std::process::id()), Vec::<String>::new(), "after the run under {disruption}");
         report.push(format!("{disruption}: {} scenarios passed, injected {injected} times", outcomes.len()));
     }
     eprintln!("{}", report.join("\n"));
@@ -101,5 +87,5 @@ async fn an_api_server_gone_for_good_fails_each_scenario_precisely() {
         assert!(text.contains("503 the server is currently unable to handle the request"), "{}: {text}", outcome.name);
         assert!(!text.contains("Status {") && !text.contains("ErrorResponse"), "no debug dump: {text}");
     }
-    assert_eq!(leftovers(), Vec::<String>::new());
+    assert_eq!(leftovers(std::process::id()), Vec::<String>::new());
 }

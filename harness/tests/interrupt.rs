@@ -9,6 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod support;
+
+use support::leftovers;
+
 /// Far longer than stopping takes; only there so a bug fails instead of hanging.
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -65,25 +69,6 @@ fn wait(run: &mut Run) -> i32 {
         assert!(started.elapsed() < LIMIT, "the run did not stop within {LIMIT:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// What the run left in the temporary directory and among processes: loopback's work
-/// directories carry the pid of the process that made them.
-fn leftovers(pid: u32) -> Vec<String> {
-    let prefix = format!("loopback-{pid}-");
-    let mut found: Vec<String> = std::fs::read_dir(std::env::temp_dir())
-        .unwrap()
-        .filter_map(Result::ok)
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|name| name.starts_with(&prefix))
-        .collect();
-    for entry in std::fs::read_dir("/proc").unwrap().filter_map(Result::ok) {
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
-        if String::from_utf8_lossy(&cmdline).contains(&prefix) {
-            found.push(format!("process {}", entry.file_name().to_string_lossy()));
-        }
-    }
-    found
 }
 
 fn stops_cleans_up_and_reports(which: i32, name: &str, code: i32) {

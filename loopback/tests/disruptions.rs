@@ -70,6 +70,19 @@ async fn pod_state(pods: &Api<Pod>) -> Option<(String, i32, bool)> {
     Some((address, restarts, ready))
 }
 
+/// The pod's address once it is ready with `restarts` restarts, or `None` after [`LIMIT`].
+async fn ready_after(pods: &Api<Pod>, restarts: i32) -> Option<String> {
+    let ready = async {
+        loop {
+            match pod_state(pods).await {
+                Some((address, n, true)) if n == restarts => return address,
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    };
+    tokio::time::timeout(LIMIT, ready).await.ok()
+}
+
 async fn answers(address: &str) -> bool {
     let Ok(mut stream) = tokio::net::TcpStream::connect((address, 8080)).await else { return false };
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -88,26 +101,8 @@ async fn a_crashed_backend_is_started_again_in_place() {
     deploy_backend(&client).await;
     let pods = Api::<Pod>::namespaced(client.clone(), "default");
 
-    let first_ready = tokio::time::timeout(LIMIT, async {
-        loop {
-            if let Some((address, 0, true)) = pod_state(&pods).await {
-                return address;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("the pod becomes ready");
-    let restarted = tokio::time::timeout(LIMIT, async {
-        loop {
-            if let Some((address, 1, true)) = pod_state(&pods).await {
-                return address;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("the killed nginx is started again and the pod is ready again");
+    let first_ready = ready_after(&pods, 0).await.expect("the pod becomes ready");
+    let restarted = ready_after(&pods, 1).await.expect("the killed nginx is started again and the pod is ready again");
     assert_eq!(restarted, first_ready, "a restarted container keeps its pod's address");
     assert!(answers(&restarted).await, "the restarted nginx serves");
     assert_eq!(loopback.disruption_counts(), [(Disruption::BackendCrash, 1)]);
