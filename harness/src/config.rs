@@ -237,6 +237,9 @@ pub struct Overrides {
     pub faults: Vec<loopback::Fault>,
     pub disruptions: Vec<loopback::Disruption>,
     pub latency: Option<loopback::LatencyProfile>,
+    /// The implementation's version, for the reports, instead of the file's
+    /// `implementation.version` (a nightly over several releases with one config file).
+    pub implementation_version: Option<String>,
     pub controller: Option<ControllerKind>,
     pub contour_version: Option<String>,
     pub keep_namespaces: bool,
@@ -290,6 +293,7 @@ impl Overrides {
             faults,
             disruptions,
             latency: parse(env::LATENCY)?,
+            implementation_version: var(env::IMPLEMENTATION_VERSION),
             controller: parse(env::CONTROLLER)?,
             contour_version: var(env::CONTOUR_VERSION),
             // As clap reads the flag's variable: anything but a falsey word is true.
@@ -438,7 +442,11 @@ impl ImplementationConfig {
                     proxy,
                     installation,
                 };
-                (self.implementation.unwrap_or_else(Implementation::unnamed), target)
+                let mut implementation = self.implementation.unwrap_or_else(Implementation::unnamed);
+                if let Some(version) = overrides.implementation_version {
+                    implementation.version = version;
+                }
+                (implementation, target)
             }
             None => {
                 if client_certificate.is_some() || minimum.is_some() || maximum.is_some() {
@@ -615,6 +623,18 @@ mod tests {
         assert_eq!(installation.upstream_tls, (TlsVersion::V1_2, TlsVersion::V1_3));
         assert_eq!(plan.settings.image, "nginx:file", "the file's value stands when nothing overrides it");
         assert_eq!(plan.selection.skip, vec!["sni"]);
+    }
+
+    #[test]
+    fn the_implementation_version_can_follow_the_release_under_test() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/implementation.yaml");
+        let file = ImplementationConfig::load(&path).unwrap();
+        let overrides = Overrides { implementation_version: Some("v1.32.1".into()), ..Default::default() };
+        let plan = file.resolve(overrides).unwrap();
+        assert_eq!(
+            (plan.implementation.project.as_str(), plan.implementation.version.as_str()),
+            ("contour", "v1.32.1")
+        );
     }
 
     #[test]

@@ -179,6 +179,10 @@ struct RunArgs {
     /// report, such as API errors or crashing backends (`loopback disruptions` lists them).
     #[arg(long = "loopback-disruption", value_name = "DISRUPTION", value_delimiter = ',', env = env::DISRUPTIONS)]
     disruptions: Vec<loopback::Disruption>,
+    /// The implementation's version as the reports name it, instead of the config file's
+    /// `implementation.version` (real clusters).
+    #[arg(long, value_name = "VERSION", env = env::IMPLEMENTATION_VERSION)]
+    implementation_version: Option<String>,
     /// Run the built-in loopback cluster at a real cluster's pace: `kind` (pods start in
     /// seconds, the controller holds off as Contour does, namespaces take seconds to go), so
     /// that the harness's scheduling there can be measured; `none` (default): full speed.
@@ -447,6 +451,7 @@ fn run(args: RunArgs) -> ExitCode {
         faults: args.faults,
         disruptions: args.disruptions,
         latency: args.latency,
+        implementation_version: args.implementation_version,
         controller: args.controller,
         contour_version: args.contour_version,
         keep_namespaces: args.keep_namespaces,

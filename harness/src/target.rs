@@ -40,6 +40,8 @@ pub mod env {
     pub const DISRUPTIONS: &str = "UPSTREAM_TLS_LOOPBACK_DISRUPTIONS";
     /// The loopback latency profile: `none` (default) or `kind`, a real cluster's pace.
     pub const LATENCY: &str = "UPSTREAM_TLS_LOOPBACK_LATENCY";
+    /// The implementation's version, for the reports, instead of the config file's.
+    pub const IMPLEMENTATION_VERSION: &str = "UPSTREAM_TLS_IMPLEMENTATION_VERSION";
     /// The scenario directory (default: the repository's `scenarios/`).
     pub const SCENARIOS: &str = "UPSTREAM_TLS_SCENARIOS";
     /// Where reports go (default: the repository's `reports/`).

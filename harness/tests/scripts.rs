@@ -90,7 +90,7 @@ fn the_nightly_dry_run_cleans_up_whatever_happens_and_runs_both_installations() 
     let up = position(&commands, "scripts/kind-up --dry-run");
     let first = position(
         &commands,
-        "cargo run --quiet -p harness -- run --config examples/implementation.yaml --context kind-upstream-tls --image nginx:1.27 --reports reports/nightly/pass-1 --filter validation",
+        "cargo run --quiet -p harness -- run --config examples/implementation.yaml --context kind-upstream-tls --image nginx:1.27 --implementation-version v1.33.6 --reports reports/nightly/pass-1 --filter validation",
     );
     let reconfigure = position(
         &commands,
