@@ -56,10 +56,8 @@ pub fn contour_config(base: &str, installation: &InstallationSection) -> Result<
 fn set(root: &mut Value, path: &[&str], value: Option<Value>) -> Result<(), String> {
     let (last, parents) = path.split_last().expect("a path has a key");
     let mut node = root;
-    let mut walked = Vec::new();
-    for key in parents {
-        walked.push(*key);
-        let map = mapping(node, &walked[..walked.len() - 1])?;
+    for (depth, key) in parents.iter().enumerate() {
+        let map = mapping(node, &parents[..depth])?;
         if value.is_none() && !map.contains_key(*key) {
             return Ok(());
         }

@@ -117,9 +117,6 @@ impl PodRunner {
             }
             match self.running.get_mut(&key) {
                 None => {
-                    if value["status"]["phase"] == "Failed" {
-                        continue;
-                    }
                     // A latency profile: the pod waits to be scheduled and its sandbox made.
                     let delay = self.disruptions.pod_start_delay();
                     if !delay.is_zero() {
