@@ -73,6 +73,8 @@ pub struct BackendFixture<'a> {
     pub client_certificate: Option<(ClientCertificateMode, &'a Material)>,
     /// TLS versions nginx accepts; both when `None`.
     pub tls_versions: Option<Vec<TlsVersion>>,
+    /// Whether the TLS port speaks HTTP/2 (offers `h2` by ALPN).
+    pub http2: bool,
     pub image: &'a str,
 }
 
@@ -135,6 +137,7 @@ impl BackendFixture<'_> {
                 self.name,
                 self.client_certificate.map(|(mode, _)| mode),
                 self.tls_versions.as_deref().unwrap_or(&[TlsVersion::Tls12, TlsVersion::Tls13]),
+                self.http2,
             )},
         })
     }
@@ -209,9 +212,15 @@ fn echo_template(backend: &str) -> String {
     format!("{{{}}}", fields.join(","))
 }
 
-/// nginx.conf for a backend: TLS on 8443 (TLS 1.2 and 1.3, HTTP/2 by ALPN), plaintext
-/// HTTP/1.1 on 8080 and h2c on 8081, every one echoing what it saw.
-pub fn nginx_conf(backend: &str, client_certificate: Option<ClientCertificateMode>, versions: &[TlsVersion]) -> String {
+/// nginx.conf for a backend: TLS on 8443 (TLS 1.2 and 1.3, HTTP/2 by ALPN unless `http2` is
+/// false, when nginx refuses a handshake that offers only `h2`), plaintext HTTP/1.1 on 8080 and
+/// h2c on 8081, every one echoing what it saw.
+pub fn nginx_conf(
+    backend: &str,
+    client_certificate: Option<ClientCertificateMode>,
+    versions: &[TlsVersion],
+    http2: bool,
+) -> String {
     let echo = echo_template(backend);
     let protocols: Vec<&str> = versions.iter().map(|v| v.nginx_name()).collect();
     let protocols = protocols.join(" ");
@@ -241,7 +250,7 @@ http {{
     access_log /dev/stdout echo;
     default_type application/json;
     server {{
-        listen {tls_port} ssl http2;
+        listen {tls_port} ssl{tls_http2};
         ssl_certificate tls.crt;
         ssl_certificate_key tls.key;
         ssl_protocols {protocols};
@@ -267,6 +276,7 @@ http {{
         tls_port = BACKEND_PORT,
         plain_port = PLAINTEXT_PORT,
         h2c_port = H2C_PORT,
+        tls_http2 = if http2 { " http2" } else { "" },
     )
 }
 
@@ -284,7 +294,8 @@ mod tests {
 
     #[test]
     fn nginx_conf_uses_only_relative_file_paths() {
-        let conf = nginx_conf("echo", Some(ClientCertificateMode::Optional), &[TlsVersion::Tls12]);
+        let conf = nginx_conf("echo", Some(ClientCertificateMode::Optional), &[TlsVersion::Tls12], true);
+        assert!(nginx_conf("echo", None, &[TlsVersion::Tls12], false).contains("listen 8443 ssl;"));
         assert!(conf.contains("ssl_protocols TLSv1.2;"));
         assert!(conf.contains("ssl_certificate tls.crt;"));
         assert!(conf.contains("listen 8443 ssl http2;"));

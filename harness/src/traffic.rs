@@ -174,7 +174,11 @@ pub fn check(expect: &ResponseExpectation, answer: &Answer) -> Result<(), Mismat
     Ok(())
 }
 
-fn check_echo(want: &BackendExpectation, echo: &BackendEcho) -> Result<(), Mismatch> {
+/// Checks what a backend saw against `want`.
+///
+/// # Errors
+/// The first difference, saying expected and actual.
+pub fn check_echo(want: &BackendExpectation, echo: &BackendEcho) -> Result<(), Mismatch> {
     let tls = echo.scheme == "https";
     let client = want.client_certificate.clone().unwrap_or_default();
     let facts: [(&str, Option<String>, &str); 15] = [
@@ -216,6 +220,17 @@ pub fn expand_expectation(bindings: &Bindings, expect: &ResponseExpectation) -> 
         *value = bindings.expand(value)?;
     }
     if let Some(backend) = &mut out.backend {
+        expand_backend(bindings, backend)?;
+    }
+    Ok(out)
+}
+
+/// The backend expectation with every `${...}` in its strings filled in.
+///
+/// # Errors
+/// A reference without a value.
+pub fn expand_backend(bindings: &Bindings, backend: &mut BackendExpectation) -> Result<(), Unbound> {
+    {
         if let Some(name) = &mut backend.name {
             name.value = bindings.expand(&name.value)?;
         }
@@ -237,7 +252,7 @@ pub fn expand_expectation(bindings: &Bindings, expect: &ResponseExpectation) -> 
             }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 fn codes(codes: &[u16]) -> String {
@@ -262,11 +277,15 @@ pub const LONGEST_PAUSE: Duration = Duration::from_millis(500);
 /// Attempts are `interval` apart while answers pass; while they keep failing, the pause grows
 /// by half each time up to [`LONGEST_PAUSE`], so a condition that never holds costs a few dozen
 /// requests instead of hundreds, and one that holds late is seen at most that much later.
+/// Once `paced` answers in a row have passed, the rest of the streak is asked for without
+/// pauses: those answers look for a wrong answer that comes only now and then, not for a
+/// change over time.
 ///
 /// # Errors
 /// The limit passed first; carries the evidence.
 pub async fn until_consecutive<F, Fut>(
     needed: usize,
+    paced: usize,
     limit: Duration,
     interval: Duration,
     mut attempt: F,
@@ -302,8 +321,10 @@ where
         if started.elapsed() >= limit {
             return Err(NotSettled { attempts, last_mismatch, last_answers: recent });
         }
-        // The last attempt comes at the limit, not a long pause after it.
-        tokio::time::sleep(pause.min(limit.saturating_sub(started.elapsed()))).await;
+        if streak.len() < paced {
+            // The last attempt comes at the limit, not a long pause after it.
+            tokio::time::sleep(pause.min(limit.saturating_sub(started.elapsed()))).await;
+        }
         pause = next_pause(pause, interval, streak.is_empty());
     }
 }
@@ -403,6 +424,7 @@ mod tests {
         let expect = ResponseExpectation { status: StatusCodes(vec![200]), ..Default::default() };
         let passed = until_consecutive(
             3,
+            3,
             Duration::from_secs(30),
             Duration::ZERO,
             |n| std::future::ready(answer(statuses[n], false)),
@@ -414,6 +436,7 @@ mod tests {
 
         let failed = until_consecutive(
             3,
+            3,
             Duration::ZERO,
             Duration::ZERO,
             |_| std::future::ready(answer(404, false)),
@@ -423,6 +446,27 @@ mod tests {
         .unwrap_err();
         assert_eq!(failed.attempts, 1);
         assert!(failed.last_mismatch.unwrap().0.contains("expected status 200"));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn answers_beyond_the_paced_ones_come_without_pauses() {
+        let expect = ResponseExpectation { status: StatusCodes(vec![200]), ..Default::default() };
+        let hour = Duration::from_secs(3600);
+        let streak = |paced| {
+            until_consecutive(
+                20,
+                paced,
+                2 * hour,
+                hour,
+                |_| std::future::ready(answer(200, false)),
+                |a| check(&expect, a),
+            )
+        };
+        // Paced for the first answer only: twenty answers, no hour-long pause between them.
+        let passed = tokio::time::timeout(Duration::from_secs(60), streak(1)).await.expect("no pauses");
+        assert_eq!(passed.unwrap().len(), 20);
+        // Paced for three: the second answer waits the interval.
+        assert!(tokio::time::timeout(Duration::from_millis(100), streak(3)).await.is_err());
     }
 
     #[test]

@@ -39,12 +39,14 @@ async fn the_fixture_does_what_scenarios_rely_on() {
         chain: Vec::new(),
         client_certificate: None,
         tls_versions: None,
+        http2: true,
         image: "nginx",
     };
     let fixtures = [
         fixture("plain"),
         BackendFixture { tls_versions: Some(vec![TlsVersion::Tls13]), ..fixture("tls13") },
         BackendFixture { chain: vec![&intermediate], ..fixture("chained") },
+        BackendFixture { http2: false, ..fixture("no-h2") },
         BackendFixture {
             client_certificate: Some((ClientCertificateMode::Require, &client_ca)),
             ..fixture("requires")
@@ -72,6 +74,12 @@ async fn the_fixture_does_what_scenarios_rely_on() {
     let h2 = probe(address("plain"), None, &all, &[b"h2".to_vec()], None).await.unwrap();
     assert_eq!(h2.alpn.as_deref(), Some(&b"h2"[..]));
     assert_eq!(tls13.alpn, None);
+    // Without HTTP/2 on the TLS port: an offer of h2 alone is refused, http/1.1 beside it wins.
+    let only_h2 = probe(address("no-h2"), None, &all, &[b"h2".to_vec()], None).await;
+    assert!(only_h2.is_err(), "a backend without HTTP/2 accepted an offer of h2 alone");
+    let both = [b"h2".to_vec(), b"http/1.1".to_vec()];
+    let fallback = probe(address("no-h2"), None, &all, &both, None).await.unwrap();
+    assert_eq!(fallback.alpn.as_deref(), Some(&b"http/1.1"[..]));
 
     // The chain: the leaf, then the intermediate; without a chain, the leaf alone.
     assert_eq!(tls13.peer_certificates, 1);
@@ -281,12 +289,16 @@ fn nginx_accepts_every_fixture_config_as_a_pod_runs_it() {
     let modes = [None, Some(ClientCertificateMode::Optional), Some(ClientCertificateMode::Require)];
     let versions: [&[TlsVersion]; 3] =
         [&[TlsVersion::Tls12, TlsVersion::Tls13], &[TlsVersion::Tls12], &[TlsVersion::Tls13]];
-    for mode in modes {
-        for versions in versions {
+    let variants = modes.into_iter().flat_map(|mode| versions.into_iter().map(move |v| (mode, v)));
+    for (index, (mode, versions)) in variants.enumerate() {
+        // Every other variant without HTTP/2 on the TLS port.
+        let http2 = index % 2 == 0;
+        {
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&config).unwrap();
             std::fs::create_dir_all(&run).unwrap();
-            std::fs::write(config.join("nginx.conf"), harness::fixture::nginx_conf("echo", mode, versions)).unwrap();
+            std::fs::write(config.join("nginx.conf"), harness::fixture::nginx_conf("echo", mode, versions, http2))
+                .unwrap();
             std::fs::write(config.join("tls.crt"), &leaf.cert_pem).unwrap();
             std::fs::write(config.join("tls.key"), &leaf.key_pem).unwrap();
             std::fs::write(config.join("client-ca.crt"), &client_ca.cert_pem).unwrap();

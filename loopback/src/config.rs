@@ -133,11 +133,24 @@ pub enum Fault {
     LibraryCipherSuites,
     /// P1: the tls annotation is read first, so h2 or h2c wins for a port also listed there.
     TlsAnnotationReadFirst,
+    /// C2: a cluster whose TLS settings change keeps its open connections, so what changed (a
+    /// rotated client certificate, a new CA bundle) applies only to connections opened later.
+    ConnectionsOutliveClusterChanges,
+    /// R3: a route's service weights are ignored: every service gets an equal share.
+    WeightsIgnored,
+    /// R3: every service of a route is spoken to with the protocol and TLS settings of its first.
+    RouteTransportFromFirstService,
+    /// R3: a mirror service gets no copy of the route's requests.
+    MirrorIgnored,
+    /// R3: the copies for a mirror service are sent in plaintext whatever its Service says.
+    MirrorIgnoresUpstreamTls,
+    /// P5: h2 upstreams also offer http/1.1 by ALPN and speak HTTP/1.1 to a backend that picks it.
+    H2FallsBackToHttp1,
 }
 
 impl Fault {
     /// Every fault, in documentation order.
-    pub const ALL: [Fault; 57] = [
+    pub const ALL: [Fault; 63] = [
         Fault::IgnoreUpstreamProtocolAnnotation,
         Fault::AnnotationMatchesTargetPort,
         Fault::H2BeatsH2c,
@@ -195,6 +208,12 @@ impl Fault {
         Fault::DelegationNeverWithdrawn,
         Fault::LibraryCipherSuites,
         Fault::TlsAnnotationReadFirst,
+        Fault::ConnectionsOutliveClusterChanges,
+        Fault::WeightsIgnored,
+        Fault::RouteTransportFromFirstService,
+        Fault::MirrorIgnored,
+        Fault::MirrorIgnoresUpstreamTls,
+        Fault::H2FallsBackToHttp1,
     ];
 
     /// The name used in config files, flags and reports.
@@ -257,6 +276,12 @@ impl Fault {
             Fault::DelegationNeverWithdrawn => "delegation-never-withdrawn",
             Fault::LibraryCipherSuites => "library-cipher-suites",
             Fault::TlsAnnotationReadFirst => "tls-annotation-read-first",
+            Fault::ConnectionsOutliveClusterChanges => "connections-outlive-cluster-changes",
+            Fault::WeightsIgnored => "weights-ignored",
+            Fault::RouteTransportFromFirstService => "route-transport-from-first-service",
+            Fault::MirrorIgnored => "mirror-ignored",
+            Fault::MirrorIgnoresUpstreamTls => "mirror-ignores-upstream-tls",
+            Fault::H2FallsBackToHttp1 => "h2-falls-back-to-http1",
         }
     }
 
@@ -313,6 +338,10 @@ impl Fault {
             Fault::DelegationNeverWithdrawn => "S6",
             Fault::LibraryCipherSuites => "N2",
             Fault::TlsAnnotationReadFirst => "P1",
+            Fault::ConnectionsOutliveClusterChanges => "C2",
+            Fault::WeightsIgnored | Fault::RouteTransportFromFirstService => "R3",
+            Fault::MirrorIgnored | Fault::MirrorIgnoresUpstreamTls => "R3",
+            Fault::H2FallsBackToHttp1 => "P5",
         }
     }
 
@@ -423,6 +452,20 @@ impl Fault {
             }
             Fault::TlsAnnotationReadFirst => {
                 "the tls annotation is read before h2 and h2c, so a port also listed under one of them loses it"
+            }
+            Fault::ConnectionsOutliveClusterChanges => {
+                "open upstream connections are kept when a cluster's TLS settings change, so a rotated client certificate reaches only new ones"
+            }
+            Fault::WeightsIgnored => "a route's service weights are ignored: every service gets an equal share",
+            Fault::RouteTransportFromFirstService => {
+                "every service of a route is spoken to with the protocol and TLS settings of the route's first service"
+            }
+            Fault::MirrorIgnored => "a mirror service gets no copy of the route's requests",
+            Fault::MirrorIgnoresUpstreamTls => {
+                "the copies for a mirror service are sent in plaintext HTTP/1.1, whatever its Service says"
+            }
+            Fault::H2FallsBackToHttp1 => {
+                "h2 upstreams also offer http/1.1 by ALPN and speak HTTP/1.1 to a backend that picks it"
             }
         }
     }

@@ -7,13 +7,13 @@ use serde_json::Value;
 
 use super::{Diagnostics, Event, Failure, Observer, PodLog, StepOutcome, Target, status_is_current};
 use crate::cluster::ObjectRef;
-use crate::fixture::{BackendFixture, ClientCertificateMode, NAME_LABEL, TlsVersion};
+use crate::fixture::{BackendEcho, BackendFixture, ClientCertificateMode, NAME_LABEL, TlsVersion};
 use crate::pki::{Material, Pki};
 use crate::scenario::load::INSTALL_CLIENT_CA;
 use crate::scenario::template::Bindings;
 use crate::scenario::{
-    BackendSpec, ClientCertificateChange, ClientCertificateModeSpec, ExpectStatus, LoadedScenario, ObjectSpec,
-    RequestStep, Step, TlsVersionSpec,
+    BackendExpectation, BackendSpec, ClientCertificateChange, ClientCertificateModeSpec, ExpectStatus, LoadedScenario,
+    ObjectSpec, RequestStep, ResponseExpectation, Step, TlsVersionSpec,
 };
 use crate::status_match::{self, Lists};
 use crate::traffic::{self, Answer};
@@ -269,6 +269,7 @@ impl<'a> ScenarioRun<'a> {
             chain: backend.chain.iter().map(|c| material(&c.value)).collect::<Result<_, _>>()?,
             client_certificate,
             tls_versions,
+            http2: backend.http2,
             image: &self.target.settings.image,
         })
     }
@@ -457,15 +458,17 @@ impl<'a> ScenarioRun<'a> {
         let client = traffic::client(self.target.proxy, &host).map_err(plain)?;
         let url = format!("http://{host}:{}{path}", self.target.proxy.port());
         let namespace = &self.namespace;
+        let send = |id: String| {
+            let (client, url, headers) = (client.clone(), url.clone(), headers.clone());
+            async move { traffic::send(&client, &url, &headers, &id).await }
+        };
+        let consecutive = request.consecutive.as_ref().map_or(settings.consecutive, |c| c.value as usize);
         let passed = traffic::until_consecutive(
+            consecutive,
             settings.consecutive,
             settings.traffic_limit,
             settings.traffic_interval,
-            |n| {
-                let (client, url, headers) = (client.clone(), url.clone(), headers.clone());
-                let id = format!("{namespace}-s{step}-{n}");
-                async move { traffic::send(&client, &url, &headers, &id).await }
-            },
+            |n| send(format!("{namespace}-s{step}-{n}")),
             |answer| traffic::check(&expect, answer),
         )
         .await
@@ -473,8 +476,8 @@ impl<'a> ScenarioRun<'a> {
             let why = not.last_mismatch.map(|m| m.0).unwrap_or_default();
             (
                 format!(
-                    "GET http://{host}{path}: no {} consecutive matching answers within {:?} ({} attempts); last: {why}",
-                    settings.consecutive, settings.traffic_limit, not.attempts
+                    "GET http://{host}{path}: no {consecutive} consecutive matching answers within {:?} ({} attempts); last: {why}",
+                    settings.traffic_limit, not.attempts
                 ),
                 not.last_answers,
             )
@@ -482,11 +485,106 @@ impl<'a> ScenarioRun<'a> {
         if traffic::wants_backend(&expect) == Some(false) {
             self.check_backends_not_reached(&passed).await?;
         }
+        if let Some(mirror) = &request.mirror {
+            let mut want = mirror.clone();
+            traffic::expand_backend(&self.bindings, &mut want).map_err(plain)?;
+            if self.mirror_copies(&passed, &want).await?.is_err() {
+                // The mirror may be programmed after the route: ask again until enough
+                // answers in a row have their copies.
+                let more = |n: usize| send(format!("{namespace}-s{step}-m{n}"));
+                self.until_mirrored(more, &expect, &want).await?;
+            }
+        }
         Ok(())
     }
 
-    /// The answers said the backend was not reached; its access log must agree.
-    async fn check_backends_not_reached(&self, answers: &[Answer]) -> Result<(), StepError> {
+    /// Whether each answer shows up in the access log of a backend other than the one that
+    /// answered it, as a copy matching `want`; if not, which request and why.
+    async fn mirror_copies(
+        &self,
+        answers: &[Answer],
+        want: &BackendExpectation,
+    ) -> Result<Result<(), String>, StepError> {
+        let logs = self.backend_logs().await?;
+        let echoes: Vec<BackendEcho> = logs
+            .iter()
+            .flat_map(|(_, _, text)| text.lines())
+            .filter_map(|line| serde_json::from_str(line.trim()).ok())
+            .collect();
+        for answer in answers {
+            let answered_by = answer.echo.as_ref().map(|e| e.backend.as_str());
+            let copies: Vec<&BackendEcho> = echoes
+                .iter()
+                .filter(|e| e.request_id == answer.request_id && Some(e.backend.as_str()) != answered_by)
+                .collect();
+            if copies.iter().any(|copy| traffic::check_echo(want, copy).is_ok()) {
+                continue;
+            }
+            let why = match copies.first() {
+                None => "no backend but the one that answered logged it".to_string(),
+                Some(copy) => traffic::check_echo(want, copy).err().map(|m| m.0).unwrap_or_default(),
+            };
+            return Ok(Err(format!("request {}: {why}", answer.request_id)));
+        }
+        Ok(Ok(()))
+    }
+
+    /// Sends requests one at a time until `consecutive` of them in a row pass `expect` and each
+    /// has its mirror copy within [`MIRROR_COPY_WAIT`], or the traffic time limit passes.
+    async fn until_mirrored<F, Fut>(
+        &self,
+        send: F,
+        expect: &ResponseExpectation,
+        want: &BackendExpectation,
+    ) -> Result<(), StepError>
+    where
+        F: Fn(usize) -> Fut,
+        Fut: std::future::Future<Output = Answer>,
+    {
+        let settings = &self.target.settings;
+        let deadline = Instant::now() + settings.traffic_limit;
+        let (mut streak, mut last) = (Vec::new(), String::new());
+        for n in 0.. {
+            if Instant::now() >= deadline {
+                break;
+            }
+            let answer = send(n).await;
+            if let Err(mismatch) = traffic::check(expect, &answer) {
+                (streak, last) = (Vec::new(), mismatch.0);
+                tokio::time::sleep(settings.traffic_interval).await;
+                continue;
+            }
+            let copy_deadline = Instant::now() + MIRROR_COPY_WAIT;
+            let copied = loop {
+                match self.mirror_copies(std::slice::from_ref(&answer), want).await? {
+                    Ok(()) => break true,
+                    Err(why) if Instant::now() >= copy_deadline => {
+                        last = why;
+                        break false;
+                    }
+                    Err(_) => tokio::time::sleep(settings.traffic_interval).await,
+                }
+            };
+            if !copied {
+                streak.clear();
+                continue;
+            }
+            streak.push(answer);
+            if streak.len() >= settings.consecutive {
+                return Ok(());
+            }
+        }
+        Err((
+            format!(
+                "mirror: no {} consecutive answers with their copies within {:?}; last: {last}",
+                settings.consecutive, settings.traffic_limit
+            ),
+            streak,
+        ))
+    }
+
+    /// The access logs of every backend pod of the scenario: `(pod, state, text)`.
+    async fn backend_logs(&self) -> Result<Vec<(String, String, String)>, StepError> {
         let selector = "app.kubernetes.io/part-of=upstream-tls-conformance";
         let mut namespaces: Vec<&str> =
             self.loaded.scenario.backends.iter().map(|b| self.backend_namespace(b)).collect();
@@ -502,6 +600,12 @@ impl<'a> ScenarioRun<'a> {
                 .map_err(|e| plain(format!("cannot read backend logs: {e}")))?;
             logs.extend(found);
         }
+        Ok(logs)
+    }
+
+    /// The answers said the backend was not reached; its access log must agree.
+    async fn check_backends_not_reached(&self, answers: &[Answer]) -> Result<(), StepError> {
+        let logs = self.backend_logs().await?;
         for answer in answers {
             if let Some((pod, _, _)) = logs.iter().find(|(_, _, text)| text.contains(&answer.request_id)) {
                 return Err((
@@ -517,6 +621,9 @@ impl<'a> ScenarioRun<'a> {
         Ok(())
     }
 }
+
+/// How long a mirror's copy of one request may take to show in the mirror's access log.
+const MIRROR_COPY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// `utls-<scenario>-<name>-<run id>` within 63 characters, keeping `<name>` and the run id.
 fn extra_namespace_name(scenario: &str, name: &str, run_id: &str) -> String {

@@ -282,16 +282,24 @@ impl Checker<'_> {
                     );
                 }
                 Step::Request(request) => {
-                    self.request_headers(request);
-                    self.request_target(request);
-                    if let Some(name) = request.expect.backend.as_ref().and_then(|b| b.name.as_ref())
-                        && !name.value.contains("${")
-                        && !scenario.backends.iter().any(|b| b.name.value == name.value)
+                    if let Some(consecutive) = &request.consecutive
+                        && !(1..=100).contains(&consecutive.value)
                     {
                         self.error(
-                            position(&name.referenced),
-                            format!("backend {:?} is not declared under `backends`", name.value),
+                            position(&consecutive.referenced),
+                            format!("`consecutive` must be between 1 and 100, not {}", consecutive.value),
                         );
+                    }
+                    self.request_headers(request);
+                    self.request_target(request);
+                    let named = [&request.expect.backend, &request.mirror];
+                    for name in named.into_iter().flatten().filter_map(|b| b.name.as_ref()) {
+                        if !name.value.contains("${") && !scenario.backends.iter().any(|b| b.name.value == name.value) {
+                            self.error(
+                                position(&name.referenced),
+                                format!("backend {:?} is not declared under `backends`", name.value),
+                            );
+                        }
                     }
                     if let (Some(reached), Some(_)) = (&request.expect.backend_reached, &request.expect.backend)
                         && !reached.value

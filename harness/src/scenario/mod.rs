@@ -112,11 +112,20 @@ pub struct BackendSpec {
     /// TLS versions nginx accepts; default both.
     #[serde(default)]
     pub tls_versions: Option<Vec<TlsVersionSpec>>,
+    /// Whether the TLS port speaks HTTP/2 (`h2` by ALPN); default true. With `false`, nginx
+    /// refuses a handshake that offers only `h2` (a no_application_protocol alert).
+    #[serde(default = "yes")]
+    #[schemars(default = "yes")]
+    pub http2: bool,
     /// One of the scenario's `namespaces` to deploy into, for Services that an HTTPProxy in
     /// that namespace routes to; default the scenario's own namespace.
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub namespace: Option<Spanned<String>>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
@@ -242,6 +251,8 @@ pub enum Feature {
     TlsCertificateDelegation,
     /// HTTPProxies that include others, across namespaces (I1-I4).
     HttpproxyIncludes,
+    /// Route services that get a copy of every request (`mirror: true`, R3).
+    RequestMirroring,
     /// Contour's exact status messages (S3, S6, C4).
     ContourStatusMessages,
     /// An install-wide Envoy client certificate (C1-C4).
@@ -280,7 +291,7 @@ impl Profile {
 
 impl Feature {
     /// Every feature, in documentation order (a test checks it against the enum).
-    pub const ALL: [Feature; 15] = [
+    pub const ALL: [Feature; 16] = [
         Feature::UpstreamTls,
         Feature::UpstreamHttp2,
         Feature::UpstreamValidation,
@@ -292,6 +303,7 @@ impl Feature {
         Feature::Ingress,
         Feature::CrdAdmission,
         Feature::HttpproxyIncludes,
+        Feature::RequestMirroring,
         Feature::EnvoyClientCertificate,
         Feature::UpstreamTlsMaximum12,
         Feature::TlsCertificateDelegation,
@@ -311,6 +323,7 @@ impl Feature {
             | Feature::Ingress
             | Feature::CrdAdmission
             | Feature::HttpproxyIncludes
+            | Feature::RequestMirroring
             | Feature::EnvoyClientCertificate
             | Feature::UpstreamTlsMaximum12 => Profile::Extended,
             Feature::TlsCertificateDelegation | Feature::ContourStatusMessages => Profile::ContourSpecific,
@@ -334,6 +347,7 @@ impl Feature {
             Feature::Ingress => "ingress",
             Feature::CrdAdmission => "crd-admission",
             Feature::HttpproxyIncludes => "httpproxy-includes",
+            Feature::RequestMirroring => "request-mirroring",
             Feature::TlsCertificateDelegation => "tls-certificate-delegation",
             Feature::ContourStatusMessages => "contour-status-messages",
             Feature::EnvoyClientCertificate => "envoy-client-certificate",
@@ -402,7 +416,20 @@ pub struct RequestStep {
     #[serde(default)]
     #[schemars(with = "std::collections::BTreeMap<String, String>")]
     pub headers: std::collections::BTreeMap<String, Spanned<String>>,
+    /// How many answers in a row must match (1-100); default the run's consistency window
+    /// (3). More where a wrong implementation would match now and then by chance, such as a
+    /// route that should send nothing to a service of weight 0.
+    #[serde(default)]
+    #[schemars(with = "Option<u32>", range(min = 1, max = 100))]
+    pub consecutive: Option<Spanned<u32>>,
     pub expect: ResponseExpectation,
+    /// A mirror's copies: once the answers have passed, a backend other than the one that
+    /// answered must show a copy of each of them in its access log, matching this (`name` says
+    /// which backend). When copies are missing (a mirror may be programmed after its route),
+    /// requests are sent again until as many answers in a row as the consistency window have
+    /// their copies, within the traffic time limit.
+    #[serde(default)]
+    pub mirror: Option<BackendExpectation>,
 }
 
 /// What every one of the consecutive answers must show.

@@ -109,7 +109,10 @@ pub fn routes(ctx: &Context<'_>, object: &Value) -> Vec<(String, Route)> {
                 "Prefix" if prefix != "/" => PathPrefix::Segments(prefix.trim_end_matches('/').to_string()),
                 _ => PathPrefix::String(prefix),
             };
-            out.push((host.to_ascii_lowercase(), Route { path, action, host_rewrite: None }));
+            out.push((
+                host.to_ascii_lowercase(),
+                Route { path, action, host_rewrite: None, mirror: None, turn: Default::default() },
+            ));
         }
     }
     out

@@ -273,6 +273,7 @@ impl Controller {
         if self.config.has(Fault::Bare502OnHandshakeFailure) {
             table.upstream_failure = UpstreamFailureResponse::Bare502;
         }
+        table.keep_connections_across_changes = self.config.has(Fault::ConnectionsOutliveClusterChanges);
         let mut statuses = proxy::Statuses::new();
         for object in proxies.iter().filter(|p| !p["spec"]["virtualhost"].is_null()) {
             let me = qualified_name(object);
@@ -304,7 +305,7 @@ impl Controller {
                 table.virtual_hosts.entry(host).or_insert_with(VirtualHost::default).routes.push(route);
             }
         }
-        self.routes.send_replace(Arc::new(table));
+        crate::dataplane::publish(&self.routes, table);
         let now = now_rfc3339();
         for object in &proxies {
             let Some(status) = statuses.get(&qualified_name(object)) else { continue };

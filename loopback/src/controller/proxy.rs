@@ -21,7 +21,9 @@ use super::upstream::{PortRef, UpstreamRequest, build_cluster, lookup_service};
 use super::validation::{self, UpstreamValidation, ValidationError};
 use super::{Context, qualified_name};
 use crate::config::{Fault, LoopbackConfig};
-use crate::dataplane::table::{Cluster, HostRewrite, PathPrefix, Route, RouteAction, VirtualHost};
+use crate::dataplane::table::{
+    Cluster, HostRewrite, PathPrefix, Route, RouteAction, Transport, VirtualHost, weighted_rotation,
+};
 
 /// The parts of an HTTPProxy spec the controller reads; everything else is ignored.
 #[derive(Debug, Default, Deserialize)]
@@ -66,6 +68,11 @@ pub struct MatchCondition {
 pub struct RouteService {
     pub name: String,
     pub port: i32,
+    /// The service's share of the route's requests (docs/contract.md R3); for a mirror, the
+    /// share of requests copied to it.
+    pub weight: Option<i64>,
+    /// The service gets a copy of the route's requests instead of a share of them.
+    pub mirror: bool,
     pub protocol: Option<String>,
     pub validation: Option<UpstreamValidation>,
     pub request_headers_policy: Option<HeadersPolicy>,
@@ -258,7 +265,13 @@ impl Walk<'_, '_, '_> {
                 // An include with conditions answers 502 under them (docs/contract.md I4).
                 if !include.conditions.is_empty() && !self.ctx.config.has(Fault::MissingIncludeAnswers404) {
                     let action = RouteAction::DirectResponse { status: 502 };
-                    routes.push(Route { path: PathPrefix::String(include_prefix), action, host_rewrite: None });
+                    routes.push(Route {
+                        path: PathPrefix::String(include_prefix),
+                        action,
+                        host_rewrite: None,
+                        mirror: None,
+                        turn: Default::default(),
+                    });
                 }
             }
         }
@@ -274,11 +287,23 @@ impl Walk<'_, '_, '_> {
             let prefix = merge_prefixes(&prefixes.iter().cloned().chain(own).collect::<Vec<_>>());
             let route_host = HeadersPolicy::host(route.request_headers_policy.as_ref(), self.ctx.config);
             let mut clusters = Vec::new();
+            let mut mirror: Option<Arc<Cluster>> = None;
             let mut unresolved = false;
             for service in &route.services {
                 let route_literal = route_host.as_ref().and_then(HostRewrite::literal);
                 match self.route_cluster(namespace, service, route_literal) {
-                    Ok(cluster) => clusters.push(Arc::new(cluster)),
+                    // Checked once the service has passed every other check (E1).
+                    Ok(_) if service.mirror && mirror.is_some() => {
+                        let message = "only one service per route may be nominated as mirror".to_string();
+                        self.status(&me).error("ServiceError", "OnlyOneMirror", message);
+                        withdraw = true;
+                        break 'routes;
+                    }
+                    Ok(cluster) if service.mirror => mirror = Some(Arc::new(cluster)),
+                    Ok(cluster) => {
+                        let weight = service.weight.and_then(|w| u32::try_from(w).ok()).unwrap_or(0);
+                        clusters.push((Arc::new(cluster), weight));
+                    }
                     // The service is left out; the route still forwards to the others (E2).
                     Err(RouteServiceError::Unresolved(detail)) => {
                         let message = format!("Spec.Routes unresolved service reference: {detail}");
@@ -302,7 +327,7 @@ impl Walk<'_, '_, '_> {
             let action = if clusters.is_empty() || fail_route {
                 RouteAction::DirectResponse { status: 503 }
             } else {
-                RouteAction::Forward(clusters)
+                RouteAction::Forward(self.shares(clusters))
             };
             // HTTPProxy prefix conditions are plain string prefixes (docs/contract.md R1).
             let path = if self.ctx.config.has(Fault::SegmentPrefixes) {
@@ -310,7 +335,18 @@ impl Walk<'_, '_, '_> {
             } else {
                 PathPrefix::String(prefix)
             };
-            routes.push(Route { path, action, host_rewrite: route_host });
+            let mirror = match mirror {
+                Some(cluster) if self.ctx.config.has(Fault::MirrorIgnoresUpstreamTls) => Some(Arc::new(Cluster {
+                    name: cluster.name.clone(),
+                    endpoints: cluster.endpoints.clone(),
+                    transport: Transport::Plaintext { http2: false },
+                    host_rewrite: cluster.host_rewrite.clone(),
+                    pool: Default::default(),
+                })),
+                _ if self.ctx.config.has(Fault::MirrorIgnored) => None,
+                mirror => mirror,
+            };
+            routes.push(Route { path, action, host_rewrite: route_host, mirror, turn: Default::default() });
         }
         if withdraw && !self.ctx.config.has(Fault::KeepRoutesOfInvalidProxy) {
             if visited.len() == 1 && self.ctx.config.has(Fault::RootErrorKeepsIncludedRoutes) {
@@ -327,6 +363,30 @@ impl Walk<'_, '_, '_> {
         let key = qualified_name(child);
         let spec = parse(child, self.status(&key))?;
         self.routes(child, &spec, prefixes, visited)
+    }
+
+    /// The route's services in turn by weight: with no weight anywhere they share equally; a
+    /// service without a weight beside weighted ones gets nothing (docs/contract.md R3). Each
+    /// keeps its own transport.
+    fn shares(&self, clusters: Vec<(Arc<Cluster>, u32)>) -> Vec<Arc<Cluster>> {
+        let config = self.ctx.config;
+        let unweighted = config.has(Fault::WeightsIgnored) || clusters.iter().all(|(_, weight)| *weight == 0);
+        let mut clusters: Vec<(Arc<Cluster>, u32)> =
+            clusters.into_iter().map(|(cluster, weight)| (cluster, if unweighted { 1 } else { weight })).collect();
+        if config.has(Fault::RouteTransportFromFirstService)
+            && let Some(first) = clusters.first().map(|(cluster, _)| cluster.transport.clone())
+        {
+            for (cluster, _) in &mut clusters {
+                *cluster = Arc::new(Cluster {
+                    name: cluster.name.clone(),
+                    endpoints: cluster.endpoints.clone(),
+                    transport: first.clone(),
+                    host_rewrite: cluster.host_rewrite.clone(),
+                    pool: Default::default(),
+                });
+            }
+        }
+        weighted_rotation(clusters)
     }
 
     fn route_cluster(
@@ -446,10 +506,10 @@ fn unmodelled_feature(spec: &Value) -> Option<String> {
         }
         let services = route["services"].as_array().map(Vec::as_slice).unwrap_or_default();
         for (i, service) in services.iter().enumerate() {
-            for key in ["weight", "mirror"] {
-                if service.get(key).is_some() {
-                    return Some(format!("spec.routes[{r}].services[{i}].{key}"));
-                }
+            // A mirror copies every request, or a share of them (weight 1-99) the model lacks.
+            let share = service["weight"].as_i64().unwrap_or(0);
+            if service["mirror"].as_bool() == Some(true) && (1..100).contains(&share) {
+                return Some(format!("spec.routes[{r}].services[{i}].weight (a mirror's share)"));
             }
         }
     }

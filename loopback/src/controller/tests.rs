@@ -60,6 +60,14 @@ impl Fixture {
         )
     }
 
+    /// The echo Service with a TLS port (8443, annotated) and a plaintext one (8080).
+    fn tls_and_plain_service(&self) -> &Self {
+        self.service(
+            json!({"projectcontour.io/upstream-protocol.tls": "8443"}),
+            json!([{"name": "https", "port": 8443, "targetPort": "https"}, {"name": "http", "port": 8080, "targetPort": "http"}]),
+        )
+    }
+
     fn secret(&self, ns: &str, name: &str, secret_type: &str, data: Value) -> &Self {
         self.store.create(&SECRET, ns, json!({"metadata": {"name": name}, "type": secret_type, "data": data})).unwrap();
         self
@@ -586,6 +594,89 @@ fn s5_fault_sees_secrets_only_after_another_change_in_their_namespace() {
 }
 
 #[test]
+fn r3_weights_share_a_route_and_each_service_keeps_its_transport() {
+    // (TLS port's weight, plaintext port's weight) -> the rotation, as (port, TLS?) pairs.
+    let rotation = |weights: (Option<u32>, Option<u32>), fault: Option<Fault>| {
+        let f = fault.map_or_else(Fixture::new, |fault| Fixture::new().with_fault(fault));
+        f.tls_and_plain_service();
+        let service = |port: u16, weight: Option<u32>| match weight {
+            Some(w) => json!({"name": "echo", "port": port, "weight": w}),
+            None => json!({"name": "echo", "port": port}),
+        };
+        f.proxy_with_route("p", json!({"services": [service(8443, weights.0), service(8080, weights.1)]}));
+        let table = f.reconcile();
+        let RouteAction::Forward(clusters) = &table.virtual_hosts[HOST].routes[0].action else {
+            panic!("no forward: {:?}", table.virtual_hosts[HOST].routes[0].action)
+        };
+        clusters
+            .iter()
+            .map(|c| {
+                (c.name.rsplit('/').next().unwrap().parse::<u16>().unwrap(), matches!(c.transport, Transport::Tls(_)))
+            })
+            .collect::<Vec<_>>()
+    };
+    let (tls, plain) = ((8443, true), (8080, false));
+    assert_eq!(rotation((Some(100), Some(0)), None), [tls]);
+    assert_eq!(rotation((Some(0), Some(100)), None), [plain]);
+    assert_eq!(rotation((None, None), None), [tls, plain], "no weights: equal shares");
+    assert_eq!(rotation((Some(30), Some(10)), None), [tls, tls, tls, plain]);
+    assert_eq!(rotation((Some(5), None), None), [tls], "unweighted beside weighted: no share");
+    assert_eq!(rotation((Some(100), Some(0)), Some(Fault::WeightsIgnored)), [tls, plain]);
+    assert_eq!(
+        rotation((Some(0), Some(100)), Some(Fault::RouteTransportFromFirstService)),
+        [(8080, true)],
+        "the fault speaks TLS to the plaintext port"
+    );
+
+    // A single service gets every request, whatever its weight.
+    let f = Fixture::new();
+    f.tls_service().proxy("p", json!({"name": "echo", "port": 8443, "weight": 0}));
+    assert_eq!(cluster(&f.reconcile()).name, "app/echo/8443");
+}
+
+#[test]
+fn r3_a_mirror_gets_copies_over_its_own_transport_and_only_one_per_route() {
+    let build = |services: Value, fault: Option<Fault>| {
+        let f = fault.map_or_else(Fixture::new, |fault| Fixture::new().with_fault(fault));
+        f.tls_and_plain_service();
+        f.proxy_with_route("p", json!({"services": services}));
+        (f.reconcile(), f.status("p"))
+    };
+    let services = json!([{"name": "echo", "port": 8080}, {"name": "echo", "port": 8443, "mirror": true}]);
+    let mirror_of = |table: &RouteTable| {
+        table.virtual_hosts[HOST].routes[0]
+            .mirror
+            .as_ref()
+            .map(|m| (m.name.clone(), matches!(m.transport, Transport::Tls(_))))
+    };
+    let (table, status) = build(services.clone(), None);
+    assert_eq!(status["currentStatus"], "valid");
+    assert_eq!(cluster(&table).name, "app/echo/8080", "the mirror takes no share");
+    assert_eq!(mirror_of(&table), Some(("app/echo/8443".to_string(), true)));
+    assert_eq!(mirror_of(&build(services.clone(), Some(Fault::MirrorIgnored)).0), None);
+    assert_eq!(
+        mirror_of(&build(services, Some(Fault::MirrorIgnoresUpstreamTls)).0),
+        Some(("app/echo/8443".to_string(), false))
+    );
+
+    let two = json!([
+        {"name": "echo", "port": 8080},
+        {"name": "echo", "port": 8443, "mirror": true},
+        {"name": "echo", "port": 8080, "mirror": true},
+    ]);
+    let (table, status) = build(two, None);
+    assert_eq!(
+        first_error(&status),
+        (
+            "ServiceError".to_string(),
+            "OnlyOneMirror".to_string(),
+            "only one service per route may be nominated as mirror".to_string()
+        )
+    );
+    assert!(table.virtual_hosts.is_empty(), "the proxy's routes are withdrawn");
+}
+
+#[test]
 fn features_the_model_lacks_are_refused_loudly() {
     let cases = [
         (
@@ -595,7 +686,10 @@ fn features_the_model_lacks_are_refused_loudly() {
         (json!({"tcpproxy": {"services": []}}), "spec.tcpproxy"),
         (json!({"virtualhost": {"fqdn": HOST, "tls": {"secretName": "s"}}}), "spec.virtualhost.tls"),
         (json!({"routes": [{"conditions": [{"header": {"name": "x", "present": true}}]}]}), "conditions[0].header"),
-        (json!({"routes": [{"services": [{"name": "echo", "port": 8443, "weight": 10}]}]}), "services[0].weight"),
+        (
+            json!({"routes": [{"services": [{"name": "echo", "port": 8443, "mirror": true, "weight": 50}]}]}),
+            "services[0].weight (a mirror's share)",
+        ),
     ];
     for (i, (spec, feature)) in cases.into_iter().enumerate() {
         let f = Fixture::new();

@@ -94,6 +94,7 @@ pub fn build_cluster(ctx: &Context<'_>, upstream: UpstreamRequest<'_>) -> Cluste
         endpoints: endpoints(ctx, upstream.namespace, upstream.service, upstream.port),
         transport,
         host_rewrite: upstream.host_rewrite,
+        pool: Default::default(),
     }
 }
 
@@ -102,6 +103,7 @@ fn tls_settings(ctx: &Context<'_>, upstream: &UpstreamRequest<'_>) -> TlsSetting
     // Contour configures ALPN only for h2; for tls, Envoy's HTTP/1 connection pool offers
     // http/1.1 itself when the cluster configures none (docs/contract.md P5).
     let alpn = match (h2, ctx.config.has(Fault::NoAlpnForTls)) {
+        (true, _) if ctx.config.has(Fault::H2FallsBackToHttp1) => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
         (true, _) => vec![b"h2".to_vec()],
         (false, false) => vec![b"http/1.1".to_vec()],
         (false, true) => Vec::new(),

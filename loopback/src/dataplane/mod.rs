@@ -2,15 +2,17 @@
 //!
 //! [`serve`] routes each request by its Host header through the current [`RouteTable`]:
 //! 404 with no body for an unknown host or path (as Envoy), a direct response where the
-//! controller says so, otherwise a fresh connection to an endpoint of the route's cluster
-//! ([`upstream::connect`]) and the request forwarded over HTTP/1.1. When the connection or
-//! the TLS handshake fails the client gets 503 with Envoy's body text, and the backend never
-//! sees the request.
+//! controller says so, otherwise the request forwarded to an endpoint of the route's cluster
+//! over a connection of the cluster's [`pool`] (opened with [`upstream::connect`] when none is
+//! idle). When the connection or the TLS handshake fails the client gets 503 with Envoy's body
+//! text, and the backend never sees the request.
 
+pub mod pool;
 pub mod table;
 pub mod upstream;
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -25,13 +27,39 @@ use tokio::task::JoinSet;
 
 use crate::disruption::{Disruption, Disruptions};
 
+use pool::SendFailure;
+use table::Cluster;
 pub use table::RouteTable;
 use table::{HostRewrite, RouteAction, Transport, UpstreamFailureResponse};
 
-type Body = BoxBody<Bytes, hyper::Error>;
+pub(crate) type Body = BoxBody<Bytes, hyper::Error>;
 
 /// The first words of every Envoy body for a failed upstream connection.
 pub const UPSTREAM_FAILURE_PREFIX: &str = "upstream connect error or disconnect/reset before headers.";
+
+/// Installs `table` as the proxy's configuration. A cluster keeps the connections of the
+/// cluster of the same name it replaces when both connect the same way; when its TLS settings
+/// changed it starts with none, as Envoy drains the pools of a cluster whose configuration
+/// changed (a rotated client certificate has a new SDS name in Contour, a new CA bundle is new
+/// inline bytes).
+pub fn publish(routes: &watch::Sender<Arc<RouteTable>>, table: RouteTable) {
+    let previous = routes.borrow().clone();
+    let mut placed: Vec<&Cluster> = Vec::new();
+    for cluster in table.clusters() {
+        let same = |other: &&&Cluster| other.name == cluster.name && other.transport.connects_like(&cluster.transport);
+        let carried = placed.iter().find(same).copied().or_else(|| {
+            previous.clusters().map(Arc::as_ref).find(|old| {
+                old.name == cluster.name
+                    && (table.keep_connections_across_changes || old.transport.connects_like(&cluster.transport))
+            })
+        });
+        if let Some(from) = carried {
+            cluster.pool.share(from.pool.get());
+        }
+        placed.push(cluster);
+    }
+    routes.send_replace(Arc::new(table));
+}
 
 /// Serves proxy traffic on `listener` until `shutdown` turns true. Under
 /// [`Disruption::ProxyRestart`] it goes away now and then: every connection is dropped and the
@@ -42,7 +70,7 @@ pub async fn serve(
     disruptions: Arc<Disruptions>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let next_endpoint = Arc::new(AtomicUsize::new(0));
+    let turns = Arc::new(Turns::default());
     let mut connections = JoinSet::new();
     let restarts = disruptions.proxy_restarts();
     let mut next_restart = restarts.map(|(uptime, _)| tokio::time::Instant::now() + uptime);
@@ -86,11 +114,11 @@ pub async fn serve(
             _ = shutdown.changed() => return,
         };
         let routes = routes.clone();
-        let next_endpoint = next_endpoint.clone();
+        let turns = turns.clone();
         let service = service_fn(move |request| {
             let table = routes.borrow().clone();
-            let next_endpoint = next_endpoint.clone();
-            async move { Ok::<_, Infallible>(handle(request, &table, &next_endpoint).await) }
+            let turns = turns.clone();
+            async move { Ok::<_, Infallible>(handle(request, &table, &turns).await) }
         });
         connections.spawn(async move {
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -100,7 +128,13 @@ pub async fn serve(
     }
 }
 
-async fn handle(request: Request<Incoming>, table: &RouteTable, next_endpoint: &AtomicUsize) -> Response<Body> {
+/// Whose turn it is among a cluster's endpoints (routes keep their own turns among clusters).
+#[derive(Debug, Default)]
+struct Turns {
+    endpoint: AtomicUsize,
+}
+
+async fn handle(request: Request<Incoming>, table: &RouteTable, turns: &Turns) -> Response<Body> {
     let host = request_host(&request);
     let Some(route) = table.route(&host, request.uri().path()) else {
         return text(StatusCode::NOT_FOUND, "");
@@ -110,28 +144,15 @@ async fn handle(request: Request<Incoming>, table: &RouteTable, next_endpoint: &
             return text(StatusCode::from_u16(*status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE), "");
         }
         RouteAction::Forward(clusters) => {
-            let turn = next_endpoint.fetch_add(1, Ordering::Relaxed);
+            let turn = route.turn.fetch_add(1, Ordering::Relaxed);
             match clusters.get(turn % clusters.len().max(1)) {
                 Some(cluster) => cluster.clone(),
                 None => return text(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream"),
             }
         }
     };
-    if cluster.endpoints.is_empty() {
+    let Some(endpoint) = turns.endpoint_of(&cluster) else {
         return text(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
-    }
-    let endpoint = cluster.endpoints[next_endpoint.fetch_add(1, Ordering::Relaxed) % cluster.endpoints.len()];
-    let failure_style = table.upstream_failure;
-    let stream = match upstream::connect(endpoint, &cluster.transport).await {
-        Ok(stream) => stream,
-        Err(failure) => {
-            tracing::debug!(cluster = %cluster.name, %endpoint, "upstream failure: {failure:?}");
-            return upstream_failure(failure_style, "remote connection failure", &failure.to_string());
-        }
-    };
-    let (http2, scheme) = match &cluster.transport {
-        Transport::Plaintext { http2 } => (*http2, "http"),
-        Transport::Tls(settings) => (settings.http2, "https"),
     };
     let route_host = match &route.host_rewrite {
         Some(HostRewrite::Literal(literal)) => Some(literal.clone()),
@@ -144,53 +165,93 @@ async fn handle(request: Request<Incoming>, table: &RouteTable, next_endpoint: &
             .map(str::to_string),
         None => None,
     };
+    let request = match &route.mirror {
+        None => request.map(BodyExt::boxed),
+        Some(mirror) => {
+            // The copy needs the body too: read it once, send it twice.
+            let (parts, body) = request.into_parts();
+            let Ok(body) = body.collect().await.map(http_body_util::Collected::to_bytes) else {
+                return text(StatusCode::BAD_REQUEST, "");
+            };
+            let copy = Request::from_parts(parts.clone(), full(body.clone()));
+            if let Some(endpoint) = turns.endpoint_of(mirror) {
+                // Envoy marks the copy's host with a -shadow suffix.
+                let shadow =
+                    format!("{}-shadow", mirror.host_rewrite.clone().or(route_host.clone()).unwrap_or(host.clone()));
+                tokio::spawn(send_copy(mirror.clone(), endpoint, copy, shadow));
+            }
+            Request::from_parts(parts, full(body))
+        }
+    };
     let upstream_host = cluster.host_rewrite.clone().or(route_host).unwrap_or(host);
-    forward(request, stream, &upstream_host, http2, scheme, failure_style).await
+    let failure_style = table.upstream_failure;
+    match send(&cluster, endpoint, request, &upstream_host).await {
+        Ok(response) => response.map(BodyExt::boxed),
+        Err(SendFailure::Connect(failure)) => {
+            tracing::debug!(cluster = %cluster.name, %endpoint, "upstream failure: {failure:?}");
+            upstream_failure(failure_style, "remote connection failure", &failure.to_string())
+        }
+        Err(SendFailure::Http(err)) => upstream_failure(failure_style, "connection termination", &err.to_string()),
+    }
 }
 
-/// Sends the request over a fresh upstream connection and relays the response.
-async fn forward(
-    request: Request<Incoming>,
-    stream: upstream::UpstreamStream,
+impl Turns {
+    /// The cluster's next endpoint, if it has any.
+    fn endpoint_of(&self, cluster: &Cluster) -> Option<SocketAddr> {
+        let turn = self.endpoint.fetch_add(1, Ordering::Relaxed);
+        cluster.endpoints.get(turn % cluster.endpoints.len().max(1)).copied()
+    }
+}
+
+/// Sends `request` to `endpoint` of `cluster` with `host` as its host, as the cluster speaks.
+async fn send(
+    cluster: &Cluster,
+    endpoint: SocketAddr,
+    request: Request<Body>,
     host: &str,
-    http2: bool,
-    scheme: &str,
-    failure_style: UpstreamFailureResponse,
-) -> Response<Body> {
+) -> Result<Response<Incoming>, SendFailure> {
+    let (http2, scheme) = match &cluster.transport {
+        Transport::Plaintext { http2 } => (*http2, "http"),
+        Transport::Tls(settings) => (settings.http2, "https"),
+    };
+    let request = upstream_request(request, host, http2, scheme);
+    cluster.pool.get().send(endpoint, &cluster.transport, http2, request).await
+}
+
+/// Sends a mirror's copy and reads its answer to the end, so that the connection can serve
+/// again; the answer goes nowhere, as Envoy drops a shadow's response.
+async fn send_copy(mirror: Arc<Cluster>, endpoint: SocketAddr, copy: Request<Body>, host: String) {
+    match send(&mirror, endpoint, copy, &host).await {
+        Ok(response) => {
+            let _ = response.into_body().collect().await;
+        }
+        Err(failure) => tracing::debug!(cluster = %mirror.name, %endpoint, "mirror failure: {failure:?}"),
+    }
+}
+
+fn full(bytes: Bytes) -> Body {
+    Full::new(bytes).map_err(|never| match never {}).boxed()
+}
+
+/// The request as it goes upstream: HTTP/1.1 with `host` in the Host header, or HTTP/2 with
+/// `host` in `:authority`.
+fn upstream_request(request: Request<Body>, host: &str, http2: bool, scheme: &str) -> Request<Body> {
     let (mut parts, body) = request.into_parts();
     parts.headers.insert("x-forwarded-proto", header::HeaderValue::from_static("http"));
     let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str()).to_string();
-    let io = TokioIo::new(stream);
-    let result = if http2 {
+    if http2 {
         // HTTP/2 carries the host in :authority, taken from an absolute URI.
         parts.version = http::Version::HTTP_2;
         parts.headers.remove(header::HOST);
         parts.uri = format!("{scheme}://{host}{path}").parse().unwrap_or_default();
-        match hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await {
-            Ok((mut sender, connection)) => {
-                tokio::spawn(connection);
-                sender.send_request(Request::from_parts(parts, body)).await
-            }
-            Err(err) => Err(err),
-        }
     } else {
         parts.version = http::Version::HTTP_11;
         if let Ok(value) = header::HeaderValue::from_str(host) {
             parts.headers.insert(header::HOST, value);
         }
         parts.uri = path.parse().unwrap_or_default();
-        match hyper::client::conn::http1::handshake(io).await {
-            Ok((mut sender, connection)) => {
-                tokio::spawn(connection);
-                sender.send_request(Request::from_parts(parts, body)).await
-            }
-            Err(err) => Err(err),
-        }
-    };
-    match result {
-        Ok(response) => response.map(BodyExt::boxed),
-        Err(err) => upstream_failure(failure_style, "connection termination", &err.to_string()),
     }
+    Request::from_parts(parts, body)
 }
 
 /// Envoy's 503 for a failed upstream connection (or the fault's bare 502).

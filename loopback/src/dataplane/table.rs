@@ -7,6 +7,7 @@ use std::sync::{Arc, OnceLock};
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+use super::pool::ConnectionPool;
 use crate::config::TlsVersion;
 
 /// The whole proxy configuration; replaced as one value on every rebuild.
@@ -16,6 +17,9 @@ pub struct RouteTable {
     pub virtual_hosts: BTreeMap<String, VirtualHost>,
     /// How a failed upstream connection is answered.
     pub upstream_failure: UpstreamFailureResponse,
+    /// Keep a cluster's connections when its TLS settings change (only the
+    /// `connections-outlive-cluster-changes` fault asks for it).
+    pub keep_connections_across_changes: bool,
 }
 
 /// The answer to a request whose upstream connection or handshake failed.
@@ -40,6 +44,12 @@ pub struct Route {
     pub action: RouteAction,
     /// Replaces the Host header sent upstream (a cluster's own rewrite wins).
     pub host_rewrite: Option<HostRewrite>,
+    /// Gets a copy of every forwarded request, its answer ignored (Envoy's request mirror
+    /// policy at 100 %).
+    pub mirror: Option<Arc<Cluster>>,
+    /// The next turn among the clusters it forwards to: each route keeps its own rotation, so
+    /// that other routes' traffic does not decide which of its clusters a request gets.
+    pub turn: std::sync::atomic::AtomicUsize,
 }
 
 /// Where a route's upstream Host comes from.
@@ -114,6 +124,26 @@ pub enum RouteAction {
     DirectResponse { status: u16 },
 }
 
+/// Weighted clusters as the rotation [`RouteAction::Forward`] takes turns over: each cluster
+/// repeated in proportion to its weight (after dividing by the common factor), so requests are
+/// shared as Envoy's `weighted_clusters` shares them. A cluster of weight 0 gets no turn; with
+/// more than 100 turns in all, each cluster gets one.
+pub fn weighted_rotation(entries: Vec<(Arc<Cluster>, u32)>) -> Vec<Arc<Cluster>> {
+    const MAX_TURNS: u32 = 100;
+    fn gcd(a: u32, b: u32) -> u32 {
+        if b == 0 { a } else { gcd(b, a % b) }
+    }
+    let entries: Vec<(Arc<Cluster>, u32)> = entries.into_iter().filter(|(_, weight)| *weight > 0).collect();
+    let divisor = entries.iter().fold(0, |g, (_, w)| gcd(g, *w)).max(1);
+    let total: u32 = entries.iter().map(|(_, w)| w / divisor).sum();
+    let mut rotation = Vec::new();
+    for (cluster, weight) in entries {
+        let turns = if total > MAX_TURNS { 1 } else { weight / divisor };
+        rotation.extend(std::iter::repeat_n(cluster, turns as usize));
+    }
+    rotation
+}
+
 /// One upstream: a Service port with its endpoints and how to speak to them.
 #[derive(Debug)]
 pub struct Cluster {
@@ -123,6 +153,25 @@ pub struct Cluster {
     pub transport: Transport,
     /// Replaces the Host header sent upstream; wins over the route's rewrite.
     pub host_rewrite: Option<String>,
+    /// The connections kept for reuse; start it empty ([`super::publish`] carries a pool over
+    /// from the cluster this one replaces).
+    pub pool: PoolSlot,
+}
+
+/// A cluster's connection pool: the one carried over from the cluster it replaces, or a new
+/// one made on first use.
+#[derive(Debug, Default)]
+pub struct PoolSlot(OnceLock<Arc<ConnectionPool>>);
+
+impl PoolSlot {
+    pub fn get(&self) -> &Arc<ConnectionPool> {
+        self.0.get_or_init(Arc::default)
+    }
+
+    /// Shares `pool`, unless this slot already has one.
+    pub fn share(&self, pool: &Arc<ConnectionPool>) {
+        let _ = self.0.set(pool.clone());
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -153,6 +202,30 @@ pub struct TlsSettings {
     /// The rustls configuration made from the fields above on first use, so it is built once
     /// per programmed cluster rather than once per request. Start it empty.
     pub client_config: ClientConfigCache,
+}
+
+impl Transport {
+    /// Whether connections made for `other` could serve this transport unchanged: the same
+    /// protocol and, for TLS, the same settings (the cached client configuration aside).
+    pub fn connects_like(&self, other: &Transport) -> bool {
+        match (self, other) {
+            (Transport::Plaintext { http2: a }, Transport::Plaintext { http2: b }) => a == b,
+            (Transport::Tls(a), Transport::Tls(b)) => {
+                a.sni == b.sni
+                    && a.alpn == b.alpn
+                    && a.http2 == b.http2
+                    && a.validation == b.validation
+                    && a.versions == b.versions
+                    && a.cipher_suites == b.cipher_suites
+                    && match (&a.client_certificate, &b.client_certificate) {
+                        (None, None) => true,
+                        (Some(a), Some(b)) => a.chain == b.chain && a.key.secret_der() == b.key.secret_der(),
+                        _ => false,
+                    }
+            }
+            _ => false,
+        }
+    }
 }
 
 /// A lazily built client configuration (or why none could be built).
@@ -197,6 +270,17 @@ pub struct ClientCertificate {
 }
 
 impl RouteTable {
+    /// Every cluster routes forward or mirror to, once per route that names it.
+    pub fn clusters(&self) -> impl Iterator<Item = &Arc<Cluster>> {
+        self.virtual_hosts.values().flat_map(|host| &host.routes).flat_map(|route| {
+            let forward = match &route.action {
+                RouteAction::Forward(clusters) => clusters.as_slice(),
+                RouteAction::DirectResponse { .. } => &[],
+            };
+            forward.iter().chain(&route.mirror)
+        })
+    }
+
     /// The route for `host` and `path`: the longest matching prefix of the host's routes.
     pub fn route(&self, host: &str, path: &str) -> Option<&Route> {
         self.virtual_hosts
@@ -254,6 +338,7 @@ impl RouteTable {
                             "prefixMatch": route.path.kind(),
                             "hostRewrite": route.host_rewrite.as_ref().map(HostRewrite::to_json),
                             "action": action,
+                            "mirror": route.mirror.as_ref().map(|c| upstream(c)),
                         })
                     })
                     .collect();
@@ -277,6 +362,8 @@ mod tests {
                     action: RouteAction::DirectResponse { status: p.as_str().len() as u16 },
                     path: p,
                     host_rewrite: None,
+                    mirror: None,
+                    turn: Default::default(),
                 })
                 .collect();
         table.virtual_hosts.insert("a.test".into(), VirtualHost { routes });

@@ -100,7 +100,7 @@ async fn tls_backend(options: BackendOptions) -> (SocketAddr, Seen) {
     let seen: Seen = Arc::default();
     let record = seen.clone();
     tokio::spawn(async move {
-        loop {
+        for number in 1.. {
             let Ok((tcp, _)) = listener.accept().await else { return };
             let acceptor = acceptor.clone();
             let record = record.clone();
@@ -108,6 +108,7 @@ async fn tls_backend(options: BackendOptions) -> (SocketAddr, Seen) {
                 let Ok(tls) = acceptor.accept(tcp).await else { return };
                 let (_, connection) = tls.get_ref();
                 let facts = json!({
+                    "connection": number,
                     "tls": true,
                     "sni": connection.server_name(),
                     "alpn": connection.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned()),
@@ -150,17 +151,36 @@ where
     let _ = builder.serve_connection(io, service).await;
 }
 
-/// A proxy programmed with one host routed to one cluster.
-async fn proxy(endpoint: SocketAddr, transport: Transport, upstream_failure: UpstreamFailureResponse) -> SocketAddr {
-    let cluster = Cluster { name: "test".into(), endpoints: vec![endpoint], transport, host_rewrite: None };
+/// A table with one host routed to one cluster.
+fn one_route(endpoint: SocketAddr, transport: Transport) -> RouteTable {
+    let cluster = Cluster {
+        name: "test".into(),
+        endpoints: vec![endpoint],
+        transport,
+        host_rewrite: None,
+        pool: Default::default(),
+    };
     let route = Route {
         path: PathPrefix::String("/".into()),
         action: RouteAction::Forward(vec![Arc::new(cluster)]),
         host_rewrite: None,
+        mirror: None,
+        turn: Default::default(),
     };
-    let mut table = RouteTable { upstream_failure, ..Default::default() };
+    let mut table = RouteTable::default();
     table.virtual_hosts.insert(HOST.into(), VirtualHost { routes: vec![route] });
-    let (_routes_tx, routes) = watch::channel(Arc::new(table));
+    table
+}
+
+/// A proxy programmed with one host routed to one cluster.
+async fn proxy(endpoint: SocketAddr, transport: Transport, upstream_failure: UpstreamFailureResponse) -> SocketAddr {
+    let table = RouteTable { upstream_failure, ..one_route(endpoint, transport) };
+    let (routes_tx, routes) = watch::channel(Arc::new(table));
+    serving(routes_tx, routes).await
+}
+
+/// A proxy serving what `routes` holds, for as long as the test runs.
+async fn serving(_routes_tx: watch::Sender<Arc<RouteTable>>, routes: watch::Receiver<Arc<RouteTable>>) -> SocketAddr {
     let (shutdown_tx, shutdown) = watch::channel(false);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
@@ -372,6 +392,55 @@ async fn unknown_hosts_get_404_and_the_fault_answers_a_bare_502() {
     let settings = tls_transport(Some(validation(&trusted, &["echo.test"])));
     let proxy_address = proxy(backend, Transport::Tls(settings), UpstreamFailureResponse::Bare502).await;
     assert_eq!(get(proxy_address, HOST).await, (502, String::new()));
+}
+
+/// The backend connection each of `n` sequential requests arrived on. After each response it
+/// waits for the connection to be back in the pool of the table's cluster.
+async fn connections_of(proxy: SocketAddr, routes: &watch::Sender<Arc<RouteTable>>, seen: &Seen, n: usize) -> Vec<u64> {
+    let before = seen.lock().unwrap().len();
+    for _ in 0..n {
+        assert_eq!(get(proxy, HOST).await.0, 200);
+        let pool = routes.borrow().clusters().next().unwrap().pool.get().clone();
+        let back = async {
+            while pool.idle() == 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), back).await.expect("the connection goes back");
+    }
+    seen.lock().unwrap()[before..].iter().map(|facts| facts["connection"].as_u64().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn c2_connections_are_reused_until_the_clusters_tls_settings_change() {
+    let authority = ca("ca");
+    let server = leaf(&authority, &["echo.test"], "echo", false);
+    let asking = BackendOptions { client_ca: Some((authority.der(), true)), ..backend_options(&server) };
+    let (backend, seen) = tls_backend(asking).await;
+    let settings = |certificate| TlsSettings { client_certificate: Some(certificate), ..tls_transport(None) };
+    let first = client_certificate(&authority);
+    let (routes_tx, routes) = watch::channel(Arc::new(RouteTable::default()));
+    super::publish(&routes_tx, one_route(backend, Transport::Tls(settings(first.clone()))));
+    let proxy = serving(routes_tx.clone(), routes).await;
+
+    let reused = connections_of(proxy, &routes_tx, &seen, 3).await;
+    assert_eq!(reused, [1, 1, 1], "sequential requests share one upstream connection");
+
+    super::publish(&routes_tx, one_route(backend, Transport::Tls(settings(first))));
+    let unchanged = connections_of(proxy, &routes_tx, &seen, 2).await;
+    assert_eq!(unchanged, [1, 1], "an unchanged cluster keeps its connections");
+
+    let second = client_certificate(&authority);
+    super::publish(&routes_tx, one_route(backend, Transport::Tls(settings(second))));
+    let changed = connections_of(proxy, &routes_tx, &seen, 2).await;
+    assert_eq!(changed, [2, 2], "a new client certificate needs new connections");
+
+    let third = client_certificate(&authority);
+    let faulty =
+        RouteTable { keep_connections_across_changes: true, ..one_route(backend, Transport::Tls(settings(third))) };
+    super::publish(&routes_tx, faulty);
+    let kept = connections_of(proxy, &routes_tx, &seen, 2).await;
+    assert_eq!(kept, [2, 2], "the fault keeps the old connection");
 }
 
 #[test]

@@ -43,6 +43,16 @@ pub enum UpstreamStream {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
+impl UpstreamStream {
+    /// The protocol the backend chose by ALPN, if any.
+    pub fn alpn(&self) -> Option<&[u8]> {
+        match self {
+            UpstreamStream::Plain(_) => None,
+            UpstreamStream::Tls(tls) => tls.get_ref().1.alpn_protocol(),
+        }
+    }
+}
+
 /// Opens a stream to `endpoint` speaking `transport`.
 ///
 /// # Errors
@@ -140,6 +150,7 @@ fn tls_failure(error: &std::io::Error) -> UpstreamFailure {
             rustls::AlertDescription::HandshakeFailure => "SSLV3_ALERT_HANDSHAKE_FAILURE",
             rustls::AlertDescription::ProtocolVersion => "TLSV1_ALERT_PROTOCOL_VERSION",
             rustls::AlertDescription::CertificateRequired => "TLSV13_ALERT_CERTIFICATE_REQUIRED",
+            rustls::AlertDescription::NoApplicationProtocol => "TLSV1_ALERT_NO_APPLICATION_PROTOCOL",
             _ => "TLSV1_ALERT_INTERNAL_ERROR",
         },
         Some(rustls::Error::InvalidMessage(_)) => "WRONG_VERSION_NUMBER",

@@ -19,7 +19,7 @@ pub async fn run(xds_address: SocketAddr, routes: watch::Sender<Arc<RouteTable>>
     client::subscribe(
         xds_address,
         |resources| {
-            routes.send_replace(Arc::new(translate::translate(resources)));
+            crate::dataplane::publish(&routes, translate::translate(resources));
         },
         shutdown,
     )

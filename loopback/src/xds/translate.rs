@@ -37,7 +37,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use crate::config::TlsVersion;
 use crate::dataplane::table::{
     ClientCertificate, Cluster, HostRewrite, PathPrefix, PeerValidation, Route, RouteAction, RouteTable, TlsSettings,
-    Transport, VirtualHost,
+    Transport, VirtualHost, weighted_rotation,
 };
 
 /// The listener Contour gives plaintext HTTP virtual hosts (the data plane serves plain HTTP).
@@ -120,7 +120,13 @@ fn share_route(route: &Route) -> Route {
         RouteAction::Forward(clusters) => RouteAction::Forward(clusters.clone()),
         RouteAction::DirectResponse { status } => RouteAction::DirectResponse { status: *status },
     };
-    Route { path: route.path.clone(), action, host_rewrite: route.host_rewrite.clone() }
+    Route {
+        path: route.path.clone(),
+        action,
+        host_rewrite: route.host_rewrite.clone(),
+        mirror: route.mirror.clone(),
+        turn: Default::default(),
+    }
 }
 
 /// Envoy takes the first route that matches; the table takes the longest matching prefix.
@@ -143,8 +149,14 @@ fn translate_routes(routes: &[XdsRoute], clusters: &mut ClusterCache<'_>) -> Vec
             tracing::debug!(route = %xds_route.name, "route action not expressible in the route table");
             continue;
         };
+        let mirror = match &xds_route.action {
+            Some(route::Action::Route(action)) => {
+                action.request_mirror_policies.first().and_then(|policy| clusters.get(&policy.cluster, None))
+            }
+            _ => None,
+        };
         kept.push(path.clone());
-        out.push(Route { path, action, host_rewrite });
+        out.push(Route { path, action, host_rewrite, mirror, turn: Default::default() });
     }
     out
 }
@@ -220,22 +232,15 @@ fn static_host_header(headers: &[HeaderValueOption]) -> Option<String> {
         .rfind(|value| !value.is_empty() && !value.contains('%'))
 }
 
-/// Weighted clusters as a rotation: each cluster repeated in proportion to its weight (after
-/// dividing by the common factor), which the data plane's turn-taking then follows. `None`
-/// when any named cluster is missing, as Envoy would then fail the request.
+/// The clusters of `weighted_clusters` in turn, by weight. `None` when any named cluster is
+/// missing, as Envoy would then fail the request.
 fn weighted_clusters(weighted: &WeightedCluster, clusters: &mut ClusterCache<'_>) -> Option<Vec<Arc<Cluster>>> {
-    /// Beyond this many turns the rotation is flattened to one turn per cluster.
-    const MAX_TURNS: u32 = 100;
-    let entries: Vec<(&weighted_cluster::ClusterWeight, u32)> = weighted
-        .clusters
-        .iter()
-        .map(|c| (c, c.weight.as_ref().map_or(0, |w| w.value)))
-        .filter(|(_, weight)| *weight > 0)
-        .collect();
-    let divisor = entries.iter().fold(0, |g, (_, w)| gcd(g, *w)).max(1);
-    let total: u32 = entries.iter().map(|(_, w)| w / divisor).sum();
-    let mut out = Vec::new();
-    for (entry, weight) in entries {
+    let mut entries = Vec::new();
+    for entry in &weighted.clusters {
+        let weight = entry.weight.as_ref().map_or(0, |w| w.value);
+        if weight == 0 {
+            continue;
+        }
         let rewrite = match &entry.host_rewrite_specifier {
             Some(weighted_cluster::cluster_weight::HostRewriteSpecifier::HostRewriteLiteral(host))
                 if !host.is_empty() =>
@@ -244,15 +249,9 @@ fn weighted_clusters(weighted: &WeightedCluster, clusters: &mut ClusterCache<'_>
             }
             _ => static_host_header(&entry.request_headers_to_add),
         };
-        let cluster = clusters.get(&entry.name, rewrite)?;
-        let turns = if total > MAX_TURNS { 1 } else { weight / divisor };
-        out.extend(std::iter::repeat_n(cluster, turns as usize));
+        entries.push((clusters.get(&entry.name, rewrite)?, weight));
     }
-    Some(out)
-}
-
-fn gcd(a: u32, b: u32) -> u32 {
-    if b == 0 { a } else { gcd(b, a % b) }
+    Some(weighted_rotation(entries))
 }
 
 /// Table clusters made on demand, at most once per (name, host rewrite).
@@ -293,7 +292,13 @@ fn translate_cluster(xds: &XdsCluster, resources: &Resources, host_rewrite: Opti
         },
         None => Transport::Plaintext { http2 },
     };
-    Some(Cluster { name: xds.name.clone(), endpoints: endpoints(xds, resources), transport, host_rewrite })
+    Some(Cluster {
+        name: xds.name.clone(),
+        endpoints: endpoints(xds, resources),
+        transport,
+        host_rewrite,
+        pool: Default::default(),
+    })
 }
 
 /// Whether the cluster speaks HTTP/2 upstream: explicit HTTP/2 in the protocol options (or
