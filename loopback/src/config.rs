@@ -146,11 +146,13 @@ pub enum Fault {
     MirrorIgnoresUpstreamTls,
     /// P5: h2 upstreams also offer http/1.1 by ALPN and speak HTTP/1.1 to a backend that picks it.
     H2FallsBackToHttp1,
+    /// R3: a route may nominate several mirrors; the last one gets the copies.
+    SeveralMirrorsAllowed,
 }
 
 impl Fault {
     /// Every fault, in documentation order.
-    pub const ALL: [Fault; 63] = [
+    pub const ALL: [Fault; 64] = [
         Fault::IgnoreUpstreamProtocolAnnotation,
         Fault::AnnotationMatchesTargetPort,
         Fault::H2BeatsH2c,
@@ -214,6 +216,7 @@ impl Fault {
         Fault::MirrorIgnored,
         Fault::MirrorIgnoresUpstreamTls,
         Fault::H2FallsBackToHttp1,
+        Fault::SeveralMirrorsAllowed,
     ];
 
     /// The name used in config files, flags and reports.
@@ -282,6 +285,7 @@ impl Fault {
             Fault::MirrorIgnored => "mirror-ignored",
             Fault::MirrorIgnoresUpstreamTls => "mirror-ignores-upstream-tls",
             Fault::H2FallsBackToHttp1 => "h2-falls-back-to-http1",
+            Fault::SeveralMirrorsAllowed => "several-mirrors-allowed",
         }
     }
 
@@ -340,7 +344,7 @@ impl Fault {
             Fault::TlsAnnotationReadFirst => "P1",
             Fault::ConnectionsOutliveClusterChanges => "C2",
             Fault::WeightsIgnored | Fault::RouteTransportFromFirstService => "R3",
-            Fault::MirrorIgnored | Fault::MirrorIgnoresUpstreamTls => "R3",
+            Fault::MirrorIgnored | Fault::MirrorIgnoresUpstreamTls | Fault::SeveralMirrorsAllowed => "R3",
             Fault::H2FallsBackToHttp1 => "P5",
         }
     }
@@ -467,6 +471,7 @@ impl Fault {
             Fault::H2FallsBackToHttp1 => {
                 "h2 upstreams also offer http/1.1 by ALPN and speak HTTP/1.1 to a backend that picks it"
             }
+            Fault::SeveralMirrorsAllowed => "a route may nominate several mirrors, and the last one gets the copies",
         }
     }
 }

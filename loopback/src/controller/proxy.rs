@@ -293,7 +293,9 @@ impl Walk<'_, '_, '_> {
                 let route_literal = route_host.as_ref().and_then(HostRewrite::literal);
                 match self.route_cluster(namespace, service, route_literal) {
                     // Checked once the service has passed every other check (E1).
-                    Ok(_) if service.mirror && mirror.is_some() => {
+                    Ok(_)
+                        if service.mirror && mirror.is_some() && !self.ctx.config.has(Fault::SeveralMirrorsAllowed) =>
+                    {
                         let message = "only one service per route may be nominated as mirror".to_string();
                         self.status(&me).error("ServiceError", "OnlyOneMirror", message);
                         withdraw = true;

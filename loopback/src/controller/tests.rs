@@ -664,6 +664,8 @@ fn r3_a_mirror_gets_copies_over_its_own_transport_and_only_one_per_route() {
         {"name": "echo", "port": 8443, "mirror": true},
         {"name": "echo", "port": 8080, "mirror": true},
     ]);
+    let (table, _) = build(two.clone(), Some(Fault::SeveralMirrorsAllowed));
+    assert_eq!(mirror_of(&table), Some(("app/echo/8080".to_string(), false)), "the fault keeps the last");
     let (table, status) = build(two, None);
     assert_eq!(
         first_error(&status),
