@@ -338,13 +338,9 @@ impl Walk<'_, '_, '_> {
                 PathPrefix::String(prefix)
             };
             let mirror = match mirror {
-                Some(cluster) if self.ctx.config.has(Fault::MirrorIgnoresUpstreamTls) => Some(Arc::new(Cluster {
-                    name: cluster.name.clone(),
-                    endpoints: cluster.endpoints.clone(),
-                    transport: Transport::Plaintext { http2: false },
-                    host_rewrite: cluster.host_rewrite.clone(),
-                    pool: Default::default(),
-                })),
+                Some(cluster) if self.ctx.config.has(Fault::MirrorIgnoresUpstreamTls) => {
+                    Some(Arc::new(cluster.with_transport(Transport::Plaintext { http2: false })))
+                }
                 _ if self.ctx.config.has(Fault::MirrorIgnored) => None,
                 mirror => mirror,
             };
@@ -379,13 +375,7 @@ impl Walk<'_, '_, '_> {
             && let Some(first) = clusters.first().map(|(cluster, _)| cluster.transport.clone())
         {
             for (cluster, _) in &mut clusters {
-                *cluster = Arc::new(Cluster {
-                    name: cluster.name.clone(),
-                    endpoints: cluster.endpoints.clone(),
-                    transport: first.clone(),
-                    host_rewrite: cluster.host_rewrite.clone(),
-                    pool: Default::default(),
-                });
+                *cluster = Arc::new(cluster.with_transport(first.clone()));
             }
         }
         weighted_rotation(clusters)

@@ -176,16 +176,15 @@ async fn handle(request: Request<Incoming>, table: &RouteTable, turns: &Turns) -
             let copy = Request::from_parts(parts.clone(), full(body.clone()));
             if let Some(endpoint) = turns.endpoint_of(mirror) {
                 // Envoy marks the copy's host with a -shadow suffix.
-                let shadow =
-                    format!("{}-shadow", mirror.host_rewrite.clone().or(route_host.clone()).unwrap_or(host.clone()));
+                let shadow = format!("{}-shadow", upstream_host(mirror, route_host.as_deref(), &host));
                 tokio::spawn(send_copy(mirror.clone(), endpoint, copy, shadow));
             }
             Request::from_parts(parts, full(body))
         }
     };
-    let upstream_host = cluster.host_rewrite.clone().or(route_host).unwrap_or(host);
+    let host = upstream_host(&cluster, route_host.as_deref(), &host);
     let failure_style = table.upstream_failure;
-    match send(&cluster, endpoint, request, &upstream_host).await {
+    match send(&cluster, endpoint, request, &host).await {
         Ok(response) => response.map(BodyExt::boxed),
         Err(SendFailure::Connect(failure)) => {
             tracing::debug!(cluster = %cluster.name, %endpoint, "upstream failure: {failure:?}");
@@ -201,6 +200,11 @@ impl Turns {
         let turn = self.endpoint.fetch_add(1, Ordering::Relaxed);
         cluster.endpoints.get(turn % cluster.endpoints.len().max(1)).copied()
     }
+}
+
+/// The host sent upstream: the cluster's rewrite, else the route's, else the client's.
+fn upstream_host(cluster: &Cluster, route_host: Option<&str>, client_host: &str) -> String {
+    cluster.host_rewrite.as_deref().or(route_host).unwrap_or(client_host).to_string()
 }
 
 /// Sends `request` to `endpoint` of `cluster` with `host` as its host, as the cluster speaks.
@@ -235,7 +239,7 @@ fn full(bytes: Bytes) -> Body {
 
 /// The request as it goes upstream: HTTP/1.1 with `host` in the Host header, or HTTP/2 with
 /// `host` in `:authority`.
-fn upstream_request(request: Request<Body>, host: &str, http2: bool, scheme: &str) -> Request<Body> {
+pub(crate) fn upstream_request(request: Request<Body>, host: &str, http2: bool, scheme: &str) -> Request<Body> {
     let (mut parts, body) = request.into_parts();
     parts.headers.insert("x-forwarded-proto", header::HeaderValue::from_static("http"));
     let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str()).to_string();

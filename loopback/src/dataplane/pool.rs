@@ -9,7 +9,6 @@
 //! Envoy drains a cluster's pools when the cluster changes (docs/contract.md C2).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -31,7 +30,6 @@ pub const IDLE_LIMIT: Duration = Duration::from_secs(60);
 #[derive(Debug, Default)]
 pub struct ConnectionPool {
     idle: Mutex<Vec<Idle>>,
-    opened: AtomicUsize,
 }
 
 #[derive(Debug)]
@@ -101,29 +99,23 @@ impl Sender {
 /// A request made for HTTP/2 (`:authority` in an absolute URI) as HTTP/1.1 sends it, for a
 /// connection on which the backend chose HTTP/1.1.
 fn as_http1(request: Request<Body>) -> Request<Body> {
-    if request.version() != http::Version::HTTP_2 {
-        return request;
+    match request.uri().authority().filter(|_| request.version() == http::Version::HTTP_2) {
+        Some(authority) => {
+            let host = authority.as_str().to_string();
+            super::upstream_request(request, &host, false, "http")
+        }
+        None => request,
     }
-    let (mut parts, body) = request.into_parts();
-    if let Some(authority) = parts.uri.authority()
-        && let Ok(host) = http::HeaderValue::from_str(authority.as_str())
-    {
-        parts.headers.insert(http::header::HOST, host);
-    }
-    parts.uri = parts.uri.path_and_query().map_or("/", |pq| pq.as_str()).parse().unwrap_or_default();
-    parts.version = http::Version::HTTP_11;
-    Request::from_parts(parts, body)
 }
 
 impl ConnectionPool {
-    /// How many connections this pool has opened.
-    pub fn opened(&self) -> usize {
-        self.opened.load(Ordering::Relaxed)
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+        self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// How many idle connections the pool holds that could take a request now.
     pub fn idle(&self) -> usize {
-        let idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let idle = self.lock();
         idle.iter().filter(|i| i.sender.usable()).count()
     }
 
@@ -148,7 +140,6 @@ impl ConnectionPool {
             }
         }
         let mut sender = Sender::open(endpoint, transport, http2).await?;
-        self.opened.fetch_add(1, Ordering::Relaxed);
         let response = sender.send(request).await.map_err(|(err, _)| SendFailure::Http(err))?;
         self.give_back(endpoint, sender);
         Ok(response)
@@ -157,7 +148,7 @@ impl ConnectionPool {
     /// An idle connection to `endpoint`: an HTTP/1.1 one leaves the pool, an HTTP/2 one is
     /// shared.
     fn take(&self, endpoint: SocketAddr) -> Option<Sender> {
-        let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut idle = self.lock();
         let now = Instant::now();
         idle.retain(|i| now.duration_since(i.since) < IDLE_LIMIT && i.sender.usable());
         let at = idle.iter().position(|i| i.endpoint == endpoint)?;
@@ -185,7 +176,7 @@ impl ConnectionPool {
                 });
             }
             Sender::Http2(sender) => {
-                let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut idle = self.lock();
                 if !idle.iter().any(|i| i.endpoint == endpoint && matches!(i.sender, Sender::Http2(_))) {
                     idle.push(Idle { endpoint, sender: Sender::Http2(sender), since: Instant::now() });
                 }
@@ -194,7 +185,7 @@ impl ConnectionPool {
     }
 
     fn keep(&self, endpoint: SocketAddr, sender: Sender) {
-        let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut idle = self.lock();
         idle.push(Idle { endpoint, sender, since: Instant::now() });
     }
 }

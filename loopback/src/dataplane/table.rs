@@ -158,6 +158,20 @@ pub struct Cluster {
     pub pool: PoolSlot,
 }
 
+impl Cluster {
+    /// The same upstream spoken to over `transport`, with a pool of its own (for faults that
+    /// get the transport wrong).
+    pub fn with_transport(&self, transport: Transport) -> Cluster {
+        Cluster {
+            name: self.name.clone(),
+            endpoints: self.endpoints.clone(),
+            transport,
+            host_rewrite: self.host_rewrite.clone(),
+            pool: PoolSlot::default(),
+        }
+    }
+}
+
 /// A cluster's connection pool: the one carried over from the cluster it replaces, or a new
 /// one made on first use.
 #[derive(Debug, Default)]
