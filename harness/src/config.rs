@@ -17,7 +17,7 @@ use crate::runner::RunSettings;
 use crate::scenario::load::{LoadError, yaml_error};
 use crate::scenario::{Feature, LoadedScenario};
 use crate::target::{LoopbackController, LoopbackOptions, TargetConfig, TargetError, env};
-use loopback::config::ControllerKind;
+use loopback::config::{ContourSettingsSource, ControllerKind};
 
 /// The file, as written.
 #[derive(Debug, Default, Deserialize)]
@@ -125,6 +125,10 @@ pub struct LoopbackSection {
     /// `loopback/contour-versions`).
     #[serde(default)]
     pub contour_version: Option<String>,
+    /// Where `controller: contour` reads the installation's settings from: `config-file`
+    /// (default) or `contour-configuration` (a ContourConfiguration object).
+    #[serde(default)]
+    pub contour_settings_from: Option<ContourSettingsSource>,
 }
 
 /// The installation's install-wide settings (Contour's config file keys in comments).
@@ -136,6 +140,9 @@ pub struct InstallationSection {
     pub envoy_client_certificate: Option<String>,
     #[serde(default)]
     pub upstream_tls: UpstreamTlsSection,
+    /// Whether route services may name ExternalName Services (`enableExternalNameService`).
+    #[serde(default)]
+    pub enable_external_name_service: bool,
 }
 
 /// `cluster.upstream-tls`.
@@ -146,6 +153,9 @@ pub struct UpstreamTlsSection {
     pub minimum_protocol_version: Option<TlsVersion>,
     #[serde(default)]
     pub maximum_protocol_version: Option<TlsVersion>,
+    /// `cipher-suites`: TLS 1.2 suites in order, as OpenSSL names them; Contour's defaults when unset.
+    #[serde(default)]
+    pub cipher_suites: Option<Vec<String>>,
 }
 
 /// The features the implementation claims. Scenarios needing an unclaimed feature are
@@ -242,6 +252,7 @@ pub struct Overrides {
     pub implementation_version: Option<String>,
     pub controller: Option<ControllerKind>,
     pub contour_version: Option<String>,
+    pub contour_settings_from: Option<ContourSettingsSource>,
     pub keep_namespaces: bool,
     /// How many scenarios run at once; `None`: [`crate::suite::default_parallelism`].
     pub parallel: Option<usize>,
@@ -296,6 +307,7 @@ impl Overrides {
             implementation_version: var(env::IMPLEMENTATION_VERSION),
             controller: parse(env::CONTROLLER)?,
             contour_version: var(env::CONTOUR_VERSION),
+            contour_settings_from: parse(env::CONTOUR_SETTINGS_FROM)?,
             // As clap reads the flag's variable: anything but a falsey word is true.
             keep_namespaces: var(env::KEEP_NAMESPACES)
                 .is_some_and(|v| !["0", "n", "no", "f", "false", "off"].contains(&v.trim().to_lowercase().as_str())),
@@ -430,6 +442,8 @@ impl ImplementationConfig {
                 let installation = Installation {
                     client_certificate,
                     upstream_tls: (minimum.unwrap_or(defaults.0), maximum.unwrap_or(defaults.1)),
+                    cipher_suites: upstream.cipher_suites.clone(),
+                    external_name_services: self.installation.enable_external_name_service,
                     exempt: exempt.clone(),
                 };
                 if installation.upstream_tls.0 > installation.upstream_tls.1 {
@@ -449,7 +463,9 @@ impl ImplementationConfig {
                 (implementation, target)
             }
             None => {
-                if client_certificate.is_some() || minimum.is_some() || maximum.is_some() {
+                let external_names = self.installation.enable_external_name_service;
+                let suites = upstream.cipher_suites.is_some();
+                if client_certificate.is_some() || minimum.is_some() || maximum.is_some() || external_names || suites {
                     warnings.push(
                         "installation settings are ignored: without a proxy address the built-in loopback \
                          cluster runs, with installations of its own"
@@ -466,6 +482,10 @@ impl ImplementationConfig {
                 let controller = LoopbackController {
                     kind: overrides.controller.or(self.loopback.controller).unwrap_or_default(),
                     contour_version: overrides.contour_version.or(self.loopback.contour_version),
+                    settings_from: overrides
+                        .contour_settings_from
+                        .or(self.loopback.contour_settings_from)
+                        .unwrap_or_default(),
                 };
                 if controller.kind == ControllerKind::Contour && !overrides.faults.is_empty() {
                     return Err("loopback faults switch the reference controller; they cannot be used with \

@@ -15,8 +15,8 @@ use crate::config::InstallationSection;
 use crate::install::SecretRef;
 
 /// `base` (the text of Contour's config file, e.g. its quickstart ConfigMap's `contour.yaml`)
-/// with `tls.envoy-client-certificate` and `cluster.upstream-tls`'s protocol versions set as
-/// `installation` says, or removed where it says nothing. Every other setting is kept;
+/// with `tls.envoy-client-certificate`, `cluster.upstream-tls`'s protocol versions and
+/// `enableExternalNameService` set as `installation` says, or removed where it says nothing. Every other setting is kept;
 /// comments are not.
 ///
 /// # Errors
@@ -48,6 +48,10 @@ pub fn contour_config(base: &str, installation: &InstallationSection) -> Result<
         &["cluster", "upstream-tls", "maximum-protocol-version"],
         version(versions.maximum_protocol_version),
     )?;
+    let suites = versions.cipher_suites.as_ref().map(|suites| json!(suites));
+    set(&mut root, &["cluster", "upstream-tls", "cipher-suites"], suites)?;
+    let external_names = installation.enable_external_name_service.then_some(json!(true));
+    set(&mut root, &["enableExternalNameService"], external_names)?;
     serde_saphyr::to_string(&root).map_err(|e| format!("cannot write Contour's config: {e}"))
 }
 
@@ -116,7 +120,9 @@ accesslog-format: envoy
             upstream_tls: UpstreamTlsSection {
                 minimum_protocol_version: Some(TlsVersion::V1_2),
                 maximum_protocol_version: Some(TlsVersion::V1_3),
+                cipher_suites: Some(vec!["ECDHE-ECDSA-CHACHA20-POLY1305".into()]),
             },
+            enable_external_name_service: true,
         }
     }
 
@@ -138,6 +144,8 @@ accesslog-format: envoy
         assert_eq!(config["cluster"]["upstream-tls"]["maximum-protocol-version"], json!("1.3"));
         assert_eq!(config["disablePermitInsecure"], json!(false));
         assert_eq!(config["accesslog-format"], json!("envoy"));
+        assert_eq!(config["enableExternalNameService"], json!(true));
+        assert_eq!(config["cluster"]["upstream-tls"]["cipher-suites"], json!(["ECDHE-ECDSA-CHACHA20-POLY1305"]));
         assert_eq!(written.matches("tls:").count(), 2, "one tls block, one upstream-tls: {written}");
         // Applying it again changes nothing.
         assert_eq!(contour_config(&written, &installation()).unwrap(), written);
@@ -149,6 +157,7 @@ accesslog-format: envoy
         let config = read(&written.unwrap());
         assert!(config["tls"].get("envoy-client-certificate").is_none(), "{config}");
         assert!(config["cluster"]["upstream-tls"].as_object().is_some_and(|m| m.is_empty()), "{config}");
+        assert!(config.get("enableExternalNameService").is_none(), "Contour's default is off: {config}");
         let empty = read(&contour_config("", &Default::default()).unwrap());
         assert_eq!(empty, json!({}), "nothing is added for nothing");
     }
@@ -182,9 +191,10 @@ accesslog-format: envoy
         let config = read(&contour_config(&quickstart, &installation()).unwrap());
         assert_eq!(config["tls"]["envoy-client-certificate"]["name"], json!("envoy-client"));
         assert_eq!(config["cluster"]["upstream-tls"]["maximum-protocol-version"], json!("1.3"));
+        assert_eq!(config["enableExternalNameService"], json!(true));
         let original = read(&quickstart);
         for (key, value) in original.as_object().unwrap() {
-            if key != "tls" && key != "cluster" {
+            if key != "tls" && key != "cluster" && key != "enableExternalNameService" {
                 assert_eq!(&config[key], value, "{key} is kept");
             }
         }

@@ -28,16 +28,23 @@ pub struct Installation {
     pub client_certificate: Option<SecretRef>,
     /// The TLS versions it allows towards backends, `(minimum, maximum)`.
     pub upstream_tls: (TlsVersion, TlsVersion),
+    /// The TLS 1.2 cipher suites it offers backends, when not Contour's defaults
+    /// (`cluster.upstream-tls.cipher-suites`).
+    pub cipher_suites: Option<Vec<String>>,
+    /// Whether route services may name ExternalName Services (Contour's `enableExternalNameService`).
+    pub external_name_services: bool,
     /// Features the implementation does not claim: their scenarios are skipped.
     pub exempt: Vec<Feature>,
 }
 
 impl Default for Installation {
-    /// Contour's defaults: no client certificate, TLS 1.2 to 1.3.
+    /// Contour's defaults: no client certificate, TLS 1.2 to 1.3, no ExternalName Services.
     fn default() -> Self {
         Installation {
             client_certificate: None,
             upstream_tls: (TlsVersion::V1_2, TlsVersion::V1_3),
+            cipher_suites: None,
+            external_name_services: false,
             exempt: Vec::new(),
         }
     }
@@ -74,8 +81,28 @@ impl Installation {
             Feature::UpstreamTlsDefaultVersions if self.upstream_tls != Installation::default().upstream_tls => {
                 setting(format!("the installation limits upstream TLS to {minimum}-{maximum}, not the default 1.2-1.3"))
             }
+            Feature::UpstreamTlsDefaultVersions if self.cipher_suites.is_some() => {
+                setting("the installation configures its own TLS 1.2 cipher suites, not Contour's defaults".into())
+            }
+            Feature::UpstreamTlsCustomCipherSuites
+                if self.cipher_suites.as_deref() != Some(&CUSTOM_CIPHER_SUITES.map(String::from)[..]) =>
+            {
+                setting(format!(
+                    "the installation's TLS 1.2 cipher suites are not {} (declare them with \
+                     installation.upstreamTls.cipherSuites)",
+                    CUSTOM_CIPHER_SUITES.join(", ")
+                ))
+            }
             Feature::UpstreamTlsMaximum12 if maximum != TlsVersion::V1_2 => {
                 setting(format!("the installation's upstream TLS maximum is {maximum}, not 1.2"))
+            }
+            Feature::ExternalNameServices if !self.external_name_services => setting(
+                "the installation has not enabled ExternalName Services (declare it with \
+                 installation.enableExternalNameService)"
+                    .into(),
+            ),
+            Feature::NoExternalNameServices if self.external_name_services => {
+                setting("the installation has enabled ExternalName Services".into())
             }
             _ => None,
         }
@@ -93,9 +120,19 @@ impl Installation {
             Some(secret) => format!("Envoy client certificate from {secret}"),
             None => "no Envoy client certificate".into(),
         };
-        format!("{certificate}, upstream TLS {minimum}-{maximum}")
+        let suites = match &self.cipher_suites {
+            Some(suites) => format!(" offering {}", suites.join(", ")),
+            None => String::new(),
+        };
+        let external_names = if self.external_name_services { ", ExternalName Services enabled" } else { "" };
+        format!("{certificate}, upstream TLS {minimum}-{maximum}{suites}{external_names}")
     }
 }
+
+/// The TLS 1.2 cipher suites an installation with feature `upstream-tls-custom-cipher-suites`
+/// configures, in order: neither Contour's default order (AES128-GCM first) nor the usual
+/// library order (AES256-GCM first), so a scenario can tell which list was offered (N2).
+pub const CUSTOM_CIPHER_SUITES: [&str; 2] = ["ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-ECDSA-AES128-GCM-SHA256"];
 
 /// Where the installation reads its client certificate from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -337,5 +374,19 @@ mod tests {
         let unclaimed = exempting.lacks(Feature::UpstreamTls).unwrap();
         assert_eq!(unclaimed.text, "the implementation does not claim feature upstream-tls");
         assert!(!unclaimed.not_applicable, "an unclaimed feature counts against certification");
+        let external_names = Installation { external_name_services: true, ..Default::default() };
+        assert!(plain.lacks(Feature::ExternalNameServices).unwrap().not_applicable);
+        assert!(plain.lacks(Feature::NoExternalNameServices).is_none());
+        assert!(external_names.lacks(Feature::ExternalNameServices).is_none());
+        assert!(external_names.lacks(Feature::NoExternalNameServices).is_some());
+        assert!(external_names.describe().ends_with("upstream TLS 1.2-1.3, ExternalName Services enabled"));
+        let custom =
+            Installation { cipher_suites: Some(CUSTOM_CIPHER_SUITES.map(String::from).into()), ..Default::default() };
+        assert!(custom.lacks(Feature::UpstreamTlsCustomCipherSuites).is_none());
+        assert!(custom.lacks(Feature::UpstreamTlsDefaultVersions).is_some(), "not Contour's default suites");
+        assert!(plain.lacks(Feature::UpstreamTlsCustomCipherSuites).is_some());
+        let other =
+            Installation { cipher_suites: Some(vec!["ECDHE-ECDSA-AES128-GCM-SHA256".into()]), ..Default::default() };
+        assert!(other.lacks(Feature::UpstreamTlsCustomCipherSuites).is_some(), "another list is not this one");
     }
 }

@@ -196,6 +196,10 @@ struct RunArgs {
     /// of loopback/contour-versions).
     #[arg(long, value_name = "VERSION", env = env::CONTOUR_VERSION)]
     contour_version: Option<String>,
+    /// Where the real Contour in loopback reads the installation's settings from: its config
+    /// file (default) or a ContourConfiguration object.
+    #[arg(long, value_name = "config-file|contour-configuration", env = env::CONTOUR_SETTINGS_FROM)]
+    contour_settings_from: Option<loopback::config::ContourSettingsSource>,
     /// How many scenarios run at once [default: all of them on loopback, 16 on a real cluster].
     #[arg(long, env = env::PARALLEL, value_parser = suite::parse_parallelism)]
     parallel: Option<usize>,
@@ -454,6 +458,7 @@ fn run(args: RunArgs) -> ExitCode {
         implementation_version: args.implementation_version,
         controller: args.controller,
         contour_version: args.contour_version,
+        contour_settings_from: args.contour_settings_from,
         keep_namespaces: args.keep_namespaces,
         parallel: args.parallel,
     };

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use loopback::config::{ContourSettings, ControllerKind, SecretName};
+use loopback::config::{ContourSettings, ContourSettingsSource, ControllerKind, SecretName};
 use loopback::{Disruption, Fault, LatencyProfile, Loopback, LoopbackConfig};
 
 use crate::cluster::{ClusterClient, ClusterError, ObjectRef, RUN_LABEL};
@@ -62,6 +62,9 @@ pub mod env {
     /// The Contour release loopback runs with the `contour` controller (default: the first
     /// line of `loopback/contour-versions`).
     pub const CONTOUR_VERSION: &str = "UPSTREAM_TLS_CONTOUR_VERSION";
+    /// Where the real Contour in loopback reads the installation's settings from:
+    /// `config-file` (default) or `contour-configuration`.
+    pub const CONTOUR_SETTINGS_FROM: &str = "UPSTREAM_TLS_CONTOUR_SETTINGS_FROM";
     /// The implementation config file (see `examples/implementation.yaml`).
     pub const CONFIG: &str = "UPSTREAM_TLS_CONFIG";
     /// Comma-separated: run only scenarios with one of these features or name parts.
@@ -73,11 +76,17 @@ pub mod env {
 }
 
 /// The installations loopback runs side by side: Contour's defaults with a client
-/// certificate, and one without a client certificate whose upstream TLS stops at 1.2.
+/// certificate, and one without a client certificate whose upstream TLS stops at 1.2, with
+/// cipher suites of its own, and which has enabled ExternalName Services.
 pub fn loopback_installations() -> [Installation; 2] {
     [
         Installation { client_certificate: Some(SecretRef::default_client_certificate()), ..Default::default() },
-        Installation { upstream_tls: (TlsVersion::V1_2, TlsVersion::V1_2), ..Default::default() },
+        Installation {
+            upstream_tls: (TlsVersion::V1_2, TlsVersion::V1_2),
+            cipher_suites: Some(crate::install::CUSTOM_CIPHER_SUITES.map(String::from).into()),
+            external_name_services: true,
+            ..Default::default()
+        },
     ]
 }
 
@@ -123,12 +132,14 @@ pub struct LoopbackController {
     pub kind: ControllerKind,
     /// The Contour release (`v1.33.6`); default: the first of `loopback/contour-versions`.
     pub contour_version: Option<String>,
+    /// Where the real Contour reads the installation's settings from.
+    pub settings_from: ContourSettingsSource,
 }
 
 impl LoopbackController {
     /// The real Contour, at its default release.
     pub fn contour() -> Self {
-        LoopbackController { kind: ControllerKind::Contour, contour_version: None }
+        LoopbackController { kind: ControllerKind::Contour, ..Default::default() }
     }
 
     /// The Contour release run, when it is the real Contour.
@@ -137,12 +148,15 @@ impl LoopbackController {
     }
 
     fn settings(&self) -> ContourSettings {
-        ContourSettings { version: self.contour_version.clone(), binary: None }
+        ContourSettings { version: self.contour_version.clone(), binary: None, settings_from: self.settings_from }
     }
 
     /// How reports name what runs: which controller, and that the data plane is loopback's.
     pub fn describe(&self) -> String {
         match self.contour_release() {
+            Some(version) if self.settings_from == ContourSettingsSource::ContourConfiguration => format!(
+                "the real Contour {version} controller, configured by a ContourConfiguration object, with loopback's data plane"
+            ),
             Some(version) => format!("the real Contour {version} controller, with loopback's data plane"),
             None => "loopback's reference controller and data plane".into(),
         }
@@ -529,6 +543,8 @@ fn loopback_config(installation: &Installation, options: &LoopbackOptions) -> Lo
     let limits = &mut config.cluster.upstream_tls;
     limits.minimum_protocol_version = (minimum != defaults.0).then_some(minimum);
     limits.maximum_protocol_version = (maximum != defaults.1).then_some(maximum);
+    limits.cipher_suites = installation.cipher_suites.clone();
+    config.enable_external_name_service = installation.external_name_services;
     config
 }
 

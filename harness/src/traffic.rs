@@ -174,6 +174,35 @@ pub fn check(expect: &ResponseExpectation, answer: &Answer) -> Result<(), Mismat
     Ok(())
 }
 
+/// Checks that one of the backends sharing the route (`shared`; none: any) answered.
+///
+/// # Errors
+/// Which backend answered instead.
+pub fn check_shared(shared: &[String], answer: &Answer) -> Result<(), Mismatch> {
+    match &answer.echo {
+        Some(echo) if !shared.is_empty() && !shared.contains(&echo.backend) => {
+            Err(Mismatch(format!("expected one of {} to answer, but {} answered", shared.join(", "), echo.backend)))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The backends of `shared` that answered none of `answers`, as a sentence part; `None` when
+/// every one answered.
+pub fn missing_shares(shared: &[String], answers: &[Answer]) -> Option<String> {
+    let answering = answering_backends(answers);
+    let missing: Vec<&str> = shared.iter().filter(|name| !answering.contains(name)).map(String::as_str).collect();
+    (!missing.is_empty()).then(|| missing.join(" and "))
+}
+
+/// The backends that answered any of `answers`, sorted.
+pub fn answering_backends(answers: &[Answer]) -> Vec<String> {
+    let mut names: Vec<String> = answers.iter().filter_map(|a| a.echo.as_ref().map(|e| e.backend.clone())).collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
 /// Checks what a backend saw against `want`.
 ///
 /// # Errors
@@ -373,6 +402,23 @@ mod tests {
         let mut plain = answer(200, true);
         plain.echo.as_mut().unwrap().scheme = "http".into();
         assert_eq!(check(&expect, &plain).unwrap_err().0, "backend saw tls \"false\", expected \"true\"");
+    }
+
+    #[test]
+    fn shared_routes_answer_from_their_backends_and_each_of_them() {
+        let from = |backend: &str| {
+            let mut answer = answer(200, true);
+            answer.echo.as_mut().unwrap().backend = backend.into();
+            answer
+        };
+        let shared = vec!["a".to_string(), "b".to_string()];
+        assert!(check_shared(&shared, &from("a")).is_ok());
+        assert_eq!(check_shared(&shared, &from("c")).unwrap_err().0, "expected one of a, b to answer, but c answered");
+        assert!(check_shared(&[], &from("c")).is_ok(), "no sharing asked for");
+        assert_eq!(missing_shares(&shared, &[from("a"), from("a")]).as_deref(), Some("b"));
+        assert_eq!(missing_shares(&shared, &[answer(503, false)]).as_deref(), Some("a and b"));
+        assert_eq!(missing_shares(&shared, &[from("b"), from("a")]), None);
+        assert_eq!(answering_backends(&[from("b"), from("a"), from("b")]), ["a", "b"]);
     }
 
     #[test]

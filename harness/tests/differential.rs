@@ -14,9 +14,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use harness::runner::{RunSettings, ScenarioOutcome};
-use harness::scenario::load_dir;
+use harness::scenario::{Feature, LoadedScenario, load_dir};
 use harness::suite::{self, default_scenario_dir};
 use harness::target::{Environment, LoopbackController, LoopbackOptions, TargetConfig};
+use loopback::config::ContourSettingsSource;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -46,8 +47,9 @@ fn divergences_path() -> PathBuf {
 /// `data plane (installation N)` -> host -> its effective settings.
 type Statuses = BTreeMap<String, BTreeMap<String, Value>>;
 
-async fn statuses_under(controller: LoopbackController) -> Statuses {
-    let catalog = load_dir(&default_scenario_dir()).expect("the catalog loads");
+async fn statuses_under(controller: LoopbackController, only: impl Fn(&LoadedScenario) -> bool) -> Statuses {
+    let mut catalog = load_dir(&default_scenario_dir()).expect("the catalog loads");
+    catalog.retain(only);
     let config = TargetConfig::Loopback(LoopbackOptions { controller, ..Default::default() });
     // Namespaces stay, so that every scenario's virtual host is still programmed at the end.
     let settings = RunSettings { record_statuses: true, keep_namespaces: true, ..RunSettings::default() };
@@ -106,8 +108,8 @@ async fn the_reference_controller_writes_the_statuses_contour_writes() {
     let text = std::fs::read_to_string(divergences_path()).expect("docs/divergences.yaml is readable");
     let known: Divergences = serde_saphyr::from_str(&text).expect("docs/divergences.yaml parses");
 
-    let reference = statuses_under(LoopbackController::default()).await;
-    let contour = statuses_under(LoopbackController::contour()).await;
+    let reference = statuses_under(LoopbackController::default(), |_| true).await;
+    let contour = statuses_under(LoopbackController::contour(), |_| true).await;
     assert_eq!(
         reference.keys().collect::<Vec<_>>(),
         contour.keys().collect::<Vec<_>>(),
@@ -126,6 +128,34 @@ async fn the_reference_controller_writes_the_statuses_contour_writes() {
     assert!(compared >= 40, "only {compared} statuses compared: the catalog applies more HTTPProxies than that");
     let hosts: usize = contour.iter().filter(|(s, _)| s.starts_with("data plane")).map(|(_, h)| h.len()).sum();
     assert!(hosts >= 30, "only {hosts} virtual hosts compared: most scenarios program one");
+}
+
+/// Contour configured by a ContourConfiguration object takes the same install-wide settings
+/// as from its config file: every scenario with an install-wide feature passes either way
+/// (they fail at Contour's defaults), with the same statuses and the same data planes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contour_takes_the_same_settings_from_a_contour_configuration_object() {
+    harness::init_crypto();
+    if !loopback::contour::built_for_tests() {
+        return;
+    }
+    let install_wide = |s: &LoadedScenario| {
+        s.scenario.features.iter().any(|f| Feature::CONTRADICTIONS.iter().any(|(a, b)| a == f || b == f))
+    };
+    let file = statuses_under(LoopbackController::contour(), install_wide).await;
+    let object = LoopbackController {
+        settings_from: ContourSettingsSource::ContourConfiguration,
+        ..LoopbackController::contour()
+    };
+    let object = statuses_under(object, install_wide).await;
+    let scenarios = file.keys().filter(|s| !s.starts_with("data plane")).count();
+    assert!(scenarios >= 10, "only {scenarios} scenarios with install-wide features ran");
+    let (unexplained, _) = compare(&file, &object, &Divergences { divergences: Vec::new() });
+    assert!(
+        unexplained.is_empty(),
+        "Contour behaved differently configured by its file and by a ContourConfiguration:\n{}",
+        unexplained.join("\n")
+    );
 }
 
 /// The differences not listed in `known`, and the listed ones that did not occur.

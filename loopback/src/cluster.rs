@@ -116,7 +116,13 @@ impl Loopback {
                 stop.clone(),
             )),
             tokio::spawn(kubelet.run(stop.clone())),
-            tokio::spawn(dataplane::serve(proxy_listener, routes_rx.clone(), disruptions.clone(), stop.clone())),
+            tokio::spawn(dataplane::serve(
+                proxy_listener,
+                routes_rx.clone(),
+                dataplane::dns::ClusterDns::new(store.clone()),
+                disruptions.clone(),
+                stop.clone(),
+            )),
         ];
         // Made before the controller starts, so a controller that fails to start can be
         // shut down with everything else.
@@ -139,7 +145,7 @@ impl Loopback {
             }
             ControllerKind::Contour => {
                 let dir = loopback.work_dir.join("contour");
-                match ContourProcess::start(&config, &loopback.kubeconfig, &dir).await {
+                match ContourProcess::start(&config, &store, &loopback.kubeconfig, &dir).await {
                     Ok(contour) => {
                         // The data plane follows Contour's xDS, as Envoy does.
                         loopback.tasks.push(tokio::spawn(xds::run(contour.xds_address(), routes_tx, stop)));

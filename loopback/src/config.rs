@@ -96,6 +96,14 @@ pub enum Fault {
     IngressIgnoresUpstreamProtocol,
     /// N5: ExternalName Services are used although the installation has not enabled them.
     ExternalNameEnabled,
+    /// N5: an ExternalName Service naming the local host is used, where Contour refuses it.
+    ExternalNameLocalhostAllowed,
+    /// N1, N5: an ExternalName Service's name is never sent as SNI.
+    ExternalNameSniIgnored,
+    /// N1, N5: an ExternalName Service's name is sent as SNI even when a Host rewrite names another.
+    ExternalNameBeatsHostRewrite,
+    /// N3: an Ingress backend that is an ExternalName Service gets its name as SNI.
+    IngressExternalNameSni,
     /// C2: a client certificate Secret passes with any loadable certificate and key: no name
     /// is required and extra keys are ignored.
     LenientClientCertificateSecret,
@@ -131,6 +139,8 @@ pub enum Fault {
     DelegationNeverWithdrawn,
     /// N2: the proxy offers its TLS library's own TLS 1.2 cipher suites, not the configured list.
     LibraryCipherSuites,
+    /// N2: the installation's own cipher suites are ignored; Contour's defaults are offered.
+    InstallationCipherSuitesIgnored,
     /// P1: the tls annotation is read first, so h2 or h2c wins for a port also listed there.
     TlsAnnotationReadFirst,
     /// C2: a cluster whose TLS settings change keeps its open connections, so what changed (a
@@ -148,11 +158,14 @@ pub enum Fault {
     H2FallsBackToHttp1,
     /// R3: a route may nominate several mirrors; the last one gets the copies.
     SeveralMirrorsAllowed,
+    /// R3: weights of 0 are taken literally even when every service of a route with several
+    /// has one, so the route sends nothing anywhere.
+    ZeroWeightsTakenLiterally,
 }
 
 impl Fault {
     /// Every fault, in documentation order.
-    pub const ALL: [Fault; 64] = [
+    pub const ALL: [Fault; 70] = [
         Fault::IgnoreUpstreamProtocolAnnotation,
         Fault::AnnotationMatchesTargetPort,
         Fault::H2BeatsH2c,
@@ -192,6 +205,10 @@ impl Fault {
         Fault::IgnoreUpstreamTlsLimits,
         Fault::IngressIgnoresUpstreamProtocol,
         Fault::ExternalNameEnabled,
+        Fault::ExternalNameLocalhostAllowed,
+        Fault::ExternalNameSniIgnored,
+        Fault::ExternalNameBeatsHostRewrite,
+        Fault::IngressExternalNameSni,
         Fault::LenientClientCertificateSecret,
         Fault::SegmentPrefixes,
         Fault::IngressClassFieldFirst,
@@ -209,6 +226,7 @@ impl Fault {
         Fault::KeepLastCaBundle,
         Fault::DelegationNeverWithdrawn,
         Fault::LibraryCipherSuites,
+        Fault::InstallationCipherSuitesIgnored,
         Fault::TlsAnnotationReadFirst,
         Fault::ConnectionsOutliveClusterChanges,
         Fault::WeightsIgnored,
@@ -217,6 +235,7 @@ impl Fault {
         Fault::MirrorIgnoresUpstreamTls,
         Fault::H2FallsBackToHttp1,
         Fault::SeveralMirrorsAllowed,
+        Fault::ZeroWeightsTakenLiterally,
     ];
 
     /// The name used in config files, flags and reports.
@@ -261,6 +280,10 @@ impl Fault {
             Fault::FallbackClientCertificate => "fallback-client-certificate",
             Fault::IngressIgnoresUpstreamProtocol => "ingress-ignores-upstream-protocol",
             Fault::ExternalNameEnabled => "external-name-enabled",
+            Fault::ExternalNameLocalhostAllowed => "external-name-localhost-allowed",
+            Fault::ExternalNameSniIgnored => "external-name-sni-ignored",
+            Fault::ExternalNameBeatsHostRewrite => "external-name-beats-host-rewrite",
+            Fault::IngressExternalNameSni => "ingress-external-name-sni",
             Fault::LenientClientCertificateSecret => "lenient-client-certificate-secret",
             Fault::SegmentPrefixes => "segment-prefixes",
             Fault::IngressClassFieldFirst => "ingress-class-field-first",
@@ -278,6 +301,7 @@ impl Fault {
             Fault::KeepLastCaBundle => "keep-last-ca-bundle",
             Fault::DelegationNeverWithdrawn => "delegation-never-withdrawn",
             Fault::LibraryCipherSuites => "library-cipher-suites",
+            Fault::InstallationCipherSuitesIgnored => "installation-cipher-suites-ignored",
             Fault::TlsAnnotationReadFirst => "tls-annotation-read-first",
             Fault::ConnectionsOutliveClusterChanges => "connections-outlive-cluster-changes",
             Fault::WeightsIgnored => "weights-ignored",
@@ -286,6 +310,7 @@ impl Fault {
             Fault::MirrorIgnoresUpstreamTls => "mirror-ignores-upstream-tls",
             Fault::H2FallsBackToHttp1 => "h2-falls-back-to-http1",
             Fault::SeveralMirrorsAllowed => "several-mirrors-allowed",
+            Fault::ZeroWeightsTakenLiterally => "zero-weights-taken-literally",
         }
     }
 
@@ -326,7 +351,9 @@ impl Fault {
             Fault::DefaultMinimumTls13 | Fault::IgnoreUpstreamTlsLimits => "N2",
             Fault::FallbackClientCertificate => "C5",
             Fault::IngressIgnoresUpstreamProtocol => "N3",
-            Fault::ExternalNameEnabled => "N5",
+            Fault::ExternalNameEnabled | Fault::ExternalNameLocalhostAllowed => "N5",
+            Fault::ExternalNameSniIgnored | Fault::ExternalNameBeatsHostRewrite => "N1",
+            Fault::IngressExternalNameSni => "N3",
             Fault::LenientClientCertificateSecret => "C2",
             Fault::SegmentPrefixes => "R1",
             Fault::IngressClassFieldFirst => "R2",
@@ -340,10 +367,10 @@ impl Fault {
             Fault::DynamicHostTakenLiterally => "N1",
             Fault::KeepLastCaBundle => "S5",
             Fault::DelegationNeverWithdrawn => "S6",
-            Fault::LibraryCipherSuites => "N2",
+            Fault::LibraryCipherSuites | Fault::InstallationCipherSuitesIgnored => "N2",
             Fault::TlsAnnotationReadFirst => "P1",
             Fault::ConnectionsOutliveClusterChanges => "C2",
-            Fault::WeightsIgnored | Fault::RouteTransportFromFirstService => "R3",
+            Fault::WeightsIgnored | Fault::RouteTransportFromFirstService | Fault::ZeroWeightsTakenLiterally => "R3",
             Fault::MirrorIgnored | Fault::MirrorIgnoresUpstreamTls | Fault::SeveralMirrorsAllowed => "R3",
             Fault::H2FallsBackToHttp1 => "P5",
         }
@@ -413,6 +440,14 @@ impl Fault {
             Fault::ExternalNameEnabled => {
                 "ExternalName Services are used although the installation has not enabled them"
             }
+            Fault::ExternalNameLocalhostAllowed => {
+                "an ExternalName Service naming the local host is used, where Contour refuses it"
+            }
+            Fault::ExternalNameSniIgnored => "an ExternalName Service's name is never sent as SNI",
+            Fault::ExternalNameBeatsHostRewrite => {
+                "an ExternalName Service's name is sent as SNI even when a Host rewrite names another"
+            }
+            Fault::IngressExternalNameSni => "an Ingress backend that is an ExternalName Service gets its name as SNI",
             Fault::LenientClientCertificateSecret => {
                 "a client certificate Secret passes with any loadable certificate and key: no name is required and extra keys are ignored"
             }
@@ -454,6 +489,9 @@ impl Fault {
             Fault::LibraryCipherSuites => {
                 "the proxy offers its TLS library's own TLS 1.2 cipher suites and order, not the configured list"
             }
+            Fault::InstallationCipherSuitesIgnored => {
+                "the installation's own cipher suites are ignored; Contour's defaults are offered"
+            }
             Fault::TlsAnnotationReadFirst => {
                 "the tls annotation is read before h2 and h2c, so a port also listed under one of them loses it"
             }
@@ -472,6 +510,9 @@ impl Fault {
                 "h2 upstreams also offer http/1.1 by ALPN and speak HTTP/1.1 to a backend that picks it"
             }
             Fault::SeveralMirrorsAllowed => "a route may nominate several mirrors, and the last one gets the copies",
+            Fault::ZeroWeightsTakenLiterally => {
+                "weights of 0 are taken literally even when every service of a route with several has one, so the route sends nothing"
+            }
         }
     }
 }
@@ -538,6 +579,9 @@ pub struct LoopbackConfig {
     /// Upstream cluster settings, as Contour's `cluster` section.
     #[serde(default)]
     pub cluster: ClusterConfig,
+    /// Route services may name ExternalName Services (Contour's `enableExternalNameService`).
+    #[serde(default, rename = "enableExternalNameService")]
+    pub enable_external_name_service: bool,
     /// Which controller watches the API and writes statuses.
     #[serde(default)]
     pub controller: ControllerKind,
@@ -594,6 +638,43 @@ pub struct ContourSettings {
     /// A `contour` binary to run instead of the one `scripts/ensure-contour` builds.
     #[serde(default)]
     pub binary: Option<PathBuf>,
+    /// Where Contour reads the installation's settings from: its config file (default), or a
+    /// ContourConfiguration object.
+    #[serde(default)]
+    pub settings_from: ContourSettingsSource,
+}
+
+/// The two ways Contour takes its install-wide settings.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ContourSettingsSource {
+    /// `contour serve --config-path`: the config file, in Contour's YAML shape.
+    #[default]
+    ConfigFile,
+    /// `contour serve --contour-config-name`: a ContourConfiguration object
+    /// (projectcontour.io/v1alpha1) in Contour's namespace.
+    ContourConfiguration,
+}
+
+impl fmt::Display for ContourSettingsSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ContourSettingsSource::ConfigFile => "config-file",
+            ContourSettingsSource::ContourConfiguration => "contour-configuration",
+        })
+    }
+}
+
+impl FromStr for ContourSettingsSource {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "config-file" => Ok(ContourSettingsSource::ConfigFile),
+            "contour-configuration" => Ok(ContourSettingsSource::ContourConfiguration),
+            other => Err(format!("{other:?} is neither config-file nor contour-configuration")),
+        }
+    }
 }
 
 /// The Contour releases the project tests, newest first (`loopback/contour-versions`); the

@@ -3,8 +3,9 @@
 //! cluster and writing HTTPProxy statuses itself.
 //!
 //! [`ContourProcess::start`] renders the installation's settings into Contour's own config file
-//! ([`config_file`]), starts Contour on free ports of 127.0.0.1 in its own process group, and
-//! waits for its health endpoint. Its output goes to `contour.log` in the work directory.
+//! ([`config_file`]), or into a ContourConfiguration object in the API
+//! ([`contour_configuration`]) when the settings say so, starts Contour on free ports of
+//! 127.0.0.1 in its own process group, and waits for its health endpoint. Its output goes to `contour.log` in the work directory.
 //! Contour serves xDS on [`ContourProcess::xds_address`] for a data plane to subscribe to.
 
 use std::net::SocketAddr;
@@ -15,7 +16,16 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::config::{ContourSettings, LoopbackConfig};
+use serde_json::{Value, json};
+
+use crate::api::kinds::{CONTOUR_CONFIGURATION, NAMESPACE};
+use crate::api::store::{Store, Subresource};
+use crate::config::{ContourSettings, ContourSettingsSource, LoopbackConfig};
+
+/// Where the ContourConfiguration object lives: Contour's namespace (its `CONTOUR_NAMESPACE`).
+pub const CONTOUR_NAMESPACE: &str = "projectcontour";
+/// The ContourConfiguration object's name (`--contour-config-name`).
+pub const CONTOUR_CONFIGURATION_NAME: &str = "loopback";
 
 /// How long Contour may take to answer its health endpoint after starting.
 const START_LIMIT: Duration = Duration::from_secs(60);
@@ -68,7 +78,12 @@ impl ContourProcess {
     ///
     /// # Errors
     /// The binary is missing, a file or port cannot be had, or Contour does not come up.
-    pub async fn start(config: &LoopbackConfig, kubeconfig: &Path, dir: &Path) -> Result<Self, ContourError> {
+    pub async fn start(
+        config: &LoopbackConfig,
+        store: &Store,
+        kubeconfig: &Path,
+        dir: &Path,
+    ) -> Result<Self, ContourError> {
         if !config.faults.is_empty() {
             let names: Vec<&str> = config.faults.iter().map(|f| f.name()).collect();
             return Err(ContourError::Faults(names.join(", ")));
@@ -84,7 +99,7 @@ impl ContourProcess {
         std::fs::write(&config_path, config_file(config)).map_err(files)?;
         let mut attempt = 1;
         loop {
-            match Self::start_once(settings, &binary, kubeconfig, &config_path, dir).await {
+            match Self::start_once(config, store, &binary, kubeconfig, &config_path, dir).await {
                 // Ports are found free, released, then bound by Contour: another process may
                 // take one in between.
                 Err(ContourError::Exited { tail, .. })
@@ -99,32 +114,43 @@ impl ContourProcess {
     }
 
     async fn start_once(
-        settings: &ContourSettings,
+        config: &LoopbackConfig,
+        store: &Store,
         binary: &Path,
         kubeconfig: &Path,
         config_path: &Path,
         dir: &Path,
     ) -> Result<Self, ContourError> {
+        let settings = &config.contour;
         let files = |source| ContourError::Files { dir: dir.to_owned(), source };
         let log = dir.join("contour.log");
         let log_file = std::fs::File::create(&log).map_err(files)?;
         let log_err = log_file.try_clone().map_err(files)?;
         let [xds_port, health_port, metrics_port, debug_port] = free_ports()?;
         let mut command = std::process::Command::new(binary);
-        command
-            .arg("serve")
-            .arg(format!("--kubeconfig={}", kubeconfig.display()))
-            .arg(format!("--config-path={}", config_path.display()))
-            .args(["--disable-leader-election", "--insecure", "--xds-address=127.0.0.1"])
-            .arg(format!("--xds-port={xds_port}"))
-            .args(["--health-address=127.0.0.1", "--http-address=127.0.0.1", "--debug-http-address=127.0.0.1"])
-            .arg(format!("--health-port={health_port}"))
-            .arg(format!("--http-port={metrics_port}"))
-            .arg(format!("--debug-http-port={debug_port}"))
-            .stdin(Stdio::null())
-            .stdout(log_file)
-            .stderr(log_err)
-            .process_group(0);
+        command.arg("serve").arg(format!("--kubeconfig={}", kubeconfig.display())).arg("--disable-leader-election");
+        match settings.settings_from {
+            ContourSettingsSource::ConfigFile => {
+                command
+                    .arg(format!("--config-path={}", config_path.display()))
+                    .args(["--insecure", "--xds-address=127.0.0.1"])
+                    .arg(format!("--xds-port={xds_port}"))
+                    .args(["--health-address=127.0.0.1", "--http-address=127.0.0.1", "--debug-http-address=127.0.0.1"])
+                    .arg(format!("--health-port={health_port}"))
+                    .arg(format!("--http-port={metrics_port}"))
+                    .arg(format!("--debug-http-port={debug_port}"));
+            }
+            ContourSettingsSource::ContourConfiguration => {
+                let ports = [xds_port, health_port, metrics_port, debug_port];
+                write_contour_configuration(store, contour_configuration(config, ports));
+                // The object has no client rate limits; the flags set them as the file does.
+                command
+                    .arg(format!("--contour-config-name={CONTOUR_CONFIGURATION_NAME}"))
+                    .args(["--kubernetes-client-qps=200", "--kubernetes-client-burst=400"])
+                    .env("CONTOUR_NAMESPACE", CONTOUR_NAMESPACE);
+            }
+        }
+        command.stdin(Stdio::null()).stdout(log_file).stderr(log_err).process_group(0);
         // SAFETY: prctl is async-signal-safe; it makes the kernel stop Contour when the thread
         // below ends, which is only when Contour has exited or this whole process is gone.
         unsafe {
@@ -257,8 +283,8 @@ pub fn built_for_tests() -> bool {
 
 /// Contour's config file for the installation: the client certificate Secret
 /// (`tls.envoy-client-certificate`) and the upstream TLS versions and cipher suites
-/// (`cluster.upstream-tls`),
-/// with the Kubernetes client's rate limits raised so statuses are not throttled when many
+/// (`cluster.upstream-tls`) and whether ExternalName Services may be used
+/// (`enableExternalNameService`), with the Kubernetes client's rate limits raised so statuses are not throttled when many
 /// scenarios run at once.
 pub fn config_file(config: &LoopbackConfig) -> String {
     let mut text = String::from("kubernetesClientQPS: 200\nkubernetesClientBurst: 400\n");
@@ -268,6 +294,9 @@ pub fn config_file(config: &LoopbackConfig) -> String {
             quoted(&secret.name),
             quoted(&secret.namespace)
         ));
+    }
+    if config.enable_external_name_service {
+        text.push_str("enableExternalNameService: true\n");
     }
     let limits = &config.cluster.upstream_tls;
     let suites = limits.cipher_suites.as_ref().filter(|s| !s.is_empty());
@@ -287,6 +316,68 @@ pub fn config_file(config: &LoopbackConfig) -> String {
         }
     }
     text
+}
+
+/// The ContourConfiguration object carrying what [`config_file`] carries, plus the addresses
+/// and `ports` (xDS, health, metrics, debug) that the file mode gives as flags; Contour takes
+/// everything from the object when it is named.
+pub fn contour_configuration(config: &LoopbackConfig, ports: [u16; 4]) -> Value {
+    let [xds, health, metrics, debug] = ports;
+    let at = |port: u16| json!({"address": "127.0.0.1", "port": port});
+    let mut envoy = serde_json::Map::new();
+    if let Some(secret) = &config.tls.envoy_client_certificate {
+        envoy.insert("clientCertificate".into(), json!({"name": secret.name, "namespace": secret.namespace}));
+    }
+    let limits = &config.cluster.upstream_tls;
+    let mut upstream = serde_json::Map::new();
+    if let Some(minimum) = limits.minimum_protocol_version {
+        upstream.insert("minimumProtocolVersion".into(), json!(minimum.name()));
+    }
+    if let Some(maximum) = limits.maximum_protocol_version {
+        upstream.insert("maximumProtocolVersion".into(), json!(maximum.name()));
+    }
+    if let Some(suites) = limits.cipher_suites.as_ref().filter(|s| !s.is_empty()) {
+        upstream.insert("cipherSuites".into(), json!(suites));
+    }
+    if !upstream.is_empty() {
+        envoy.insert("cluster".into(), json!({"upstreamTLS": upstream}));
+    }
+    let mut spec = json!({
+        "xdsServer": {"address": "127.0.0.1", "port": xds, "tls": {"insecure": true}},
+        "health": at(health),
+        "metrics": at(metrics),
+        "debug": at(debug),
+    });
+    if !envoy.is_empty() {
+        spec["envoy"] = Value::Object(envoy);
+    }
+    if config.enable_external_name_service {
+        spec["enableExternalNameService"] = json!(true);
+    }
+    json!({
+        "apiVersion": CONTOUR_CONFIGURATION.api_version(),
+        "kind": CONTOUR_CONFIGURATION.kind,
+        "metadata": {"name": CONTOUR_CONFIGURATION_NAME, "namespace": CONTOUR_NAMESPACE},
+        "spec": spec,
+    })
+}
+
+/// Puts `object` in the store, with its namespace, replacing an earlier one (a start-up that
+/// is tried again gets new ports).
+fn write_contour_configuration(store: &Store, object: Value) {
+    let _ = store.create(&NAMESPACE, "", json!({"metadata": {"name": CONTOUR_NAMESPACE}}));
+    let updated = store.modify(
+        &CONTOUR_CONFIGURATION,
+        CONTOUR_NAMESPACE,
+        CONTOUR_CONFIGURATION_NAME,
+        Subresource::Main,
+        |stored| stored["spec"] = object["spec"].clone(),
+    );
+    if updated.is_none()
+        && let Err(err) = store.create(&CONTOUR_CONFIGURATION, CONTOUR_NAMESPACE, object)
+    {
+        tracing::warn!("cannot store Contour's ContourConfiguration: {err}");
+    }
 }
 
 /// A YAML scalar that reads back as exactly `value` (a JSON string is one).
@@ -344,6 +435,32 @@ mod tests {
         );
         assert!(text.contains("cluster:\n  upstream-tls:\n    maximum-protocol-version: \"1.2\"\n"), "{text}");
         assert!(!text.contains("minimum-protocol-version"), "{text}");
+        assert!(!text.contains("enableExternalNameService"), "off unless enabled: {text}");
+        config.enable_external_name_service = true;
+        assert!(config_file(&config).contains("\nenableExternalNameService: true\n"));
+    }
+
+    #[test]
+    fn the_contour_configuration_object_carries_the_same_settings_and_the_ports() {
+        let mut config = LoopbackConfig::default();
+        let object = contour_configuration(&config, [1, 2, 3, 4]);
+        assert_eq!(object["apiVersion"], "projectcontour.io/v1alpha1");
+        assert_eq!(object["metadata"], json!({"name": "loopback", "namespace": "projectcontour"}));
+        assert_eq!(object["spec"]["xdsServer"], json!({"address": "127.0.0.1", "port": 1, "tls": {"insecure": true}}));
+        assert_eq!(object["spec"]["debug"]["port"], 4);
+        assert!(object["spec"].get("envoy").is_none(), "Contour's defaults: nothing set: {object}");
+        assert!(object["spec"].get("enableExternalNameService").is_none());
+        config.tls.envoy_client_certificate = Some(SecretName { name: "envoy-client".into(), namespace: "ns".into() });
+        config.cluster.upstream_tls.maximum_protocol_version = Some(TlsVersion::V1_2);
+        config.cluster.upstream_tls.cipher_suites = Some(vec!["ECDHE-ECDSA-CHACHA20-POLY1305".into()]);
+        config.enable_external_name_service = true;
+        let spec = contour_configuration(&config, [1, 2, 3, 4])["spec"].clone();
+        assert_eq!(spec["envoy"]["clientCertificate"], json!({"name": "envoy-client", "namespace": "ns"}));
+        assert_eq!(
+            spec["envoy"]["cluster"]["upstreamTLS"],
+            json!({"maximumProtocolVersion": "1.2", "cipherSuites": ["ECDHE-ECDSA-CHACHA20-POLY1305"]})
+        );
+        assert_eq!(spec["enableExternalNameService"], true);
     }
 
     #[tokio::test]
@@ -351,7 +468,9 @@ mod tests {
         let mut config = LoopbackConfig::default();
         config.contour.version = Some("v0.0.0-missing".into());
         let dir = std::env::temp_dir().join(format!("contour-missing-{}", std::process::id()));
-        let err = ContourProcess::start(&config, Path::new("/nonexistent"), &dir).await.err().unwrap().to_string();
+        let store = Store::new();
+        let err =
+            ContourProcess::start(&config, &store, Path::new("/nonexistent"), &dir).await.err().unwrap().to_string();
         assert!(err.contains("scripts/ensure-contour v0.0.0-missing"), "{err}");
         assert!(!dir.exists(), "nothing is written before the binary is found");
     }

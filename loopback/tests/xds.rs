@@ -12,7 +12,7 @@ use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, Config};
 use loopback::config::{ControllerKind, SecretName, TlsVersion};
 use loopback::dataplane::RouteTable;
-use loopback::dataplane::table::{HostRewrite, RouteAction, Transport};
+use loopback::dataplane::table::{Endpoint, HostRewrite, RouteAction, Transport};
 use loopback::xds::translate::Resources;
 use loopback::{Loopback, LoopbackConfig};
 use serde_json::{Value, json};
@@ -234,7 +234,7 @@ async fn contour_xds_translates_to_a_tls_virtual_host() {
     let RouteAction::Forward(clusters) = &route.action else { unreachable!() };
     let cluster = &clusters[0];
     assert!(cluster.name.starts_with("default/backend/8443/"), "{}", cluster.name);
-    assert_eq!(cluster.endpoints, [format!("{ENDPOINT}:8443").parse().unwrap()]);
+    assert_eq!(cluster.endpoints, [Endpoint::Address(format!("{ENDPOINT}:8443").parse().unwrap())]);
     let Transport::Tls(tls) = &cluster.transport else { unreachable!() };
     assert_eq!(route.host_rewrite, Some(HostRewrite::Literal(SUBJECT_NAME.into())));
     assert_eq!(tls.sni.as_deref(), Some(SUBJECT_NAME), "Contour takes the SNI from the Host rewrite");

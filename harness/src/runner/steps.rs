@@ -463,25 +463,65 @@ impl<'a> ScenarioRun<'a> {
             async move { traffic::send(&client, &url, &headers, &id).await }
         };
         let consecutive = request.consecutive.as_ref().map_or(settings.consecutive, |c| c.value as usize);
-        let passed = traffic::until_consecutive(
-            consecutive,
-            settings.consecutive,
-            settings.traffic_limit,
-            settings.traffic_interval,
-            |n| send(format!("{namespace}-s{step}-{n}")),
-            |answer| traffic::check(&expect, answer),
-        )
-        .await
-        .map_err(|not| {
-            let why = not.last_mismatch.map(|m| m.0).unwrap_or_default();
+        let shared: Vec<String> = request.shared_by.iter().map(|name| name.value.clone()).collect();
+        let started = std::time::Instant::now();
+        // A route still changing may answer from one backend for a while: when a round's
+        // answers miss a backend that shares the route, ask again in a new round.
+        let mut one_sided: Option<Vec<Answer>> = None;
+        let mut rounds = 0;
+        let alone = |answers: &[Answer], missing: &str| {
             (
                 format!(
-                    "GET http://{host}{path}: no {consecutive} consecutive matching answers within {:?} ({} attempts); last: {why}",
-                    settings.traffic_limit, not.attempts
+                    "GET http://{host}{path}: {consecutive} answers in a row came from {} alone within {:?}; {missing} never answered",
+                    traffic::answering_backends(answers).join(" and "),
+                    settings.traffic_limit
                 ),
-                not.last_answers,
+                answers[answers.len().saturating_sub(3)..].to_vec(),
             )
-        })?;
+        };
+        let passed = loop {
+            let remaining = settings.traffic_limit.saturating_sub(started.elapsed());
+            let round = if let Some(answers) = &one_sided {
+                if remaining.is_zero() {
+                    return Err(alone(answers, &traffic::missing_shares(&shared, answers).unwrap_or_default()));
+                }
+                format!("r{rounds}")
+            } else {
+                String::new()
+            };
+            // Each round's requests get ids of their own, so access-log checks tell them apart.
+            let result = traffic::until_consecutive(
+                consecutive,
+                settings.consecutive,
+                remaining,
+                settings.traffic_interval,
+                |n| send(format!("{namespace}-s{step}{round}-{n}")),
+                |answer| traffic::check(&expect, answer).and_then(|()| traffic::check_shared(&shared, answer)),
+            )
+            .await;
+            let passed = match (result, &one_sided) {
+                (Ok(passed), _) => passed,
+                // The time ran out on a new round that had nothing against it.
+                (Err(not), Some(answers)) if not.last_mismatch.is_none() => {
+                    return Err(alone(answers, &traffic::missing_shares(&shared, answers).unwrap_or_default()));
+                }
+                (Err(not), _) => {
+                    let why = not.last_mismatch.map(|m| m.0).unwrap_or_default();
+                    return Err((
+                        format!(
+                            "GET http://{host}{path}: no {consecutive} consecutive matching answers within {:?} ({} attempts); last: {why}",
+                            settings.traffic_limit, not.attempts
+                        ),
+                        not.last_answers,
+                    ));
+                }
+            };
+            if traffic::missing_shares(&shared, &passed).is_none() {
+                break passed;
+            }
+            one_sided = Some(passed);
+            rounds += 1;
+        };
         if traffic::wants_backend(&expect) == Some(false) {
             self.check_backends_not_reached(&passed).await?;
         }

@@ -292,6 +292,7 @@ impl Checker<'_> {
                     }
                     self.request_headers(request);
                     self.request_target(request);
+                    self.shared_by(scenario, request);
                     let named = [&request.expect.backend, &request.mirror];
                     for name in named.into_iter().flatten().filter_map(|b| b.name.as_ref()) {
                         if !name.value.contains("${") && !scenario.backends.iter().any(|b| b.name.value == name.value) {
@@ -312,6 +313,41 @@ impl Checker<'_> {
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// `sharedBy` names two or more declared backends, leaves `expect.backend.name` unset and
+    /// comes with enough consecutive answers.
+    fn shared_by(&mut self, scenario: &Scenario, request: &RequestStep) {
+        let Some(first) = request.shared_by.first() else { return };
+        if request.shared_by.len() < 2 {
+            self.error(position(&first.referenced), "`sharedBy` needs at least two backends".into());
+        }
+        for name in &request.shared_by {
+            if !scenario.backends.iter().any(|b| b.name.value == name.value) {
+                self.error(
+                    position(&name.referenced),
+                    format!("backend {:?} is not declared under `backends`", name.value),
+                );
+            }
+        }
+        if let Some(name) = request.expect.backend.as_ref().and_then(|b| b.name.as_ref()) {
+            self.error(
+                position(&name.referenced),
+                "`expect.backend.name` contradicts `sharedBy`: the answers come from several backends".into(),
+            );
+        }
+        let needed = 10 * request.shared_by.len() as u32;
+        if request.consecutive.as_ref().is_none_or(|c| c.value < needed) {
+            let at = request.consecutive.as_ref().map_or(&first.referenced, |c| &c.referenced);
+            self.error(
+                position(at),
+                format!(
+                    "`sharedBy` with {} backends needs `consecutive` of at least {needed}, so that a fair share \
+                     cannot miss one by chance",
+                    request.shared_by.len()
+                ),
+            );
         }
     }
 

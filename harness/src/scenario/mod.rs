@@ -265,6 +265,13 @@ pub enum Feature {
     /// An installation whose upstream TLS maximum is 1.2 (N2).
     #[serde(rename = "upstream-tls-maximum-1.2")]
     UpstreamTlsMaximum12,
+    /// An installation whose TLS 1.2 cipher suites are `ECDHE-ECDSA-CHACHA20-POLY1305` then
+    /// `ECDHE-ECDSA-AES128-GCM-SHA256` (N2).
+    UpstreamTlsCustomCipherSuites,
+    /// An installation that has enabled ExternalName Services (N5).
+    ExternalNameServices,
+    /// An installation that has not enabled ExternalName Services, Contour's default (N5).
+    NoExternalNameServices,
 }
 
 /// Groups of features a certification reports on.
@@ -291,12 +298,13 @@ impl Profile {
 
 impl Feature {
     /// Every feature, in documentation order (a test checks it against the enum).
-    pub const ALL: [Feature; 16] = [
+    pub const ALL: [Feature; 19] = [
         Feature::UpstreamTls,
         Feature::UpstreamHttp2,
         Feature::UpstreamValidation,
         Feature::NoEnvoyClientCertificate,
         Feature::UpstreamTlsDefaultVersions,
+        Feature::NoExternalNameServices,
         Feature::AppProtocol,
         Feature::LegacyAnnotationIgnored,
         Feature::UpstreamSni,
@@ -306,6 +314,8 @@ impl Feature {
         Feature::RequestMirroring,
         Feature::EnvoyClientCertificate,
         Feature::UpstreamTlsMaximum12,
+        Feature::UpstreamTlsCustomCipherSuites,
+        Feature::ExternalNameServices,
         Feature::TlsCertificateDelegation,
         Feature::ContourStatusMessages,
     ];
@@ -316,7 +326,8 @@ impl Feature {
             | Feature::UpstreamHttp2
             | Feature::UpstreamValidation
             | Feature::NoEnvoyClientCertificate
-            | Feature::UpstreamTlsDefaultVersions => Profile::Core,
+            | Feature::UpstreamTlsDefaultVersions
+            | Feature::NoExternalNameServices => Profile::Core,
             Feature::AppProtocol
             | Feature::LegacyAnnotationIgnored
             | Feature::UpstreamSni
@@ -325,15 +336,19 @@ impl Feature {
             | Feature::HttpproxyIncludes
             | Feature::RequestMirroring
             | Feature::EnvoyClientCertificate
-            | Feature::UpstreamTlsMaximum12 => Profile::Extended,
+            | Feature::UpstreamTlsMaximum12
+            | Feature::UpstreamTlsCustomCipherSuites
+            | Feature::ExternalNameServices => Profile::Extended,
             Feature::TlsCertificateDelegation | Feature::ContourStatusMessages => Profile::ContourSpecific,
         }
     }
 
     /// Install-wide features no one installation has together.
-    pub const CONTRADICTIONS: [(Feature, Feature); 2] = [
+    pub const CONTRADICTIONS: [(Feature, Feature); 4] = [
         (Feature::EnvoyClientCertificate, Feature::NoEnvoyClientCertificate),
         (Feature::UpstreamTlsDefaultVersions, Feature::UpstreamTlsMaximum12),
+        (Feature::ExternalNameServices, Feature::NoExternalNameServices),
+        (Feature::UpstreamTlsDefaultVersions, Feature::UpstreamTlsCustomCipherSuites),
     ];
 
     pub fn name(self) -> &'static str {
@@ -354,6 +369,9 @@ impl Feature {
             Feature::NoEnvoyClientCertificate => "no-envoy-client-certificate",
             Feature::UpstreamTlsDefaultVersions => "upstream-tls-default-versions",
             Feature::UpstreamTlsMaximum12 => "upstream-tls-maximum-1.2",
+            Feature::UpstreamTlsCustomCipherSuites => "upstream-tls-custom-cipher-suites",
+            Feature::ExternalNameServices => "external-name-services",
+            Feature::NoExternalNameServices => "no-external-name-services",
         }
     }
 }
@@ -422,6 +440,14 @@ pub struct RequestStep {
     #[serde(default)]
     #[schemars(with = "Option<u32>", range(min = 1, max = 100))]
     pub consecutive: Option<Spanned<u32>>,
+    /// Backends that share the route's requests: every answer must come from one of them,
+    /// and each must answer at least once among the consecutive answers (which must number
+    /// at least 10 per backend, so that a fair share at random misses none by chance). When
+    /// one is missing (a route may still be changing), requests go on until the last answers
+    /// in a row include them all, within the traffic time limit.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub shared_by: Vec<Spanned<String>>,
     pub expect: ResponseExpectation,
     /// A mirror's copies: once the answers have passed, a backend other than the one that
     /// answered must show a copy of each of them in its access log, matching this (`name` says

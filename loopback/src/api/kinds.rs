@@ -84,8 +84,20 @@ pub static EXTENSION_SERVICE: ResourceKind = kind(
     true,
 );
 
+/// Contour's install-wide settings as an object, read by `contour serve --contour-config-name`.
+pub static CONTOUR_CONFIGURATION: ResourceKind = kind(
+    "projectcontour.io",
+    "v1alpha1",
+    "ContourConfiguration",
+    "contourconfigurations",
+    "contourconfiguration",
+    true,
+    &["contourconfig"],
+    true,
+);
+
 /// Every kind served, in discovery order.
-pub static KINDS: [&ResourceKind; 12] = [
+pub static KINDS: [&ResourceKind; 13] = [
     &NAMESPACE,
     &SECRET,
     &CONFIG_MAP,
@@ -98,6 +110,7 @@ pub static KINDS: [&ResourceKind; 12] = [
     &HTTP_PROXY,
     &TLS_CERTIFICATE_DELEGATION,
     &EXTENSION_SERVICE,
+    &CONTOUR_CONFIGURATION,
 ];
 
 /// The kind served at `group/version/plural`, if any.

@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::Context;
 use super::client_certificate::ClientCertificateState;
 use super::protocol::{self, UpstreamProtocol};
-use super::upstream::{PortRef, UpstreamRequest, build_cluster, lookup_service};
+use super::upstream::{PortRef, UpstreamRequest, build_cluster, external_name, lookup_service};
 use crate::config::Fault;
 use crate::dataplane::table::{PathPrefix, Route, RouteAction};
 
@@ -96,7 +96,10 @@ pub fn routes(ctx: &Context<'_>, object: &Value) -> Vec<(String, Route)> {
                         port: &service_port,
                         protocol,
                         validation: None,
-                        sni: None,
+                        // Contour sets no SNI for Ingress backends, ExternalName or not (N3).
+                        sni: external_name(&service)
+                            .filter(|_| ctx.config.has(Fault::IngressExternalNameSni))
+                            .map(str::to_string),
                         host_rewrite: None,
                     };
                     RouteAction::Forward(vec![Arc::new(build_cluster(ctx, upstream))])

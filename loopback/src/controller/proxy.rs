@@ -17,7 +17,7 @@ use serde_json::Value;
 use super::client_certificate::ClientCertificateState;
 use super::protocol::{self, UpstreamProtocol};
 use super::status::ProxyStatus;
-use super::upstream::{PortRef, UpstreamRequest, build_cluster, lookup_service};
+use super::upstream::{PortRef, UpstreamRequest, build_cluster, external_name, lookup_service};
 use super::validation::{self, UpstreamValidation, ValidationError};
 use super::{Context, qualified_name};
 use crate::config::{Fault, LoopbackConfig};
@@ -368,7 +368,9 @@ impl Walk<'_, '_, '_> {
     /// keeps its own transport.
     fn shares(&self, clusters: Vec<(Arc<Cluster>, u32)>) -> Vec<Arc<Cluster>> {
         let config = self.ctx.config;
-        let unweighted = config.has(Fault::WeightsIgnored) || clusters.iter().all(|(_, weight)| *weight == 0);
+        let literal_zeros = config.has(Fault::ZeroWeightsTakenLiterally) && clusters.len() > 1;
+        let all_zero = clusters.iter().all(|(_, weight)| *weight == 0) && !literal_zeros;
+        let unweighted = config.has(Fault::WeightsIgnored) || all_zero;
         let mut clusters: Vec<(Arc<Cluster>, u32)> =
             clusters.into_iter().map(|(cluster, weight)| (cluster, if unweighted { 1 } else { weight })).collect();
         if config.has(Fault::RouteTransportFromFirstService)
@@ -426,6 +428,13 @@ impl Walk<'_, '_, '_> {
         } else {
             service_host.clone().or_else(|| route_host.map(str::to_string))
         };
+        // Failing both, an ExternalName Service's name (docs/contract.md N1, N5).
+        let external = external_name(&service).filter(|_| !ctx.config.has(Fault::ExternalNameSniIgnored));
+        if ctx.config.has(Fault::ExternalNameBeatsHostRewrite) {
+            sni = external.map(str::to_string).or(sni);
+        } else {
+            sni = sni.or_else(|| external.map(str::to_string));
+        }
         if ctx.config.has(Fault::SubjectNameAsSni)
             && let Some(v) = &route_service.validation
         {

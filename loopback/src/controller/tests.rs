@@ -12,7 +12,7 @@ use crate::api::kinds::{HTTP_PROXY, INGRESS, NAMESPACE, POD, SECRET, SERVICE, TL
 use crate::api::store::{Store, Subresource};
 use crate::config::{Fault, LoopbackConfig, SecretName, TlsVersion};
 use crate::dataplane::RouteTable;
-use crate::dataplane::table::{Cluster, HostRewrite, RouteAction, Transport, UpstreamFailureResponse};
+use crate::dataplane::table::{Cluster, Endpoint, HostRewrite, RouteAction, Transport, UpstreamFailureResponse};
 
 const NS: &str = "app";
 const HOST: &str = "app.test";
@@ -141,7 +141,7 @@ fn p1_annotation_selects_tls_and_endpoints_follow_the_target_port() {
     f.tls_service().proxy("p", json!({"name": "echo", "port": 8443}));
     let table = f.reconcile();
     assert!(tls(&table).validation.is_none(), "V1: no validation unless asked");
-    assert_eq!(cluster(&table).endpoints, vec!["127.9.0.1:8443".parse().unwrap()]);
+    assert_eq!(cluster(&table).endpoints, [Endpoint::Address("127.9.0.1:8443".parse().unwrap())]);
     assert_eq!(f.status("p")["currentStatus"], "valid");
 }
 
@@ -439,6 +439,70 @@ fn n3_ingress_gets_tls_without_validation_or_sni() {
             }
             Transport::Plaintext { .. } => assert!(!is_tls, "{fault:?}"),
         }
+    }
+}
+
+/// An installation that enables ExternalName Services, with `external` naming `target`.
+fn external_name_fixture(target: &str, faults: &[Fault]) -> Fixture {
+    let mut f = Fixture::new();
+    f.config.enable_external_name_service = true;
+    f.config.faults.extend_from_slice(faults);
+    let service = json!({
+        "metadata": {"name": "external", "annotations": {"projectcontour.io/upstream-protocol.tls": "8443"}},
+        "spec": {"type": "ExternalName", "externalName": target, "ports": [{"name": "https", "port": 8443}]},
+    });
+    f.store.create(&SERVICE, NS, service).unwrap();
+    f
+}
+
+#[test]
+fn n5_external_names_resolve_by_name_and_are_the_default_sni() {
+    let target = "echo.app.svc.cluster.local";
+    let f = external_name_fixture(target, &[]);
+    f.proxy("p", json!({"name": "external", "port": 8443}));
+    let table = f.reconcile();
+    assert_eq!(cluster(&table).endpoints, [Endpoint::Name { host: target.into(), port: 8443 }]);
+    assert_eq!(tls(&table).sni.as_deref(), Some(target));
+    assert_eq!(f.status("p")["currentStatus"], "valid");
+
+    let rewritten = json!({"requestHeadersPolicy": {"set": [{"name": "Host", "value": "route.test"}]},
+        "services": [{"name": "external", "port": 8443}]});
+    let f = external_name_fixture(target, &[]);
+    f.proxy_with_route("p", rewritten.clone());
+    assert_eq!(tls(&f.reconcile()).sni.as_deref(), Some("route.test"), "a Host rewrite wins");
+    let f = external_name_fixture(target, &[Fault::ExternalNameBeatsHostRewrite]);
+    f.proxy_with_route("p", rewritten);
+    assert_eq!(tls(&f.reconcile()).sni.as_deref(), Some(target));
+    let f = external_name_fixture(target, &[Fault::ExternalNameSniIgnored]);
+    f.proxy("p", json!({"name": "external", "port": 8443}));
+    assert_eq!(tls(&f.reconcile()).sni, None);
+
+    for localhost in ["localhost", "localhost.localdomain", "local.projectcontour.io"] {
+        let f = external_name_fixture(localhost, &[]);
+        f.proxy("p", json!({"name": "external", "port": 8443}));
+        let table = f.reconcile();
+        let action = &table.virtual_hosts[HOST].routes[0].action;
+        assert!(matches!(action, RouteAction::DirectResponse { status: 503 }), "E2: {action:?}");
+        let (_, reason, message) = first_error(&f.status("p"));
+        assert_eq!(reason, "ServiceUnresolvedReference");
+        assert!(
+            message.ends_with("app/external is an ExternalName service that points to localhost, this is not allowed")
+        );
+        let f = external_name_fixture(localhost, &[Fault::ExternalNameLocalhostAllowed]);
+        f.proxy("p", json!({"name": "external", "port": 8443}));
+        assert_eq!(tls(&f.reconcile()).sni.as_deref(), Some(localhost));
+        assert_eq!(f.status("p")["currentStatus"], "valid");
+    }
+}
+
+#[test]
+fn n3_n5_ingress_sends_no_sni_to_an_external_name_unless_the_fault_does() {
+    for (fault, sni) in [(None, None), (Some(Fault::IngressExternalNameSni), Some("echo.app.svc.cluster.local"))] {
+        let f = external_name_fixture("echo.app.svc.cluster.local", &Vec::from_iter(fault));
+        let ingress = json!({"metadata": {"name": "i"}, "spec": {"rules": [{"host": HOST, "http": {"paths": [
+            {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "external", "port": {"number": 8443}}}}]}}]}});
+        f.store.create(&INGRESS, NS, ingress).unwrap();
+        assert_eq!(tls(&f.reconcile()).sni.as_deref(), sni, "{fault:?}");
     }
 }
 

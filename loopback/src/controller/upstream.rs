@@ -11,7 +11,7 @@ use super::client_certificate::{self, ClientCertificateState};
 use super::protocol::UpstreamProtocol;
 use crate::api::kinds::{POD, SERVICE};
 use crate::config::{Fault, TlsVersion};
-use crate::dataplane::table::{Cluster, PeerValidation, TlsSettings, Transport};
+use crate::dataplane::table::{Cluster, Endpoint, PeerValidation, TlsSettings, Transport};
 
 /// What is known about an upstream before its cluster is built.
 pub struct UpstreamRequest<'a> {
@@ -51,18 +51,34 @@ pub fn lookup_service(
             .cloned()
     });
     let port = found.ok_or_else(|| format!("port \"{port}\" on service \"{namespace}/{name}\" not matched"))?;
-    // Contour serves ExternalName Services only when enableExternalNameService is set, which
-    // loopback's installations never set (docs/contract.md N5).
-    let spec = service.spec.as_ref();
-    let external = spec.is_some_and(|s| {
-        s.type_.as_deref() == Some("ExternalName") && s.external_name.as_deref().is_some_and(|n| !n.is_empty())
-    });
-    if external && !ctx.config.has(Fault::ExternalNameEnabled) {
-        return Err(format!(
-            "{namespace}/{name} is an ExternalName service, these are not currently enabled. See the config.enableExternalNameService config file setting"
-        ));
+    // Contour serves ExternalName Services only when the installation enables them, and never
+    // ones that name the local host (docs/contract.md N5).
+    if let Some(external) = external_name(&service) {
+        let enabled = ctx.config.enable_external_name_service || ctx.config.has(Fault::ExternalNameEnabled);
+        if !enabled {
+            return Err(format!(
+                "{namespace}/{name} is an ExternalName service, these are not currently enabled. See the config.enableExternalNameService config file setting"
+            ));
+        }
+        if LOCALHOST_NAMES.contains(&external) && !ctx.config.has(Fault::ExternalNameLocalhostAllowed) {
+            return Err(format!(
+                "{namespace}/{name} is an ExternalName service that points to localhost, this is not allowed"
+            ));
+        }
     }
     Ok((service, port))
+}
+
+/// The names Contour refuses as an ExternalName, exactly (internal/dag/accessors.go).
+const LOCALHOST_NAMES: [&str; 3] = ["localhost", "localhost.localdomain", "local.projectcontour.io"];
+
+/// The DNS name of an ExternalName Service (Contour ignores the field on other types).
+pub fn external_name(service: &Service) -> Option<&str> {
+    let spec = service.spec.as_ref()?;
+    if spec.type_.as_deref() != Some("ExternalName") {
+        return None;
+    }
+    spec.external_name.as_deref().filter(|name| !name.is_empty())
 }
 
 /// A Service port named by number or by name.
@@ -143,6 +159,8 @@ fn tls_settings(ctx: &Context<'_>, upstream: &UpstreamRequest<'_>) -> TlsSetting
         // Contour always configures the list: its defaults when the installation sets none (N2).
         cipher_suites: if ctx.config.has(Fault::LibraryCipherSuites) {
             Vec::new()
+        } else if ctx.config.has(Fault::InstallationCipherSuitesIgnored) {
+            crate::config::DEFAULT_CIPHER_SUITES.iter().map(ToString::to_string).collect()
         } else {
             ctx.config.upstream_cipher_suites()
         },
@@ -150,8 +168,14 @@ fn tls_settings(ctx: &Context<'_>, upstream: &UpstreamRequest<'_>) -> TlsSetting
     }
 }
 
-/// Ready pods selected by the Service, at the port's targetPort.
-fn endpoints(ctx: &Context<'_>, namespace: &str, service: &Service, port: &ServicePort) -> Vec<SocketAddr> {
+/// Ready pods selected by the Service, at the port's targetPort; for an ExternalName Service,
+/// its name at the Service port, resolved by the proxy (Contour's `STRICT_DNS` cluster).
+fn endpoints(ctx: &Context<'_>, namespace: &str, service: &Service, port: &ServicePort) -> Vec<Endpoint> {
+    if let Some(host) = external_name(service) {
+        return u16::try_from(port.port)
+            .map(|port| vec![Endpoint::Name { host: host.to_string(), port }])
+            .unwrap_or_default();
+    }
     let Some(selector) = service.spec.as_ref().and_then(|s| s.selector.as_ref()) else {
         return Vec::new();
     };
@@ -182,7 +206,7 @@ fn endpoints(ctx: &Context<'_>, namespace: &str, service: &Service, port: &Servi
                 .map(|p| p.container_port),
         };
         if let Some(target) = target.and_then(|t| u16::try_from(t).ok()) {
-            out.push(SocketAddr::new(ip, target));
+            out.push(Endpoint::Address(SocketAddr::new(ip, target)));
         }
     }
     out

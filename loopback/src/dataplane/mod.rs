@@ -7,6 +7,7 @@
 //! idle). When the connection or the TLS handshake fails the client gets 503 with Envoy's body
 //! text, and the backend never sees the request.
 
+pub mod dns;
 pub mod pool;
 pub mod table;
 pub mod upstream;
@@ -27,9 +28,10 @@ use tokio::task::JoinSet;
 
 use crate::disruption::{Disruption, Disruptions};
 
+use dns::ClusterDns;
 use pool::SendFailure;
-use table::Cluster;
 pub use table::RouteTable;
+use table::{Cluster, Endpoint};
 use table::{HostRewrite, RouteAction, Transport, UpstreamFailureResponse};
 
 pub(crate) type Body = BoxBody<Bytes, hyper::Error>;
@@ -67,10 +69,11 @@ pub fn publish(routes: &watch::Sender<Arc<RouteTable>>, table: RouteTable) {
 pub async fn serve(
     mut listener: TcpListener,
     routes: watch::Receiver<Arc<RouteTable>>,
+    dns: ClusterDns,
     disruptions: Arc<Disruptions>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let turns = Arc::new(Turns::default());
+    let turns = Arc::new(Turns { endpoint: AtomicUsize::new(0), dns });
     let mut connections = JoinSet::new();
     let restarts = disruptions.proxy_restarts();
     let mut next_restart = restarts.map(|(uptime, _)| tokio::time::Instant::now() + uptime);
@@ -128,10 +131,11 @@ pub async fn serve(
     }
 }
 
-/// Whose turn it is among a cluster's endpoints (routes keep their own turns among clusters).
-#[derive(Debug, Default)]
+/// Whose turn it is among a cluster's endpoints (routes keep their own turns among clusters),
+/// and how named endpoints resolve.
 struct Turns {
     endpoint: AtomicUsize,
+    dns: ClusterDns,
 }
 
 async fn handle(request: Request<Incoming>, table: &RouteTable, turns: &Turns) -> Response<Body> {
@@ -195,10 +199,21 @@ async fn handle(request: Request<Incoming>, table: &RouteTable, turns: &Turns) -
 }
 
 impl Turns {
-    /// The cluster's next endpoint, if it has any.
+    /// The cluster's next endpoint, if it has any: named endpoints count with every address
+    /// their name resolves to now.
     fn endpoint_of(&self, cluster: &Cluster) -> Option<SocketAddr> {
+        let addresses: Vec<SocketAddr> = cluster
+            .endpoints
+            .iter()
+            .flat_map(|endpoint| match endpoint {
+                Endpoint::Address(address) => vec![*address],
+                Endpoint::Name { host, port } => {
+                    self.dns.resolve(host).into_iter().map(|ip| SocketAddr::new(ip, *port)).collect()
+                }
+            })
+            .collect();
         let turn = self.endpoint.fetch_add(1, Ordering::Relaxed);
-        cluster.endpoints.get(turn % cluster.endpoints.len().max(1)).copied()
+        addresses.get(turn % addresses.len().max(1)).copied()
     }
 }
 

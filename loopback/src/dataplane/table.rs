@@ -149,7 +149,7 @@ pub fn weighted_rotation(entries: Vec<(Arc<Cluster>, u32)>) -> Vec<Arc<Cluster>>
 pub struct Cluster {
     /// `namespace/service/port`, for logs and error bodies.
     pub name: String,
-    pub endpoints: Vec<SocketAddr>,
+    pub endpoints: Vec<Endpoint>,
     pub transport: Transport,
     /// Replaces the Host header sent upstream; wins over the route's rewrite.
     pub host_rewrite: Option<String>,
@@ -170,6 +170,16 @@ impl Cluster {
             pool: PoolSlot::default(),
         }
     }
+}
+
+/// Where a cluster's requests go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// An address known when the table was made (a Service's pods, or EDS).
+    Address(SocketAddr),
+    /// A DNS name and port, resolved whenever a request needs an endpoint, as Envoy's
+    /// `STRICT_DNS` clusters keep resolving theirs (an ExternalName Service's cluster).
+    Name { host: String, port: u16 },
 }
 
 /// A cluster's connection pool: the one carried over from the cluster it replaces, or a new
@@ -330,7 +340,19 @@ impl RouteTable {
                     "clientCertificate": tls.client_certificate.is_some(),
                 }),
             };
-            json!({"transport": transport, "endpoints": cluster.endpoints.len(), "hostRewrite": cluster.host_rewrite})
+            let names: Vec<String> = cluster
+                .endpoints
+                .iter()
+                .filter_map(|endpoint| match endpoint {
+                    Endpoint::Name { host, port } => Some(format!("{host}:{port}")),
+                    Endpoint::Address(_) => None,
+                })
+                .collect();
+            let mut settings = json!({"transport": transport, "endpoints": cluster.endpoints.len(), "hostRewrite": cluster.host_rewrite});
+            if !names.is_empty() {
+                settings["dnsNames"] = json!(names);
+            }
+            settings
         };
         let hosts: serde_json::Map<String, serde_json::Value> = self
             .virtual_hosts

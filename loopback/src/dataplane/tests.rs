@@ -16,8 +16,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use super::table::{
-    ClientCertificate, Cluster, PathPrefix, PeerValidation, Route, RouteAction, RouteTable, TlsSettings, Transport,
-    UpstreamFailureResponse, VirtualHost,
+    ClientCertificate, Cluster, Endpoint, PathPrefix, PeerValidation, Route, RouteAction, RouteTable, TlsSettings,
+    Transport, UpstreamFailureResponse, VirtualHost,
 };
 use crate::config::TlsVersion;
 
@@ -155,7 +155,7 @@ where
 fn one_route(endpoint: SocketAddr, transport: Transport) -> RouteTable {
     let cluster = Cluster {
         name: "test".into(),
-        endpoints: vec![endpoint],
+        endpoints: vec![Endpoint::Address(endpoint)],
         transport,
         host_rewrite: None,
         pool: Default::default(),
@@ -187,7 +187,7 @@ async fn serving(_routes_tx: watch::Sender<Arc<RouteTable>>, routes: watch::Rece
     tokio::spawn(async move {
         // Keep both senders alive as long as the proxy runs.
         let _keep = (_routes_tx, shutdown_tx);
-        super::serve(listener, routes, Default::default(), shutdown).await;
+        super::serve(listener, routes, Default::default(), Default::default(), shutdown).await;
     });
     address
 }

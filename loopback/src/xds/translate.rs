@@ -36,8 +36,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::TlsVersion;
 use crate::dataplane::table::{
-    ClientCertificate, Cluster, HostRewrite, PathPrefix, PeerValidation, Route, RouteAction, RouteTable, TlsSettings,
-    Transport, VirtualHost, weighted_rotation,
+    ClientCertificate, Cluster, Endpoint, HostRewrite, PathPrefix, PeerValidation, Route, RouteAction, RouteTable,
+    TlsSettings, Transport, VirtualHost, weighted_rotation,
 };
 
 /// The listener Contour gives plaintext HTTP virtual hosts (the data plane serves plain HTTP).
@@ -322,17 +322,19 @@ fn is_http2(xds: &XdsCluster) -> bool {
     explicit.unwrap_or(legacy)
 }
 
-/// The usable endpoints: the cluster's inline assignment (static clusters) or the EDS one
-/// named by `eds_cluster_config.service_name` (the cluster name when empty). Only the
+/// The usable endpoints: the cluster's inline assignment (static and DNS clusters) or the EDS
+/// one named by `eds_cluster_config.service_name` (the cluster name when empty). Only the
 /// highest-priority (lowest number) group with endpoints counts, and unhealthy, draining or
-/// timed-out hosts are skipped, as Envoy's load balancer would.
-fn endpoints(xds: &XdsCluster, resources: &Resources) -> Vec<SocketAddr> {
+/// timed-out hosts are skipped, as Envoy's load balancer would. An address that is not an IP
+/// is a DNS name (Contour's `STRICT_DNS` clusters for ExternalName Services), resolved by the
+/// data plane when it needs an endpoint.
+fn endpoints(xds: &XdsCluster, resources: &Resources) -> Vec<Endpoint> {
     let assignment = match &xds.load_assignment {
         Some(inline) if !inline.endpoints.is_empty() => Some(inline),
         _ => resources.load_assignments.get(endpoint_service_name(xds)),
     };
     let Some(assignment) = assignment else { return Vec::new() };
-    let mut by_priority: BTreeMap<u32, Vec<SocketAddr>> = BTreeMap::new();
+    let mut by_priority: BTreeMap<u32, Vec<Endpoint>> = BTreeMap::new();
     for locality in &assignment.endpoints {
         for lb_endpoint in &locality.lb_endpoints {
             let usable = matches!(
@@ -348,10 +350,14 @@ fn endpoints(xds: &XdsCluster, resources: &Resources) -> Vec<SocketAddr> {
                 continue;
             };
             let Some(socket_address::PortSpecifier::PortValue(port)) = socket.port_specifier else { continue };
-            // Hostnames (STRICT_DNS clusters for ExternalName services) are not resolved here.
-            let (Ok(ip), Ok(port)) = (socket.address.parse::<IpAddr>(), u16::try_from(port)) else { continue };
+            let Ok(port) = u16::try_from(port) else { continue };
+            let endpoint = match socket.address.parse::<IpAddr>() {
+                Ok(ip) => Endpoint::Address(SocketAddr::new(ip, port)),
+                Err(_) if !socket.address.is_empty() => Endpoint::Name { host: socket.address.clone(), port },
+                Err(_) => continue,
+            };
             if usable {
-                by_priority.entry(locality.priority).or_default().push(SocketAddr::new(ip, port));
+                by_priority.entry(locality.priority).or_default().push(endpoint);
             }
         }
     }

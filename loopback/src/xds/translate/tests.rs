@@ -29,6 +29,7 @@ use envoy_types::pb::google::protobuf::UInt32Value;
 use envoy_types::util::pack_any;
 
 use super::*;
+use crate::dataplane::table::Endpoint as TableEndpoint;
 
 const CLUSTER: &str = "default/backend/8443/da39a3ee5e";
 const SERVICE: &str = "default/backend/https";
@@ -243,7 +244,7 @@ fn contour_tls_upstream_with_validation_and_client_certificate() {
     assert_eq!(table.virtual_hosts.keys().collect::<Vec<_>>(), ["app.example.com"]);
     let cluster = only_cluster(&table, "app.example.com");
     assert_eq!(cluster.name, CLUSTER);
-    assert_eq!(cluster.endpoints, ["127.0.1.5:8443".parse().unwrap()]);
+    assert_eq!(cluster.endpoints, [TableEndpoint::Address("127.0.1.5:8443".parse().unwrap())]);
     let settings = tls(&cluster);
     assert_eq!(settings.sni.as_deref(), Some("backend.internal"));
     assert_eq!(settings.alpn, [b"http/1.1".to_vec()], "the HTTP/1 pool's fallback");
@@ -397,8 +398,26 @@ fn weighted_clusters_rotate_by_weight_and_unhealthy_endpoints_are_skipped() {
     assert_eq!(names, [CLUSTER, "default/plain/80/x", "default/plain/80/x"]);
     assert_eq!(clusters[1].host_rewrite.as_deref(), Some("plain.internal"));
     assert!(Arc::ptr_eq(&clusters[1], &clusters[2]));
-    assert_eq!(clusters[1].endpoints, ["127.0.2.1:80".parse().unwrap()]);
+    assert_eq!(clusters[1].endpoints, [TableEndpoint::Address("127.0.2.1:80".parse().unwrap())]);
     assert!(matches!(clusters[1].transport, Transport::Plaintext { http2: false }));
+}
+
+#[test]
+fn a_dns_cluster_keeps_its_name_for_the_data_plane_to_resolve() {
+    // Contour's cluster for an ExternalName Service: STRICT_DNS, the name inline.
+    let mut resources = contour_tls_resources(&pki(), false);
+    let mut cluster = resources.clusters[CLUSTER].clone();
+    cluster.eds_cluster_config = None;
+    cluster.load_assignment = Some(load_assignment(CLUSTER, &[("echo.ns.svc.cluster.local", 8443, 0)]));
+    resources.clusters.insert(CLUSTER.into(), cluster);
+    resources.load_assignments.clear();
+    let table = translate(&resources);
+    let cluster = only_cluster(&table, "app.example.com");
+    let expected = TableEndpoint::Name { host: "echo.ns.svc.cluster.local".into(), port: 8443 };
+    assert_eq!(cluster.endpoints, [expected]);
+    let settings = table.effective_settings();
+    let forwarded = &settings["app.example.com"][0]["action"]["forward"][0];
+    assert_eq!(forwarded["dnsNames"], serde_json::json!(["echo.ns.svc.cluster.local:8443"]), "{settings}");
 }
 
 #[test]
