@@ -435,14 +435,17 @@ impl ImplementationConfig {
                 if overrides.latency.is_some() {
                     warnings.push("the loopback latency profile is ignored: the target is a real cluster".to_string());
                 }
-                if overrides.controller.is_some() || self.loopback.controller.is_some() {
+                let settings_source =
+                    overrides.contour_settings_from.is_some() || self.loopback.contour_settings_from.is_some();
+                if overrides.controller.is_some() || self.loopback.controller.is_some() || settings_source {
                     warnings.push("the loopback controller is ignored: the target is a real cluster".to_string());
                 }
                 let defaults = Installation::default().upstream_tls;
                 let installation = Installation {
                     client_certificate,
                     upstream_tls: (minimum.unwrap_or(defaults.0), maximum.unwrap_or(defaults.1)),
-                    cipher_suites: upstream.cipher_suites.clone(),
+                    // An empty list is Contour's defaults, as no list is.
+                    cipher_suites: upstream.cipher_suites.clone().filter(|suites| !suites.is_empty()),
                     external_name_services: self.installation.enable_external_name_service,
                     exempt: exempt.clone(),
                 };
@@ -487,6 +490,15 @@ impl ImplementationConfig {
                         .or(self.loopback.contour_settings_from)
                         .unwrap_or_default(),
                 };
+                if controller.kind != ControllerKind::Contour
+                    && controller.settings_from != ContourSettingsSource::default()
+                {
+                    warnings.push(format!(
+                        "the Contour settings source ({}) is ignored: only the real Contour \
+                         (--controller contour) reads one",
+                        controller.settings_from
+                    ));
+                }
                 if controller.kind == ControllerKind::Contour && !overrides.faults.is_empty() {
                     return Err("loopback faults switch the reference controller; they cannot be used with \
                                 --controller contour"

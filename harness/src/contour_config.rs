@@ -16,8 +16,8 @@ use crate::install::SecretRef;
 
 /// `base` (the text of Contour's config file, e.g. its quickstart ConfigMap's `contour.yaml`)
 /// with `tls.envoy-client-certificate`, `cluster.upstream-tls`'s protocol versions and
-/// `enableExternalNameService` set as `installation` says, or removed where it says nothing. Every other setting is kept;
-/// comments are not.
+/// cipher suites, and `enableExternalNameService` set as `installation` says, or removed
+/// where it says nothing. Every other setting is kept; comments are not.
 ///
 /// # Errors
 /// `base` is not YAML, or not a mapping where Contour has one; or the installation's Secret

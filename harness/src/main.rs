@@ -86,7 +86,8 @@ enum Command {
         write: bool,
     },
     /// Print Contour's config file with the implementation config's installation settings
-    /// (tls.envoy-client-certificate, cluster.upstream-tls versions) set in it, so that the
+    /// (tls.envoy-client-certificate, cluster.upstream-tls versions and cipher suites,
+    /// enableExternalNameService) set in it, so that the
     /// installation and what the harness expects of it come from one file. Edits the YAML as
     /// data: no duplicate keys, every other setting kept (comments are dropped).
     ContourConfig {

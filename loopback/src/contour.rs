@@ -52,6 +52,8 @@ pub enum ContourError {
     NotHealthy { limit: Duration, log: PathBuf, tail: String },
     #[error("loopback faults switch the reference controller; the real Contour runs unmodified (faults given: {0})")]
     Faults(String),
+    #[error("cannot store the ContourConfiguration Contour is to read: {0}")]
+    Configuration(String),
 }
 
 /// How many times start-up is tried when a port it was given got taken meanwhile.
@@ -96,7 +98,9 @@ impl ContourProcess {
         let files = |source| ContourError::Files { dir: dir.to_owned(), source };
         std::fs::create_dir_all(dir).map_err(files)?;
         let config_path = dir.join("contour.yaml");
-        std::fs::write(&config_path, config_file(config)).map_err(files)?;
+        if config.contour.settings_from == ContourSettingsSource::ConfigFile {
+            std::fs::write(&config_path, config_file(config)).map_err(files)?;
+        }
         let mut attempt = 1;
         loop {
             match Self::start_once(config, store, &binary, kubeconfig, &config_path, dir).await {
@@ -142,7 +146,8 @@ impl ContourProcess {
             }
             ContourSettingsSource::ContourConfiguration => {
                 let ports = [xds_port, health_port, metrics_port, debug_port];
-                write_contour_configuration(store, contour_configuration(config, ports));
+                write_contour_configuration(store, contour_configuration(config, ports))
+                    .map_err(ContourError::Configuration)?;
                 // The object has no client rate limits; the flags set them as the file does.
                 command
                     .arg(format!("--contour-config-name={CONTOUR_CONFIGURATION_NAME}"))
@@ -364,7 +369,7 @@ pub fn contour_configuration(config: &LoopbackConfig, ports: [u16; 4]) -> Value 
 
 /// Puts `object` in the store, with its namespace, replacing an earlier one (a start-up that
 /// is tried again gets new ports).
-fn write_contour_configuration(store: &Store, object: Value) {
+fn write_contour_configuration(store: &Store, object: Value) -> Result<(), String> {
     let _ = store.create(&NAMESPACE, "", json!({"metadata": {"name": CONTOUR_NAMESPACE}}));
     let updated = store.modify(
         &CONTOUR_CONFIGURATION,
@@ -373,11 +378,10 @@ fn write_contour_configuration(store: &Store, object: Value) {
         Subresource::Main,
         |stored| stored["spec"] = object["spec"].clone(),
     );
-    if updated.is_none()
-        && let Err(err) = store.create(&CONTOUR_CONFIGURATION, CONTOUR_NAMESPACE, object)
-    {
-        tracing::warn!("cannot store Contour's ContourConfiguration: {err}");
+    if updated.is_none() {
+        store.create(&CONTOUR_CONFIGURATION, CONTOUR_NAMESPACE, object).map_err(|err| err.to_string())?;
     }
+    Ok(())
 }
 
 /// A YAML scalar that reads back as exactly `value` (a JSON string is one).

@@ -9,7 +9,9 @@ use std::process::ExitCode;
 use loopback::{Disruption, Fault, Loopback, LoopbackConfig};
 
 const USAGE: &str = "usage: loopback serve [--config FILE] [--controller reference|contour]
-                      [--contour-version VERSION] [--fault NAME]... [--disrupt NAME]...
+                      [--contour-version VERSION]
+                      [--contour-settings-from config-file|contour-configuration]
+                      [--fault NAME]... [--disrupt NAME]...
        loopback faults        (the fault table, in Markdown)
        loopback disruptions   (the disruption table, in Markdown)
 
@@ -22,6 +24,8 @@ controller and its proxy) on 127.0.0.0/8 and prints how to reach it.
                              contour: the real Contour, built by scripts/ensure-contour
   --contour-version VERSION  the Contour release to run (default: the first line of
                              loopback/contour-versions)
+  --contour-settings-from S  where the real Contour reads the install-wide settings:
+                             config-file (default) or contour-configuration (an object)
   --disrupt NAME             make trouble for clients (repeatable): API errors, slow answers,
                              cut connections, crashing backends; `loopback disruptions` lists them
   --fault NAME               switch on a fault of the reference controller (repeatable); one of:";
@@ -71,7 +75,7 @@ fn parse_args(args: Vec<String>) -> Result<LoopbackConfig, String> {
     let mut faults = Vec::new();
     let mut disruptions = Vec::new();
     // Flags win over the config file wherever they stand.
-    let (mut controller, mut contour_version) = (None, None);
+    let (mut controller, mut contour_version, mut settings_from) = (None, None, None);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--config" => {
@@ -84,6 +88,10 @@ fn parse_args(args: Vec<String>) -> Result<LoopbackConfig, String> {
             }
             "--contour-version" => {
                 contour_version = Some(args.next().ok_or("--contour-version needs a release tag")?);
+            }
+            "--contour-settings-from" => {
+                let source = args.next().ok_or("--contour-settings-from needs config-file or contour-configuration")?;
+                settings_from = Some(source.parse().map_err(|e| format!("error: {e}"))?);
             }
             "--fault" => {
                 let name = args.next().ok_or("--fault needs a name")?;
@@ -101,6 +109,7 @@ fn parse_args(args: Vec<String>) -> Result<LoopbackConfig, String> {
     config.disruptions.extend(disruptions);
     config.controller = controller.unwrap_or(config.controller);
     config.contour.version = contour_version.or(config.contour.version);
+    config.contour.settings_from = settings_from.unwrap_or(config.contour.settings_from);
     Ok(config)
 }
 

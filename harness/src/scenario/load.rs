@@ -323,8 +323,13 @@ impl Checker<'_> {
         if request.shared_by.len() < 2 {
             self.error(position(&first.referenced), "`sharedBy` needs at least two backends".into());
         }
-        for name in &request.shared_by {
-            if !scenario.backends.iter().any(|b| b.name.value == name.value) {
+        for (index, name) in request.shared_by.iter().enumerate() {
+            if request.shared_by[..index].iter().any(|earlier| earlier.value == name.value) {
+                self.error(
+                    position(&name.referenced),
+                    format!("backend {:?} is listed twice in `sharedBy`", name.value),
+                );
+            } else if !scenario.backends.iter().any(|b| b.name.value == name.value) {
                 self.error(
                     position(&name.referenced),
                     format!("backend {:?} is not declared under `backends`", name.value),
@@ -335,6 +340,12 @@ impl Checker<'_> {
             self.error(
                 position(&name.referenced),
                 "`expect.backend.name` contradicts `sharedBy`: the answers come from several backends".into(),
+            );
+        }
+        if crate::traffic::wants_backend(&request.expect) != Some(true) {
+            self.error(
+                position(&first.referenced),
+                "`sharedBy` needs answers from backends: give `expect.backend` (without a name)".into(),
             );
         }
         let needed = 10 * request.shared_by.len() as u32;

@@ -343,6 +343,21 @@ impl Feature {
         }
     }
 
+    /// Whether the feature depends on how the installation is configured (the harness cannot
+    /// change it; a target declares it), rather than on what the implementation claims.
+    pub fn is_install_wide(self) -> bool {
+        matches!(
+            self,
+            Feature::EnvoyClientCertificate
+                | Feature::NoEnvoyClientCertificate
+                | Feature::UpstreamTlsDefaultVersions
+                | Feature::UpstreamTlsMaximum12
+                | Feature::UpstreamTlsCustomCipherSuites
+                | Feature::ExternalNameServices
+                | Feature::NoExternalNameServices
+        )
+    }
+
     /// Install-wide features no one installation has together.
     pub const CONTRADICTIONS: [(Feature, Feature); 4] = [
         (Feature::EnvoyClientCertificate, Feature::NoEnvoyClientCertificate),
@@ -630,6 +645,14 @@ mod tests {
             assert!(spelled.iter().any(|s| s == feature.name()), "{} is not how files spell it", feature.name());
             let parsed: Feature = serde_json::from_value(serde_json::json!(feature.name())).unwrap();
             assert_eq!(parsed, feature);
+        }
+        // Only install-wide features can contradict each other, and each has its opposite.
+        for (a, b) in Feature::CONTRADICTIONS {
+            assert!(a.is_install_wide() && b.is_install_wide(), "{} / {}", a.name(), b.name());
+        }
+        for feature in Feature::ALL.into_iter().filter(|f| f.is_install_wide()) {
+            let paired = Feature::CONTRADICTIONS.iter().any(|(a, b)| *a == feature || *b == feature);
+            assert!(paired, "{} is install-wide but contradicts nothing", feature.name());
         }
     }
 
