@@ -740,6 +740,11 @@ pub struct UpstreamTlsConfig {
     pub cipher_suites: Option<Vec<String>>,
 }
 
+/// [`DEFAULT_CIPHER_SUITES`] as the owned list the proxy's TLS settings carry.
+pub fn default_cipher_suites() -> Vec<String> {
+    DEFAULT_CIPHER_SUITES.iter().map(ToString::to_string).collect()
+}
+
 /// Contour's default TLS 1.2 cipher suites, in its order (apis/projectcontour/v1alpha1
 /// ciphersuites.go DefaultTLSCiphers); docs/contract.md N2.
 pub const DEFAULT_CIPHER_SUITES: [&str; 4] = [
@@ -869,7 +874,7 @@ impl LoopbackConfig {
     /// The TLS 1.2 cipher suites offered upstream, in order, duplicates dropped as Contour does.
     pub fn upstream_cipher_suites(&self) -> Vec<String> {
         let Some(configured) = self.cluster.upstream_tls.cipher_suites.as_ref().filter(|c| !c.is_empty()) else {
-            return DEFAULT_CIPHER_SUITES.iter().map(ToString::to_string).collect();
+            return default_cipher_suites();
         };
         let mut suites: Vec<String> = Vec::new();
         for entry in configured {

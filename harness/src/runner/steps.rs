@@ -464,7 +464,7 @@ impl<'a> ScenarioRun<'a> {
         };
         let consecutive = request.consecutive.as_ref().map_or(settings.consecutive, |c| c.value as usize);
         let shared: Vec<String> = request.shared_by.iter().map(|name| name.value.clone()).collect();
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         // A route still changing may answer from one backend for a while: when a round's
         // answers miss a backend that shares the route, ask again in a new round.
         let mut one_sided: Option<Vec<Answer>> = None;

@@ -160,7 +160,7 @@ fn tls_settings(ctx: &Context<'_>, upstream: &UpstreamRequest<'_>) -> TlsSetting
         cipher_suites: if ctx.config.has(Fault::LibraryCipherSuites) {
             Vec::new()
         } else if ctx.config.has(Fault::InstallationCipherSuitesIgnored) {
-            crate::config::DEFAULT_CIPHER_SUITES.iter().map(ToString::to_string).collect()
+            crate::config::default_cipher_suites()
         } else {
             ctx.config.upstream_cipher_suites()
         },

@@ -202,6 +202,15 @@ impl Turns {
     /// The cluster's next endpoint, if it has any: named endpoints count with every address
     /// their name resolves to now.
     fn endpoint_of(&self, cluster: &Cluster) -> Option<SocketAddr> {
+        let turn = self.endpoint.fetch_add(1, Ordering::Relaxed);
+        // Most clusters hold addresses only: pick one without building a list per request.
+        let named = cluster.endpoints.iter().any(|endpoint| matches!(endpoint, Endpoint::Name { .. }));
+        if !named {
+            return match cluster.endpoints.get(turn % cluster.endpoints.len().max(1)) {
+                Some(Endpoint::Address(address)) => Some(*address),
+                _ => None,
+            };
+        }
         let addresses: Vec<SocketAddr> = cluster
             .endpoints
             .iter()
@@ -212,7 +221,6 @@ impl Turns {
                 }
             })
             .collect();
-        let turn = self.endpoint.fetch_add(1, Ordering::Relaxed);
         addresses.get(turn % addresses.len().max(1)).copied()
     }
 }
