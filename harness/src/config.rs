@@ -110,6 +110,9 @@ pub struct ClusterSection {
     pub context: Option<String>,
     #[serde(default)]
     pub proxy: Option<String>,
+    /// Where the proxy serves TLS virtual hosts (Envoy's HTTPS listener), `host:port`.
+    #[serde(default)]
+    pub tls_proxy: Option<String>,
     #[serde(default)]
     pub image: Option<String>,
 }
@@ -236,6 +239,7 @@ pub struct Timeouts {
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
     pub proxy: Option<String>,
+    pub tls_proxy: Option<String>,
     pub kubeconfig: Option<PathBuf>,
     pub context: Option<String>,
     pub image: Option<String>,
@@ -293,6 +297,7 @@ impl Overrides {
         let disruptions = parse_list(env::DISRUPTIONS)?;
         Ok(Overrides {
             proxy: var(env::PROXY),
+            tls_proxy: var(env::TLS_PROXY),
             kubeconfig: var(env::KUBECONFIG).map(PathBuf::from),
             context: var(env::CONTEXT),
             image: var(env::IMAGE),
@@ -426,6 +431,10 @@ impl ImplementationConfig {
         let (implementation, target) = match overrides.proxy.or(cluster.proxy) {
             Some(proxy) => {
                 check_proxy_address(&proxy)?;
+                let tls_proxy = overrides.tls_proxy.clone().or(cluster.tls_proxy.clone());
+                if let Some(tls_proxy) = &tls_proxy {
+                    check_proxy_address(tls_proxy)?;
+                }
                 if !overrides.faults.is_empty() {
                     warnings.push("loopback faults are ignored: the target is a real cluster".to_string());
                 }
@@ -447,6 +456,7 @@ impl ImplementationConfig {
                     // An empty list is Contour's defaults, as no list is.
                     cipher_suites: upstream.cipher_suites.clone().filter(|suites| !suites.is_empty()),
                     external_name_services: self.installation.enable_external_name_service,
+                    tls_listener: tls_proxy.is_some(),
                     exempt: exempt.clone(),
                 };
                 if installation.upstream_tls.0 > installation.upstream_tls.1 {
@@ -457,6 +467,7 @@ impl ImplementationConfig {
                     kubeconfig: overrides.kubeconfig.or(cluster.kubeconfig.map(|p| home(&p))),
                     context: overrides.context.or(cluster.context),
                     proxy,
+                    tls_proxy,
                     installation,
                 };
                 let mut implementation = self.implementation.unwrap_or_else(Implementation::unnamed);
@@ -636,6 +647,9 @@ mod tests {
         };
         assert_eq!(proxy, "127.0.0.1:9080");
         assert_eq!(context.as_deref(), Some("kind-upstream-tls"));
+        let TargetConfig::Cluster { tls_proxy, .. } = &plan.target else { unreachable!() };
+        assert_eq!(tls_proxy.as_deref(), Some("127.0.0.1:9443"));
+        assert!(installation.tls_listener, "the TLS address makes tcp-proxy scenarios run");
         assert_eq!(installation.client_certificate, Some(SecretRef::default_client_certificate()));
         assert_eq!(plan.settings.ready_limit, Duration::from_secs(300));
     }

@@ -33,6 +33,9 @@ pub struct Installation {
     pub cipher_suites: Option<Vec<String>>,
     /// Whether route services may name ExternalName Services (Contour's `enableExternalNameService`).
     pub external_name_services: bool,
+    /// Whether the harness knows where the proxy serves TLS virtual hosts (loopback's always;
+    /// a real cluster's when its TLS address is given).
+    pub tls_listener: bool,
     /// Features the implementation does not claim: their scenarios are skipped.
     pub exempt: Vec<Feature>,
 }
@@ -45,6 +48,7 @@ impl Default for Installation {
             upstream_tls: (TlsVersion::V1_2, TlsVersion::V1_3),
             cipher_suites: None,
             external_name_services: false,
+            tls_listener: false,
             exempt: Vec::new(),
         }
     }
@@ -101,6 +105,10 @@ impl Installation {
                  installation.enableExternalNameService)"
                     .into(),
             ),
+            Feature::TcpProxy if !self.tls_listener => Some(SkipReason {
+                text: "the proxy's TLS address is not given (--tls-proxy, or cluster.tlsProxy in the config file)".into(),
+                not_applicable: false,
+            }),
             Feature::NoExternalNameServices if self.external_name_services => {
                 setting("the installation has enabled ExternalName Services".into())
             }

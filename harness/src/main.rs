@@ -151,6 +151,10 @@ struct RunArgs {
     /// cluster; without it the built-in loopback cluster is used.
     #[arg(long, env = env::PROXY)]
     proxy: Option<String>,
+    /// Address (host:port) where the proxy serves TLS virtual hosts (Envoy's HTTPS listener).
+    /// Without it, scenarios with feature tcp-proxy are skipped on a real cluster.
+    #[arg(long, env = env::TLS_PROXY)]
+    tls_proxy: Option<String>,
     /// Kubeconfig of the real cluster (default: $KUBECONFIG, then ~/.kube/config).
     #[arg(long, env = env::KUBECONFIG)]
     kubeconfig: Option<PathBuf>,
@@ -445,6 +449,7 @@ fn run(args: RunArgs) -> ExitCode {
     };
     let overrides = Overrides {
         proxy: args.proxy,
+        tls_proxy: args.tls_proxy,
         kubeconfig: args.kubeconfig,
         context: args.context,
         image: args.image,

@@ -437,6 +437,7 @@ mod tests {
             kubeconfig: None,
             context: None,
             proxy: "p:80".into(),
+            tls_proxy: None,
             installation: Default::default(),
         };
         assert_eq!(default_parallelism(&loopback, 64), 64);

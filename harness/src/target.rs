@@ -28,6 +28,9 @@ pub mod env {
     /// `host:port` where the implementation's proxy serves plain HTTP. Setting it selects a
     /// real cluster instead of loopback.
     pub const PROXY: &str = "UPSTREAM_TLS_PROXY";
+    /// `host:port` where the implementation's proxy serves TLS virtual hosts (Envoy's HTTPS
+    /// listener); without it, scenarios with feature `tcp-proxy` are skipped on real clusters.
+    pub const TLS_PROXY: &str = "UPSTREAM_TLS_TLS_PROXY";
     /// The kubeconfig file for the real cluster (default: `$KUBECONFIG`, `~/.kube/config`).
     pub const KUBECONFIG: &str = "UPSTREAM_TLS_KUBECONFIG";
     /// The kubeconfig context (default: the current one).
@@ -80,11 +83,16 @@ pub mod env {
 /// cipher suites of its own, and which has enabled ExternalName Services.
 pub fn loopback_installations() -> [Installation; 2] {
     [
-        Installation { client_certificate: Some(SecretRef::default_client_certificate()), ..Default::default() },
+        Installation {
+            client_certificate: Some(SecretRef::default_client_certificate()),
+            tls_listener: true,
+            ..Default::default()
+        },
         Installation {
             upstream_tls: (TlsVersion::V1_2, TlsVersion::V1_2),
             cipher_suites: Some(crate::install::CUSTOM_CIPHER_SUITES.map(String::from).into()),
             external_name_services: true,
+            tls_listener: true,
             ..Default::default()
         },
     ]
@@ -100,6 +108,8 @@ pub enum TargetConfig {
         kubeconfig: Option<PathBuf>,
         context: Option<String>,
         proxy: String,
+        /// Where the proxy serves TLS virtual hosts (`host:port`), if given.
+        tls_proxy: Option<String>,
         /// The installation's install-wide settings, as declared.
         installation: Installation,
     },
@@ -230,10 +240,11 @@ impl TargetConfig {
                 }
                 text
             }
-            TargetConfig::Cluster { kubeconfig, context, proxy, installation } => format!(
-                "cluster from {} (context {}), proxy {proxy}; {}",
+            TargetConfig::Cluster { kubeconfig, context, proxy, tls_proxy, installation } => format!(
+                "cluster from {} (context {}), proxy {proxy}{}; {}",
                 kubeconfig.as_ref().map_or("the default kubeconfig".into(), |p| p.display().to_string()),
                 context.as_deref().unwrap_or("current"),
+                tls_proxy.as_ref().map(|a| format!(", TLS proxy {a}")).unwrap_or_default(),
                 installation.describe(),
             ),
         }
@@ -457,7 +468,10 @@ async fn start_target(
             let loopback_config = loopback_config(&installation, options);
             let loopback = Loopback::start(loopback_config).await?;
             let connected = match ClusterClient::connect(Some(loopback.kubeconfig()), None).await {
-                Ok(cluster) => finish_target(cluster, loopback.proxy_address(), installation, run_id, settings).await,
+                Ok(cluster) => {
+                    let proxies = (loopback.proxy_address(), Some(loopback.tls_proxy_address()));
+                    finish_target(cluster, proxies, installation, run_id, settings).await
+                }
                 Err(e) => Err(e.into()),
             };
             match connected {
@@ -468,11 +482,15 @@ async fn start_target(
                 }
             }
         }
-        TargetConfig::Cluster { kubeconfig, context, proxy, .. } => {
+        TargetConfig::Cluster { kubeconfig, context, proxy, tls_proxy, .. } => {
             let cluster = ClusterClient::connect(kubeconfig.as_deref(), context.as_deref()).await?;
             let address = resolve(proxy).await?;
             preflight(&cluster, proxy, address).await?;
-            let target = finish_target(cluster, address, installation, run_id, settings).await?;
+            let tls_address = match tls_proxy {
+                Some(tls_proxy) => Some(resolve(tls_proxy).await?),
+                None => None,
+            };
+            let target = finish_target(cluster, (address, tls_address), installation, run_id, settings).await?;
             canary(&target).await?;
             Ok((target, None))
         }
@@ -481,7 +499,7 @@ async fn start_target(
 
 async fn finish_target(
     cluster: ClusterClient,
-    proxy: SocketAddr,
+    (proxy, tls_proxy): (SocketAddr, Option<SocketAddr>),
     installation: Installation,
     run_id: &str,
     settings: &RunSettings,
@@ -505,6 +523,7 @@ async fn finish_target(
     Ok(Target {
         cluster,
         proxy,
+        tls_proxy,
         run_id: run_id.to_string(),
         settings: settings.clone(),
         installation,
@@ -674,10 +693,14 @@ mod tests {
             kubeconfig: None,
             context: None,
             proxy: "p:80".into(),
+            tls_proxy: None,
             installation: Installation::default(),
         };
         let reason = cluster.lacks(&[Feature::EnvoyClientCertificate]).unwrap().text;
         assert!(reason.starts_with("the installation has no Envoy client certificate"), "{reason}");
         assert!(cluster.lacks(&[Feature::UpstreamTls, Feature::UpstreamTlsDefaultVersions]).is_none());
+        let reason = cluster.lacks(&[Feature::TcpProxy]).unwrap().text;
+        assert!(reason.contains("TLS address is not given (--tls-proxy"), "{reason}");
+        assert!(loopback.lacks(&[Feature::TcpProxy]).is_none(), "loopback has a TLS listener");
     }
 }

@@ -79,15 +79,27 @@ pub async fn send(client: &reqwest::Client, url: &str, headers: &[(String, Strin
         Err(e) => return no_response(request_id, error_chain(&e)),
     };
     let status = response.status().as_u16();
-    let mut headers: BTreeMap<String, String> = BTreeMap::new();
-    for (name, value) in response.headers() {
-        let value = String::from_utf8_lossy(value.as_bytes());
-        headers.entry(name.as_str().to_string()).and_modify(|v| *v = format!("{v}, {value}")).or_insert(value.into());
-    }
+    let headers = header_map(response.headers());
     let body = match response.text().await {
         Ok(body) => body,
         Err(e) => return Answer { status: Some(status), headers, ..no_response(request_id, error_chain(&e)) },
     };
+    answer(request_id, status, headers, body)
+}
+
+/// Response headers by lowercase name, several values joined by `, `.
+fn header_map(map: &http::HeaderMap) -> BTreeMap<String, String> {
+    let mut headers: BTreeMap<String, String> = BTreeMap::new();
+    for (name, value) in map {
+        let value = String::from_utf8_lossy(value.as_bytes());
+        headers.entry(name.as_str().to_string()).and_modify(|v| *v = format!("{v}, {value}")).or_insert(value.into());
+    }
+    headers
+}
+
+/// The answer for a complete response: the backend's echo if the body is one for this very
+/// request, the body cut to [`BODY_LIMIT`].
+fn answer(request_id: &str, status: u16, headers: BTreeMap<String, String>, body: String) -> Answer {
     let echo = serde_json::from_str::<BackendEcho>(body.trim()).ok().filter(|e| e.request_id == request_id);
     let body = if body.len() > BODY_LIMIT {
         // Redacted before the cut: a key cut short may no longer be recognisable.
@@ -97,6 +109,135 @@ pub async fn send(client: &reqwest::Client, url: &str, headers: &[(String, Strin
         body
     };
     Answer { request_id: request_id.to_string(), status: Some(status), body, headers, echo, error: None }
+}
+
+/// How a request reaches a TLS virtual host: the proxy's TLS address, the server name sent as
+/// SNI, and what the certificate the client is served must chain to and be valid for.
+#[derive(Clone)]
+pub struct TlsRequest {
+    pub address: SocketAddr,
+    pub sni: String,
+    pub trust: rustls::pki_types::CertificateDer<'static>,
+    pub certificate_name: String,
+}
+
+/// Sends `GET path` for `host` over TLS as `tls` says, on a connection of its own, with the
+/// request id header and the scenario's own `headers`. No ALPN is offered: HTTP/1.1.
+pub async fn send_tls(
+    tls: &TlsRequest,
+    host: &str,
+    path: &str,
+    headers: &[(String, String)],
+    request_id: &str,
+) -> Answer {
+    match tokio::time::timeout(REQUEST_TIMEOUT, exchange_tls(tls, host, path, headers, request_id)).await {
+        Err(_) => no_response(request_id, format!("no answer within {REQUEST_TIMEOUT:?}")),
+        Ok(Err(error)) => no_response(request_id, error),
+        Ok(Ok((status, headers, body))) => answer(request_id, status, headers, body),
+    }
+}
+
+async fn exchange_tls(
+    tls: &TlsRequest,
+    host: &str,
+    path: &str,
+    headers: &[(String, String)],
+    request_id: &str,
+) -> Result<(u16, BTreeMap<String, String>, String), String> {
+    use http_body_util::BodyExt;
+    let config = tls_client_config(tls)?;
+    let sni = rustls::pki_types::ServerName::try_from(tls.sni.clone())
+        .map_err(|e| format!("{:?} cannot be sent as SNI: {e}", tls.sni))?;
+    let tcp = tokio::net::TcpStream::connect(tls.address)
+        .await
+        .map_err(|e| format!("cannot connect to the proxy's TLS address {}: {e}", tls.address))?;
+    let stream = tokio_rustls::TlsConnector::from(config)
+        .connect(sni, tcp)
+        .await
+        .map_err(|e| format!("TLS handshake with {} (SNI {}) failed: {e}", tls.address, tls.sni))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("HTTP over TLS: {}", error_chain(&e)))?;
+    tokio::spawn(connection);
+    let mut request = http::Request::get(path).header(http::header::HOST, host).header(REQUEST_ID_HEADER, request_id);
+    for (name, value) in headers {
+        request = request.header(name.as_str(), value.as_str());
+    }
+    let request = request
+        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+        .map_err(|e| format!("cannot build the request: {e}"))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("the connection closed without an answer after the TLS handshake: {}", error_chain(&e)))?;
+    let status = response.status().as_u16();
+    let headers = header_map(response.headers());
+    let body = response.into_body().collect().await.map_err(|e| format!("reading the body: {}", error_chain(&e)))?;
+    Ok((status, headers, String::from_utf8_lossy(&body.to_bytes()).into_owned()))
+}
+
+/// A client configuration that trusts `tls.trust` alone and checks the served certificate
+/// for `tls.certificate_name`, whatever the SNI.
+fn tls_client_config(tls: &TlsRequest) -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
+    use std::sync::Arc;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(tls.trust.clone()).map_err(|e| format!("the trusted CA certificate: {e}"))?;
+    let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| format!("cannot build a certificate verifier: {e}"))?;
+    let name = rustls::pki_types::ServerName::try_from(tls.certificate_name.clone())
+        .map_err(|e| format!("{:?} is not a certificate name: {e}", tls.certificate_name))?;
+    let verifier = Arc::new(NamedVerifier { inner, name });
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// Checks the served certificate against a name of its own rather than the SNI.
+#[derive(Debug)]
+struct NamedVerifier {
+    inner: std::sync::Arc<rustls::client::WebPkiServerVerifier>,
+    name: rustls::pki_types::ServerName<'static>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for NamedVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _sni: &rustls::pki_types::ServerName<'_>,
+        ocsp: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        self.inner.verify_server_cert(end_entity, intermediates, &self.name, ocsp, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 fn no_response(request_id: &str, error: String) -> Answer {
@@ -136,6 +277,12 @@ pub fn wants_backend(expect: &ResponseExpectation) -> Option<bool> {
 /// # Errors
 /// The first difference, saying expected and actual.
 pub fn check(expect: &ResponseExpectation, answer: &Answer) -> Result<(), Mismatch> {
+    if expect.status.none() {
+        return match answer.status {
+            None => Ok(()),
+            Some(_) => Err(Mismatch(format!("expected no answer (the connection closed), got {}", answer.summary()))),
+        };
+    }
     let Some(status) = answer.status else {
         return Err(Mismatch(format!("expected status {}, got {}", codes(&expect.status.0), answer.summary())));
     };

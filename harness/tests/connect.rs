@@ -66,6 +66,7 @@ async fn a_cluster_that_is_not_ready_fails_before_any_scenario() {
         kubeconfig: Some(loopback.kubeconfig().to_path_buf()),
         context: None,
         proxy,
+        tls_proxy: None,
         installation: Default::default(),
     };
 
@@ -101,6 +102,7 @@ async fn a_cluster_whose_proxy_does_not_work_fails_the_canary_before_any_scenari
         kubeconfig: Some(loopback.kubeconfig().to_path_buf()),
         context: None,
         proxy: loopback.proxy_address().to_string(),
+        tls_proxy: None,
         installation: Default::default(),
     };
     let settings = RunSettings { traffic_limit: std::time::Duration::from_secs(3), ..Default::default() };
@@ -136,6 +138,7 @@ async fn a_real_cluster_run_removes_the_client_certificate_it_wrote_and_only_its
             kubeconfig: Some(loopback.kubeconfig().to_path_buf()),
             context: None,
             proxy: loopback.proxy_address().to_string(),
+            tls_proxy: None,
             installation: Installation { client_certificate: Some(secret.clone()), ..Default::default() },
         };
         let environment = Environment::connect(&as_real, Default::default()).await.expect("it connects");

@@ -80,6 +80,7 @@ fn the_kind_set_up_dry_run_shows_each_step_in_order() {
     let expose = position(&commands, "kubectl --context kind-upstream-tls -n projectcontour patch service envoy");
     assert!(create < install && install < configure && configure < restart && restart < load && load < expose);
     assert!(stdout.contains("UPSTREAM_TLS_PROXY=127.0.0.1:9080"), "{stdout}");
+    assert!(stdout.contains("UPSTREAM_TLS_TLS_PROXY=127.0.0.1:9443"), "{stdout}");
 }
 
 #[test]

@@ -46,6 +46,7 @@ pub struct Loopback {
     kubeconfig: PathBuf,
     api_address: SocketAddr,
     proxy_address: SocketAddr,
+    tls_proxy_address: SocketAddr,
     work_dir: PathBuf,
     owns_work_dir: bool,
     shutdown: watch::Sender<bool>,
@@ -90,6 +91,8 @@ impl Loopback {
         let proxy_listener = TcpListener::bind("127.0.0.1:0").await.map_err(StartError::Bind)?;
         let api_address = api_listener.local_addr().map_err(StartError::Bind)?;
         let proxy_address = proxy_listener.local_addr().map_err(StartError::Bind)?;
+        let tls_proxy_listener = TcpListener::bind("127.0.0.1:0").await.map_err(StartError::Bind)?;
+        let tls_proxy_address = tls_proxy_listener.local_addr().map_err(StartError::Bind)?;
         let kubeconfig = work_dir.join("kubeconfig");
         let credentials = Arc::new(api::Credentials::generate().map_err(StartError::Credentials)?);
         api::write_kubeconfig(&kubeconfig, &format!("https://{api_address}"), &credentials)
@@ -123,6 +126,12 @@ impl Loopback {
                 disruptions.clone(),
                 stop.clone(),
             )),
+            tokio::spawn(dataplane::secure::serve_tls(
+                tls_proxy_listener,
+                routes_rx.clone(),
+                dataplane::dns::ClusterDns::new(store.clone()),
+                stop.clone(),
+            )),
         ];
         // Made before the controller starts, so a controller that fails to start can be
         // shut down with everything else.
@@ -130,6 +139,7 @@ impl Loopback {
             kubeconfig,
             api_address,
             proxy_address,
+            tls_proxy_address,
             work_dir,
             owns_work_dir,
             shutdown,
@@ -158,7 +168,7 @@ impl Loopback {
                 }
             }
         }
-        tracing::info!(api = %api_address, proxy = %proxy_address, controller = %config.controller, "loopback cluster started");
+        tracing::info!(api = %api_address, proxy = %proxy_address, tls_proxy = %tls_proxy_address, controller = %config.controller, "loopback cluster started");
         Ok(loopback)
     }
 
@@ -196,6 +206,11 @@ impl Loopback {
     /// Where the proxy listens for plain HTTP.
     pub fn proxy_address(&self) -> SocketAddr {
         self.proxy_address
+    }
+
+    /// Where the proxy listens for TLS: the virtual hosts with `virtualhost.tls`, by SNI.
+    pub fn tls_proxy_address(&self) -> SocketAddr {
+        self.tls_proxy_address
     }
 
     /// Stops everything, waits for backend processes to exit and removes the work directory

@@ -161,11 +161,25 @@ pub enum Fault {
     /// R3: weights of 0 are taken literally even when every service of a route with several
     /// has one, so the route sends nothing anywhere.
     ZeroWeightsTakenLiterally,
+    /// N4: a TCPProxy without `virtualhost.tls` is served (passed through) instead of refused with TLSMustBeConfigured.
+    TcpProxyWithoutTlsServed,
+    /// N4: a TCPProxy speaks plaintext to its services whatever their protocol says.
+    TcpProxyIgnoresUpstreamTls,
+    /// P5: a TCPProxy's TLS upstreams are offered ALPN `http/1.1`, as HTTP routes' are.
+    TcpProxyOffersHttp11,
+    /// N4: a TCPProxy sends the virtual host's fqdn as SNI to its TLS upstreams.
+    TcpProxySniFromFqdn,
+    /// N4: a TCPProxy service's validation is ignored: any backend certificate is accepted.
+    TcpProxySkipsValidation,
+    /// N4: a TCPProxy's TLS upstreams get no client certificate.
+    TcpProxyPresentsNoClientCertificate,
+    /// N4: a TLS virtual host with `passthrough: true` is valid but not served.
+    TlsPassthroughIgnored,
 }
 
 impl Fault {
     /// Every fault, in documentation order.
-    pub const ALL: [Fault; 70] = [
+    pub const ALL: [Fault; 77] = [
         Fault::IgnoreUpstreamProtocolAnnotation,
         Fault::AnnotationMatchesTargetPort,
         Fault::H2BeatsH2c,
@@ -236,6 +250,13 @@ impl Fault {
         Fault::H2FallsBackToHttp1,
         Fault::SeveralMirrorsAllowed,
         Fault::ZeroWeightsTakenLiterally,
+        Fault::TcpProxyWithoutTlsServed,
+        Fault::TcpProxyIgnoresUpstreamTls,
+        Fault::TcpProxyOffersHttp11,
+        Fault::TcpProxySniFromFqdn,
+        Fault::TcpProxySkipsValidation,
+        Fault::TcpProxyPresentsNoClientCertificate,
+        Fault::TlsPassthroughIgnored,
     ];
 
     /// The name used in config files, flags and reports.
@@ -311,6 +332,13 @@ impl Fault {
             Fault::H2FallsBackToHttp1 => "h2-falls-back-to-http1",
             Fault::SeveralMirrorsAllowed => "several-mirrors-allowed",
             Fault::ZeroWeightsTakenLiterally => "zero-weights-taken-literally",
+            Fault::TcpProxyWithoutTlsServed => "tcp-proxy-without-tls-served",
+            Fault::TcpProxyIgnoresUpstreamTls => "tcp-proxy-ignores-upstream-tls",
+            Fault::TcpProxyOffersHttp11 => "tcp-proxy-offers-http11",
+            Fault::TcpProxySniFromFqdn => "tcp-proxy-sni-from-fqdn",
+            Fault::TcpProxySkipsValidation => "tcp-proxy-skips-validation",
+            Fault::TcpProxyPresentsNoClientCertificate => "tcp-proxy-presents-no-client-certificate",
+            Fault::TlsPassthroughIgnored => "tls-passthrough-ignored",
         }
     }
 
@@ -372,7 +400,13 @@ impl Fault {
             Fault::ConnectionsOutliveClusterChanges => "C2",
             Fault::WeightsIgnored | Fault::RouteTransportFromFirstService | Fault::ZeroWeightsTakenLiterally => "R3",
             Fault::MirrorIgnored | Fault::MirrorIgnoresUpstreamTls | Fault::SeveralMirrorsAllowed => "R3",
-            Fault::H2FallsBackToHttp1 => "P5",
+            Fault::H2FallsBackToHttp1 | Fault::TcpProxyOffersHttp11 => "P5",
+            Fault::TcpProxyWithoutTlsServed
+            | Fault::TcpProxyIgnoresUpstreamTls
+            | Fault::TcpProxySniFromFqdn
+            | Fault::TcpProxySkipsValidation
+            | Fault::TcpProxyPresentsNoClientCertificate
+            | Fault::TlsPassthroughIgnored => "N4",
         }
     }
 
@@ -513,6 +547,21 @@ impl Fault {
             Fault::ZeroWeightsTakenLiterally => {
                 "weights of 0 are taken literally even when every service of a route with several has one, so the route sends nothing"
             }
+            Fault::TcpProxyWithoutTlsServed => {
+                "a TCPProxy without `virtualhost.tls` is served (passed through) instead of refused with TLSMustBeConfigured"
+            }
+            Fault::TcpProxyIgnoresUpstreamTls => {
+                "a TCPProxy speaks plaintext to its services whatever their protocol says"
+            }
+            Fault::TcpProxyOffersHttp11 => {
+                "a TCPProxy's TLS upstreams are offered ALPN `http/1.1`, as HTTP routes' are"
+            }
+            Fault::TcpProxySniFromFqdn => "a TCPProxy sends the virtual host's fqdn as SNI to its TLS upstreams",
+            Fault::TcpProxySkipsValidation => {
+                "a TCPProxy service's validation is ignored: any backend certificate is accepted"
+            }
+            Fault::TcpProxyPresentsNoClientCertificate => "a TCPProxy's TLS upstreams get no client certificate",
+            Fault::TlsPassthroughIgnored => "a TLS virtual host with `passthrough: true` is valid but not served",
         }
     }
 }

@@ -123,6 +123,7 @@ async fn serve(config: LoopbackConfig) -> ExitCode {
     };
     println!("kubeconfig: {}", loopback.kubeconfig().display());
     println!("proxy:      {}", loopback.proxy_address());
+    println!("tls proxy:  {}", loopback.tls_proxy_address());
     println!("api:        https://{}", loopback.api_address());
     if let Some(log) = loopback.contour_log() {
         println!("contour:    log in {}", log.display());

@@ -67,6 +67,8 @@ impl Default for RunSettings {
 pub struct Target {
     pub cluster: ClusterClient,
     pub proxy: SocketAddr,
+    /// Where the proxy serves TLS virtual hosts, when known.
+    pub tls_proxy: Option<SocketAddr>,
     /// Distinguishes this run's namespaces and host names from any other run's.
     pub run_id: String,
     pub settings: RunSettings,

@@ -44,6 +44,8 @@ pub(super) struct ScenarioRun<'a> {
     /// Objects applied so far, for diagnostics.
     applied: Vec<ObjectRef>,
     observer: &'a dyn Observer,
+    /// The scenario's certificates, once generated.
+    pki: Option<Pki>,
 }
 
 impl<'a> ScenarioRun<'a> {
@@ -70,6 +72,7 @@ impl<'a> ScenarioRun<'a> {
             install_changed: false,
             applied: Vec::new(),
             observer,
+            pki: None,
         }
     }
 
@@ -102,6 +105,7 @@ impl<'a> ScenarioRun<'a> {
             self.created.push(namespace);
         }
         self.deploy_backends(&pki).await?;
+        self.pki = Some(pki);
 
         for (i, step) in scenario.steps.iter().enumerate() {
             let started = Instant::now();
@@ -456,11 +460,21 @@ impl<'a> ScenarioRun<'a> {
             .map_err(plain)?;
         let settings = &self.target.settings;
         let client = traffic::client(self.target.proxy, &host).map_err(plain)?;
-        let url = format!("http://{host}:{}{path}", self.target.proxy.port());
+        let url = match &request.tls {
+            None => format!("http://{host}:{}{path}", self.target.proxy.port()),
+            Some(_) => format!("https://{host}{path}"),
+        };
+        let tls = request.tls.as_ref().map(|tls| self.tls_request(tls, &host)).transpose()?;
         let namespace = &self.namespace;
         let send = |id: String| {
-            let (client, url, headers) = (client.clone(), url.clone(), headers.clone());
-            async move { traffic::send(&client, &url, &headers, &id).await }
+            let (client, url, headers, tls) = (client.clone(), url.clone(), headers.clone(), tls.clone());
+            let (host, path) = (host.clone(), path.to_string());
+            async move {
+                match &tls {
+                    Some(tls) => traffic::send_tls(tls, &host, &path, &headers, &id).await,
+                    None => traffic::send(&client, &url, &headers, &id).await,
+                }
+            }
         };
         let consecutive = request.consecutive.as_ref().map_or(settings.consecutive, |c| c.value as usize);
         let shared: Vec<String> = request.shared_by.iter().map(|name| name.value.clone()).collect();
@@ -472,7 +486,7 @@ impl<'a> ScenarioRun<'a> {
         let alone = |answers: &[Answer], missing: &str| {
             (
                 format!(
-                    "GET http://{host}{path}: {consecutive} answers in a row came from {} alone within {:?}; {missing} never answered",
+                    "GET {url}: {consecutive} answers in a row came from {} alone within {:?}; {missing} never answered",
                     traffic::answering_backends(answers).join(" and "),
                     settings.traffic_limit
                 ),
@@ -509,7 +523,7 @@ impl<'a> ScenarioRun<'a> {
                     let why = not.last_mismatch.map(|m| m.0).unwrap_or_default();
                     return Err((
                         format!(
-                            "GET http://{host}{path}: no {consecutive} consecutive matching answers within {:?} ({} attempts); last: {why}",
+                            "GET {url}: no {consecutive} consecutive matching answers within {:?} ({} attempts); last: {why}",
                             settings.traffic_limit, not.attempts
                         ),
                         not.last_answers,
@@ -536,6 +550,26 @@ impl<'a> ScenarioRun<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Where and how a request over TLS goes: the target's TLS address, the host as SNI, and
+    /// the scenario's CA `tls.trust` as the one trust anchor.
+    fn tls_request(&self, tls: &crate::scenario::RequestTls, host: &str) -> Result<traffic::TlsRequest, StepError> {
+        let address = self.target.tls_proxy.ok_or_else(|| {
+            plain("the target has no TLS proxy address (give it with --tls-proxy or cluster.tlsProxy)".to_string())
+        })?;
+        let material = self
+            .pki
+            .as_ref()
+            .and_then(|pki| pki.get(&tls.trust.value))
+            .ok_or_else(|| plain(format!("no PKI entry {:?}", tls.trust.value)))?;
+        let trust = rustls::pki_types::pem::PemObject::from_pem_slice(material.cert_pem.as_bytes())
+            .map_err(|e| plain(format!("PKI entry {:?}: {e}", tls.trust.value)))?;
+        let certificate_name = match &tls.certificate_name {
+            Some(name) => self.bindings.expand(&name.value).map_err(plain)?,
+            None => host.to_string(),
+        };
+        Ok(traffic::TlsRequest { address, sni: host.to_string(), trust, certificate_name })
     }
 
     /// Whether each answer shows up in the access log of a backend other than the one that

@@ -292,6 +292,7 @@ impl Checker<'_> {
                     }
                     self.request_headers(request);
                     self.request_target(request);
+                    self.request_tls(scenario, request);
                     self.shared_by(scenario, request);
                     let named = [&request.expect.backend, &request.mirror];
                     for name in named.into_iter().flatten().filter_map(|b| b.name.as_ref()) {
@@ -413,6 +414,29 @@ impl Checker<'_> {
             if let Some(problem) = problem {
                 self.error(position(&path.referenced), format!("request path {:?} {problem}", path.value));
             }
+        }
+    }
+
+    /// A request over TLS trusts a declared CA, and its scenario claims feature `tcp-proxy`
+    /// (so that targets without a TLS address skip it).
+    fn request_tls(&mut self, scenario: &Scenario, request: &RequestStep) {
+        let Some(tls) = &request.tls else { return };
+        let trust = &tls.trust;
+        match scenario.pki.iter().find(|entry| entry.name.value == trust.value) {
+            None => self
+                .error(position(&trust.referenced), format!("PKI entry {:?} is not declared under `pki`", trust.value)),
+            Some(entry) if !entry.ca => self.error(
+                position(&trust.referenced),
+                format!("PKI entry {:?} is not a CA (`ca: true`): a request can only trust a CA", trust.value),
+            ),
+            Some(_) => {}
+        }
+        if !scenario.features.contains(&Feature::TcpProxy) {
+            self.error(
+                position(&trust.referenced),
+                "a request over TLS needs feature `tcp-proxy` in `features`, so that targets without a TLS address skip it"
+                    .into(),
+            );
         }
     }
 

@@ -272,6 +272,9 @@ pub enum Feature {
     ExternalNameServices,
     /// An installation that has not enabled ExternalName Services, Contour's default (N5).
     NoExternalNameServices,
+    /// TCPProxy on a TLS virtual host, ended by the proxy or passed through, to upstreams
+    /// over TLS (N4); requests go to the proxy's TLS address.
+    TcpProxy,
 }
 
 /// Groups of features a certification reports on.
@@ -298,7 +301,7 @@ impl Profile {
 
 impl Feature {
     /// Every feature, in documentation order (a test checks it against the enum).
-    pub const ALL: [Feature; 19] = [
+    pub const ALL: [Feature; 20] = [
         Feature::UpstreamTls,
         Feature::UpstreamHttp2,
         Feature::UpstreamValidation,
@@ -312,6 +315,7 @@ impl Feature {
         Feature::CrdAdmission,
         Feature::HttpproxyIncludes,
         Feature::RequestMirroring,
+        Feature::TcpProxy,
         Feature::EnvoyClientCertificate,
         Feature::UpstreamTlsMaximum12,
         Feature::UpstreamTlsCustomCipherSuites,
@@ -335,6 +339,7 @@ impl Feature {
             | Feature::CrdAdmission
             | Feature::HttpproxyIncludes
             | Feature::RequestMirroring
+            | Feature::TcpProxy
             | Feature::EnvoyClientCertificate
             | Feature::UpstreamTlsMaximum12
             | Feature::UpstreamTlsCustomCipherSuites
@@ -378,6 +383,7 @@ impl Feature {
             Feature::CrdAdmission => "crd-admission",
             Feature::HttpproxyIncludes => "httpproxy-includes",
             Feature::RequestMirroring => "request-mirroring",
+            Feature::TcpProxy => "tcp-proxy",
             Feature::TlsCertificateDelegation => "tls-certificate-delegation",
             Feature::ContourStatusMessages => "contour-status-messages",
             Feature::EnvoyClientCertificate => "envoy-client-certificate",
@@ -463,6 +469,10 @@ pub struct RequestStep {
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub shared_by: Vec<Spanned<String>>,
+    /// Send the request over TLS to the proxy's TLS address, for a virtual host with
+    /// `virtualhost.tls` (a TCPProxy), instead of plain HTTP.
+    #[serde(default)]
+    pub tls: Option<RequestTls>,
     pub expect: ResponseExpectation,
     /// A mirror's copies: once the answers have passed, a backend other than the one that
     /// answered must show a copy of each of them in its access log, matching this (`name` says
@@ -473,11 +483,27 @@ pub struct RequestStep {
     pub mirror: Option<BackendExpectation>,
 }
 
+/// How a request reaches a TLS virtual host.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RequestTls {
+    /// The `pki` entry (a CA) that the certificate served to the client must chain to: the
+    /// virtual host's own, or the backend's when the proxy passes TLS through.
+    #[schemars(with = "String")]
+    pub trust: Spanned<String>,
+    /// A DNS name the served certificate must be valid for; defaults to the host. The SNI is
+    /// always the host.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub certificate_name: Option<Spanned<String>>,
+}
+
 /// What every one of the consecutive answers must show.
 #[derive(Debug, Default, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ResponseExpectation {
-    /// The status code, or a list of acceptable codes.
+    /// The status code, a list of acceptable codes, or `none`: no HTTP answer at all, the
+    /// connection closed (a TCP proxy with nowhere to forward it).
     pub status: StatusCodes,
     /// The response body must start with this text.
     #[serde(default)]
@@ -498,9 +524,17 @@ pub struct ResponseExpectation {
     pub backend: Option<BackendExpectation>,
 }
 
-/// One status code or several acceptable ones (`503` or `[502, 503]`).
+/// One status code or several acceptable ones (`503` or `[502, 503]`); none (`none`) when the
+/// connection must close without an answer.
 #[derive(Debug, Default, Clone)]
 pub struct StatusCodes(pub Vec<u16>);
+
+impl StatusCodes {
+    /// Whether the expectation is that no HTTP answer arrives.
+    pub fn none(&self) -> bool {
+        self.0.is_empty()
+    }
+}
 
 impl<'de> Deserialize<'de> for StatusCodes {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -509,7 +543,14 @@ impl<'de> Deserialize<'de> for StatusCodes {
             type Value = StatusCodes;
 
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("an HTTP status code or a list of them")
+                f.write_str("an HTTP status code, a list of them, or `none`")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<StatusCodes, E> {
+                match text {
+                    "none" => Ok(StatusCodes(Vec::new())),
+                    _ => Err(E::custom(format!("{text:?} is not a status: give a code, a list of codes, or `none`"))),
+                }
             }
 
             fn visit_u64<E: serde::de::Error>(self, code: u64) -> Result<StatusCodes, E> {
@@ -542,8 +583,9 @@ impl JsonSchema for StatusCodes {
 
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
-            "description": "An HTTP status code, or a non-empty list of acceptable ones.",
+            "description": "An HTTP status code, a non-empty list of acceptable ones, or `none` for no answer at all.",
             "oneOf": [
+                {"const": "none"},
                 {"type": "integer", "minimum": 100, "maximum": 599},
                 {"type": "array", "items": {"type": "integer", "minimum": 100, "maximum": 599}, "minItems": 1}
             ]

@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::secrets::Secrets;
 use super::validation::secret_data;
 use crate::config::{Fault, LoopbackConfig};
-use crate::dataplane::table::ClientCertificate;
+use crate::dataplane::table::CertifiedChain;
 use crate::x509;
 
 /// What the configured client certificate Secret holds right now.
@@ -18,7 +18,7 @@ use crate::x509;
 pub enum ClientCertificateState {
     /// None configured: backends that require a client certificate fail the handshake (C5).
     NotConfigured,
-    Ready(Arc<ClientCertificate>),
+    Ready(Arc<CertifiedChain>),
     /// Configured but unusable; the status message every route service gets (C4).
     Invalid(String),
 }
@@ -30,7 +30,7 @@ pub fn load(secrets: Secrets<'_>, config: &LoopbackConfig) -> ClientCertificateS
     };
     let (namespace, name) = (&secret_name.namespace, &secret_name.name);
     let strict = !config.has(Fault::LenientClientCertificateSecret);
-    match parse(secrets.get(namespace, name).as_ref(), strict) {
+    match tls_secret(secrets.get(namespace, name).as_ref(), strict) {
         Ok(certificate) => ClientCertificateState::Ready(Arc::new(certificate)),
         Err(detail) => ClientCertificateState::Invalid(format!(
             "tls.envoy-client-certificate Secret \"{namespace}/{name}\" is invalid: {detail}"
@@ -42,20 +42,21 @@ pub fn load(secrets: Secrets<'_>, config: &LoopbackConfig) -> ClientCertificateS
 /// (`None` if rcgen cannot make one).
 ///
 /// [`Fault::FallbackClientCertificate`]: crate::config::Fault::FallbackClientCertificate
-pub fn fallback() -> Option<Arc<ClientCertificate>> {
-    static FALLBACK: OnceLock<Option<Arc<ClientCertificate>>> = OnceLock::new();
+pub fn fallback() -> Option<Arc<CertifiedChain>> {
+    static FALLBACK: OnceLock<Option<Arc<CertifiedChain>>> = OnceLock::new();
     FALLBACK
         .get_or_init(|| {
             let certified = rcgen::generate_simple_self_signed(vec!["loopback-proxy".to_string()]).ok()?;
             let key = PrivateKeyDer::try_from(certified.signing_key.serialize_der()).ok()?;
-            Some(Arc::new(ClientCertificate { chain: vec![certified.cert.der().clone()], key }))
+            Some(Arc::new(CertifiedChain { chain: vec![certified.cert.der().clone()], key }))
         })
         .clone()
 }
 
 /// The certificate and key of a Secret, checked as Contour checks a TLS Secret, with its
-/// error texts (docs/contract.md C2, C4).
-fn parse(secret: Option<&Value>, strict: bool) -> Result<ClientCertificate, String> {
+/// error texts: the Envoy client certificate (docs/contract.md C2, C4) and a TLS virtual
+/// host's certificate (N4).
+pub fn tls_secret(secret: Option<&Value>, strict: bool) -> Result<CertifiedChain, String> {
     let secret = secret.ok_or("Secret not found")?;
     let secret_type = secret["type"].as_str().unwrap_or("Opaque");
     if secret_type != "Opaque" && secret_type != "kubernetes.io/tls" {
@@ -65,7 +66,7 @@ fn parse(secret: Option<&Value>, strict: bool) -> Result<ClientCertificate, Stri
     let chain = serving_bundle(&cert_pem, strict).map_err(|e| format!("invalid TLS certificate: {e}"))?;
     let key_pem = secret_value(secret, "tls.key").ok_or("missing TLS private key")?;
     let key = private_key(&key_pem, strict).map_err(|e| format!("invalid TLS private key: {e}"))?;
-    Ok(ClientCertificate { chain, key })
+    Ok(CertifiedChain { chain, key })
 }
 
 /// A Secret's value for `key` when the key is present, even if empty.
@@ -174,7 +175,7 @@ mod tests {
     }
 
     fn check(secret_type: &str, data: serde_json::Value) -> Result<(), String> {
-        parse(Some(&json!({"type": secret_type, "stringData": data})), true).map(|_| ())
+        tls_secret(Some(&json!({"type": secret_type, "stringData": data})), true).map(|_| ())
     }
 
     #[test]

@@ -182,7 +182,7 @@ impl Controller {
             let mut known = self.secret_data.lock().unwrap_or_else(|e| e.into_inner());
             match event.event_type {
                 EventType::Deleted => known.remove(&key),
-                EventType::Added | EventType::Modified => known.insert(key, secret["data"].clone()),
+                EventType::Added | EventType::Modified => known.insert(key.clone(), secret["data"].clone()),
             }
         };
         if event.event_type == EventType::Modified && before.as_ref() == Some(&secret["data"]) {
@@ -195,7 +195,18 @@ impl Controller {
             .envoy_client_certificate
             .as_ref()
             .is_some_and(|configured| name == configured.name && event.namespace == configured.namespace);
-        has_ca(&secret["data"]) || before.as_ref().is_some_and(has_ca) || configured
+        has_ca(&secret["data"]) || before.as_ref().is_some_and(has_ca) || configured || self.serves_tls_with(&key)
+    }
+
+    /// Whether a root HTTPProxy's `virtualhost.tls` names Secret `namespace/name`.
+    fn serves_tls_with(&self, key: &str) -> bool {
+        let (proxies, _) = self.store.list(&HTTP_PROXY, None);
+        proxies.iter().any(|proxy| {
+            let Some(secret) = proxy["spec"]["virtualhost"]["tls"]["secretName"].as_str() else { return false };
+            let namespace = proxy["metadata"]["namespace"].as_str().unwrap_or_default();
+            let named = if secret.contains('/') { secret.to_string() } else { format!("{namespace}/{secret}") };
+            named == key
+        })
     }
 
     /// Whether a proxy event changes more than its status; remembers its metadata.
@@ -279,8 +290,13 @@ impl Controller {
             let me = qualified_name(object);
             let fqdn = fqdn_of(object);
             let others: Vec<String> = claims.get(&fqdn).into_iter().flatten().filter(|n| **n != me).cloned().collect();
-            if let Some((fqdn, virtual_host)) = proxy::process_root(&ctx, &index, object, &others, &mut statuses) {
-                table.virtual_hosts.insert(fqdn, virtual_host);
+            if let Some((fqdn, served)) = proxy::process_root(&ctx, &index, object, &others, &mut statuses) {
+                if let Some(secure) = served.https {
+                    table.secure_hosts.insert(fqdn.clone(), secure);
+                }
+                if let Some(virtual_host) = served.http {
+                    table.virtual_hosts.insert(fqdn, virtual_host);
+                }
             }
         }
         // What no root reached is an orphan (docs/contract.md E3).

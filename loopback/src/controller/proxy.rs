@@ -20,9 +20,10 @@ use super::status::ProxyStatus;
 use super::upstream::{PortRef, UpstreamRequest, build_cluster, external_name, lookup_service};
 use super::validation::{self, UpstreamValidation, ValidationError};
 use super::{Context, qualified_name};
-use crate::config::{Fault, LoopbackConfig};
+use crate::config::{Fault, LoopbackConfig, TlsVersion};
 use crate::dataplane::table::{
-    Cluster, HostRewrite, PathPrefix, Route, RouteAction, Transport, VirtualHost, weighted_rotation,
+    Cluster, DownstreamTls, HostRewrite, PathPrefix, Route, RouteAction, SecureHost, ServingTls, Transport,
+    VirtualHost, weighted_rotation,
 };
 
 /// The parts of an HTTPProxy spec the controller reads; everything else is ignored.
@@ -32,12 +33,41 @@ pub struct HttpProxySpec {
     pub virtualhost: Option<VirtualHostSpec>,
     pub routes: Vec<RouteSpec>,
     pub includes: Vec<IncludeSpec>,
+    pub tcpproxy: Option<TcpProxySpec>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct VirtualHostSpec {
     pub fqdn: String,
+    pub tls: Option<VirtualHostTls>,
+}
+
+/// `virtualhost.tls`: the host is served on the HTTPS listener.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct VirtualHostTls {
+    /// The serving certificate's Secret, `name` or `namespace/name`.
+    pub secret_name: String,
+    /// Forward the client's TLS unread instead of ending it.
+    pub passthrough: bool,
+    pub minimum_protocol_version: String,
+    pub maximum_protocol_version: String,
+}
+
+/// `spec.tcpproxy`: the TLS virtual host's connections go to these services as TCP. Its
+/// services have a route service's fields (those a TCP proxy reads).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TcpProxySpec {
+    pub services: Vec<RouteService>,
+}
+
+/// What a root HTTPProxy programs: plain HTTP routes, a TLS virtual host, or both.
+#[derive(Debug, Default)]
+pub struct ServedHost {
+    pub http: Option<VirtualHost>,
+    pub https: Option<SecureHost>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -128,14 +158,14 @@ pub type Statuses = BTreeMap<String, ProxyStatus>;
 /// Processes the root HTTPProxy `object` (one with a `virtualhost`) and every proxy it
 /// includes, recording their statuses in `statuses`. `duplicate_of` lists the other roots
 /// claiming the same fqdn (`namespace/name`), which makes all of them invalid. Returns the
-/// virtual host to program, `None` when the root must serve nothing.
+/// lowercase fqdn and what to program for it, `None` when the root must serve nothing.
 pub fn process_root(
     ctx: &Context<'_>,
     index: &ProxyIndex<'_>,
     object: &Value,
     duplicate_of: &[String],
     statuses: &mut Statuses,
-) -> Option<(String, VirtualHost)> {
+) -> Option<(String, ServedHost)> {
     let me = qualified_name(object);
     let status = statuses.entry(me.clone()).or_default();
     let spec = parse(object, status)?;
@@ -155,7 +185,7 @@ pub fn process_root(
         );
         return None;
     }
-    if spec.routes.is_empty() && spec.includes.is_empty() {
+    if spec.routes.is_empty() && spec.includes.is_empty() && spec.tcpproxy.is_none() {
         status.error(
             "SpecError",
             "NothingDefined",
@@ -164,12 +194,102 @@ pub fn process_root(
         return None;
     }
     let root_namespace = object["metadata"]["namespace"].as_str().unwrap_or_default();
+    // The TLS virtual host first, then its TCP proxy, then routes, as Contour checks them.
+    let tls = match spec.virtualhost.as_ref().and_then(|v| v.tls.as_ref()) {
+        Some(tls) => Some(downstream_tls(ctx, root_namespace, tls, status)?),
+        None => None,
+    };
     let mut walk = Walk { ctx, index, statuses, root_namespace, included_failed: false };
-    let routes = walk.routes(object, &spec, &[], &[])?;
-    if walk.included_failed && ctx.config.has(Fault::ChildErrorWithdrawsRoot) {
+    let mut served = ServedHost::default();
+    if let Some(tcpproxy) = &spec.tcpproxy {
+        let tls = match tls {
+            Some(tls) => tls,
+            None if ctx.config.has(Fault::TcpProxyWithoutTlsServed) => DownstreamTls::Passthrough,
+            None => {
+                let message = "Spec.TCPProxy requires that either Spec.TLS.Passthrough or Spec.TLS.SecretName be set";
+                walk.status(&me).error("TCPProxyError", "TLSMustBeConfigured", message.into());
+                return None;
+            }
+        };
+        if tcpproxy.services.is_empty() {
+            let message = "either services or inclusion must be specified";
+            walk.status(&me).error("TCPProxyError", "NothingDefined", message.into());
+            return None;
+        }
+        let tcp_proxy = walk.tcp_proxy(&me, &fqdn.to_ascii_lowercase(), &tcpproxy.services)?;
+        let ignored = matches!(tls, DownstreamTls::Passthrough) && ctx.config.has(Fault::TlsPassthroughIgnored);
+        if !ignored {
+            served.https = Some(SecureHost { tls, tcp_proxy, turn: Default::default() });
+        }
+    }
+    if !spec.routes.is_empty() || !spec.includes.is_empty() {
+        let routes = walk.routes(object, &spec, &[], &[])?;
+        if walk.included_failed && ctx.config.has(Fault::ChildErrorWithdrawsRoot) {
+            return None;
+        }
+        served.http = Some(VirtualHost { routes });
+    }
+    Some((fqdn.to_ascii_lowercase(), served))
+}
+
+/// What the proxy does with the client's TLS for `virtualhost.tls`, or `None` with Contour's
+/// error in `status` (docs/contract.md N4).
+fn downstream_tls(
+    ctx: &Context<'_>,
+    namespace: &str,
+    tls: &VirtualHostTls,
+    status: &mut ProxyStatus,
+) -> Option<DownstreamTls> {
+    let secret_name = tls.secret_name.trim();
+    match (secret_name.is_empty(), tls.passthrough) {
+        (false, true) => {
+            let message = "Spec.VirtualHost.TLS: both Passthrough and SecretName were specified";
+            status.error("TLSError", "TLSConfigNotValid", message.into());
+            return None;
+        }
+        (true, false) => {
+            let message = "Spec.VirtualHost.TLS: neither Passthrough nor SecretName were specified";
+            status.error("TLSError", "TLSConfigNotValid", message.into());
+            return None;
+        }
+        (true, true) => return Some(DownstreamTls::Passthrough),
+        (false, false) => {}
+    }
+    let (secret_namespace, name) = secret_name.split_once('/').unwrap_or((namespace, secret_name));
+    if secret_namespace != namespace && !validation::delegated(ctx, secret_namespace, name, namespace) {
+        let message = format!("Spec.VirtualHost.TLS Secret {:?} certificate delegation not permitted", tls.secret_name);
+        status.error("TLSError", "DelegationNotPermitted", message);
         return None;
     }
-    Some((fqdn.to_ascii_lowercase(), VirtualHost { routes }))
+    let secret = ctx.secrets.get(secret_namespace, name);
+    let certificate = match super::client_certificate::tls_secret(secret.as_ref(), true) {
+        Ok(certificate) => certificate,
+        Err(detail) => {
+            let message = format!("Spec.VirtualHost.TLS Secret {:?} is invalid: {detail}", tls.secret_name);
+            status.error("TLSError", "SecretNotValid", message);
+            return None;
+        }
+    };
+    // Contour's defaults are 1.2 and 1.3; any other value counts as unset.
+    let version = |value: &str, default: TlsVersion| match value {
+        "1.2" => TlsVersion::V1_2,
+        "1.3" => TlsVersion::V1_3,
+        _ => default,
+    };
+    let versions = (
+        version(&tls.minimum_protocol_version, TlsVersion::V1_2),
+        version(&tls.maximum_protocol_version, TlsVersion::V1_3),
+    );
+    if versions.1 < versions.0 {
+        let message = "Spec.Virtualhost.TLS the minimum protocol version is greater than the maximum protocol version";
+        status.error("TLSError", "TLSConfigNotValid", message.into());
+        return None;
+    }
+    Some(DownstreamTls::Terminate(Arc::new(ServingTls {
+        certificate: Arc::new(certificate),
+        versions,
+        server_config: Default::default(),
+    })))
 }
 
 /// The spec of `object`, or `None` with an error in `status` when it cannot be processed.
@@ -356,6 +476,33 @@ impl Walk<'_, '_, '_> {
         Some(routes)
     }
 
+    /// The clusters of a root's `tcpproxy` services in turn by weight, or `None` with the
+    /// first error in the root's status: any error makes the whole proxy invalid.
+    fn tcp_proxy(&mut self, me: &str, fqdn: &str, services: &[RouteService]) -> Option<Vec<Arc<Cluster>>> {
+        let config = self.ctx.config;
+        let mut clusters = Vec::new();
+        for service in services {
+            match self.route_cluster(self.root_namespace, service, None) {
+                Ok(cluster) => {
+                    let weight = service.weight.and_then(|w| u32::try_from(w).ok()).unwrap_or(0);
+                    clusters.push((Arc::new(tcp_cluster(cluster, fqdn, config)), weight));
+                }
+                Err(RouteServiceError::Unresolved(detail)) => {
+                    let message = format!("Spec.TCPProxy unresolved service reference: {detail}");
+                    self.status(me).error("TCPProxyError", "ServiceUnresolvedReference", message);
+                    return None;
+                }
+                // Envoy refuses the cluster: connections to it are closed.
+                Err(RouteServiceError::Unloadable) => {}
+                Err(RouteServiceError::Withdraw { error_type, reason, message }) => {
+                    self.status(me).error(error_type, reason, message);
+                    return None;
+                }
+            }
+        }
+        Some(self.shares(clusters))
+    }
+
     /// The routes of an included proxy; it is reached, so it gets a status even when valid.
     fn included(&mut self, child: &Value, prefixes: &[String], visited: &[String]) -> Option<Vec<Route>> {
         let key = qualified_name(child);
@@ -453,6 +600,34 @@ impl Walk<'_, '_, '_> {
     }
 }
 
+/// A route service's cluster as a TCP proxy speaks to it: Envoy's TCP pool adds no ALPN of
+/// its own, so a `tls` upstream is offered none, and `h2` only what Contour configures
+/// (docs/contract.md P5, N4).
+fn tcp_cluster(cluster: Cluster, fqdn: &str, config: &LoopbackConfig) -> Cluster {
+    let transport = match &cluster.transport {
+        _ if config.has(Fault::TcpProxyIgnoresUpstreamTls) => Transport::Plaintext { http2: false },
+        Transport::Tls(settings) => {
+            let mut settings = settings.clone();
+            if !settings.http2 && !config.has(Fault::TcpProxyOffersHttp11) {
+                settings.alpn.clear();
+            }
+            if config.has(Fault::TcpProxySniFromFqdn) {
+                settings.sni = Some(fqdn.to_string());
+            }
+            if config.has(Fault::TcpProxySkipsValidation) {
+                settings.validation = None;
+            }
+            if config.has(Fault::TcpProxyPresentsNoClientCertificate) {
+                settings.client_certificate = None;
+            }
+            settings.client_config = Default::default();
+            Transport::Tls(settings)
+        }
+        transport => transport.clone(),
+    };
+    cluster.with_transport(transport)
+}
+
 /// Checks a condition block's path prefixes as Contour does: at most one, starting with `/`.
 fn prefix_conditions(conditions: &[MatchCondition]) -> Result<(), String> {
     let prefixes: Vec<&str> = conditions.iter().filter_map(|c| c.prefix.as_deref()).filter(|p| !p.is_empty()).collect();
@@ -481,11 +656,22 @@ pub fn merge_prefixes(prefixes: &[String]) -> String {
 /// without a word, changing what a scenario proves: such a proxy gets an error of loopback's
 /// own instead (the real Contour, `--controller contour`, serves them all).
 fn unmodelled_feature(spec: &Value) -> Option<String> {
-    let present = |v: &Value| !v.is_null() && v.as_array().is_none_or(|a| !a.is_empty());
-    for (pointer, name) in [("/tcpproxy", "spec.tcpproxy"), ("/virtualhost/tls", "spec.virtualhost.tls")] {
+    let present = |v: &Value| !v.is_null() && v != &Value::Bool(false) && v.as_array().is_none_or(|a| !a.is_empty());
+    let unmodelled = [
+        ("/tcpproxy/include", "spec.tcpproxy.include"),
+        ("/tcpproxy/includes", "spec.tcpproxy.includes"),
+        ("/virtualhost/tls/clientValidation", "spec.virtualhost.tls.clientValidation"),
+        ("/virtualhost/tls/enableFallbackCertificate", "spec.virtualhost.tls.enableFallbackCertificate"),
+    ];
+    for (pointer, name) in unmodelled {
         if spec.pointer(pointer).is_some_and(present) {
             return Some(name.to_string());
         }
+    }
+    // A TLS virtual host's routes are served over HTTPS, and redirected from HTTP.
+    let routed = ["/routes", "/includes"].iter().any(|p| spec.pointer(p).is_some_and(present));
+    if routed && spec.pointer("/virtualhost/tls").is_some_and(present) {
+        return Some("routes on a TLS virtual host (spec.virtualhost.tls with spec.routes or spec.includes)".into());
     }
     let conditions_of = |v: &Value, at: String| {
         let conditions = v["conditions"].as_array().map(Vec::as_slice).unwrap_or_default();

@@ -749,8 +749,15 @@ fn features_the_model_lacks_are_refused_loudly() {
             json!({"includes": [{"name": "c", "conditions": [{"header": {"name": "x", "present": true}}]}]}),
             "includes[0].conditions[0].header",
         ),
-        (json!({"tcpproxy": {"services": []}}), "spec.tcpproxy"),
-        (json!({"virtualhost": {"fqdn": HOST, "tls": {"secretName": "s"}}}), "spec.virtualhost.tls"),
+        (json!({"tcpproxy": {"include": {"name": "child"}}}), "spec.tcpproxy.include"),
+        (
+            json!({"virtualhost": {"fqdn": HOST, "tls": {"secretName": "s", "enableFallbackCertificate": true}}}),
+            "spec.virtualhost.tls.enableFallbackCertificate",
+        ),
+        (
+            json!({"virtualhost": {"fqdn": HOST, "tls": {"secretName": "s"}}, "routes": [{"services": []}]}),
+            "routes on a TLS virtual host",
+        ),
         (json!({"routes": [{"conditions": [{"header": {"name": "x", "present": true}}]}]}), "conditions[0].header"),
         (
             json!({"routes": [{"services": [{"name": "echo", "port": 8443, "mirror": true, "weight": 50}]}]}),
@@ -1077,5 +1084,159 @@ fn a_proxy_status_write_calls_for_no_rebuild() {
     ];
     for (event, rebuild, why) in cases {
         assert_eq!(controller.triggers_rebuild(&event), rebuild, "{why}");
+    }
+}
+
+mod tcp_proxy {
+    use super::*;
+    use crate::dataplane::table::DownstreamTls;
+
+    fn serving_secret(f: &Fixture, ns: &str, name: &str) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![HOST.to_string()]).unwrap().self_signed(&key).unwrap();
+        f.secret(
+            ns,
+            name,
+            "kubernetes.io/tls",
+            json!({"tls.crt": b64(&cert.pem()), "tls.key": b64(&key.serialize_pem())}),
+        );
+    }
+
+    fn tcp_proxy(f: &Fixture, tls: Value, services: Value) {
+        let proxy = json!({
+            "metadata": {"name": "p"},
+            "spec": {"virtualhost": {"fqdn": HOST, "tls": tls}, "tcpproxy": {"services": services}},
+        });
+        f.store.create(&HTTP_PROXY, NS, proxy).unwrap();
+    }
+
+    #[test]
+    fn a_terminated_tcp_proxy_speaks_tls_upstream_without_alpn_or_sni() {
+        let f = Fixture::new();
+        f.tls_service();
+        serving_secret(&f, NS, "front");
+        tcp_proxy(&f, json!({"secretName": "front"}), json!([{"name": "echo", "port": 8443}]));
+        let table = f.reconcile();
+        assert_eq!(f.status("p")["currentStatus"], "valid", "{}", f.status("p"));
+        assert!(table.virtual_hosts.is_empty(), "no routes: nothing on the HTTP listener");
+        let host = &table.secure_hosts[HOST];
+        let DownstreamTls::Terminate(serving) = &host.tls else { panic!("the proxy ends the client's TLS") };
+        assert_eq!(serving.versions, (TlsVersion::V1_2, TlsVersion::V1_3));
+        assert!(serving.server_config().is_ok());
+        let Transport::Tls(settings) = &host.tcp_proxy[0].transport else { panic!("TLS upstream") };
+        assert!(settings.alpn.is_empty(), "{:?}", settings.alpn);
+        assert_eq!(settings.sni, None);
+    }
+
+    #[test]
+    fn passthrough_needs_no_secret_and_faults_change_the_upstream() {
+        let f = Fixture::new();
+        f.tls_service();
+        tcp_proxy(&f, json!({"passthrough": true}), json!([{"name": "echo", "port": 8443}]));
+        let table = f.reconcile();
+        assert!(matches!(table.secure_hosts[HOST].tls, DownstreamTls::Passthrough));
+
+        let f = Fixture::new().with_fault(Fault::TcpProxyOffersHttp11).with_fault(Fault::TcpProxySniFromFqdn);
+        f.tls_service();
+        tcp_proxy(&f, json!({"passthrough": true}), json!([{"name": "echo", "port": 8443}]));
+        let table = f.reconcile();
+        let Transport::Tls(settings) = &table.secure_hosts[HOST].tcp_proxy[0].transport else { panic!() };
+        assert_eq!(settings.alpn, vec![b"http/1.1".to_vec()]);
+        assert_eq!(settings.sni.as_deref(), Some(HOST));
+
+        let f = Fixture::new().with_fault(Fault::TlsPassthroughIgnored);
+        f.tls_service();
+        tcp_proxy(&f, json!({"passthrough": true}), json!([{"name": "echo", "port": 8443}]));
+        assert!(f.reconcile().secure_hosts.is_empty());
+        assert_eq!(f.status("p")["currentStatus"], "valid");
+    }
+
+    #[test]
+    fn errors_invalidate_the_whole_proxy_in_contour_words() {
+        let cases = [
+            (json!(null), json!([{"name": "echo", "port": 8443}]), "TLSMustBeConfigured", "Spec.TCPProxy requires"),
+            (
+                json!({"secretName": "absent"}),
+                json!([{"name": "echo", "port": 8443}]),
+                "SecretNotValid",
+                "Secret \"absent\" is invalid: Secret not found",
+            ),
+            (
+                json!({"secretName": "front", "passthrough": true}),
+                json!([{"name": "echo", "port": 8443}]),
+                "TLSConfigNotValid",
+                "both Passthrough and SecretName",
+            ),
+            (
+                json!({}),
+                json!([{"name": "echo", "port": 8443}]),
+                "TLSConfigNotValid",
+                "neither Passthrough nor SecretName",
+            ),
+            (
+                json!({"secretName": "other/front"}),
+                json!([{"name": "echo", "port": 8443}]),
+                "DelegationNotPermitted",
+                "certificate delegation not permitted",
+            ),
+            (
+                json!({"secretName": "front", "minimumProtocolVersion": "1.3", "maximumProtocolVersion": "1.2"}),
+                json!([{"name": "echo", "port": 8443}]),
+                "TLSConfigNotValid",
+                "minimum protocol version is greater",
+            ),
+            (
+                json!({"secretName": "front"}),
+                json!([{"name": "missing", "port": 8443}]),
+                "ServiceUnresolvedReference",
+                "Spec.TCPProxy unresolved service reference: service \"app/missing\" not found",
+            ),
+            (
+                json!({"secretName": "front"}),
+                json!([]),
+                "NothingDefined",
+                "either services or inclusion must be specified",
+            ),
+        ];
+        for (tls, services, reason, text) in cases {
+            let f = Fixture::new();
+            f.tls_service();
+            serving_secret(&f, NS, "front");
+            serving_secret(&f, "other", "front");
+            let mut proxy = json!({"metadata": {"name": "p"}, "spec": {"virtualhost": {"fqdn": HOST}, "tcpproxy": {"services": services}}});
+            if !tls.is_null() {
+                proxy["spec"]["virtualhost"]["tls"] = tls;
+            }
+            f.store.create(&HTTP_PROXY, NS, proxy).unwrap();
+            let table = f.reconcile();
+            let (_, actual_reason, message) = first_error(&f.status("p"));
+            assert_eq!(actual_reason, reason, "{message}");
+            assert!(message.contains(text), "{message}");
+            assert!(table.secure_hosts.is_empty() && table.virtual_hosts.is_empty(), "{reason}: nothing served");
+        }
+    }
+
+    #[test]
+    fn a_serving_secret_created_later_triggers_a_rebuild() {
+        let f = Fixture::new();
+        tcp_proxy(&f, json!({"secretName": "front"}), json!([{"name": "echo", "port": 8443}]));
+        let (tx, _rx) = watch::channel(Arc::new(RouteTable::default()));
+        let controller = Controller::new(f.store.clone(), Arc::new(f.config.clone()), tx);
+        controller.reconcile();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![HOST.to_string()]).unwrap().self_signed(&key).unwrap();
+        let secret = json!({
+            "metadata": {"name": "front", "namespace": NS},
+            "type": "kubernetes.io/tls",
+            "data": {"tls.crt": b64(&cert.pem()), "tls.key": b64(&key.serialize_pem())},
+        });
+        let event = crate::api::store::WatchEvent {
+            resource_version: 1,
+            event_type: crate::api::store::EventType::Added,
+            kind: &SECRET,
+            namespace: NS.into(),
+            object: Arc::new(secret),
+        };
+        assert!(controller.triggers_rebuild(&event));
     }
 }

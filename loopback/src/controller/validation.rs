@@ -131,7 +131,7 @@ pub fn lookup(
 }
 
 /// Whether a TLSCertificateDelegation in `namespace` lets `target` use Secret `name`.
-fn delegated(ctx: &Context<'_>, namespace: &str, name: &str, target: &str) -> bool {
+pub fn delegated(ctx: &Context<'_>, namespace: &str, name: &str, target: &str) -> bool {
     let grant = format!("{namespace}/{name} -> {target}");
     let remember = ctx.config.has(Fault::DelegationNeverWithdrawn);
     if remember && ctx.delegation_grants.lock().unwrap_or_else(|e| e.into_inner()).contains(&grant) {

@@ -9,6 +9,7 @@
 
 pub mod dns;
 pub mod pool;
+pub mod secure;
 pub mod table;
 pub mod upstream;
 

@@ -15,6 +15,8 @@ use crate::config::TlsVersion;
 pub struct RouteTable {
     /// By lowercase host name (the HTTPProxy's `fqdn`).
     pub virtual_hosts: BTreeMap<String, VirtualHost>,
+    /// The HTTPS listener's virtual hosts, by the lowercase server name a client sends as SNI.
+    pub secure_hosts: BTreeMap<String, SecureHost>,
     /// How a failed upstream connection is answered.
     pub upstream_failure: UpstreamFailureResponse,
     /// Keep a cluster's connections when its TLS settings change (only the
@@ -76,6 +78,63 @@ impl HostRewrite {
             HostRewrite::Literal(host) => serde_json::json!(host),
             HostRewrite::FromHeader(name) => serde_json::json!({"fromHeader": name.to_ascii_lowercase()}),
         }
+    }
+}
+
+/// A TLS virtual host whose connections are proxied as TCP (an HTTPProxy `tcpproxy`), the
+/// client's TLS ended by the proxy or passed through to the backend.
+#[derive(Debug)]
+pub struct SecureHost {
+    pub tls: DownstreamTls,
+    /// The clusters connections go to, in turn (a weighted rotation); none closes them.
+    pub tcp_proxy: Vec<Arc<Cluster>>,
+    /// The next turn among `tcp_proxy`.
+    pub turn: std::sync::atomic::AtomicUsize,
+}
+
+/// What the proxy does with the client's TLS on a [`SecureHost`].
+#[derive(Debug)]
+pub enum DownstreamTls {
+    /// The proxy completes the handshake with this certificate, then forwards the plaintext.
+    Terminate(Arc<ServingTls>),
+    /// The proxy forwards the client's TLS bytes unread, chosen by the ClientHello's SNI.
+    Passthrough,
+}
+
+/// The certificate and protocol versions a terminating [`SecureHost`] serves.
+#[derive(Debug)]
+pub struct ServingTls {
+    pub certificate: Arc<CertifiedChain>,
+    /// `(minimum, maximum)` TLS version.
+    pub versions: (TlsVersion, TlsVersion),
+    /// The rustls configuration made from the fields above on first use. Start it empty.
+    pub server_config: OnceLock<Result<Arc<rustls::ServerConfig>, String>>,
+}
+
+impl ServingTls {
+    /// The server configuration, built once.
+    ///
+    /// # Errors
+    /// rustls refuses the certificate or the key.
+    pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, String> {
+        self.server_config
+            .get_or_init(|| {
+                let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+                let versions: Vec<&'static rustls::SupportedProtocolVersion> =
+                    [(TlsVersion::V1_2, &rustls::version::TLS12), (TlsVersion::V1_3, &rustls::version::TLS13)]
+                        .into_iter()
+                        .filter(|(v, _)| (self.versions.0..=self.versions.1).contains(v))
+                        .map(|(_, supported)| supported)
+                        .collect();
+                rustls::ServerConfig::builder_with_provider(provider)
+                    .with_protocol_versions(&versions)
+                    .map_err(|e| e.to_string())?
+                    .with_no_client_auth()
+                    .with_single_cert(self.certificate.chain.clone(), self.certificate.key.clone_key())
+                    .map(Arc::new)
+                    .map_err(|e| format!("serving certificate: {e}"))
+            })
+            .clone()
     }
 }
 
@@ -217,7 +276,7 @@ pub struct TlsSettings {
     /// Certificate validation; the backend certificate is not checked when `None`.
     pub validation: Option<PeerValidation>,
     /// Presented when the backend asks for a client certificate.
-    pub client_certificate: Option<Arc<ClientCertificate>>,
+    pub client_certificate: Option<Arc<CertifiedChain>>,
     /// `(minimum, maximum)` TLS version.
     pub versions: (TlsVersion, TlsVersion),
     /// TLS 1.2 cipher suites in order of preference, as OpenSSL names (`[a|b]` groups allowed);
@@ -286,9 +345,10 @@ pub struct ValidationFaults {
     pub exact_names: bool,
 }
 
-/// The certificate chain and key the proxy presents to backends.
+/// A certificate chain and its private key: the client certificate the proxy presents to
+/// backends, or the certificate it serves on a TLS virtual host.
 #[derive(Debug)]
-pub struct ClientCertificate {
+pub struct CertifiedChain {
     pub chain: Vec<CertificateDer<'static>>,
     pub key: PrivateKeyDer<'static>,
 }
@@ -354,7 +414,7 @@ impl RouteTable {
             }
             settings
         };
-        let hosts: serde_json::Map<String, serde_json::Value> = self
+        let mut hosts: serde_json::Map<String, serde_json::Value> = self
             .virtual_hosts
             .iter()
             .map(|(host, virtual_host)| {
@@ -381,6 +441,17 @@ impl RouteTable {
                 (host.clone(), json!(routes))
             })
             .collect();
+        for (host, secure) in &self.secure_hosts {
+            let tls = match &secure.tls {
+                DownstreamTls::Terminate(serving) => json!({
+                    "terminate": true,
+                    "versions": [serving.versions.0.name(), serving.versions.1.name()],
+                }),
+                DownstreamTls::Passthrough => json!({"terminate": false}),
+            };
+            let tcp_proxy: Vec<serde_json::Value> = secure.tcp_proxy.iter().map(|c| upstream(c)).collect();
+            hosts.insert(format!("{host} (https)"), json!({"tls": tls, "tcpProxy": tcp_proxy}));
+        }
         serde_json::Value::Object(hosts)
     }
 }

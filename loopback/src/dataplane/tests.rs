@@ -16,7 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use super::table::{
-    ClientCertificate, Cluster, Endpoint, PathPrefix, PeerValidation, Route, RouteAction, RouteTable, TlsSettings,
+    CertifiedChain, Cluster, Endpoint, PathPrefix, PeerValidation, Route, RouteAction, RouteTable, TlsSettings,
     Transport, UpstreamFailureResponse, VirtualHost,
 };
 use crate::config::TlsVersion;
@@ -321,9 +321,9 @@ async fn v3_expired_certificates_and_dropped_intermediates_fail_unless_faulted()
     assert_upstream_failure(&answer, &seen, "CERTIFICATE_VERIFY_FAILED");
 }
 
-fn client_certificate(issuer: &Issued) -> Arc<ClientCertificate> {
+fn client_certificate(issuer: &Issued) -> Arc<CertifiedChain> {
     let client = leaf(issuer, &["envoy.test"], "envoy", false);
-    Arc::new(ClientCertificate { chain: vec![client.der()], key: key_der(&client) })
+    Arc::new(CertifiedChain { chain: vec![client.der()], key: key_der(&client) })
 }
 
 #[tokio::test]

@@ -23,9 +23,10 @@ use envoy_types::pb::envoy::config::route::v3::{
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, http_connection_manager,
 };
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
-    CertificateValidationContext, CommonTlsContext, Secret, UpstreamTlsContext, certificate_validation_context,
-    common_tls_context, secret, subject_alt_name_matcher, tls_parameters,
+    CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, Secret, UpstreamTlsContext,
+    certificate_validation_context, common_tls_context, secret, subject_alt_name_matcher, tls_parameters,
 };
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{HttpProtocolOptions, http_protocol_options};
 use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher};
@@ -36,12 +37,15 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::TlsVersion;
 use crate::dataplane::table::{
-    ClientCertificate, Cluster, Endpoint, HostRewrite, PathPrefix, PeerValidation, Route, RouteAction, RouteTable,
-    TlsSettings, Transport, VirtualHost, weighted_rotation,
+    CertifiedChain, Cluster, DownstreamTls, Endpoint, HostRewrite, PathPrefix, PeerValidation, Route, RouteAction,
+    RouteTable, SecureHost, ServingTls, TlsSettings, Transport, VirtualHost, weighted_rotation,
 };
 
-/// The listener Contour gives plaintext HTTP virtual hosts (the data plane serves plain HTTP).
+/// The listener Contour gives plaintext HTTP virtual hosts.
 pub const HTTP_LISTENER: &str = "ingress_http";
+
+/// The listener Contour gives TLS virtual hosts, one filter chain per server name.
+pub const HTTPS_LISTENER: &str = "ingress_https";
 
 /// The key of `Cluster.typed_extension_protocol_options` that selects the upstream HTTP version.
 const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
@@ -57,14 +61,15 @@ pub struct Resources {
 }
 
 /// The table Envoy's `ingress_http` listener amounts to (an empty one until it and its route
-/// configuration have arrived).
+/// configuration have arrived), with the TCP proxies of its `ingress_https` listener.
 pub fn translate(resources: &Resources) -> RouteTable {
     let mut table = RouteTable::default();
+    // One table entry per xDS cluster, so its rustls configuration is built once.
+    let mut clusters = ClusterCache { resources, built: HashMap::new() };
+    table.secure_hosts = secure_hosts(resources, &mut clusters);
     let Some(route_configuration) = http_route_configuration(resources) else {
         return table;
     };
-    // One table entry per xDS cluster, so its rustls configuration is built once.
-    let mut clusters = ClusterCache { resources, built: HashMap::new() };
     for virtual_host in &route_configuration.virtual_hosts {
         let routes = translate_routes(&virtual_host.routes, &mut clusters);
         for domain in &virtual_host.domains {
@@ -81,6 +86,80 @@ pub fn translate(resources: &Resources) -> RouteTable {
         }
     }
     table
+}
+
+/// The TCP proxies of the HTTPS listener, by server name. A filter chain that ends TLS names
+/// its certificate by SDS; one without a transport socket passes the client's TLS through.
+/// Chains the table cannot express (an HTTP connection manager: HTTPS routes) are left out.
+fn secure_hosts(resources: &Resources, clusters: &mut ClusterCache<'_>) -> BTreeMap<String, SecureHost> {
+    let mut hosts = BTreeMap::new();
+    let Some(listener) = resources.listeners.get(HTTPS_LISTENER) else { return hosts };
+    for chain in &listener.filter_chains {
+        let Some(tcp_proxy) = chain.filters.iter().find_map(|f| match &f.config_type {
+            Some(filter::ConfigType::TypedConfig(any)) => decode::<TcpProxy>(any),
+            _ => None,
+        }) else {
+            continue;
+        };
+        let tls = match &chain.transport_socket {
+            None => DownstreamTls::Passthrough,
+            Some(socket) => match &socket.config_type {
+                Some(transport_socket::ConfigType::TypedConfig(any)) => {
+                    // A certificate that has not arrived keeps the chain warming: nothing is served.
+                    let Some(serving) = decode::<DownstreamTlsContext>(any).and_then(|c| serving_tls(&c, resources))
+                    else {
+                        continue;
+                    };
+                    DownstreamTls::Terminate(Arc::new(serving))
+                }
+                _ => continue,
+            },
+        };
+        let weighted: Vec<(Arc<Cluster>, u32)> = match &tcp_proxy.cluster_specifier {
+            Some(tcp_proxy::ClusterSpecifier::Cluster(name)) => {
+                clusters.get_tcp(name).map(|c| (c, 1)).into_iter().collect()
+            }
+            Some(tcp_proxy::ClusterSpecifier::WeightedClusters(weighted)) => weighted
+                .clusters
+                .iter()
+                .filter_map(|entry| clusters.get_tcp(&entry.name).map(|c| (c, entry.weight)))
+                .collect(),
+            None => Vec::new(),
+        };
+        let tcp_proxy = weighted_rotation(weighted);
+        let names = chain.filter_chain_match.as_ref().map(|m| m.server_names.as_slice()).unwrap_or_default();
+        for name in names {
+            if name.contains('*') {
+                tracing::debug!(%name, "wildcard server name not expressible in the route table");
+                continue;
+            }
+            let host = SecureHost {
+                tls: match &tls {
+                    DownstreamTls::Passthrough => DownstreamTls::Passthrough,
+                    DownstreamTls::Terminate(serving) => DownstreamTls::Terminate(serving.clone()),
+                },
+                tcp_proxy: tcp_proxy.clone(),
+                turn: Default::default(),
+            };
+            hosts.entry(name.to_ascii_lowercase()).or_insert(host);
+        }
+    }
+    hosts
+}
+
+/// The certificate and versions a `DownstreamTlsContext` serves; `None` while its SDS secret
+/// has not arrived.
+fn serving_tls(context: &DownstreamTlsContext, resources: &Resources) -> Option<ServingTls> {
+    let common = context.common_tls_context.clone().unwrap_or_default();
+    let certificate = client_certificate(&common, resources)??;
+    let (minimum, maximum) = versions(&common);
+    // Envoy's server defaults are TLS 1.2 to 1.3 where the client's are 1.2 to 1.2.
+    let maximum = if common.tls_params.as_ref().is_none_or(|p| p.tls_maximum_protocol_version == 0) {
+        TlsVersion::V1_3
+    } else {
+        maximum
+    };
+    Some(ServingTls { certificate, versions: (minimum, maximum), server_config: Default::default() })
 }
 
 /// The route configuration of the plaintext HTTP listener: by RDS name or inline.
@@ -261,6 +340,20 @@ struct ClusterCache<'a> {
 }
 
 impl ClusterCache<'_> {
+    /// A cluster as a TCP proxy uses it: Envoy's TCP pool offers only the ALPN the cluster
+    /// configures, where its HTTP pools add their own protocol.
+    fn get_tcp(&mut self, name: &str) -> Option<Arc<Cluster>> {
+        let xds = self.resources.clusters.get(name)?;
+        let mut cluster = translate_cluster(xds, self.resources, None)?;
+        if let (Transport::Tls(settings), Some(context)) = (&mut cluster.transport, upstream_tls_context(xds)) {
+            settings.alpn = context
+                .common_tls_context
+                .map(|common| common.alpn_protocols.iter().map(|p| p.as_bytes().to_vec()).collect())
+                .unwrap_or_default();
+        }
+        Some(Arc::new(cluster))
+    }
+
     fn get(&mut self, name: &str, host_rewrite: Option<String>) -> Option<Arc<Cluster>> {
         let key = (name.to_string(), host_rewrite);
         if let Some(cluster) = self.built.get(&key) {
@@ -281,15 +374,9 @@ impl ClusterCache<'_> {
 /// has not arrived) or could not use it at all.
 fn translate_cluster(xds: &XdsCluster, resources: &Resources, host_rewrite: Option<String>) -> Option<Cluster> {
     let http2 = is_http2(xds);
-    let transport = match &xds.transport_socket {
-        Some(socket) => match &socket.config_type {
-            Some(transport_socket::ConfigType::TypedConfig(any)) if any.type_url == UpstreamTlsContext::type_url() => {
-                let context = decode::<UpstreamTlsContext>(any)?;
-                Transport::Tls(tls_settings(&context, http2, resources)?)
-            }
-            // raw_buffer and anything unknown: plain TCP.
-            _ => Transport::Plaintext { http2 },
-        },
+    let transport = match upstream_tls_context(xds) {
+        Some(context) => Transport::Tls(tls_settings(&context, http2, resources)?),
+        // raw_buffer and anything unknown: plain TCP.
         None => Transport::Plaintext { http2 },
     };
     Some(Cluster {
@@ -299,6 +386,14 @@ fn translate_cluster(xds: &XdsCluster, resources: &Resources, host_rewrite: Opti
         host_rewrite,
         pool: Default::default(),
     })
+}
+
+/// The cluster's `UpstreamTlsContext`, when its transport socket is TLS.
+fn upstream_tls_context(xds: &XdsCluster) -> Option<UpstreamTlsContext> {
+    match &xds.transport_socket.as_ref()?.config_type {
+        Some(transport_socket::ConfigType::TypedConfig(any)) => decode::<UpstreamTlsContext>(any),
+        _ => None,
+    }
 }
 
 /// Whether the cluster speaks HTTP/2 upstream: explicit HTTP/2 in the protocol options (or
@@ -478,7 +573,7 @@ fn exact(matcher: &StringMatcher) -> Option<String> {
 
 /// The client certificate: the first SDS secret named, else the first inline one.
 /// `Some(None)` when none is configured, `None` while the secret has not arrived.
-fn client_certificate(common: &CommonTlsContext, resources: &Resources) -> Option<Option<Arc<ClientCertificate>>> {
+fn client_certificate(common: &CommonTlsContext, resources: &Resources) -> Option<Option<Arc<CertifiedChain>>> {
     let certificate = if let Some(config) = common.tls_certificate_sds_secret_configs.first() {
         match resources.secrets.get(&config.name)?.r#type.as_ref()? {
             secret::Type::TlsCertificate(certificate) => certificate.clone(),
@@ -497,7 +592,7 @@ fn client_certificate(common: &CommonTlsContext, resources: &Resources) -> Optio
     if chain.is_empty() {
         return None;
     }
-    Some(Some(Arc::new(ClientCertificate { chain, key })))
+    Some(Some(Arc::new(CertifiedChain { chain, key })))
 }
 
 /// The bytes of a data source: inline, or a file on this machine.
