@@ -9,7 +9,8 @@
 //! duplicate keys, and its quickstart already has a `tls:` block, so appending a second one
 //! would keep Contour from starting.
 
-use serde_json::{Map, Value, json};
+use loopback::config::{SecretName, UpstreamTlsConfig};
+use serde_json::{Value, json};
 
 use crate::config::InstallationSection;
 use crate::install::SecretRef;
@@ -17,7 +18,8 @@ use crate::install::SecretRef;
 /// `base` (the text of Contour's config file, e.g. its quickstart ConfigMap's `contour.yaml`)
 /// with `tls.envoy-client-certificate`, `cluster.upstream-tls`'s protocol versions and
 /// cipher suites, and `enableExternalNameService` set as `installation` says, or removed
-/// where it says nothing. Every other setting is kept; comments are not.
+/// where it says nothing: the settings of [`loopback::contour::contour_settings`], the table
+/// loopback configures the real Contour from. Every other setting is kept; comments are not.
 ///
 /// # Errors
 /// `base` is not YAML, or not a mapping where Contour has one; or the installation's Secret
@@ -31,65 +33,23 @@ pub fn contour_config(base: &str, installation: &InstallationSection) -> Result<
     let certificate = match &installation.envoy_client_certificate {
         Some(text) => {
             let secret: SecretRef = text.parse().map_err(|e| format!("installation.envoyClientCertificate: {e}"))?;
-            Some(json!({"name": secret.name, "namespace": secret.namespace}))
+            Some(SecretName { name: secret.name, namespace: secret.namespace })
         }
         None => None,
     };
-    set(&mut root, &["tls", "envoy-client-certificate"], certificate)?;
-    let versions = &installation.upstream_tls;
-    let version = |v: Option<loopback::config::TlsVersion>| v.map(|v| json!(v.name()));
-    set(
-        &mut root,
-        &["cluster", "upstream-tls", "minimum-protocol-version"],
-        version(versions.minimum_protocol_version),
-    )?;
-    set(
-        &mut root,
-        &["cluster", "upstream-tls", "maximum-protocol-version"],
-        version(versions.maximum_protocol_version),
-    )?;
-    let suites = versions.cipher_suites.as_ref().map(|suites| json!(suites));
-    set(&mut root, &["cluster", "upstream-tls", "cipher-suites"], suites)?;
-    let external_names = installation.enable_external_name_service.then_some(json!(true));
-    set(&mut root, &["enableExternalNameService"], external_names)?;
+    let upstream = &installation.upstream_tls;
+    let upstream = UpstreamTlsConfig {
+        minimum_protocol_version: upstream.minimum_protocol_version,
+        maximum_protocol_version: upstream.maximum_protocol_version,
+        cipher_suites: upstream.cipher_suites.clone(),
+    };
+    let settings =
+        loopback::contour::contour_settings(certificate.as_ref(), &upstream, installation.enable_external_name_service);
+    for setting in settings {
+        loopback::contour::set_path(&mut root, setting.file_path, setting.value)
+            .map_err(|e| format!("Contour's config has {e}"))?;
+    }
     serde_saphyr::to_string(&root).map_err(|e| format!("cannot write Contour's config: {e}"))
-}
-
-/// Sets (or with `None`, removes) the value at `path`, making the mappings on the way; an
-/// empty key (`tls:` with nothing under it) counts as an empty mapping.
-fn set(root: &mut Value, path: &[&str], value: Option<Value>) -> Result<(), String> {
-    let (last, parents) = path.split_last().expect("a path has a key");
-    let mut node = root;
-    for (depth, key) in parents.iter().enumerate() {
-        let map = mapping(node, &parents[..depth])?;
-        if value.is_none() && !map.contains_key(*key) {
-            return Ok(());
-        }
-        node = map.entry(key.to_string()).or_insert(Value::Null);
-        if node.is_null() {
-            if value.is_none() {
-                return Ok(());
-            }
-            *node = json!({});
-        }
-    }
-    let map = mapping(node, parents)?;
-    match value {
-        Some(value) => {
-            map.insert(last.to_string(), value);
-        }
-        None => {
-            map.remove(*last);
-        }
-    }
-    Ok(())
-}
-
-fn mapping<'v>(node: &'v mut Value, path: &[&str]) -> Result<&'v mut Map<String, Value>, String> {
-    node.as_object_mut().ok_or_else(|| {
-        let at = if path.is_empty() { "the top level".to_string() } else { format!("`{}`", path.join(".")) };
-        format!("Contour's config has no mapping at {at}")
-    })
 }
 
 #[cfg(test)]

@@ -20,7 +20,9 @@ use serde_json::{Value, json};
 
 use crate::api::kinds::{CONTOUR_CONFIGURATION, NAMESPACE};
 use crate::api::store::{Store, Subresource};
-use crate::config::{ContourSettings, ContourSettingsSource, LoopbackConfig};
+use crate::config::{
+    ContourSettings, ContourSettingsSource, LoopbackConfig, SecretName, TlsVersion, UpstreamTlsConfig,
+};
 
 /// Where the ContourConfiguration object lives: Contour's namespace (its `CONTOUR_NAMESPACE`).
 pub const CONTOUR_NAMESPACE: &str = "projectcontour";
@@ -286,41 +288,115 @@ pub fn built_for_tests() -> bool {
     false
 }
 
-/// Contour's config file for the installation: the client certificate Secret
-/// (`tls.envoy-client-certificate`) and the upstream TLS versions and cipher suites
-/// (`cluster.upstream-tls`) and whether ExternalName Services may be used
-/// (`enableExternalNameService`), with the Kubernetes client's rate limits raised so statuses are not throttled when many
+/// One install-wide setting as Contour reads it: where it sits in Contour's config file and
+/// in a ContourConfiguration's spec, and its value (`None`: unset, Contour's default).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContourSetting {
+    pub file_path: &'static [&'static str],
+    pub object_path: &'static [&'static str],
+    pub value: Option<Value>,
+}
+
+/// The install-wide settings loopback's installations and the harness's scenarios depend on,
+/// as [`ContourSetting`]s: the one table that Contour's config file ([`config_file`], and the
+/// harness's `contour-config`) and the ContourConfiguration object
+/// ([`contour_configuration`]) are written from, so the two ways cannot drift apart. An empty
+/// cipher suite list is unset, as Contour reads it.
+pub fn contour_settings(
+    client_certificate: Option<&SecretName>,
+    upstream_tls: &UpstreamTlsConfig,
+    enable_external_name_service: bool,
+) -> [ContourSetting; 5] {
+    let version = |v: Option<TlsVersion>| v.map(|v| json!(v.name()));
+    let suites = upstream_tls.cipher_suites.as_ref().filter(|suites| !suites.is_empty());
+    [
+        ContourSetting {
+            file_path: &["tls", "envoy-client-certificate"],
+            object_path: &["envoy", "clientCertificate"],
+            value: client_certificate.map(|secret| json!({"name": secret.name, "namespace": secret.namespace})),
+        },
+        ContourSetting {
+            file_path: &["cluster", "upstream-tls", "minimum-protocol-version"],
+            object_path: &["envoy", "cluster", "upstreamTLS", "minimumProtocolVersion"],
+            value: version(upstream_tls.minimum_protocol_version),
+        },
+        ContourSetting {
+            file_path: &["cluster", "upstream-tls", "maximum-protocol-version"],
+            object_path: &["envoy", "cluster", "upstreamTLS", "maximumProtocolVersion"],
+            value: version(upstream_tls.maximum_protocol_version),
+        },
+        ContourSetting {
+            file_path: &["cluster", "upstream-tls", "cipher-suites"],
+            object_path: &["envoy", "cluster", "upstreamTLS", "cipherSuites"],
+            value: suites.map(|suites| json!(suites)),
+        },
+        ContourSetting {
+            file_path: &["enableExternalNameService"],
+            object_path: &["enableExternalNameService"],
+            value: enable_external_name_service.then_some(json!(true)),
+        },
+    ]
+}
+
+/// [`contour_settings`] of a loopback config.
+fn settings_of(config: &LoopbackConfig) -> [ContourSetting; 5] {
+    contour_settings(
+        config.tls.envoy_client_certificate.as_ref(),
+        &config.cluster.upstream_tls,
+        config.enable_external_name_service,
+    )
+}
+
+/// Sets (or with `None`, removes) the value at `path` in `root`, making the mappings on the
+/// way; an empty key (`tls:` with nothing under it, as in Contour's quickstart) counts as an
+/// empty mapping, and nothing is made to remove a value that is not there.
+///
+/// # Errors
+/// Something other than a mapping stands on the way, named by its path.
+pub fn set_path(root: &mut Value, path: &[&str], value: Option<Value>) -> Result<(), String> {
+    fn mapping<'v>(node: &'v mut Value, path: &[&str]) -> Result<&'v mut serde_json::Map<String, Value>, String> {
+        node.as_object_mut().ok_or_else(|| {
+            let at = if path.is_empty() { "the top level".to_string() } else { format!("`{}`", path.join(".")) };
+            format!("no mapping at {at}")
+        })
+    }
+    let Some((last, parents)) = path.split_last() else { return Ok(()) };
+    let mut node = root;
+    for (depth, key) in parents.iter().enumerate() {
+        let map = mapping(node, &parents[..depth])?;
+        if value.is_none() && !map.contains_key(*key) {
+            return Ok(());
+        }
+        node = map.entry(key.to_string()).or_insert(Value::Null);
+        if node.is_null() {
+            if value.is_none() {
+                return Ok(());
+            }
+            *node = json!({});
+        }
+    }
+    let map = mapping(node, parents)?;
+    match value {
+        Some(value) => {
+            map.insert(last.to_string(), value);
+        }
+        None => {
+            map.remove(*last);
+        }
+    }
+    Ok(())
+}
+
+/// Contour's config file for `config`: the install-wide settings ([`contour_settings`]), with
+/// the Kubernetes client's rate limits raised so that statuses are not throttled when many
 /// scenarios run at once.
 pub fn config_file(config: &LoopbackConfig) -> String {
-    let mut text = String::from("kubernetesClientQPS: 200\nkubernetesClientBurst: 400\n");
-    if let Some(secret) = &config.tls.envoy_client_certificate {
-        text.push_str(&format!(
-            "tls:\n  envoy-client-certificate:\n    name: {}\n    namespace: {}\n",
-            quoted(&secret.name),
-            quoted(&secret.namespace)
-        ));
+    let mut root = json!({"kubernetesClientQPS": 200, "kubernetesClientBurst": 400});
+    for setting in settings_of(config) {
+        // The root and every mapping on the way are made here: nothing can stand in the way.
+        let _ = set_path(&mut root, setting.file_path, setting.value);
     }
-    if config.enable_external_name_service {
-        text.push_str("enableExternalNameService: true\n");
-    }
-    let limits = &config.cluster.upstream_tls;
-    let suites = limits.cipher_suites.as_ref().filter(|s| !s.is_empty());
-    if limits.minimum_protocol_version.is_some() || limits.maximum_protocol_version.is_some() || suites.is_some() {
-        text.push_str("cluster:\n  upstream-tls:\n");
-        if let Some(minimum) = limits.minimum_protocol_version {
-            text.push_str(&format!("    minimum-protocol-version: \"{minimum}\"\n"));
-        }
-        if let Some(maximum) = limits.maximum_protocol_version {
-            text.push_str(&format!("    maximum-protocol-version: \"{maximum}\"\n"));
-        }
-        if let Some(suites) = suites {
-            text.push_str("    cipher-suites:\n");
-            for suite in suites {
-                text.push_str(&format!("      - {}\n", quoted(suite)));
-            }
-        }
-    }
-    text
+    serde_saphyr::to_string(&root).unwrap_or_default()
 }
 
 /// The ContourConfiguration object carrying what [`config_file`] carries, plus the addresses
@@ -329,35 +405,14 @@ pub fn config_file(config: &LoopbackConfig) -> String {
 pub fn contour_configuration(config: &LoopbackConfig, ports: [u16; 4]) -> Value {
     let [xds, health, metrics, debug] = ports;
     let at = |port: u16| json!({"address": "127.0.0.1", "port": port});
-    let mut envoy = serde_json::Map::new();
-    if let Some(secret) = &config.tls.envoy_client_certificate {
-        envoy.insert("clientCertificate".into(), json!({"name": secret.name, "namespace": secret.namespace}));
-    }
-    let limits = &config.cluster.upstream_tls;
-    let mut upstream = serde_json::Map::new();
-    if let Some(minimum) = limits.minimum_protocol_version {
-        upstream.insert("minimumProtocolVersion".into(), json!(minimum.name()));
-    }
-    if let Some(maximum) = limits.maximum_protocol_version {
-        upstream.insert("maximumProtocolVersion".into(), json!(maximum.name()));
-    }
-    if let Some(suites) = limits.cipher_suites.as_ref().filter(|s| !s.is_empty()) {
-        upstream.insert("cipherSuites".into(), json!(suites));
-    }
-    if !upstream.is_empty() {
-        envoy.insert("cluster".into(), json!({"upstreamTLS": upstream}));
-    }
     let mut spec = json!({
         "xdsServer": {"address": "127.0.0.1", "port": xds, "tls": {"insecure": true}},
         "health": at(health),
         "metrics": at(metrics),
         "debug": at(debug),
     });
-    if !envoy.is_empty() {
-        spec["envoy"] = Value::Object(envoy);
-    }
-    if config.enable_external_name_service {
-        spec["enableExternalNameService"] = json!(true);
+    for setting in settings_of(config) {
+        let _ = set_path(&mut spec, setting.object_path, setting.value);
     }
     json!({
         "apiVersion": CONTOUR_CONFIGURATION.api_version(),
@@ -382,11 +437,6 @@ fn write_contour_configuration(store: &Store, object: Value) -> Result<(), Strin
         store.create(&CONTOUR_CONFIGURATION, CONTOUR_NAMESPACE, object).map_err(|err| err.to_string())?;
     }
     Ok(())
-}
-
-/// A YAML scalar that reads back as exactly `value` (a JSON string is one).
-fn quoted(value: &str) -> String {
-    serde_json::Value::String(value.to_string()).to_string()
 }
 
 /// Four distinct free ports: the listeners are closed again before Contour binds them.
@@ -428,20 +478,19 @@ mod tests {
 
     #[test]
     fn the_config_file_carries_the_installation_settings_in_contours_shape() {
+        let read = |config: &LoopbackConfig| -> Value { serde_saphyr::from_str(&config_file(config)).unwrap() };
         let mut config = LoopbackConfig::default();
-        assert!(!config_file(&config).contains("tls:"), "no client certificate, no tls section");
-        config.tls.envoy_client_certificate = Some(SecretName { name: "envoy-client".into(), namespace: "ns".into() });
+        assert_eq!(read(&config), json!({"kubernetesClientQPS": 200, "kubernetesClientBurst": 400}), "nothing set");
+        // A name that looks like a number must still read back as a string.
+        config.tls.envoy_client_certificate = Some(SecretName { name: "1.2".into(), namespace: "ns".into() });
         config.cluster.upstream_tls.maximum_protocol_version = Some(TlsVersion::V1_2);
-        let text = config_file(&config);
-        assert!(
-            text.contains("tls:\n  envoy-client-certificate:\n    name: \"envoy-client\"\n    namespace: \"ns\"\n"),
-            "{text}"
-        );
-        assert!(text.contains("cluster:\n  upstream-tls:\n    maximum-protocol-version: \"1.2\"\n"), "{text}");
-        assert!(!text.contains("minimum-protocol-version"), "{text}");
-        assert!(!text.contains("enableExternalNameService"), "off unless enabled: {text}");
+        config.cluster.upstream_tls.cipher_suites = Some(Vec::new());
+        let file = read(&config);
+        assert_eq!(file["tls"], json!({"envoy-client-certificate": {"name": "1.2", "namespace": "ns"}}));
+        assert_eq!(file["cluster"], json!({"upstream-tls": {"maximum-protocol-version": "1.2"}}), "an empty list is unset");
+        assert!(file.get("enableExternalNameService").is_none(), "off unless enabled");
         config.enable_external_name_service = true;
-        assert!(config_file(&config).contains("\nenableExternalNameService: true\n"));
+        assert_eq!(read(&config)["enableExternalNameService"], true);
     }
 
     #[test]

@@ -135,3 +135,59 @@ async fn client_hello_server_name(stream: &TcpStream) -> Result<Option<String>, 
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    /// The bytes of a ClientHello for `name`.
+    fn client_hello(name: &str) -> Vec<u8> {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let roots = rustls::RootCertStore::empty();
+        let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+        let server_name = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
+        let mut connection = rustls::ClientConnection::new(Arc::new(config), server_name).unwrap();
+        let mut bytes = Vec::new();
+        connection.write_tls(&mut bytes).unwrap();
+        bytes
+    }
+
+    #[tokio::test]
+    async fn the_server_name_is_read_from_a_client_hello_that_arrives_in_pieces_and_left_in_place() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let hello = client_hello("Tls.Example.Test");
+        let sent = hello.clone();
+        let client = tokio::spawn(async move {
+            let mut stream = TcpStream::connect(address).await.unwrap();
+            stream.write_all(&sent[..7]).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            stream.write_all(&sent[7..]).await.unwrap();
+            stream
+        });
+        let (server, _) = listener.accept().await.unwrap();
+        let name = client_hello_server_name(&server).await.unwrap();
+        assert_eq!(name.as_deref(), Some("tls.example.test"));
+        // Nothing was consumed: a passthrough backend gets every byte.
+        let mut buffer = vec![0u8; hello.len()];
+        let _client = client.await.unwrap();
+        server.peek(&mut buffer).await.unwrap();
+        assert_eq!(buffer, hello);
+    }
+
+    #[tokio::test]
+    async fn what_is_not_a_client_hello_is_refused() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let client = tokio::spawn(async move {
+            let mut stream = TcpStream::connect(address).await.unwrap();
+            stream.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+            stream
+        });
+        let (server, _) = listener.accept().await.unwrap();
+        let error = client_hello_server_name(&server).await.unwrap_err();
+        assert!(error.starts_with("not a TLS ClientHello"), "{error}");
+        drop(client.await.unwrap());
+    }
+}
