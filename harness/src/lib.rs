@@ -27,6 +27,7 @@ pub mod install;
 pub mod matrix;
 pub mod pki;
 pub mod progress;
+pub mod provision;
 pub mod redaction;
 pub mod report;
 pub mod runner;

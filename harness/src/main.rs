@@ -177,6 +177,13 @@ struct RunArgs {
     /// Backend container image on a real cluster (default: nginx:1.27).
     #[arg(long, env = env::IMAGE)]
     image: Option<String>,
+    /// Make the cluster for the run: `k3s` starts a throwaway k3s in Docker, installs Contour
+    /// as scripts/install-contour does (configured from --config, default
+    /// examples/implementation.yaml), preloads the backend image, runs the suite and removes
+    /// the container. Needs a binary built with `--features k3s`, a Docker engine with network
+    /// access, and kubectl.
+    #[arg(long, value_enum)]
+    provision: Option<Provision>,
     /// Loopback fault to switch on (repeatable); the suite should then fail.
     #[arg(long = "loopback-fault", value_name = "FAULT", value_delimiter = ',', env = env::FAULTS)]
     faults: Vec<loopback::Fault>,
@@ -436,7 +443,103 @@ fn contour_config(config: &Path, base: Option<&Path>) -> ExitCode {
     }
 }
 
-fn run(args: RunArgs) -> ExitCode {
+/// A cluster `run` makes for itself.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Provision {
+    K3s,
+}
+
+fn run(mut args: RunArgs) -> ExitCode {
+    let provisioned = match args.provision {
+        None => None,
+        Some(Provision::K3s) => match provision_k3s(&mut args) {
+            Ok(provisioned) => Some(provisioned),
+            Err(code) => return code,
+        },
+    };
+    let code = run_on(args);
+    if let Some(provisioned) = provisioned {
+        provisioned.remove();
+    }
+    code
+}
+
+/// A provisioned cluster, removed when the run is over.
+struct ProvisionedCluster {
+    #[cfg(feature = "k3s")]
+    cluster: harness::provision::k3s::Provisioned,
+    #[cfg(feature = "k3s")]
+    runtime: tokio::runtime::Runtime,
+}
+
+impl ProvisionedCluster {
+    fn remove(self) {
+        #[cfg(feature = "k3s")]
+        {
+            eprintln!("removing the k3s container...");
+            self.runtime.block_on(self.cluster.remove());
+        }
+    }
+}
+
+/// Starts k3s with Contour and points `args` at it (`--provision k3s`).
+fn provision_k3s(args: &mut RunArgs) -> Result<ProvisionedCluster, ExitCode> {
+    if args.proxy.is_some() || args.tls_proxy.is_some() || args.kubeconfig.is_some() || args.context.is_some() {
+        eprintln!(
+            "error: --provision k3s makes its own cluster: give no --proxy, --tls-proxy, --kubeconfig or --context"
+        );
+        return Err(ExitCode::from(EXIT_INVALID_INPUT));
+    }
+    #[cfg(not(feature = "k3s"))]
+    {
+        eprintln!(
+            "error: this binary was built without the k3s feature that --provision k3s needs; build it with \
+             `cargo build -p harness --features k3s` (or `cargo run -p harness --features k3s -- run --provision k3s`)"
+        );
+        Err(ExitCode::from(EXIT_INVALID_INPUT))
+    }
+    #[cfg(feature = "k3s")]
+    {
+        let config = args.config.clone().unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/implementation.yaml")
+        });
+        let image = args.image.clone().unwrap_or_else(|| harness::fixture::DEFAULT_IMAGE.to_string());
+        let version = args
+            .contour_version
+            .clone()
+            .unwrap_or_else(|| loopback::config::contour_versions().first().copied().unwrap_or_default().to_string());
+        let runtime = runtime()?;
+        let provisioned = runtime.block_on(async {
+            tokio::select! {
+                provisioned = harness::provision::k3s::provision(&image, &config, &version) => Some(provisioned),
+                // The container, if it started, is removed as the future is dropped.
+                _ = tokio::signal::ctrl_c() => None,
+            }
+        });
+        let cluster = match provisioned {
+            None => {
+                eprintln!("interrupted while provisioning k3s");
+                return Err(ExitCode::from(130));
+            }
+            Some(Err(e)) => {
+                eprintln!("error: {e}");
+                return Err(ExitCode::from(EXIT_ENVIRONMENT));
+            }
+            Some(Ok(cluster)) => cluster,
+        };
+        let settings = &cluster.settings;
+        args.config = Some(config);
+        args.proxy = Some(settings.proxy.clone());
+        args.tls_proxy = Some(settings.tls_proxy.clone());
+        args.kubeconfig = Some(settings.kubeconfig.clone());
+        args.context = Some(settings.context.clone());
+        args.image = Some(image);
+        args.implementation_version.get_or_insert(version);
+        Ok(ProvisionedCluster { cluster, runtime })
+    }
+}
+
+fn run_on(args: RunArgs) -> ExitCode {
     let config = match &args.config {
         Some(path) => match ImplementationConfig::load(path) {
             Ok(config) => config,

@@ -81,3 +81,15 @@ fn every_bad_input_gets_its_exact_diagnostic_and_nothing_runs() {
     }
     assert!(problems.is_empty(), "{} of {} cases:\n\n{}", problems.len(), runs.len(), problems.join("\n\n"));
 }
+
+#[test]
+fn provisioning_is_refused_beside_a_cluster_and_in_a_build_without_the_feature() {
+    let (code, text) = outcome(&["run", "--provision", "k3s", "--proxy", "127.0.0.1:9080"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("--provision k3s makes its own cluster: give no --proxy"), "{text}");
+    if !cfg!(feature = "k3s") {
+        let (code, text) = outcome(&["run", "--provision", "k3s", "--filter", "a-name-no-scenario-has"]);
+        assert_eq!(code, 2, "{text}");
+        assert!(text.contains("built without the k3s feature") && text.contains("--features k3s"), "{text}");
+    }
+}

@@ -25,10 +25,16 @@ fn scripts() -> Vec<PathBuf> {
 
 /// Runs a script; returns its exit code, stdout and stderr.
 fn script(name: &str, args: &[&str]) -> (i32, String, String) {
+    script_with_env(name, args, &[])
+}
+
+/// Runs a script with these environment variables set besides PATH.
+fn script_with_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let output = Command::new("bash")
         .arg(root().join("scripts").join(name))
         .args(args)
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .envs(env.iter().copied())
         .output()
         .expect("bash runs");
     (
@@ -64,6 +70,21 @@ fn every_script_answers_help() {
 
 #[test]
 fn the_kind_set_up_dry_run_shows_each_step_in_order() {
+    // `run --provision k3s` points the installer at its own binary and kubeconfig context.
+    let (code, _, stderr) = script_with_env(
+        "install-contour",
+        &["--dry-run"],
+        &[("KUBE_CONTEXT", "default"), ("HARNESS_BIN", "/bin/upstream-tls-conformance")],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let installer = commands(&stderr);
+    position(
+        &installer,
+        "kubectl --context default apply -f https://raw.githubusercontent.com/projectcontour/contour/",
+    );
+    position(&installer, "/bin/upstream-tls-conformance contour-config --config examples/implementation.yaml");
+    assert!(!installer.iter().any(|c| c.contains("cargo run")), "{installer:?}");
+
     let (code, stdout, stderr) = script("kind-up", &["--dry-run"]);
     assert_eq!(code, 0, "{stderr}");
     let commands = commands(&stderr);
@@ -78,7 +99,11 @@ fn the_kind_set_up_dry_run_shows_each_step_in_order() {
         position(&commands, "kubectl --context kind-upstream-tls -n projectcontour rollout restart deployment/contour");
     let load = position(&commands, "kind load docker-image nginx:1.27 --name upstream-tls");
     let expose = position(&commands, "kubectl --context kind-upstream-tls -n projectcontour patch service envoy");
-    assert!(create < install && install < configure && configure < restart && restart < load && load < expose);
+    // The image is in the node before Contour's pods start; Contour is installed by
+    // scripts/install-contour, which `run --provision k3s` uses too.
+    let installer = position(&commands, "scripts/install-contour --dry-run");
+    assert!(create < load && load < installer && installer < install);
+    assert!(install < configure && configure < restart && restart < expose);
     assert!(stdout.contains("UPSTREAM_TLS_PROXY=127.0.0.1:9080"), "{stdout}");
     assert!(stdout.contains("UPSTREAM_TLS_TLS_PROXY=127.0.0.1:9443"), "{stdout}");
 }

@@ -487,7 +487,11 @@ mod tests {
         config.cluster.upstream_tls.cipher_suites = Some(Vec::new());
         let file = read(&config);
         assert_eq!(file["tls"], json!({"envoy-client-certificate": {"name": "1.2", "namespace": "ns"}}));
-        assert_eq!(file["cluster"], json!({"upstream-tls": {"maximum-protocol-version": "1.2"}}), "an empty list is unset");
+        assert_eq!(
+            file["cluster"],
+            json!({"upstream-tls": {"maximum-protocol-version": "1.2"}}),
+            "an empty list is unset"
+        );
         assert!(file.get("enableExternalNameService").is_none(), "off unless enabled");
         config.enable_external_name_service = true;
         assert_eq!(read(&config)["enableExternalNameService"], true);
