@@ -848,6 +848,17 @@ impl TlsVersion {
             TlsVersion::V1_3 => "1.3",
         }
     }
+
+    /// The rustls versions from `minimum` to `maximum`, for a client or server configuration.
+    pub fn rustls_range(
+        (minimum, maximum): (TlsVersion, TlsVersion),
+    ) -> Vec<&'static rustls::SupportedProtocolVersion> {
+        [(TlsVersion::V1_2, &rustls::version::TLS12), (TlsVersion::V1_3, &rustls::version::TLS13)]
+            .into_iter()
+            .filter(|(version, _)| (minimum..=maximum).contains(version))
+            .map(|(_, supported)| supported)
+            .collect()
+    }
 }
 
 impl fmt::Display for TlsVersion {

@@ -120,14 +120,8 @@ impl ServingTls {
         self.server_config
             .get_or_init(|| {
                 let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-                let versions: Vec<&'static rustls::SupportedProtocolVersion> =
-                    [(TlsVersion::V1_2, &rustls::version::TLS12), (TlsVersion::V1_3, &rustls::version::TLS13)]
-                        .into_iter()
-                        .filter(|(v, _)| (self.versions.0..=self.versions.1).contains(v))
-                        .map(|(_, supported)| supported)
-                        .collect();
                 rustls::ServerConfig::builder_with_provider(provider)
-                    .with_protocol_versions(&versions)
+                    .with_protocol_versions(&TlsVersion::rustls_range(self.versions))
                     .map_err(|e| e.to_string())?
                     .with_no_client_auth()
                     .with_single_cert(self.certificate.chain.clone(), self.certificate.key.clone_key())

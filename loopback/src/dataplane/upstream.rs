@@ -120,14 +120,8 @@ fn provider_offering(suites: &[String]) -> rustls::crypto::CryptoProvider {
 fn client_config(settings: &TlsSettings) -> Result<ClientConfig, String> {
     let provider = Arc::new(provider_offering(&settings.cipher_suites));
     let verifier = Arc::new(UpstreamVerifier::new(settings.validation.as_ref(), provider.clone()));
-    let versions: Vec<&'static rustls::SupportedProtocolVersion> =
-        [(TlsVersion::V1_2, &rustls::version::TLS12), (TlsVersion::V1_3, &rustls::version::TLS13)]
-            .into_iter()
-            .filter(|(v, _)| (settings.versions.0..=settings.versions.1).contains(v))
-            .map(|(_, supported)| supported)
-            .collect();
     let builder = ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&versions)
+        .with_protocol_versions(&TlsVersion::rustls_range(settings.versions))
         .map_err(|e| e.to_string())?
         .dangerous()
         .with_custom_certificate_verifier(verifier);
