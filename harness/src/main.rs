@@ -503,6 +503,14 @@ fn provision_k3s(args: &mut RunArgs) -> Result<ProvisionedCluster, ExitCode> {
         let config = args.config.clone().unwrap_or_else(|| {
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/implementation.yaml")
         });
+        // The installer runs from the repository: it gets the file by an absolute path.
+        let config = match std::path::absolute(&config) {
+            Ok(config) => config,
+            Err(e) => {
+                eprintln!("error: {}: {e}", config.display());
+                return Err(ExitCode::from(EXIT_INVALID_INPUT));
+            }
+        };
         let image = args.image.clone().unwrap_or_else(|| harness::fixture::DEFAULT_IMAGE.to_string());
         let version = args
             .contour_version
@@ -510,10 +518,17 @@ fn provision_k3s(args: &mut RunArgs) -> Result<ProvisionedCluster, ExitCode> {
             .unwrap_or_else(|| loopback::config::contour_versions().first().copied().unwrap_or_default().to_string());
         let runtime = runtime()?;
         let provisioned = runtime.block_on(async {
+            let terminate = async {
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(mut signal) => signal.recv().await,
+                    Err(_) => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 provisioned = harness::provision::k3s::provision(&image, &config, &version) => Some(provisioned),
                 // The container, if it started, is removed as the future is dropped.
                 _ = tokio::signal::ctrl_c() => None,
+                _ = terminate => None,
             }
         });
         let cluster = match provisioned {

@@ -2,7 +2,8 @@
 //! installed on it by `scripts/install-contour` (as `scripts/kind-up` installs it) and the
 //! backend image preloaded, for a run against the real Contour and Envoy on a machine that
 //! has a Docker engine with network access but no cluster. The container is removed when the
-//! run ends, Ctrl-C included.
+//! run ends, after a first Ctrl-C or SIGTERM too (while it is being made, or during the run);
+//! a run killed outright leaves it to `docker ps --filter label=org.testcontainers`.
 //!
 //! What needs no Docker is plain code here and tested as such: the checks for the tools, the
 //! kubeconfig rewrite, the settings the run gets. Starting the container needs the `k3s`
@@ -105,15 +106,24 @@ fn check_tools_on(path: &std::ffi::OsStr) -> Result<(), ProvisionError> {
     Ok(())
 }
 
-/// A port of 127.0.0.1 that is free now, for Docker to map a container port to.
+/// Three distinct ports of 127.0.0.1 that are free now, for Docker to map the container's
+/// ports to (held together while chosen, so they differ).
 ///
 /// # Errors
 /// No port can be bound.
-pub fn free_port() -> Result<u16, ProvisionError> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .map_err(|e| ProvisionError::Files(format!("no free port on 127.0.0.1: {e}")))
+pub fn free_ports() -> Result<HostPorts, ProvisionError> {
+    let bind = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .map_err(|e| ProvisionError::Files(format!("no free port on 127.0.0.1: {e}")))
+    };
+    let held = [bind()?, bind()?, bind()?];
+    let port = |i: usize| {
+        held[i]
+            .local_addr()
+            .map(|a| a.port())
+            .map_err(|e| ProvisionError::Files(format!("no free port on 127.0.0.1: {e}")))
+    };
+    Ok(HostPorts { api: port(0)?, http: port(1)?, https: port(2)? })
 }
 
 /// The host ports the container's ports are mapped to.
@@ -233,7 +243,7 @@ pub mod k3s {
         images_dir: &Path,
     ) -> Result<Provisioned, ProvisionError> {
         save_image(backend_image, &images_dir.join("backend-image.tar")).await?;
-        let ports = HostPorts { api: free_port()?, http: free_port()?, https: free_port()? };
+        let ports = free_ports()?;
         eprintln!("starting k3s ({K3S_IMAGE}:{K3S_TAG}) in Docker...");
         let container = container_request(conf_dir, images_dir, ports)
             .start()
@@ -294,6 +304,8 @@ pub mod k3s {
             .env("CONTOUR_VERSION", contour_version)
             .env("CONFIG", config)
             .env("HARNESS_BIN", harness)
+            // Interrupted while installing: the installer goes with the container.
+            .kill_on_drop(true)
             .status()
             .await
             .map_err(|e| ProvisionError::Contour(format!("{} does not run: {e}", script.display())))?;
@@ -384,6 +396,12 @@ mod tests {
         assert!(!rewritten.contains("6443"), "{rewritten}");
         assert_eq!(rewritten.lines().count(), k3s_yaml.lines().count());
         assert!(host_kubeconfig("apiVersion: v1\n", 1).unwrap_err().contains("names no server"));
+    }
+
+    #[test]
+    fn the_mapped_ports_differ() {
+        let ports = free_ports().unwrap();
+        assert!(ports.api != ports.http && ports.http != ports.https && ports.api != ports.https, "{ports:?}");
     }
 
     #[test]

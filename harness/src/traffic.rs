@@ -31,6 +31,11 @@ pub struct Answer {
     pub echo: Option<BackendEcho>,
     /// Transport error when no response arrived.
     pub error: Option<String>,
+    /// No response arrived because the proxy accepted the connection and then closed it (during
+    /// the TLS handshake or after the request), rather than refusing it, serving a certificate
+    /// the client rejects, or timing out: what `status: none` expects.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub closed: bool,
 }
 
 impl Answer {
@@ -76,7 +81,10 @@ pub async fn send(client: &reqwest::Client, url: &str, headers: &[(String, Strin
     }
     let response = match request.send().await {
         Ok(response) => response,
-        Err(e) => return no_response(request_id, error_chain(&e)),
+        Err(e) => {
+            let closed = !e.is_connect() && !e.is_timeout() && closed_by_peer(&e);
+            return Answer { closed, ..no_response(request_id, error_chain(&e)) };
+        }
     };
     let status = response.status().as_u16();
     let headers = header_map(response.headers());
@@ -108,7 +116,7 @@ fn answer(request_id: &str, status: u16, headers: BTreeMap<String, String>, body
     } else {
         body
     };
-    Answer { request_id: request_id.to_string(), status: Some(status), body, headers, echo, error: None }
+    Answer { request_id: request_id.to_string(), status: Some(status), body, headers, echo, error: None, closed: false }
 }
 
 /// How a request reaches a TLS virtual host: the proxy's TLS address, the server name sent as
@@ -132,7 +140,7 @@ pub async fn send_tls(
 ) -> Answer {
     match tokio::time::timeout(REQUEST_TIMEOUT, exchange_tls(tls, host, path, headers, request_id)).await {
         Err(_) => no_response(request_id, format!("no answer within {REQUEST_TIMEOUT:?}")),
-        Ok(Err(error)) => no_response(request_id, error),
+        Ok(Err((error, closed))) => Answer { closed, ..no_response(request_id, error) },
         Ok(Ok((status, headers, body))) => answer(request_id, status, headers, body),
     }
 }
@@ -143,21 +151,29 @@ async fn exchange_tls(
     path: &str,
     headers: &[(String, String)],
     request_id: &str,
-) -> Result<(u16, BTreeMap<String, String>, String), String> {
+) -> Result<(u16, BTreeMap<String, String>, String), (String, bool)> {
     use http_body_util::BodyExt;
-    let config = tls_client_config(tls)?;
+    let refused = |message: String| (message, false);
+    let config = tls_client_config(tls).map_err(refused)?;
     let sni = rustls::pki_types::ServerName::try_from(tls.sni.clone())
-        .map_err(|e| format!("{:?} cannot be sent as SNI: {e}", tls.sni))?;
+        .map_err(|e| refused(format!("{:?} cannot be sent as SNI: {e}", tls.sni)))?;
     let tcp = tokio::net::TcpStream::connect(tls.address)
         .await
-        .map_err(|e| format!("cannot connect to the proxy's TLS address {}: {e}", tls.address))?;
-    let stream = tokio_rustls::TlsConnector::from(config)
-        .connect(sni, tcp)
-        .await
-        .map_err(|e| format!("TLS handshake with {} (SNI {}) failed: {e}", tls.address, tls.sni))?;
+        .map_err(|e| refused(format!("cannot connect to the proxy's TLS address {}: {e}", tls.address)))?;
+    let stream = tokio_rustls::TlsConnector::from(config).connect(sni, tcp).await.map_err(|e| {
+        // A TLS-level refusal (a certificate this client rejects, an alert) is an answer of
+        // sorts; a connection that just ends mid-handshake is the proxy closing it.
+        let closed = e.get_ref().is_none_or(|inner| !inner.is::<rustls::Error>()) && closed_by_peer(&e);
+        let message = if closed {
+            format!("the proxy closed the connection during the TLS handshake (SNI {}): {e}", tls.sni)
+        } else {
+            format!("TLS handshake with {} (SNI {}) failed: {e}", tls.address, tls.sni)
+        };
+        (message, closed)
+    })?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
         .await
-        .map_err(|e| format!("HTTP over TLS: {}", error_chain(&e)))?;
+        .map_err(|e| refused(format!("HTTP over TLS: {}", error_chain(&e))))?;
     tokio::spawn(connection);
     let mut request = http::Request::get(path).header(http::header::HOST, host).header(REQUEST_ID_HEADER, request_id);
     for (name, value) in headers {
@@ -165,14 +181,15 @@ async fn exchange_tls(
     }
     let request = request
         .body(http_body_util::Empty::<hyper::body::Bytes>::new())
-        .map_err(|e| format!("cannot build the request: {e}"))?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| format!("the connection closed without an answer after the TLS handshake: {}", error_chain(&e)))?;
+        .map_err(|e| refused(format!("cannot build the request: {e}")))?;
+    let response = sender.send_request(request).await.map_err(|e| {
+        let closed = closed_by_peer(&e);
+        (format!("no answer after the TLS handshake: {}", error_chain(&e)), closed)
+    })?;
     let status = response.status().as_u16();
     let headers = header_map(response.headers());
-    let body = response.into_body().collect().await.map_err(|e| format!("reading the body: {}", error_chain(&e)))?;
+    let body =
+        response.into_body().collect().await.map_err(|e| refused(format!("reading the body: {}", error_chain(&e))))?;
     Ok((status, headers, String::from_utf8_lossy(&body.to_bytes()).into_owned()))
 }
 
@@ -248,7 +265,29 @@ fn no_response(request_id: &str, error: String) -> Answer {
         headers: BTreeMap::new(),
         echo: None,
         error: Some(error),
+        closed: false,
     }
+}
+
+/// Whether `error` comes down to the peer ending the connection: an HTTP message cut short, or
+/// a reset or end of stream.
+fn closed_by_peer(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = source {
+        if let Some(hyper) = current.downcast_ref::<hyper::Error>()
+            && hyper.is_incomplete_message()
+        {
+            return true;
+        }
+        if let Some(io) = current.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+            if matches!(io.kind(), ConnectionReset | UnexpectedEof | BrokenPipe | ConnectionAborted) {
+                return true;
+            }
+        }
+        source = current.source();
+    }
+    false
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {
@@ -278,9 +317,24 @@ pub fn wants_backend(expect: &ResponseExpectation) -> Option<bool> {
 /// The first difference, saying expected and actual.
 pub fn check(expect: &ResponseExpectation, answer: &Answer) -> Result<(), Mismatch> {
     if expect.status.none() {
-        return match answer.status {
-            None => Ok(()),
-            Some(_) => Err(Mismatch(format!("expected no answer (the connection closed), got {}", answer.summary()))),
+        let others = expect.backend.is_some()
+            || expect.body_starts_with.is_some()
+            || expect.body_contains.is_some()
+            || !expect.headers.is_empty();
+        if others {
+            return Err(Mismatch(
+                "`status: none` expects no answer, so `backend`, `bodyStartsWith`, `bodyContains` and `headers` \
+                 cannot be checked beside it"
+                    .into(),
+            ));
+        }
+        return if answer.closed {
+            Ok(())
+        } else {
+            Err(Mismatch(format!(
+                "expected the proxy to close the connection without an answer, got {}",
+                answer.summary()
+            )))
         };
     }
     let Some(status) = answer.status else {
@@ -533,7 +587,46 @@ mod tests {
             headers: BTreeMap::from([("content-type".to_string(), "text/plain".to_string())]),
             echo: echoed.then(|| echo("r1")),
             error: None,
+            closed: false,
         }
+    }
+
+    #[test]
+    fn no_answer_passes_only_when_the_proxy_closed_the_connection() {
+        let expect = ResponseExpectation { status: StatusCodes(Vec::new()), ..Default::default() };
+        let closed = Answer { closed: true, ..no_response("r1", "the proxy closed the connection".into()) };
+        assert_eq!(check(&expect, &closed), Ok(()));
+        // Refused, untrusted or timed out: something else is wrong, and it must not pass.
+        let refused = no_response("r1", "cannot connect to the proxy's TLS address".into());
+        let mismatch = check(&expect, &refused).unwrap_err().0;
+        assert!(mismatch.starts_with("expected the proxy to close the connection without an answer"), "{mismatch}");
+        assert!(check(&expect, &answer(503, false)).is_err(), "an answer is not no answer");
+        let contradictory = ResponseExpectation { backend: Some(Default::default()), ..expect };
+        assert!(check(&contradictory, &closed).unwrap_err().0.contains("cannot be checked beside it"));
+    }
+
+    #[tokio::test]
+    async fn a_connection_closed_mid_handshake_is_told_from_a_refused_one() {
+        use tokio::io::AsyncReadExt;
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap().self_signed(&key).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                // Read the ClientHello, then hang up without a word.
+                let mut buffer = [0u8; 512];
+                let _ = stream.read(&mut buffer).await;
+            }
+        });
+        let tls =
+            TlsRequest { address, sni: "a.test".into(), trust: ca.der().clone(), certificate_name: "a.test".into() };
+        let closed = send_tls(&tls, "a.test", "/", &[], "r1").await;
+        assert!(closed.closed && closed.status.is_none(), "{closed:?}");
+        let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let refused = send_tls(&TlsRequest { address: unused, ..tls }, "a.test", "/", &[], "r2").await;
+        assert!(!refused.closed, "{refused:?}");
     }
 
     #[test]

@@ -467,6 +467,7 @@ mod tests {
                 headers: Default::default(),
                 echo: None,
                 error: Some("reset".into()),
+                closed: true,
             },
             Answer {
                 request_id: "q2".into(),
@@ -475,6 +476,7 @@ mod tests {
                 headers: Default::default(),
                 echo: Some(echo),
                 error: None,
+                closed: false,
             },
         ];
         let page = render(&report);

@@ -503,7 +503,8 @@ pub struct RequestTls {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ResponseExpectation {
     /// The status code, a list of acceptable codes, or `none`: no HTTP answer at all, the
-    /// connection closed (a TCP proxy with nowhere to forward it).
+    /// proxy closing the connection it accepted (a TCP proxy with nowhere to forward it); a
+    /// refused connection, a rejected certificate or a timeout does not count.
     pub status: StatusCodes,
     /// The response body must start with this text.
     #[serde(default)]

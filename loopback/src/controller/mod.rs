@@ -204,7 +204,11 @@ impl Controller {
         proxies.iter().any(|proxy| {
             let Some(secret) = proxy["spec"]["virtualhost"]["tls"]["secretName"].as_str() else { return false };
             let namespace = proxy["metadata"]["namespace"].as_str().unwrap_or_default();
-            let named = if secret.contains('/') { secret.to_string() } else { format!("{namespace}/{secret}") };
+            let named = match secret.split_once('/') {
+                Some(("", name)) => format!("{namespace}/{name}"),
+                Some(_) => secret.to_string(),
+                None => format!("{namespace}/{secret}"),
+            };
             named == key
         })
     }

@@ -240,8 +240,7 @@ fn downstream_tls(
     tls: &VirtualHostTls,
     status: &mut ProxyStatus,
 ) -> Option<DownstreamTls> {
-    let secret_name = tls.secret_name.trim();
-    match (secret_name.is_empty(), tls.passthrough) {
+    match (tls.secret_name.trim().is_empty(), tls.passthrough) {
         (false, true) => {
             let message = "Spec.VirtualHost.TLS: both Passthrough and SecretName were specified";
             status.error("TLSError", "TLSConfigNotValid", message.into());
@@ -255,7 +254,13 @@ fn downstream_tls(
         (true, true) => return Some(DownstreamTls::Passthrough),
         (false, false) => {}
     }
-    let (secret_namespace, name) = secret_name.split_once('/').unwrap_or((namespace, secret_name));
+    // `namespace/name`, or a name in the proxy's own namespace (also when the part before
+    // the slash is empty), looked up as written.
+    let (secret_namespace, name) = match tls.secret_name.split_once('/') {
+        Some(("", name)) => (namespace, name),
+        Some((secret_namespace, name)) => (secret_namespace, name),
+        None => (namespace, tls.secret_name.as_str()),
+    };
     if secret_namespace != namespace && !validation::delegated(ctx, secret_namespace, name, namespace) {
         let message = format!("Spec.VirtualHost.TLS Secret {:?} certificate delegation not permitted", tls.secret_name);
         status.error("TLSError", "DelegationNotPermitted", message);
@@ -482,6 +487,17 @@ impl Walk<'_, '_, '_> {
         let config = self.ctx.config;
         let mut clusters = Vec::new();
         for service in services {
+            // A TCP proxy's cluster takes no Host rewrite: its only SNI is an ExternalName's
+            // (docs/contract.md N4), whatever header policy the service carries.
+            let service = RouteService {
+                name: service.name.clone(),
+                port: service.port,
+                weight: service.weight,
+                protocol: service.protocol.clone(),
+                validation: service.validation.clone(),
+                ..Default::default()
+            };
+            let service = &service;
             match self.route_cluster(self.root_namespace, service, None) {
                 Ok(cluster) => {
                     let weight = service.weight.and_then(|w| u32::try_from(w).ok()).unwrap_or(0);
@@ -662,6 +678,8 @@ fn unmodelled_feature(spec: &Value) -> Option<String> {
         ("/tcpproxy/includes", "spec.tcpproxy.includes"),
         ("/virtualhost/tls/clientValidation", "spec.virtualhost.tls.clientValidation"),
         ("/virtualhost/tls/enableFallbackCertificate", "spec.virtualhost.tls.enableFallbackCertificate"),
+        ("/tcpproxy/loadBalancerPolicy", "spec.tcpproxy.loadBalancerPolicy"),
+        ("/tcpproxy/healthCheckPolicy", "spec.tcpproxy.healthCheckPolicy"),
     ];
     for (pointer, name) in unmodelled {
         if spec.pointer(pointer).is_some_and(present) {
@@ -672,6 +690,11 @@ fn unmodelled_feature(spec: &Value) -> Option<String> {
     let routed = ["/routes", "/includes"].iter().any(|p| spec.pointer(p).is_some_and(present));
     if routed && spec.pointer("/virtualhost/tls").is_some_and(present) {
         return Some("routes on a TLS virtual host (spec.virtualhost.tls with spec.routes or spec.includes)".into());
+    }
+    // Envoy matches a wildcard server name against SNI; the HTTPS listener's table has exact names.
+    let wildcard = spec.pointer("/virtualhost/fqdn").and_then(Value::as_str).is_some_and(|f| f.starts_with("*."));
+    if wildcard && spec.pointer("/virtualhost/tls").is_some_and(present) {
+        return Some("a wildcard fqdn on a TLS virtual host".into());
     }
     let conditions_of = |v: &Value, at: String| {
         let conditions = v["conditions"].as_array().map(Vec::as_slice).unwrap_or_default();

@@ -8,13 +8,13 @@
 //! it forwards in TLS of its own, with the cluster's validation and client certificate and no
 //! ALPN (Envoy's TCP pool offers none; docs/contract.md P5, N4). A ClientHello whose SNI names
 //! no host, a host with no cluster or endpoint, and a failed upstream connection all close the
-//! client's connection without a word, as Envoy does.
+//! client's connection without a word, as Envoy does; the client's handshake completes only
+//! once the upstream connection is up.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -78,15 +78,14 @@ async fn relay(stream: TcpStream, table: &RouteTable, turns: &Turns) -> Result<(
         }
         DownstreamTls::Terminate(serving) => {
             let config = serving.server_config()?;
+            // Envoy's TCP proxy reads nothing from the client until its upstream connection is
+            // up, so the client's handshake completes only after the upstream one: a failed
+            // upstream closes the connection mid-handshake.
+            let mut upstream = upstream::connect(endpoint, &cluster.transport)
+                .await
+                .map_err(|e| format!("{name}: upstream {endpoint}: {e}"))?;
             let mut client =
                 TlsAcceptor::from(config).accept(stream).await.map_err(|e| format!("{name}: client handshake: {e}"))?;
-            let mut upstream = match upstream::connect(endpoint, &cluster.transport).await {
-                Ok(upstream) => upstream,
-                Err(e) => {
-                    let _ = client.shutdown().await;
-                    return Err(format!("{name}: upstream {endpoint}: {e}"));
-                }
-            };
             let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
         }
     }
