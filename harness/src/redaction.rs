@@ -46,10 +46,10 @@ pub fn register_private_key(key: &str, certificate: &str) {
     else {
         return;
     };
+    let in_certificate: HashSet<&[u8]> = cert_der.windows(SHARED_RUN).collect();
     let mut secret = vec![true; key_der.len()];
-    for start in 0..key_der.len().saturating_sub(SHARED_RUN - 1) {
-        let run = &key_der[start..start + SHARED_RUN];
-        if cert_der.windows(SHARED_RUN).any(|w| w == run) {
+    for (start, run) in key_der.windows(SHARED_RUN).enumerate() {
+        if in_certificate.contains(run) {
             secret[start..start + SHARED_RUN].fill(false);
         }
     }

@@ -66,7 +66,7 @@ struct ServiceBackendPort {
 /// The `(host, route)` pairs an Ingress programs.
 pub fn routes(ctx: &Context<'_>, object: &Value) -> Vec<(String, Route)> {
     let namespace = object["metadata"]["namespace"].as_str().unwrap_or_default();
-    let Ok(spec) = serde_json::from_value::<IngressSpec>(object["spec"].clone()) else { return Vec::new() };
+    let Ok(spec) = IngressSpec::deserialize(&object["spec"]) else { return Vec::new() };
     if let ClientCertificateState::Invalid(_) = ctx.client_certificate
         && !ctx.config.has(Fault::ClientCertificateSecretOptional)
     {

@@ -332,6 +332,10 @@ impl Controller {
             let meta = &object["metadata"];
             let (Some(ns), Some(name)) = (meta["namespace"].as_str(), meta["name"].as_str()) else { continue };
             let generation = meta["generation"].as_i64().unwrap_or(1);
+            // Most rebuilds change no proxy's status: it is not written then (nor copied to be).
+            if status.to_json(generation, &object["status"], &now) == object["status"] {
+                continue;
+            }
             self.store.modify(&HTTP_PROXY, ns, name, Subresource::Status, |stored| {
                 let previous = stored["status"].clone();
                 stored["status"] = status.to_json(generation, &previous, &now);

@@ -299,7 +299,7 @@ fn downstream_tls(
 
 /// The spec of `object`, or `None` with an error in `status` when it cannot be processed.
 fn parse(object: &Value, status: &mut ProxyStatus) -> Option<HttpProxySpec> {
-    let spec: HttpProxySpec = match serde_json::from_value(object["spec"].clone()) {
+    let spec = match HttpProxySpec::deserialize(&object["spec"]) {
         Ok(spec) => spec,
         Err(err) => {
             status.error("SpecError", "Invalid", format!("invalid spec: {err}"));

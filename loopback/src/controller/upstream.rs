@@ -1,6 +1,7 @@
 //! Building the proxy's view of one Service port: [`build_cluster`] (transport, TLS settings,
 //! endpoints), shared by HTTPProxy and Ingress processing.
 
+use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 
 use k8s_openapi::api::core::v1::{Pod, Service, ServicePort};
@@ -189,7 +190,7 @@ fn endpoints(ctx: &Context<'_>, namespace: &str, service: &Service, port: &Servi
         if !selector.iter().all(|(k, v)| labels[k].as_str() == Some(v)) {
             continue;
         }
-        let Ok(pod) = serde_json::from_value::<Pod>(serde_json::Value::clone(&value)) else { continue };
+        let Ok(pod) = Pod::deserialize(&*value) else { continue };
         let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.as_ref()).and_then(|ip| ip.parse::<IpAddr>().ok())
         else {
             continue;

@@ -5,7 +5,8 @@
 //! there are no ReplicaSets; pods are owned by their Deployment directly.
 
 use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
+use std::collections::{HashMap, HashSet};
+use std::hash::Hasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -23,13 +24,22 @@ static POD_SUFFIX: AtomicU64 = AtomicU64::new(0x1_0000);
 pub fn sync(store: &Store) {
     let (deployments, _) = store.list(&DEPLOYMENT, None);
     let (pods, _) = store.list(&POD, None);
-    for deployment in &deployments {
-        sync_one(store, deployment, &pods);
+    let mut owned: HashMap<&str, Vec<&Value>> = HashMap::new();
+    for pod in &pods {
+        if let Some(uid) = owner_uid(pod) {
+            owned.entry(uid).or_default().push(pod);
+        }
     }
-    collect_orphans(store, &deployments, &pods);
+    for deployment in &deployments {
+        let uid = deployment["metadata"]["uid"].as_str().unwrap_or_default();
+        sync_one(store, deployment, owned.get(uid).map_or(&[], Vec::as_slice));
+    }
+    let owners: HashSet<&str> = deployments.iter().filter_map(|d| d["metadata"]["uid"].as_str()).collect();
+    collect_orphans(store, &owners, &pods);
 }
 
-fn sync_one(store: &Store, deployment: &Value, pods: &[Arc<Value>]) {
+/// Brings one Deployment's pods (`owned`: those it owns) and status up to date.
+fn sync_one(store: &Store, deployment: &Value, owned: &[&Value]) {
     let meta = &deployment["metadata"];
     let (Some(namespace), Some(name), Some(uid)) =
         (meta["namespace"].as_str(), meta["name"].as_str(), meta["uid"].as_str())
@@ -43,7 +53,6 @@ fn sync_one(store: &Store, deployment: &Value, pods: &[Arc<Value>]) {
     let hash = template_hash(template);
     let desired = deployment["spec"]["replicas"].as_u64().unwrap_or(1) as usize;
 
-    let owned: Vec<&Value> = pods.iter().filter(|p| owner_uid(p) == Some(uid)).map(|p| &**p).collect();
     let live: Vec<&Value> =
         owned.iter().copied().filter(|p| p["metadata"].get("deletionTimestamp").is_none()).collect();
     let (current, stale): (Vec<&Value>, Vec<&Value>) =
@@ -62,45 +71,54 @@ fn sync_one(store: &Store, deployment: &Value, pods: &[Arc<Value>]) {
         }
     }
 
-    let current: Vec<&Value> = current.into_iter().take(desired).collect();
-    let ready = current.iter().filter(|p| pod_is_ready(p)).count();
-    let generation = meta["generation"].clone();
+    let current = current.len().min(desired);
+    let ready = live.iter().filter(|p| p["metadata"]["labels"][TEMPLATE_HASH_LABEL].as_str() == Some(&hash));
+    let ready = ready.take(desired).filter(|p| pod_is_ready(p)).count();
+    let status = |previous: &Value| deployment_status(previous, &meta["generation"], current, ready, desired);
+    // Most passes change nothing: the Deployment is not written then (nor copied to be).
+    if deployment["status"] == status(&deployment["status"]) {
+        return;
+    }
+    store.modify(&DEPLOYMENT, namespace, name, Subresource::Status, |d| d["status"] = status(&d["status"]));
+}
+
+/// A Deployment's status for `current` pods of its template, `ready` of them ready, keeping
+/// the condition's transition time from `previous` when its status stays the same.
+fn deployment_status(previous: &Value, generation: &Value, current: usize, ready: usize, desired: usize) -> Value {
+    let previous = &previous["conditions"][0];
     let available = ready >= desired;
-    store.modify(&DEPLOYMENT, namespace, name, Subresource::Status, |d| {
-        let previous = d["status"]["conditions"][0].clone();
-        let condition_status = if available { "True" } else { "False" };
-        let transition = if previous["status"].as_str() == Some(condition_status) {
-            previous["lastTransitionTime"].clone()
-        } else {
-            json!(now_rfc3339())
-        };
-        d["status"] = json!({
-            "observedGeneration": generation,
-            "replicas": current.len(),
-            "updatedReplicas": current.len(),
-            "readyReplicas": ready,
-            "availableReplicas": ready,
-            "unavailableReplicas": desired.saturating_sub(ready),
-            "conditions": [{
-                "type": "Available",
-                "status": condition_status,
-                "reason": if available { "MinimumReplicasAvailable" } else { "MinimumReplicasUnavailable" },
-                "message": if available {
-                    "Deployment has minimum availability."
-                } else {
-                    "Deployment does not have minimum availability."
-                },
-                "lastTransitionTime": transition,
-            }],
-        });
-    });
+    let condition_status = if available { "True" } else { "False" };
+    let transition = if previous["status"].as_str() == Some(condition_status) {
+        previous["lastTransitionTime"].clone()
+    } else {
+        json!(now_rfc3339())
+    };
+    json!({
+        "observedGeneration": generation,
+        "replicas": current,
+        "updatedReplicas": current,
+        "readyReplicas": ready,
+        "availableReplicas": ready,
+        "unavailableReplicas": desired.saturating_sub(ready),
+        "conditions": [{
+            "type": "Available",
+            "status": condition_status,
+            "reason": if available { "MinimumReplicasAvailable" } else { "MinimumReplicasUnavailable" },
+            "message": if available {
+                "Deployment has minimum availability."
+            } else {
+                "Deployment does not have minimum availability."
+            },
+            "lastTransitionTime": transition,
+        }],
+    })
 }
 
 /// Deletes pods whose owning Deployment is gone, as the garbage collector does.
-fn collect_orphans(store: &Store, deployments: &[Arc<Value>], pods: &[Arc<Value>]) {
+fn collect_orphans(store: &Store, owners: &HashSet<&str>, pods: &[Arc<Value>]) {
     for pod in pods {
         let Some(owner) = owner_uid(pod) else { continue };
-        if deployments.iter().any(|d| d["metadata"]["uid"].as_str() == Some(owner)) {
+        if owners.contains(owner) {
             continue;
         }
         if pod["metadata"].get("deletionTimestamp").is_some() {
@@ -144,9 +162,21 @@ fn new_pod(deployment: &Value, namespace: &str, name: &str, uid: &str, hash: &st
 }
 
 fn template_hash(template: &Value) -> String {
-    let mut hasher = DefaultHasher::new();
-    template.to_string().hash(&mut hasher);
-    format!("{:08x}", hasher.finish() as u32)
+    /// Feeds the template's JSON to the hasher as it is written, with no string in between.
+    struct Feed(DefaultHasher);
+    impl std::io::Write for Feed {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.write(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut feed = Feed(DefaultHasher::new());
+    // Writing JSON to a sink that cannot fail does not fail.
+    let _ = serde_json::to_writer(&mut feed, template);
+    format!("{:08x}", feed.0.finish() as u32)
 }
 
 fn owner_uid(pod: &Value) -> Option<&str> {

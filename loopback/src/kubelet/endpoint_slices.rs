@@ -6,7 +6,7 @@
 //! Service (named `<service>-loopback`, where Kubernetes generates a suffix), IPv4 only, and
 //! only ready pods (Kubernetes also lists the others with `ready: false`, which Contour skips).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use serde_json::{Value, json};
@@ -24,6 +24,11 @@ const MANAGED_BY: &str = "endpointslice-controller.k8s.io";
 pub fn sync(store: &Store) {
     let (services, _) = store.list(&SERVICE, None);
     let (pods, _) = store.list(&POD, None);
+    let (slices, _) = store.list(&ENDPOINT_SLICE, None);
+    let existing: HashMap<(&str, &str), &Value> = slices
+        .iter()
+        .filter_map(|s| Some(((s["metadata"]["namespace"].as_str()?, s["metadata"]["name"].as_str()?), &**s)))
+        .collect();
     let mut wanted = BTreeSet::new();
     for service in &services {
         let meta = &service["metadata"];
@@ -31,9 +36,13 @@ pub fn sync(store: &Store) {
         let Some(slice) = desired_slice(service, &pods) else { continue };
         let slice_name = format!("{name}-loopback");
         wanted.insert((namespace.to_string(), slice_name.clone()));
+        let current = existing.get(&(namespace, slice_name.as_str()));
+        // Most passes change nothing: the slice is not written then (nor copied to be).
+        if current.is_some_and(|c| FIELDS.iter().all(|f| c[*f] == slice[*f])) {
+            continue;
+        }
         write(store, namespace, &slice_name, slice);
     }
-    let (slices, _) = store.list(&ENDPOINT_SLICE, None);
     for slice in &slices {
         let meta = &slice["metadata"];
         let (Some(namespace), Some(name)) = (meta["namespace"].as_str(), meta["name"].as_str()) else { continue };
@@ -45,11 +54,14 @@ pub fn sync(store: &Store) {
     }
 }
 
+/// What the controller writes of a slice.
+const FIELDS: [&str; 3] = ["addressType", "endpoints", "ports"];
+
 /// Creates the slice, or replaces its contents when they changed (an unchanged write is not
 /// stored, so watchers see no event).
 fn write(store: &Store, namespace: &str, name: &str, slice: Value) {
     let updated = store.modify(&ENDPOINT_SLICE, namespace, name, Subresource::Main, |stored| {
-        for field in ["addressType", "endpoints", "ports"] {
+        for field in FIELDS {
             stored[field] = slice[field].clone();
         }
     });

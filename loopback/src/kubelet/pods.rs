@@ -8,7 +8,8 @@
 //! in the pod's directory, nginx in the foreground). The pod is Ready once every container port
 //! accepts connections.
 
-use std::collections::HashMap;
+use serde::Deserialize;
+use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -128,7 +129,7 @@ impl PodRunner {
                         self.first_seen.remove(&key);
                     }
                     // Read in full only to start it.
-                    let Ok(pod) = serde_json::from_value::<Pod>(Value::clone(value)) else { continue };
+                    let Ok(pod) = Pod::deserialize(&**value) else { continue };
                     match self.start(&pod, &ns, &name, &uid).await {
                         Ok(running) => {
                             self.running.insert(key, running);
@@ -196,8 +197,12 @@ impl PodRunner {
         }
         // Pods removed from the store without passing through deletion (never in practice,
         // but a process must never outlive its pod).
+        let listed: HashSet<(&str, &str)> = pods
+            .iter()
+            .filter_map(|p| Some((p["metadata"]["namespace"].as_str()?, p["metadata"]["name"].as_str()?)))
+            .collect();
         let gone: Vec<_> =
-            self.running.keys().filter(|(ns, name)| self.store.get(&POD, ns, name).is_none()).cloned().collect();
+            self.running.keys().filter(|(ns, name)| !listed.contains(&(ns.as_str(), name.as_str()))).cloned().collect();
         for key in gone {
             self.stop(&key).await;
         }
