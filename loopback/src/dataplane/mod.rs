@@ -51,10 +51,14 @@ pub fn publish(routes: &watch::Sender<Arc<RouteTable>>, table: RouteTable) {
     for cluster in table.clusters() {
         let same = |other: &&&Cluster| other.name == cluster.name && other.transport.connects_like(&cluster.transport);
         let carried = placed.iter().find(same).copied().or_else(|| {
-            previous.clusters().map(Arc::as_ref).find(|old| {
-                old.name == cluster.name
-                    && (table.keep_connections_across_changes || old.transport.connects_like(&cluster.transport))
-            })
+            let named: Vec<&Cluster> =
+                previous.clusters().map(Arc::as_ref).filter(|old| old.name == cluster.name).collect();
+            // Under the fault, a cluster whose settings changed keeps the old connections; one
+            // that did not change still takes its own, never those of a sibling of the same
+            // name with other settings (Contour names those apart), so the fault shows only
+            // where settings change.
+            let unchanged = named.iter().find(|old| old.transport.connects_like(&cluster.transport));
+            unchanged.or(named.first().filter(|_| table.keep_connections_across_changes)).copied()
         });
         if let Some(from) = carried {
             cluster.pool.share(from.pool.get());

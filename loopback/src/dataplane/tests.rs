@@ -449,3 +449,49 @@ fn host_header_loses_port_and_case() {
     assert_eq!(super::request_host(&request("Echo.Example:8080")), "echo.example");
     assert_eq!(super::request_host(&request("echo.example")), "echo.example");
 }
+
+#[test]
+fn c2_fault_keeps_a_changed_clusters_connections_but_never_mixes_siblings() {
+    // Two clusters of one name with different settings (as two routes to one Service with
+    // different validation), published twice unchanged, then with one of them changed.
+    let table = |http2_first: bool, keep: bool| {
+        let mut table = one_route(([127, 0, 0, 1], 9).into(), Transport::Plaintext { http2: http2_first });
+        let sibling = Cluster {
+            name: "test".into(),
+            endpoints: Vec::new(),
+            transport: Transport::Tls(tls_transport(None)),
+            host_rewrite: None,
+            pool: Default::default(),
+        };
+        let routes = &mut table.virtual_hosts.get_mut(HOST).unwrap().routes;
+        routes.push(Route {
+            path: PathPrefix::String("/other".into()),
+            action: RouteAction::Forward(vec![Arc::new(sibling)]),
+            host_rewrite: None,
+            mirror: None,
+            turn: Default::default(),
+        });
+        table.keep_connections_across_changes = keep;
+        table
+    };
+    let pools = |routes: &watch::Sender<Arc<RouteTable>>| -> Vec<Arc<super::pool::ConnectionPool>> {
+        routes.borrow().clusters().map(|c| c.pool.get().clone()).collect()
+    };
+    let (routes, _) = watch::channel(Arc::new(RouteTable::default()));
+    super::publish(&routes, table(false, true));
+    let first = pools(&routes);
+    assert!(!Arc::ptr_eq(&first[0], &first[1]), "siblings with other settings have pools of their own");
+
+    super::publish(&routes, table(false, true));
+    let unchanged = pools(&routes);
+    assert!(Arc::ptr_eq(&unchanged[0], &first[0]) && Arc::ptr_eq(&unchanged[1], &first[1]), "each keeps its own");
+
+    super::publish(&routes, table(true, true));
+    let changed = pools(&routes);
+    assert!(Arc::ptr_eq(&changed[1], &first[1]), "the unchanged sibling keeps its own");
+    assert!(Arc::ptr_eq(&changed[0], &first[0]), "the fault keeps the changed cluster's old connections");
+
+    super::publish(&routes, table(false, false));
+    let healthy = pools(&routes);
+    assert!(!Arc::ptr_eq(&healthy[0], &changed[0]), "without the fault, changed settings start afresh");
+}
