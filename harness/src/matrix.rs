@@ -70,9 +70,11 @@ impl Matrix {
 /// # Errors
 /// A loopback cluster cannot start.
 pub async fn run_matrix(scenarios: &[LoadedScenario], faults: &[Fault]) -> Result<Matrix, TargetError> {
+    let mut matrix = run_baseline(scenarios).await?;
     let plan = faults.iter().map(|fault| (*fault, scenarios.iter().collect())).collect();
-    let mut matrix = run_plan(scenarios, plan, CLUSTERS_AT_ONCE, SCENARIOS_AT_ONCE).await?;
-    let confirmed = verify_claims(scenarios, &matrix.catches).await?;
+    run_plan(&mut matrix, plan, CLUSTERS_AT_ONCE, SCENARIOS_AT_ONCE).await?;
+    let mut confirmed = Matrix::default();
+    run_plan(&mut confirmed, claims_plan(scenarios, &matrix.catches), Fault::ALL.len(), CLAIMS_AT_ONCE).await?;
     for (scenario, caught) in &mut matrix.catches {
         let kept = confirmed.catches.get(scenario).cloned().unwrap_or_default();
         matrix.unconfirmed.extend(caught.difference(&kept).map(|fault| format!("{scenario} under {fault}")));
@@ -92,18 +94,27 @@ pub async fn verify_claims(
     scenarios: &[LoadedScenario],
     claims: &BTreeMap<String, BTreeSet<Fault>>,
 ) -> Result<Matrix, TargetError> {
-    let plan = Fault::ALL
+    let mut matrix = run_baseline(scenarios).await?;
+    // A claimed catch spends most of its time waiting for its time limit, asking rarely, so
+    // far more of them than of passing scenarios fit on the machine at once; and each
+    // cluster runs only a few scenarios, so all clusters start together.
+    run_plan(&mut matrix, claims_plan(scenarios, claims), Fault::ALL.len(), CLAIMS_AT_ONCE).await?;
+    Ok(matrix)
+}
+
+/// Each fault with the scenarios `claims` says catch it (faults no scenario claims left out).
+fn claims_plan<'a>(
+    scenarios: &'a [LoadedScenario],
+    claims: &BTreeMap<String, BTreeSet<Fault>>,
+) -> Vec<(Fault, Vec<&'a LoadedScenario>)> {
+    Fault::ALL
         .into_iter()
         .map(|fault| {
             let claimed = scenarios.iter().filter(|s| claims.get(s.name()).is_some_and(|c| c.contains(&fault)));
             (fault, claimed.collect::<Vec<_>>())
         })
         .filter(|(_, claimed)| !claimed.is_empty())
-        .collect();
-    // A claimed catch spends most of its time waiting for its time limit, asking rarely, so
-    // far more of them than of passing scenarios fit on the machine at once; and each
-    // cluster runs only a few scenarios, so all clusters start together.
-    run_plan(scenarios, plan, Fault::ALL.len(), CLAIMS_AT_ONCE).await
+        .collect()
 }
 
 /// The catches the catalog page (as [`render_catalog`] writes it) records: scenario name ->
@@ -127,14 +138,8 @@ pub fn claimed_catches(page: &str) -> Result<BTreeMap<String, BTreeSet<Fault>>, 
     Ok(claims)
 }
 
-/// Runs the baseline (every scenario, no fault), then each fault's scenarios on a cluster
-/// with that fault, `clusters` clusters and `slots` scenarios at a time.
-async fn run_plan(
-    scenarios: &[LoadedScenario],
-    plan: Vec<(Fault, Vec<&LoadedScenario>)>,
-    clusters: usize,
-    slots: usize,
-) -> Result<Matrix, TargetError> {
+/// A matrix with every scenario and no catch yet, from a run of every scenario with no fault.
+async fn run_baseline(scenarios: &[LoadedScenario]) -> Result<Matrix, TargetError> {
     let mut matrix = Matrix::default();
     for scenario in scenarios {
         matrix.catches.insert(scenario.name().to_string(), BTreeSet::new());
@@ -145,6 +150,17 @@ async fn run_plan(
             matrix.baseline_failures.push(format!("{}: {failure}", outcome.name));
         }
     }
+    Ok(matrix)
+}
+
+/// Runs each fault's scenarios on a cluster with that fault, `clusters` clusters and `slots`
+/// scenarios at a time, adding what they catch to `matrix`.
+async fn run_plan(
+    matrix: &mut Matrix,
+    plan: Vec<(Fault, Vec<&LoadedScenario>)>,
+    clusters: usize,
+    slots: usize,
+) -> Result<(), TargetError> {
     let slots = Semaphore::new(slots);
     let slots = &slots;
     let runs = futures::stream::iter(
@@ -164,7 +180,7 @@ async fn run_plan(
             }
         }
     }
-    Ok(matrix)
+    Ok(())
 }
 
 async fn run_once(

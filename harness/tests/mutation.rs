@@ -24,7 +24,12 @@ async fn every_fault_is_caught_and_every_scenario_catches_one() {
     let write = std::env::var_os("UPSTREAM_TLS_WRITE_CATALOG").is_some();
     let full = write || std::env::var_os("UPSTREAM_TLS_FULL_MATRIX").is_some();
 
-    let claims = claimed_catches(&committed).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    // Read only when it is checked: a page naming a fault that is gone can still be rewritten.
+    let claims = if full {
+        Default::default()
+    } else {
+        claimed_catches(&committed).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    };
     let matrix =
         if full { run_matrix(&scenarios, &Fault::ALL).await } else { verify_claims(&scenarios, &claims).await }
             .expect("loopback starts (is nginx installed?)");

@@ -1,11 +1,11 @@
 //! Building the proxy's view of one Service port: [`build_cluster`] (transport, TLS settings,
 //! endpoints), shared by HTTPProxy and Ingress processing.
 
-use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 
 use k8s_openapi::api::core::v1::{Pod, Service, ServicePort};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde::Deserialize;
 
 use super::Context;
 use super::client_certificate::{self, ClientCertificateState};

@@ -71,10 +71,9 @@ fn sync_one(store: &Store, deployment: &Value, owned: &[&Value]) {
         }
     }
 
-    let current = current.len().min(desired);
-    let ready = live.iter().filter(|p| p["metadata"]["labels"][TEMPLATE_HASH_LABEL].as_str() == Some(&hash));
-    let ready = ready.take(desired).filter(|p| pod_is_ready(p)).count();
-    let status = |previous: &Value| deployment_status(previous, &meta["generation"], current, ready, desired);
+    let current: Vec<&Value> = current.into_iter().take(desired).collect();
+    let ready = current.iter().filter(|p| pod_is_ready(p)).count();
+    let status = |previous: &Value| deployment_status(previous, &meta["generation"], current.len(), ready, desired);
     // Most passes change nothing: the Deployment is not written then (nor copied to be).
     if deployment["status"] == status(&deployment["status"]) {
         return;

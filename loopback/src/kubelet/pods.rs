@@ -8,7 +8,6 @@
 //! in the pod's directory, nginx in the foreground). The pod is Ready once every container port
 //! accepts connections.
 
-use serde::Deserialize;
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -20,6 +19,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use k8s_openapi::api::core::v1::{Container, Pod, Volume};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
