@@ -577,7 +577,7 @@ pub fn fault_table() -> String {
 
 impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        f.pad(self.name())
     }
 }
 
@@ -966,6 +966,12 @@ mod tests {
             readme.contains(&fault_table()),
             "README.md's fault table is out of date; replace it with the output of `cargo run -p loopback -- faults`"
         );
+    }
+
+    #[test]
+    fn fault_names_line_up_in_columns() {
+        // `loopback serve`'s usage lists faults in a column of the longest name's width.
+        assert_eq!(format!("{:<15}|", Fault::H2BeatsH2c), "h2-beats-h2c   |");
     }
 
     #[test]

@@ -63,8 +63,8 @@ fn main() -> ExitCode {
 
 fn parse_args(args: Vec<String>) -> Result<LoopbackConfig, String> {
     let usage = || {
-        let faults: Vec<String> =
-            Fault::ALL.iter().map(|f| format!("                  {f:<40}{}", f.description())).collect();
+        let width = Fault::ALL.iter().map(|f| f.name().len()).max().unwrap_or(0);
+        let faults: Vec<String> = Fault::ALL.iter().map(|f| format!("    {f:<width$}  {}", f.description())).collect();
         format!("{USAGE}\n{}", faults.join("\n"))
     };
     let mut args = args.into_iter();
