@@ -142,8 +142,8 @@ fn a_second_ctrl_c_exits_at_once() {
     assert_eq!(wait(&mut run), 130);
     assert!(said("exiting at once"), "{}", std::fs::read_to_string(&stderr).unwrap());
     // Exiting at once leaves the clean-up undone: what the `cleanup` command is for.
-    for name in leftovers(pid).iter().filter(|n| !n.starts_with("process")) {
-        let _ = std::fs::remove_dir_all(std::env::temp_dir().join(name));
+    for path in leftovers(pid).iter().filter(|n| !n.starts_with("process")) {
+        let _ = std::fs::remove_dir_all(path);
     }
     drop(run);
     runtime.block_on(cluster.shutdown());
@@ -203,16 +203,20 @@ fn cleanup_removes_what_dead_runs_left_and_nothing_else() {
     let mut gone = Command::new("true").spawn().unwrap();
     let dead_pid = gone.id();
     gone.wait().unwrap();
-    let stale = std::env::temp_dir().join(format!("loopback-{dead_pid}-18ed5abc-0"));
-    let live = std::env::temp_dir().join(format!("loopback-{}-18ed5abc-0", std::process::id()));
-    for dir in [&stale, &live] {
+    // Stale ones in every place loopback makes them (memory first, then the temporary directory).
+    let roots = loopback::work_roots();
+    let stale: Vec<PathBuf> = roots.iter().map(|root| root.join(format!("loopback-{dead_pid}-18ed5abc-0"))).collect();
+    let live = roots[0].join(format!("loopback-{}-18ed5abc-0", std::process::id()));
+    for dir in stale.iter().chain([&live]) {
         std::fs::create_dir_all(dir.join("pods/team/web")).unwrap();
         std::fs::write(dir.join("pods/team/web/tls.key"), "key").unwrap();
     }
     let (code, text) = cleanup(&[]);
     assert_eq!(code, 0, "{text}");
-    assert!(text.contains(&format!("removed {}", stale.display())), "{text}");
-    assert!(!stale.exists(), "the dead run's directory is gone");
+    for dir in &stale {
+        assert!(text.contains(&format!("removed {}", dir.display())), "{text}");
+        assert!(!dir.exists(), "the dead run's directory {} is gone", dir.display());
+    }
     assert!(live.exists(), "a running loopback's directory is kept");
     std::fs::remove_dir_all(&live).unwrap();
 
