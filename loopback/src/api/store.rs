@@ -167,7 +167,12 @@ impl Store {
     }
 
     pub fn get(&self, kind: &'static ResourceKind, namespace: &str, name: &str) -> Option<Value> {
-        self.lock().objects.get(&key(kind, namespace, name)).map(|v| Value::clone(v))
+        self.get_shared(kind, namespace, name).map(|v| Value::clone(&v))
+    }
+
+    /// The object as stored, shared rather than copied: for readers that only look at it.
+    pub fn get_shared(&self, kind: &'static ResourceKind, namespace: &str, name: &str) -> Option<Arc<Value>> {
+        self.lock().objects.get(&key(kind, namespace, name)).map(Arc::clone)
     }
 
     /// All objects of a kind, in one namespace or (`None`) in all, with the store's

@@ -30,7 +30,7 @@ pub fn load(secrets: Secrets<'_>, config: &LoopbackConfig) -> ClientCertificateS
     };
     let (namespace, name) = (&secret_name.namespace, &secret_name.name);
     let strict = !config.has(Fault::LenientClientCertificateSecret);
-    match tls_secret(secrets.get(namespace, name).as_ref(), strict) {
+    match tls_secret(secrets.get(namespace, name).as_deref(), strict) {
         Ok(certificate) => ClientCertificateState::Ready(Arc::new(certificate)),
         Err(detail) => ClientCertificateState::Invalid(format!(
             "tls.envoy-client-certificate Secret \"{namespace}/{name}\" is invalid: {detail}"

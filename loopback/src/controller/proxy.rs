@@ -267,7 +267,7 @@ fn downstream_tls(
         return None;
     }
     let secret = ctx.secrets.get(secret_namespace, name);
-    let certificate = match super::client_certificate::tls_secret(secret.as_ref(), true) {
+    let certificate = match super::client_certificate::tls_secret(secret.as_deref(), true) {
         Ok(certificate) => certificate,
         Err(detail) => {
             let message = format!("Spec.VirtualHost.TLS Secret {:?} is invalid: {detail}", tls.secret_name);

@@ -4,7 +4,7 @@
 //! watch Secrets.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
@@ -19,9 +19,9 @@ pub enum Secrets<'a> {
 }
 
 impl Secrets<'_> {
-    pub fn get(&self, namespace: &str, name: &str) -> Option<Value> {
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<Value>> {
         match self {
-            Secrets::Live(store) => store.get(&SECRET, namespace, name),
+            Secrets::Live(store) => store.get_shared(&SECRET, namespace, name),
             Secrets::Snapshot(snapshot) => snapshot.get(namespace, name),
         }
     }
@@ -30,18 +30,18 @@ impl Secrets<'_> {
 /// Secrets by namespace, as last refreshed.
 #[derive(Default)]
 pub struct SecretSnapshot {
-    namespaces: Mutex<HashMap<String, HashMap<String, Value>>>,
+    namespaces: Mutex<HashMap<String, HashMap<String, Arc<Value>>>>,
 }
 
 impl SecretSnapshot {
     /// Re-reads the Secrets of `namespaces`, or of every namespace when `None`.
     pub fn refresh(&self, store: &Store, namespaces: Option<&BTreeSet<String>>) {
         let (secrets, _) = store.list(&SECRET, None);
-        let mut by_namespace: HashMap<String, HashMap<String, Value>> = HashMap::new();
+        let mut by_namespace: HashMap<String, HashMap<String, Arc<Value>>> = HashMap::new();
         for secret in secrets {
             let meta = &secret["metadata"];
             let (Some(ns), Some(name)) = (meta["namespace"].as_str(), meta["name"].as_str()) else { continue };
-            by_namespace.entry(ns.to_string()).or_default().insert(name.to_string(), Value::clone(&secret));
+            by_namespace.entry(ns.to_string()).or_default().insert(name.to_string(), secret);
         }
         let mut snapshot = self.namespaces.lock().unwrap_or_else(|e| e.into_inner());
         match namespaces {
@@ -54,7 +54,7 @@ impl SecretSnapshot {
         }
     }
 
-    fn get(&self, namespace: &str, name: &str) -> Option<Value> {
+    fn get(&self, namespace: &str, name: &str) -> Option<Arc<Value>> {
         let snapshot = self.namespaces.lock().unwrap_or_else(|e| e.into_inner());
         snapshot.get(namespace)?.get(name).cloned()
     }

@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use k8s_openapi::api::core::v1::{Pod, Service, ServicePort};
+use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Deserialize;
 
@@ -39,8 +39,8 @@ pub fn lookup_service(
 ) -> Result<(Service, ServicePort), String> {
     let service: Service = ctx
         .store
-        .get(&SERVICE, namespace, name)
-        .and_then(|v| serde_json::from_value(v).ok())
+        .get_shared(&SERVICE, namespace, name)
+        .and_then(|v| Service::deserialize(&*v).ok())
         .ok_or_else(|| format!("service \"{namespace}/{name}\" not found"))?;
     let found = service.spec.as_ref().and_then(|s| s.ports.as_ref()).and_then(|ports| {
         ports
@@ -190,21 +190,22 @@ fn endpoints(ctx: &Context<'_>, namespace: &str, service: &Service, port: &Servi
         if !selector.iter().all(|(k, v)| labels[k].as_str() == Some(v)) {
             continue;
         }
-        let Ok(pod) = Pod::deserialize(&*value) else { continue };
-        let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.as_ref()).and_then(|ip| ip.parse::<IpAddr>().ok())
-        else {
+        // Read in place: a typed Pod would copy the whole object for two fields, on every
+        // rebuild, for every pod of the namespace.
+        let Some(ip) = value["status"]["podIP"].as_str().and_then(|ip| ip.parse::<IpAddr>().ok()) else {
             continue;
         };
         let target = match &port.target_port {
             None => Some(port.port),
             Some(IntOrString::Int(n)) => Some(*n),
-            Some(IntOrString::String(named)) => pod
-                .spec
-                .iter()
-                .flat_map(|s| s.containers.iter())
-                .flat_map(|c| c.ports.iter().flatten())
-                .find(|p| p.name.as_deref() == Some(named.as_str()))
-                .map(|p| p.container_port),
+            Some(IntOrString::String(named)) => value["spec"]["containers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|c| c["ports"].as_array().into_iter().flatten())
+                .find(|p| p["name"].as_str() == Some(named.as_str()))
+                .and_then(|p| p["containerPort"].as_i64())
+                .and_then(|n| i32::try_from(n).ok()),
         };
         if let Some(target) = target.and_then(|t| u16::try_from(t).ok()) {
             out.push(Endpoint::Address(SocketAddr::new(ip, target)));

@@ -72,7 +72,7 @@ pub fn lookup(
             "invalid CA Secret \"{key}\": secret type is not \"Opaque\""
         )));
     }
-    let mut bundle = ca_bundle(secret.as_ref(), ctx.config.has(Fault::ParseCaBundleDer));
+    let mut bundle = ca_bundle(secret.as_deref(), ctx.config.has(Fault::ParseCaBundleDer));
     if ctx.config.has(Fault::KeepLastCaBundle) {
         let mut cache = ctx.ca_cache.lock().unwrap_or_else(|e| e.into_inner());
         match &bundle {
