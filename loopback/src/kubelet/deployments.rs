@@ -20,26 +20,49 @@ const TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
 
 static POD_SUFFIX: AtomicU64 = AtomicU64::new(0x1_0000);
 
-/// One pass over all Deployments and the pods they own.
-pub fn sync(store: &Store) {
-    let (deployments, _) = store.list(&DEPLOYMENT, None);
-    let (pods, _) = store.list(&POD, None);
-    let mut owned: HashMap<&str, Vec<&Value>> = HashMap::new();
-    for pod in &pods {
-        if let Some(uid) = owner_uid(pod) {
-            owned.entry(uid).or_default().push(pod);
-        }
-    }
-    for deployment in &deployments {
-        let uid = deployment["metadata"]["uid"].as_str().unwrap_or_default();
-        sync_one(store, deployment, owned.get(uid).map_or(&[], Vec::as_slice));
-    }
-    let owners: HashSet<&str> = deployments.iter().filter_map(|d| d["metadata"]["uid"].as_str()).collect();
-    collect_orphans(store, &owners, &pods);
+/// The Deployment controller's memory between passes: each Deployment's template hash, by
+/// uid, for the generation it was computed at (the template is part of the spec, so a new
+/// template means a new generation). Hashing a template means writing it out as JSON, which
+/// every pass would otherwise do for every Deployment of the cluster.
+#[derive(Default)]
+pub struct Deployments {
+    template_hashes: HashMap<String, (i64, String)>,
 }
 
-/// Brings one Deployment's pods (`owned`: those it owns) and status up to date.
-fn sync_one(store: &Store, deployment: &Value, owned: &[&Value]) {
+impl Deployments {
+    /// One pass over all Deployments and the pods they own.
+    pub fn sync(&mut self, store: &Store) {
+        let (deployments, _) = store.list(&DEPLOYMENT, None);
+        let (pods, _) = store.list(&POD, None);
+        let mut owned: HashMap<&str, Vec<&Value>> = HashMap::new();
+        for pod in &pods {
+            if let Some(uid) = owner_uid(pod) {
+                owned.entry(uid).or_default().push(pod);
+            }
+        }
+        for deployment in &deployments {
+            let meta = &deployment["metadata"];
+            let uid = meta["uid"].as_str().unwrap_or_default();
+            let generation = meta["generation"].as_i64().unwrap_or_default();
+            let hash = match self.template_hashes.get(uid) {
+                Some((known, hash)) if *known == generation => hash.clone(),
+                _ => {
+                    let hash = template_hash(&deployment["spec"]["template"]);
+                    self.template_hashes.insert(uid.to_string(), (generation, hash.clone()));
+                    hash
+                }
+            };
+            sync_one(store, deployment, &hash, owned.get(uid).map_or(&[], Vec::as_slice));
+        }
+        let owners: HashSet<&str> = deployments.iter().filter_map(|d| d["metadata"]["uid"].as_str()).collect();
+        self.template_hashes.retain(|uid, _| owners.contains(uid.as_str()));
+        collect_orphans(store, &owners, &pods);
+    }
+}
+
+/// Brings one Deployment's pods (`owned`: those it owns) and status up to date; `hash` is its
+/// template's.
+fn sync_one(store: &Store, deployment: &Value, hash: &str, owned: &[&Value]) {
     let meta = &deployment["metadata"];
     let (Some(namespace), Some(name), Some(uid)) =
         (meta["namespace"].as_str(), meta["name"].as_str(), meta["uid"].as_str())
@@ -49,14 +72,12 @@ fn sync_one(store: &Store, deployment: &Value, owned: &[&Value]) {
     if meta.get("deletionTimestamp").is_some() {
         return;
     }
-    let template = &deployment["spec"]["template"];
-    let hash = template_hash(template);
     let desired = deployment["spec"]["replicas"].as_u64().unwrap_or(1) as usize;
 
     let live: Vec<&Value> =
         owned.iter().copied().filter(|p| p["metadata"].get("deletionTimestamp").is_none()).collect();
     let (current, stale): (Vec<&Value>, Vec<&Value>) =
-        live.iter().copied().partition(|p| p["metadata"]["labels"][TEMPLATE_HASH_LABEL].as_str() == Some(&hash));
+        live.iter().copied().partition(|p| p["metadata"]["labels"][TEMPLATE_HASH_LABEL].as_str() == Some(hash));
 
     for pod in stale.iter().chain(current.iter().skip(desired)) {
         if let Some(pod_name) = pod["metadata"]["name"].as_str() {
@@ -65,7 +86,7 @@ fn sync_one(store: &Store, deployment: &Value, owned: &[&Value]) {
         }
     }
     for _ in current.len()..desired {
-        let pod = new_pod(deployment, namespace, name, uid, &hash);
+        let pod = new_pod(deployment, namespace, name, uid, hash);
         if let Err(err) = store.create(&POD, namespace, pod) {
             tracing::warn!(%namespace, deployment = name, "cannot create pod: {err}");
         }
@@ -208,8 +229,9 @@ mod tests {
     #[test]
     fn creates_one_pod_per_replica_and_reports_unavailable() {
         let store = setup();
-        sync(&store);
-        sync(&store);
+        let mut deployments = Deployments::default();
+        deployments.sync(&store);
+        deployments.sync(&store);
         let (pods, _) = store.list(&POD, Some("a"));
         assert_eq!(pods.len(), 1);
         assert_eq!(pods[0]["metadata"]["labels"]["app"], "echo");
@@ -221,17 +243,18 @@ mod tests {
     #[test]
     fn template_change_replaces_pods_and_orphans_are_collected() {
         let store = setup();
-        sync(&store);
+        let mut deployments = Deployments::default();
+        deployments.sync(&store);
         let mut d = store.get(&DEPLOYMENT, "a", "echo").unwrap();
         d["spec"]["template"]["metadata"]["labels"]["v"] = json!("2");
         store.update(&DEPLOYMENT, "a", "echo", d, Subresource::Main).unwrap();
-        sync(&store);
+        deployments.sync(&store);
         let (pods, _) = store.list(&POD, Some("a"));
         let live: Vec<_> = pods.iter().filter(|p| p["metadata"].get("deletionTimestamp").is_none()).collect();
         assert_eq!(live.len(), 1);
         assert_eq!(live[0]["metadata"]["labels"]["v"], "2");
         store.delete(&DEPLOYMENT, "a", "echo").unwrap();
-        sync(&store);
+        deployments.sync(&store);
         let (pods, _) = store.list(&POD, Some("a"));
         assert!(pods.iter().all(|p| p["metadata"].get("deletionTimestamp").is_some()));
     }

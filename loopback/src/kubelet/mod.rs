@@ -38,6 +38,7 @@ static WATCHED: [&ResourceKind; 7] = [&DEPLOYMENT, &POD, &SERVICE, &ENDPOINT_SLI
 pub struct Kubelet {
     store: Store,
     pods: pods::PodRunner,
+    deployments: deployments::Deployments,
 }
 
 impl Kubelet {
@@ -45,16 +46,16 @@ impl Kubelet {
     /// Backends crash under `disruptions` that say so.
     pub fn new(store: Store, root: PathBuf, nginx: PathBuf, disruptions: Arc<Disruptions>) -> Self {
         let pods = pods::PodRunner::new(store.clone(), root, nginx, disruptions);
-        Kubelet { store, pods }
+        Kubelet { store, pods, deployments: deployments::Deployments::default() }
     }
 
     /// Reconciles until `shutdown` turns true, then stops every pod process.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut changes = self.store.changes(&WATCHED);
         loop {
-            deployments::sync(&self.store);
+            self.deployments.sync(&self.store);
             let mut settling = self.pods.sync().await;
-            deployments::sync(&self.store);
+            self.deployments.sync(&self.store);
             endpoint_slices::sync(&self.store);
             // The namespace controller's part: Terminating namespaces go once empty and due.
             settling |= self.store.finish_terminating_namespaces();
