@@ -10,8 +10,10 @@
 //! - every API request: 3 ms (kube-apiserver and etcd in a container, over loopback TCP);
 //! - a pod: 1.5 s from creation to its container running (scheduling, the kubelet's sync,
 //!   sandbox and container creation by containerd);
-//! - the controller: Contour's rebuild hold-off, 100 ms after the last change and at most
-//!   500 ms after the first (`HoldoffDelay` and `HoldoffMaxDelay` in Contour's `serve.go`);
+//! - the controller: Contour's rebuild hold-off (`HoldoffDelay` 100 ms and `HoldoffMaxDelay`
+//!   500 ms in Contour's `serve.go`): a change more than 500 ms after the last rebuild is acted
+//!   on at once, any other waits until no change has come for 100 ms or one comes 500 ms after
+//!   the last rebuild;
 //! - a namespace: 5 s from deletion to gone (its pods stopping, then the namespace controller
 //!   emptying and finalizing it).
 
@@ -88,7 +90,7 @@ pub struct Latency {
     pub pod_start: Duration,
     /// The reference controller rebuilds once no change has come for this long...
     pub holdoff: Duration,
-    /// ...or this long after the first change it has not acted on.
+    /// ...or at once for a change this long after its last rebuild.
     pub holdoff_max: Duration,
     /// From a namespace's deletion to it being gone (at the least).
     pub namespace_deletion: Duration,

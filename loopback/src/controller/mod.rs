@@ -59,6 +59,46 @@ pub struct Context<'a> {
 static WATCHED: [&ResourceKind; 7] =
     [&HTTP_PROXY, &INGRESS, &SERVICE, &POD, &SECRET, &TLS_CERTIFICATE_DELEGATION, &NAMESPACE];
 
+/// When the controller rebuilds under a latency profile, as Contour's event handler decides
+/// (`internal/contour/handler.go`): a change that comes more than the longest hold-off after
+/// the last rebuild is acted on at once; any other change (re)starts a wait of the hold-off
+/// delay, so a burst costs one rebuild, due at the latest when a change comes after the
+/// longest hold-off.
+#[derive(Debug)]
+struct HoldOff<I> {
+    delay: std::time::Duration,
+    max_delay: std::time::Duration,
+    last_rebuild: I,
+    deadline: Option<I>,
+}
+
+impl<I> HoldOff<I>
+where
+    I: Copy + Ord + std::ops::Add<std::time::Duration, Output = I> + std::ops::Sub<I, Output = std::time::Duration>,
+{
+    /// Contour counts its first wait from its start.
+    fn new(delay: std::time::Duration, max_delay: std::time::Duration, start: I) -> Self {
+        HoldOff { delay, max_delay, last_rebuild: start, deadline: None }
+    }
+
+    /// A change to act on came at `now`.
+    fn changed(&mut self, now: I) {
+        let wait = if now - self.last_rebuild > self.max_delay { std::time::Duration::ZERO } else { self.delay };
+        self.deadline = Some(now + wait);
+    }
+
+    /// When to rebuild, if a change waits.
+    fn deadline(&self) -> Option<I> {
+        self.deadline
+    }
+
+    /// The controller rebuilt at `now`.
+    fn rebuilt(&mut self, now: I) {
+        self.last_rebuild = now;
+        self.deadline = None;
+    }
+}
+
 /// Sleeps until `deadline`, or forever when there is none.
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
@@ -100,44 +140,50 @@ impl Controller {
     }
 
     /// Reconciles on every change to what it reads until `shutdown` turns true; a burst of
-    /// changes costs one rebuild. Under a latency profile it holds off as Contour does: it
-    /// rebuilds once no change has come for the hold-off delay, or once the longest hold-off
-    /// has passed since the first change it has not acted on.
+    /// changes costs one rebuild. Under a latency profile it holds off as Contour does
+    /// ([`HoldOff`]).
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut changes = self.store.changes(&WATCHED);
         let latency = self.config.latency.latency();
         self.reconcile();
         let mut pending: BTreeSet<String> = BTreeSet::new();
         let mut missed = false;
-        let mut first_pending: Option<tokio::time::Instant> = None;
+        let mut hold_off = HoldOff::new(latency.holdoff, latency.holdoff_max, tokio::time::Instant::now());
         loop {
-            let deadline = first_pending
-                .map(|first| (tokio::time::Instant::now() + latency.holdoff).min(first + latency.holdoff_max));
             let batch = tokio::select! {
                 batch = changes.next() => batch,
-                () = sleep_until(deadline) => {
-                    first_pending = None;
+                () = sleep_until(hold_off.deadline()) => {
                     self.catch_up(&mut pending, &mut missed);
+                    hold_off.rebuilt(tokio::time::Instant::now());
                     continue;
                 }
                 _ = shutdown.changed() => return,
             };
-            match batch {
+            // Whether this batch holds a change to act on (Contour restarts its wait on each).
+            let changed = match batch {
                 None => return,
                 // Missed changes: start again from the whole store.
-                Some(Batch::Missed) => missed = true,
+                Some(Batch::Missed) => {
+                    missed = true;
+                    true
+                }
                 Some(Batch::Events(events)) => {
                     // Every event is looked at: the check remembers what each Secret held.
-                    pending.extend(events.iter().filter(|e| self.triggers_rebuild(e)).map(changed_namespace));
+                    let mut triggering = false;
+                    for event in events.iter().filter(|e| self.triggers_rebuild(e)) {
+                        pending.insert(changed_namespace(event));
+                        triggering = true;
+                    }
+                    triggering
                 }
-            }
-            if !missed && pending.is_empty() {
+            };
+            if !changed {
                 continue;
             }
             if latency.holdoff.is_zero() {
                 self.catch_up(&mut pending, &mut missed);
             } else {
-                first_pending.get_or_insert_with(tokio::time::Instant::now);
+                hold_off.changed(tokio::time::Instant::now());
             }
         }
     }

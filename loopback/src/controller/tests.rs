@@ -1240,3 +1240,49 @@ mod tcp_proxy {
         assert!(controller.triggers_rebuild(&event));
     }
 }
+
+/// Contour's hold-off (`internal/contour/handler.go`), at its defaults of 100 and 500 ms.
+mod hold_off {
+    use std::time::{Duration, Instant};
+
+    use super::super::HoldOff;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn a_change_after_a_quiet_spell_is_acted_on_at_once() {
+        let start = Instant::now();
+        let mut hold_off = HoldOff::new(ms(100), ms(500), start);
+        assert_eq!(hold_off.deadline(), None);
+        hold_off.changed(start + ms(600));
+        assert_eq!(hold_off.deadline(), Some(start + ms(600)));
+        hold_off.rebuilt(start + ms(601));
+        assert_eq!(hold_off.deadline(), None);
+    }
+
+    #[test]
+    fn a_change_soon_after_a_rebuild_waits_and_each_change_restarts_the_wait() {
+        let start = Instant::now();
+        // Contour counts from its start as from a rebuild.
+        let mut hold_off = HoldOff::new(ms(100), ms(500), start);
+        hold_off.changed(start + ms(50));
+        assert_eq!(hold_off.deadline(), Some(start + ms(150)));
+        hold_off.changed(start + ms(120));
+        assert_eq!(hold_off.deadline(), Some(start + ms(220)));
+    }
+
+    #[test]
+    fn a_steady_stream_of_changes_is_acted_on_once_the_longest_hold_off_has_passed() {
+        let start = Instant::now();
+        let mut hold_off = HoldOff::new(ms(100), ms(500), start);
+        hold_off.rebuilt(start + ms(1000));
+        for at in (1050..=1500).step_by(50) {
+            hold_off.changed(start + ms(at));
+            assert_eq!(hold_off.deadline(), Some(start + ms(at + 100)), "change at {at} ms");
+        }
+        hold_off.changed(start + ms(1550));
+        assert_eq!(hold_off.deadline(), Some(start + ms(1550)));
+    }
+}
