@@ -31,8 +31,14 @@ pub const CONTOUR_CONFIGURATION_NAME: &str = "loopback";
 
 /// How long Contour may take to answer its health endpoint after starting.
 const START_LIMIT: Duration = Duration::from_secs(60);
-/// How long a stopping Contour gets before it is killed.
-const STOP_GRACE: Duration = Duration::from_secs(5);
+/// How long a stopping Contour gets before it is killed. A clean stop takes milliseconds, but
+/// Contour can hang in stopping: its event handler stops first, and a change that arrives
+/// after that blocks the informer handing it over, so Contour's caches never finish stopping
+/// (a scenario's namespace deleted as its cluster stops is enough). Waiting out that hang cost
+/// a suite run seconds; nothing is lost by killing Contour instead.
+const STOP_GRACE: Duration = Duration::from_millis(500);
+/// How long a killed Contour may take to be gone.
+const KILL_LIMIT: Duration = Duration::from_secs(5);
 
 /// Why Contour could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -260,7 +266,7 @@ impl ContourProcess {
         let exited = self.exited.wait_for(Option::is_some);
         if tokio::time::timeout(STOP_GRACE, exited).await.is_err() {
             self.signal(libc::SIGKILL);
-            let _ = tokio::time::timeout(STOP_GRACE, self.exited.wait_for(Option::is_some)).await;
+            let _ = tokio::time::timeout(KILL_LIMIT, self.exited.wait_for(Option::is_some)).await;
         }
     }
 }
