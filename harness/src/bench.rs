@@ -8,6 +8,12 @@
 //! alone, one after the other ([`critical_path`]), then the wait for the run's namespaces to
 //! be deleted. A run can never be faster than that, so
 //! the ratio of wall time to critical path says how much the scheduling costs.
+//!
+//! Each scenario's changes wait for the controller to rebuild: Contour holds a change off for
+//! up to half a second while others keep coming (see `loopback::latency`), and the reference
+//! controller does so under the `kind` latency profile. Loopback measures that wait per
+//! scenario ([`loopback::Rebuilds`]), and the table says how much of the critical path it
+//! is, and how much of all the scenarios' time.
 
 use std::time::{Duration, Instant};
 
@@ -32,6 +38,12 @@ pub struct Sample {
     pub critical_path: Duration,
     pub scenarios: usize,
     pub failed: usize,
+    /// The time the scenarios on the critical path waited for the controller's rebuilds
+    /// (`None` where it was not measured).
+    pub critical_held_off: Option<Duration>,
+    /// The same over every scenario that ran, and (`scenario_time`) their durations summed.
+    pub held_off: Option<Duration>,
+    pub scenario_time: Duration,
 }
 
 /// How long a run waits at its end for its namespaces to be deleted.
@@ -65,6 +77,7 @@ pub async fn run_bench(
             .map(|o| scenarios.iter().find(|s| s.name() == o.name).is_some_and(|s| environment.needs_alone(s)))
             .collect();
         environment.shutdown().await;
+        let ran: Vec<&ScenarioOutcome> = outcomes.iter().filter(|o| o.skipped.is_none()).collect();
         samples.push(Sample {
             wall: started.elapsed(),
             setup,
@@ -73,6 +86,13 @@ pub async fn run_bench(
             critical_path: critical_path(setup, &outcomes, &alone) + deletion,
             scenarios: outcomes.len(),
             failed: outcomes.iter().filter(|o| !o.passed()).count(),
+            critical_held_off: on_critical_path(&outcomes, &alone)
+                .into_iter()
+                .filter(|o| o.skipped.is_none())
+                .map(|o| o.held_off)
+                .sum(),
+            held_off: ran.iter().map(|o| o.held_off).sum(),
+            scenario_time: ran.iter().map(|o| o.duration).sum(),
         });
     }
     Ok(samples)
@@ -81,33 +101,48 @@ pub async fn run_bench(
 /// `setup`, then the longest of the outcomes that ran side by side, then all those that ran
 /// alone (`alone[i]` for `outcomes[i]`), one after the other.
 pub fn critical_path(setup: Duration, outcomes: &[ScenarioOutcome], alone: &[bool]) -> Duration {
-    let side_by_side = outcomes.iter().zip(alone).filter(|(_, a)| !**a).map(|(o, _)| o.duration).max();
-    let one_by_one: Duration = outcomes.iter().zip(alone).filter(|(_, a)| **a).map(|(o, _)| o.duration).sum();
-    setup + side_by_side.unwrap_or_default() + one_by_one
+    setup + on_critical_path(outcomes, alone).into_iter().map(|o| o.duration).sum::<Duration>()
+}
+
+/// The outcomes [`critical_path`] goes through: the longest of those side by side, then every
+/// one that ran alone.
+fn on_critical_path<'a>(outcomes: &'a [ScenarioOutcome], alone: &[bool]) -> Vec<&'a ScenarioOutcome> {
+    let side_by_side = outcomes.iter().zip(alone).filter(|(_, a)| !**a).map(|(o, _)| o).max_by_key(|o| o.duration);
+    let one_by_one = outcomes.iter().zip(alone).filter(|(_, a)| **a).map(|(o, _)| o);
+    side_by_side.into_iter().chain(one_by_one).collect()
 }
 
 /// The table: a header line, one line per run, then the medians. Times in seconds, memory in
-/// MiB; the columns and their order are part of the format. `cpu_per_core_s` is the CPU time
-/// spread over this machine's cores: the other floor of the wall time, besides the critical
-/// path, when the run is CPU-bound.
+/// MiB; the columns and their order are part of the format (later columns are only ever
+/// added at the end). `cpu_per_core_s` is the CPU time spread over this machine's cores: the
+/// other floor of the wall time, besides the critical path, when the run is CPU-bound.
+/// `critical_holdoff_s` is the time the critical path's scenarios waited for the controller
+/// to rebuild, `critical_holdoff_share` that over the critical path, and
+/// `scenario_holdoff_share` the same wait over every scenario's time (`-` when not measured).
 pub fn render(samples: &[Sample]) -> String {
     render_on(samples, std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 fn render_on(samples: &[Sample], cores: usize) -> String {
     let mut out = String::from(
-        "run\twall_s\tsetup_s\tcpu_s\tcpu_per_core_s\tpeak_rss_mib\tcritical_path_s\twall_per_critical\tscenarios\tfailed\n",
+        "run\twall_s\tsetup_s\tcpu_s\tcpu_per_core_s\tpeak_rss_mib\tcritical_path_s\twall_per_critical\tscenarios\tfailed\t\
+         critical_holdoff_s\tcritical_holdoff_share\tscenario_holdoff_share\n",
     );
     let line = |label: &str, s: &Sample| {
         let rss = s.peak_rss.map_or("-".to_string(), |b| format!("{:.1}", b as f64 / (1024.0 * 1024.0)));
-        let ratio = s.wall.as_secs_f64() / s.critical_path.as_secs_f64().max(f64::EPSILON);
+        let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(f64::EPSILON);
+        let or_dash = |value: Option<String>| value.unwrap_or_else(|| "-".to_string());
+        let critical_holdoff = or_dash(s.critical_held_off.map(|d| format!("{:.2}", d.as_secs_f64())));
+        let critical_share = or_dash(s.critical_held_off.map(|d| format!("{:.2}", ratio(d, s.critical_path))));
+        let scenario_share = or_dash(s.held_off.map(|d| format!("{:.2}", ratio(d, s.scenario_time))));
         format!(
-            "{label}\t{:.2}\t{:.2}\t{:.2}\t{:.2}\t{rss}\t{:.2}\t{ratio:.2}\t{}\t{}\n",
+            "{label}\t{:.2}\t{:.2}\t{:.2}\t{:.2}\t{rss}\t{:.2}\t{:.2}\t{}\t{}\t{critical_holdoff}\t{critical_share}\t{scenario_share}\n",
             s.wall.as_secs_f64(),
             s.setup.as_secs_f64(),
             s.cpu.as_secs_f64(),
             s.cpu.as_secs_f64() / cores as f64,
             s.critical_path.as_secs_f64(),
+            ratio(s.wall, s.critical_path),
             s.scenarios,
             s.failed
         )
@@ -136,6 +171,9 @@ fn median(samples: &[Sample]) -> Option<Sample> {
         critical_path: mid(samples.iter().map(|s| s.critical_path).collect()),
         scenarios: first.scenarios,
         failed: mid(samples.iter().map(|s| s.failed).collect()),
+        critical_held_off: samples.iter().map(|s| s.critical_held_off).collect::<Option<Vec<_>>>().map(mid),
+        held_off: samples.iter().map(|s| s.held_off).collect::<Option<Vec<_>>>().map(mid),
+        scenario_time: mid(samples.iter().map(|s| s.scenario_time).collect()),
     })
 }
 
@@ -194,7 +232,7 @@ mod tests {
 
     #[test]
     fn the_table_keeps_its_columns_and_adds_medians() {
-        let sample = |wall: u64, rss: Option<u64>| Sample {
+        let sample = |wall: u64, rss: Option<u64>, held_off: Option<u64>| Sample {
             wall: Duration::from_secs(wall),
             setup: Duration::from_millis(250),
             cpu: Duration::from_secs(wall * 2),
@@ -202,16 +240,44 @@ mod tests {
             critical_path: Duration::from_secs(2),
             scenarios: 64,
             failed: 0,
+            critical_held_off: held_off.map(Duration::from_millis),
+            held_off: held_off.map(|ms| Duration::from_millis(ms * 8)),
+            scenario_time: Duration::from_secs(40),
         };
-        let table = render_on(&[sample(4, Some(80 << 20)), sample(3, Some(90 << 20)), sample(5, None)], 2);
+        let samples =
+            [sample(4, Some(80 << 20), Some(500)), sample(3, Some(90 << 20), Some(300)), sample(5, None, None)];
+        let table = render_on(&samples, 2);
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(
             lines[0],
-            "run\twall_s\tsetup_s\tcpu_s\tcpu_per_core_s\tpeak_rss_mib\tcritical_path_s\twall_per_critical\tscenarios\tfailed"
+            "run\twall_s\tsetup_s\tcpu_s\tcpu_per_core_s\tpeak_rss_mib\tcritical_path_s\twall_per_critical\tscenarios\tfailed\t\
+             critical_holdoff_s\tcritical_holdoff_share\tscenario_holdoff_share"
         );
-        assert_eq!(lines[1], "1\t4.00\t0.25\t8.00\t4.00\t80.0\t2.00\t2.00\t64\t0");
-        assert_eq!(lines[3], "3\t5.00\t0.25\t10.00\t5.00\t-\t2.00\t2.50\t64\t0");
-        assert_eq!(lines[4], "median\t4.00\t0.25\t8.00\t4.00\t-\t2.00\t2.00\t64\t0", "memory unknown in one run");
+        assert_eq!(lines[1], "1\t4.00\t0.25\t8.00\t4.00\t80.0\t2.00\t2.00\t64\t0\t0.50\t0.25\t0.10");
+        assert_eq!(lines[3], "3\t5.00\t0.25\t10.00\t5.00\t-\t2.00\t2.50\t64\t0\t-\t-\t-", "not measured");
+        assert_eq!(
+            lines[4], "median\t4.00\t0.25\t8.00\t4.00\t-\t2.00\t2.00\t64\t0\t-\t-\t-",
+            "memory and hold-off unknown in one run"
+        );
+        let measured = render_on(&samples[..2], 2);
+        assert!(
+            measured.ends_with("median\t4.00\t0.25\t8.00\t4.00\t90.0\t2.00\t2.00\t64\t0\t0.50\t0.25\t0.10\n"),
+            "{measured}"
+        );
+    }
+
+    #[test]
+    fn the_hold_off_on_the_critical_path_is_that_of_its_scenarios() {
+        let held = |seconds: u64, held_off: u64| ScenarioOutcome {
+            held_off: Some(Duration::from_millis(held_off)),
+            ..outcome(seconds)
+        };
+        let outcomes = [held(3, 100), held(5, 200), held(2, 400), held(4, 800)];
+        let on_path = |alone: &[bool]| -> Duration {
+            on_critical_path(&outcomes, alone).into_iter().map(|o| o.held_off.unwrap()).sum()
+        };
+        assert_eq!(on_path(&[false; 4]), Duration::from_millis(200), "the longest of those side by side");
+        assert_eq!(on_path(&[false, true, false, true]), Duration::from_millis(100 + 200 + 800));
     }
 
     #[test]

@@ -359,9 +359,10 @@ fn bench(scenarios: &[LoadedScenario], runs: usize, overrides: Overrides) -> Exi
     };
     let parallelism = plan.parallelism(scenarios.len());
     println!(
-        "upstream TLS conformance benchmark: {} scenarios against the {}, {parallelism} at a time, {runs} runs",
+        "upstream TLS conformance benchmark: {} scenarios against the {}, {parallelism} at a time, {runs} {}",
         scenarios.len(),
-        plan.target.describe()
+        plan.target.describe(),
+        if runs == 1 { "run" } else { "runs" }
     );
     let samples =
         match runtime.block_on(harness::bench::run_bench(&plan.target, &plan.settings, scenarios, parallelism, runs)) {

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use loopback::config::{ContourSettings, ContourSettingsSource, ControllerKind, SecretName};
 use loopback::{Disruption, Fault, LatencyProfile, Loopback, LoopbackConfig};
@@ -20,7 +20,7 @@ use loopback::{Disruption, Fault, LatencyProfile, Loopback, LoopbackConfig};
 use crate::cluster::{ClusterClient, ClusterError, ObjectRef, RUN_LABEL};
 use crate::install::{InstallClientCertificate, Installation, SecretRef, SkipReason, TlsVersion};
 use crate::report::ControllerLog;
-use crate::runner::{Event, Observer, RunSettings, ScenarioOutcome, Target, run_scenario};
+use crate::runner::{Event, Observer, RunSettings, ScenarioOutcome, Target, run_scenario, scenario_namespaces};
 use crate::scenario::{Feature, LoadedScenario};
 
 /// Environment variables the entry points read (documented in the README).
@@ -348,12 +348,18 @@ impl Environment {
     /// changes install-wide state runs on a new cluster with that installation's settings.
     pub async fn run(&self, scenario: &LoadedScenario, observer: &dyn Observer) -> ScenarioOutcome {
         let installations = self.targets.iter().map(|t| &t.installation);
-        let target = &self.targets[choose(installations, &scenario.scenario.features).unwrap_or(0)];
+        let index = choose(installations, &scenario.scenario.features).unwrap_or(0);
+        let target = &self.targets[index];
         let runs = target.installation.lacks_any(&scenario.scenario.features).is_none();
         if runs && scenario.scenario.exclusive() && self.config.clusters_of_their_own() {
             return self.run_on_own_cluster(target, scenario, observer).await;
         }
-        run_scenario(target, scenario, observer).await
+        let from = Instant::now();
+        let mut outcome = run_scenario(target, scenario, observer).await;
+        if let Some(loopback) = self.loopbacks.get(index) {
+            outcome.held_off = held_off(loopback, &outcome, scenario, &target.run_id, from);
+        }
+        outcome
     }
 
     /// The outcome's duration includes starting the cluster.
@@ -363,7 +369,7 @@ impl Environment {
         scenario: &LoadedScenario,
         observer: &dyn Observer,
     ) -> ScenarioOutcome {
-        let clock = std::time::Instant::now();
+        let clock = Instant::now();
         let started = start_target(&self.config, like.installation.clone(), &like.run_id, &like.settings).await;
         let (target, loopback) = match started {
             Ok(started) => started,
@@ -375,9 +381,11 @@ impl Environment {
             }
         };
         let starting = clock.elapsed();
+        let from = Instant::now();
         let mut outcome = run_scenario(&target, scenario, observer).await;
         outcome.duration += starting;
         if let Some(loopback) = loopback {
+            outcome.held_off = held_off(&loopback, &outcome, scenario, &target.run_id, from);
             if let Some(text) = loopback.contour_log().and_then(|log| std::fs::read_to_string(log).ok()) {
                 let log = ControllerLog { file_name: format!("contour-{}.log", scenario.name()), text };
                 self.own_cluster_logs.lock().unwrap_or_else(|e| e.into_inner()).push(log);
@@ -533,6 +541,21 @@ async fn finish_target(
 
 /// The index of the first installation that can run a scenario with `features`, or why the
 /// first cannot.
+/// How long the changes of a scenario that ran from `from` until now waited for `loopback`'s
+/// controller to rebuild; `None` for a skipped scenario.
+fn held_off(
+    loopback: &Loopback,
+    outcome: &ScenarioOutcome,
+    scenario: &LoadedScenario,
+    run_id: &str,
+    from: Instant,
+) -> Option<Duration> {
+    outcome
+        .skipped
+        .is_none()
+        .then(|| loopback.rebuilds().held_off(&scenario_namespaces(scenario, run_id), from, Instant::now()))
+}
+
 fn choose<'a>(
     installations: impl Iterator<Item = &'a Installation> + Clone,
     features: &[Feature],

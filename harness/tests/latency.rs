@@ -1,6 +1,7 @@
 //! The harness at a real cluster's pace (loopback's `kind` latency profile): scenarios do not
 //! wait for their namespaces to be deleted, the run waits once for all of them at its end, and
-//! scenarios that change install-wide state run alone, as on a real cluster.
+//! scenarios that change install-wide state run alone, as on a real cluster; each scenario's
+//! wait for the controller's rebuild hold-off is measured.
 
 use harness::scenario::{LoadedScenario, load_file};
 use harness::suite::{default_parallelism, default_scenario_dir, run_all};
@@ -25,7 +26,15 @@ async fn namespaces_are_deleted_off_the_critical_path_and_awaited_once() {
     for outcome in &outcomes {
         assert!(outcome.passed(), "{}: {:?}", outcome.name, outcome.failure.as_ref().map(ToString::to_string));
         assert_eq!(outcome.cleanup_error, None);
+        assert!(outcome.held_off.is_some_and(|d| d <= outcome.duration), "{}: {:?}", outcome.name, outcome.held_off);
     }
+    // A scenario writes its objects one after the other: all but the first come within
+    // 500 ms of the rebuild the first one caused, so they wait out the 100 ms hold-off.
+    assert!(
+        outcomes.iter().any(|o| o.held_off >= Some(std::time::Duration::from_millis(100))),
+        "the wait for the controller's hold-off is measured: {:?}",
+        outcomes.iter().map(|o| o.held_off).collect::<Vec<_>>()
+    );
     // A namespace takes 5 s to go at this pace: the scenarios are over, their namespaces not.
     let namespaces = Api::<Namespace>::all(environment.targets[0].cluster.client().clone());
     let selector = format!("upstream-tls-conformance/run={}", environment.run_id());

@@ -18,6 +18,7 @@ use crate::controller::Controller;
 use crate::dataplane::{self, RouteTable};
 use crate::disruption::{Disruption, Disruptions};
 use crate::kubelet::Kubelet;
+use crate::rebuilds::Rebuilds;
 use crate::xds;
 
 /// Why a loopback cluster could not start.
@@ -57,6 +58,8 @@ pub struct Loopback {
     routes: watch::Receiver<Arc<RouteTable>>,
     /// The trouble it makes for clients, and how much it made.
     disruptions: Arc<Disruptions>,
+    /// When the controller rebuilt, and the changes it took in.
+    rebuilds: Arc<Rebuilds>,
 }
 
 impl Loopback {
@@ -110,7 +113,9 @@ impl Loopback {
         let (shutdown, stop) = watch::channel(false);
         let (routes_tx, routes_rx) = watch::channel(Arc::new(RouteTable::default()));
         let kubelet = Kubelet::new(store.clone(), work_dir.join("pods"), nginx, disruptions.clone());
+        let rebuilds = Rebuilds::new();
         let tasks = vec![
+            tokio::spawn(rebuilds.clone().follow(&store, stop.clone())),
             tokio::spawn(api::serve(
                 api_listener,
                 store.clone(),
@@ -148,15 +153,19 @@ impl Loopback {
             contour: None,
             routes: routes_rx,
             disruptions,
+            rebuilds,
         };
         match config.controller {
             ControllerKind::Reference => {
-                let controller = Controller::new(store.clone(), config.clone(), routes_tx);
+                let controller =
+                    Controller::new(store.clone(), config.clone(), routes_tx).telling(loopback.rebuilds.clone());
                 loopback.tasks.push(tokio::spawn(controller.run(stop)));
             }
             ControllerKind::Contour => {
                 let dir = loopback.work_dir.join("contour");
-                match ContourProcess::start(&config, &store, &loopback.kubeconfig, &dir).await {
+                match ContourProcess::start(&config, &store, &loopback.kubeconfig, &dir, loopback.rebuilds.clone())
+                    .await
+                {
                     Ok(contour) => {
                         // The data plane follows Contour's xDS, as Envoy does.
                         loopback.tasks.push(tokio::spawn(xds::run(contour.xds_address(), routes_tx, stop)));
@@ -182,6 +191,12 @@ impl Loopback {
     /// How many times each disruption switched on was injected so far.
     pub fn disruption_counts(&self) -> Vec<(Disruption, u64)> {
         self.disruptions.counts()
+    }
+
+    /// When the controller began each rebuild and the changes it took in, for measuring how
+    /// long changes wait for it ([`Rebuilds::held_off`]).
+    pub fn rebuilds(&self) -> &Rebuilds {
+        &self.rebuilds
     }
 
     /// The real Contour's log file, when Contour is the controller.

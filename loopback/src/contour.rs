@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -23,6 +24,7 @@ use crate::api::store::{Store, Subresource};
 use crate::config::{
     ContourSettings, ContourSettingsSource, LoopbackConfig, SecretName, TlsVersion, UpstreamTlsConfig,
 };
+use crate::rebuilds::Rebuilds;
 
 /// Where the ContourConfiguration object lives: Contour's namespace (its `CONTOUR_NAMESPACE`).
 pub const CONTOUR_NAMESPACE: &str = "projectcontour";
@@ -93,6 +95,7 @@ impl ContourProcess {
         store: &Store,
         kubeconfig: &Path,
         dir: &Path,
+        rebuilds: Arc<Rebuilds>,
     ) -> Result<Self, ContourError> {
         if !config.faults.is_empty() {
             let names: Vec<&str> = config.faults.iter().map(|f| f.name()).collect();
@@ -111,7 +114,7 @@ impl ContourProcess {
         }
         let mut attempt = 1;
         loop {
-            match Self::start_once(config, store, &binary, kubeconfig, &config_path, dir).await {
+            match Self::start_once(config, store, &binary, kubeconfig, &config_path, dir, &rebuilds).await {
                 // Ports are found free, released, then bound by Contour: another process may
                 // take one in between.
                 Err(ContourError::Exited { tail, .. })
@@ -132,12 +135,16 @@ impl ContourProcess {
         kubeconfig: &Path,
         config_path: &Path,
         dir: &Path,
+        rebuilds: &Arc<Rebuilds>,
     ) -> Result<Self, ContourError> {
         let settings = &config.contour;
         let files = |source| ContourError::Files { dir: dir.to_owned(), source };
         let log = dir.join("contour.log");
         let log_file = std::fs::File::create(&log).map_err(files)?;
-        let log_err = log_file.try_clone().map_err(files)?;
+        // Contour's output passes through loopback on its way to the log, to see its
+        // rebuilds as they begin.
+        let (output, output_end) = std::io::pipe().map_err(files)?;
+        let output_err = output_end.try_clone().map_err(files)?;
         let [xds_port, health_port, metrics_port, debug_port] = free_ports()?;
         let mut command = std::process::Command::new(binary);
         command.arg("serve").arg(format!("--kubeconfig={}", kubeconfig.display())).arg("--disable-leader-election");
@@ -163,7 +170,7 @@ impl ContourProcess {
                     .env("CONTOUR_NAMESPACE", CONTOUR_NAMESPACE);
             }
         }
-        command.stdin(Stdio::null()).stdout(log_file).stderr(log_err).process_group(0);
+        command.stdin(Stdio::null()).stdout(output_end).stderr(output_err).process_group(0);
         // SAFETY: prctl is async-signal-safe; it makes the kernel stop Contour when the thread
         // below ends, which is only when Contour has exited or this whole process is gone.
         unsafe {
@@ -175,10 +182,18 @@ impl ContourProcess {
         let (started_tx, started_rx) = tokio::sync::oneshot::channel();
         let (exited_tx, exited) = watch::channel(None);
         let spawn_error = |source| ContourError::Spawn { binary: binary.to_owned(), source };
+        let rebuilds = Arc::clone(rebuilds);
+        std::thread::Builder::new()
+            .name("contour-log".into())
+            .spawn(move || copy_log(output, log_file, &rebuilds))
+            .map_err(spawn_error)?;
         std::thread::Builder::new()
             .name("contour".into())
             .spawn(move || {
-                let mut child = match command.spawn() {
+                let spawned = command.spawn();
+                // Contour holds the output's write ends now; the log ends when it exits.
+                drop(command);
+                let mut child = match spawned {
                     Ok(child) => child,
                     Err(e) => {
                         let _ = started_tx.send(Err(e));
@@ -274,6 +289,30 @@ impl ContourProcess {
 impl Drop for ContourProcess {
     fn drop(&mut self) {
         self.signal(libc::SIGKILL);
+    }
+}
+
+/// Contour's log line for a rebuild beginning, in its text and JSON formats alike: its event
+/// handler's `performing delayed update`, logged once the hold-off is over.
+const REBUILD_MESSAGE: &str = "performing delayed update";
+
+/// Copies Contour's output to `log` line by line until Contour exits, telling `rebuilds`
+/// when a line says that a rebuild begins.
+fn copy_log(output: impl std::io::Read, mut log: std::fs::File, rebuilds: &Rebuilds) {
+    use std::io::{BufRead, Write};
+    let mut output = std::io::BufReader::new(output);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match output.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        if line.windows(REBUILD_MESSAGE.len()).any(|w| w == REBUILD_MESSAGE.as_bytes()) {
+            rebuilds.rebuilt(std::time::Instant::now());
+        }
+        // A log that cannot be written loses lines; Contour must go on all the same.
+        let _ = log.write_all(&line);
     }
 }
 
@@ -483,6 +522,27 @@ mod tests {
     use crate::config::{SecretName, TlsVersion};
 
     #[test]
+    fn contours_output_reaches_its_log_whole_and_its_rebuilds_are_told() {
+        // Lines as Contour 1.33 writes them (text format), the last one cut short.
+        let output = "time=\"2026-12-04T04:01:02Z\" level=info msg=\"started event handler\" context=contourEventHandler\n\
+            time=\"2026-12-04T04:01:02Z\" level=info msg=\"performing delayed update\" context=contourEventHandler last_update=1.2s outstanding=3\n\
+            time=\"2026-12-04T04:01:03Z\" level=info msg=\"skipping dag rebuild as cache is not synced\" context=contourEventHandler\n\
+            {\"level\":\"info\",\"msg\":\"performing delayed update\",\"outstanding\":1}\n\
+            time=\"2026-12-04T04:01:04Z\" level=info msg=\"performing delayed";
+        let dir = std::env::temp_dir().join(format!("loopback-contour-log-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("contour.log");
+        let rebuilds = Rebuilds::new();
+        let before = std::time::Instant::now();
+        copy_log(output.as_bytes(), std::fs::File::create(&path).unwrap(), &rebuilds);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), output);
+        let times = rebuilds.rebuild_times();
+        assert_eq!(times.len(), 2, "one rebuild in each format, none for the other lines");
+        assert!(times.iter().all(|t| *t >= before));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn the_config_file_carries_the_installation_settings_in_contours_shape() {
         let read = |config: &LoopbackConfig| -> Value { serde_saphyr::from_str(&config_file(config)).unwrap() };
         let mut config = LoopbackConfig::default();
@@ -532,8 +592,11 @@ mod tests {
         config.contour.version = Some("v0.0.0-missing".into());
         let dir = std::env::temp_dir().join(format!("contour-missing-{}", std::process::id()));
         let store = Store::new();
-        let err =
-            ContourProcess::start(&config, &store, Path::new("/nonexistent"), &dir).await.err().unwrap().to_string();
+        let err = ContourProcess::start(&config, &store, Path::new("/nonexistent"), &dir, Rebuilds::new())
+            .await
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("scripts/ensure-contour v0.0.0-missing"), "{err}");
         assert!(!dir.exists(), "nothing is written before the binary is found");
     }

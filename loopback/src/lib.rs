@@ -9,6 +9,9 @@
 //! - [`dataplane`]: the proxy the controller programs, routing by Host.
 //! - [`xds`]: programs that proxy from an xDS server (the real Contour's), as Envoy is programmed.
 //!
+//! [`rebuilds`] records when the controller rebuilt and how long changes waited for it, for
+//! the benchmark.
+//!
 //! [`x509`] reads the certificate names and PEM blocks the controller and the proxy check.
 //!
 //! [`Fault`]s are deliberate deviations from the contract, so the harness can prove that its
@@ -24,6 +27,7 @@ pub mod dataplane;
 pub mod disruption;
 pub mod kubelet;
 pub mod latency;
+pub mod rebuilds;
 pub mod x509;
 pub mod xds;
 
@@ -33,3 +37,4 @@ pub use cluster::{Loopback, StaleWorkDir, StartError, remove_stale_work_dirs, wo
 pub use config::{Fault, LoopbackConfig};
 pub use disruption::{Disruption, Disruptions};
 pub use latency::{Latency, LatencyProfile};
+pub use rebuilds::Rebuilds;

@@ -425,6 +425,7 @@ pub(crate) mod tests {
             cleanup_error: None,
             diagnostics: None,
             statuses: Vec::new(),
+            held_off: None,
         };
         let mut failed = outcome("broken");
         failed.failure = Some(Failure {

@@ -156,6 +156,10 @@ pub struct ScenarioOutcome {
     /// (namespaces, host names) replaced by stable ones and transition times removed, so that
     /// runs can be compared.
     pub statuses: Vec<(String, Value)>,
+    /// On loopback: how long the scenario's changes waited, while it ran, for the controller
+    /// to begin the rebuild that took them in ([`loopback::Rebuilds::held_off`]); the
+    /// benchmark reports it. `None` on a real cluster.
+    pub held_off: Option<Duration>,
 }
 
 impl ScenarioOutcome {
@@ -194,6 +198,7 @@ impl ScenarioOutcome {
             cleanup_error: None,
             diagnostics: None,
             statuses: Vec::new(),
+            held_off: None,
         }
     }
 
@@ -253,6 +258,12 @@ async fn run(target: &Target, loaded: &LoadedScenario, observer: &dyn Observer, 
     }
     outcome.cleanup_error = run.clean_up().await.err();
     outcome.steps = run.into_steps();
+}
+
+/// Every namespace a scenario makes in the run `run_id`: its own, then those its file names.
+pub fn scenario_namespaces(loaded: &LoadedScenario, run_id: &str) -> Vec<String> {
+    let extra = loaded.scenario.namespaces.iter().map(|n| steps::extra_namespace_name(loaded.name(), &n.value, run_id));
+    std::iter::once(namespace_name(loaded.name(), run_id)).chain(extra).collect()
 }
 
 /// `utls-<scenario>-<run id>`, within the 63 characters of a namespace name.

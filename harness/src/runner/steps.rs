@@ -700,7 +700,7 @@ impl<'a> ScenarioRun<'a> {
 const MIRROR_COPY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// `utls-<scenario>-<name>-<run id>` within 63 characters, keeping `<name>` and the run id.
-fn extra_namespace_name(scenario: &str, name: &str, run_id: &str) -> String {
+pub(super) fn extra_namespace_name(scenario: &str, name: &str, run_id: &str) -> String {
     let mut prefix = format!("utls-{scenario}");
     prefix.truncate(63 - name.len() - run_id.len() - 2);
     format!("{}-{name}-{run_id}", prefix.trim_end_matches('-'))

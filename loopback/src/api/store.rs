@@ -47,6 +47,8 @@ pub struct WatchEvent {
     pub namespace: String,
     pub event_type: EventType,
     pub object: Arc<Value>,
+    /// When the store made the change.
+    pub at: Instant,
 }
 
 /// Which part of an object a write may change.
@@ -511,6 +513,7 @@ fn publish(
         namespace: namespace.to_string(),
         event_type,
         object,
+        at: Instant::now(),
     };
     if inner.log.len() == EVENT_LOG_LEN {
         inner.log.pop_front();

@@ -38,6 +38,7 @@ use crate::api::store::{Batch, EventType, Store, Subresource, WatchEvent, now_rf
 use crate::config::{Fault, LoopbackConfig};
 use crate::dataplane::RouteTable;
 use crate::dataplane::table::{UpstreamFailureResponse, VirtualHost};
+use crate::rebuilds::Rebuilds;
 use client_certificate::ClientCertificateState;
 use secrets::{SecretSnapshot, Secrets};
 use status::ProxyStatus;
@@ -122,6 +123,8 @@ pub struct Controller {
     secret_snapshot: SecretSnapshot,
     /// Each proxy's metadata as last seen, to tell a status write from a change.
     proxy_metadata: Mutex<HashMap<String, Value>>,
+    /// Where each rebuild is told ([`Controller::telling`]).
+    rebuilds: Arc<Rebuilds>,
 }
 
 impl Controller {
@@ -136,7 +139,15 @@ impl Controller {
             client_cache: Mutex::default(),
             secret_snapshot: SecretSnapshot::default(),
             proxy_metadata: Mutex::default(),
+            rebuilds: Rebuilds::new(),
         }
+    }
+
+    /// Tells `rebuilds` when each rebuild begins.
+    #[must_use]
+    pub fn telling(mut self, rebuilds: Arc<Rebuilds>) -> Self {
+        self.rebuilds = rebuilds;
+        self
     }
 
     /// Reconciles on every change to what it reads until `shutdown` turns true; a burst of
@@ -298,6 +309,7 @@ impl Controller {
     }
 
     fn rebuild(&self) {
+        self.rebuilds.rebuilt(std::time::Instant::now());
         let secrets = if self.config.has(Fault::IgnoreSecretEvents) {
             Secrets::Snapshot(&self.secret_snapshot)
         } else {

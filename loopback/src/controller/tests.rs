@@ -601,6 +601,7 @@ fn s5_fault_ignores_secret_events_only() {
         namespace: NS.into(),
         event_type: crate::api::store::EventType::Added,
         object: Arc::new(json!({"metadata": {"name": "ca"}, "data": {"ca.crt": "eA=="}})),
+        at: std::time::Instant::now(),
     };
     let controller = |f: &Fixture| {
         let (tx, _rx) = watch::channel(Arc::new(RouteTable::default()));
@@ -1040,6 +1041,7 @@ fn s5_secret_changes_rebuild_only_when_ca_crt_is_involved_or_the_secret_is_confi
         namespace: NS.into(),
         event_type,
         object: Arc::new(json!({"metadata": {"name": name}, "data": data})),
+        at: std::time::Instant::now(),
     };
     let cases = [
         (EventType::Added, "plain", json!({"tls.crt": "eA=="}), false, "no ca.crt, not configured"),
@@ -1072,6 +1074,7 @@ fn a_proxy_status_write_calls_for_no_rebuild() {
                          "generation": generation, "annotations": annotations},
             "spec": {}, "status": {"currentStatus": status},
         })),
+        at: std::time::Instant::now(),
     };
     let cases = [
         (event(EventType::Added, "1", 1, json!({}), "NotReconciled"), true, "new proxy"),
@@ -1236,6 +1239,7 @@ mod tcp_proxy {
             kind: &SECRET,
             namespace: NS.into(),
             object: Arc::new(secret),
+            at: std::time::Instant::now(),
         };
         assert!(controller.triggers_rebuild(&event));
     }
