@@ -35,6 +35,17 @@ static CAN_CALL_FOR_REBUILD: [&ResourceKind; 6] =
 /// on a change within its hold-off delay (100 ms) after the longest hold-off (500 ms) at most.
 pub const ANSWERED_WITHIN: Duration = Duration::from_secs(1);
 
+/// How many rebuilds, and how many changes, are kept: a long-lived cluster (`loopback serve`)
+/// forgets the oldest, a suite run (a few thousand changes) keeps them all.
+const KEPT: usize = 1 << 16;
+
+/// Drops the oldest quarter of `items` once they are more than [`KEPT`].
+fn forget_oldest<T>(items: &mut Vec<T>) {
+    if items.len() > KEPT {
+        items.drain(..KEPT / 4);
+    }
+}
+
 /// One change that can call for a rebuild.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Write {
@@ -76,6 +87,7 @@ impl Rebuilds {
         // Rebuilds are told in order, but from another thread than the clock was read on.
         let position = record.rebuilds.partition_point(|r| *r <= at);
         record.rebuilds.insert(position, at);
+        forget_oldest(&mut record.rebuilds);
     }
 
     /// When each rebuild began, oldest first.
@@ -148,6 +160,7 @@ impl Record {
         if changed {
             let namespace = if event.kind == &NAMESPACE { name.to_string() } else { event.namespace.clone() };
             self.writes.push(Write { at: event.at, namespace });
+            forget_oldest(&mut self.writes);
         }
     }
 }
@@ -237,6 +250,18 @@ mod tests {
         record.observe(&event(&NAMESPACE, EventType::Added, "", 1));
         let namespaces: Vec<&str> = record.writes.iter().map(|w| w.namespace.as_str()).collect();
         assert_eq!(namespaces, ["a", "a", "a", "demo"], "the status write (generation 1 again) is left out");
+    }
+
+    #[test]
+    fn a_long_lived_cluster_forgets_the_oldest() {
+        let rebuilds = Rebuilds::new();
+        let t = Instant::now();
+        for n in 0..=KEPT as u64 {
+            rebuilds.rebuilt(t + Duration::from_micros(n));
+        }
+        let kept = rebuilds.rebuild_times();
+        assert_eq!(kept.len(), KEPT + 1 - KEPT / 4);
+        assert_eq!(kept.last(), Some(&(t + Duration::from_micros(KEPT as u64))), "the newest stay");
     }
 
     #[test]
