@@ -19,8 +19,8 @@ use crate::scenario::LoadedScenario;
 use crate::target::{Environment, LoopbackOptions, TargetConfig, TargetError};
 use tokio::sync::Semaphore;
 
-/// How many loopback clusters run at once: about half the faults, each cluster with a 127.B
-/// range of its own (there are 180). 16 left the full matrix waiting on its slowest clusters
+/// How many loopback clusters run at once: about half the faults. Each cluster takes one of
+/// the 180 ranges of pod addresses (127.64-243.x.x) for itself while it runs. 16 left the full matrix waiting on its slowest clusters
 /// (275 s); 40 and 80 measured the same (145-147 s).
 const CLUSTERS_AT_ONCE: usize = 40;
 /// How many scenarios run at once across all of them: about four catalogs' worth. A caught

@@ -539,10 +539,8 @@ async fn finish_target(
     })
 }
 
-/// The index of the first installation that can run a scenario with `features`, or why the
-/// first cannot.
 /// How long the changes of a scenario that ran from `from` until now waited for `loopback`'s
-/// controller to rebuild; `None` for a skipped scenario.
+/// controller to rebuild; `None` for a skipped scenario, or when loopback missed changes.
 fn held_off(
     loopback: &Loopback,
     outcome: &ScenarioOutcome,
@@ -550,12 +548,14 @@ fn held_off(
     run_id: &str,
     from: Instant,
 ) -> Option<Duration> {
-    outcome
-        .skipped
-        .is_none()
-        .then(|| loopback.rebuilds().held_off(&scenario_namespaces(scenario, run_id), from, Instant::now()))
+    if outcome.skipped.is_some() {
+        return None;
+    }
+    loopback.rebuilds().held_off(&scenario_namespaces(scenario, run_id), from, Instant::now())
 }
 
+/// The index of the first installation that can run a scenario with `features`, or why the
+/// first cannot.
 fn choose<'a>(
     installations: impl Iterator<Item = &'a Installation> + Clone,
     features: &[Feature],

@@ -26,7 +26,9 @@ async fn namespaces_are_deleted_off_the_critical_path_and_awaited_once() {
     for outcome in &outcomes {
         assert!(outcome.passed(), "{}: {:?}", outcome.name, outcome.failure.as_ref().map(ToString::to_string));
         assert_eq!(outcome.cleanup_error, None);
-        assert!(outcome.held_off.is_some_and(|d| d <= outcome.duration), "{}: {:?}", outcome.name, outcome.held_off);
+        // Measured over the scenario's run as its caller saw it: a little longer than its duration.
+        let within = |d: std::time::Duration| d <= outcome.duration + std::time::Duration::from_millis(100);
+        assert!(outcome.held_off.is_some_and(within), "{}: {:?}", outcome.name, outcome.held_off);
     }
     // A scenario writes its objects one after the other: all but the first come within
     // 500 ms of the rebuild the first one caused, so they wait out the 100 ms hold-off.

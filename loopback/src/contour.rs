@@ -66,6 +66,9 @@ pub enum ContourError {
     Configuration(String),
 }
 
+/// How long an exited Contour's last lines may take to reach its log.
+const LOG_COMPLETION_LIMIT: Duration = Duration::from_secs(2);
+
 /// How many times start-up is tried when a port it was given got taken meanwhile.
 const START_ATTEMPTS: usize = 3;
 
@@ -183,9 +186,15 @@ impl ContourProcess {
         let (exited_tx, exited) = watch::channel(None);
         let spawn_error = |source| ContourError::Spawn { binary: binary.to_owned(), source };
         let rebuilds = Arc::clone(rebuilds);
+        // Closed when the log is complete: Contour's exit is told only after that, so its
+        // last lines are in the log when someone reads why it exited.
+        let (log_complete_tx, log_complete) = std::sync::mpsc::channel::<()>();
         std::thread::Builder::new()
             .name("contour-log".into())
-            .spawn(move || copy_log(output, log_file, &rebuilds))
+            .spawn(move || {
+                copy_log(output, log_file, &rebuilds);
+                drop(log_complete_tx);
+            })
             .map_err(spawn_error)?;
         std::thread::Builder::new()
             .name("contour".into())
@@ -202,6 +211,7 @@ impl ContourProcess {
                 };
                 let _ = started_tx.send(Ok(child.id()));
                 let status = child.wait().map_or_else(|e| format!("could not be waited for: {e}"), |s| s.to_string());
+                let _ = log_complete.recv_timeout(LOG_COMPLETION_LIMIT);
                 exited_tx.send_replace(Some(status));
             })
             .map_err(spawn_error)?;
@@ -305,8 +315,14 @@ fn copy_log(output: impl std::io::Read, mut log: std::fs::File, rebuilds: &Rebui
     loop {
         line.clear();
         match output.read_until(b'\n', &mut line) {
-            Ok(0) | Err(_) => return,
+            Ok(0) => return,
             Ok(_) => {}
+            Err(_) => {
+                // Never leave Contour writing to a closed pipe (it would die of SIGPIPE):
+                // what is left goes to the log as it comes, without looking at it.
+                let _ = std::io::copy(&mut output, &mut log);
+                return;
+            }
         }
         if line.windows(REBUILD_MESSAGE.len()).any(|w| w == REBUILD_MESSAGE.as_bytes()) {
             rebuilds.rebuilt(std::time::Instant::now());

@@ -5,15 +5,17 @@
 //! how much, loopback records two things:
 //! - when each change that can call for a rebuild was written: the store's own write time of
 //!   HTTPProxies, Ingresses, Services, Secrets, delegations and Namespaces ([`Rebuilds::follow`]);
-//!   a write that leaves `metadata.generation` and the annotations as they were (a status, or
-//!   labels) is not one;
+//!   a write that leaves `metadata.generation` and the annotations as they were (a status
+//!   write, say) is not one. That is close to Contour's own test, not the same: Contour also
+//!   rebuilds for a Namespace's labels and ignores a Secret's annotations, and the catalog
+//!   changes neither on its own;
 //! - when the controller began each rebuild: the reference controller says so itself, the real
-//!   Contour in its log (`performing delayed update`), read as it is written.
+//!   Contour in its log (`performing delayed update`), stamped as loopback reads the line.
 //!
 //! [`Rebuilds::held_off`] then measures, for a scenario's namespaces and while it ran, the time
 //! during which one of its changes was written and no rebuild had begun since. With no
 //! hold-off that is the time a change takes to reach the controller (well under a
-//! millisecond); under Contour's it is up to half a second per change.
+//! millisecond when it is idle); under Contour's it is up to half a second per change.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -31,8 +33,11 @@ use crate::api::{Batch, EventType, Store, WatchEvent};
 static CAN_CALL_FOR_REBUILD: [&ResourceKind; 6] =
     [&HTTP_PROXY, &INGRESS, &SERVICE, &SECRET, &TLS_CERTIFICATE_DELEGATION, &NAMESPACE];
 
-/// A change that no rebuild began to take in within this long was not acted on: Contour acts
-/// on a change within its hold-off delay (100 ms) after the longest hold-off (500 ms) at most.
+/// A change that no rebuild began to take in within this long is taken as one the controller
+/// did not act on, and counts nothing: Contour acts on a change within its hold-off delay
+/// (100 ms) after the longest hold-off (500 ms) at most. Two consequences: a change the
+/// controller ignored still counts when another change's rebuild follows within this long,
+/// and a wait longer than this (a controller stalled for a second) counts nothing.
 pub const ANSWERED_WITHIN: Duration = Duration::from_secs(1);
 
 /// How many rebuilds, and how many changes, are kept: a long-lived cluster (`loopback serve`)
@@ -84,7 +89,8 @@ impl Rebuilds {
     /// The controller began a rebuild at `at`.
     pub fn rebuilt(&self, at: Instant) {
         let mut record = self.lock();
-        // Rebuilds are told in order, but from another thread than the clock was read on.
+        // Each teller reads the clock as it tells, but two of them (a Contour's start-up
+        // attempts, say) may overlap: the record stays in order regardless.
         let position = record.rebuilds.partition_point(|r| *r <= at);
         record.rebuilds.insert(position, at);
         forget_oldest(&mut record.rebuilds);
@@ -134,11 +140,15 @@ impl Rebuilds {
     }
 
     /// How long, between `from` and `to`, some change to `namespaces` waited for the
-    /// controller to begin the rebuild that took it in ([`waiting_time`]).
-    pub fn held_off(&self, namespaces: &[String], from: Instant, to: Instant) -> Duration {
+    /// controller to begin the rebuild that took it in ([`waiting_time`]); `None` when the
+    /// recording missed writes, so that no figure is too low without saying so.
+    pub fn held_off(&self, namespaces: &[String], from: Instant, to: Instant) -> Option<Duration> {
         let record = self.lock();
+        if record.missed_writes {
+            return None;
+        }
         let writes = record.writes.iter().filter(|w| namespaces.contains(&w.namespace)).map(|w| w.at);
-        waiting_time(writes, &record.rebuilds, from, to)
+        Some(waiting_time(writes, &record.rebuilds, from, to))
     }
 }
 
@@ -167,10 +177,12 @@ impl Record {
 
 /// The time within `from..to` during which at least one of `writes` had been written and the
 /// first of `rebuilds` (sorted) at or after it had not begun. A write no rebuild followed
-/// within [`ANSWERED_WITHIN`] waited for nothing: the controller did not act on it.
+/// within [`ANSWERED_WITHIN`] waited for nothing: the controller did not act on it. A write
+/// still unanswered at `to`, and for less than that, is waiting: it counts until `to`.
 ///
-/// A change written in the very instant a rebuild began may be counted as taken in by it
-/// when it was not: the measure errs short, by at most one hold-off for such a change.
+/// A change written just before a rebuild began (or, for the real Contour, before loopback
+/// read the rebuild's log line) may be counted as taken in by it when it was not: the
+/// measure errs short, by at most one hold-off for such a change.
 pub fn waiting_time(
     writes: impl Iterator<Item = Instant>,
     rebuilds: &[Instant],
@@ -179,9 +191,9 @@ pub fn waiting_time(
 ) -> Duration {
     let mut spans: Vec<(Instant, Instant)> = writes
         .filter(|at| (from..=to).contains(at))
-        .filter_map(|at| {
-            let rebuild = *rebuilds.get(rebuilds.partition_point(|r| *r < at))?;
-            (rebuild - at <= ANSWERED_WITHIN).then_some((at, rebuild.min(to)))
+        .filter_map(|at| match rebuilds.get(rebuilds.partition_point(|r| *r < at)) {
+            Some(rebuild) => (*rebuild - at <= ANSWERED_WITHIN).then_some((at, (*rebuild).min(to))),
+            None => (to - at <= ANSWERED_WITHIN).then_some((at, to)),
         })
         .collect();
     spans.sort();
@@ -230,6 +242,22 @@ mod tests {
         assert_eq!(waiting_time([t].into_iter(), &[], t, t + ms(5000)), Duration::ZERO);
         let late = [t + ANSWERED_WITHIN + ms(1)];
         assert_eq!(waiting_time([t].into_iter(), &late, t, t + ms(5000)), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_change_still_waiting_at_the_end_counts_until_then() {
+        let t = Instant::now();
+        assert_eq!(waiting_time([t + ms(900)].into_iter(), &[], t, t + ms(1000)), ms(100));
+        assert_eq!(waiting_time([t + ms(900)].into_iter(), &[t + ms(1500)], t, t + ms(1000)), ms(100));
+    }
+
+    #[test]
+    fn nothing_is_measured_once_writes_were_missed() {
+        let rebuilds = Rebuilds::new();
+        let t = Instant::now();
+        assert_eq!(rebuilds.held_off(&["a".into()], t, t + ms(10)), Some(Duration::ZERO));
+        rebuilds.lock().missed_writes = true;
+        assert_eq!(rebuilds.held_off(&["a".into()], t, t + ms(10)), None);
     }
 
     #[test]

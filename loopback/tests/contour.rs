@@ -156,3 +156,22 @@ async fn a_contour_release_that_is_not_built_is_named_with_the_command_that_buil
     assert!(err.contains("Contour v1.0.0-never-built is not built"), "{err}");
     assert!(err.contains("scripts/ensure-contour v1.0.0-never-built"), "{err}");
 }
+
+/// Contour's output reaches its log through loopback: when Contour dies at start-up, its
+/// last words (here without a final newline) are in the error, whole.
+#[tokio::test]
+async fn a_contour_that_dies_at_start_up_is_reported_with_its_last_words() {
+    let dir = std::env::temp_dir().join(format!("loopback-dying-contour-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let binary = dir.join("contour");
+    let lines: String = (1..=2000).map(|n| format!("echo 'starting, line {n}'\n")).collect();
+    let script = format!("#!/bin/sh\n{lines}printf 'fatal: the last words' >&2\nexit 7\n");
+    std::fs::write(&binary, script).unwrap();
+    std::fs::set_permissions(&binary, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut config = LoopbackConfig { controller: ControllerKind::Contour, ..Default::default() };
+    config.contour.binary = Some(binary);
+    let err = Loopback::start(config).await.err().expect("Contour exits").to_string();
+    assert!(err.contains("exit status: 7"), "{err}");
+    assert!(err.ends_with("fatal: the last words"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -158,7 +158,8 @@ pub struct ScenarioOutcome {
     pub statuses: Vec<(String, Value)>,
     /// On loopback: how long the scenario's changes waited, while it ran, for the controller
     /// to begin the rebuild that took them in ([`loopback::Rebuilds::held_off`]); the
-    /// benchmark reports it. `None` on a real cluster.
+    /// benchmark reports it. `None` on a real cluster, for a skipped scenario, and when
+    /// loopback could not record every change.
     pub held_off: Option<Duration>,
 }
 
