@@ -390,7 +390,11 @@ fn catalog(scenarios: &[LoadedScenario], write: bool) -> ExitCode {
         scenarios.len(),
         loopback::Fault::ALL.len()
     );
-    let matrix = match runtime.block_on(harness::matrix::run_matrix(scenarios, &loopback::Fault::ALL)) {
+    // The page's catches, if it can be read, only order the work (see run_matrix).
+    let page_path = suite::default_scenario_dir().join("README.md");
+    let page = std::fs::read_to_string(&page_path).unwrap_or_default();
+    let expected = harness::matrix::claimed_catches(&page).unwrap_or_default();
+    let matrix = match runtime.block_on(harness::matrix::run_matrix(scenarios, &loopback::Fault::ALL, &expected)) {
         Ok(matrix) => matrix,
         Err(e) => {
             eprintln!("error: {e}");

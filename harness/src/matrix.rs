@@ -19,17 +19,17 @@ use crate::scenario::LoadedScenario;
 use crate::target::{Environment, LoopbackOptions, TargetConfig, TargetError};
 use tokio::sync::Semaphore;
 
-/// How many loopback clusters run at once: about half the faults. Each cluster takes one of
-/// the 180 ranges of pod addresses (127.64-243.x.x) for itself while it runs. 16 left the full matrix waiting on its slowest clusters
-/// (275 s); 40 and 80 measured the same (145-147 s).
-const CLUSTERS_AT_ONCE: usize = 40;
-/// How many scenarios run at once across all of them: about four catalogs' worth. A caught
-/// fault keeps its scenario waiting for the whole time limit, asking rarely (see
-/// `traffic::until_consecutive`), so clusters overlap in those waits. Without a cap, clusters
-/// starting together overload the machine, scenarios time out, and the matrix would count
-/// those as catches (which running them again would not confirm). 640 was no faster.
+/// How many loopback clusters run at once: one per fault, all of them (there are 77). Each cluster
+/// takes one of the 180 ranges of pod addresses (127.64-243.x.x) for itself while it runs.
+const CLUSTERS_AT_ONCE: usize = 80;
+/// How many scenarios that are expected to pass run at once across all clusters: about four
+/// catalogs' worth. Without a cap, clusters starting together overload the machine,
+/// scenarios time out, and the matrix would count those as catches (which running them again
+/// would not confirm). 640 was no faster. Those expected to catch the fault wait in a queue
+/// of their own ([`Slots`]).
 const SCENARIOS_AT_ONCE: usize = 320;
-/// How many claimed catches [`verify_claims`] runs at once.
+/// How many expected catches run at once: [`verify_claims`]'s, and the full matrix's
+/// scenarios that the page says catch their cluster's fault.
 const CLAIMS_AT_ONCE: usize = 320;
 
 /// Which scenarios caught which faults.
@@ -67,16 +67,22 @@ impl Matrix {
 /// finds every catch (what `catalog --write` records). A catch counts only if it happens
 /// again when the scenario runs on its own under the fault ([`verify_claims`]), so that
 /// what the page records is what `cargo test` can check; the others are listed in
-/// [`Matrix::unconfirmed`].
+/// [`Matrix::unconfirmed`]. `expected` (the catches the page records now) only decides the
+/// order of the work ([`Slots`]).
 ///
 /// # Errors
 /// A loopback cluster cannot start.
-pub async fn run_matrix(scenarios: &[LoadedScenario], faults: &[Fault]) -> Result<Matrix, TargetError> {
+pub async fn run_matrix(
+    scenarios: &[LoadedScenario],
+    faults: &[Fault],
+    expected: &BTreeMap<String, BTreeSet<Fault>>,
+) -> Result<Matrix, TargetError> {
     let mut matrix = run_baseline(scenarios).await?;
     let plan = faults.iter().map(|fault| (*fault, scenarios.iter().collect())).collect();
-    run_plan(&mut matrix, plan, CLUSTERS_AT_ONCE, SCENARIOS_AT_ONCE).await?;
+    run_plan(&mut matrix, plan, CLUSTERS_AT_ONCE, &Slots::new(SCENARIOS_AT_ONCE, CLAIMS_AT_ONCE, expected)).await?;
     let mut confirmed = Matrix::default();
-    run_plan(&mut confirmed, claims_plan(scenarios, &matrix.catches), Fault::ALL.len(), CLAIMS_AT_ONCE).await?;
+    let slots = Slots::one_queue(CLAIMS_AT_ONCE);
+    run_plan(&mut confirmed, claims_plan(scenarios, &matrix.catches), Fault::ALL.len(), &slots).await?;
     for (scenario, caught) in &mut matrix.catches {
         let kept = confirmed.catches.get(scenario).cloned().unwrap_or_default();
         matrix.unconfirmed.extend(caught.difference(&kept).map(|fault| format!("{scenario} under {fault}")));
@@ -100,7 +106,8 @@ pub async fn verify_claims(
     // A claimed catch spends most of its time waiting for its time limit, asking rarely, so
     // far more of them than of passing scenarios fit on the machine at once; and each
     // cluster runs only a few scenarios, so all clusters start together.
-    run_plan(&mut matrix, claims_plan(scenarios, claims), Fault::ALL.len(), CLAIMS_AT_ONCE).await?;
+    let slots = Slots::one_queue(CLAIMS_AT_ONCE);
+    run_plan(&mut matrix, claims_plan(scenarios, claims), Fault::ALL.len(), &slots).await?;
     Ok(matrix)
 }
 
@@ -147,7 +154,7 @@ async fn run_baseline(scenarios: &[LoadedScenario]) -> Result<Matrix, TargetErro
         matrix.catches.insert(scenario.name().to_string(), BTreeSet::new());
     }
     let everything: Vec<&LoadedScenario> = scenarios.iter().collect();
-    for outcome in run_once(&everything, None, &Semaphore::new(SCENARIOS_AT_ONCE)).await? {
+    for outcome in run_once(&everything, None, &Slots::one_queue(SCENARIOS_AT_ONCE)).await? {
         if let Some(failure) = &outcome.failure {
             matrix.baseline_failures.push(format!("{}: {failure}", outcome.name));
         }
@@ -155,16 +162,43 @@ async fn run_baseline(scenarios: &[LoadedScenario]) -> Result<Matrix, TargetErro
     Ok(matrix)
 }
 
-/// Runs each fault's scenarios on a cluster with that fault, `clusters` clusters and `slots`
-/// scenarios at a time, adding what they catch to `matrix`.
+/// Where a scenario waits for its turn to run. Those expected to catch the fault on their
+/// cluster (the catalog page says so) have turns of their own: they mostly wait out their
+/// time limit, asking rarely, and in the same queue they would hold turns back from the
+/// scenarios that pass, until the last cluster's catches started last and finished a time
+/// limit later. The expectation only orders the work: what is caught is what happens.
+struct Slots<'a> {
+    passing: Semaphore,
+    catching: Semaphore,
+    expected: &'a BTreeMap<String, BTreeSet<Fault>>,
+}
+
+impl<'a> Slots<'a> {
+    fn new(passing: usize, catching: usize, expected: &'a BTreeMap<String, BTreeSet<Fault>>) -> Self {
+        Slots { passing: Semaphore::new(passing), catching: Semaphore::new(catching), expected }
+    }
+
+    /// One queue of `size` for every scenario.
+    fn one_queue(size: usize) -> Slots<'static> {
+        static NOTHING_EXPECTED: BTreeMap<String, BTreeSet<Fault>> = BTreeMap::new();
+        Slots::new(size, 0, &NOTHING_EXPECTED)
+    }
+
+    /// The queue `scenario` waits in under `fault`.
+    fn for_scenario(&self, scenario: &LoadedScenario, fault: Option<Fault>) -> &Semaphore {
+        let expected = fault.is_some_and(|f| self.expected.get(scenario.name()).is_some_and(|c| c.contains(&f)));
+        if expected { &self.catching } else { &self.passing }
+    }
+}
+
+/// Runs each fault's scenarios on a cluster with that fault, `clusters` clusters at a time
+/// and as many scenarios as `slots` allow, adding what they catch to `matrix`.
 async fn run_plan(
     matrix: &mut Matrix,
     plan: Vec<(Fault, Vec<&LoadedScenario>)>,
     clusters: usize,
-    slots: usize,
+    slots: &Slots<'_>,
 ) -> Result<(), TargetError> {
-    let slots = Semaphore::new(slots);
-    let slots = &slots;
     let runs = futures::stream::iter(
         plan.iter().map(|(fault, scenarios)| async move { (*fault, run_once(scenarios, Some(*fault), slots).await) }),
     )
@@ -188,14 +222,14 @@ async fn run_plan(
 async fn run_once(
     scenarios: &[&LoadedScenario],
     fault: Option<Fault>,
-    slots: &Semaphore,
+    slots: &Slots<'_>,
 ) -> Result<Vec<ScenarioOutcome>, TargetError> {
     let config = TargetConfig::Loopback(LoopbackOptions::with_faults(fault.into_iter().collect()));
     let environment = Environment::connect(&config, RunSettings::default()).await?;
     let shared = &environment;
     let outcomes = futures::stream::iter(scenarios.iter().map(|scenario| async move {
         // Closed never: the semaphore lives as long as the matrix.
-        let _slot = slots.acquire().await.ok();
+        let _slot = slots.for_scenario(scenario, fault).acquire().await.ok();
         shared.run(scenario, &()).await
     }))
     .buffer_unordered(scenarios.len().max(1))
@@ -257,6 +291,20 @@ pub fn render_catalog(scenarios: &[LoadedScenario], matrix: &Matrix) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scenarios_expected_to_catch_their_clusters_fault_wait_in_their_own_queue() {
+        let scenario =
+            crate::scenario::load_file(&crate::suite::default_scenario_dir().join("validation/right-ca.yaml"))
+                .expect("a catalog scenario loads");
+        let expected = BTreeMap::from([(scenario.name().to_string(), BTreeSet::from([Fault::NoAlpnForTls]))]);
+        let slots = Slots::new(1, 2, &expected);
+        let queue = |fault| slots.for_scenario(&scenario, fault).available_permits();
+        assert_eq!(queue(Some(Fault::NoAlpnForTls)), 2, "expected to catch it");
+        assert_eq!(queue(Some(Fault::DefaultToTls)), 1, "expected to pass");
+        assert_eq!(queue(None), 1, "no fault: expected to pass");
+        assert_eq!(Slots::one_queue(3).for_scenario(&scenario, Some(Fault::NoAlpnForTls)).available_permits(), 3);
+    }
 
     #[test]
     fn the_claims_are_read_from_the_last_column_of_each_scenario_row() {
