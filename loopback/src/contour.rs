@@ -13,6 +13,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -83,6 +84,9 @@ pub struct ContourProcess {
     /// Set once the process has exited, with how.
     exited: watch::Receiver<Option<String>>,
     xds_address: SocketAddr,
+    /// Set once Contour's log says it listens for xDS (its own listener, not another
+    /// process's that took the port first).
+    xds_started: Arc<AtomicBool>,
     log: PathBuf,
     version: String,
 }
@@ -186,13 +190,15 @@ impl ContourProcess {
         let (exited_tx, exited) = watch::channel(None);
         let spawn_error = |source| ContourError::Spawn { binary: binary.to_owned(), source };
         let rebuilds = Arc::clone(rebuilds);
+        let xds_started = Arc::new(AtomicBool::new(false));
+        let said = LogSignals { rebuilds, xds_started: Arc::clone(&xds_started) };
         // Closed when the log is complete: Contour's exit is told only after that, so its
         // last lines are in the log when someone reads why it exited.
         let (log_complete_tx, log_complete) = std::sync::mpsc::channel::<()>();
         std::thread::Builder::new()
             .name("contour-log".into())
             .spawn(move || {
-                copy_log(output, log_file, &rebuilds);
+                copy_log(output, log_file, &said);
                 drop(log_complete_tx);
             })
             .map_err(spawn_error)?;
@@ -224,6 +230,7 @@ impl ContourProcess {
             pid,
             exited,
             xds_address: SocketAddr::from(([127, 0, 0, 1], xds_port)),
+            xds_started,
             log,
             version: settings.version().to_string(),
         };
@@ -260,8 +267,13 @@ impl ContourProcess {
                 return Err(ContourError::Exited { status, log: self.log.clone(), tail: log_tail(&self.log) });
             }
             // Contour opens its xDS port only once its caches are in sync and the first
-            // configuration is built: from then on statuses and xDS follow the API.
-            if healthy(health_port).await && tokio::net::TcpStream::connect(self.xds_address).await.is_ok() {
+            // configuration is built: from then on statuses and xDS follow the API. Its log
+            // says so once the port is its own: a port found free can be taken by another
+            // process before Contour binds it, and then answers for a Contour that is dying.
+            if self.xds_started.load(Ordering::Acquire)
+                && healthy(health_port).await
+                && tokio::net::TcpStream::connect(self.xds_address).await.is_ok()
+            {
                 return Ok(());
             }
             if started.elapsed() > START_LIMIT {
@@ -306,9 +318,20 @@ impl Drop for ContourProcess {
 /// handler's `performing delayed update`, logged once the hold-off is over.
 const REBUILD_MESSAGE: &str = "performing delayed update";
 
-/// Copies Contour's output to `log` line by line until Contour exits, telling `rebuilds`
-/// when a line says that a rebuild begins.
-fn copy_log(output: impl std::io::Read, mut log: std::fs::File, rebuilds: &Rebuilds) {
+/// Contour's log line once it listens for xDS (logged after the listener is bound).
+const XDS_STARTED_MESSAGE: &str = "started xDS server";
+
+/// What Contour's log lines tell loopback.
+struct LogSignals {
+    /// Each rebuild, as it begins.
+    rebuilds: Arc<Rebuilds>,
+    /// That Contour listens for xDS.
+    xds_started: Arc<AtomicBool>,
+}
+
+/// Copies Contour's output to `log` line by line until Contour exits, telling `said` when a
+/// line says that a rebuild begins or that Contour listens for xDS.
+fn copy_log(output: impl std::io::Read, mut log: std::fs::File, said: &LogSignals) {
     use std::io::{BufRead, Write};
     let mut output = std::io::BufReader::new(output);
     let mut line = Vec::new();
@@ -324,8 +347,11 @@ fn copy_log(output: impl std::io::Read, mut log: std::fs::File, rebuilds: &Rebui
                 return;
             }
         }
-        if line.windows(REBUILD_MESSAGE.len()).any(|w| w == REBUILD_MESSAGE.as_bytes()) {
-            rebuilds.rebuilt(std::time::Instant::now());
+        let says = |message: &str| line.windows(message.len()).any(|w| w == message.as_bytes());
+        if says(REBUILD_MESSAGE) {
+            said.rebuilds.rebuilt(std::time::Instant::now());
+        } else if says(XDS_STARTED_MESSAGE) {
+            said.xds_started.store(true, Ordering::Release);
         }
         // A log that cannot be written loses lines; Contour must go on all the same.
         let _ = log.write_all(&line);
@@ -538,21 +564,23 @@ mod tests {
     use crate::config::{SecretName, TlsVersion};
 
     #[test]
-    fn contours_output_reaches_its_log_whole_and_its_rebuilds_are_told() {
+    fn contours_output_reaches_its_log_whole_and_its_rebuilds_and_xds_listener_are_told() {
         // Lines as Contour 1.33 writes them (text format), the last one cut short.
         let output = "time=\"2026-12-04T04:01:02Z\" level=info msg=\"started event handler\" context=contourEventHandler\n\
             time=\"2026-12-04T04:01:02Z\" level=info msg=\"performing delayed update\" context=contourEventHandler last_update=1.2s outstanding=3\n\
             time=\"2026-12-04T04:01:03Z\" level=info msg=\"skipping dag rebuild as cache is not synced\" context=contourEventHandler\n\
+            time=\"2026-12-04T04:01:03Z\" level=info msg=\"started xDS server\" address=\"127.0.0.1:44059\" context=xds insecure=true\n\
             {\"level\":\"info\",\"msg\":\"performing delayed update\",\"outstanding\":1}\n\
             time=\"2026-12-04T04:01:04Z\" level=info msg=\"performing delayed";
         let dir = std::env::temp_dir().join(format!("loopback-contour-log-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("contour.log");
-        let rebuilds = Rebuilds::new();
+        let said = LogSignals { rebuilds: Rebuilds::new(), xds_started: Arc::default() };
         let before = std::time::Instant::now();
-        copy_log(output.as_bytes(), std::fs::File::create(&path).unwrap(), &rebuilds);
+        copy_log(output.as_bytes(), std::fs::File::create(&path).unwrap(), &said);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), output);
-        let times = rebuilds.rebuild_times();
+        assert!(said.xds_started.load(Ordering::Acquire), "the xDS listener is Contour's own");
+        let times = said.rebuilds.rebuild_times();
         assert_eq!(times.len(), 2, "one rebuild in each format, none for the other lines");
         assert!(times.iter().all(|t| *t >= before));
         std::fs::remove_dir_all(&dir).unwrap();
