@@ -392,8 +392,8 @@ fn catalog(scenarios: &[LoadedScenario], write: bool) -> ExitCode {
     );
     // The page's catches, if it can be read, only order the work (see run_matrix).
     let page_path = suite::default_scenario_dir().join("README.md");
-    let page = std::fs::read_to_string(&page_path).unwrap_or_default();
-    let expected = harness::matrix::claimed_catches(&page).unwrap_or_default();
+    let current_page = std::fs::read_to_string(&page_path).unwrap_or_default();
+    let expected = harness::matrix::claimed_catches(&current_page).unwrap_or_default();
     let matrix = match runtime.block_on(harness::matrix::run_matrix(scenarios, &loopback::Fault::ALL, &expected)) {
         Ok(matrix) => matrix,
         Err(e) => {
@@ -406,12 +406,11 @@ fn catalog(scenarios: &[LoadedScenario], write: bool) -> ExitCode {
     }
     let page = harness::matrix::render_catalog(scenarios, &matrix);
     if write {
-        let path = suite::default_scenario_dir().join("README.md");
-        if let Err(e) = std::fs::write(&path, &page) {
-            eprintln!("error: cannot write {}: {e}", path.display());
+        if let Err(e) = std::fs::write(&page_path, &page) {
+            eprintln!("error: cannot write {}: {e}", page_path.display());
             return ExitCode::from(EXIT_ENVIRONMENT);
         }
-        eprintln!("wrote {}", path.display());
+        eprintln!("wrote {}", page_path.display());
     } else {
         print!("{page}");
     }
