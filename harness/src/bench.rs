@@ -44,6 +44,20 @@ pub struct Sample {
     /// The same over every scenario that ran, and (`scenario_time`) their durations summed.
     pub held_off: Option<Duration>,
     pub scenario_time: Duration,
+    /// [`Sample::cpu`] by who spent it: the real Contour and Envoy (zero when they did not
+    /// run), the backends (nginx: the rest of the waited-for processes), and this process
+    /// (the harness and loopback's in-process parts: API server, kubelet, reference
+    /// controller, loopback's proxy).
+    pub cpu_by_program: CpuByProgram,
+}
+
+/// Where a run's CPU time went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CpuByProgram {
+    pub contour: Duration,
+    pub envoy: Duration,
+    pub nginx: Duration,
+    pub harness: Duration,
 }
 
 /// How long a run waits at its end for its namespaces to be deleted.
@@ -64,6 +78,7 @@ pub async fn run_bench(
     for _ in 0..runs {
         reset_peak_rss();
         let cpu_before = cpu_time();
+        let (self_before, children_before) = (cpu_of(libc::RUSAGE_SELF), cpu_of(libc::RUSAGE_CHILDREN));
         let started = Instant::now();
         let environment = Environment::connect(config, settings.clone()).await?;
         let setup = started.elapsed();
@@ -76,7 +91,17 @@ pub async fn run_bench(
             .iter()
             .map(|o| scenarios.iter().find(|s| s.name() == o.name).is_some_and(|s| environment.needs_alone(s)))
             .collect();
+        let programs = environment.program_cpu();
         environment.shutdown().await;
+        let of = |name: &str| programs.iter().filter(|(p, _)| *p == name).map(|(_, cpu)| *cpu).sum::<Duration>();
+        let (contour, envoy) = (of("contour"), of("envoy"));
+        let children = cpu_of(libc::RUSAGE_CHILDREN).saturating_sub(children_before);
+        let cpu_by_program = CpuByProgram {
+            contour,
+            envoy,
+            nginx: children.saturating_sub(contour + envoy),
+            harness: cpu_of(libc::RUSAGE_SELF).saturating_sub(self_before),
+        };
         let ran: Vec<&ScenarioOutcome> = outcomes.iter().filter(|o| o.skipped.is_none()).collect();
         samples.push(Sample {
             wall: started.elapsed(),
@@ -93,6 +118,7 @@ pub async fn run_bench(
                 .sum(),
             held_off: ran.iter().map(|o| o.held_off).sum(),
             scenario_time: ran.iter().map(|o| o.duration).sum(),
+            cpu_by_program,
         });
     }
     Ok(samples)
@@ -119,6 +145,8 @@ fn on_critical_path<'a>(outcomes: &'a [ScenarioOutcome], alone: &[bool]) -> Vec<
 /// `critical_holdoff_s` is the time the critical path's scenarios waited for the controller
 /// to rebuild, `critical_holdoff_share` that over the critical path, and
 /// `scenario_holdoff_share` the same wait over every scenario's time (`-` when not measured).
+/// `contour_cpu_s`, `envoy_cpu_s`, `nginx_cpu_s` and `harness_cpu_s` split `cpu_s` by who
+/// spent it ([`CpuByProgram`]).
 pub fn render(samples: &[Sample]) -> String {
     render_on(samples, std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
@@ -126,7 +154,8 @@ pub fn render(samples: &[Sample]) -> String {
 fn render_on(samples: &[Sample], cores: usize) -> String {
     let mut out = String::from(
         "run\twall_s\tsetup_s\tcpu_s\tcpu_per_core_s\tpeak_rss_mib\tcritical_path_s\twall_per_critical\tscenarios\tfailed\t\
-         critical_holdoff_s\tcritical_holdoff_share\tscenario_holdoff_share\n",
+         critical_holdoff_s\tcritical_holdoff_share\tscenario_holdoff_share\t\
+         contour_cpu_s\tenvoy_cpu_s\tnginx_cpu_s\tharness_cpu_s\n",
     );
     let line = |label: &str, s: &Sample| {
         let rss = s.peak_rss.map_or("-".to_string(), |b| format!("{:.1}", b as f64 / (1024.0 * 1024.0)));
@@ -135,8 +164,11 @@ fn render_on(samples: &[Sample], cores: usize) -> String {
         let critical_holdoff = or_dash(s.critical_held_off.map(|d| format!("{:.2}", d.as_secs_f64())));
         let critical_share = or_dash(s.critical_held_off.map(|d| format!("{:.2}", ratio(d, s.critical_path))));
         let scenario_share = or_dash(s.held_off.map(|d| format!("{:.2}", ratio(d, s.scenario_time))));
+        let by = s.cpu_by_program;
+        let programs =
+            [by.contour, by.envoy, by.nginx, by.harness].map(|d| format!("{:.2}", d.as_secs_f64())).join("\t");
         format!(
-            "{label}\t{:.2}\t{:.2}\t{:.2}\t{:.2}\t{rss}\t{:.2}\t{:.2}\t{}\t{}\t{critical_holdoff}\t{critical_share}\t{scenario_share}\n",
+            "{label}\t{:.2}\t{:.2}\t{:.2}\t{:.2}\t{rss}\t{:.2}\t{:.2}\t{}\t{}\t{critical_holdoff}\t{critical_share}\t{scenario_share}\t{programs}\n",
             s.wall.as_secs_f64(),
             s.setup.as_secs_f64(),
             s.cpu.as_secs_f64(),
@@ -174,21 +206,30 @@ fn median(samples: &[Sample]) -> Option<Sample> {
         critical_held_off: samples.iter().map(|s| s.critical_held_off).collect::<Option<Vec<_>>>().map(mid),
         held_off: samples.iter().map(|s| s.held_off).collect::<Option<Vec<_>>>().map(mid),
         scenario_time: mid(samples.iter().map(|s| s.scenario_time).collect()),
+        cpu_by_program: CpuByProgram {
+            contour: mid(samples.iter().map(|s| s.cpu_by_program.contour).collect()),
+            envoy: mid(samples.iter().map(|s| s.cpu_by_program.envoy).collect()),
+            nginx: mid(samples.iter().map(|s| s.cpu_by_program.nginx).collect()),
+            harness: mid(samples.iter().map(|s| s.cpu_by_program.harness).collect()),
+        },
     })
 }
 
 /// User and system CPU time of this process and of its children that have been waited for.
 fn cpu_time() -> Duration {
-    let of = |who| {
-        // SAFETY: getrusage only writes the struct it is given.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        if unsafe { libc::getrusage(who, &mut usage) } != 0 {
-            return Duration::ZERO;
-        }
-        let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32) * 1000);
-        time(usage.ru_utime) + time(usage.ru_stime)
-    };
-    of(libc::RUSAGE_SELF) + of(libc::RUSAGE_CHILDREN)
+    cpu_of(libc::RUSAGE_SELF) + cpu_of(libc::RUSAGE_CHILDREN)
+}
+
+/// User and system CPU time of `who` (`RUSAGE_SELF`, or `RUSAGE_CHILDREN`: the descendants
+/// waited for).
+fn cpu_of(who: libc::c_int) -> Duration {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(who, &mut usage) } != 0 {
+        return Duration::ZERO;
+    }
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32) * 1000);
+    time(usage.ru_utime) + time(usage.ru_stime)
 }
 
 /// Starts the peak-memory count again from the current size (Linux: `clear_refs` 5).
@@ -243,6 +284,12 @@ mod tests {
             critical_held_off: held_off.map(Duration::from_millis),
             held_off: held_off.map(|ms| Duration::from_millis(ms * 8)),
             scenario_time: Duration::from_secs(40),
+            cpu_by_program: CpuByProgram {
+                contour: Duration::from_millis(wall * 100),
+                envoy: Duration::from_millis(500),
+                nginx: Duration::from_secs(1),
+                harness: Duration::from_secs(wall),
+            },
         };
         let samples =
             [sample(4, Some(80 << 20), Some(500)), sample(3, Some(90 << 20), Some(300)), sample(5, None, None)];
@@ -251,17 +298,26 @@ mod tests {
         assert_eq!(
             lines[0],
             "run\twall_s\tsetup_s\tcpu_s\tcpu_per_core_s\tpeak_rss_mib\tcritical_path_s\twall_per_critical\tscenarios\tfailed\t\
-             critical_holdoff_s\tcritical_holdoff_share\tscenario_holdoff_share"
+             critical_holdoff_s\tcritical_holdoff_share\tscenario_holdoff_share\t\
+             contour_cpu_s\tenvoy_cpu_s\tnginx_cpu_s\tharness_cpu_s"
         );
-        assert_eq!(lines[1], "1\t4.00\t0.25\t8.00\t4.00\t80.0\t2.00\t2.00\t64\t0\t0.50\t0.25\t0.10");
-        assert_eq!(lines[3], "3\t5.00\t0.25\t10.00\t5.00\t-\t2.00\t2.50\t64\t0\t-\t-\t-", "not measured");
         assert_eq!(
-            lines[4], "median\t4.00\t0.25\t8.00\t4.00\t-\t2.00\t2.00\t64\t0\t-\t-\t-",
+            lines[1],
+            "1\t4.00\t0.25\t8.00\t4.00\t80.0\t2.00\t2.00\t64\t0\t0.50\t0.25\t0.10\t0.40\t0.50\t1.00\t4.00"
+        );
+        assert_eq!(
+            lines[3], "3\t5.00\t0.25\t10.00\t5.00\t-\t2.00\t2.50\t64\t0\t-\t-\t-\t0.50\t0.50\t1.00\t5.00",
+            "not measured"
+        );
+        assert_eq!(
+            lines[4], "median\t4.00\t0.25\t8.00\t4.00\t-\t2.00\t2.00\t64\t0\t-\t-\t-\t0.40\t0.50\t1.00\t4.00",
             "memory and hold-off unknown in one run"
         );
         let measured = render_on(&samples[..2], 2);
         assert!(
-            measured.ends_with("median\t4.00\t0.25\t8.00\t4.00\t90.0\t2.00\t2.00\t64\t0\t0.50\t0.25\t0.10\n"),
+            measured.ends_with(
+                "median\t4.00\t0.25\t8.00\t4.00\t90.0\t2.00\t2.00\t64\t0\t0.50\t0.25\t0.10\t0.40\t0.50\t1.00\t4.00\n"
+            ),
             "{measured}"
         );
     }

@@ -17,7 +17,7 @@ use crate::runner::RunSettings;
 use crate::scenario::load::{LoadError, yaml_error};
 use crate::scenario::{Feature, LoadedScenario};
 use crate::target::{LoopbackController, LoopbackOptions, TargetConfig, TargetError, env};
-use loopback::config::{ContourSettingsSource, ControllerKind};
+use loopback::config::{ContourSettingsSource, ControllerKind, DataPlaneKind};
 
 /// The file, as written.
 #[derive(Debug, Default, Deserialize)]
@@ -78,20 +78,28 @@ impl Implementation {
     }
 
     /// What a run against the built-in loopback cluster certifies: the reference controller,
-    /// or the real Contour controller (with loopback's data plane standing in for Envoy).
+    /// the real Contour controller with loopback's data plane standing in for Envoy, or
+    /// Contour with Envoy.
     fn loopback(controller: &LoopbackController) -> Self {
-        let (organization, project, url, version) = match controller.contour_release() {
-            Some(version) => (
+        let contour = "https://github.com/projectcontour/contour";
+        let (organization, project, url, version) = match (controller.contour_release(), controller.envoy_release()) {
+            (Some(version), Some(envoy)) => (
                 "projectcontour",
-                "Contour (real controller) on loopback, data plane: loopback's proxy, not Envoy",
-                "https://github.com/projectcontour/contour",
+                format!("Contour {version} with Envoy {} on loopback", envoy.describe()),
+                contour,
                 version,
             ),
-            None => ("upstream-tls-conformance", "loopback", "", env!("CARGO_PKG_VERSION").to_string()),
+            (Some(version), None) => (
+                "projectcontour",
+                "Contour (real controller) on loopback, data plane: loopback's proxy, not Envoy".into(),
+                contour,
+                version,
+            ),
+            (None, _) => ("upstream-tls-conformance", "loopback".into(), "", env!("CARGO_PKG_VERSION").to_string()),
         };
         Implementation {
             organization: organization.into(),
-            project: project.into(),
+            project,
             url: url.into(),
             version,
             contact: Vec::new(),
@@ -132,6 +140,14 @@ pub struct LoopbackSection {
     /// (default) or `contour-configuration` (a ContourConfiguration object).
     #[serde(default)]
     pub contour_settings_from: Option<ContourSettingsSource>,
+    /// What serves the traffic: `loopback` (its own proxy, default) or `envoy` (Envoy
+    /// programmed by the real Contour; implies `controller: contour`).
+    #[serde(default)]
+    pub data_plane: Option<DataPlaneKind>,
+    /// The Envoy release for `dataPlane: envoy` (default: the one `loopback/contour-versions`
+    /// pairs with the Contour release).
+    #[serde(default)]
+    pub envoy_version: Option<String>,
 }
 
 /// The installation's install-wide settings (Contour's config file keys in comments).
@@ -257,6 +273,8 @@ pub struct Overrides {
     pub controller: Option<ControllerKind>,
     pub contour_version: Option<String>,
     pub contour_settings_from: Option<ContourSettingsSource>,
+    pub data_plane: Option<DataPlaneKind>,
+    pub envoy_version: Option<String>,
     pub keep_namespaces: bool,
     /// How many scenarios run at once; `None`: [`crate::suite::default_parallelism`].
     pub parallel: Option<usize>,
@@ -313,6 +331,8 @@ impl Overrides {
             controller: parse(env::CONTROLLER)?,
             contour_version: var(env::CONTOUR_VERSION),
             contour_settings_from: parse(env::CONTOUR_SETTINGS_FROM)?,
+            data_plane: parse(env::DATA_PLANE)?,
+            envoy_version: var(env::ENVOY_VERSION),
             // As clap reads the flag's variable: anything but a falsey word is true.
             keep_namespaces: var(env::KEEP_NAMESPACES)
                 .is_some_and(|v| !["0", "n", "no", "f", "false", "off"].contains(&v.trim().to_lowercase().as_str())),
@@ -444,9 +464,13 @@ impl ImplementationConfig {
                 if overrides.latency.is_some() {
                     warnings.push("the loopback latency profile is ignored: the target is a real cluster".to_string());
                 }
-                let settings_source =
-                    overrides.contour_settings_from.is_some() || self.loopback.contour_settings_from.is_some();
-                if overrides.controller.is_some() || self.loopback.controller.is_some() || settings_source {
+                let loopback_only = [
+                    overrides.contour_settings_from.is_some() || self.loopback.contour_settings_from.is_some(),
+                    overrides.data_plane.is_some() || self.loopback.data_plane.is_some(),
+                    overrides.envoy_version.is_some() || self.loopback.envoy_version.is_some(),
+                ];
+                if overrides.controller.is_some() || self.loopback.controller.is_some() || loopback_only.contains(&true)
+                {
                     warnings.push("the loopback controller is ignored: the target is a real cluster".to_string());
                 }
                 let defaults = Installation::default().upstream_tls;
@@ -493,14 +517,35 @@ impl ImplementationConfig {
                             .to_string(),
                     );
                 }
+                let data_plane = overrides.data_plane.or(self.loopback.data_plane).unwrap_or_default();
+                // Envoy is programmed by the real Contour: asking for it asks for Contour too.
+                let kind = overrides.controller.or(self.loopback.controller).unwrap_or(match data_plane {
+                    DataPlaneKind::Envoy => ControllerKind::Contour,
+                    DataPlaneKind::Loopback => ControllerKind::Reference,
+                });
                 let controller = LoopbackController {
-                    kind: overrides.controller.or(self.loopback.controller).unwrap_or_default(),
+                    kind,
                     contour_version: overrides.contour_version.or(self.loopback.contour_version),
                     settings_from: overrides
                         .contour_settings_from
                         .or(self.loopback.contour_settings_from)
                         .unwrap_or_default(),
+                    data_plane,
+                    envoy_version: overrides.envoy_version.or(self.loopback.envoy_version),
                 };
+                if data_plane == DataPlaneKind::Envoy && kind != ControllerKind::Contour {
+                    return Err("the envoy data plane is programmed by the real Contour's xDS: it needs \
+                                --controller contour, not the reference controller"
+                        .to_string());
+                }
+                if data_plane != DataPlaneKind::Envoy && controller.envoy_version.is_some() {
+                    warnings.push("the Envoy release is ignored: Envoy runs only with --data-plane envoy".to_string());
+                }
+                if let Some(contour) = controller.contour_release().filter(|_| data_plane == DataPlaneKind::Envoy) {
+                    let settings =
+                        loopback::config::EnvoySettings { version: controller.envoy_version.clone(), binary: None };
+                    settings.version_for(&contour)?;
+                }
                 if controller.kind != ControllerKind::Contour
                     && controller.settings_from != ContourSettingsSource::default()
                 {
@@ -703,6 +748,43 @@ mod tests {
         assert!(err.contains("cannot be used with --controller contour"), "{err}");
         let err = config("loopback:\n  controller: envoy\n").unwrap_err().to_string();
         assert!(err.contains(":2:15:"), "{err}");
+    }
+
+    #[test]
+    fn the_envoy_data_plane_brings_the_real_contour_and_names_both_in_the_reports() {
+        let plan = config("loopback:\n  dataPlane: envoy\n").unwrap().resolve(Overrides::default()).unwrap();
+        let TargetConfig::Loopback(LoopbackOptions { controller, .. }) = &plan.target else { panic!() };
+        assert_eq!(controller.kind, ControllerKind::Contour, "Envoy needs the real Contour");
+        assert_eq!(plan.implementation.project, "Contour v1.33.6 with Envoy 1.38.3 on loopback");
+        assert!(plan.target.describe().contains("the real Contour v1.33.6 controller, with Envoy 1.38.3"));
+
+        let nearest = Overrides { contour_version: Some("v1.33.8".into()), ..Default::default() };
+        let plan = config("loopback:\n  dataPlane: envoy\n").unwrap().resolve(nearest).unwrap();
+        assert!(
+            plan.implementation.project.contains("1.38.3 (the nearest published patch"),
+            "{:?}",
+            plan.implementation
+        );
+
+        let chosen = Overrides { envoy_version: Some("1.39.3".into()), ..Default::default() };
+        let plan = config("loopback:\n  dataPlane: envoy\n").unwrap().resolve(chosen).unwrap();
+        assert!(plan.implementation.project.contains("1.39.3 (chosen for this run"), "{:?}", plan.implementation);
+
+        let unpaired = Overrides { contour_version: Some("v1.32.1".into()), ..Default::default() };
+        let err = config("loopback:\n  dataPlane: envoy\n").unwrap().resolve(unpaired).unwrap_err();
+        assert!(
+            err.contains("pairs no Envoy release with Contour v1.32.1") && err.contains("--envoy-version"),
+            "{err}"
+        );
+
+        let reference = Overrides { controller: Some(ControllerKind::Reference), ..Default::default() };
+        let err = config("loopback:\n  dataPlane: envoy\n").unwrap().resolve(reference).unwrap_err();
+        assert!(err.contains("needs --controller contour"), "{err}");
+
+        let plan = config("loopback:\n  envoyVersion: 1.38.3\n").unwrap().resolve(Overrides::default()).unwrap();
+        assert!(plan.warnings.iter().any(|w| w.contains("Envoy release is ignored")), "{:?}", plan.warnings);
+        let err = config("loopback:\n  dataPlane: nginx\n").unwrap_err().to_string();
+        assert!(err.contains(":2:14:"), "{err}");
     }
 
     #[test]

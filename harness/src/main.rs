@@ -71,6 +71,10 @@ enum Command {
         /// The controller of the built-in loopback cluster: reference or contour.
         #[arg(long, value_name = "reference|contour", env = env::CONTROLLER)]
         controller: Option<loopback::config::ControllerKind>,
+        /// What serves loopback's traffic: loopback (its own proxy) or envoy (with the real
+        /// Contour).
+        #[arg(long, value_name = "loopback|envoy", env = env::DATA_PLANE)]
+        data_plane: Option<loopback::config::DataPlaneKind>,
         /// Run loopback at a real cluster's pace (`kind`), to measure the harness's scheduling
         /// there; default: `none`, full speed.
         #[arg(long = "loopback-latency", value_name = "none|kind", env = env::LATENCY)]
@@ -213,6 +217,15 @@ struct RunArgs {
     /// file (default) or a ContourConfiguration object.
     #[arg(long, value_name = "config-file|contour-configuration", env = env::CONTOUR_SETTINGS_FROM)]
     contour_settings_from: Option<loopback::config::ContourSettingsSource>,
+    /// What serves the built-in loopback cluster's traffic: loopback (its own proxy, the
+    /// default) or envoy (Envoy, fetched by scripts/ensure-envoy and programmed by the real
+    /// Contour; implies --controller contour).
+    #[arg(long, value_name = "loopback|envoy", env = env::DATA_PLANE)]
+    data_plane: Option<loopback::config::DataPlaneKind>,
+    /// The Envoy release loopback runs with --data-plane envoy (default: the one
+    /// loopback/contour-versions pairs with the Contour release).
+    #[arg(long, value_name = "VERSION", env = env::ENVOY_VERSION)]
+    envoy_version: Option<String>,
     /// How many scenarios run at once [default: all of them on loopback, 16 on a real cluster].
     #[arg(long, env = env::PARALLEL, value_parser = suite::parse_parallelism)]
     parallel: Option<usize>,
@@ -272,8 +285,10 @@ fn main() -> ExitCode {
             eprintln!("error: --write needs the whole catalog; drop --filter/--skip ({}/{})", env::RUN, env::SKIP);
             ExitCode::from(EXIT_INVALID_INPUT)
         }
-        Command::Bench { selection, runs, parallel, controller, latency } => match load(&selection) {
-            Ok(scenarios) => bench(&scenarios, runs, Overrides { controller, parallel, latency, ..Default::default() }),
+        Command::Bench { selection, runs, parallel, controller, data_plane, latency } => match load(&selection) {
+            Ok(scenarios) => {
+                bench(&scenarios, runs, Overrides { controller, data_plane, parallel, latency, ..Default::default() })
+            }
             Err(code) => code,
         },
         Command::ContourConfig { config, base } => contour_config(&config, base.as_deref()),
@@ -591,6 +606,8 @@ fn run_on(args: RunArgs) -> ExitCode {
         controller: args.controller,
         contour_version: args.contour_version,
         contour_settings_from: args.contour_settings_from,
+        data_plane: args.data_plane,
+        envoy_version: args.envoy_version,
         keep_namespaces: args.keep_namespaces,
         parallel: args.parallel,
     };
@@ -689,11 +706,12 @@ fn run_on(args: RunArgs) -> ExitCode {
             Ok(_) => {}
             Err(e) => eprintln!("warning: cannot remove the installation's client certificate: {e}"),
         }
-        let controller_logs = environment.controller_logs();
+        let diagnostic_files = environment.diagnostic_files();
         let disruptions = environment.disruption_counts();
         environment.shutdown().await;
         let loaded: Vec<&LoadedScenario> = scenarios.iter().chain(&not_selected).collect();
-        let report = RunReport { controller_logs, repetitions, ..RunReport::new(info, &loaded, &outcomes) };
+        let mut report = RunReport { repetitions, ..RunReport::new(info, &loaded, &outcomes) };
+        report.diagnostic_files.extend(diagnostic_files);
         match write_all(&report, &dir) {
             Ok(files) => {
                 let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();

@@ -14,12 +14,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use loopback::config::{ContourSettings, ContourSettingsSource, ControllerKind, SecretName};
+use loopback::config::{
+    ContourSettings, ContourSettingsSource, ControllerKind, DataPlaneKind, EnvoySettings, Pairing, SecretName,
+    release_pairs,
+};
 use loopback::{Disruption, Fault, LatencyProfile, Loopback, LoopbackConfig};
 
 use crate::cluster::{ClusterClient, ClusterError, ObjectRef, RUN_LABEL};
 use crate::install::{InstallClientCertificate, Installation, SecretRef, SkipReason, TlsVersion};
-use crate::report::ControllerLog;
+use crate::report::DiagnosticFile;
 use crate::runner::{Event, Observer, RunSettings, ScenarioOutcome, Target, run_scenario, scenario_namespaces};
 use crate::scenario::{Feature, LoadedScenario};
 
@@ -68,6 +71,12 @@ pub mod env {
     /// Where the real Contour in loopback reads the installation's settings from:
     /// `config-file` (default) or `contour-configuration`.
     pub const CONTOUR_SETTINGS_FROM: &str = "UPSTREAM_TLS_CONTOUR_SETTINGS_FROM";
+    /// What serves loopback's traffic: `loopback` (its own proxy, default) or `envoy` (Envoy
+    /// programmed by the real Contour, fetched by `scripts/ensure-envoy`).
+    pub const DATA_PLANE: &str = "UPSTREAM_TLS_DATA_PLANE";
+    /// The Envoy release loopback runs with the `envoy` data plane (default: the one
+    /// `loopback/contour-versions` pairs with the Contour release).
+    pub const ENVOY_VERSION: &str = "UPSTREAM_TLS_ENVOY_VERSION";
     /// The implementation config file (see `examples/implementation.yaml`).
     pub const CONFIG: &str = "UPSTREAM_TLS_CONFIG";
     /// Comma-separated: run only scenarios with one of these features or name parts.
@@ -136,7 +145,8 @@ impl LoopbackOptions {
     }
 }
 
-/// The controller a loopback cluster runs, and for the real Contour which release.
+/// The controller a loopback cluster runs, for the real Contour which release, and the data
+/// plane it programs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LoopbackController {
     pub kind: ControllerKind,
@@ -144,12 +154,21 @@ pub struct LoopbackController {
     pub contour_version: Option<String>,
     /// Where the real Contour reads the installation's settings from.
     pub settings_from: ContourSettingsSource,
+    /// Loopback's proxy, or Envoy (with the real Contour only).
+    pub data_plane: DataPlaneKind,
+    /// The Envoy release; default: the one `loopback/contour-versions` pairs with Contour's.
+    pub envoy_version: Option<String>,
 }
 
 impl LoopbackController {
-    /// The real Contour, at its default release.
+    /// The real Contour, at its default release, with loopback's proxy.
     pub fn contour() -> Self {
         LoopbackController { kind: ControllerKind::Contour, ..Default::default() }
+    }
+
+    /// The real Contour and Envoy, at their default releases.
+    pub fn contour_with_envoy() -> Self {
+        LoopbackController { data_plane: DataPlaneKind::Envoy, ..LoopbackController::contour() }
     }
 
     /// The Contour release run, when it is the real Contour.
@@ -157,18 +176,57 @@ impl LoopbackController {
         (self.kind == ControllerKind::Contour).then(|| self.settings().version().to_string())
     }
 
+    /// The Envoy release run, when Envoy is the data plane, with how it pairs with the
+    /// Contour release (exact, nearest published patch, or chosen by the user); `None` when
+    /// no release is paired with that Contour release and none was named.
+    pub fn envoy_release(&self) -> Option<EnvoyRelease> {
+        let contour = self.contour_release().filter(|_| self.data_plane == DataPlaneKind::Envoy)?;
+        let settings = EnvoySettings { version: self.envoy_version.clone(), binary: None };
+        let version = settings.version_for(&contour).ok()?;
+        let pair = release_pairs().into_iter().find(|pair| pair.contour == contour);
+        let pairing = match pair {
+            Some(pair) if pair.envoy == Some(version.as_str()) => pair.pairing,
+            _ => Pairing::None,
+        };
+        Some(EnvoyRelease { version, pairing })
+    }
+
     fn settings(&self) -> ContourSettings {
         ContourSettings { version: self.contour_version.clone(), binary: None, settings_from: self.settings_from }
     }
 
-    /// How reports name what runs: which controller, and that the data plane is loopback's.
+    /// How reports name what runs: which controller, and which data plane.
     pub fn describe(&self) -> String {
-        match self.contour_release() {
-            Some(version) if self.settings_from == ContourSettingsSource::ContourConfiguration => format!(
-                "the real Contour {version} controller, configured by a ContourConfiguration object, with loopback's data plane"
-            ),
-            Some(version) => format!("the real Contour {version} controller, with loopback's data plane"),
-            None => "loopback's reference controller and data plane".into(),
+        let Some(version) = self.contour_release() else {
+            return "loopback's reference controller and data plane".into();
+        };
+        let configured = match self.settings_from {
+            ContourSettingsSource::ContourConfiguration => ", configured by a ContourConfiguration object",
+            ContourSettingsSource::ConfigFile => "",
+        };
+        let data_plane = match self.envoy_release() {
+            Some(envoy) => format!("Envoy {}", envoy.describe()),
+            None if self.data_plane == DataPlaneKind::Envoy => "Envoy (no release paired)".into(),
+            None => "loopback's data plane".into(),
+        };
+        format!("the real Contour {version} controller{configured}, with {data_plane}")
+    }
+}
+
+/// The Envoy release a loopback cluster runs, and how it pairs with the Contour release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvoyRelease {
+    pub version: String,
+    pub pairing: Pairing,
+}
+
+impl EnvoyRelease {
+    /// `1.38.3`, with a note unless it is the one Contour's own manifests pin.
+    pub fn describe(&self) -> String {
+        match self.pairing {
+            Pairing::Exact => self.version.clone(),
+            Pairing::Nearest => format!("{} (the nearest published patch to the one Contour pins)", self.version),
+            Pairing::None => format!("{} (chosen for this run; not the one Contour pins)", self.version),
         }
     }
 }
@@ -259,10 +317,14 @@ pub struct Environment {
     loopbacks: Vec<Loopback>,
     /// What it was started from, to start more loopback clusters like it.
     config: TargetConfig,
-    /// The real Contour's logs from clusters started for one scenario, kept after they stop.
-    own_cluster_logs: Mutex<Vec<ControllerLog>>,
+    /// The real Contour's and Envoy's logs from clusters started for one scenario, kept after
+    /// they stop.
+    own_cluster_logs: Mutex<Vec<DiagnosticFile>>,
     /// The disruptions clusters started for one scenario injected, kept after they stop.
     own_cluster_disruptions: Mutex<Vec<(Disruption, u64)>>,
+    /// The CPU time the outside programs of clusters started for one scenario used, by
+    /// program, kept after they stop.
+    own_cluster_cpu: Mutex<Vec<(&'static str, Duration)>>,
 }
 
 impl Environment {
@@ -279,6 +341,7 @@ impl Environment {
             config: config.clone(),
             own_cluster_logs: Mutex::default(),
             own_cluster_disruptions: Mutex::default(),
+            own_cluster_cpu: Mutex::default(),
         };
         for installation in config.installations() {
             match start_target(config, installation, &run_id, &settings).await {
@@ -304,13 +367,29 @@ impl Environment {
     /// The logs of the real Contour controllers this environment runs on loopback (one per
     /// installation, then one per scenario that had a cluster of its own), so far; read
     /// before [`Environment::shutdown`], which removes the running ones.
-    pub fn controller_logs(&self) -> Vec<ControllerLog> {
-        let running = self.loopbacks.iter().enumerate().filter_map(|(index, loopback)| {
-            let text = std::fs::read_to_string(loopback.contour_log()?).ok()?;
-            Some(ControllerLog { file_name: format!("contour-installation-{}.log", index + 1), text })
-        });
+    pub fn diagnostic_files(&self) -> Vec<DiagnosticFile> {
+        let running = self
+            .loopbacks
+            .iter()
+            .enumerate()
+            .flat_map(|(index, loopback)| program_logs(loopback, &format!("installation-{}", index + 1)));
         let stopped = self.own_cluster_logs.lock().unwrap_or_else(|e| e.into_inner()).clone();
         running.chain(stopped).collect()
+    }
+
+    /// The CPU time the outside programs of every loopback cluster of this environment (the
+    /// real Contour, Envoy) used so far, summed by program; read before
+    /// [`Environment::shutdown`]. Empty on a real cluster.
+    pub fn program_cpu(&self) -> Vec<(&'static str, Duration)> {
+        let stopped = self.own_cluster_cpu.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut totals: Vec<(&'static str, Duration)> = Vec::new();
+        for (program, cpu) in self.loopbacks.iter().flat_map(Loopback::program_cpu).chain(stopped) {
+            match totals.iter_mut().find(|(p, _)| *p == program) {
+                Some(total) => total.1 += cpu,
+                None => totals.push((program, cpu)),
+            }
+        }
+        totals
     }
 
     /// How many times each loopback disruption switched on was injected so far, over every
@@ -359,6 +438,14 @@ impl Environment {
         if let Some(loopback) = self.loopbacks.get(index) {
             outcome.held_off = held_off(loopback, &outcome, scenario, &target.run_id, from);
         }
+        if runs && scenario.scenario.disturbs_others() && !target.settings.keep_namespaces {
+            // What it applied must be gone before the next scenario starts.
+            for namespace in scenario_namespaces(scenario, &target.run_id) {
+                if let Err(e) = target.cluster.delete_namespace(&namespace, DISTURBING_DELETION_LIMIT).await {
+                    outcome.cleanup_error.get_or_insert_with(|| e.to_string());
+                }
+            }
+        }
         outcome
     }
 
@@ -386,12 +473,11 @@ impl Environment {
         outcome.duration += starting;
         if let Some(loopback) = loopback {
             outcome.held_off = held_off(&loopback, &outcome, scenario, &target.run_id, from);
-            if let Some(text) = loopback.contour_log().and_then(|log| std::fs::read_to_string(log).ok()) {
-                let log = ControllerLog { file_name: format!("contour-{}.log", scenario.name()), text };
-                self.own_cluster_logs.lock().unwrap_or_else(|e| e.into_inner()).push(log);
-            }
+            let logs = program_logs(&loopback, scenario.name());
+            self.own_cluster_logs.lock().unwrap_or_else(|e| e.into_inner()).extend(logs);
             let counts = loopback.disruption_counts();
             self.own_cluster_disruptions.lock().unwrap_or_else(|e| e.into_inner()).extend(counts);
+            self.own_cluster_cpu.lock().unwrap_or_else(|e| e.into_inner()).extend(loopback.program_cpu());
             loopback.shutdown().await;
         }
         outcome
@@ -478,7 +564,10 @@ async fn start_target(
             let connected = match ClusterClient::connect(Some(loopback.kubeconfig()), None).await {
                 Ok(cluster) => {
                     let proxies = (loopback.proxy_address(), Some(loopback.tls_proxy_address()));
-                    finish_target(cluster, proxies, installation, run_id, settings).await
+                    let envoy_admin = loopback.envoy().map(|envoy| envoy.admin_socket().to_owned());
+                    finish_target(cluster, proxies, installation, run_id, settings)
+                        .await
+                        .map(|target| Target { envoy_admin, ..target })
                 }
                 Err(e) => Err(e.into()),
             };
@@ -536,7 +625,20 @@ async fn finish_target(
         settings: settings.clone(),
         installation,
         client_certificate,
+        envoy_admin: None,
     })
+}
+
+/// The logs of the outside programs `loopback` runs (the real Contour, Envoy), as
+/// `contour-<suffix>.log` and `envoy-<suffix>.log`.
+fn program_logs(loopback: &Loopback, suffix: &str) -> Vec<DiagnosticFile> {
+    let logs = [("contour", loopback.contour_log()), ("envoy", loopback.envoy().map(|e| e.log_path()))];
+    logs.into_iter()
+        .filter_map(|(program, path)| {
+            let text = std::fs::read_to_string(path?).ok()?;
+            Some(DiagnosticFile { file_name: format!("{program}-{suffix}.log"), text })
+        })
+        .collect()
 }
 
 /// How long the changes of a scenario that ran from `from` until now waited for `loopback`'s
@@ -573,6 +675,8 @@ fn loopback_config(installation: &Installation, options: &LoopbackOptions) -> Lo
         latency: options.latency,
         controller: options.controller.kind,
         contour: options.controller.settings(),
+        data_plane: options.controller.data_plane,
+        envoy: EnvoySettings { version: options.controller.envoy_version.clone(), binary: None },
         ..Default::default()
     };
     config.tls.envoy_client_certificate = installation
@@ -589,6 +693,9 @@ fn loopback_config(installation: &Installation, options: &LoopbackOptions) -> Lo
     config.enable_external_name_service = installation.external_name_services;
     config
 }
+
+/// How long the namespaces of a scenario that disturbs others may take to go.
+const DISTURBING_DELETION_LIMIT: Duration = Duration::from_secs(180);
 
 /// The kinds every scenario needs the cluster to serve.
 const REQUIRED_KINDS: [(&str, &str); 2] =

@@ -58,6 +58,62 @@ impl Answer {
     }
 }
 
+/// What `answers` (those that passed a request step) showed, for comparing implementations
+/// (the differential test): the distinct answers by status, the kind of body, and what the
+/// backend saw (its name, SNI, ALPN, TLS and HTTP versions, Host, client certificate subject,
+/// issuer and verification), sorted. The run's id (in host names) becomes `RUN`; what differs
+/// from run to run by design (request ids, serial numbers and fingerprints of certificates
+/// generated for the run, cipher choices within what a step allows) is left out.
+pub fn observations(answers: &[Answer], run_id: &str) -> serde_json::Value {
+    let mut seen: Vec<String> = answers
+        .iter()
+        .map(|answer| {
+            let backend = answer.echo.as_ref().map(|echo| {
+                serde_json::json!({
+                    "name": echo.backend,
+                    "scheme": echo.scheme,
+                    "sni": echo.sni,
+                    "alpn": echo.alpn,
+                    "tlsVersion": echo.tls_version,
+                    "httpVersion": echo.http_version,
+                    "host": echo.host,
+                    "clientVerify": echo.client_verify,
+                    "clientSubject": echo.client_subject,
+                    "clientIssuer": echo.client_issuer,
+                })
+            });
+            let observed = serde_json::json!({
+                "status": answer.status,
+                "body": body_kind(answer),
+                "backend": backend,
+            });
+            observed.to_string().replace(run_id, "RUN")
+        })
+        .collect();
+    seen.sort();
+    seen.dedup();
+    serde_json::Value::Array(seen.iter().filter_map(|text| serde_json::from_str(text).ok()).collect())
+}
+
+/// The kind of an answer's body: what the backend echoed, the proxy's text for an upstream
+/// that failed or has no endpoint, nothing, or something else.
+fn body_kind(answer: &Answer) -> &'static str {
+    let body = answer.body.trim();
+    if answer.status.is_none() {
+        if answer.closed { "connection closed" } else { "no answer" }
+    } else if answer.echo.is_some() {
+        "backend echo"
+    } else if body.is_empty() {
+        "empty"
+    } else if body.starts_with(loopback::dataplane::UPSTREAM_FAILURE_PREFIX) {
+        "upstream connect error"
+    } else if body == "no healthy upstream" {
+        "no healthy upstream"
+    } else {
+        "other"
+    }
+}
+
 /// A client that dials the proxy at `proxy` for `host`, keeping the host name in the URL and
 /// the Host header. One per request step; its requests may share connections.
 ///
@@ -589,6 +645,33 @@ mod tests {
             error: None,
             closed: false,
         }
+    }
+
+    #[test]
+    fn observations_keep_what_implementations_decide_and_drop_what_each_run_changes() {
+        let with_id = |id: &str, host: &str| {
+            let mut answer = answer(200, true);
+            answer.request_id = id.into();
+            let echo = answer.echo.as_mut().unwrap();
+            echo.request_id = id.into();
+            echo.host = host.into();
+            echo.client_serial = id.into();
+            echo.cipher = id.into();
+            answer
+        };
+        let one = observations(&[with_id("a", "s.r1.test"), with_id("b", "s.r1.test")], "r1");
+        let other = observations(&[with_id("c", "s.r2.test")], "r2");
+        assert_eq!(one, other, "ids, serials, ciphers and the run id do not count");
+        assert_eq!(one[0]["backend"]["host"], "s.RUN.test");
+        assert_eq!(one[0]["body"], "backend echo");
+        let mut sni = with_id("d", "s.r1.test");
+        sni.echo.as_mut().unwrap().sni = "echo.backend.test".into();
+        assert_ne!(observations(&[sni], "r1"), one, "the SNI counts");
+        let failed = observations(&[answer(503, false)], "r1");
+        assert_eq!(failed[0]["body"], "upstream connect error");
+        assert_eq!(failed[0]["backend"], serde_json::Value::Null);
+        let both = observations(&[with_id("a", "s.r1.test"), answer(503, false)], "r1");
+        assert_eq!(both.as_array().unwrap().len(), 2, "distinct answers are kept apart");
     }
 
     #[test]

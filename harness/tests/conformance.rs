@@ -91,7 +91,7 @@ fn main() {
     if let Some(Ok(environment)) = environment {
         let plan = plan.as_ref().expect("the environment started, so the plan is valid");
         let info = RunInfo::new(plan, environment.run_id(), started);
-        let controller_logs = environment.controller_logs();
+        let diagnostic_files = environment.diagnostic_files();
         // Scenarios have their namespaces deleted without waiting; wait once, here.
         if let Err(e) = run.runtime.block_on(environment.await_namespace_deletion(Duration::from_secs(300))) {
             eprintln!("warning: {e}");
@@ -102,7 +102,8 @@ fn main() {
         run.runtime.block_on(environment.shutdown());
         let outcomes = run.outcomes.lock().unwrap_or_else(|e| e.into_inner());
         let loaded: Vec<&LoadedScenario> = catalog.iter().map(|s| s.as_ref()).collect();
-        let report = RunReport { controller_logs, ..RunReport::new(info, &loaded, &outcomes) };
+        let mut report = RunReport::new(info, &loaded, &outcomes);
+        report.diagnostic_files.extend(diagnostic_files);
         let reports =
             std::env::var_os(env::REPORTS).map_or_else(suite::default_reports_dir, |d| suite::user_path(d.into()));
         match write_all(&report, &reports) {

@@ -12,11 +12,12 @@ use tokio::task::JoinHandle;
 
 use crate::api::admission::Admission;
 use crate::api::{self, Store, kinds};
-use crate::config::{ControllerKind, Fault, LoopbackConfig};
+use crate::config::{ControllerKind, DataPlaneKind, Fault, LoopbackConfig};
 use crate::contour::{ContourError, ContourProcess};
 use crate::controller::Controller;
 use crate::dataplane::{self, RouteTable};
 use crate::disruption::{Disruption, Disruptions};
+use crate::envoy::{self, EnvoyError, EnvoyListeners, EnvoyProcess, EnvoyStart};
 use crate::kubelet::Kubelet;
 use crate::rebuilds::Rebuilds;
 use crate::xds;
@@ -34,6 +35,10 @@ pub enum StartError {
     Bind(std::io::Error),
     #[error(transparent)]
     Contour(#[from] ContourError),
+    #[error(transparent)]
+    Envoy(#[from] EnvoyError),
+    #[error("no address for Envoy in the cluster's pod range: {0}")]
+    EnvoyAddress(String),
     #[error("invalid loopback config: {0}")]
     Config(String),
     #[error("{0}")]
@@ -54,6 +59,8 @@ pub struct Loopback {
     tasks: Vec<JoinHandle<()>>,
     /// The real Contour, when it is the controller.
     contour: Option<ContourProcess>,
+    /// Envoy, when it is the data plane.
+    envoy: Option<EnvoyProcess>,
     /// What the data plane serves from.
     routes: watch::Receiver<Arc<RouteTable>>,
     /// The trouble it makes for clients, and how much it made.
@@ -63,12 +70,13 @@ pub struct Loopback {
 }
 
 impl Loopback {
-    /// Starts the API server, kubelet, controller and proxy on 127.0.0.1. The controller is
-    /// the reference one, or the real Contour when the config says so.
+    /// Starts the API server, kubelet, controller and proxy on 127.0.0.0/8. The controller is
+    /// the reference one, or the real Contour when the config says so; the proxy is loopback's
+    /// own, or Envoy programmed by the real Contour.
     ///
     /// # Errors
     /// The config is invalid, nginx is missing, the work directory cannot be made, no port can
-    /// be bound, or Contour is not built or does not come up.
+    /// be bound, or Contour or Envoy is not installed or does not come up.
     pub async fn start(config: LoopbackConfig) -> Result<Self, StartError> {
         config.validate().map_err(StartError::Config)?;
         let nginx = find_nginx(config.nginx.as_deref())?;
@@ -92,11 +100,7 @@ impl Loopback {
             .or_else(|e| if e.kind() == std::io::ErrorKind::AlreadyExists { Ok(()) } else { Err(work_dir_error(e)) })?;
 
         let api_listener = TcpListener::bind("127.0.0.1:0").await.map_err(StartError::Bind)?;
-        let proxy_listener = TcpListener::bind("127.0.0.1:0").await.map_err(StartError::Bind)?;
         let api_address = api_listener.local_addr().map_err(StartError::Bind)?;
-        let proxy_address = proxy_listener.local_addr().map_err(StartError::Bind)?;
-        let tls_proxy_listener = TcpListener::bind("127.0.0.1:0").await.map_err(StartError::Bind)?;
-        let tls_proxy_address = tls_proxy_listener.local_addr().map_err(StartError::Bind)?;
         let kubeconfig = work_dir.join("kubeconfig");
         let credentials = Arc::new(api::Credentials::generate().map_err(StartError::Credentials)?);
         api::write_kubeconfig(&kubeconfig, &format!("https://{api_address}"), &credentials)
@@ -112,7 +116,16 @@ impl Loopback {
         let config = Arc::new(config);
         let (shutdown, stop) = watch::channel(false);
         let (routes_tx, routes_rx) = watch::channel(Arc::new(RouteTable::default()));
-        let kubelet = Kubelet::new(store.clone(), work_dir.join("pods"), nginx, disruptions.clone());
+        let mut kubelet = Kubelet::new(store.clone(), work_dir.join("pods"), nginx, disruptions.clone());
+        // Envoy listens like a pod, on an address of the cluster's own: Contour's default
+        // ports there never meet another cluster's.
+        let envoy_listeners = match config.data_plane {
+            DataPlaneKind::Envoy => Some(EnvoyListeners {
+                address: kubelet.reserve_address(&envoy::PORTS).map_err(StartError::EnvoyAddress)?,
+                admin_port: crate::supervise::free_ports::<1>().map_err(StartError::Bind)?[0],
+            }),
+            DataPlaneKind::Loopback => None,
+        };
         let rebuilds = Rebuilds::new();
         let tasks = vec![
             tokio::spawn(rebuilds.clone().follow(&store, stop.clone())),
@@ -125,65 +138,141 @@ impl Loopback {
                 stop.clone(),
             )),
             tokio::spawn(kubelet.run(stop.clone())),
-            tokio::spawn(dataplane::serve(
-                proxy_listener,
-                routes_rx.clone(),
-                dataplane::dns::ClusterDns::new(store.clone()),
-                disruptions.clone(),
-                stop.clone(),
-            )),
-            tokio::spawn(dataplane::secure::serve_tls(
-                tls_proxy_listener,
-                routes_rx.clone(),
-                dataplane::dns::ClusterDns::new(store.clone()),
-                stop.clone(),
-            )),
         ];
         // Made before the controller starts, so a controller that fails to start can be
         // shut down with everything else.
+        let unbound = SocketAddr::from(([127, 0, 0, 1], 0));
         let mut loopback = Loopback {
             kubeconfig,
             api_address,
-            proxy_address,
-            tls_proxy_address,
+            proxy_address: unbound,
+            tls_proxy_address: unbound,
             work_dir,
             owns_work_dir,
             shutdown,
             tasks,
             contour: None,
-            routes: routes_rx,
+            envoy: None,
+            routes: routes_rx.clone(),
             disruptions,
             rebuilds,
         };
-        match config.controller {
-            ControllerKind::Reference => {
-                let controller =
-                    Controller::new(store.clone(), config.clone(), routes_tx).telling(loopback.rebuilds.clone());
-                loopback.tasks.push(tokio::spawn(controller.run(stop)));
-            }
-            ControllerKind::Contour => {
-                let dir = loopback.work_dir.join("contour");
-                match ContourProcess::start(&config, &store, &loopback.kubeconfig, &dir, loopback.rebuilds.clone())
-                    .await
-                {
-                    Ok(contour) => {
-                        // The data plane follows Contour's xDS, as Envoy does.
-                        loopback.tasks.push(tokio::spawn(xds::run(contour.xds_address(), routes_tx, stop)));
-                        loopback.contour = Some(contour);
-                    }
-                    Err(e) => {
-                        loopback.shutdown().await;
-                        return Err(e.into());
-                    }
-                }
-            }
+        let started = match envoy_listeners {
+            None => loopback.start_proxy(&store, routes_rx).await,
+            Some(_) => Ok(()),
+        };
+        let started = match started {
+            Ok(()) => loopback.start_controller(&config, &store, routes_tx, envoy_listeners.as_ref()).await,
+            Err(e) => Err(e),
+        };
+        let started = match (started, envoy_listeners) {
+            (Ok(()), Some(listeners)) => loopback.start_envoy(&config, &store, listeners).await,
+            (started, _) => started,
+        };
+        if let Err(e) = started {
+            loopback.shutdown().await;
+            return Err(e);
         }
-        tracing::info!(api = %api_address, proxy = %proxy_address, tls_proxy = %tls_proxy_address, controller = %config.controller, "loopback cluster started");
+        tracing::info!(api = %api_address, proxy = %loopback.proxy_address, tls_proxy = %loopback.tls_proxy_address,
+            controller = %config.controller, data_plane = %config.data_plane, "loopback cluster started");
         Ok(loopback)
     }
 
+    /// Starts loopback's own proxy, for plain HTTP and TLS virtual hosts, serving `routes`.
+    async fn start_proxy(&mut self, store: &Store, routes: watch::Receiver<Arc<RouteTable>>) -> Result<(), StartError> {
+        let proxy_listener = TcpListener::bind("127.0.0.1:0").await.map_err(StartError::Bind)?;
+        let tls_proxy_listener = TcpListener::bind("127.0.0.1:0").await.map_err(StartError::Bind)?;
+        self.proxy_address = proxy_listener.local_addr().map_err(StartError::Bind)?;
+        self.tls_proxy_address = tls_proxy_listener.local_addr().map_err(StartError::Bind)?;
+        let stop = self.shutdown.subscribe();
+        self.tasks.push(tokio::spawn(dataplane::serve(
+            proxy_listener,
+            routes.clone(),
+            dataplane::dns::ClusterDns::new(store.clone()),
+            self.disruptions.clone(),
+            stop.clone(),
+        )));
+        self.tasks.push(tokio::spawn(dataplane::secure::serve_tls(
+            tls_proxy_listener,
+            routes,
+            dataplane::dns::ClusterDns::new(store.clone()),
+            stop,
+        )));
+        Ok(())
+    }
+
+    /// Starts the controller: the reference one, programming loopback's proxy directly, or the
+    /// real Contour, whose xDS loopback's proxy follows, unless Envoy (at `envoy`) does.
+    async fn start_controller(
+        &mut self,
+        config: &Arc<LoopbackConfig>,
+        store: &Store,
+        routes: watch::Sender<Arc<RouteTable>>,
+        envoy: Option<&EnvoyListeners>,
+    ) -> Result<(), StartError> {
+        let stop = self.shutdown.subscribe();
+        match config.controller {
+            ControllerKind::Reference => {
+                let controller = Controller::new(store.clone(), config.clone(), routes).telling(self.rebuilds.clone());
+                self.tasks.push(tokio::spawn(controller.run(stop)));
+            }
+            ControllerKind::Contour => {
+                if envoy.is_some() {
+                    // In Contour's first configuration already, so that Envoy's first
+                    // listeners are there (see `envoy`).
+                    envoy::write_ready_objects(store)?;
+                }
+                let dir = self.work_dir.join("contour");
+                let contour =
+                    ContourProcess::start(config, store, &self.kubeconfig, &dir, self.rebuilds.clone(), envoy).await?;
+                if envoy.is_none() {
+                    // Loopback's proxy follows Contour's xDS, as Envoy does.
+                    self.tasks.push(tokio::spawn(xds::run(contour.xds_address(), routes, stop)));
+                }
+                self.contour = Some(contour);
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts Envoy on `listeners`, subscribed to the running Contour, with loopback's cluster
+    /// DNS as its resolver.
+    async fn start_envoy(
+        &mut self,
+        config: &LoopbackConfig,
+        store: &Store,
+        listeners: EnvoyListeners,
+    ) -> Result<(), StartError> {
+        let Some(contour) = &self.contour else {
+            return Err(StartError::Config("data-plane envoy needs controller contour".into()));
+        };
+        let dns_socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.map_err(StartError::Bind)?;
+        let dns = dns_socket.local_addr().map_err(StartError::Bind)?;
+        let resolver = dataplane::dns::ClusterDns::new(store.clone());
+        self.tasks.push(tokio::spawn(dataplane::dns::serve(dns_socket, resolver, self.shutdown.subscribe())));
+        let version = config.envoy.version_for(contour.version()).map_err(EnvoyError::Version)?;
+        let binary = config.envoy.binary(&version);
+        let node = self.work_dir.file_name().map_or_else(|| "loopback".into(), |n| n.to_string_lossy().into_owned());
+        let start = EnvoyStart {
+            version,
+            binary,
+            contour_binary: &config.contour.binary(),
+            xds: contour.xds_address(),
+            listeners,
+            dns,
+            dir: &self.work_dir.join("envoy"),
+            node,
+        };
+        let envoy = EnvoyProcess::start(start).await?;
+        self.proxy_address = listeners.http();
+        self.tls_proxy_address = listeners.https();
+        self.envoy = Some(envoy);
+        Ok(())
+    }
+
     /// The data plane's configuration as it is now, whichever controller made it: for tests
-    /// that compare controllers ([`RouteTable::effective_settings`]).
+    /// that compare controllers ([`RouteTable::effective_settings`]). Empty when Envoy is the
+    /// data plane: loopback's proxy then does not run.
     pub fn route_table(&self) -> Arc<RouteTable> {
         self.routes.borrow().clone()
     }
@@ -204,6 +293,27 @@ impl Loopback {
         self.contour.as_ref().map(ContourProcess::log_path)
     }
 
+    /// Envoy, when it is the data plane: its release, log and configuration.
+    pub fn envoy(&self) -> Option<&EnvoyProcess> {
+        self.envoy.as_ref()
+    }
+
+    /// The processes of the outside programs this cluster runs besides its backends (the real
+    /// Contour, Envoy), by name.
+    pub fn programs(&self) -> Vec<(&'static str, i32)> {
+        let contour = self.contour.as_ref().map(|c| ("contour", c.pid()));
+        let envoy = self.envoy.as_ref().map(|e| ("envoy", e.pid()));
+        contour.into_iter().chain(envoy).collect()
+    }
+
+    /// The CPU time each outside program this cluster runs has used so far, by name; read it
+    /// before [`Loopback::shutdown`].
+    pub fn program_cpu(&self) -> Vec<(&'static str, std::time::Duration)> {
+        let contour = self.contour.as_ref().and_then(|c| Some(("contour", c.cpu_time()?)));
+        let envoy = self.envoy.as_ref().and_then(|e| Some(("envoy", e.cpu_time()?)));
+        contour.into_iter().chain(envoy).collect()
+    }
+
     /// Where the real Contour serves xDS, when it is the controller.
     pub fn contour_xds_address(&self) -> Option<SocketAddr> {
         self.contour.as_ref().map(ContourProcess::xds_address)
@@ -219,7 +329,7 @@ impl Loopback {
         self.api_address
     }
 
-    /// Where the proxy listens for plain HTTP.
+    /// Where the proxy (loopback's or Envoy) listens for plain HTTP.
     pub fn proxy_address(&self) -> SocketAddr {
         self.proxy_address
     }
@@ -232,6 +342,10 @@ impl Loopback {
     /// Stops everything, waits for backend processes to exit and removes the work directory
     /// when loopback created it.
     pub async fn shutdown(mut self) {
+        // Envoy first, so that it does not log Contour going away.
+        if let Some(envoy) = self.envoy.take() {
+            envoy.stop().await;
+        }
         if let Some(contour) = self.contour.take() {
             contour.stop().await;
         }

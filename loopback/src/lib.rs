@@ -1,13 +1,17 @@
 //! The loopback cluster: Kubernetes, an HTTPProxy controller and its proxy, on 127.0.0.0/8.
 //!
-//! [`Loopback::start`] brings up four parts in this process and hands back what a client of a
+//! [`Loopback::start`] brings up these parts in this process and hands back what a client of a
 //! real cluster has: a kubeconfig path and the proxy's address.
 //! - [`api`]: an in-memory subset of the Kubernetes API over HTTP.
 //! - [`kubelet`]: runs Deployments' pods as local nginx processes, each on its own 127.x address.
 //! - [`controller`]: the reference controller, implementing the upstream TLS contract; or
 //!   [`contour`]: the real Contour controller, run from its release binary.
-//! - [`dataplane`]: the proxy the controller programs, routing by Host.
-//! - [`xds`]: programs that proxy from an xDS server (the real Contour's), as Envoy is programmed.
+//! - [`dataplane`]: the proxy the controller programs, routing by Host; or [`envoy`]: Envoy,
+//!   run from its release binary and programmed by the real Contour.
+//! - [`xds`]: programs loopback's proxy from an xDS server (the real Contour's), as Envoy is
+//!   programmed.
+//!
+//! [`supervise`] starts, logs and stops the outside programs (Contour, Envoy).
 //!
 //! [`rebuilds`] records when the controller rebuilt and how long changes waited for it, for
 //! the benchmark.
@@ -25,9 +29,11 @@ pub mod contour;
 pub mod controller;
 pub mod dataplane;
 pub mod disruption;
+pub mod envoy;
 pub mod kubelet;
 pub mod latency;
 pub mod rebuilds;
+pub mod supervise;
 pub mod x509;
 pub mod xds;
 

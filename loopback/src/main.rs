@@ -6,11 +6,13 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use loopback::config::{ControllerKind, DataPlaneKind};
 use loopback::{Disruption, Fault, Loopback, LoopbackConfig};
 
 const USAGE: &str = "usage: loopback serve [--config FILE] [--controller reference|contour]
                       [--contour-version VERSION]
                       [--contour-settings-from config-file|contour-configuration]
+                      [--data-plane loopback|envoy] [--envoy-version VERSION]
                       [--fault NAME]... [--disrupt NAME]...
        loopback faults        (the fault table, in Markdown)
        loopback disruptions   (the disruption table, in Markdown)
@@ -26,6 +28,11 @@ controller and its proxy) on 127.0.0.0/8 and prints how to reach it.
                              loopback/contour-versions)
   --contour-settings-from S  where the real Contour reads the install-wide settings:
                              config-file (default) or contour-configuration (an object)
+  --data-plane KIND          loopback (default): loopback's own proxy; envoy: Envoy,
+                             fetched by scripts/ensure-envoy and programmed by the real
+                             Contour (implies --controller contour)
+  --envoy-version VERSION    the Envoy release to run (default: the one
+                             loopback/contour-versions pairs with the Contour release)
   --disrupt NAME             make trouble for clients (repeatable): API errors, slow answers,
                              cut connections, crashing backends; `loopback disruptions` lists them
   --fault NAME               switch on a fault of the reference controller (repeatable); one of:";
@@ -76,6 +83,7 @@ fn parse_args(args: Vec<String>) -> Result<LoopbackConfig, String> {
     let mut disruptions = Vec::new();
     // Flags win over the config file wherever they stand.
     let (mut controller, mut contour_version, mut settings_from) = (None, None, None);
+    let (mut data_plane, mut envoy_version) = (None, None);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--config" => {
@@ -93,6 +101,13 @@ fn parse_args(args: Vec<String>) -> Result<LoopbackConfig, String> {
                 let source = args.next().ok_or("--contour-settings-from needs config-file or contour-configuration")?;
                 settings_from = Some(source.parse().map_err(|e| format!("error: {e}"))?);
             }
+            "--data-plane" => {
+                let kind = args.next().ok_or("--data-plane needs loopback or envoy")?;
+                data_plane = Some(kind.parse().map_err(|e| format!("error: {e}"))?);
+            }
+            "--envoy-version" => {
+                envoy_version = Some(args.next().ok_or("--envoy-version needs a release, such as 1.38.3")?);
+            }
             "--fault" => {
                 let name = args.next().ok_or("--fault needs a name")?;
                 faults.push(name.parse::<Fault>().map_err(|e| format!("error: {e}"))?);
@@ -107,9 +122,16 @@ fn parse_args(args: Vec<String>) -> Result<LoopbackConfig, String> {
     }
     config.faults.extend(faults);
     config.disruptions.extend(disruptions);
-    config.controller = controller.unwrap_or(config.controller);
+    config.data_plane = data_plane.unwrap_or(config.data_plane);
+    // Envoy is programmed by the real Contour: asking for it asks for Contour too.
+    let implied = match config.data_plane {
+        DataPlaneKind::Envoy => ControllerKind::Contour,
+        DataPlaneKind::Loopback => config.controller,
+    };
+    config.controller = controller.unwrap_or(implied);
     config.contour.version = contour_version.or(config.contour.version);
     config.contour.settings_from = settings_from.unwrap_or(config.contour.settings_from);
+    config.envoy.version = envoy_version.or(config.envoy.version);
     Ok(config)
 }
 
@@ -127,6 +149,9 @@ async fn serve(config: LoopbackConfig) -> ExitCode {
     println!("api:        https://{}", loopback.api_address());
     if let Some(log) = loopback.contour_log() {
         println!("contour:    log in {}", log.display());
+    }
+    if let Some(envoy) = loopback.envoy() {
+        println!("envoy:      {}, log in {}", envoy.version(), envoy.log_path().display());
     }
     println!("Press Ctrl-C to stop.");
     wait_for_signal().await;

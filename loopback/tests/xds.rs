@@ -216,7 +216,7 @@ async fn contour_xds_translates_to_a_tls_virtual_host() {
         dump_embedded(&resources);
     }
     if !waited.unwrap_or(false) {
-        let log = loopback.contour_log().map(loopback::contour::log_tail).unwrap_or_default();
+        let log = loopback.contour_log().map(loopback::supervise::log_tail).unwrap_or_default();
         panic!(
             "no TLS virtual host for {HOST} within {LIMIT:?}; table: {:#?}\nlisteners {:?}, routes {:?}, clusters {:?}, \
              endpoints {:?}, secrets {:?}\nContour log:\n{log}",

@@ -67,11 +67,12 @@ pub struct RunReport {
     pub scenarios: Vec<ScenarioReport>,
     /// Catalog scenarios this run did not select (filters, `--skip`), by profile.
     pub not_selected: Vec<NotSelected>,
-    /// The logs of the controllers loopback ran (the real Contour's), written beside the
-    /// diagnostics; set by the caller before the environment shuts down.
+    /// The logs of the programs loopback ran (the real Contour's, Envoy's) and Envoy's
+    /// configuration when a scenario failed through it, written beside the diagnostics; set
+    /// by the caller before the environment shuts down.
     #[serde(skip)]
     #[schemars(skip)]
-    pub controller_logs: Vec<ControllerLog>,
+    pub diagnostic_files: Vec<DiagnosticFile>,
 }
 
 /// The tallies of a repeated run.
@@ -83,9 +84,10 @@ pub struct Repetitions {
     pub tallies: Vec<crate::suite::Tally>,
 }
 
-/// A controller's output over a run, as `diagnostics/<file_name>`.
+/// A program's output over a run, or what it held when a scenario failed, as
+/// `diagnostics/<file_name>`: a `.log`, or a `.json` (Envoy's configuration dump).
 #[derive(Debug, Clone)]
-pub struct ControllerLog {
+pub struct DiagnosticFile {
     pub file_name: String,
     pub text: String,
 }
@@ -273,9 +275,16 @@ impl RunReport {
                 .filter(|s| !outcomes.iter().any(|o| o.name == s.name()))
                 .map(|s| NotSelected { name: s.name().to_string(), profile: s.scenario.profile() })
                 .collect(),
-            controller_logs: Vec::new(),
+            diagnostic_files: outcomes.iter().filter_map(config_dump).collect(),
         }
     }
+}
+
+/// A failed scenario's Envoy configuration, when it was gathered, as
+/// `envoy-<scenario>.config_dump.json`.
+fn config_dump(outcome: &ScenarioOutcome) -> Option<DiagnosticFile> {
+    let text = outcome.diagnostics.as_ref()?.data_plane_config.clone()?;
+    Some(DiagnosticFile { file_name: format!("envoy-{}.config_dump.json", outcome.name), text })
 }
 
 fn scenario_report(outcome: &ScenarioOutcome, loaded: Option<&LoadedScenario>) -> ScenarioReport {
@@ -368,7 +377,7 @@ pub fn write_all(report: &RunReport, dir: &Path) -> Result<Vec<PathBuf>, ReportE
         ("report.html", html::render(report)),
         ("certification.yaml", certification::render(report)),
     ];
-    let logs = report.controller_logs.iter().map(|log| (format!("diagnostics/{}", log.file_name), log.text.clone()));
+    let logs = report.diagnostic_files.iter().map(|log| (format!("diagnostics/{}", log.file_name), log.text.clone()));
     let files = files.into_iter().map(|(name, text)| (name.to_string(), text)).chain(pages).chain(logs);
     let mut written = Vec::new();
     for (name, text) in files {
@@ -381,13 +390,14 @@ pub fn write_all(report: &RunReport, dir: &Path) -> Result<Vec<PathBuf>, ReportE
     Ok(written)
 }
 
-/// Removes the `*.md` pages and `*.log` controller logs of an earlier run from `dir`, and
-/// `dir` itself if that empties it; anything else there is left alone.
+/// Removes the `*.md` pages, `*.log` program logs and `*.json` configuration dumps of an
+/// earlier run from `dir`, and `dir` itself if that empties it; anything else there is left
+/// alone.
 fn remove_old_diagnostics(dir: &Path) -> Result<(), ReportError> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
     for entry in entries.flatten() {
         let path = entry.path();
-        if path.extension().is_some_and(|e| e == "md" || e == "log") && path.is_file() {
+        if path.extension().is_some_and(|e| e == "md" || e == "log" || e == "json") && path.is_file() {
             std::fs::remove_file(&path).map_err(|source| ReportError::Write { path: path.clone(), source })?;
         }
     }
@@ -425,6 +435,7 @@ pub(crate) mod tests {
             cleanup_error: None,
             diagnostics: None,
             statuses: Vec::new(),
+            traffic: Vec::new(),
             held_off: None,
         };
         let mut failed = outcome("broken");
@@ -444,6 +455,7 @@ pub(crate) mod tests {
                 text: "{\"requestId\":\"r1\"}\n".into(),
             }],
             problems: vec!["logs of backend other: timed out".into()],
+            data_plane_config: None,
         });
         let mut skipped = outcome("later");
         skipped.skipped = Some(SkipReason {
@@ -517,19 +529,23 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn controller_logs_are_written_redacted_and_replaced_by_the_next_run() {
+    fn diagnostic_files_are_written_redacted_and_replaced_by_the_next_run() {
         let key = "-----BEGIN PRIVATE KEY-----\nMIIBsecret\n-----END PRIVATE KEY-----";
         let log =
-            ControllerLog { file_name: "contour-installation-1.log".into(), text: format!("level=info\n{key}\n") };
-        let report = RunReport { controller_logs: vec![log], ..sample() };
+            DiagnosticFile { file_name: "contour-installation-1.log".into(), text: format!("level=info\n{key}\n") };
+        let dump = DiagnosticFile { file_name: "envoy-s.config_dump.json".into(), text: format!("{{\"k\": {key:?}}}") };
+        let report = RunReport { diagnostic_files: vec![log, dump], ..sample() };
         let dir = std::env::temp_dir().join(format!("utls-report-logs-test-{}", std::process::id()));
         let files = write_all(&report, &dir).unwrap();
         let written = dir.join("diagnostics/contour-installation-1.log");
         assert!(files.contains(&written), "{files:?}");
         let text = std::fs::read_to_string(&written).unwrap();
         assert!(text.starts_with("level=info") && !text.contains("MIIBsecret"), "{text}");
+        let dumped = dir.join("diagnostics/envoy-s.config_dump.json");
+        assert!(!std::fs::read_to_string(&dumped).unwrap().contains("MIIBsecret"));
         write_all(&sample(), &dir).unwrap();
         assert!(!written.exists(), "a run without the real controller leaves no log of an earlier one");
+        assert!(!dumped.exists(), "nor a configuration dump");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -45,6 +45,9 @@ pub struct RunSettings {
     /// Record the final status of every HTTPProxy a scenario applied (for comparing
     /// controllers), in [`ScenarioOutcome::statuses`].
     pub record_statuses: bool,
+    /// Record what each request step's passing answers showed (for comparing data planes),
+    /// in [`ScenarioOutcome::traffic`].
+    pub record_traffic: bool,
 }
 
 impl Default for RunSettings {
@@ -59,6 +62,7 @@ impl Default for RunSettings {
             image: fixture::DEFAULT_IMAGE.into(),
             keep_namespaces: false,
             record_statuses: false,
+            record_traffic: false,
         }
     }
 }
@@ -76,6 +80,9 @@ pub struct Target {
     pub installation: Installation,
     /// The installation's Envoy client certificate, when it has one.
     pub client_certificate: Option<Arc<InstallClientCertificate>>,
+    /// Envoy's admin socket, when the harness can reach it (Envoy in loopback): a failed
+    /// scenario's diagnostics then carry Envoy's configuration.
+    pub envoy_admin: Option<PathBuf>,
 }
 
 /// How one step went.
@@ -124,6 +131,11 @@ pub struct Diagnostics {
     pub logs: Vec<PodLog>,
     /// What could not be gathered.
     pub problems: Vec<String>,
+    /// Envoy's configuration dump, when [`Target::envoy_admin`] is known: written to a file
+    /// of its own beside the diagnostics, not into report.json.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub data_plane_config: Option<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
@@ -156,6 +168,9 @@ pub struct ScenarioOutcome {
     /// (namespaces, host names) replaced by stable ones and transition times removed, so that
     /// runs can be compared.
     pub statuses: Vec<(String, Value)>,
+    /// With [`RunSettings::record_traffic`]: for each request step that passed (`step N`),
+    /// what its answers showed ([`crate::traffic::observations`]), comparable across runs.
+    pub traffic: Vec<(String, Value)>,
     /// On loopback: how long the scenario's changes waited, while it ran, for the controller
     /// to begin the rebuild that took them in ([`loopback::Rebuilds::held_off`]); the
     /// benchmark reports it. `None` on a real cluster, for a skipped scenario, and when
@@ -199,6 +214,7 @@ impl ScenarioOutcome {
             cleanup_error: None,
             diagnostics: None,
             statuses: Vec::new(),
+            traffic: Vec::new(),
             held_off: None,
         }
     }
@@ -254,6 +270,7 @@ async fn run(target: &Target, loaded: &LoadedScenario, observer: &dyn Observer, 
     if target.settings.record_statuses {
         outcome.statuses = run.proxy_statuses().await;
     }
+    outcome.traffic = run.traffic();
     if outcome.failure.is_some() {
         outcome.diagnostics = Some(run.diagnose().await);
     }

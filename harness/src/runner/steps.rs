@@ -46,6 +46,9 @@ pub(super) struct ScenarioRun<'a> {
     observer: &'a dyn Observer,
     /// The scenario's certificates, once generated.
     pki: Option<Pki>,
+    /// With [`super::RunSettings::record_traffic`]: what each request step's passing answers
+    /// showed, by step.
+    traffic: std::sync::Mutex<Vec<(String, Value)>>,
 }
 
 impl<'a> ScenarioRun<'a> {
@@ -73,11 +76,17 @@ impl<'a> ScenarioRun<'a> {
             applied: Vec::new(),
             observer,
             pki: None,
+            traffic: std::sync::Mutex::default(),
         }
     }
 
     pub(super) fn into_steps(self) -> Vec<StepOutcome> {
         self.steps
+    }
+
+    /// What the request steps that passed observed ([`super::RunSettings::record_traffic`]).
+    pub(super) fn traffic(&self) -> Vec<(String, Value)> {
+        self.traffic.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub(super) async fn execute(&mut self) -> Result<(), Failure> {
@@ -190,6 +199,12 @@ impl<'a> ScenarioRun<'a> {
                     diagnostics.logs.extend(logs.into_iter().map(|(pod, state, text)| PodLog { pod, state, text }));
                 }
                 Err(e) => diagnostics.problems.push(format!("logs of backend {}: {e}", backend.name.value)),
+            }
+        }
+        if let Some(socket) = &self.target.envoy_admin {
+            match loopback::envoy::config_dump(socket).await {
+                Ok(dump) => diagnostics.data_plane_config = Some(dump),
+                Err(e) => diagnostics.problems.push(e.to_string()),
             }
         }
         diagnostics
@@ -538,6 +553,10 @@ impl<'a> ScenarioRun<'a> {
         };
         if traffic::wants_backend(&expect) == Some(false) {
             self.check_backends_not_reached(&passed).await?;
+        }
+        if self.target.settings.record_traffic {
+            let seen = traffic::observations(&passed, &self.target.run_id);
+            self.traffic.lock().unwrap_or_else(|e| e.into_inner()).push((format!("step {step}"), seen));
         }
         if let Some(mirror) = &request.mirror {
             let mut want = mirror.clone();

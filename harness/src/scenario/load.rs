@@ -265,6 +265,14 @@ impl Checker<'_> {
         if scenario.steps.is_empty() {
             self.error(position(&name.referenced), "a scenario needs at least one step".into());
         }
+        if let Some(alone) = &scenario.alone
+            && alone.value.trim().is_empty()
+        {
+            self.error(
+                position(&alone.referenced),
+                "`alone` needs the reason the scenario must run alone: what it disturbs, and where".into(),
+            );
+        }
         let pki = self.pki(scenario);
         self.backends(scenario, &pki);
         self.templates(scenario, &pki);

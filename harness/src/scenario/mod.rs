@@ -57,6 +57,13 @@ pub struct Scenario {
     /// TLS backends (nginx) to deploy before the steps run.
     #[serde(default)]
     pub backends: Vec<BackendSpec>,
+    /// Why the scenario must run with no other beside it: what it applies can disturb other
+    /// scenarios' traffic on some implementations. It then runs as scenarios that change
+    /// install-wide state do (after the others, alone, its namespaces gone before the next
+    /// starts; on loopback, on a cluster of its own).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub alone: Option<Spanned<String>>,
     /// What to do and check, in order.
     pub steps: Vec<Step>,
 }
@@ -408,9 +415,16 @@ impl Scenario {
         self.features.iter().map(|f| f.profile()).max().unwrap_or(Profile::Core)
     }
 
-    /// Whether it changes install-wide state, so must run alone.
+    /// Whether it must run alone: it changes install-wide state, or says it disturbs others
+    /// ([`Scenario::disturbs_others`]).
     pub fn exclusive(&self) -> bool {
-        self.steps.iter().any(|s| matches!(s, Step::EnvoyClientCertificate(_)))
+        self.disturbs_others() || self.steps.iter().any(|s| matches!(s, Step::EnvoyClientCertificate(_)))
+    }
+
+    /// Whether what it applies can disturb other scenarios (`alone`): on a real cluster, its
+    /// objects must be gone before the next scenario starts.
+    pub fn disturbs_others(&self) -> bool {
+        self.alone.is_some()
     }
 }
 

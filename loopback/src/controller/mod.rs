@@ -347,6 +347,7 @@ impl Controller {
             table.upstream_failure = UpstreamFailureResponse::Bare502;
         }
         table.keep_connections_across_changes = self.config.has(Fault::ConnectionsOutliveClusterChanges);
+        table.cluster_host_wins = self.config.has(Fault::ServiceHostBeatsRouteHostHeader);
         let mut statuses = proxy::Statuses::new();
         for object in proxies.iter().filter(|p| !p["spec"]["virtualhost"].is_null()) {
             let me = qualified_name(object);

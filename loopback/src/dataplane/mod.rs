@@ -185,13 +185,13 @@ async fn handle(request: Request<Incoming>, table: &RouteTable, turns: &Turns) -
             let copy = Request::from_parts(parts.clone(), full(body.clone()));
             if let Some(endpoint) = turns.endpoint_of(mirror) {
                 // Envoy marks the copy's host with a -shadow suffix.
-                let shadow = format!("{}-shadow", upstream_host(mirror, route_host.as_deref(), &host));
+                let shadow = format!("{}-shadow", upstream_host(table, mirror, route_host.as_deref(), &host));
                 tokio::spawn(send_copy(mirror.clone(), endpoint, copy, shadow));
             }
             Request::from_parts(parts, full(body))
         }
     };
-    let host = upstream_host(&cluster, route_host.as_deref(), &host);
+    let host = upstream_host(table, &cluster, route_host.as_deref(), &host);
     let failure_style = table.upstream_failure;
     match send(&cluster, endpoint, request, &host).await {
         Ok(response) => response.map(BodyExt::boxed),
@@ -230,9 +230,17 @@ impl Turns {
     }
 }
 
-/// The host sent upstream: the cluster's rewrite, else the route's, else the client's.
-fn upstream_host(cluster: &Cluster, route_host: Option<&str>, client_host: &str) -> String {
-    cluster.host_rewrite.as_deref().or(route_host).unwrap_or(client_host).to_string()
+/// The host sent upstream: the route's rewrite, else the cluster's, else the client's. Envoy
+/// sets a weighted cluster's `host_rewrite_literal` first and then finalizes the route's
+/// headers, whose own Host rewrite overwrites it (source/common/router/
+/// weighted_cluster_specifier.cc `WeightedClusterEntry::finalizeRequestHeaders`, then
+/// config_impl.cc `RouteEntryImplBase::finalizeHostHeader`). The SNI is another matter: it is
+/// the cluster's, the service's Host first (docs/contract.md N1). The fault
+/// `service-host-beats-route-host-header` ([`RouteTable::cluster_host_wins`]) reverses them.
+fn upstream_host(table: &RouteTable, cluster: &Cluster, route_host: Option<&str>, client_host: &str) -> String {
+    let cluster_host = cluster.host_rewrite.as_deref();
+    let first = if table.cluster_host_wins { cluster_host.or(route_host) } else { route_host.or(cluster_host) };
+    first.unwrap_or(client_host).to_string()
 }
 
 /// Sends `request` to `endpoint` of `cluster` with `host` as its host, as the cluster speaks.

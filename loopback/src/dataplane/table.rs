@@ -22,6 +22,9 @@ pub struct RouteTable {
     /// Keep a cluster's connections when its TLS settings change (only the
     /// `connections-outlive-cluster-changes` fault asks for it).
     pub keep_connections_across_changes: bool,
+    /// Send a cluster's Host rewrite over its route's (only the
+    /// `service-host-beats-route-host-header` fault asks for it).
+    pub cluster_host_wins: bool,
 }
 
 /// The answer to a request whose upstream connection or handshake failed.
@@ -44,7 +47,7 @@ pub struct VirtualHost {
 pub struct Route {
     pub path: PathPrefix,
     pub action: RouteAction,
-    /// Replaces the Host header sent upstream (a cluster's own rewrite wins).
+    /// Replaces the Host header sent upstream (over a cluster's own rewrite).
     pub host_rewrite: Option<HostRewrite>,
     /// Gets a copy of every forwarded request, its answer ignored (Envoy's request mirror
     /// policy at 100 %).
@@ -204,7 +207,7 @@ pub struct Cluster {
     pub name: String,
     pub endpoints: Vec<Endpoint>,
     pub transport: Transport,
-    /// Replaces the Host header sent upstream; wins over the route's rewrite.
+    /// Replaces the Host header sent upstream when the route does not (it is the SNI, though).
     pub host_rewrite: Option<String>,
     /// The connections kept for reuse; start it empty ([`super::publish`] carries a pool over
     /// from the cluster this one replaces).

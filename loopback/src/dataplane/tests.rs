@@ -444,6 +444,29 @@ async fn c2_connections_are_reused_until_the_clusters_tls_settings_change() {
 }
 
 #[test]
+fn n1_the_routes_host_rewrite_wins_over_the_services_for_the_host_header() {
+    let cluster = |rewrite: Option<&str>| Cluster {
+        name: "test".into(),
+        endpoints: Vec::new(),
+        transport: Transport::Plaintext { http2: false },
+        host_rewrite: rewrite.map(str::to_string),
+        pool: Default::default(),
+    };
+    let table = RouteTable::default();
+    let service = cluster(Some("service.backend.test"));
+    let host = |table: &RouteTable, cluster: &Cluster, route: Option<&str>| {
+        super::upstream_host(table, cluster, route, "client.test")
+    };
+    assert_eq!(host(&table, &service, Some("route.backend.test")), "route.backend.test");
+    assert_eq!(host(&table, &service, None), "service.backend.test");
+    assert_eq!(host(&table, &cluster(None), Some("route.backend.test")), "route.backend.test");
+    assert_eq!(host(&table, &cluster(None), None), "client.test");
+    let faulty = RouteTable { cluster_host_wins: true, ..RouteTable::default() };
+    assert_eq!(host(&faulty, &service, Some("route.backend.test")), "service.backend.test", "the fault");
+    assert_eq!(host(&faulty, &cluster(None), Some("route.backend.test")), "route.backend.test");
+}
+
+#[test]
 fn host_header_loses_port_and_case() {
     let request = |host: &str| Request::builder().header("host", host).body(()).unwrap();
     assert_eq!(super::request_host(&request("Echo.Example:8080")), "echo.example");

@@ -49,6 +49,15 @@ impl Kubelet {
         Kubelet { store, pods, deployments: deployments::Deployments::default() }
     }
 
+    /// An address of the cluster's pod range for a program that listens like a pod (Envoy), with
+    /// `ports` free there; no pod gets it.
+    ///
+    /// # Errors
+    /// No address of the range has those ports free.
+    pub fn reserve_address(&mut self, ports: &[u16]) -> Result<std::net::Ipv4Addr, String> {
+        self.pods.reserve_address(ports)
+    }
+
     /// Reconciles until `shutdown` turns true, then stops every pod process.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut changes = self.store.changes(&WATCHED);

@@ -93,6 +93,15 @@ impl PodRunner {
         }
     }
 
+    /// An address of the cluster's pod range, with `ports` free, for a program that listens
+    /// like a pod but is not one (Envoy): it keeps it for good.
+    ///
+    /// # Errors
+    /// No address of the range has those ports free.
+    pub fn reserve_address(&mut self, ports: &[u16]) -> Result<std::net::Ipv4Addr, String> {
+        self.addresses.next_free(ports)
+    }
+
     /// One pass: start new pods, probe starting ones, notice exits, stop deleted ones.
     /// Returns whether some pod is still settling (so the caller should come back soon).
     pub async fn sync(&mut self) -> bool {
