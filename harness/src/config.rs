@@ -761,14 +761,14 @@ mod tests {
         let nearest = Overrides { contour_version: Some("v1.33.8".into()), ..Default::default() };
         let plan = config("loopback:\n  dataPlane: envoy\n").unwrap().resolve(nearest).unwrap();
         assert!(
-            plan.implementation.project.contains("1.38.3 (the nearest published patch"),
+            plan.implementation.project.contains("1.38.3, the nearest published patch"),
             "{:?}",
             plan.implementation
         );
 
         let chosen = Overrides { envoy_version: Some("1.39.3".into()), ..Default::default() };
         let plan = config("loopback:\n  dataPlane: envoy\n").unwrap().resolve(chosen).unwrap();
-        assert!(plan.implementation.project.contains("1.39.3 (chosen for this run"), "{:?}", plan.implementation);
+        assert!(plan.implementation.project.contains("1.39.3, chosen for this run"), "{:?}", plan.implementation);
 
         let unpaired = Overrides { contour_version: Some("v1.32.1".into()), ..Default::default() };
         let err = config("loopback:\n  dataPlane: envoy\n").unwrap().resolve(unpaired).unwrap_err();

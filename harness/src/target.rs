@@ -225,8 +225,8 @@ impl EnvoyRelease {
     pub fn describe(&self) -> String {
         match self.pairing {
             Pairing::Exact => self.version.clone(),
-            Pairing::Nearest => format!("{} (the nearest published patch to the one Contour pins)", self.version),
-            Pairing::None => format!("{} (chosen for this run; not the one Contour pins)", self.version),
+            Pairing::Nearest => format!("{}, the nearest published patch to the one Contour pins", self.version),
+            Pairing::None => format!("{}, chosen for this run rather than the one Contour pins", self.version),
         }
     }
 }
