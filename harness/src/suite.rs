@@ -77,7 +77,7 @@ fn repository_dir(name: &str) -> PathBuf {
 
 /// Runs every scenario, `parallelism` at a time, telling `observer` as they go; those that
 /// must run alone on this target ([`Environment::needs_alone`]) run after the others, one by
-/// one. Outcomes come back in that order.
+/// one, those that disturb others last. Outcomes come back in that order.
 pub async fn run_all(
     environment: &Environment,
     scenarios: &[LoadedScenario],
@@ -97,8 +97,11 @@ pub async fn run_all_until(
     observer: &dyn Observer,
     interrupt: &Interrupt,
 ) -> Vec<ScenarioOutcome> {
-    let (exclusive, shared): (Vec<&LoadedScenario>, Vec<&LoadedScenario>) =
+    let (mut exclusive, shared): (Vec<&LoadedScenario>, Vec<&LoadedScenario>) =
         scenarios.iter().partition(|s| environment.needs_alone(s));
+    // Those that disturb others last: the wait for their namespaces to go, which keeps what
+    // they applied from the scenarios after them, then overlaps the run's own final wait.
+    exclusive.sort_by_key(|s| s.scenario.disturbs_others());
     let order: Vec<&LoadedScenario> = shared.iter().chain(&exclusive).copied().collect();
     let mut finished: Vec<Option<ScenarioOutcome>> = vec![None; order.len()];
     let mut running = futures::stream::iter(

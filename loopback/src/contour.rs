@@ -293,13 +293,12 @@ impl LogSignals {
 /// Contour is not built and is required.
 pub fn built_for_tests() -> bool {
     let binary = ContourSettings::default().binary();
-    if binary.is_file() {
-        return true;
-    }
-    let required = std::env::var("UPSTREAM_TLS_REQUIRE_CONTOUR").is_ok_and(|v| v == "1");
-    assert!(!required, "Contour is required but not built at {}; run scripts/ensure-contour", binary.display());
-    eprintln!("NOT RUN: Contour is not built at {}; run scripts/ensure-contour (needs Go)", binary.display());
-    false
+    crate::supervise::present_for_tests(
+        "Contour",
+        &binary,
+        "scripts/ensure-contour (needs Go)",
+        "UPSTREAM_TLS_REQUIRE_CONTOUR",
+    )
 }
 
 /// One install-wide setting as Contour reads it: where it sits in Contour's config file and

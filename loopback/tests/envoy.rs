@@ -8,31 +8,19 @@ use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
-use kube::api::{Api, DynamicObject, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::core::{ApiResource, GroupVersionKind};
-use kube::{Client, Config};
 use loopback::config::{ControllerKind, DataPlaneKind};
 use loopback::{Loopback, LoopbackConfig};
 use serde_json::{Value, json};
+
+mod support;
+
+use support::{client_of, create};
 
 /// Where the hand-made EndpointSlice says the Service's pod is: nothing needs to listen there,
 /// Envoy only has to resolve the name to it.
 const POD: &str = "127.0.93.7";
 /// Contour may take a while to build its first DAG after objects appear.
 const LIMIT: Duration = Duration::from_secs(60);
-
-async fn create(client: &Client, group: &str, kind: &str, plural: &str, object: Value) {
-    let version =
-        if group.is_empty() { "v1" } else { object["apiVersion"].as_str().unwrap().rsplit('/').next().unwrap() };
-    let gvk = GroupVersionKind::gvk(group, version, kind);
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), "default", &ApiResource::from_gvk_with_plural(&gvk, plural));
-    let object: DynamicObject = serde_json::from_value(object).unwrap();
-    if let Err(e) = api.create(&PostParams::default(), &object).await {
-        panic!("creating {kind}: {e}");
-    }
-}
 
 /// A socket of a process: its protocol, local and remote address, and whether it listens.
 #[derive(Debug)]
@@ -123,19 +111,24 @@ async fn envoy_listens_and_resolves_on_127_0_0_0_8_only() {
     let envoy = loopback.envoy().expect("Envoy runs");
     assert!(on_loopback(loopback.proxy_address().ip()) && on_loopback(loopback.tls_proxy_address().ip()));
 
-    let kubeconfig = Kubeconfig::read_from(loopback.kubeconfig()).unwrap();
-    let kube =
-        Client::try_from(Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap())
-            .unwrap();
+    let kube = client_of(&loopback).await;
     let service = |name: &str, spec: Value| json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "default"}, "spec": spec});
     let port = json!([{"name": "https", "port": 8443, "targetPort": 8443, "protocol": "TCP"}]);
-    create(&kube, "", "Service", "services", service("target", json!({"selector": {"app": "target"}, "ports": port})))
-        .await;
+    create(
+        &kube,
+        "",
+        "v1",
+        "Service",
+        "services",
+        service("target", json!({"selector": {"app": "target"}, "ports": port})),
+    )
+    .await;
     let external = json!({"type": "ExternalName", "externalName": "target.default.svc.cluster.local", "ports": port});
-    create(&kube, "", "Service", "services", service("external", external)).await;
+    create(&kube, "", "v1", "Service", "services", service("external", external)).await;
     create(
         &kube,
         "discovery.k8s.io",
+        "v1",
         "EndpointSlice",
         "endpointslices",
         json!({
@@ -150,6 +143,7 @@ async fn envoy_listens_and_resolves_on_127_0_0_0_8_only() {
     create(
         &kube,
         "projectcontour.io",
+        "v1",
         "HTTPProxy",
         "httpproxies",
         json!({

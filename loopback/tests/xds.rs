@@ -6,10 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::api::{Api, DynamicObject, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::core::{ApiResource, GroupVersionKind};
-use kube::{Client, Config};
 use loopback::config::{ControllerKind, SecretName, TlsVersion};
 use loopback::dataplane::RouteTable;
 use loopback::dataplane::table::{Endpoint, HostRewrite, RouteAction, Transport};
@@ -18,27 +14,15 @@ use loopback::{Loopback, LoopbackConfig};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+mod support;
+
+use support::{client_of, create};
+
 const HOST: &str = "secure.example.com";
 const SUBJECT_NAME: &str = "backend.internal";
 const ENDPOINT: &str = "127.0.93.7";
 /// Contour may take a while to build its first DAG after objects appear.
 const LIMIT: Duration = Duration::from_secs(60);
-
-async fn client(loopback: &Loopback) -> Client {
-    let kubeconfig = Kubeconfig::read_from(loopback.kubeconfig()).unwrap();
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
-    Client::try_from(config).unwrap()
-}
-
-async fn create(client: &Client, group: &str, version: &str, kind: &str, plural: &str, object: Value) {
-    let gvk = GroupVersionKind::gvk(group, version, kind);
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), "default", &ApiResource::from_gvk_with_plural(&gvk, plural));
-    let object: DynamicObject = serde_json::from_value(object).unwrap();
-    if let Err(e) = api.create(&PostParams::default(), &object).await {
-        panic!("creating {kind}: {e}");
-    }
-}
 
 /// Prints what the `Any`s of the dump hide: the listeners' connection managers and the
 /// clusters' TLS contexts.
@@ -89,7 +73,7 @@ async fn contour_xds_translates_to_a_tls_virtual_host() {
         Err(e) => panic!("loopback with Contour does not start: {e}"),
     };
     let xds_address = loopback.contour_xds_address().expect("Contour's xDS address");
-    let kube = client(&loopback).await;
+    let kube = client_of(&loopback).await;
 
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();

@@ -1,4 +1,5 @@
-//! Shared by the loopback integration tests: a bare API server with a kubeconfig.
+//! Shared by the loopback integration tests: a bare API server with a kubeconfig, and a
+//! client of a whole loopback cluster.
 
 // Each test file uses part of this module; the rest would warn in that test crate.
 #![allow(dead_code)]
@@ -99,4 +100,25 @@ pub fn temp_dir(purpose: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("loopback-{purpose}-test-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// A client of a running loopback cluster, through the kubeconfig it wrote.
+pub async fn client_of(loopback: &loopback::Loopback) -> Client {
+    let kubeconfig = Kubeconfig::read_from(loopback.kubeconfig()).unwrap();
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
+    Client::try_from(config).unwrap()
+}
+
+/// Creates `object`, of `kind` in `group`/`version` (served as `plural`), in namespace
+/// `default`; a refusal fails the test.
+pub async fn create(client: &Client, group: &str, version: &str, kind: &str, plural: &str, object: serde_json::Value) {
+    use kube::api::{Api, DynamicObject, PostParams};
+    use kube::core::{ApiResource, GroupVersionKind};
+    let gvk = GroupVersionKind::gvk(group, version, kind);
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), "default", &ApiResource::from_gvk_with_plural(&gvk, plural));
+    let object: DynamicObject = serde_json::from_value(object).unwrap();
+    if let Err(e) = api.create(&PostParams::default(), &object).await {
+        panic!("creating {kind}: {e}");
+    }
 }
