@@ -720,8 +720,8 @@ impl EnvoySettings {
         match release_pairs().into_iter().find(|pair| pair.contour == contour_version) {
             Some(ReleasePair { envoy: Some(envoy), .. }) => Ok(envoy.to_string()),
             Some(pair) => Err(format!(
-                "loopback/contour-versions pairs no Envoy release with Contour {contour_version} ({}); \
-                 name one with --envoy-version",
+                "loopback/contour-versions pairs no Envoy release with Contour {contour_version}: {}. Name one \
+                 with --envoy-version",
                 pair.note
             )),
             None => Err(format!(
