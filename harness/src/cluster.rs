@@ -371,6 +371,27 @@ impl ClusterClient {
         self.resource(api_version, kind).await.map(|_| ())
     }
 
+    /// Whether some HTTPProxy in the cluster is a valid root (has a virtual host and status
+    /// `valid`): then Contour has programmed Envoy's HTTP listener.
+    ///
+    /// # Errors
+    /// HTTPProxies cannot be listed.
+    pub async fn has_valid_root_proxy(&self) -> Result<bool, ClusterError> {
+        let (resource, _) = self.resource("projectcontour.io/v1", "HTTPProxy").await?;
+        let api: Api<kube::api::DynamicObject> = Api::all_with(self.client.clone(), &resource);
+        let params = kube::api::ListParams::default();
+        let every = ObjectRef {
+            api_version: "projectcontour.io/v1".into(),
+            kind: "HTTPProxy".into(),
+            namespace: None,
+            name: "(every namespace)".into(),
+        };
+        let list = self.retrying(|| api.list(&params)).await.map_err(failed(every, "list"))?;
+        Ok(list.items.iter().any(|proxy| {
+            proxy.data["spec"]["virtualhost"].is_object() && proxy.data["status"]["currentStatus"] == "valid"
+        }))
+    }
+
     /// The kube-rs client underneath, for what this driver does not wrap.
     pub fn client(&self) -> &kube::Client {
         &self.client

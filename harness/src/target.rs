@@ -585,13 +585,13 @@ async fn start_target(
         TargetConfig::Cluster { kubeconfig, context, proxy, tls_proxy, .. } => {
             let cluster = ClusterClient::connect(kubeconfig.as_deref(), context.as_deref()).await?;
             let address = resolve(proxy).await?;
-            preflight(&cluster, proxy, address).await?;
+            let refused = preflight(&cluster, proxy, address).await?;
             let tls_address = match tls_proxy {
                 Some(tls_proxy) => Some(resolve(tls_proxy).await?),
                 None => None,
             };
             let target = finish_target(cluster, (address, tls_address), installation, run_id, settings).await?;
-            canary(&target).await?;
+            canary(&target, refused.as_deref()).await?;
             Ok((target, None))
         }
     }
@@ -710,7 +710,12 @@ const PROXY_CONNECT_LIMIT: std::time::Duration = std::time::Duration::from_secs(
 /// Before any scenario on a real cluster: the CRDs are served and the proxy address accepts
 /// connections, so a cluster that is not ready fails in seconds, saying what to check, rather
 /// than as every scenario failing after its time limits.
-async fn preflight(cluster: &ClusterClient, proxy: &str, address: SocketAddr) -> Result<(), TargetError> {
+///
+/// Contour adds Envoy's HTTP listener only once some virtual host exists, so a fresh
+/// installation refuses connections at a right proxy address. A refusal fails here only when
+/// some HTTPProxy is a valid root already; otherwise the canary, whose HTTPProxy makes the
+/// listener appear, decides, and the refusal (returned) goes into its message if it fails.
+async fn preflight(cluster: &ClusterClient, proxy: &str, address: SocketAddr) -> Result<Option<String>, TargetError> {
     for (api_version, kind) in REQUIRED_KINDS {
         if cluster.serves(api_version, kind).await.is_err() {
             return Err(TargetError::Preflight(format!(
@@ -720,7 +725,13 @@ async fn preflight(cluster: &ClusterClient, proxy: &str, address: SocketAddr) ->
         }
     }
     match tokio::time::timeout(PROXY_CONNECT_LIMIT, tokio::net::TcpStream::connect(address)).await {
-        Ok(Ok(_)) => Ok(()),
+        Ok(Ok(_)) => Ok(None),
+        Ok(Err(e))
+            if e.kind() == std::io::ErrorKind::ConnectionRefused
+                && cluster.has_valid_root_proxy().await.is_ok_and(|valid| !valid) =>
+        {
+            Ok(Some(format!("{proxy} ({address}) refused connections before the canary ({e})")))
+        }
         Ok(Err(e)) => Err(TargetError::Preflight(format!(
             "nothing accepts connections at the proxy address {proxy} ({address}): {e}; check that the proxy \
              (Envoy's HTTP listener) is exposed there (with kind, the port mapping of the node)"
@@ -737,11 +748,12 @@ const CANARY: &str = include_str!("canary.yaml");
 
 /// Runs the canary ([`CANARY`]): one TLS backend behind one HTTPProxy must answer through the
 /// proxy. A cluster where that fails would fail every scenario for the same reason, so the
-/// run stops here, saying what to check.
+/// run stops here, saying what to check, and that the proxy address `refused` connections
+/// before, when it did.
 ///
 /// # Errors
 /// The canary failed.
-async fn canary(target: &Target) -> Result<(), TargetError> {
+async fn canary(target: &Target, refused: Option<&str>) -> Result<(), TargetError> {
     let loaded = crate::scenario::load::parse(Path::new("built-in canary"), CANARY)
         .map_err(|errors| TargetError::Preflight(format!("the built-in canary does not load: {errors:?}")))?;
     let outcome = run_scenario(target, &loaded, &()).await;
@@ -752,10 +764,17 @@ async fn canary(target: &Target) -> Result<(), TargetError> {
     let step = failure.step.map_or(String::new(), |n| format!(" at step {n} ({})", failure.kind));
     let answers: String =
         failure.answers.iter().map(|a| format!("\n    answer {}: {}", a.request_id, a.summary())).collect();
+    let refused = refused.map_or(String::new(), |refused| {
+        format!(
+            " The proxy address {refused}: with no virtual host yet Contour has given Envoy no HTTP listener, but \
+             the canary's did not make one answer either, so check that the address is Envoy's HTTP listener \
+             (with kind, the port mapping of the node)."
+        )
+    });
     Err(TargetError::Preflight(format!(
         "the canary (one TLS backend behind one HTTPProxy, answering through the proxy) failed{step}: {}{pods}. \
          Check that the controller runs and programs the proxy (for Contour: kubectl -n projectcontour logs \
-         deployment/contour) and that backend pods can start.{answers}",
+         deployment/contour) and that backend pods can start.{refused}{answers}",
         failure.message
     )))
 }

@@ -70,7 +70,30 @@ async fn a_cluster_that_is_not_ready_fails_before_any_scenario() {
         installation: Default::default(),
     };
 
+    // With no virtual host anywhere, Contour has given Envoy no HTTP listener yet: a refused
+    // proxy address is no fault until the canary, which makes one, fails too.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let quick = harness::runner::RunSettings { traffic_limit: std::time::Duration::from_secs(2), ..Default::default() };
+    let error = Environment::connect(&as_real(closed.to_string()), quick).await.err().unwrap();
+    let message = error.to_string();
+    assert!(message.contains("the canary (one TLS backend"), "{message}");
+    assert!(message.contains(&format!("{closed} ({closed}) refused connections before the canary")), "{message}");
+
+    // Once some HTTPProxy is a valid root, Envoy has its listener: a refusal fails at once.
+    let cluster = ClusterClient::connect(Some(loopback.kubeconfig()), None).await.unwrap();
+    let root = serde_json::json!({
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "s", "namespace": "default"},
+        "spec": {"ports": [{"port": 80}]},
+    });
+    cluster.apply(&root, "default").await.unwrap();
+    let proxy = serde_json::json!({
+        "apiVersion": "projectcontour.io/v1", "kind": "HTTPProxy", "metadata": {"name": "root", "namespace": "default"},
+        "spec": {"virtualhost": {"fqdn": "root.example.test"}, "routes": [{"services": [{"name": "s", "port": 80}]}]},
+    });
+    let proxy = cluster.apply(&proxy, "default").await.unwrap();
+    let valid = |object: &serde_json::Value| object["status"]["currentStatus"] == "valid";
+    let seen = cluster.wait_for(&proxy, std::time::Duration::from_secs(30), valid).await.unwrap();
+    assert!(seen.is_ok(), "the root is valid: {seen:?}");
     let started = std::time::Instant::now();
     let error = Environment::connect(&as_real(closed.to_string()), Default::default()).await.err().unwrap();
     assert!(matches!(error, TargetError::Preflight(_)), "{error}");
