@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::install::{Installation, SecretRef, TlsVersion};
+use crate::known::KnownFailure;
 use crate::runner::RunSettings;
 use crate::scenario::load::{LoadError, yaml_error};
 use crate::scenario::{Feature, LoadedScenario};
@@ -37,6 +38,11 @@ pub struct ImplementationConfig {
     pub scenarios: ScenarioSection,
     #[serde(default)]
     pub timeouts: Timeouts,
+    /// Scenarios the implementation is known to fail ([`KnownFailure`]): reported as known
+    /// failures, never as passes; one that passes fails the run as stale. Real clusters only
+    /// (loopback's real Contour takes its own from `loopback/known-failures.yaml`).
+    #[serde(default)]
+    pub known_failures: Vec<KnownFailure>,
 }
 
 /// Who is being tested, as the certification report names it.
@@ -493,6 +499,7 @@ impl ImplementationConfig {
                     proxy,
                     tls_proxy,
                     installation,
+                    known_failures: self.known_failures,
                 };
                 let mut implementation = self.implementation.unwrap_or_else(Implementation::unnamed);
                 if let Some(version) = overrides.implementation_version {
@@ -514,6 +521,13 @@ impl ImplementationConfig {
                     warnings.push(
                         "the implementation section is ignored: without a proxy address the built-in loopback \
                          cluster is what is tested"
+                            .to_string(),
+                    );
+                }
+                if !self.known_failures.is_empty() {
+                    warnings.push(
+                        "knownFailures is ignored: the built-in loopback cluster's real Contour takes its own from \
+                         loopback/known-failures.yaml"
                             .to_string(),
                     );
                 }

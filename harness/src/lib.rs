@@ -11,6 +11,7 @@
 //! - [`runner`]: one scenario from set-up to clean-up.
 //! - [`config`]: the implementation config file, with flags and variables on top.
 //! - [`target`]: where to run (a real cluster, or the built-in loopback cluster).
+//! - [`known`]: scenarios an implementation is known to fail, as data.
 //! - [`suite`]: many scenarios at once.
 //! - [`progress`]: a live progress bar, or plain lines off a terminal.
 //! - [`report`]: JUnit, JSON and Markdown reports of a run.
@@ -24,6 +25,7 @@ pub mod config;
 pub mod contour_config;
 pub mod fixture;
 pub mod install;
+pub mod known;
 pub mod matrix;
 pub mod pki;
 pub mod progress;

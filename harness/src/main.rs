@@ -625,6 +625,11 @@ fn run_on(args: RunArgs) -> ExitCode {
         Ok(lists) => lists,
         Err(code) => return code,
     };
+    let known_failures = plan.target.known_failures();
+    let catalog: Vec<&LoadedScenario> = scenarios.iter().chain(&not_selected).collect();
+    for name in harness::known::naming_no_scenario(&known_failures, &catalog) {
+        eprintln!("warning: the known failure {name:?} names no scenario of the catalog; it can never match");
+    }
     let runtime = match runtime() {
         Ok(runtime) => runtime,
         Err(code) => return code,

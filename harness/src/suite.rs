@@ -347,11 +347,13 @@ pub fn tally_table(tallies: &[Tally], runs: usize) -> String {
     out
 }
 
-/// The lines that close a run: wall time, then `N passed, N failed, N skipped`.
+/// The lines that close a run: wall time, then `N passed, N failed, N skipped` (and the
+/// known failures, when there are some).
 pub fn totals(outcomes: &[ScenarioOutcome], wall_time: Duration) -> String {
-    let Totals { passed, failed, skipped } = Totals::of(outcomes);
+    let Totals { passed, failed, skipped, known_failures } = Totals::of(outcomes);
+    let known = if known_failures > 0 { format!(", {known_failures} known failures") } else { String::new() };
     format!(
-        "suite wall time: {:.1}s for {} scenarios\n{passed} passed, {failed} failed, {skipped} skipped\n",
+        "suite wall time: {:.1}s for {} scenarios\n{passed} passed, {failed} failed, {skipped} skipped{known}\n",
         wall_time.as_secs_f64(),
         outcomes.len()
     )
@@ -367,8 +369,16 @@ fn unredacted_line(outcome: &ScenarioOutcome) -> String {
     if let Some(reason) = &outcome.skipped {
         return format!("SKIP {}: {}", outcome.name, reason.text);
     }
-    let verdict = if outcome.passed() { "PASS" } else { "FAIL" };
+    let verdict = match (&outcome.known_failure, outcome.passed()) {
+        (Some(_), _) => "KNOWN",
+        (None, true) => "PASS",
+        (None, false) => "FAIL",
+    };
     let mut text = format!("{verdict} {} ({:.1}s)", outcome.name, outcome.duration.as_secs_f64());
+    if let Some(known) = &outcome.known_failure {
+        let finding = known.finding.as_ref().map_or(String::new(), |f| format!(" (see {f})"));
+        text.push_str(&format!("\n  known failure: {}{finding}", known.reason));
+    }
     if let Some(failure) = &outcome.failure {
         text.push_str(&format!("\n  {}: {failure}", outcome.path.display()));
     }
@@ -442,6 +452,7 @@ mod tests {
             proxy: "p:80".into(),
             tls_proxy: None,
             installation: Default::default(),
+            known_failures: Vec::new(),
         };
         assert_eq!(default_parallelism(&loopback, 64), 64);
         assert_eq!(default_parallelism(&loopback, 0), 1);

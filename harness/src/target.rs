@@ -22,6 +22,7 @@ use loopback::{Disruption, Fault, LatencyProfile, Loopback, LoopbackConfig};
 
 use crate::cluster::{ClusterClient, ClusterError, ObjectRef, RUN_LABEL};
 use crate::install::{InstallClientCertificate, Installation, SecretRef, SkipReason, TlsVersion};
+use crate::known::{self, KnownFailure};
 use crate::report::DiagnosticFile;
 use crate::runner::{Event, Observer, RunSettings, ScenarioOutcome, Target, run_scenario, scenario_namespaces};
 use crate::scenario::{Feature, LoadedScenario};
@@ -121,6 +122,8 @@ pub enum TargetConfig {
         tls_proxy: Option<String>,
         /// The installation's install-wide settings, as declared.
         installation: Installation,
+        /// The scenarios the implementation is known to fail, as declared.
+        known_failures: Vec<KnownFailure>,
     },
 }
 
@@ -260,6 +263,20 @@ impl TargetConfig {
         }
     }
 
+    /// The scenarios the implementation under test is known to fail ([`crate::known`]): as the
+    /// config file declares them on a real cluster, those of the real Contour release on
+    /// loopback, none for loopback's reference controller.
+    pub fn known_failures(&self) -> Vec<KnownFailure> {
+        match self {
+            TargetConfig::Loopback(options) => options
+                .controller
+                .contour_release()
+                .map(|release| known::for_contour_release(&release))
+                .unwrap_or_default(),
+            TargetConfig::Cluster { known_failures, .. } => known_failures.clone(),
+        }
+    }
+
     /// Why no installation of this config can run a scenario with `features`, if none can.
     pub fn lacks(&self, features: &[Feature]) -> Option<SkipReason> {
         choose(self.installations().iter(), features).err()
@@ -298,7 +315,7 @@ impl TargetConfig {
                 }
                 text
             }
-            TargetConfig::Cluster { kubeconfig, context, proxy, tls_proxy, installation } => format!(
+            TargetConfig::Cluster { kubeconfig, context, proxy, tls_proxy, installation, .. } => format!(
                 "cluster from {} (context {}), proxy {proxy}{}; {}",
                 kubeconfig.as_ref().map_or("the default kubeconfig".into(), |p| p.display().to_string()),
                 context.as_deref().unwrap_or("current"),
@@ -325,6 +342,8 @@ pub struct Environment {
     /// The CPU time the outside programs of clusters started for one scenario used, by
     /// program, kept after they stop.
     own_cluster_cpu: Mutex<Vec<(&'static str, Duration)>>,
+    /// What the implementation is known to fail ([`TargetConfig::known_failures`]).
+    known_failures: Vec<KnownFailure>,
 }
 
 impl Environment {
@@ -342,6 +361,7 @@ impl Environment {
             own_cluster_logs: Mutex::default(),
             own_cluster_disruptions: Mutex::default(),
             own_cluster_cpu: Mutex::default(),
+            known_failures: config.known_failures(),
         };
         for installation in config.installations() {
             match start_target(config, installation, &run_id, &settings).await {
@@ -424,8 +444,13 @@ impl Environment {
 
     /// Runs `scenario` on the first installation that has every feature it needs; with none,
     /// it is skipped with the first installation's reason. On loopback, a scenario that
-    /// changes install-wide state runs on a new cluster with that installation's settings.
+    /// changes install-wide state runs on a new cluster with that installation's settings. A
+    /// scenario the implementation is known to fail is classified so ([`known::classify`]).
     pub async fn run(&self, scenario: &LoadedScenario, observer: &dyn Observer) -> ScenarioOutcome {
+        known::classify(self.run_unclassified(scenario, observer).await, &self.known_failures)
+    }
+
+    async fn run_unclassified(&self, scenario: &LoadedScenario, observer: &dyn Observer) -> ScenarioOutcome {
         let installations = self.targets.iter().map(|t| &t.installation);
         let index = choose(installations, &scenario.scenario.features).unwrap_or(0);
         let target = &self.targets[index];
@@ -847,6 +872,7 @@ mod tests {
             proxy: "p:80".into(),
             tls_proxy: None,
             installation: Installation::default(),
+            known_failures: Vec::new(),
         };
         let reason = cluster.lacks(&[Feature::EnvoyClientCertificate]).unwrap().text;
         assert!(reason.starts_with("the installation has no Envoy client certificate"), "{reason}");

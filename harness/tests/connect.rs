@@ -68,6 +68,7 @@ async fn a_cluster_that_is_not_ready_fails_before_any_scenario() {
         proxy,
         tls_proxy: None,
         installation: Default::default(),
+        known_failures: Vec::new(),
     };
 
     // With no virtual host anywhere, Contour has given Envoy no HTTP listener yet: a refused
@@ -127,6 +128,7 @@ async fn a_cluster_whose_proxy_does_not_work_fails_the_canary_before_any_scenari
         proxy: loopback.proxy_address().to_string(),
         tls_proxy: None,
         installation: Default::default(),
+        known_failures: Vec::new(),
     };
     let settings = RunSettings { traffic_limit: std::time::Duration::from_secs(3), ..Default::default() };
     let error = Environment::connect(&as_real, settings).await.err().expect("the canary fails");
@@ -163,6 +165,7 @@ async fn a_real_cluster_run_removes_the_client_certificate_it_wrote_and_only_its
             proxy: loopback.proxy_address().to_string(),
             tls_proxy: None,
             installation: Installation { client_certificate: Some(secret.clone()), ..Default::default() },
+            known_failures: Vec::new(),
         };
         let environment = Environment::connect(&as_real, Default::default()).await.expect("it connects");
         assert!(cluster.get(&secret.object_ref()).await.unwrap().is_some(), "the run wrote the Secret");

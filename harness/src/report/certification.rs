@@ -1,9 +1,10 @@
 //! The certification report (YAML), modelled on the Gateway API `ConformanceReport`: who was
 //! tested, with which harness, contract and catalog, and per profile a result (`success` when
 //! every applicable scenario passed, `partial` when some were skipped and none failed,
-//! `failure` otherwise), statistics, the features claimed and not, and the scenarios that
-//! failed, were skipped, or do not apply to the installation's configuration, with why. The
-//! README says how to submit one.
+//! `failure` otherwise, known failures included), statistics, the features claimed and not,
+//! and the scenarios that failed, failed as known (with why and the page explaining it), were
+//! skipped, or do not apply to the installation's configuration, with why. The README says
+//! how to submit one.
 
 use std::collections::BTreeSet;
 
@@ -45,6 +46,10 @@ struct ProfileReport<'a> {
     supported_features: Vec<&'static str>,
     unsupported_features: Vec<&'static str>,
     failed_scenarios: Vec<&'a str>,
+    /// Scenarios the implementation is known to fail: they fail the profile as any failure
+    /// does, listed with why and the page that explains the defect.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    known_failures: Vec<Known<'a>>,
     skipped_scenarios: Vec<Skipped<'a>>,
     /// Scenarios for installations configured otherwise (install-wide settings): listed, not
     /// counted against the result.
@@ -56,14 +61,28 @@ struct ProfileReport<'a> {
 struct Statistics {
     passed: usize,
     failed: usize,
+    #[serde(skip_serializing_if = "is_zero")]
+    known_failures: usize,
     skipped: usize,
     not_applicable: usize,
+}
+
+fn is_zero(count: &usize) -> bool {
+    *count == 0
 }
 
 #[derive(Serialize)]
 struct Skipped<'a> {
     name: &'a str,
     reason: &'a str,
+}
+
+#[derive(Serialize)]
+struct Known<'a> {
+    name: &'a str,
+    reason: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    finding: Option<&'a str>,
 }
 
 pub fn render(report: &RunReport) -> String {
@@ -102,6 +121,7 @@ fn statistics<'a>(scenarios: impl Iterator<Item = &'a ScenarioReport>, not_selec
             Verdict::Failed => statistics.failed += 1,
             Verdict::Skipped if scenario.not_applicable => statistics.not_applicable += 1,
             Verdict::Skipped => statistics.skipped += 1,
+            Verdict::KnownFailure => statistics.known_failures += 1,
         }
     }
     statistics
@@ -118,7 +138,7 @@ fn profile_report(report: &RunReport, profile: Profile) -> ProfileReport<'_> {
             .filter_map(|s| s.skip_reason.as_deref().map(|reason| Skipped { name: &s.name, reason }))
     };
     let result = match statistics {
-        Statistics { failed: 1.., .. } => "failure",
+        Statistics { failed: 1.., .. } | Statistics { known_failures: 1.., .. } => "failure",
         Statistics { skipped: 1.., .. } => "partial",
         _ => "success",
     };
@@ -132,6 +152,13 @@ fn profile_report(report: &RunReport, profile: Profile) -> ProfileReport<'_> {
         supported_features: supported.into_iter().map(Feature::name).collect(),
         unsupported_features: unsupported.into_iter().map(Feature::name).collect(),
         failed_scenarios: scenarios.iter().filter(|s| s.verdict == Verdict::Failed).map(|s| s.name.as_str()).collect(),
+        known_failures: scenarios
+            .iter()
+            .filter_map(|s| {
+                let known = s.known_failure.as_ref()?;
+                Some(Known { name: &s.name, reason: &known.reason, finding: known.finding.as_deref() })
+            })
+            .collect(),
         skipped_scenarios: skipped(false)
             .chain(not_selected.iter().map(|s| Skipped { name: &s.name, reason: "not selected for this run" }))
             .collect(),

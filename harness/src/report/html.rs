@@ -63,7 +63,13 @@ fn header(report: &RunReport) -> String {
         out.push_str(&format!("<div><dt>{label}</dt><dd>{}</dd></div>", escape(&value)));
     }
     out.push_str("</dl>\n<div class=\"summary\">\n<div class=\"totals\">");
-    for (verdict, count) in [(Verdict::Passed, t.passed), (Verdict::Failed, t.failed), (Verdict::Skipped, t.skipped)] {
+    let counts = [
+        (Verdict::Passed, t.passed),
+        (Verdict::Failed, t.failed),
+        (Verdict::Skipped, t.skipped),
+        (Verdict::KnownFailure, t.known_failures),
+    ];
+    for (verdict, count) in counts {
         let name = verdict_name(verdict);
         out.push_str(&format!("<div class=\"total {name}\"><b>{count}</b> {name}</div>"));
     }
@@ -76,18 +82,19 @@ fn header(report: &RunReport) -> String {
 /// Passed, failed and skipped per profile, as the Markdown summary counts them.
 fn profiles(report: &RunReport) -> String {
     let mut out = String::from(
-        "<table class=\"profiles\"><thead><tr><th>profile</th><th>passed</th><th>failed</th><th>skipped</th></tr></thead><tbody>",
+        "<table class=\"profiles\"><thead><tr><th>profile</th><th>passed</th><th>failed</th><th>skipped</th><th>known failures</th></tr></thead><tbody>",
     );
-    for (profile, Totals { passed, failed, skipped }) in report.profile_totals() {
+    for (profile, Totals { passed, failed, skipped, known_failures }) in report.profile_totals() {
         let cell = |n: usize, class: &str| {
             if n == 0 { "<td>0</td>".to_string() } else { format!("<td class=\"{class}\">{n}</td>") }
         };
         out.push_str(&format!(
-            "<tr><th>{}</th>{}{}{}</tr>",
+            "<tr><th>{}</th>{}{}{}{}</tr>",
             profile.name(),
             cell(passed, "passed"),
             cell(failed, "failed"),
-            cell(skipped, "skipped")
+            cell(skipped, "skipped"),
+            cell(known_failures, "known-failure")
         ));
     }
     out.push_str("</tbody></table>\n");
@@ -97,7 +104,7 @@ fn profiles(report: &RunReport) -> String {
 /// The filter form; hidden until the script runs, as it does nothing without it.
 fn filters(scenarios: &[&ScenarioReport]) -> String {
     let mut out = String::from("<form id=\"filters\" hidden>\n<fieldset class=\"status\"><legend>status</legend>");
-    for verdict in [Verdict::Failed, Verdict::Passed, Verdict::Skipped] {
+    for verdict in [Verdict::Failed, Verdict::KnownFailure, Verdict::Passed, Verdict::Skipped] {
         let name = verdict_name(verdict);
         out.push_str(&format!(
             "<label class=\"{name}\"><input type=\"checkbox\" name=\"status\" value=\"{name}\" checked> {name}</label>"
@@ -158,6 +165,14 @@ fn scenario_rows(scenario: &ScenarioReport, open: bool) -> String {
     if let Some(reason) = &scenario.skip_reason {
         let class = if scenario.not_applicable { "reason not-applicable" } else { "reason" };
         notes.push_str(&format!("<p class=\"{class}\">{}</p>", escape(reason)));
+    }
+    if let Some(known) = &scenario.known_failure {
+        let finding = known.finding.as_ref().map_or(String::new(), |f| format!(" (see {f})"));
+        notes.push_str(&format!(
+            "<p class=\"reason known\">known failure: {}{}</p>",
+            escape(&known.reason),
+            escape(&finding)
+        ));
     }
     if let Some(failure) = &scenario.failure {
         notes.push_str(&failure_details(scenario, failure, open));
@@ -290,6 +305,7 @@ fn verdict_name(verdict: Verdict) -> &'static str {
         Verdict::Passed => "passed",
         Verdict::Failed => "failed",
         Verdict::Skipped => "skipped",
+        Verdict::KnownFailure => "known-failure",
     }
 }
 
@@ -333,6 +349,8 @@ code, pre, .clauses, .num, .file, .echo dd { font-family: var(--mono); font-size
 .total.skipped, .badge.skipped, .profiles td.skipped { color: var(--skip); }
 .total.passed, .badge.passed { background: var(--pass-bg); } .total.failed, .badge.failed { background: var(--fail-bg); }
 .total.skipped, .badge.skipped { background: var(--skip-bg); }
+.total.known-failure, .badge.known-failure, .profiles td.known-failure, .reason.known { color: var(--fail); }
+.total.known-failure, .badge.known-failure { background: var(--skip-bg); }
 table { border-collapse: collapse; }
 .profiles th, .profiles td { padding: 3px 12px; border-bottom: 1px solid var(--line); text-align: right; }
 .profiles th:first-child, .profiles tbody th { text-align: left; }

@@ -20,6 +20,18 @@ pub fn render(report: &RunReport) -> Result<String, String> {
                 status.set_message(scenario.skip_reason.clone().unwrap_or_default());
                 status
             }
+            // JUnit has no expected failure: a skip that says so, never a success.
+            Verdict::KnownFailure => {
+                let mut status = TestCaseStatus::skipped();
+                if let Some(known) = &scenario.known_failure {
+                    let finding = known.finding.as_ref().map_or(String::new(), |f| format!(" (see {f})"));
+                    status.set_message(format!("known failure: {}{finding}", known.reason));
+                }
+                if let Some(failure) = &scenario.failure {
+                    status.set_description(format!("{}\n{}: {}\n", scenario.file, failure.place(), failure.message));
+                }
+                status
+            }
             Verdict::Failed => {
                 let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
                 if let Some(failure) = &scenario.failure {

@@ -6,8 +6,14 @@ use super::{RunReport, Totals, Verdict};
 pub fn render(report: &RunReport) -> String {
     let t = report.totals;
     let mut out = format!(
-        "# Upstream TLS conformance\n\n**{}** passed, **{}** failed, **{}** skipped in {:.1}s against the {} (run `{}`).\n",
-        t.passed, t.failed, t.skipped, report.wall_time_seconds, report.target, report.run_id
+        "# Upstream TLS conformance\n\n**{}** passed, **{}** failed, **{}** skipped{} in {:.1}s against the {} (run `{}`).\n",
+        t.passed,
+        t.failed,
+        t.skipped,
+        if t.known_failures > 0 { format!(", **{}** known failures", t.known_failures) } else { String::new() },
+        report.wall_time_seconds,
+        report.target,
+        report.run_id
     );
     if let Some(repetitions) = &report.repetitions {
         out.push_str(&format!(
@@ -43,15 +49,27 @@ pub fn render(report: &RunReport) -> String {
             out.push_str(&format!("- **{}** ({}): {}\n", scenario.name, scenario.file, cell(&reason)));
         }
     }
-    out.push_str("\n## By profile\n\n| profile | passed | failed | skipped |\n|---|---|---|---|\n");
-    for (profile, Totals { passed, failed, skipped }) in report.profile_totals() {
-        out.push_str(&format!("| {} | {passed} | {failed} | {skipped} |\n", profile.name()));
+    let known: Vec<_> = report.scenarios.iter().filter(|s| s.verdict == Verdict::KnownFailure).collect();
+    if !known.is_empty() {
+        out.push_str("\n## Known failures\n\nThe implementation is known to fail these; they do not fail the run.\n\n");
+        for scenario in known {
+            let Some(entry) = &scenario.known_failure else { continue };
+            let finding = entry.finding.as_ref().map_or(String::new(), |f| format!(" (see {f})"));
+            out.push_str(&format!("- **{}**: {}{}\n", scenario.name, cell(&entry.reason), cell(&finding)));
+        }
+    }
+    out.push_str(
+        "\n## By profile\n\n| profile | passed | failed | skipped | known failures |\n|---|---|---|---|---|\n",
+    );
+    for (profile, Totals { passed, failed, skipped, known_failures }) in report.profile_totals() {
+        out.push_str(&format!("| {} | {passed} | {failed} | {skipped} | {known_failures} |\n", profile.name()));
     }
     out.push_str("\n## Scenarios\n\n| scenario | clauses | result | time |\n|---|---|---|---|\n");
     for scenario in &report.scenarios {
         let result = match scenario.verdict {
             Verdict::Passed => "passed".to_string(),
             Verdict::Failed => "**failed**".to_string(),
+            Verdict::KnownFailure => "known failure".to_string(),
             Verdict::Skipped => {
                 let label = if scenario.not_applicable { "not applicable" } else { "skipped" };
                 format!("{label}: {}", cell(scenario.skip_reason.as_deref().unwrap_or_default()))

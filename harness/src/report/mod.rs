@@ -111,14 +111,22 @@ pub struct Totals {
     pub passed: usize,
     pub failed: usize,
     pub skipped: usize,
+    /// Failed as the implementation is known to fail them: neither passed nor failed.
+    #[serde(default, rename = "knownFailures", skip_serializing_if = "is_zero")]
+    pub known_failures: usize,
+}
+
+fn is_zero(count: &usize) -> bool {
+    *count == 0
 }
 
 impl Totals {
-    /// Skipped scenarios are neither passed nor failed.
+    /// Skipped scenarios and known failures are neither passed nor failed.
     pub fn of(outcomes: &[ScenarioOutcome]) -> Self {
         let skipped = outcomes.iter().filter(|o| o.skipped.is_some()).count();
         let failed = outcomes.iter().filter(|o| !o.passed()).count();
-        Totals { passed: outcomes.len() - failed - skipped, failed, skipped }
+        let known_failures = outcomes.iter().filter(|o| o.known_failure.is_some()).count();
+        Totals { passed: outcomes.len() - failed - skipped - known_failures, failed, skipped, known_failures }
     }
 }
 
@@ -128,6 +136,9 @@ pub enum Verdict {
     Passed,
     Failed,
     Skipped,
+    /// Failed as the implementation is known to fail it ([`crate::known`]): not a pass, and
+    /// not a failure of the run.
+    KnownFailure,
 }
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
@@ -154,6 +165,9 @@ pub struct ScenarioReport {
     pub not_applicable: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure: Option<FailureReport>,
+    /// For a known failure: why, where in the implementation, and the page that explains it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub known_failure: Option<crate::known::KnownFailure>,
     pub steps: Vec<StepReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cleanup_error: Option<String>,
@@ -175,6 +189,7 @@ impl RunReport {
                 Verdict::Passed => counts.passed += 1,
                 Verdict::Failed => counts.failed += 1,
                 Verdict::Skipped => counts.skipped += 1,
+                Verdict::KnownFailure => counts.known_failures += 1,
             }
         }
         totals
@@ -288,10 +303,11 @@ fn config_dump(outcome: &ScenarioOutcome) -> Option<DiagnosticFile> {
 }
 
 fn scenario_report(outcome: &ScenarioOutcome, loaded: Option<&LoadedScenario>) -> ScenarioReport {
-    let verdict = match (&outcome.skipped, &outcome.failure) {
-        (Some(_), _) => Verdict::Skipped,
-        (None, Some(_)) => Verdict::Failed,
-        (None, None) => Verdict::Passed,
+    let verdict = match (&outcome.skipped, &outcome.failure, &outcome.known_failure) {
+        (Some(_), _, _) => Verdict::Skipped,
+        (None, Some(_), Some(_)) => Verdict::KnownFailure,
+        (None, Some(_), None) => Verdict::Failed,
+        (None, None, _) => Verdict::Passed,
     };
     let area = outcome
         .path
@@ -318,6 +334,7 @@ fn scenario_report(outcome: &ScenarioOutcome, loaded: Option<&LoadedScenario>) -
             message: f.message.clone(),
             answers: f.answers.clone(),
         }),
+        known_failure: outcome.known_failure.clone(),
         steps: outcome.steps.iter().map(step_report).collect(),
         cleanup_error: outcome.cleanup_error.clone(),
         diagnostics: outcome.diagnostics.clone(),
@@ -435,6 +452,7 @@ pub(crate) mod tests {
             cleanup_error: None,
             diagnostics: None,
             statuses: Vec::new(),
+            known_failure: None,
             traffic: Vec::new(),
             held_off: None,
         };
@@ -483,10 +501,44 @@ pub(crate) mod tests {
         RunReport::new(info, &[&loaded], &[outcome("demo"), failed, skipped])
     }
 
+    /// [`sample`] with its failure known to the implementation.
+    fn with_known_failure() -> RunReport {
+        let mut report = sample();
+        let broken = report.scenarios.iter_mut().find(|s| s.name == "broken").unwrap();
+        broken.verdict = Verdict::KnownFailure;
+        broken.known_failure = Some(crate::known::KnownFailure {
+            scenario: "broken".into(),
+            reason: "the cluster name ignores the CA Secret's namespace".into(),
+            source: Some("internal/envoy/cluster.go".into()),
+            finding: Some("docs/findings/cluster-name-collision.md".into()),
+        });
+        report.totals = Totals { passed: 1, failed: 0, skipped: 1, known_failures: 1 };
+        report
+    }
+
+    #[test]
+    fn known_failures_are_reported_as_such_everywhere_and_never_as_passes() {
+        let report = with_known_failure();
+        let junit = junit::render(&report).unwrap();
+        assert!(junit.contains("<skipped message=\"known failure: the cluster name ignores"), "{junit}");
+        let markdown = markdown::render(&report);
+        assert!(markdown.contains("**1** known failures"), "{markdown}");
+        assert!(markdown.contains("## Known failures") && markdown.contains("docs/findings/cluster-name-collision.md"));
+        assert!(markdown.contains("| broken |  | known failure |"), "{markdown}");
+        let certification = certification::render(&report);
+        assert!(certification.contains("knownFailures: 1"), "{certification}");
+        assert!(certification.contains("result: failure"), "a known failure is no pass: {certification}");
+        assert!(certification.contains("finding: docs/findings/cluster-name-collision.md"), "{certification}");
+        let page = html::render(&report);
+        assert!(page.contains("known failure: the cluster name ignores"), "the page says why");
+        let json = json::render(&report);
+        assert!(json.contains("\"verdict\": \"knownFailure\"") && json.contains("\"knownFailures\": 1"), "{json}");
+    }
+
     #[test]
     fn totals_and_verdicts_follow_the_outcomes() {
         let report = sample();
-        assert_eq!(report.totals, Totals { passed: 1, failed: 1, skipped: 1 });
+        assert_eq!(report.totals, Totals { passed: 1, failed: 1, skipped: 1, known_failures: 0 });
         assert_eq!(report.scenarios[0].area, "validation");
         assert_eq!(report.scenarios[0].contract, vec!["V3"]);
         assert_eq!(report.started_at, "1970-01-01T00:00:00Z");

@@ -168,6 +168,9 @@ pub struct ScenarioOutcome {
     /// (namespaces, host names) replaced by stable ones and transition times removed, so that
     /// runs can be compared.
     pub statuses: Vec<(String, Value)>,
+    /// Set when the scenario failed as the implementation is known to fail it
+    /// ([`crate::known::classify`]); `failure` then holds the evidence.
+    pub known_failure: Option<crate::known::KnownFailure>,
     /// With [`RunSettings::record_traffic`]: for each request step that passed (`step N`),
     /// what its answers showed ([`crate::traffic::observations`]), comparable across runs.
     pub traffic: Vec<(String, Value)>,
@@ -214,14 +217,16 @@ impl ScenarioOutcome {
             cleanup_error: None,
             diagnostics: None,
             statuses: Vec::new(),
+            known_failure: None,
             traffic: Vec::new(),
             held_off: None,
         }
     }
 
-    /// Passed, or skipped (which is not a failure).
+    /// Passed, skipped, or failed as the implementation is known to ([`crate::known`]):
+    /// nothing that fails the run.
     pub fn passed(&self) -> bool {
-        self.failure.is_none()
+        self.failure.is_none() || self.known_failure.is_some()
     }
 }
 
