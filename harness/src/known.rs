@@ -161,6 +161,20 @@ mod tests {
     }
 
     #[test]
+    fn the_example_configs_for_contour_list_the_default_releases_known_failures() {
+        let default = loopback::config::contour_versions()[0];
+        let mut want: Vec<String> = for_contour_release(default).into_iter().map(|k| k.scenario).collect();
+        want.sort();
+        for example in ["implementation.yaml", "implementation-tls12.yaml"] {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples").join(example);
+            let config = crate::config::ImplementationConfig::load(&path).unwrap();
+            let mut listed: Vec<String> = config.known_failures.into_iter().map(|k| k.scenario).collect();
+            listed.sort();
+            assert_eq!(listed, want, "{example} and loopback/known-failures.yaml for {default}");
+        }
+    }
+
+    #[test]
     fn a_listed_failure_is_known_a_listed_pass_is_stale_and_others_are_untouched() {
         let failed = classify(outcome(true), &known("validation-right-ca"));
         assert!(failed.passed() && failed.known_failure.is_some(), "a known failure does not fail the run");

@@ -447,7 +447,9 @@ impl Environment {
     /// changes install-wide state runs on a new cluster with that installation's settings. A
     /// scenario the implementation is known to fail is classified so ([`known::classify`]).
     pub async fn run(&self, scenario: &LoadedScenario, observer: &dyn Observer) -> ScenarioOutcome {
-        known::classify(self.run_unclassified(scenario, observer).await, &self.known_failures)
+        let outcome = known::classify(self.run_unclassified(scenario, observer).await, &self.known_failures);
+        observer.event(Event::ScenarioFinished { outcome: &outcome });
+        outcome
     }
 
     async fn run_unclassified(&self, scenario: &LoadedScenario, observer: &dyn Observer) -> ScenarioOutcome {
@@ -490,9 +492,7 @@ impl Environment {
             Ok(started) => started,
             Err(e) => {
                 let message = format!("cannot start a loopback cluster of its own: {e}");
-                let outcome = ScenarioOutcome::set_up_failed(scenario, like.installation.describe(), message);
-                observer.event(Event::ScenarioFinished { outcome: &outcome });
-                return outcome;
+                return ScenarioOutcome::set_up_failed(scenario, like.installation.describe(), message);
             }
         };
         let starting = clock.elapsed();

@@ -548,17 +548,18 @@ fn codes(codes: &[u16]) -> String {
 
 /// How [`until_consecutive`] ended badly: the last answers and why the last one failed.
 #[derive(Debug, Clone)]
-pub struct NotSettled {
+pub struct NotSettled<A = Answer> {
     pub attempts: usize,
     pub last_mismatch: Option<Mismatch>,
-    pub last_answers: Vec<Answer>,
+    pub last_answers: Vec<A>,
 }
 
 /// The longest pause between attempts while answers keep failing the check.
 pub const LONGEST_PAUSE: Duration = Duration::from_millis(500);
 
 /// Sends requests until `needed` consecutive answers pass `check`, or `limit` elapses.
-/// Returns the passing answers.
+/// Returns the passing answers. An answer may be one response or a round of several (a
+/// `together` step's), checked as one.
 ///
 /// Attempts are `interval` apart while answers pass; while they keep failing, the pause grows
 /// by half each time up to [`LONGEST_PAUSE`], so a condition that never holds costs a few dozen
@@ -569,21 +570,22 @@ pub const LONGEST_PAUSE: Duration = Duration::from_millis(500);
 ///
 /// # Errors
 /// The limit passed first; carries the evidence.
-pub async fn until_consecutive<F, Fut>(
+pub async fn until_consecutive<A, F, Fut>(
     needed: usize,
     paced: usize,
     limit: Duration,
     interval: Duration,
     mut attempt: F,
-    check: impl Fn(&Answer) -> Result<(), Mismatch>,
-) -> Result<Vec<Answer>, NotSettled>
+    check: impl Fn(&A) -> Result<(), Mismatch>,
+) -> Result<Vec<A>, NotSettled<A>>
 where
+    A: Clone,
     F: FnMut(usize) -> Fut,
-    Fut: Future<Output = Answer>,
+    Fut: Future<Output = A>,
 {
     let started = Instant::now();
-    let mut streak: Vec<Answer> = Vec::new();
-    let mut recent: Vec<Answer> = Vec::new();
+    let mut streak: Vec<A> = Vec::new();
+    let mut recent: Vec<A> = Vec::new();
     let mut last_mismatch = None;
     let mut attempts = 0;
     let mut pause = interval;
@@ -815,6 +817,35 @@ mod tests {
         .unwrap_err();
         assert_eq!(failed.attempts, 1);
         assert!(failed.last_mismatch.unwrap().0.contains("expected status 200"));
+    }
+
+    /// A setting that flips between two routes every few answers passes each route's own
+    /// streak in turn, but no round that asks both.
+    #[tokio::test(flavor = "current_thread")]
+    async fn rounds_catch_what_flips_between_separate_streaks() {
+        let ok = ResponseExpectation { status: StatusCodes(vec![200]), ..Default::default() };
+        let refused = ResponseExpectation { status: StatusCodes(vec![502]), ..Default::default() };
+        // One validation shared by both routes: the first route's for three answers (the
+        // backend is served on both), then the second's (refused on both).
+        let first_wins = |n: usize| (n / 3).is_multiple_of(2);
+        let route = |n: usize| answer(if first_wins(n) { 200 } else { 502 }, false);
+        let limit = Duration::from_secs(30);
+        let own = until_consecutive(3, 3, limit, Duration::ZERO, |n| std::future::ready(route(n)), |a| check(&ok, a));
+        let other =
+            until_consecutive(3, 3, limit, Duration::ZERO, |n| std::future::ready(route(n)), |a| check(&refused, a));
+        assert!(own.await.is_ok() && other.await.is_ok(), "each streak alone passes");
+
+        let rounds = until_consecutive(
+            3,
+            3,
+            Duration::from_millis(50),
+            Duration::ZERO,
+            |n| std::future::ready(vec![route(n), route(n)]),
+            |round: &Vec<Answer>| check(&ok, &round[0]).and_then(|()| check(&refused, &round[1])),
+        )
+        .await
+        .unwrap_err();
+        assert!(rounds.attempts > 6 && rounds.last_answers.iter().all(|round| round.len() == 2));
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -178,11 +178,14 @@ pub enum Fault {
     /// N1: when a route and its service both rewrite the Host, the service's wins for the Host
     /// header as it does for the SNI.
     ServiceHostBeatsRouteHostHeader,
+    /// V7: routes to one Service port whose validation differs only in the CA Secret (its
+    /// namespace, say) or in subject names past the first share one cluster and its validation.
+    ClustersShareValidation,
 }
 
 impl Fault {
     /// Every fault, in documentation order.
-    pub const ALL: [Fault; 78] = [
+    pub const ALL: [Fault; 79] = [
         Fault::IgnoreUpstreamProtocolAnnotation,
         Fault::AnnotationMatchesTargetPort,
         Fault::H2BeatsH2c,
@@ -261,6 +264,7 @@ impl Fault {
         Fault::TcpProxyPresentsNoClientCertificate,
         Fault::TlsPassthroughIgnored,
         Fault::ServiceHostBeatsRouteHostHeader,
+        Fault::ClustersShareValidation,
     ];
 
     /// The name used in config files, flags and reports.
@@ -344,6 +348,7 @@ impl Fault {
             Fault::TcpProxyPresentsNoClientCertificate => "tcp-proxy-presents-no-client-certificate",
             Fault::TlsPassthroughIgnored => "tls-passthrough-ignored",
             Fault::ServiceHostBeatsRouteHostHeader => "service-host-beats-route-host-header",
+            Fault::ClustersShareValidation => "clusters-share-validation",
         }
     }
 
@@ -381,6 +386,7 @@ impl Fault {
             Fault::StaleClientCertificate => "C2",
             Fault::ClientCertificateSecretOptional => "C4",
             Fault::SubjectNameAsSni | Fault::RouteHostBeatsServiceHost | Fault::ServiceHostBeatsRouteHostHeader => "N1",
+            Fault::ClustersShareValidation => "V7",
             Fault::DefaultMinimumTls13 | Fault::IgnoreUpstreamTlsLimits => "N2",
             Fault::FallbackClientCertificate => "C5",
             Fault::IngressIgnoresUpstreamProtocol => "N3",
@@ -569,6 +575,9 @@ impl Fault {
             Fault::TlsPassthroughIgnored => "a TLS virtual host with `passthrough: true` is valid but not served",
             Fault::ServiceHostBeatsRouteHostHeader => {
                 "a service's Host rewrite wins over its route's for the Host header too, where Envoy sends the route's"
+            }
+            Fault::ClustersShareValidation => {
+                "routes to one Service port whose validation differs only in the CA Secret or in subject names past the first share one cluster and its validation"
             }
         }
     }

@@ -265,7 +265,6 @@ pub async fn run_scenario(target: &Target, loaded: &LoadedScenario, observer: &d
         run(target, loaded, observer, &mut outcome).await;
         outcome.duration = started.elapsed();
     }
-    observer.event(Event::ScenarioFinished { outcome: &outcome });
     outcome
 }
 

@@ -130,6 +130,22 @@ impl<'a> ScenarioRun<'a> {
                     format!("GET {}", request.path.as_ref().map_or("/", |p| p.value.as_str())),
                     self.request(i + 1, request).await,
                 ),
+                Step::Observe(paths) => {
+                    ("observe", format!("observe {}", paths.value.join(", ")), self.observe(i + 1, &paths.value).await)
+                }
+                Step::Together(requests) => (
+                    "together",
+                    format!(
+                        "GET {} together",
+                        requests
+                            .value
+                            .iter()
+                            .map(|r| r.path.as_ref().map_or("/", |p| p.value.as_str()))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    self.together(i + 1, &requests.value).await,
+                ),
                 Step::ApplyRejected(rejected) => (
                     "applyRejected",
                     format!("apply refused with {:?}", rejected.message_contains),
@@ -462,10 +478,11 @@ impl<'a> ScenarioRun<'a> {
         }
     }
 
-    async fn request(&self, step: usize, request: &RequestStep) -> Result<(), StepError> {
+    /// A request step's request, expanded and ready to send as often as needed.
+    fn prepare(&self, request: &RequestStep) -> Result<Prepared, StepError> {
         let host = request.host.as_ref().map_or("${host}", |h| h.value.as_str());
         let host = self.bindings.expand(host).map_err(plain)?;
-        let path = request.path.as_ref().map_or("/", |p| p.value.as_str());
+        let path = request.path.as_ref().map_or("/", |p| p.value.as_str()).to_string();
         let expect = traffic::expand_expectation(&self.bindings, &request.expect).map_err(plain)?;
         let headers: Vec<(String, String)> = request
             .headers
@@ -473,24 +490,21 @@ impl<'a> ScenarioRun<'a> {
             .map(|(name, value)| self.bindings.expand(&value.value).map(|value| (name.clone(), value)))
             .collect::<Result<_, _>>()
             .map_err(plain)?;
-        let settings = &self.target.settings;
         let client = traffic::client(self.target.proxy, &host).map_err(plain)?;
         let url = match &request.tls {
             None => format!("http://{host}:{}{path}", self.target.proxy.port()),
             Some(_) => format!("https://{host}{path}"),
         };
         let tls = request.tls.as_ref().map(|tls| self.tls_request(tls, &host)).transpose()?;
+        Ok(Prepared { host, path, url, headers, client, tls, expect })
+    }
+
+    async fn request(&self, step: usize, request: &RequestStep) -> Result<(), StepError> {
+        let prepared = self.prepare(request)?;
+        let (url, expect) = (&prepared.url, &prepared.expect);
+        let settings = &self.target.settings;
         let namespace = &self.namespace;
-        let send = |id: String| {
-            let (client, url, headers, tls) = (client.clone(), url.clone(), headers.clone(), tls.clone());
-            let (host, path) = (host.clone(), path.to_string());
-            async move {
-                match &tls {
-                    Some(tls) => traffic::send_tls(tls, &host, &path, &headers, &id).await,
-                    None => traffic::send(&client, &url, &headers, &id).await,
-                }
-            }
-        };
+        let send = |id: String| prepared.send(id);
         let consecutive = request.consecutive.as_ref().map_or(settings.consecutive, |c| c.value as usize);
         let shared: Vec<String> = request.shared_by.iter().map(|name| name.value.clone()).collect();
         let started = Instant::now();
@@ -525,7 +539,7 @@ impl<'a> ScenarioRun<'a> {
                 remaining,
                 settings.traffic_interval,
                 |n| send(format!("{namespace}-s{step}{round}-{n}")),
-                |answer| traffic::check(&expect, answer).and_then(|()| traffic::check_shared(&shared, answer)),
+                |answer| traffic::check(expect, answer).and_then(|()| traffic::check_shared(&shared, answer)),
             )
             .await;
             let passed = match (result, &one_sided) {
@@ -551,7 +565,7 @@ impl<'a> ScenarioRun<'a> {
             one_sided = Some(passed);
             rounds += 1;
         };
-        if traffic::wants_backend(&expect) == Some(false) {
+        if traffic::wants_backend(expect) == Some(false) {
             self.check_backends_not_reached(&passed).await?;
         }
         if self.target.settings.record_traffic {
@@ -565,7 +579,123 @@ impl<'a> ScenarioRun<'a> {
                 // The mirror may be programmed after the route: ask again until enough
                 // answers in a row have their copies.
                 let more = |n: usize| send(format!("{namespace}-s{step}-m{n}"));
-                self.until_mirrored(more, &expect, &want).await?;
+                self.until_mirrored(more, expect, &want).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Requests that must match at the same moment: sent in rounds, one of each in turn, until
+    /// as many rounds in a row as the consistency window have every answer matching. Where
+    /// separate steps could each pass in a different moment of a configuration that keeps
+    /// changing (one shared setting flipping between two routes), a round samples all of them
+    /// within a few milliseconds.
+    async fn together(&self, step: usize, requests: &[RequestStep]) -> Result<(), StepError> {
+        let prepared: Vec<Prepared> = requests.iter().map(|r| self.prepare(r)).collect::<Result<_, _>>()?;
+        let settings = &self.target.settings;
+        let namespace = &self.namespace;
+        let round = |n: usize| {
+            let prepared = &prepared;
+            async move {
+                let mut answers = Vec::with_capacity(prepared.len());
+                for (index, request) in prepared.iter().enumerate() {
+                    answers.push(request.send(format!("{namespace}-s{step}-{n}-{}", index + 1)).await);
+                }
+                answers
+            }
+        };
+        let check = |answers: &Vec<Answer>| {
+            prepared.iter().zip(answers).try_for_each(|(request, answer)| {
+                traffic::check(&request.expect, answer)
+                    .map_err(|why| traffic::Mismatch(format!("GET {}: {}", request.url, why.0)))
+            })
+        };
+        let consecutive = settings.consecutive;
+        let rounds = traffic::until_consecutive(
+            consecutive,
+            consecutive,
+            settings.traffic_limit,
+            settings.traffic_interval,
+            round,
+            check,
+        )
+        .await
+        .map_err(|not| {
+            let why = not.last_mismatch.map(|m| m.0).unwrap_or_default();
+            (
+                format!(
+                    "no {consecutive} rounds in a row with every answer matching within {:?} ({} rounds); last: {why}",
+                    settings.traffic_limit, not.attempts
+                ),
+                not.last_answers.into_iter().flatten().collect(),
+            )
+        })?;
+        for (index, request) in prepared.iter().enumerate() {
+            let answers: Vec<Answer> = rounds.iter().map(|round| round[index].clone()).collect();
+            if traffic::wants_backend(&request.expect) == Some(false) {
+                self.check_backends_not_reached(&answers).await?;
+            }
+            if settings.record_traffic {
+                let seen = traffic::observations(&answers, &self.target.run_id);
+                self.traffic
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((format!("step {step}.{}", index + 1), seen));
+            }
+        }
+        Ok(())
+    }
+
+    /// What a generated case's HTTPProxies and requests settle to, recorded as traffic
+    /// (`observe PATH`); the statuses are recorded at the end, as for every scenario. First
+    /// every HTTPProxy applied must have a status for its generation; then each path is asked
+    /// until [`SETTLED`] answers in a row show the same, where an answer that only says the
+    /// route or its endpoints are not programmed yet (404, no healthy upstream, no answer)
+    /// counts only once [`PROVISIONAL`] has passed. A path that never settles is recorded
+    /// with the answers seen last.
+    async fn observe(&self, step: usize, paths: &[String]) -> Result<(), StepError> {
+        const SETTLED: usize = 20;
+        const PROVISIONAL: std::time::Duration = std::time::Duration::from_secs(5);
+        let settings = &self.target.settings;
+        for object in self.applied.iter().filter(|o| o.kind == "HTTPProxy") {
+            let reconciled = |o: &Value| status_is_current(o) && o["status"]["currentStatus"].is_string();
+            let found = self.target.cluster.wait_for(object, settings.status_limit, reconciled).await.map_err(plain)?;
+            if found.is_err() {
+                return Err(plain(format!(
+                    "{object}: no status for its generation within {:?}",
+                    settings.status_limit
+                )));
+            }
+        }
+        let host = self.bindings.expand("${host}").map_err(plain)?;
+        let client = traffic::client(self.target.proxy, &host).map_err(plain)?;
+        for (index, path) in paths.iter().enumerate() {
+            let url = format!("http://{host}:{}{path}", self.target.proxy.port());
+            let started = Instant::now();
+            let (mut streak, mut last) = (Vec::<Answer>::new(), None::<Value>);
+            let mut attempts = 0;
+            let seen = loop {
+                attempts += 1;
+                let id = format!("{}-s{step}-{}-{attempts}", self.namespace, index + 1);
+                let answer = traffic::send(&client, &url, &[], &id).await;
+                let observed = traffic::observations(std::slice::from_ref(&answer), &self.target.run_id);
+                if last.as_ref() != Some(&observed) {
+                    streak.clear();
+                }
+                let provisional =
+                    matches!(answer.status, None | Some(404)) || answer.body.trim() == "no healthy upstream";
+                streak.push(answer);
+                last = Some(observed.clone());
+                if streak.len() >= SETTLED && (!provisional || started.elapsed() >= PROVISIONAL) {
+                    break observed;
+                }
+                if started.elapsed() >= settings.traffic_limit {
+                    break serde_json::json!({ "unsettled": observed });
+                }
+                tokio::time::sleep(settings.traffic_interval).await;
+            };
+            if settings.record_traffic {
+                self.traffic.lock().unwrap_or_else(|e| e.into_inner()).push((format!("observe {path}"), seen));
             }
         }
         Ok(())
@@ -741,6 +871,27 @@ fn redact_object(mut object: Value) -> Value {
         }
     }
     object
+}
+
+/// A request step's request, expanded: what to send and what every answer must show.
+struct Prepared {
+    host: String,
+    path: String,
+    url: String,
+    headers: Vec<(String, String)>,
+    client: reqwest::Client,
+    tls: Option<traffic::TlsRequest>,
+    expect: ResponseExpectation,
+}
+
+impl Prepared {
+    /// Sends the request once, with `id` as its request id.
+    async fn send(&self, id: String) -> Answer {
+        match &self.tls {
+            Some(tls) => traffic::send_tls(tls, &self.host, &self.path, &self.headers, &id).await,
+            None => traffic::send(&self.client, &self.url, &self.headers, &id).await,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -202,6 +202,19 @@ pub fn load_file(path: &Path) -> Result<LoadedScenario, Vec<LoadError>> {
 /// # Errors
 /// Every problem found.
 pub fn parse(path: &Path, source: &str) -> Result<LoadedScenario, Vec<LoadError>> {
+    parse_as(path, source, false)
+}
+
+/// [`parse`] for a case the differential runs generate ([`crate::generate`]), which may
+/// `observe` instead of asserting.
+///
+/// # Errors
+/// As [`parse`].
+pub fn parse_generated(path: &Path, source: &str) -> Result<LoadedScenario, Vec<LoadError>> {
+    parse_as(path, source, true)
+}
+
+fn parse_as(path: &Path, source: &str, generated: bool) -> Result<LoadedScenario, Vec<LoadError>> {
     if source.lines().all(|line| line.trim().is_empty() || line.trim_start().starts_with('#')) {
         return Err(vec![LoadError {
             path: path.to_owned(),
@@ -210,7 +223,7 @@ pub fn parse(path: &Path, source: &str) -> Result<LoadedScenario, Vec<LoadError>
         }]);
     }
     let scenario: Scenario = serde_saphyr::from_str(source).map_err(|e| vec![yaml_error(path, &e, (0, 0))])?;
-    let mut check = Checker { path, source, errors: Vec::new() };
+    let mut check = Checker { path, source, errors: Vec::new(), generated };
     check.scenario(&scenario);
     if check.errors.is_empty() {
         Ok(LoadedScenario { path: path.to_owned(), scenario, sha256: sha256_hex(source.as_bytes()) })
@@ -224,6 +237,8 @@ struct Checker<'a> {
     path: &'a Path,
     source: &'a str,
     errors: Vec<LoadError>,
+    /// A generated case, which may `observe`.
+    generated: bool,
 }
 
 impl Checker<'_> {
@@ -289,6 +304,14 @@ impl Checker<'_> {
                             .into(),
                     );
                 }
+                Step::Observe(paths) if !self.generated => {
+                    self.error(
+                        position(&paths.referenced),
+                        "`observe` asserts nothing: it is for the differential runs' generated cases, not for scenario \
+                         files"
+                            .into(),
+                    );
+                }
                 Step::Request(request) => {
                     if let Some(consecutive) = &request.consecutive
                         && !(1..=100).contains(&consecutive.value)
@@ -298,30 +321,65 @@ impl Checker<'_> {
                             format!("`consecutive` must be between 1 and 100, not {}", consecutive.value),
                         );
                     }
-                    self.request_headers(request);
-                    self.request_target(request);
-                    self.request_tls(scenario, request);
                     self.shared_by(scenario, request);
-                    let named = [&request.expect.backend, &request.mirror];
-                    for name in named.into_iter().flatten().filter_map(|b| b.name.as_ref()) {
-                        if !name.value.contains("${") && !scenario.backends.iter().any(|b| b.name.value == name.value) {
+                    self.request(scenario, request);
+                }
+                Step::Together(requests) => {
+                    if requests.value.len() < 2 {
+                        self.error(
+                            position(&requests.referenced),
+                            "`together` needs two or more requests; a single one is a `request` step".into(),
+                        );
+                    }
+                    for request in &requests.value {
+                        let alone = [
+                            request.consecutive.as_ref().map(|c| (&c.referenced, "consecutive")),
+                            request.shared_by.first().map(|b| (&b.referenced, "sharedBy")),
+                        ];
+                        for (at, field) in alone.into_iter().flatten() {
                             self.error(
-                                position(&name.referenced),
-                                format!("backend {:?} is not declared under `backends`", name.value),
+                                position(at),
+                                format!(
+                                    "`{field}` belongs to a `request` step; `together` counts rounds of its requests"
+                                ),
                             );
                         }
-                    }
-                    if let (Some(reached), Some(_)) = (&request.expect.backend_reached, &request.expect.backend)
-                        && !reached.value
-                    {
-                        self.error(
-                            position(&reached.referenced),
-                            "`backendReached: false` contradicts the `backend` expectation beside it".into(),
-                        );
+                        if let Some(mirror) = &request.mirror {
+                            let at = mirror.name.as_ref().map_or(&requests.referenced, |n| &n.referenced);
+                            self.error(
+                                position(at),
+                                "`mirror` belongs to a `request` step, not to a request of `together`".into(),
+                            );
+                        }
+                        self.request(scenario, request);
                     }
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// A request's own checks, in a `request` step or in `together`.
+    fn request(&mut self, scenario: &Scenario, request: &RequestStep) {
+        self.request_headers(request);
+        self.request_target(request);
+        self.request_tls(scenario, request);
+        let named = [&request.expect.backend, &request.mirror];
+        for name in named.into_iter().flatten().filter_map(|b| b.name.as_ref()) {
+            if !name.value.contains("${") && !scenario.backends.iter().any(|b| b.name.value == name.value) {
+                self.error(
+                    position(&name.referenced),
+                    format!("backend {:?} is not declared under `backends`", name.value),
+                );
+            }
+        }
+        if let (Some(reached), Some(_)) = (&request.expect.backend_reached, &request.expect.backend)
+            && !reached.value
+        {
+            self.error(
+                position(&reached.referenced),
+                "`backendReached: false` contradicts the `backend` expectation beside it".into(),
+            );
         }
     }
 

@@ -175,6 +175,17 @@ pub enum Step {
     ExpectStatus(ExpectStatus),
     /// Send HTTP requests through the proxy until the expectation holds.
     Request(Box<RequestStep>),
+    /// Requests whose expectations must hold at the same moment (two or more, as `request`
+    /// steps without `consecutive`, `sharedBy` or `mirror`): sent in rounds, one of each in
+    /// turn, until as many rounds in a row as the consistency window (3) match in every
+    /// answer. For a configuration that may flip between two states while other objects
+    /// change, where separate steps could each pass in a different moment.
+    #[schemars(with = "Vec<RequestStep>")]
+    Together(Spanned<Vec<RequestStep>>),
+    /// For generated cases only (`differential`): records what the HTTPProxy statuses and the
+    /// answers to these paths settle to, asserting nothing. Refused in scenario files.
+    #[schemars(skip)]
+    Observe(Spanned<Vec<String>>),
     /// Delete an object and wait until it is gone.
     Delete(ObjectSpec),
     /// Apply objects the cluster must refuse (admission): the step passes when the API

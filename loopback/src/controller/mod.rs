@@ -384,6 +384,9 @@ impl Controller {
                 table.virtual_hosts.entry(host).or_insert_with(VirtualHost::default).routes.push(route);
             }
         }
+        if self.config.has(Fault::ClustersShareValidation) {
+            upstream::share_clusters_by_first_subject_name(&mut table);
+        }
         crate::dataplane::publish(&self.routes, table);
         let now = now_rfc3339();
         for object in &proxies {

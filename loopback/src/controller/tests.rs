@@ -314,6 +314,50 @@ fn s6_cross_namespace_ca_needs_a_delegation() {
     assert_eq!(f.status("p")["currentStatus"], "valid");
 }
 
+#[test]
+fn v7_each_route_keeps_its_own_validation_unless_the_fault_shares_one() {
+    let routes = |f: &Fixture| {
+        f.ca_secret(NS, "ca").ca_secret("other", "ca").tls_service();
+        let delegation = json!({"metadata": {"name": "d"}, "spec": {"delegations": [{"secretName": "ca", "targetNamespaces": ["*"]}]}});
+        f.store.create(&TLS_CERTIFICATE_DELEGATION, "other", delegation).unwrap();
+        let route = |prefix: &str, ca: &str, names: Value| {
+            json!({"conditions": [{"prefix": prefix}], "services": [{"name": "echo", "port": 8443,
+                "validation": {"caSecret": ca, "subjectName": "echo.test", "subjectNames": names}}]})
+        };
+        let proxy = json!({"metadata": {"name": "p"}, "spec": {"virtualhost": {"fqdn": HOST}, "routes": [
+            route("/own", "ca", json!(["echo.test"])),
+            route("/other", "other/ca", json!(["echo.test"])),
+            route("/more", "ca", json!(["echo.test", "more.test"])),
+        ]}});
+        f.store.create(&HTTP_PROXY, NS, proxy).unwrap();
+        f.reconcile()
+    };
+    let clusters = |table: &RouteTable| -> Vec<Arc<Cluster>> {
+        table.virtual_hosts[HOST]
+            .routes
+            .iter()
+            .map(|route| match &route.action {
+                RouteAction::Forward(clusters) => Arc::clone(&clusters[0]),
+                other => panic!("expected a forwarding route, got {other:?}"),
+            })
+            .collect()
+    };
+    let f = Fixture::new();
+    let table = routes(&f);
+    assert_eq!(f.status("p")["currentStatus"], "valid");
+    let kept = clusters(&table);
+    assert_eq!(kept.len(), 3);
+    for (i, a) in kept.iter().enumerate() {
+        for b in &kept[i + 1..] {
+            assert!(!Arc::ptr_eq(a, b), "every route validates with its own settings");
+        }
+    }
+
+    let f = Fixture::new().with_fault(Fault::ClustersShareValidation);
+    let shared = clusters(&routes(&f));
+    assert!(Arc::ptr_eq(&shared[0], &shared[1]) && Arc::ptr_eq(&shared[1], &shared[2]), "the fault: one for all");
+}
+
 fn with_client_certificate(mut f: Fixture) -> Fixture {
     f.config.tls.envoy_client_certificate = Some(SecretName { name: "client".into(), namespace: "proxy".into() });
     f

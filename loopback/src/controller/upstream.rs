@@ -2,6 +2,7 @@
 //! endpoints), shared by HTTPProxy and Ingress processing.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -12,7 +13,7 @@ use super::client_certificate::{self, ClientCertificateState};
 use super::protocol::UpstreamProtocol;
 use crate::api::kinds::{POD, SERVICE};
 use crate::config::{Fault, TlsVersion};
-use crate::dataplane::table::{Cluster, Endpoint, PeerValidation, TlsSettings, Transport};
+use crate::dataplane::table::{Cluster, Endpoint, PeerValidation, RouteAction, RouteTable, TlsSettings, Transport};
 
 /// What is known about an upstream before its cluster is built.
 pub struct UpstreamRequest<'a> {
@@ -112,6 +113,36 @@ pub fn build_cluster(ctx: &Context<'_>, upstream: UpstreamRequest<'_>) -> Cluste
         transport,
         host_rewrite: upstream.host_rewrite,
         pool: Default::default(),
+    }
+}
+
+/// The fault `clusters-share-validation`: clusters of one Service port whose settings differ
+/// only in their trust anchors or in subject names past the first are made one, the first met
+/// standing for all, as a cluster identity that leaves those out would (Contour's cluster
+/// names hash the CA Secret's name but not its namespace, and the first subject name only:
+/// docs/contract.md V7).
+pub fn share_clusters_by_first_subject_name(table: &mut RouteTable) {
+    fn identity(cluster: &Cluster) -> String {
+        match &cluster.transport {
+            Transport::Plaintext { http2 } => format!("{} plaintext http2={http2}", cluster.name),
+            Transport::Tls(tls) => {
+                let first = tls.validation.as_ref().and_then(|v| v.subject_names.first());
+                format!("{} tls http2={} sni={:?} first subject={first:?}", cluster.name, tls.http2, tls.sni)
+            }
+        }
+    }
+    let mut first_met: std::collections::HashMap<String, Arc<Cluster>> = std::collections::HashMap::new();
+    let mut share = |cluster: &mut Arc<Cluster>| {
+        let standing = first_met.entry(identity(cluster)).or_insert_with(|| Arc::clone(cluster));
+        *cluster = Arc::clone(standing);
+    };
+    for route in table.virtual_hosts.values_mut().flat_map(|host| host.routes.iter_mut()) {
+        if let RouteAction::Forward(clusters) = &mut route.action {
+            clusters.iter_mut().for_each(&mut share);
+        }
+        if let Some(mirror) = &mut route.mirror {
+            share(mirror);
+        }
     }
 }
 
