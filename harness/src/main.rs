@@ -90,6 +90,40 @@ enum Command {
         #[arg(long)]
         write: bool,
     },
+    /// Generated cases of the upstream-TLS surface, run under every stack loopback offers
+    /// (reference; the real Contour with loopback's proxy; the real Contour with Envoy) and
+    /// held against the arbiter, the last of them. A case that disagrees is shrunk to its
+    /// plainest form and written as a scenario file asserting what the arbiter did. Exits 1
+    /// when something disagreed.
+    Differential {
+        /// How many cases.
+        #[arg(long, default_value_t = 200)]
+        cases: u64,
+        /// The generator's seed: a seed and a case number give the same case everywhere.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Cases per loopback cluster.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+        batch: u64,
+        /// The stacks, the arbiter last (repeatable, or a comma list) [default: every one this
+        /// machine has: reference, then contour when scripts/ensure-contour built it, then
+        /// envoy when scripts/ensure-envoy fetched it].
+        #[arg(long = "stack", value_name = "reference|contour|envoy", value_delimiter = ',')]
+        stacks: Vec<StackName>,
+        /// A loopback fault to plant (repeatable): the reference controller with it joins the
+        /// run as one more stack, held against the others, to show what the runs find.
+        #[arg(long = "loopback-fault", value_name = "FAULT", value_delimiter = ',')]
+        faults: Vec<loopback::Fault>,
+        /// At most this many disagreeing cases are shrunk; the others are counted.
+        #[arg(long, default_value_t = 10)]
+        shrink: usize,
+        /// Where the findings' scenario files go.
+        #[arg(long, default_value = "reports/differential")]
+        findings: PathBuf,
+        /// How many cases run at once on each cluster [default: 50].
+        #[arg(long, default_value_t = 50, value_parser = suite::parse_parallelism)]
+        parallel: usize,
+    },
     /// Print Contour's config file with the implementation config's installation settings
     /// (tls.envoy-client-certificate, cluster.upstream-tls versions and cipher suites,
     /// enableExternalNameService) set in it, so that the
@@ -291,6 +325,9 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
+        Command::Differential { cases, seed, batch, stacks, faults, shrink, findings, parallel } => {
+            differential(cases, seed, batch, &stacks, faults, shrink, findings, parallel)
+        }
         Command::ContourConfig { config, base } => contour_config(&config, base.as_deref()),
         Command::Cleanup { cluster, run_id, older_than, kubeconfig, context } => {
             cleanup(cluster, run_id.as_deref(), older_than, kubeconfig.as_deref(), context.as_deref())
@@ -353,6 +390,80 @@ fn select(
 }
 
 /// The async runtime, or the exit code for a machine that cannot start one.
+/// A stack of the differential runs, as the command line names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StackName {
+    Reference,
+    Contour,
+    Envoy,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn differential(
+    cases: u64,
+    seed: u64,
+    batch: u64,
+    names: &[StackName],
+    faults: Vec<loopback::Fault>,
+    shrink: usize,
+    findings: PathBuf,
+    parallel: usize,
+) -> ExitCode {
+    use harness::differential::{Plan, Stack};
+    let mut stacks: Vec<Stack> = if names.is_empty() {
+        Stack::available()
+    } else {
+        names
+            .iter()
+            .map(|name| match name {
+                StackName::Reference => Stack::reference(),
+                StackName::Contour => Stack::contour(),
+                StackName::Envoy => Stack::contour_with_envoy(),
+            })
+            .collect()
+    };
+    if !faults.is_empty() {
+        let names: Vec<&str> = faults.iter().map(|f| f.name()).collect();
+        let planted = Stack {
+            name: format!("reference with {}", names.join(", ")),
+            options: harness::target::LoopbackOptions::with_faults(faults),
+        };
+        stacks.insert(0, planted);
+    }
+    if stacks.len() < 2 {
+        eprintln!(
+            "error: a differential run needs two stacks or more, the arbiter last; this machine has only {}: build \
+             the real Contour with scripts/ensure-contour (and fetch Envoy with scripts/ensure-envoy), or plant a \
+             fault with --loopback-fault",
+            stacks.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+        );
+        return ExitCode::from(EXIT_INVALID_INPUT);
+    }
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    let plan = Plan { seed, cases, batch, parallel, stacks, shrink_budget: shrink, findings_dir: Some(findings) };
+    eprintln!(
+        "differential: seed {seed}, {cases} cases under {}",
+        plan.stacks.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+    );
+    match runtime.block_on(harness::differential::run(&plan, &|line| eprintln!("{line}"))) {
+        Ok(summary) => {
+            print!("{}", harness::differential::report(&summary, seed));
+            if summary.findings.is_empty() && summary.unshrunk == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_FAILED)
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_ENVIRONMENT)
+        }
+    }
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     tokio::runtime::Runtime::new().map_err(|e| {
         eprintln!("error: cannot start the async runtime: {e}");

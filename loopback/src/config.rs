@@ -181,11 +181,14 @@ pub enum Fault {
     /// V7: routes to one Service port whose validation differs only in the CA Secret (its
     /// namespace, say) or in subject names past the first share one cluster and its validation.
     ClustersShareValidation,
+    /// S6: `caSecret: /name` names a Secret of a namespace "" (not delegated), not one of the
+    /// proxy's own namespace.
+    EmptyNamespaceNotDefaulted,
 }
 
 impl Fault {
     /// Every fault, in documentation order.
-    pub const ALL: [Fault; 79] = [
+    pub const ALL: [Fault; 80] = [
         Fault::IgnoreUpstreamProtocolAnnotation,
         Fault::AnnotationMatchesTargetPort,
         Fault::H2BeatsH2c,
@@ -265,6 +268,7 @@ impl Fault {
         Fault::TlsPassthroughIgnored,
         Fault::ServiceHostBeatsRouteHostHeader,
         Fault::ClustersShareValidation,
+        Fault::EmptyNamespaceNotDefaulted,
     ];
 
     /// The name used in config files, flags and reports.
@@ -349,6 +353,7 @@ impl Fault {
             Fault::TlsPassthroughIgnored => "tls-passthrough-ignored",
             Fault::ServiceHostBeatsRouteHostHeader => "service-host-beats-route-host-header",
             Fault::ClustersShareValidation => "clusters-share-validation",
+            Fault::EmptyNamespaceNotDefaulted => "empty-namespace-not-defaulted",
         }
     }
 
@@ -387,6 +392,7 @@ impl Fault {
             Fault::ClientCertificateSecretOptional => "C4",
             Fault::SubjectNameAsSni | Fault::RouteHostBeatsServiceHost | Fault::ServiceHostBeatsRouteHostHeader => "N1",
             Fault::ClustersShareValidation => "V7",
+            Fault::EmptyNamespaceNotDefaulted => "S6",
             Fault::DefaultMinimumTls13 | Fault::IgnoreUpstreamTlsLimits => "N2",
             Fault::FallbackClientCertificate => "C5",
             Fault::IngressIgnoresUpstreamProtocol => "N3",
@@ -578,6 +584,9 @@ impl Fault {
             }
             Fault::ClustersShareValidation => {
                 "routes to one Service port whose validation differs only in the CA Secret or in subject names past the first share one cluster and its validation"
+            }
+            Fault::EmptyNamespaceNotDefaulted => {
+                "a CA Secret reference `/name` is taken for namespace \"\", not delegated, instead of the proxy's own"
             }
         }
     }

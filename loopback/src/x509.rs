@@ -5,7 +5,6 @@
 use std::net::IpAddr;
 
 use base64::Engine;
-use base64::engine::general_purpose::STANDARD as BASE64;
 
 /// Go's text for a certificate whose DER does not parse.
 pub const MALFORMED: &str = "x509: malformed certificate";
@@ -142,35 +141,120 @@ pub struct PemBlock {
     pub der: Vec<u8>,
 }
 
-/// The PEM blocks of `data`, as Contour reads Secret values: blocks are read while a
-/// `-----BEGIN ...-----` header is left on one line; text around them is ignored.
+/// The PEM blocks of `data`, as Contour reads Secret values (internal/dag/secret.go): while
+/// [`contains_pem_header`] finds a header, the next block is decoded as Go's `pem.Decode`
+/// does ([`go_pem_decode`]), and text around the blocks is ignored.
 ///
 /// # Errors
-/// `failed to parse PEM block`, Go's words for a header without a well-formed block.
+/// `failed to parse PEM block`, Contour's words for a header `pem.Decode` finds no block at.
 pub fn pem_blocks(data: &[u8]) -> Result<Vec<PemBlock>, &'static str> {
-    const FAILED: &str = "failed to parse PEM block";
-    let text = String::from_utf8_lossy(data);
-    let mut rest = text.as_ref();
+    let mut rest = data;
     let mut blocks = Vec::new();
-    while let Some(start) = header_at(rest) {
-        let after = &rest[start + "-----BEGIN ".len()..];
-        let label_end = after.find("-----").ok_or(FAILED)?;
-        let label = &after[..label_end];
-        let end_marker = format!("-----END {label}-----");
-        let body_end = after.find(&end_marker).ok_or(FAILED)?;
-        let body: String = after[label_end + 5..body_end].chars().filter(|c| !c.is_whitespace()).collect();
-        let der = BASE64.decode(body).map_err(|_| FAILED)?;
-        blocks.push(PemBlock { label: label.to_string(), der });
-        rest = &after[body_end + end_marker.len()..];
+    while contains_pem_header(rest) {
+        let (block, after) = go_pem_decode(rest).ok_or("failed to parse PEM block")?;
+        blocks.push(block);
+        rest = after;
     }
     Ok(blocks)
 }
 
-/// Where a `-----BEGIN` header whose closing dashes are on the same line starts.
-fn header_at(text: &str) -> Option<usize> {
-    let start = text.find("-----BEGIN")?;
-    let end = text[start + 10..].find("-----")?;
-    (!text[start..start + 10 + end].contains('\n')).then_some(start)
+/// Contour's `containsPEMHeader`: a `-----BEGIN` with `-----` after it, and no line break in
+/// the stretch Contour checks, which is as long as the distance from the end of
+/// `-----BEGIN` to those dashes (so a break in the last ten characters before them goes
+/// unseen, as it does in Contour).
+pub fn contains_pem_header(data: &[u8]) -> bool {
+    let Some(start) = find(data, b"-----BEGIN") else { return false };
+    let Some(end) = find(&data[start + 10..], b"-----") else { return false };
+    !data[start..start + end].contains(&b'\n')
+}
+
+/// Go's `encoding/pem.Decode`: the first well-formed block of `data` and what follows it, or
+/// `None`. A `-----BEGIN TYPE-----` line at the start or after a line feed; optional
+/// `Key: value` header lines; base64 (spaces, tabs and line breaks ignored, padding required);
+/// `-----END TYPE-----` with only spaces or tabs after it on its line. A candidate that is not
+/// well formed is skipped and the search goes on after its BEGIN line.
+pub fn go_pem_decode(data: &[u8]) -> Option<(PemBlock, &[u8])> {
+    const START: &[u8] = b"\n-----BEGIN ";
+    const END: &[u8] = b"\n-----END ";
+    const DASHES: &[u8] = b"-----";
+    let mut rest = data;
+    loop {
+        rest = if let Some(after) = rest.strip_prefix(&START[1..]) {
+            after
+        } else {
+            let at = find(rest, START)?;
+            &rest[at + START.len()..]
+        };
+        let (type_line, after_type) = go_get_line(rest);
+        rest = after_type;
+        let Some(label) = type_line.strip_suffix(DASHES) else { continue };
+        let mut headers = 0;
+        loop {
+            if rest.is_empty() {
+                return None;
+            }
+            let (line, next) = go_get_line(rest);
+            if !line.contains(&b':') {
+                break;
+            }
+            headers += 1;
+            rest = next;
+        }
+        let (end_index, trailer_index) = if headers == 0 && rest.starts_with(&END[1..]) {
+            (0, END.len() - 1)
+        } else {
+            let Some(at) = find(rest, END) else { continue };
+            (at, at + END.len())
+        };
+        let trailer = &rest[trailer_index..];
+        let trailer_len = label.len() + DASHES.len();
+        if trailer.len() < trailer_len {
+            continue;
+        }
+        let (end_line, rest_of_line) = trailer.split_at(trailer_len);
+        if !end_line.starts_with(label) || !end_line.ends_with(DASHES) || !go_get_line(rest_of_line).0.is_empty() {
+            continue;
+        }
+        let Some(der) = go_base64(&rest[..end_index]) else { continue };
+        let (_, after) = go_get_line(&rest[end_index + END.len() - 1..]);
+        let label = String::from_utf8_lossy(label).into_owned();
+        return Some((PemBlock { label, der }, after));
+    }
+}
+
+/// Go's `getLine` in encoding/pem: the line without its `\n` (or `\r\n`) and without trailing
+/// spaces and tabs, and what follows.
+fn go_get_line(data: &[u8]) -> (&[u8], &[u8]) {
+    let (mut line_end, next) = match data.iter().position(|&b| b == b'\n') {
+        Some(i) => (i, i + 1),
+        None => (data.len(), data.len()),
+    };
+    if next > line_end && line_end > 0 && data[line_end - 1] == b'\r' {
+        line_end -= 1;
+    }
+    let mut line = &data[..line_end];
+    while let [head @ .., b' ' | b'\t'] = line {
+        line = head;
+    }
+    (line, &data[next..])
+}
+
+/// Go's `base64.StdEncoding.Decode` after pem's `removeSpacesAndTabs`: line breaks are
+/// skipped, padding is required, and bits left over in the last character are not checked.
+fn go_base64(text: &[u8]) -> Option<Vec<u8>> {
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    const GO_STD: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new()
+            .with_decode_allow_trailing_bits(true)
+            .with_decode_padding_mode(DecodePaddingMode::RequireCanonical),
+    );
+    let clean: Vec<u8> = text.iter().copied().filter(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n')).collect();
+    GO_STD.decode(clean).ok()
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 #[cfg(test)]
@@ -209,6 +293,52 @@ mod tests {
         assert!(names.common_names.is_empty() && names.dns.is_empty() && names.ip.is_empty());
         assert_eq!(Names::read(b"\x30\x03\x02\x01"), Err(MALFORMED));
         assert_eq!(Names::read(b"not der at all"), Err(MALFORMED));
+    }
+
+    /// The corners where a lenient reader and Go's `pem.Decode` part ways; each verdict was
+    /// checked against Contour v1.33.6's validateCABundle loop run with Go 1.26's
+    /// encoding/pem (tests/go_pem.rs holds the decoding itself against Go on generated text).
+    #[test]
+    fn pem_corners_are_read_as_go_reads_them() {
+        let block = |label: &str, body: &str| format!("-----BEGIN {label}-----\n{body}\n-----END {label}-----\n");
+        let labels =
+            |text: &str| pem_blocks(text.as_bytes()).map(|b| b.into_iter().map(|b| b.label).collect::<Vec<_>>());
+        let cert = block("CERTIFICATE", "AAEC");
+        // Found: at the start, after text, with CRLF line ends, with header lines, with spaces
+        // or tabs inside the base64 and after the END line.
+        assert_eq!(labels(&format!("some text\n{cert}")).unwrap(), ["CERTIFICATE"]);
+        assert_eq!(labels(&cert.replace('\n', "\r\n")).unwrap(), ["CERTIFICATE"]);
+        assert_eq!(
+            labels("-----BEGIN CERTIFICATE-----\nProc-Type: 4\n\nAAEC\n-----END CERTIFICATE-----").unwrap(),
+            ["CERTIFICATE"]
+        );
+        assert_eq!(
+            labels("-----BEGIN CERTIFICATE-----\nAA EC\t\n-----END CERTIFICATE-----  \n").unwrap(),
+            ["CERTIFICATE"]
+        );
+        // An END line at once, with no body: an empty block.
+        assert_eq!(pem_blocks(b"-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n").unwrap()[0].der, b"");
+        // Not found, so the header Contour saw is a parse error: indented lines (YAML block
+        // text indented once more), a BEGIN not at a line start, an END of another type,
+        // text after the END line, missing padding, no END at all.
+        for text in [
+            format!("  {}", cert.replace('\n', "\n  ")),
+            format!("text {cert}"),
+            "-----BEGIN CERTIFICATE-----\nAAEC\n-----END KEY-----\n".to_string(),
+            "-----BEGIN CERTIFICATE-----\nAAEC\n-----END CERTIFICATE----- end\n".to_string(),
+            "-----BEGIN CERTIFICATE-----\nAAE\n-----END CERTIFICATE-----\n".to_string(),
+            "-----BEGIN CERTIFICATE-----\nAAEC\n".to_string(),
+        ] {
+            assert_eq!(labels(&text), Err("failed to parse PEM block"), "{text:?}");
+        }
+        // A malformed candidate is skipped and the search goes on to a sound block after it.
+        let skipped = format!("-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----\n{cert}");
+        assert_eq!(labels(&skipped).unwrap(), ["CERTIFICATE"]);
+        // Contour's header check misses a line break in the last ten characters before the
+        // dashes, so such text is a parse error rather than text around the blocks.
+        assert!(contains_pem_header(b"-----BEGIN\nX-----") && contains_pem_header(b"-----BEGIN CERTIFICATE\n-----"));
+        assert_eq!(labels(&format!("{cert}-----BEGIN\nX-----")), Err("failed to parse PEM block"));
+        assert!(!contains_pem_header(b"-----BEGIN X\n0123456789-----"));
     }
 
     #[test]

@@ -649,22 +649,24 @@ impl<'a> ScenarioRun<'a> {
     /// What a generated case's HTTPProxies and requests settle to, recorded as traffic
     /// (`observe PATH`); the statuses are recorded at the end, as for every scenario. First
     /// every HTTPProxy applied must have a status for its generation; then each path is asked
-    /// until [`SETTLED`] answers in a row show the same, where an answer that only says the
+    /// until `SETTLED` answers in a row show the same, where an answer that only says the
     /// route or its endpoints are not programmed yet (404, no healthy upstream, no answer)
-    /// counts only once [`PROVISIONAL`] has passed. A path that never settles is recorded
-    /// with the answers seen last.
+    /// while every HTTPProxy is valid counts only once `PROVISIONAL` has passed. A path that
+    /// never settles is recorded with the answers seen last.
     async fn observe(&self, step: usize, paths: &[String]) -> Result<(), StepError> {
         const SETTLED: usize = 20;
         const PROVISIONAL: std::time::Duration = std::time::Duration::from_secs(5);
         let settings = &self.target.settings;
+        // An HTTPProxy that is not valid programs nothing: its 404 is final at once.
+        let mut all_valid = true;
         for object in self.applied.iter().filter(|o| o.kind == "HTTPProxy") {
             let reconciled = |o: &Value| status_is_current(o) && o["status"]["currentStatus"].is_string();
-            let found = self.target.cluster.wait_for(object, settings.status_limit, reconciled).await.map_err(plain)?;
-            if found.is_err() {
-                return Err(plain(format!(
-                    "{object}: no status for its generation within {:?}",
-                    settings.status_limit
-                )));
+            match self.target.cluster.wait_for(object, settings.status_limit, reconciled).await.map_err(plain)? {
+                Ok(found) => all_valid &= found["status"]["currentStatus"] == "valid",
+                Err(_) => {
+                    let limit = settings.status_limit;
+                    return Err(plain(format!("{object}: no status for its generation within {limit:?}")));
+                }
             }
         }
         let host = self.bindings.expand("${host}").map_err(plain)?;
@@ -682,8 +684,8 @@ impl<'a> ScenarioRun<'a> {
                 if last.as_ref() != Some(&observed) {
                     streak.clear();
                 }
-                let provisional =
-                    matches!(answer.status, None | Some(404)) || answer.body.trim() == "no healthy upstream";
+                let provisional = all_valid
+                    && (matches!(answer.status, None | Some(404)) || answer.body.trim() == "no healthy upstream");
                 streak.push(answer);
                 last = Some(observed.clone());
                 if streak.len() >= SETTLED && (!provisional || started.elapsed() >= PROVISIONAL) {

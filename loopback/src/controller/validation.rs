@@ -53,7 +53,9 @@ pub fn lookup(
     proxy_namespace: &str,
     validation: &UpstreamValidation,
 ) -> Result<Option<PeerValidation>, ValidationError> {
+    // Split at the first '/'; an empty namespace is the default one (docs/contract.md S6).
     let (namespace, name) = match validation.ca_secret.split_once('/') {
+        Some(("", name)) if !ctx.config.has(Fault::EmptyNamespaceNotDefaulted) => (default_namespace, name),
         Some((ns, name)) => (ns, name),
         None => (default_namespace, validation.ca_secret.as_str()),
     };

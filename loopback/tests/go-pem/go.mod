@@ -1,0 +1,3 @@
+module loopback.test/gopem
+
+go 1.22
