@@ -4,8 +4,9 @@
 //! A [`Case`] is one choice per [`DIMENSIONS`] entry: the backend certificate's names, its
 //! chain, its validity, how the CA bundle is encoded, the CA Secret's key and type, how the
 //! route names it (namespaces, delegations), the subject names to validate, the Service's
-//! port and how its protocol is declared. Option 0 of every dimension is the plainest, so a
-//! case shrinks by moving choices toward 0 ([`Case::simpler`]). A case renders to a scenario
+//! port, how its protocol is declared, and Host rewrites on the route and the service. Option
+//! 0 of every dimension is the plainest, so a case shrinks by moving choices toward 0
+//! ([`Case::simpler`]). A case renders to a scenario
 //! file whose last step observes instead of asserting ([`Case::render`]); once the arbiter has
 //! answered, it renders to a catalog-shaped scenario that asserts what the arbiter did
 //! ([`Case::render_asserting`]).
@@ -36,6 +37,8 @@ const SUBJECT: usize = 7;
 const PORT: usize = 8;
 /// How the Service says the port speaks TLS.
 const PROTOCOL: usize = 9;
+/// Host rewrites on the route and on the service (the SNI and the Host header, N1).
+const HOST: usize = 10;
 
 /// Every dimension, in the order of a case's choices.
 pub const DIMENSIONS: &[Dimension] = &[
@@ -96,8 +99,10 @@ pub const DIMENSIONS: &[Dimension] = &[
             "none",
             "annotation-other-port",
             "app-protocol",
+            "annotation-h2",
         ],
     },
+    Dimension { name: "host", options: &["none", "service", "route", "route-and-service"] },
 ];
 
 /// A small, fast generator with a fixed output for a seed (Steele, Lea and Flood's SplitMix64).
@@ -394,8 +399,12 @@ impl Case {
             "annotation-other-port" => Some("\"9443\"".to_string()),
             _ => None,
         };
+        let (protocol, annotation) = match self.option(PROTOCOL) {
+            "annotation-h2" => ("h2", Some(format!("\"{number}\""))),
+            _ => ("tls", annotation),
+        };
         let annotations = annotation.map_or(String::new(), |value| {
-            format!("  annotations:\n    projectcontour.io/upstream-protocol.tls: {value}\n")
+            format!("  annotations:\n    projectcontour.io/upstream-protocol.{protocol}: {value}\n")
         });
         let app_protocol = if self.option(PROTOCOL) == "app-protocol" { "      appProtocol: https\n" } else { "" };
         format!(
@@ -427,14 +436,27 @@ impl Case {
             "mismatch" => &["subjectName: other.backend.test"],
             _ => &["subjectName: echo.backend.test"],
         };
+        let host = self.option(HOST);
+        let route_host = if host.starts_with("route") {
+            "      requestHeadersPolicy:\n        set:\n          - name: Host\n            value: route.backend.test\n"
+        } else {
+            ""
+        };
+        let service_host = if host.ends_with("service") {
+            "          requestHeadersPolicy:\n            set:\n              - name: Host\n                value: \
+             echo.backend.test\n"
+        } else {
+            ""
+        };
         let mut t = format!(
             "apiVersion: projectcontour.io/v1\nkind: HTTPProxy\nmetadata:\n  name: proxy\nspec:\n  virtualhost:\n    \
-             fqdn: ${{host}}\n  routes:\n    - services:\n        - name: echo\n          port: {port}\n          \
-             validation:\n            caSecret: {ca_secret}\n"
+             fqdn: ${{host}}\n  routes:\n    - services:\n        - name: echo\n          port: {port}\n\
+             {service_host}          validation:\n            caSecret: {ca_secret}\n"
         );
         for line in subject {
             let _ = writeln!(t, "            {line}");
         }
+        t.push_str(route_host);
         t
     }
 }

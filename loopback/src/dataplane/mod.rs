@@ -199,8 +199,33 @@ async fn handle(request: Request<Incoming>, table: &RouteTable, turns: &Turns) -
             tracing::debug!(cluster = %cluster.name, %endpoint, "upstream failure: {failure:?}");
             upstream_failure(failure_style, "remote connection failure", &failure.to_string())
         }
+        // Envoy answers a reset for a protocol error 502, any other 503 (router.cc,
+        // Filter::onUpstreamReset).
+        Err(SendFailure::Http(err)) if is_protocol_error(&err) => match failure_style {
+            UpstreamFailureResponse::Envoy => {
+                text(StatusCode::BAD_GATEWAY, &format!("{UPSTREAM_FAILURE_PREFIX} reset reason: protocol error"))
+            }
+            UpstreamFailureResponse::Bare502 => text(StatusCode::BAD_GATEWAY, ""),
+        },
         Err(SendFailure::Http(err)) => upstream_failure(failure_style, "connection termination", &err.to_string()),
     }
+}
+
+/// Whether the upstream broke the protocol: a response that does not parse, or an HTTP/2
+/// error of the protocol's own (such as a frame too large: what an HTTP/1.1 answer read as
+/// HTTP/2 looks like), as opposed to a connection that closed.
+fn is_protocol_error(err: &hyper::Error) -> bool {
+    if err.is_parse() {
+        return true;
+    }
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        if let Some(h2) = cause.downcast_ref::<h2::Error>() {
+            return h2.reason().is_some_and(|r| r != h2::Reason::NO_ERROR && r != h2::Reason::CANCEL);
+        }
+        source = cause.source();
+    }
+    false
 }
 
 impl Turns {
