@@ -96,8 +96,8 @@ enum Command {
     /// plainest form and written as a scenario file asserting what the arbiter did. Exits 1
     /// when something disagreed.
     Differential {
-        /// How many cases.
-        #[arg(long, default_value_t = 200)]
+        /// How many cases (at least one).
+        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
         cases: u64,
         /// The generator's seed: a seed and a case number give the same case everywhere.
         #[arg(long, default_value_t = 1)]
@@ -432,9 +432,10 @@ fn differential(
     }
     if stacks.len() < 2 {
         eprintln!(
-            "error: a differential run needs two stacks or more, the arbiter last; this machine has only {}: build \
-             the real Contour with scripts/ensure-contour (and fetch Envoy with scripts/ensure-envoy), or plant a \
-             fault with --loopback-fault",
+            "error: a differential run needs two stacks or more, the arbiter last; {} only {}: build \
+             the real Contour with scripts/ensure-contour (and fetch Envoy with scripts/ensure-envoy), name more \
+             with --stack, or plant a fault with --loopback-fault",
+            if names.is_empty() { "this machine has" } else { "--stack gives" },
             stacks.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
         );
         return ExitCode::from(EXIT_INVALID_INPUT);
