@@ -62,6 +62,8 @@ pub enum Fault {
     OpaqueCaSecretOnly,
     /// S1: the DER inside the CA bundle's CERTIFICATE blocks must parse for the Secret to be valid.
     ParseCaBundleDer,
+    /// S1: the proxy loads a CA bundle whose certificate blocks carry header lines.
+    LoadPemHeaders,
     /// S3: CA Secret errors use the pre-1.4 message text.
     Pre14StatusMessage,
     /// S4: an HTTPProxy with a validation error keeps serving its routes.
@@ -188,7 +190,7 @@ pub enum Fault {
 
 impl Fault {
     /// Every fault, in documentation order.
-    pub const ALL: [Fault; 80] = [
+    pub const ALL: [Fault; 81] = [
         Fault::IgnoreUpstreamProtocolAnnotation,
         Fault::AnnotationMatchesTargetPort,
         Fault::H2BeatsH2c,
@@ -211,6 +213,7 @@ impl Fault {
         Fault::Bare502OnHandshakeFailure,
         Fault::OpaqueCaSecretOnly,
         Fault::ParseCaBundleDer,
+        Fault::LoadPemHeaders,
         Fault::Pre14StatusMessage,
         Fault::KeepRoutesOfInvalidProxy,
         Fault::StaleCaBundle,
@@ -296,6 +299,7 @@ impl Fault {
             Fault::Bare502OnHandshakeFailure => "bare-502-on-handshake-failure",
             Fault::OpaqueCaSecretOnly => "opaque-ca-secret-only",
             Fault::ParseCaBundleDer => "parse-ca-bundle-der",
+            Fault::LoadPemHeaders => "load-pem-headers",
             Fault::Pre14StatusMessage => "pre-1.4-status-message",
             Fault::KeepRoutesOfInvalidProxy => "keep-routes-of-invalid-proxy",
             Fault::StaleCaBundle => "stale-ca-bundle",
@@ -379,7 +383,7 @@ impl Fault {
             Fault::FirstSubjectNameOnly | Fault::ExactSubjectNames => "V4",
             Fault::ValidateWithoutTls => "V5",
             Fault::Bare502OnHandshakeFailure => "V6",
-            Fault::OpaqueCaSecretOnly | Fault::ParseCaBundleDer => "S1",
+            Fault::OpaqueCaSecretOnly | Fault::ParseCaBundleDer | Fault::LoadPemHeaders => "S1",
             Fault::Pre14StatusMessage => "S3",
             Fault::KeepRoutesOfInvalidProxy => "S4",
             Fault::StaleCaBundle => "S5",
@@ -466,6 +470,7 @@ impl Fault {
             Fault::ParseCaBundleDer => {
                 "the DER inside the CA bundle's CERTIFICATE blocks must parse for the Secret to be valid"
             }
+            Fault::LoadPemHeaders => "the proxy loads a CA bundle whose certificate blocks carry header lines",
             Fault::Pre14StatusMessage => "CA Secret errors use the pre-1.4 message text",
             Fault::KeepRoutesOfInvalidProxy => "an HTTPProxy with a validation error keeps serving its routes",
             Fault::StaleCaBundle => "a CA Secret's first-seen contents are used forever",

@@ -139,6 +139,9 @@ impl<'a> Tlv<'a> {
 pub struct PemBlock {
     pub label: String,
     pub der: Vec<u8>,
+    /// Whether `Key: value` header lines (RFC 1421) stood between the BEGIN line and the
+    /// contents.
+    pub has_headers: bool,
 }
 
 /// The PEM blocks of `data`, as Contour reads Secret values (internal/dag/secret.go): while
@@ -156,6 +159,40 @@ pub fn pem_blocks(data: &[u8]) -> Result<Vec<PemBlock>, &'static str> {
         rest = after;
     }
     Ok(blocks)
+}
+
+/// Why [`envoy_ca_bundle`] refuses a certificate block with header lines.
+pub const HEADERS_REFUSED: &str = "a certificate block carries header lines";
+
+/// Envoy's reading of a trusted CA bundle, as its default certificate validator loads one with
+/// BoringSSL's `PEM_X509_INFO_read_bio`: the certificates' DER, or why Envoy refuses the
+/// bundle (and with it the cluster). A CERTIFICATE, X509 CERTIFICATE or TRUSTED CERTIFICATE
+/// block must hold a certificate and carry no header lines (BoringSSL reads a header as
+/// encryption parameters and refuses any that is not); blocks of other types are skipped;
+/// and at least one certificate must be found. Blocks are framed as [`go_pem_decode`] frames
+/// them: a bundle reaches Envoy only once Contour has read it that way, and the differential
+/// runs found no framing the two read differently (docs/design.md).
+///
+/// # Errors
+/// Why Envoy would not load the bundle.
+pub fn envoy_ca_bundle(data: &[u8]) -> Result<Vec<Vec<u8>>, &'static str> {
+    let mut rest = data;
+    let mut certificates = Vec::new();
+    while let Some((block, after)) = go_pem_decode(rest) {
+        rest = after;
+        if !matches!(block.label.as_str(), "CERTIFICATE" | "X509 CERTIFICATE" | "TRUSTED CERTIFICATE") {
+            continue;
+        }
+        if block.has_headers {
+            return Err(HEADERS_REFUSED);
+        }
+        Names::read(&block.der).map_err(|_| "a certificate block holds no certificate")?;
+        certificates.push(block.der);
+    }
+    if certificates.is_empty() {
+        return Err("no certificate");
+    }
+    Ok(certificates)
 }
 
 /// Contour's `containsPEMHeader`: a `-----BEGIN` with `-----` after it, and no line break in
@@ -218,7 +255,7 @@ pub fn go_pem_decode(data: &[u8]) -> Option<(PemBlock, &[u8])> {
         let Some(der) = go_base64(&rest[..end_index]) else { continue };
         let (_, after) = go_get_line(&rest[end_index + END.len() - 1..]);
         let label = String::from_utf8_lossy(label).into_owned();
-        return Some((PemBlock { label, der }, after));
+        return Some((PemBlock { label, der, has_headers: headers > 0 }, after));
     }
 }
 
@@ -342,10 +379,34 @@ mod tests {
     }
 
     #[test]
+    fn envoy_refuses_bundles_contour_accepts_with_headers_or_no_certificate() {
+        use base64::Engine;
+        let der = certificate(|_| {});
+        let body = base64::engine::general_purpose::STANDARD.encode(&der);
+        let cert = format!("-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----\n");
+        let key = "-----BEGIN PRIVATE KEY-----\nAAEC\n-----END PRIVATE KEY-----\n";
+        // Loaded: the certificate, with other types of blocks around it skipped.
+        assert_eq!(envoy_ca_bundle(cert.as_bytes()), Ok(vec![der.clone()]));
+        assert_eq!(envoy_ca_bundle(format!("{key}{cert}{key}").as_bytes()), Ok(vec![der.clone()]));
+        // Refused where Contour reads a valid bundle: a header line (Go keeps it as a header,
+        // BoringSSL reads it as encryption parameters), a block that is no certificate.
+        let with_header = cert.replacen("-----\n", "-----\nComment: x\n\n", 1);
+        assert_eq!(pem_blocks(with_header.as_bytes()).unwrap()[0].der, der);
+        assert!(pem_blocks(with_header.as_bytes()).unwrap()[0].has_headers);
+        assert_eq!(envoy_ca_bundle(with_header.as_bytes()), Err(HEADERS_REFUSED));
+        let garbage = "-----BEGIN CERTIFICATE-----\nAAEC\n-----END CERTIFICATE-----\n";
+        assert_eq!(
+            envoy_ca_bundle(format!("{cert}{garbage}").as_bytes()),
+            Err("a certificate block holds no certificate")
+        );
+        assert_eq!(envoy_ca_bundle(key.as_bytes()), Err("no certificate"));
+    }
+
+    #[test]
     fn pem_blocks_follow_go() {
         let pem = "junk\n-----BEGIN CERTIFICATE-----\nAAEC\n-----END CERTIFICATE-----\ntrailing\n";
         let blocks = pem_blocks(pem.as_bytes()).unwrap();
-        assert_eq!(blocks, [PemBlock { label: "CERTIFICATE".into(), der: vec![0, 1, 2] }]);
+        assert_eq!(blocks, [PemBlock { label: "CERTIFICATE".into(), der: vec![0, 1, 2], has_headers: false }]);
         assert_eq!(pem_blocks(b"no pem here").unwrap(), []);
         assert_eq!(pem_blocks(b"-----BEGIN X-----\nAAEC\n").unwrap_err(), "failed to parse PEM block");
         assert_eq!(pem_blocks(b"-----BEGIN X-----\n!!!\n-----END X-----\n").unwrap_err(), "failed to parse PEM block");

@@ -4,7 +4,7 @@
 //! bent (CRLF, indentation, stray spaces and tabs, header lines, wrong END lines, missing
 //! padding, text around and after), go through `x509::go_pem_decode` and through Go's
 //! `pem.Decode` (tests/go-pem, built with the Go on this machine); every block found, its
-//! bytes and what is left after it must be the same.
+//! bytes, whether it had header lines and what is left after it must be the same.
 //!
 //! Needs Go; without it the test passes with a note, unless `UPSTREAM_TLS_REQUIRE_CONTOUR=1`
 //! (as CI sets, since Contour is built with that Go).
@@ -18,6 +18,7 @@ use serde::Deserialize;
 struct Found {
     r#type: String,
     bytes: String,
+    headers: bool,
     left: usize,
 }
 
@@ -129,7 +130,12 @@ fn loopback_reads(text: &str) -> Vec<Found> {
     let mut rest = text.as_bytes();
     let mut found = Vec::new();
     while let Some((block, after)) = loopback::x509::go_pem_decode(rest) {
-        found.push(Found { r#type: block.label, bytes: hex(&block.der), left: after.len() });
+        found.push(Found {
+            r#type: block.label,
+            bytes: hex(&block.der),
+            headers: block.has_headers,
+            left: after.len(),
+        });
         rest = after;
     }
     found

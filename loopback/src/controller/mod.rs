@@ -27,7 +27,6 @@ pub mod validation;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use rustls::pki_types::CertificateDer;
 use serde_json::Value;
 use tokio::sync::watch;
 
@@ -50,7 +49,7 @@ pub struct Context<'a> {
     pub config: &'a LoopbackConfig,
     pub client_certificate: &'a ClientCertificateState,
     /// CA bundles as first seen, for the `stale-ca-bundle` fault only.
-    pub ca_cache: &'a Mutex<HashMap<String, Vec<CertificateDer<'static>>>>,
+    pub ca_cache: &'a Mutex<HashMap<String, validation::CaBundle>>,
     /// Delegations once granted, for the `delegation-never-withdrawn` fault only.
     pub delegation_grants: &'a Mutex<HashSet<String>>,
 }
@@ -113,7 +112,7 @@ pub struct Controller {
     store: Store,
     config: Arc<LoopbackConfig>,
     routes: watch::Sender<Arc<RouteTable>>,
-    ca_cache: Mutex<HashMap<String, Vec<CertificateDer<'static>>>>,
+    ca_cache: Mutex<HashMap<String, validation::CaBundle>>,
     delegation_grants: Mutex<HashSet<String>>,
     /// Each Secret's `data` as last seen (`namespace/name`), to tell what a change was.
     secret_data: Mutex<HashMap<String, Value>>,

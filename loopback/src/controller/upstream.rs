@@ -182,6 +182,7 @@ fn tls_settings(ctx: &Context<'_>, upstream: &UpstreamRequest<'_>) -> TlsSetting
             // With no trust anchors nothing verifies: every backend certificate is refused.
             ctx.config.has(Fault::VerifyWithoutValidation).then(|| PeerValidation {
                 ca_certificates: Vec::new(),
+                envoy_refuses: None,
                 subject_names: Vec::new(),
                 faults: Default::default(),
             })

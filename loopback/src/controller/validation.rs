@@ -75,6 +75,12 @@ pub fn lookup(
         )));
     }
     let mut bundle = ca_bundle(secret.as_deref(), ctx.config.has(Fault::ParseCaBundleDer));
+    if let Ok(bundle) = &mut bundle
+        && ctx.config.has(Fault::LoadPemHeaders)
+        && bundle.envoy_refuses == Some(x509::HEADERS_REFUSED)
+    {
+        bundle.envoy_refuses = None;
+    }
     if ctx.config.has(Fault::KeepLastCaBundle) {
         let mut cache = ctx.ca_cache.lock().unwrap_or_else(|e| e.into_inner());
         match &bundle {
@@ -90,7 +96,7 @@ pub fn lookup(
             Err(_) => {}
         }
     }
-    let ca_certificates = match bundle {
+    let bundle = match bundle {
         Ok(certificates) if ctx.config.has(Fault::StaleCaBundle) => {
             let mut cache = ctx.ca_cache.lock().unwrap_or_else(|e| e.into_inner());
             cache.entry(key).or_insert(certificates).clone()
@@ -108,7 +114,7 @@ pub fn lookup(
     if ctx.config.has(Fault::SkipCaVerification) {
         return Ok(None);
     }
-    let mut ca_certificates = ca_certificates;
+    let CaBundle { certificates: mut ca_certificates, envoy_refuses } = bundle;
     if ctx.config.has(Fault::FirstCaInBundleOnly) {
         ca_certificates.truncate(1);
     }
@@ -122,6 +128,7 @@ pub fn lookup(
     }
     Ok(Some(PeerValidation {
         ca_certificates,
+        envoy_refuses,
         subject_names,
         faults: ValidationFaults {
             accept_common_name: ctx.config.has(Fault::AcceptNameFromCn),
@@ -160,8 +167,16 @@ pub fn delegated(ctx: &Context<'_>, namespace: &str, name: &str, target: &str) -
     granted
 }
 
+/// A CA bundle as Contour accepts it, and whether Envoy loads it too.
+#[derive(Debug, Clone)]
+pub struct CaBundle {
+    pub certificates: Vec<CertificateDer<'static>>,
+    /// Why Envoy would refuse the bundle Contour accepted ([`x509::envoy_ca_bundle`]).
+    pub envoy_refuses: Option<&'static str>,
+}
+
 /// The certificates of a valid CA Secret (docs/contract.md S1), or why it is not one.
-fn ca_bundle(secret: Option<&Value>, parse_der: bool) -> Result<Vec<CertificateDer<'static>>, String> {
+fn ca_bundle(secret: Option<&Value>, parse_der: bool) -> Result<CaBundle, String> {
     let secret = secret.ok_or("Secret not found")?;
     let secret_type = secret["type"].as_str().unwrap_or("Opaque");
     if secret_type != "Opaque" && secret_type != "kubernetes.io/tls" {
@@ -171,7 +186,9 @@ fn ca_bundle(secret: Option<&Value>, parse_der: bool) -> Result<Vec<CertificateD
     if data.is_empty() {
         return Err(format!("empty {CA_KEY:?} key"));
     }
-    parse_bundle(&data, parse_der).map_err(|detail| format!("invalid CA certificate bundle: {detail}"))
+    let certificates =
+        parse_bundle(&data, parse_der).map_err(|detail| format!("invalid CA certificate bundle: {detail}"))?;
+    Ok(CaBundle { certificates, envoy_refuses: x509::envoy_ca_bundle(&data).err() })
 }
 
 /// A Secret's value for `key`: `data` (base64) or, before the API server folds it in,
@@ -221,9 +238,9 @@ mod tests {
     #[test]
     fn opaque_and_tls_secrets_with_certificates_are_valid() {
         let pem = ca_pem();
-        assert_eq!(ca_bundle(Some(&secret("Opaque", &pem)), false).unwrap().len(), 1);
+        assert_eq!(ca_bundle(Some(&secret("Opaque", &pem)), false).unwrap().certificates.len(), 1);
         let two = format!("{pem}{}", ca_pem());
-        assert_eq!(ca_bundle(Some(&secret("kubernetes.io/tls", &two)), false).unwrap().len(), 2);
+        assert_eq!(ca_bundle(Some(&secret("kubernetes.io/tls", &two)), false).unwrap().certificates.len(), 2);
     }
 
     #[test]
@@ -248,7 +265,9 @@ mod tests {
     #[test]
     fn der_inside_certificate_blocks_is_not_checked_unless_a_fault_asks() {
         let garbage = "-----BEGIN CERTIFICATE-----\nAAECAwQ=\n-----END CERTIFICATE-----\n";
-        assert_eq!(ca_bundle(Some(&secret("Opaque", garbage)), false).unwrap().len(), 1);
+        let accepted = ca_bundle(Some(&secret("Opaque", garbage)), false).unwrap();
+        assert_eq!(accepted.certificates.len(), 1);
+        assert_eq!(accepted.envoy_refuses, Some("a certificate block holds no certificate"));
         assert_eq!(
             ca_bundle(Some(&secret("Opaque", garbage)), true).unwrap_err(),
             "invalid CA certificate bundle: x509: malformed certificate"

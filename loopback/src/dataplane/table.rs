@@ -316,6 +316,9 @@ pub struct ClientConfigCache(pub OnceLock<Result<Arc<rustls::ClientConfig>, Stri
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerValidation {
     pub ca_certificates: Vec<CertificateDer<'static>>,
+    /// Why Envoy would not load the bundle these came from ([`crate::x509::envoy_ca_bundle`]),
+    /// when it would not.
+    pub envoy_refuses: Option<&'static str>,
     pub subject_names: Vec<String>,
     /// Deviations only faults switch on; all false is Envoy's behaviour.
     pub faults: ValidationFaults,
@@ -323,9 +326,9 @@ pub struct PeerValidation {
 
 impl PeerValidation {
     /// Whether Envoy would load these trust anchors: it refuses a cluster whose CA bundle holds
-    /// a CERTIFICATE block that is no certificate (docs/contract.md S1).
+    /// a CERTIFICATE block that is no certificate or carries header lines (docs/contract.md S1).
     pub fn loads(&self) -> bool {
-        self.ca_certificates.iter().all(|c| crate::x509::Names::read(c).is_ok())
+        self.envoy_refuses.is_none()
     }
 }
 

@@ -220,6 +220,7 @@ fn tls_transport(validation: Option<PeerValidation>) -> TlsSettings {
 fn validation(ca: &Issued, names: &[&str]) -> PeerValidation {
     PeerValidation {
         ca_certificates: vec![ca.der()],
+        envoy_refuses: None,
         subject_names: names.iter().map(|n| n.to_string()).collect(),
         faults: Default::default(),
     }

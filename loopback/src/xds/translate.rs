@@ -526,12 +526,11 @@ fn validation(common: &CommonTlsContext, resources: &Resources) -> Option<Option
         return Some(None);
     }
     // Without trust anchors Envoy checks nothing (and refuses SAN matching altogether).
-    let Some(ca_pem) = context.trusted_ca.as_ref().and_then(data_source_bytes) else { return Some(None) };
-    let ca_certificates: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(&ca_pem).filter_map(Result::ok).collect();
-    if ca_certificates.is_empty() {
+    let Some(ca_pem) = context.trusted_ca.as_ref().and_then(data_source_bytes).filter(|b| !b.is_empty()) else {
         return Some(None);
-    }
+    };
+    // Envoy refuses a cluster whose trusted CA does not load.
+    let ca_certificates = crate::x509::envoy_ca_bundle(&ca_pem).ok()?.into_iter().map(CertificateDer::from).collect();
     let mut subject_names: Vec<String> = context
         .match_typed_subject_alt_names
         .iter()
@@ -540,9 +539,7 @@ fn validation(common: &CommonTlsContext, resources: &Resources) -> Option<Option
         .collect();
     #[allow(deprecated)]
     subject_names.extend(context.match_subject_alt_names.iter().filter_map(exact));
-    let validation = PeerValidation { ca_certificates, subject_names, faults: Default::default() };
-    // Envoy refuses a cluster whose trusted CA does not load.
-    validation.loads().then_some(Some(validation))
+    Some(Some(PeerValidation { ca_certificates, envoy_refuses: None, subject_names, faults: Default::default() }))
 }
 
 /// A combined validation context: the dynamic (SDS) one's fields over the default's.

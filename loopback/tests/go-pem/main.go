@@ -1,6 +1,6 @@
 // Reads a JSON array of strings on stdin and prints, for each, what Go's encoding/pem.Decode
-// finds when called again and again on what it leaves: each block's type, its bytes in hex
-// and how many bytes were left after it. loopback/tests/go_pem.rs holds loopback's reading of
+// finds when called again and again on what it leaves: each block's type, its bytes in hex,
+// whether it had header lines and how many bytes were left after it. loopback/tests/go_pem.rs holds loopback's reading of
 // PEM against this.
 package main
 
@@ -12,9 +12,10 @@ import (
 )
 
 type found struct {
-	Type  string `json:"type"`
-	Bytes string `json:"bytes"`
-	Left  int    `json:"left"`
+	Type    string `json:"type"`
+	Bytes   string `json:"bytes"`
+	Headers bool   `json:"headers"`
+	Left    int    `json:"left"`
 }
 
 func main() {
@@ -32,7 +33,7 @@ func main() {
 			if block == nil {
 				break
 			}
-			blocks = append(blocks, found{block.Type, hex.EncodeToString(block.Bytes), len(rest)})
+			blocks = append(blocks, found{block.Type, hex.EncodeToString(block.Bytes), len(block.Headers) > 0, len(rest)})
 		}
 		results = append(results, blocks)
 	}
