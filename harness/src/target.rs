@@ -593,9 +593,19 @@ async fn start_target(
                 Ok(cluster) => {
                     let proxies = (loopback.proxy_address(), Some(loopback.tls_proxy_address()));
                     let envoy_admin = loopback.envoy().map(|envoy| envoy.admin_socket().to_owned());
-                    finish_target(cluster, proxies, installation, run_id, settings)
-                        .await
-                        .map(|target| Target { envoy_admin, ..target })
+                    match finish_target(cluster, proxies, installation, run_id, settings).await {
+                        // Envoy holds the client certificate before the first scenario, as an
+                        // Envoy serving other TLS upstreams does (loopback::envoy).
+                        Ok(target) => match (loopback.envoy(), &target.client_certificate) {
+                            (Some(envoy), Some(client)) => envoy
+                                .wait_for_secret(&client.secret.namespace, &client.secret.name, ENVOY_SECRET_LIMIT)
+                                .await
+                                .map(|()| Target { envoy_admin, ..target })
+                                .map_err(|e| TargetError::Preflight(e.to_string())),
+                            _ => Ok(Target { envoy_admin, ..target }),
+                        },
+                        Err(e) => Err(e),
+                    }
                 }
                 Err(e) => Err(e.into()),
             };
@@ -767,6 +777,9 @@ async fn preflight(cluster: &ClusterClient, proxy: &str, address: SocketAddr) ->
         ))),
     }
 }
+
+/// How long loopback's Envoy may take to receive the installation's client certificate.
+const ENVOY_SECRET_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The built-in canary scenario.
 const CANARY: &str = include_str!("canary.yaml");

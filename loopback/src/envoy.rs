@@ -18,6 +18,14 @@
 //! admin interface says it is ready, that virtual host answers through the HTTP listener (so
 //! Contour's first listeners and routes have arrived) and the HTTPS listener accepts
 //! connections.
+//!
+//! A second HTTPProxy, [`UPSTREAM_TLS_PROXY`], routes to a Service of loopback's own that speaks
+//! TLS and has no endpoints: one upstream TLS cluster is always there, so Envoy subscribes to the
+//! installation's client certificate as soon as Contour sends it and keeps it for as long as
+//! the cluster runs, as an Envoy that serves other TLS upstreams already does. Without it, the
+//! certificate would arrive with a scenario's first clusters, and a CA bundle Envoy refuses
+//! among them would leave the others without TLS (docs/contract.md S7) or not depending on
+//! timing; [`EnvoyProcess::wait_for_secret`] lets a run start only once it has arrived.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -29,7 +37,7 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
-use crate::api::kinds::{HTTP_PROXY, NAMESPACE, SECRET};
+use crate::api::kinds::{HTTP_PROXY, NAMESPACE, SECRET, SERVICE};
 use crate::api::store::Store;
 use crate::contour::CONTOUR_NAMESPACE;
 use crate::supervise::Supervised;
@@ -50,6 +58,9 @@ pub const READY_PROXY: &str = "loopback-envoy-ready";
 pub const READY_HOST: &str = "envoy-ready.loopback.invalid";
 /// What its route answers.
 const READY_BODY: &str = "envoy ready";
+/// Loopback's HTTPProxy routing to an upstream that speaks TLS, and its virtual host.
+pub const UPSTREAM_TLS_PROXY: &str = "loopback-envoy-upstream-tls";
+const UPSTREAM_TLS_HOST: &str = "envoy-upstream-tls.loopback.invalid";
 
 /// How long Envoy may take to become ready after starting.
 const START_LIMIT: Duration = Duration::from_secs(60);
@@ -246,6 +257,36 @@ impl EnvoyProcess {
         }
     }
 
+    /// Waits until Envoy holds an SDS secret that Contour made from the Secret `namespace/name`
+    /// (Contour names it `namespace/name/` and a hash of the certificate): for the installation's
+    /// client certificate, which the readiness HTTPProxy's upstream makes Envoy ask for.
+    ///
+    /// # Errors
+    /// It has not arrived within `limit`, or the admin interface does not answer.
+    pub async fn wait_for_secret(&self, namespace: &str, name: &str, limit: Duration) -> Result<(), EnvoyError> {
+        let path = "/config_dump?resource=dynamic_active_secrets";
+        let prefix = format!("{namespace}/{name}/");
+        let started = Instant::now();
+        loop {
+            let (status, body) =
+                self.admin(path).await.map_err(|message| EnvoyError::Admin { path: path.into(), message })?;
+            let dump: Value = serde_json::from_str(&body).unwrap_or_default();
+            let arrived = status == 200
+                && dump["configs"].as_array().into_iter().flatten().any(|secret| {
+                    secret["name"].as_str().is_some_and(|n| n.starts_with(&prefix))
+                        && secret["secret"]["tls_certificate"].is_object()
+                });
+            if arrived {
+                return Ok(());
+            }
+            if started.elapsed() > limit {
+                let waiting = format!("the SDS secret for {namespace}/{name} has not arrived");
+                return Err(EnvoyError::NotReady { limit, waiting, tail: self.process.log_tail() });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// `GET path` on Envoy's admin interface (such as `/listeners?format=json`): its status
     /// code and body.
     ///
@@ -392,8 +433,39 @@ pub fn write_ready_objects(store: &Store) -> Result<(), EnvoyError> {
         "data": {"tls.crt": base64(certificate.pem()), "tls.key": base64(key.serialize_pem())},
     });
     store.create(&SECRET, CONTOUR_NAMESPACE, secret).map_err(|e| error(&e))?;
+    store.create(&SERVICE, CONTOUR_NAMESPACE, ready_service()).map_err(|e| error(&e))?;
     store.create(&HTTP_PROXY, CONTOUR_NAMESPACE, ready_proxy()).map_err(|e| error(&e))?;
+    store.create(&HTTP_PROXY, CONTOUR_NAMESPACE, upstream_tls_proxy()).map_err(|e| error(&e))?;
     Ok(())
+}
+
+/// The HTTPProxy that keeps one upstream TLS cluster in Envoy ([`write_ready_objects`]): apart
+/// from the readiness one, since Contour holds it invalid until the installation's client
+/// certificate Secret exists.
+fn upstream_tls_proxy() -> Value {
+    json!({
+        "apiVersion": HTTP_PROXY.api_version(),
+        "kind": HTTP_PROXY.kind,
+        "metadata": {"name": UPSTREAM_TLS_PROXY, "namespace": CONTOUR_NAMESPACE},
+        "spec": {
+            "virtualhost": {"fqdn": UPSTREAM_TLS_HOST},
+            "routes": [{"services": [{"name": READY_PROXY, "port": 443}]}],
+        },
+    })
+}
+
+/// The readiness HTTPProxy's upstream ([`write_ready_objects`]): TLS on 443, no endpoints.
+fn ready_service() -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": READY_PROXY,
+            "namespace": CONTOUR_NAMESPACE,
+            "annotations": {"projectcontour.io/upstream-protocol.tls": "443"},
+        },
+        "spec": {"ports": [{"name": "https", "port": 443, "protocol": "TCP"}]},
+    })
 }
 
 /// The readiness HTTPProxy ([`write_ready_objects`]).
