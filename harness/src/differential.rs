@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::generate::{Answered, Case};
+use crate::generate::{Answered, AnsweredStatus, Case, PathAnswer};
 use crate::runner::RunSettings;
 use crate::scenario::load::parse_generated;
 use crate::suite;
@@ -118,19 +118,28 @@ impl Observed {
         }
     }
 
-    /// The arbiter's answer to `/` and its proxy's status, for an asserting scenario; `None`
-    /// when the answers never settled or the case could not be observed.
-    fn asserted(&self) -> Option<(String, String, Answered)> {
+    /// The arbiter's HTTPProxy statuses and its answers to each path, for an asserting
+    /// scenario; `None` when some answers never settled or the case could not be observed.
+    fn asserted(&self) -> Option<(Vec<AnsweredStatus>, Vec<PathAnswer>)> {
         if self.failure.is_some() {
             return None;
         }
-        let status = self.statuses.values().next()?;
-        let current = status["currentStatus"].as_str()?.to_string();
-        let description = status["description"].as_str()?.to_string();
-        let seen = self.traffic.get("observe /")?.as_array()?.first()?.clone();
-        let code = seen["status"].as_u64().map_or("none".to_string(), |c| c.to_string());
-        let backend_tls = seen["backend"]["scheme"] == "https";
-        Some((current, description, Answered { status: code, backend_tls }))
+        let mut statuses = Vec::new();
+        for (key, status) in &self.statuses {
+            statuses.push(AnsweredStatus {
+                proxy: key.rsplit('/').next()?.to_string(),
+                current_status: status["currentStatus"].as_str()?.to_string(),
+                description: status["description"].as_str()?.to_string(),
+            });
+        }
+        let mut answers = Vec::new();
+        for (key, seen) in &self.traffic {
+            let path = key.strip_prefix("observe ")?;
+            let seen = seen.as_array()?.first()?;
+            let status = seen["status"].as_u64().map_or("none".to_string(), |c| c.to_string());
+            answers.push((path.to_string(), Answered { status, backend_tls: seen["backend"]["scheme"] == "https" }));
+        }
+        Some((statuses, answers))
     }
 }
 
@@ -404,9 +413,9 @@ fn write_finding(dir: &Path, seed: u64, finding: &Finding, arbiter: &Observed) -
         let _ = writeln!(header, "#   {difference}");
     }
     let body = match arbiter.asserted() {
-        Some((current, description, answered)) => {
+        Some((statuses, answers)) => {
             header.push_str("# The steps assert what the arbiter did.\n");
-            finding.shrunk.render_asserting(&name, &current, &description, &answered)
+            finding.shrunk.render_asserting(&name, &statuses, &answers)
         }
         None => {
             header.push_str("# The arbiter's answers never settled: the case observes, as generated.\n");

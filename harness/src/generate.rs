@@ -4,7 +4,9 @@
 //! A [`Case`] is one choice per [`DIMENSIONS`] entry: the backend certificate's names, its
 //! chain, its validity, how the CA bundle is encoded, the CA Secret's key and type, how the
 //! route names it (namespaces, delegations), the subject names to validate, the Service's
-//! port, how its protocol is declared, and Host rewrites on the route and the service. Option
+//! port, how its protocol is declared, Host rewrites on the route and the service, what else
+//! shares the backend (a second route or a weighted service with other validation, an
+//! include), and whether the backend asks for the proxy's client certificate. Option
 //! 0 of every dimension is the plainest, so a case shrinks by moving choices toward 0
 //! ([`Case::simpler`]). A case renders to a scenario
 //! file whose last step observes instead of asserting ([`Case::render`]); once the arbiter has
@@ -39,6 +41,10 @@ const PORT: usize = 8;
 const PROTOCOL: usize = 9;
 /// Host rewrites on the route and on the service (the SNI and the Host header, N1).
 const HOST: usize = 10;
+/// What else routes to the backend, and how the case's route is reached.
+const ROUTES: usize = 11;
+/// Whether and how the backend asks for the proxy's client certificate (C1-C3).
+const CLIENT: usize = 12;
 
 /// Every dimension, in the order of a case's choices.
 pub const DIMENSIONS: &[Dimension] = &[
@@ -54,7 +60,7 @@ pub const DIMENSIONS: &[Dimension] = &[
             "other-root",
         ],
     },
-    Dimension { name: "validity", options: &["valid", "expired"] },
+    Dimension { name: "validity", options: &["valid", "expired", "not-yet-valid"] },
     Dimension {
         name: "bundle",
         options: &[
@@ -68,6 +74,8 @@ pub const DIMENSIONS: &[Dimension] = &[
             "key-block-after",
             "no-final-newline",
             "indented",
+            "one-line-base64",
+            "pem-header",
         ],
     },
     Dimension { name: "key", options: &["ca.crt", "tls.crt", "ca.crt-and-tls.crt"] },
@@ -103,6 +111,19 @@ pub const DIMENSIONS: &[Dimension] = &[
         ],
     },
     Dimension { name: "host", options: &["none", "service", "route", "route-and-service"] },
+    Dimension {
+        name: "routes",
+        options: &[
+            "one",
+            "second-route-same",
+            "second-route-other-ca",
+            "second-route-other-subject",
+            "second-route-no-validation",
+            "weighted-second-service",
+            "include",
+        ],
+    },
+    Dimension { name: "client", options: &["none", "optional", "require", "require-other-ca"] },
 ];
 
 /// A small, fast generator with a fixed output for a seed (Steele, Lea and Flood's SplitMix64).
@@ -208,30 +229,44 @@ impl Case {
         out.into_iter().enumerate().map(|(n, choices)| Case { label: shrunk_label(&self.label, n), choices }).collect()
     }
 
+    /// The paths the case observes: `/`, and `/second` when a second route shares the backend.
+    pub fn paths(&self) -> &'static [&'static str] {
+        if self.option(ROUTES).starts_with("second-route") { &["/", "/second"] } else { &["/"] }
+    }
+
     /// The scenario file that sets the case up and observes what it settles to.
     pub fn render(&self) -> String {
         let mut text = self.render_setup("observed by the differential runs, asserting nothing");
-        text.push_str("  - observe: [/]\n");
+        let _ = writeln!(text, "  - observe: [{}]", self.paths().join(", "));
         text
     }
 
-    /// The scenario file that asserts what the arbiter did: the HTTPProxy's `currentStatus`
-    /// and `description`, and whether the backend answered over TLS or the request failed
-    /// with what status.
-    pub fn render_asserting(&self, name: &str, current_status: &str, description: &str, answer: &Answered) -> String {
+    /// The scenario file that asserts what the arbiter did: each HTTPProxy's `currentStatus`
+    /// and `description`, and for each path whether the backend answered over TLS or the
+    /// request failed with what status.
+    pub fn render_asserting(&self, name: &str, statuses: &[AnsweredStatus], answers: &[PathAnswer]) -> String {
         let mut text = self.render_setup("found by the differential runs");
         text = text.replacen(&format!("name: {}\n", self.label), &format!("name: {name}\n"), 1);
-        let _ = write!(
-            text,
-            "  - expectStatus:\n      name: proxy\n      status:\n        currentStatus: {}\n        description: {}\n",
-            yaml_string(current_status),
-            yaml_string(description)
-        );
-        let _ = write!(text, "  - request:\n      expect:\n        status: {}\n", answer.status);
-        if answer.backend_tls {
-            text.push_str("        backend:\n          name: echo\n          tls: true\n");
-        } else {
-            text.push_str("        backendReached: false\n");
+        for status in statuses {
+            let _ = write!(
+                text,
+                "  - expectStatus:\n      name: {}\n      status:\n        currentStatus: {}\n        description: {}\n",
+                status.proxy,
+                yaml_string(&status.current_status),
+                yaml_string(&status.description)
+            );
+        }
+        for (path, answer) in answers {
+            text.push_str("  - request:\n");
+            if path != "/" {
+                let _ = writeln!(text, "      path: {path}");
+            }
+            let _ = write!(text, "      expect:\n        status: {}\n", answer.status);
+            if answer.backend_tls {
+                text.push_str("        backend:\n          name: echo\n          tls: true\n");
+            } else if matches!(answer.status.as_str(), "404" | "502" | "503" | "none") {
+                text.push_str("        backendReached: false\n");
+            }
         }
         text
     }
@@ -246,11 +281,15 @@ impl Case {
         let _ = writeln!(t, "name: {}", self.label);
         let _ = writeln!(t, "description: >-\n  Generated: {}.", self.describe());
         t.push_str("contract: [V3, S1]\n");
-        t.push_str("features: [upstream-tls, upstream-validation, tls-certificate-delegation, app-protocol]\n");
+        let client = if self.option(CLIENT) == "none" { "" } else { ", envoy-client-certificate" };
+        let _ = writeln!(
+            t,
+            "features: [upstream-tls, upstream-validation, tls-certificate-delegation, app-protocol{client}]"
+        );
         t.push_str("namespaces: [ca-store]\n");
-        if matches!(self.option(BUNDLE), "garbage-block-after" | "garbage-block-before") {
+        if matches!(self.option(BUNDLE), "garbage-block-after" | "garbage-block-before" | "pem-header") {
             // Contour accepts such a bundle and Envoy cannot load it, which can leave the
-            // upstreams of other cases without TLS (docs/contract.md S7).
+            // upstreams of other cases without TLS (docs/contract.md S1, S7).
             t.push_str("alone: >-\n  A CA bundle Envoy cannot load can leave other upstreams without TLS (S7).\n");
         }
         t.push_str(&self.pki());
@@ -258,11 +297,26 @@ impl Case {
         if self.option(CHAIN) == "intermediate-served" || self.option(CHAIN) == "intermediate-only-in-bundle" {
             t.push_str("    chain: [intermediate]\n");
         }
+        let client_mode = match self.option(CLIENT) {
+            "optional" => Some(("optional", "install.envoy-client-ca")),
+            "require" => Some(("require", "install.envoy-client-ca")),
+            "require-other-ca" => Some(("require", "other-root")),
+            _ => None,
+        };
+        if let Some((mode, ca)) = client_mode {
+            let _ = writeln!(t, "    clientCertificate:\n      mode: {mode}\n      ca: {ca}");
+        }
         t.push_str("steps:\n  - apply: |\n");
         let mut objects = vec![self.secret()];
+        if matches!(self.option(ROUTES), "second-route-other-ca" | "weighted-second-service") {
+            objects.push(SECOND_CA.to_string());
+        }
         objects.extend(self.delegation());
-        objects.push(self.service(port));
-        objects.push(self.proxy(port.1));
+        objects.push(self.service("echo", port));
+        if self.option(ROUTES) == "weighted-second-service" {
+            objects.push(self.service("echo-second", port));
+        }
+        objects.extend(self.proxies(port.1));
         let body = objects.join("---\n");
         for line in body.lines() {
             if line.is_empty() {
@@ -294,18 +348,20 @@ impl Case {
             "two-dns" => t.push_str("    dnsNames: [first.backend.test, echo.backend.test]\n"),
             _ => t.push_str("    dnsNames: [echo.backend.test]\n"),
         }
-        if self.option(VALIDITY) == "expired" {
-            t.push_str("    expired: true\n");
+        match self.option(VALIDITY) {
+            "expired" => t.push_str("    expired: true\n"),
+            "not-yet-valid" => t.push_str("    notYetValid: true\n"),
+            _ => {}
         }
         t
     }
 
-    /// The certificates the bundle trusts, as `${pki.*.cert}` references.
+    /// The PKI entries the bundle trusts.
     fn trusted(&self) -> Vec<&'static str> {
         match self.option(CHAIN) {
-            "intermediate-in-bundle" => vec!["${pki.root.cert}", "${pki.intermediate.cert}"],
-            "intermediate-only-in-bundle" => vec!["${pki.intermediate.cert}"],
-            _ => vec!["${pki.root.cert}"],
+            "intermediate-in-bundle" => vec!["root", "intermediate"],
+            "intermediate-only-in-bundle" => vec!["intermediate"],
+            _ => vec!["root"],
         }
     }
 
@@ -315,8 +371,9 @@ impl Case {
         const UNKNOWN: &str = "-----BEGIN TRUST NOTE-----\nbm90ZQ==\n-----END TRUST NOTE-----";
         // Not a key: a PEM block of that type around bytes that are none.
         const KEY: &str = "-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5LCBqdXN0IHRleHQ=\n-----END PRIVATE KEY-----";
-        let trusted: Vec<String> = self.trusted().into_iter().map(String::from).collect();
-        let unrelated = "${pki.other-root.cert}".to_string();
+        let pem = |name: &str| format!("${{pki.{name}.cert}}");
+        let trusted: Vec<String> = self.trusted().into_iter().map(pem).collect();
+        let unrelated = pem("other-root");
         let lines: Vec<String> = match self.option(BUNDLE) {
             "unrelated-first" => [vec![unrelated], trusted].concat(),
             "unrelated-last" => [trusted, vec![unrelated]].concat(),
@@ -337,6 +394,23 @@ impl Case {
             // that the certificates' own indentation stays in the value.
             "indented" => std::iter::once("Trusted CAs for the backend:".to_string())
                 .chain(trusted.into_iter().map(|cert| format!("  {cert}")))
+                .collect(),
+            // The whole DER on one line, where PEM writers wrap at 64 characters.
+            "one-line-base64" => self
+                .trusted()
+                .into_iter()
+                .map(|name| format!("-----BEGIN CERTIFICATE-----\n${{pki.{name}.certDer}}\n-----END CERTIFICATE-----"))
+                .collect(),
+            // RFC 1421 header lines inside the block, then the blank line that ends them.
+            "pem-header" => self
+                .trusted()
+                .into_iter()
+                .map(|name| {
+                    format!(
+                        "-----BEGIN CERTIFICATE-----\nComment: trusted for the backend\n\n${{pki.{name}.certDer}}\n\
+                         -----END CERTIFICATE-----"
+                    )
+                })
                 .collect(),
             _ => trusted,
         };
@@ -391,7 +465,7 @@ impl Case {
         ))
     }
 
-    fn service(&self, (name, number): (&str, u16)) -> String {
+    fn service(&self, service: &str, (name, number): (&str, u16)) -> String {
         let annotation = match self.option(PROTOCOL) {
             "annotation-number" => Some(format!("\"{number}\"")),
             "annotation-name" => Some(name.to_string()),
@@ -408,13 +482,14 @@ impl Case {
         });
         let app_protocol = if self.option(PROTOCOL) == "app-protocol" { "      appProtocol: https\n" } else { "" };
         format!(
-            "apiVersion: v1\nkind: Service\nmetadata:\n  name: echo\n{annotations}spec:\n  selector:\n    \
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: {service}\n{annotations}spec:\n  selector:\n    \
              app.kubernetes.io/name: echo\n  ports:\n    - port: {number}\n      targetPort: https\n      name: \
              {name}\n{app_protocol}"
         )
     }
 
-    fn proxy(&self, port: u16) -> String {
+    /// The case's own validation block's lines.
+    fn validation(&self) -> Vec<String> {
         let ca_secret = match self.option(REFERENCE) {
             "own-namespace" => "${namespace}/backend-ca",
             "delegated-star" | "delegated-named" | "not-delegated" | "delegated-elsewhere" => {
@@ -424,7 +499,13 @@ impl Case {
             "missing" => "absent-ca",
             _ => "backend-ca",
         };
-        let subject: &[&str] = match self.option(SUBJECT) {
+        let mut lines = vec![format!("caSecret: {ca_secret}")];
+        lines.extend(self.subject().iter().map(|line| (*line).to_string()));
+        lines
+    }
+
+    fn subject(&self) -> &'static [&'static str] {
+        match self.option(SUBJECT) {
             "list" => &["subjectName: echo.backend.test", "subjectNames: [echo.backend.test, other.backend.test]"],
             "second-in-list" => {
                 &["subjectName: other.backend.test", "subjectNames: [other.backend.test, echo.backend.test]"]
@@ -435,33 +516,120 @@ impl Case {
             "wildcard" => &["subjectName: \"*.backend.test\""],
             "mismatch" => &["subjectName: other.backend.test"],
             _ => &["subjectName: echo.backend.test"],
-        };
-        let host = self.option(HOST);
-        let route_host = if host.starts_with("route") {
-            "      requestHeadersPolicy:\n        set:\n          - name: Host\n            value: route.backend.test\n"
-        } else {
-            ""
-        };
-        let service_host = if host.ends_with("service") {
-            "          requestHeadersPolicy:\n            set:\n              - name: Host\n                value: \
-             echo.backend.test\n"
-        } else {
-            ""
-        };
-        let mut t = format!(
-            "apiVersion: projectcontour.io/v1\nkind: HTTPProxy\nmetadata:\n  name: proxy\nspec:\n  virtualhost:\n    \
-             fqdn: ${{host}}\n  routes:\n    - services:\n        - name: echo\n          port: {port}\n\
-             {service_host}          validation:\n            caSecret: {ca_secret}\n"
-        );
-        for line in subject {
-            let _ = writeln!(t, "            {line}");
         }
-        t.push_str(route_host);
+    }
+
+    /// One entry of a route's `services`.
+    fn service_entry(&self, service: &str, port: u16, weight: Option<u32>, validation: &[String]) -> String {
+        let mut t = format!("- name: {service}\n  port: {port}\n");
+        if let Some(weight) = weight {
+            let _ = writeln!(t, "  weight: {weight}");
+        }
+        if self.option(HOST).ends_with("service") {
+            t.push_str("  requestHeadersPolicy:\n    set:\n      - name: Host\n        value: echo.backend.test\n");
+        }
+        if !validation.is_empty() {
+            t.push_str("  validation:\n");
+            for line in validation {
+                let _ = writeln!(t, "    {line}");
+            }
+        }
         t
+    }
+
+    /// One route: its prefix (none: `/`) and its services' entries.
+    fn route(&self, prefix: Option<&str>, services: &[String]) -> String {
+        let mut t = String::new();
+        if let Some(prefix) = prefix {
+            let _ = writeln!(t, "- conditions:\n    - prefix: {prefix}");
+        }
+        for (n, service) in services.iter().enumerate() {
+            let lead = match (n, prefix) {
+                (0, None) => "- services:\n",
+                (0, Some(_)) => "  services:\n",
+                _ => "",
+            };
+            t.push_str(lead);
+            t.push_str(&indent(service, 4));
+        }
+        if self.option(HOST).starts_with("route") {
+            t.push_str("  requestHeadersPolicy:\n    set:\n      - name: Host\n        value: route.backend.test\n");
+        }
+        t
+    }
+
+    /// The HTTPProxies: `proxy` with the virtual host, and `child` holding the routes when
+    /// the case includes one. A second route or service differs from the case's own only in
+    /// its validation, and in what Contour names its cluster by (the CA Secret's name or the
+    /// first subject name): cases whose validations differ only past those are the known
+    /// cluster-name collision (docs/findings/cluster-name-collision.md), not generated.
+    fn proxies(&self, port: u16) -> Vec<String> {
+        let own = self.validation();
+        let echo = self.service_entry("echo", port, None, &own);
+        let second_ca: Vec<String> = std::iter::once("caSecret: second-ca".to_string())
+            .chain(self.subject().iter().map(|l| l.to_string()))
+            .collect();
+        let mut routes = vec![self.route(None, std::slice::from_ref(&echo))];
+        match self.option(ROUTES) {
+            "second-route-same" => routes.push(self.route(Some("/second"), &[echo])),
+            "second-route-other-ca" => {
+                routes.push(self.route(Some("/second"), &[self.service_entry("echo", port, None, &second_ca)]));
+            }
+            "second-route-other-subject" => {
+                let other = vec![own[0].clone(), "subjectName: first.backend.test".to_string()];
+                routes.push(self.route(Some("/second"), &[self.service_entry("echo", port, None, &other)]));
+            }
+            "second-route-no-validation" => {
+                routes.push(self.route(Some("/second"), &[self.service_entry("echo", port, None, &[])]));
+            }
+            "weighted-second-service" => {
+                routes = vec![self.route(
+                    None,
+                    &[
+                        self.service_entry("echo", port, Some(100), &own),
+                        self.service_entry("echo-second", port, Some(0), &second_ca),
+                    ],
+                )];
+            }
+            _ => {}
+        }
+        let routes = indent(&routes.concat(), 4);
+        let header = "apiVersion: projectcontour.io/v1\nkind: HTTPProxy\nmetadata:\n";
+        if self.option(ROUTES) == "include" {
+            vec![
+                format!(
+                    "{header}  name: proxy\nspec:\n  virtualhost:\n    fqdn: ${{host}}\n  includes:\n    - name: child\n"
+                ),
+                format!("{header}  name: child\nspec:\n  routes:\n{routes}"),
+            ]
+        } else {
+            vec![format!("{header}  name: proxy\nspec:\n  virtualhost:\n    fqdn: ${{host}}\n  routes:\n{routes}")]
+        }
     }
 }
 
-/// What the arbiter's answer to `/` was, for [`Case::render_asserting`].
+/// The Secret `second-ca`, trusting only the other root: the second route's or service's CA.
+const SECOND_CA: &str = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: second-ca\ntype: Opaque\nstringData:\n  \
+                         ca.crt: |\n    ${pki.other-root.cert}\n";
+
+/// `text` with every non-empty line indented by `by` spaces.
+fn indent(text: &str, by: usize) -> String {
+    text.lines().map(|line| if line.is_empty() { "\n".to_string() } else { format!("{:by$}{line}\n", "") }).collect()
+}
+
+/// A path and what the arbiter answered on it.
+pub type PathAnswer = (String, Answered);
+
+/// What the arbiter's status for one HTTPProxy was, for [`Case::render_asserting`].
+#[derive(Debug, Clone)]
+pub struct AnsweredStatus {
+    /// The HTTPProxy's name.
+    pub proxy: String,
+    pub current_status: String,
+    pub description: String,
+}
+
+/// What the arbiter's answer to a path was, for [`Case::render_asserting`].
 #[derive(Debug, Clone)]
 pub struct Answered {
     /// The status code, or `none` for no answer.
@@ -520,12 +688,17 @@ mod tests {
                 let text = case.render();
                 let loaded = parse_generated(Path::new("generated"), &text);
                 assert!(loaded.is_ok(), "{}={}:\n{text}\n{:?}", dimension.name, dimension.options[o], loaded.err());
-                let asserting = case.render_asserting(
-                    "found-0",
-                    "invalid",
-                    "Spec: \"x\"",
-                    &Answered { status: "503".into(), backend_tls: false },
-                );
+                let status = AnsweredStatus {
+                    proxy: "proxy".into(),
+                    current_status: "invalid".into(),
+                    description: "Spec: \"x\"".into(),
+                };
+                let answers: Vec<(String, Answered)> = case
+                    .paths()
+                    .iter()
+                    .map(|path| (path.to_string(), Answered { status: "503".into(), backend_tls: false }))
+                    .collect();
+                let asserting = case.render_asserting("found-0", &[status], &answers);
                 let loaded = crate::scenario::load::parse(Path::new("found"), &asserting);
                 assert!(
                     loaded.is_ok(),
@@ -536,6 +709,39 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn what_shares_the_backend_differs_only_in_validation_and_is_observed_on_its_own_path() {
+        let one = Case::from_options("gen-1", &[]).unwrap();
+        assert_eq!(one.paths(), ["/"]);
+        let other_ca = Case::from_options("gen-1", &[("routes", "second-route-other-ca")]).unwrap();
+        assert_eq!(other_ca.paths(), ["/", "/second"]);
+        let text = other_ca.render();
+        assert!(text.contains("prefix: /second") && text.contains("caSecret: second-ca"), "{text}");
+        assert!(text.ends_with("  - observe: [/, /second]\n"), "{text}");
+        let answers = [
+            ("/".to_string(), Answered { status: "200".into(), backend_tls: true }),
+            ("/second".to_string(), Answered { status: "503".into(), backend_tls: false }),
+        ];
+        let asserting = other_ca.render_asserting("found-1", &[], &answers);
+        assert!(asserting.contains("  - request:\n      path: /second\n      expect:\n        status: 503\n"));
+        // The include puts the routes in a child, both HTTPProxies asserted by name.
+        let include = Case::from_options("gen-1", &[("routes", "include")]).unwrap();
+        let status = |proxy: &str| AnsweredStatus {
+            proxy: proxy.into(),
+            current_status: "valid".into(),
+            description: "Valid HTTPProxy".into(),
+        };
+        let asserting = include.render_asserting("found-1", &[status("child"), status("proxy")], &answers[..1]);
+        assert!(asserting.contains("includes:\n          - name: child"), "{asserting}");
+        assert!(asserting.contains("  - expectStatus:\n      name: child\n"), "{asserting}");
+        // The weighted service gets no traffic and its own validation.
+        let weighted = Case::from_options("gen-1", &[("routes", "weighted-second-service")]).unwrap().render();
+        assert!(
+            weighted.contains("name: echo-second\n                port: 8443\n                weight: 0"),
+            "{weighted}"
+        );
     }
 
     #[test]

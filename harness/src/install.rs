@@ -200,6 +200,7 @@ fn leaf_request() -> CertificateRequest<'static> {
         dns_names: Vec::new(),
         uris: &[],
         expired: false,
+        not_yet_valid: false,
     }
 }
 
@@ -229,6 +230,7 @@ impl InstallClientCertificate {
             dns_names: Vec::new(),
             uris: &[],
             expired: false,
+            not_yet_valid: false,
         };
         let ca = pki.issue(&ca_request)?.clone();
         let original = pki.issue(&leaf_request())?.clone();

@@ -123,6 +123,9 @@ enum Command {
         /// How many cases run at once on each cluster [default: 50].
         #[arg(long, default_value_t = 50, value_parser = suite::parse_parallelism)]
         parallel: usize,
+        /// Print case N of the seed as the scenario file it runs, and run nothing.
+        #[arg(long, value_name = "N")]
+        show: Option<u64>,
     },
     /// Print Contour's config file with the implementation config's installation settings
     /// (tls.envoy-client-certificate, cluster.upstream-tls versions and cipher suites,
@@ -325,7 +328,12 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
-        Command::Differential { cases, seed, batch, stacks, faults, shrink, findings, parallel } => {
+        Command::Differential { show: Some(index), seed, .. } => {
+            let case = harness::generate::Case::generate(seed, index);
+            print!("# seed {seed}, case {index}\n{}", case.render());
+            ExitCode::SUCCESS
+        }
+        Command::Differential { cases, seed, batch, stacks, faults, shrink, findings, parallel, show: None } => {
             differential(cases, seed, batch, &stacks, faults, shrink, findings, parallel)
         }
         Command::ContourConfig { config, base } => contour_config(&config, base.as_deref()),

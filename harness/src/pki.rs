@@ -19,6 +19,8 @@ use crate::scenario::template::Bindings;
 #[derive(Clone)]
 pub struct Material {
     pub cert_pem: String,
+    /// The certificate's DER in base64 on one line: a PEM block's contents.
+    pub cert_der_base64: String,
     pub key_pem: String,
     /// Uppercase hex, as nginx's `$ssl_client_serial`.
     pub serial_hex: String,
@@ -53,6 +55,7 @@ pub struct CertificateRequest<'a> {
     pub dns_names: Vec<String>,
     pub uris: &'a [String],
     pub expired: bool,
+    pub not_yet_valid: bool,
 }
 
 impl<'a> From<&'a CertificateSpec> for CertificateRequest<'a> {
@@ -65,6 +68,7 @@ impl<'a> From<&'a CertificateSpec> for CertificateRequest<'a> {
             dns_names: spec.dns_names.iter().map(|n| n.value.clone()).collect(),
             uris: &spec.uris,
             expired: spec.expired,
+            not_yet_valid: spec.not_yet_valid,
         }
     }
 }
@@ -106,6 +110,7 @@ impl Pki {
         let sha1 = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, certificate.der());
         let material = Material {
             cert_pem: certificate.pem(),
+            cert_der_base64: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, certificate.der()),
             key_pem: key.serialize_pem(),
             serial_hex: hex(&serial, true),
             sha1_hex: hex(sha1.as_ref(), false),
@@ -137,6 +142,7 @@ impl Material {
         let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
         bindings.insert(format!("{prefix}.cert"), self.cert_pem.clone());
         bindings.insert(format!("{prefix}.certBase64"), b64(&self.cert_pem));
+        bindings.insert(format!("{prefix}.certDer"), self.cert_der_base64.clone());
         bindings.insert(format!("{prefix}.key"), self.key_pem.clone());
         bindings.insert(format!("{prefix}.keyBase64"), b64(&self.key_pem));
         bindings.insert(format!("{prefix}.serial"), self.serial_hex.clone());
@@ -158,6 +164,9 @@ fn params(request: &CertificateRequest<'_>) -> Result<(CertificateParams, Vec<u8
     if request.expired {
         params.not_before = now - Duration::days(90);
         params.not_after = now - Duration::days(30);
+    } else if request.not_yet_valid {
+        params.not_before = now + Duration::days(30);
+        params.not_after = now + Duration::days(90);
     } else {
         params.not_before = now - Duration::hours(1);
         params.not_after = now + Duration::days(30);
@@ -214,6 +223,35 @@ mod tests {
         let mut bindings = Bindings::default();
         pki.bind(&mut bindings);
         assert_eq!(bindings.expand("${pki.leaf.serial}").unwrap(), leaf.serial_hex);
+        // certDer is the PEM's body on one line.
+        assert_eq!(
+            bindings.expand("${pki.leaf.certDer}").unwrap(),
+            leaf.cert_pem.lines().filter(|l| !l.starts_with("-----")).collect::<String>()
+        );
+    }
+
+    #[test]
+    fn expired_and_not_yet_valid_certificates_fail_verification_for_their_dates() {
+        let text = "name: t\ndescription: d\ncontract: [V3]\npki:\n  - name: ca\n    ca: true\n  - name: old\n    issuer: ca\n    dnsNames: [a.test]\n    expired: true\n  - name: new\n    issuer: ca\n    dnsNames: [a.test]\n    notYetValid: true\nsteps:\n  - request:\n      expect:\n        status: 200\n";
+        let loaded = parse(Path::new("t.yaml"), text).unwrap();
+        let pki = Pki::build(&loaded.scenario.pki).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(rustls::pki_types::CertificateDer::from(pem_body(&pki.get("ca").unwrap().cert_pem))).unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let verifier =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(roots.into(), provider).build().unwrap();
+        let name = rustls::pki_types::ServerName::try_from("a.test").unwrap();
+        // rustls says Expired or NotValidYet, with or without the dates as context.
+        for (entry, why) in [("old", "Expired"), ("new", "NotValidYet")] {
+            let der = rustls::pki_types::CertificateDer::from(pem_body(&pki.get(entry).unwrap().cert_pem));
+            let now = rustls::pki_types::UnixTime::now();
+            match verifier.verify_server_cert(&der, &[], &name, &[], now) {
+                Err(rustls::Error::InvalidCertificate(e)) => {
+                    assert!(format!("{e:?}").starts_with(why), "{entry}: {e:?}")
+                }
+                other => panic!("{entry}: {other:?}"),
+            }
+        }
     }
 
     fn pem_body(pem: &str) -> Vec<u8> {

@@ -136,6 +136,7 @@ fn issue(pki: &mut Pki, name: &str, issuer: Option<&str>, ca: bool, dns_names: &
         dns_names: dns_names.to_vec(),
         uris: &[],
         expired: false,
+        not_yet_valid: false,
     };
     pki.issue(&request).expect("rcgen issues test certificates").clone()
 }

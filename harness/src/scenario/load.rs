@@ -529,6 +529,12 @@ impl Checker<'_> {
                     Some(_) => {}
                 }
             }
+            if cert.expired && cert.not_yet_valid {
+                self.error(
+                    position(&name.referenced),
+                    format!("PKI entry {:?} cannot be both `expired` and `notYetValid`", name.value),
+                );
+            }
             for dns_name in &cert.dns_names {
                 if !is_certificate_dns_name(&dns_name.value) {
                     self.error(
@@ -1037,6 +1043,13 @@ steps:
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert!(errs[0].starts_with("s.yaml:9:"), "{errs:?}");
         assert!(errs[0].contains("dnsName"), "{errs:?}");
+    }
+
+    #[test]
+    fn a_certificate_cannot_be_both_expired_and_not_yet_valid() {
+        let text = GOOD
+            .replace("    dnsNames: [a.test]\n", "    dnsNames: [a.test]\n    expired: true\n    notYetValid: true\n");
+        assert_eq!(errors(&text), ["s.yaml:7:11: PKI entry \"leaf\" cannot be both `expired` and `notYetValid`"]);
     }
 
     #[test]

@@ -95,6 +95,9 @@ pub struct CertificateSpec {
     /// Valid from 90 days ago until 30 days ago, instead of from an hour ago for 30 days.
     #[serde(default)]
     pub expired: bool,
+    /// Valid from 30 days ahead until 90 days ahead: not valid yet.
+    #[serde(default)]
+    pub not_yet_valid: bool,
 }
 
 /// A backend: nginx serving a certificate and echoing what it saw as JSON.

@@ -5,7 +5,8 @@
 //! - `${namespace}`: the scenario's own namespace.
 //! - `${host}`: the scenario's own virtual host name.
 //! - `${pki.NAME.cert}` (PEM), `${pki.NAME.certBase64}` (base64 of the PEM, for Secret
-//!   `data`), `${pki.NAME.key}`, `${pki.NAME.keyBase64}`, `${pki.NAME.serial}` (hex, as nginx
+//!   `data`), `${pki.NAME.certDer}` (base64 of the DER on one line: a PEM block's contents,
+//!   for bundles laid out by hand), `${pki.NAME.key}`, `${pki.NAME.keyBase64}`, `${pki.NAME.serial}` (hex, as nginx
 //!   prints it), `${pki.NAME.sha1}` (hex fingerprint, as nginx prints it).
 //! - `${namespaces.NAME}`: the scenario's extra namespaces.
 //! - `${install.envoy-client.FIELD}`, `${install.envoy-client-ca.FIELD}`: the installation's
@@ -19,7 +20,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The suffixes each PKI entry offers, after `pki.NAME.`.
-pub const PKI_FIELDS: [&str; 6] = ["cert", "certBase64", "key", "keyBase64", "serial", "sha1"];
+pub const PKI_FIELDS: [&str; 7] = ["cert", "certBase64", "certDer", "key", "keyBase64", "serial", "sha1"];
 
 /// A `${...}` found in text: the name inside and where it stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
