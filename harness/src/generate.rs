@@ -48,7 +48,7 @@ const CLIENT: usize = 12;
 
 /// Every dimension, in the order of a case's choices.
 pub const DIMENSIONS: &[Dimension] = &[
-    Dimension { name: "names", options: &["dns", "wildcard", "cn-only", "uri", "other-dns", "two-dns"] },
+    Dimension { name: "names", options: &["dns", "wildcard", "cn-only", "uri", "other-dns", "two-dns", "ip"] },
     Dimension {
         name: "chain",
         options: &[
@@ -95,7 +95,7 @@ pub const DIMENSIONS: &[Dimension] = &[
     },
     Dimension {
         name: "subject",
-        options: &["name", "list", "second-in-list", "uppercase", "trailing-dot", "uri", "wildcard", "mismatch"],
+        options: &["name", "list", "second-in-list", "uppercase", "trailing-dot", "uri", "wildcard", "mismatch", "ip"],
     },
     Dimension { name: "port", options: &["8443-https", "443-tls"] },
     Dimension {
@@ -346,6 +346,7 @@ impl Case {
             "uri" => t.push_str("    commonName: \"\"\n    uris: [\"spiffe://backend.test/echo\"]\n"),
             "other-dns" => t.push_str("    dnsNames: [other.backend.test]\n"),
             "two-dns" => t.push_str("    dnsNames: [first.backend.test, echo.backend.test]\n"),
+            "ip" => t.push_str("    commonName: \"\"\n    ipAddresses: [\"10.0.0.1\"]\n"),
             _ => t.push_str("    dnsNames: [echo.backend.test]\n"),
         }
         match self.option(VALIDITY) {
@@ -515,6 +516,7 @@ impl Case {
             "uri" => &["subjectName: spiffe://backend.test/echo"],
             "wildcard" => &["subjectName: \"*.backend.test\""],
             "mismatch" => &["subjectName: other.backend.test"],
+            "ip" => &["subjectName: 10.0.0.1"],
             _ => &["subjectName: echo.backend.test"],
         }
     }

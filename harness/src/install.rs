@@ -201,6 +201,7 @@ fn leaf_request() -> CertificateRequest<'static> {
         uris: &[],
         expired: false,
         not_yet_valid: false,
+        ip_addresses: Vec::new(),
     }
 }
 
@@ -231,6 +232,7 @@ impl InstallClientCertificate {
             uris: &[],
             expired: false,
             not_yet_valid: false,
+            ip_addresses: Vec::new(),
         };
         let ca = pki.issue(&ca_request)?.clone();
         let original = pki.issue(&leaf_request())?.clone();

@@ -54,6 +54,7 @@ pub struct CertificateRequest<'a> {
     pub common_name: &'a str,
     pub dns_names: Vec<String>,
     pub uris: &'a [String],
+    pub ip_addresses: Vec<std::net::IpAddr>,
     pub expired: bool,
     pub not_yet_valid: bool,
 }
@@ -67,6 +68,8 @@ impl<'a> From<&'a CertificateSpec> for CertificateRequest<'a> {
             common_name: spec.common_name.as_deref().unwrap_or(&spec.name.value),
             dns_names: spec.dns_names.iter().map(|n| n.value.clone()).collect(),
             uris: &spec.uris,
+            // The loader refuses what does not parse.
+            ip_addresses: spec.ip_addresses.iter().filter_map(|ip| ip.value.parse().ok()).collect(),
             expired: spec.expired,
             not_yet_valid: spec.not_yet_valid,
         }
@@ -154,6 +157,9 @@ fn params(request: &CertificateRequest<'_>) -> Result<(CertificateParams, Vec<u8
     let mut params = CertificateParams::new(request.dns_names.clone())?;
     for uri in request.uris {
         params.subject_alt_names.push(SanType::URI(uri.as_str().try_into()?));
+    }
+    for ip in &request.ip_addresses {
+        params.subject_alt_names.push(SanType::IpAddress(*ip));
     }
     let mut dn = DistinguishedName::new();
     if !request.common_name.is_empty() {

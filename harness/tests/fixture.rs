@@ -137,6 +137,7 @@ fn issue(pki: &mut Pki, name: &str, issuer: Option<&str>, ca: bool, dns_names: &
         uris: &[],
         expired: false,
         not_yet_valid: false,
+        ip_addresses: Vec::new(),
     };
     pki.issue(&request).expect("rcgen issues test certificates").clone()
 }

@@ -535,6 +535,14 @@ impl Checker<'_> {
                     format!("PKI entry {:?} cannot be both `expired` and `notYetValid`", name.value),
                 );
             }
+            for ip in &cert.ip_addresses {
+                if ip.value.parse::<std::net::IpAddr>().is_err() {
+                    self.error(
+                        position(&ip.referenced),
+                        format!("IP address {:?} is not an IPv4 or IPv6 address", ip.value),
+                    );
+                }
+            }
             for dns_name in &cert.dns_names {
                 if !is_certificate_dns_name(&dns_name.value) {
                     self.error(
@@ -1050,6 +1058,15 @@ steps:
         let text = GOOD
             .replace("    dnsNames: [a.test]\n", "    dnsNames: [a.test]\n    expired: true\n    notYetValid: true\n");
         assert_eq!(errors(&text), ["s.yaml:7:11: PKI entry \"leaf\" cannot be both `expired` and `notYetValid`"]);
+    }
+
+    #[test]
+    fn ip_addresses_must_parse() {
+        let text = GOOD.replace(
+            "    dnsNames: [a.test]\n",
+            "    dnsNames: [a.test]\n    ipAddresses: [10.0.0.1, \"::1\", 10.0.0.300]\n",
+        );
+        assert_eq!(errors(&text), ["s.yaml:10:36: IP address \"10.0.0.300\" is not an IPv4 or IPv6 address"]);
     }
 
     #[test]

@@ -92,6 +92,10 @@ pub struct CertificateSpec {
     /// URI subjectAltNames, such as SPIFFE IDs.
     #[serde(default)]
     pub uris: Vec<String>,
+    /// IP address subjectAltNames.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub ip_addresses: Vec<Spanned<String>>,
     /// Valid from 90 days ago until 30 days ago, instead of from an hour ago for 30 days.
     #[serde(default)]
     pub expired: bool,
