@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -53,6 +53,8 @@ impl fmt::Display for ObjectRef {
 pub enum ClusterError {
     #[error("cannot read kubeconfig: {0}")]
     Kubeconfig(#[source] kube::config::KubeconfigError),
+    #[error("cannot read kubeconfig {path}: {why}")]
+    KubeconfigFile { path: PathBuf, why: String },
     #[error("cannot reach the cluster at {server}: {cause}")]
     Unreachable { server: String, cause: String },
     #[error("the cluster does not serve {api_version} {kind}: {}", cause(.source))]
@@ -67,6 +69,36 @@ pub enum ClusterError {
     CannotStart { object: Box<ObjectRef>, reason: String },
     #[error("{object}: {what} could not be followed: {message}")]
     Watch { object: Box<ObjectRef>, what: String, message: String },
+}
+
+/// The largest kubeconfig file read: real ones are a few kilobytes.
+const KUBECONFIG_LIMIT: u64 = 4 * 1024 * 1024;
+
+/// The kubeconfig files a connection reads: the one given, else those `KUBECONFIG` lists,
+/// else `~/.kube/config`.
+fn kubeconfig_files(given: Option<&Path>) -> Vec<PathBuf> {
+    if let Some(path) = given {
+        return vec![path.to_owned()];
+    }
+    match std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) {
+        Some(list) => std::env::split_paths(&list).filter(|p| !p.as_os_str().is_empty()).collect(),
+        None => std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".kube/config")).into_iter().collect(),
+    }
+}
+
+/// A kubeconfig that is there must be a regular file of a sane size: reading a FIFO would wait
+/// for a writer forever, and `/dev/zero` would never end. A missing one is left to kube, which
+/// says so in its words.
+fn check_kubeconfig_file(path: &Path) -> Result<(), ClusterError> {
+    let Ok(meta) = std::fs::metadata(path) else { return Ok(()) };
+    let why = if !meta.is_file() {
+        "it is not a regular file".to_string()
+    } else if meta.len() > KUBECONFIG_LIMIT {
+        format!("it is larger than {} MiB", KUBECONFIG_LIMIT / 1024 / 1024)
+    } else {
+        return Ok(());
+    };
+    Err(ClusterError::KubeconfigFile { path: path.to_owned(), why })
 }
 
 /// How long a request that keeps failing in a way that may pass ([`transient`]) is made again
@@ -286,6 +318,9 @@ impl ClusterClient {
     /// # Errors
     /// The kubeconfig cannot be read or the cluster does not answer.
     pub async fn connect(kubeconfig: Option<&Path>, context: Option<&str>) -> Result<Self, ClusterError> {
+        for path in kubeconfig_files(kubeconfig) {
+            check_kubeconfig_file(&path)?;
+        }
         let options = KubeConfigOptions { context: context.map(str::to_string), ..Default::default() };
         let config = match kubeconfig {
             Some(path) => {
@@ -839,6 +874,33 @@ fn truncate(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kubeconfig_must_be_a_regular_file_of_a_sane_size() {
+        let dir = std::env::temp_dir().join(format!("utls-kubeconfig-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status().is_ok_and(|s| s.success());
+        let refused = |path: &Path| match check_kubeconfig_file(path) {
+            Err(ClusterError::KubeconfigFile { why, .. }) => why,
+            other => panic!("{}: {other:?}", path.display()),
+        };
+        if made {
+            assert_eq!(refused(&fifo), "it is not a regular file");
+        }
+        assert_eq!(refused(Path::new("/dev/zero")), "it is not a regular file");
+        assert_eq!(refused(&dir), "it is not a regular file");
+        let big = dir.join("big");
+        std::fs::File::create(&big).unwrap().set_len(KUBECONFIG_LIMIT + 1).unwrap();
+        assert_eq!(refused(&big), "it is larger than 4 MiB");
+        let fine = dir.join("config");
+        std::fs::write(&fine, "apiVersion: v1\n").unwrap();
+        assert!(check_kubeconfig_file(&fine).is_ok());
+        // A missing file is kube's to report.
+        assert!(check_kubeconfig_file(&dir.join("missing")).is_ok());
+        assert_eq!(kubeconfig_files(Some(&fine)), vec![fine.clone()]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     fn api_error(code: u16) -> kube::Error {
         kube::Error::Api(Box::new(kube::core::Status::failure("m", "r").with_code(code)))

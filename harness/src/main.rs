@@ -1,7 +1,8 @@
 //! `upstream-tls-conformance`: run the upstream TLS conformance suite.
 //!
 //! Exit codes: 0 every scenario passed; 1 a scenario failed; 2 invalid input (a scenario file,
-//! a flag); 3 environment problem (cluster unreachable, loopback cannot start).
+//! a flag); 3 environment problem (cluster unreachable, loopback cannot start, standard output
+//! not writable).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -15,6 +16,16 @@ use harness::report::{RunInfo, RunReport, write_all};
 use harness::scenario::{LoadedScenario, load_dir};
 use harness::suite::{self, Interrupt, Signal};
 use harness::target::{Environment, env};
+
+/// Prints to standard output as [`emit`] does.
+macro_rules! out {
+    ($($arg:tt)*) => { emit(format_args!($($arg)*)) };
+}
+
+/// Prints a line to standard output as [`emit`] does.
+macro_rules! outln {
+    ($($arg:tt)*) => { emit(format_args!("{}\n", format_args!($($arg)*))) };
+}
 
 const EXIT_FAILED: u8 = 1;
 const EXIT_INVALID_INPUT: u8 = 2;
@@ -279,7 +290,42 @@ struct RunArgs {
     reports: Option<PathBuf>,
 }
 
+/// What became of standard output: [`STDOUT_OPEN`], or its reader went away (`| head`), or
+/// writing failed otherwise (a full disk).
+static STDOUT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(STDOUT_OPEN);
+const STDOUT_OPEN: u8 = 0;
+const STDOUT_CLOSED: u8 = 1;
+const STDOUT_FAILED: u8 = 2;
+
+/// Writes to standard output. When its reader has gone away (`list | head -1`) the output
+/// ends quietly and the command goes on (a run still writes its reports and cleans up); any
+/// other write error is said once on standard error and makes the exit code 3.
+fn emit(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    use std::sync::atomic::Ordering;
+    if STDOUT.load(Ordering::Relaxed) != STDOUT_OPEN {
+        return;
+    }
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_fmt(args).and_then(|()| stdout.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            STDOUT.store(STDOUT_CLOSED, Ordering::Relaxed);
+        } else {
+            STDOUT.store(STDOUT_FAILED, Ordering::Relaxed);
+            eprintln!("error: cannot write to standard output: {e}");
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    let code = command();
+    if STDOUT.load(std::sync::atomic::Ordering::Relaxed) == STDOUT_FAILED && code == ExitCode::SUCCESS {
+        return ExitCode::from(EXIT_ENVIRONMENT);
+    }
+    code
+}
+
+fn command() -> ExitCode {
     tracing_subscriber::fmt()
         // kube-rs logs its own errors, which the harness reports in its words: by default
         // only the harness's messages are printed.
@@ -295,7 +341,7 @@ fn main() -> ExitCode {
         Command::Check { selection } => match load(&selection) {
             Ok(scenarios) => {
                 let digest = harness::scenario::load::catalog_sha256(&scenarios);
-                println!("{} scenario files are valid (catalog sha256 {digest})", scenarios.len());
+                outln!("{} scenario files are valid (catalog sha256 {digest})", scenarios.len());
                 ExitCode::SUCCESS
             }
             Err(code) => code,
@@ -303,7 +349,7 @@ fn main() -> ExitCode {
         Command::List { selection } => match load(&selection) {
             Ok(scenarios) => {
                 for s in &scenarios {
-                    println!("{:<40} {}", s.name(), s.scenario.clauses().join(", "));
+                    outln!("{:<40} {}", s.name(), s.scenario.clauses().join(", "));
                 }
                 ExitCode::SUCCESS
             }
@@ -312,9 +358,9 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Schema { report } => {
             if report {
-                print!("{}", harness::report::json::schema());
+                out!("{}", harness::report::json::schema());
             } else {
-                print!("{}", harness::scenario::json_schema());
+                out!("{}", harness::scenario::json_schema());
             }
             ExitCode::SUCCESS
         }
@@ -330,7 +376,7 @@ fn main() -> ExitCode {
         },
         Command::Differential { show: Some(index), seed, .. } => {
             let case = harness::generate::Case::generate(seed, index);
-            print!("# seed {seed}, case {index}\n{}", case.render());
+            out!("# seed {seed}, case {index}\n{}", case.render());
             ExitCode::SUCCESS
         }
         Command::Differential { cases, seed, batch, stacks, faults, shrink, findings, parallel, show: None } => {
@@ -459,7 +505,7 @@ fn differential(
     );
     match runtime.block_on(harness::differential::run(&plan, &|line| eprintln!("{line}"))) {
         Ok(summary) => {
-            print!("{}", harness::differential::report(&summary, seed));
+            out!("{}", harness::differential::report(&summary, seed));
             if summary.findings.is_empty() && summary.unshrunk == 0 {
                 ExitCode::SUCCESS
             } else {
@@ -499,7 +545,7 @@ fn bench(scenarios: Vec<LoadedScenario>, runs: usize, overrides: Overrides) -> E
         scenarios.into_iter().partition(|s| known.iter().any(|k| k.scenario == s.name()));
     let scenarios = scenarios.as_slice();
     let parallelism = plan.parallelism(scenarios.len());
-    println!(
+    outln!(
         "upstream TLS conformance benchmark: {} scenarios against the {}, {parallelism} at a time, {runs} {}",
         scenarios.len(),
         plan.target.describe(),
@@ -507,7 +553,7 @@ fn bench(scenarios: Vec<LoadedScenario>, runs: usize, overrides: Overrides) -> E
     );
     if !left_out.is_empty() {
         let names: Vec<&str> = left_out.iter().map(|s| s.name()).collect();
-        println!("left out, as known failures of this implementation: {}", names.join(", "));
+        outln!("left out, as known failures of this implementation: {}", names.join(", "));
     }
     let samples =
         match runtime.block_on(harness::bench::run_bench(&plan.target, &plan.settings, scenarios, parallelism, runs)) {
@@ -517,7 +563,7 @@ fn bench(scenarios: Vec<LoadedScenario>, runs: usize, overrides: Overrides) -> E
                 return ExitCode::from(EXIT_ENVIRONMENT);
             }
         };
-    print!("{}", harness::bench::render(&samples));
+    out!("{}", harness::bench::render(&samples));
     if samples.iter().any(|s| s.failed > 0) {
         eprintln!("error: some scenarios failed, so these figures do not describe a passing run");
         return ExitCode::from(EXIT_FAILED);
@@ -557,7 +603,7 @@ fn catalog(scenarios: &[LoadedScenario], write: bool) -> ExitCode {
         }
         eprintln!("wrote {}", page_path.display());
     } else {
-        print!("{page}");
+        out!("{page}");
     }
     let problems: Vec<String> = matrix
         .baseline_failures
@@ -586,7 +632,7 @@ fn contour_config(config: &Path, base: Option<&Path>) -> ExitCode {
     };
     match text.and_then(|text| harness::contour_config::contour_config(&text, &config.installation)) {
         Ok(written) => {
-            print!("{written}");
+            out!("{written}");
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -770,7 +816,7 @@ fn run_on(args: RunArgs) -> ExitCode {
         return ExitCode::from(EXIT_INVALID_INPUT);
     }
     runtime.block_on(async move {
-        println!("upstream TLS conformance: {} scenarios against the {}", scenarios.len(), plan.target.describe());
+        outln!("upstream TLS conformance: {} scenarios against the {}", scenarios.len(), plan.target.describe());
         let begun = Instant::now();
         let environment = match Environment::connect(&plan.target, plan.settings.clone()).await {
             Ok(environment) => environment,
@@ -789,7 +835,7 @@ fn run_on(args: RunArgs) -> ExitCode {
         let mut runs = Vec::new();
         for repetition in 1..=args.repeat {
             if args.repeat > 1 {
-                println!("run {repetition} of {}", args.repeat);
+                outln!("run {repetition} of {}", args.repeat);
             }
             let progress = Progress::new(scenarios.len());
             runs.push(suite::run_all_until(&environment, &scenarios, parallelism, &progress, &interrupt).await);
@@ -813,7 +859,7 @@ fn run_on(args: RunArgs) -> ExitCode {
         }
         let repetitions = (args.repeat > 1).then(|| {
             let tallies = suite::tally(&runs);
-            print!("\n{}", suite::tally_table(&tallies, runs.len()));
+            out!("\n{}", suite::tally_table(&tallies, runs.len()));
             harness::report::Repetitions {
                 runs: runs.len(),
                 flaky: tallies.iter().filter(|t| t.flaky()).count(),
@@ -837,7 +883,7 @@ fn run_on(args: RunArgs) -> ExitCode {
             }
         }
         match environment.remove_installation_state(INTERRUPTED_CLEANUP_LIMIT).await {
-            Ok(removed) if !removed.is_empty() => println!("removed the installation's {}", removed.join(" and ")),
+            Ok(removed) if !removed.is_empty() => outln!("removed the installation's {}", removed.join(" and ")),
             Ok(_) => {}
             Err(e) => eprintln!("warning: cannot remove the installation's client certificate: {e}"),
         }
@@ -850,7 +896,7 @@ fn run_on(args: RunArgs) -> ExitCode {
         match write_all(&report, &dir) {
             Ok(files) => {
                 let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
-                println!("reports: {}", names.join(", "));
+                outln!("reports: {}", names.join(", "));
             }
             Err(e) => {
                 eprintln!("error: {e}");
@@ -858,13 +904,13 @@ fn run_on(args: RunArgs) -> ExitCode {
             }
         }
         // The per-scenario lines were printed as they finished; the totals close the run.
-        print!("\n{}", suite::totals(&outcomes, wall_time));
+        out!("\n{}", suite::totals(&outcomes, wall_time));
         if !disruptions.is_empty() {
             let counts: Vec<String> = disruptions.iter().map(|(d, n)| format!("{d} {n} times")).collect();
-            println!("loopback disruptions injected: {}", counts.join(", "));
+            outln!("loopback disruptions injected: {}", counts.join(", "));
         }
         if let Some(signal) = signal {
-            println!("interrupted by {}: scenarios that did not finish are reported as skipped", signal.name());
+            outln!("interrupted by {}: scenarios that did not finish are reported as skipped", signal.name());
             return ExitCode::from(signal.exit_code());
         }
         if outcomes.iter().all(|o| o.passed()) { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILED) }
@@ -889,7 +935,7 @@ fn cleanup(
             n => format!(" and stopped {n} backend process(es)"),
         };
         match &dir.error {
-            None => println!("removed {}{processes}", dir.path.display()),
+            None => outln!("removed {}{processes}", dir.path.display()),
             Some(e) => {
                 failed = true;
                 eprintln!("error: cannot remove {}: {e}", dir.path.display());
@@ -897,7 +943,7 @@ fn cleanup(
         }
     }
     if stale.is_empty() {
-        println!("no loopback cluster left anything on this machine");
+        outln!("no loopback cluster left anything on this machine");
     }
     if cluster {
         let runtime = match runtime() {
@@ -915,9 +961,9 @@ fn cleanup(
         match deleted {
             Ok(names) if names.is_empty() => {
                 let age = older_than.map_or(String::new(), |d| format!(" and older than {} s", d.as_secs()));
-                println!("no namespace on the cluster is labelled {selector}{age}")
+                outln!("no namespace on the cluster is labelled {selector}{age}")
             }
-            Ok(names) => println!("deleted namespaces: {}", names.join(", ")),
+            Ok(names) => outln!("deleted namespaces: {}", names.join(", ")),
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::from(EXIT_ENVIRONMENT);

@@ -401,10 +401,30 @@ pub fn write_all(report: &RunReport, dir: &Path) -> Result<Vec<PathBuf>, ReportE
         let path = dir.join(name);
         let parent = path.parent().unwrap_or(dir);
         std::fs::create_dir_all(parent).map_err(|source| ReportError::Write { path: parent.to_owned(), source })?;
-        std::fs::write(&path, redact(&text)).map_err(|source| ReportError::Write { path: path.clone(), source })?;
+        replace_file(&path, redact(&text).as_bytes())
+            .map_err(|source| ReportError::Write { path: path.clone(), source })?;
         written.push(path);
     }
     Ok(written)
+}
+
+/// Writes `bytes` as a new file beside `path` and renames it over `path`: a symlink at `path`
+/// is replaced, never followed (a link planted in the reports directory cannot make the run
+/// overwrite what it points at), and a reader never sees half a file.
+fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let name = path.file_name().map_or_else(Default::default, |n| n.to_string_lossy().into_owned());
+    let temporary = path.with_file_name(format!(".{name}.{}.partial", std::process::id()));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&temporary)
+        .and_then(|mut file| file.write_all(bytes))
+        .and_then(|()| std::fs::rename(&temporary, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written
 }
 
 /// Removes the `*.md` pages, `*.log` program logs and `*.json` configuration dumps of an
@@ -564,6 +584,32 @@ pub(crate) mod tests {
                 assert!(text.contains("redacted"), "{} lost the failure", file.display());
             }
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_symlink_in_the_reports_directory_is_replaced_not_followed() {
+        let dir = std::env::temp_dir().join(format!("utls-report-symlink-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let target = dir.join("precious.txt");
+        std::fs::write(&target, "the user's").unwrap();
+        std::os::unix::fs::symlink(&target, dir.join("report.json")).unwrap();
+        // A dangling link too: writing through it would create the file it names.
+        std::os::unix::fs::symlink(dir.join("created-elsewhere"), dir.join("summary.md")).unwrap();
+        write_all(&sample(), &dir).unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "the user's");
+        assert!(!dir.join("created-elsewhere").exists());
+        for name in ["report.json", "summary.md"] {
+            let meta = std::fs::symlink_metadata(dir.join(name)).unwrap();
+            assert!(meta.is_file(), "{name} is a file of its own now");
+        }
+        let leftovers: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".partial"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
