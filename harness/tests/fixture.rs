@@ -159,7 +159,16 @@ async fn deploy(loopback: &Loopback, fixtures: &[BackendFixture<'_>]) -> Vec<(St
         cluster.wait_deployment_available(NAMESPACE, fixture.name, Duration::from_secs(60)).await.unwrap();
         let selector = format!("{NAME_LABEL}={}", fixture.name);
         let listed = pods.list(&ListParams::default().labels(&selector)).await.unwrap();
-        let ip = listed.items[0].status.as_ref().and_then(|s| s.pod_ip.clone()).expect("a ready pod has an address");
+        // The ready pod that is staying: not one a rollout is taking away.
+        let ready = listed.items.iter().find(|pod| {
+            pod.metadata.deletion_timestamp.is_none()
+                && pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|conditions| conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        });
+        let ip = ready.and_then(|pod| pod.status.as_ref()?.pod_ip.clone()).expect("a ready pod has an address");
         addresses.push((fixture.name.to_string(), SocketAddr::new(ip.parse().unwrap(), BACKEND_PORT)));
     }
     addresses
