@@ -58,7 +58,8 @@ pub const READY_PROXY: &str = "loopback-envoy-ready";
 pub const READY_HOST: &str = "envoy-ready.loopback.invalid";
 /// What its route answers.
 const READY_BODY: &str = "envoy ready";
-/// Loopback's HTTPProxy routing to an upstream that speaks TLS, and its virtual host.
+/// Loopback's HTTPProxy (and Service) routing to an upstream that speaks TLS, and its virtual
+/// host.
 pub const UPSTREAM_TLS_PROXY: &str = "loopback-envoy-upstream-tls";
 const UPSTREAM_TLS_HOST: &str = "envoy-upstream-tls.loopback.invalid";
 
@@ -259,7 +260,7 @@ impl EnvoyProcess {
 
     /// Waits until Envoy holds an SDS secret that Contour made from the Secret `namespace/name`
     /// (Contour names it `namespace/name/` and a hash of the certificate): for the installation's
-    /// client certificate, which the readiness HTTPProxy's upstream makes Envoy ask for.
+    /// client certificate, which the upstream of [`UPSTREAM_TLS_PROXY`] makes Envoy ask for.
     ///
     /// # Errors
     /// It has not arrived within `limit`, or the admin interface does not answer.
@@ -413,7 +414,7 @@ pub fn with_cluster_dns(mut bootstrap: Value, dns: SocketAddr) -> Value {
 
 /// Writes [`READY_PROXY`] into `store`: Contour's namespace, a self-signed TLS Secret for
 /// [`READY_HOST`], and the HTTPProxy serving it over TLS and, through `permitInsecure`, plain
-/// HTTP, with a direct response.
+/// HTTP, with a direct response; and [`UPSTREAM_TLS_PROXY`] with its TLS Service.
 ///
 /// # Errors
 /// The certificate cannot be made, or the store refuses an object.
@@ -433,7 +434,7 @@ pub fn write_ready_objects(store: &Store) -> Result<(), EnvoyError> {
         "data": {"tls.crt": base64(certificate.pem()), "tls.key": base64(key.serialize_pem())},
     });
     store.create(&SECRET, CONTOUR_NAMESPACE, secret).map_err(|e| error(&e))?;
-    store.create(&SERVICE, CONTOUR_NAMESPACE, ready_service()).map_err(|e| error(&e))?;
+    store.create(&SERVICE, CONTOUR_NAMESPACE, upstream_tls_service()).map_err(|e| error(&e))?;
     store.create(&HTTP_PROXY, CONTOUR_NAMESPACE, ready_proxy()).map_err(|e| error(&e))?;
     store.create(&HTTP_PROXY, CONTOUR_NAMESPACE, upstream_tls_proxy()).map_err(|e| error(&e))?;
     Ok(())
@@ -449,18 +450,18 @@ fn upstream_tls_proxy() -> Value {
         "metadata": {"name": UPSTREAM_TLS_PROXY, "namespace": CONTOUR_NAMESPACE},
         "spec": {
             "virtualhost": {"fqdn": UPSTREAM_TLS_HOST},
-            "routes": [{"services": [{"name": READY_PROXY, "port": 443}]}],
+            "routes": [{"services": [{"name": UPSTREAM_TLS_PROXY, "port": 443}]}],
         },
     })
 }
 
-/// The readiness HTTPProxy's upstream ([`write_ready_objects`]): TLS on 443, no endpoints.
-fn ready_service() -> Value {
+/// The upstream of [`UPSTREAM_TLS_PROXY`] ([`write_ready_objects`]): TLS on 443, no endpoints.
+fn upstream_tls_service() -> Value {
     json!({
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {
-            "name": READY_PROXY,
+            "name": UPSTREAM_TLS_PROXY,
             "namespace": CONTOUR_NAMESPACE,
             "annotations": {"projectcontour.io/upstream-protocol.tls": "443"},
         },
@@ -564,5 +565,12 @@ mod tests {
         let secret = store.get(&SECRET, CONTOUR_NAMESPACE, READY_PROXY).unwrap();
         assert_eq!(secret["type"], "kubernetes.io/tls");
         assert!(secret["data"]["tls.key"].is_string() && secret["data"]["tls.crt"].is_string());
+        // One upstream speaks TLS, so that Envoy holds the client certificate from the start.
+        let upstream = store.get(&HTTP_PROXY, CONTOUR_NAMESPACE, UPSTREAM_TLS_PROXY).unwrap();
+        let service = &upstream["spec"]["routes"][0]["services"][0];
+        assert_eq!(service["name"], UPSTREAM_TLS_PROXY);
+        let service = store.get(&SERVICE, CONTOUR_NAMESPACE, UPSTREAM_TLS_PROXY).unwrap();
+        assert_eq!(service["metadata"]["annotations"]["projectcontour.io/upstream-protocol.tls"], "443");
+        assert_eq!(service["spec"]["ports"][0]["port"], 443);
     }
 }
