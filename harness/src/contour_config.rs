@@ -43,8 +43,12 @@ pub fn contour_config(base: &str, installation: &InstallationSection) -> Result<
         maximum_protocol_version: upstream.maximum_protocol_version,
         cipher_suites: upstream.cipher_suites.clone(),
     };
-    let settings =
-        loopback::contour::contour_settings(certificate.as_ref(), &upstream, installation.enable_external_name_service);
+    let settings = loopback::contour::contour_settings(
+        certificate.as_ref(),
+        &upstream,
+        installation.enable_external_name_service,
+        None,
+    );
     for setting in settings {
         loopback::contour::set_path(&mut root, setting.file_path, setting.value)
             .map_err(|e| format!("Contour's config has {e}"))?;

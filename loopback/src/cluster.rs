@@ -11,7 +11,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::admission::Admission;
-use crate::api::{self, Store, kinds};
+use crate::api::kinds::{self, Kinds};
+use crate::api::{self, Store};
 use crate::config::{ControllerKind, DataPlaneKind, Fault, LoopbackConfig};
 use crate::contour::{ContourError, ContourProcess};
 use crate::controller::Controller;
@@ -43,6 +44,22 @@ pub enum StartError {
     Config(String),
     #[error("{0}")]
     Credentials(String),
+    #[error(
+        "cannot serve the Gateway API from {path}: {message} (scripts/ensure-contour keeps each release's CRDs there; or set gateway.crds)"
+    )]
+    GatewayCrds { path: PathBuf, message: String },
+}
+
+/// The kinds a cluster with `config` serves: the built-in ones, and the Gateway API's when
+/// it is configured.
+fn served_kinds(config: &LoopbackConfig) -> Result<Kinds, StartError> {
+    let Some(path) = config.gateway_crds() else {
+        return Ok(Kinds::built_in());
+    };
+    let error = |message: String| StartError::GatewayCrds { path: path.clone(), message };
+    let text = std::fs::read_to_string(&path).map_err(|e| error(e.to_string()))?;
+    let extra = api::crds::kinds_from_crds(&text).map_err(error)?;
+    Kinds::with(&extra).map_err(error)
 }
 
 /// A running loopback cluster. Stop it with [`Loopback::shutdown`]; dropping it also stops
@@ -79,6 +96,7 @@ impl Loopback {
     /// be bound, or Contour or Envoy is not installed or does not come up.
     pub async fn start(config: LoopbackConfig) -> Result<Self, StartError> {
         config.validate().map_err(StartError::Config)?;
+        let kinds = served_kinds(&config)?;
         let nginx = find_nginx(config.nginx.as_deref())?;
         let (work_dir, owns_work_dir) = match &config.work_dir {
             Some(dir) => {
@@ -107,7 +125,7 @@ impl Loopback {
             .map_err(|source| StartError::WorkDir { path: kubeconfig.clone(), source })?;
 
         let latency = config.latency.latency();
-        let store = Store::new();
+        let store = Store::with_kinds(kinds);
         store.set_namespace_deletion_delay(latency.namespace_deletion);
         // A fresh store cannot refuse its first namespace.
         let _ = store.create(&kinds::NAMESPACE, "", json!({"metadata": {"name": "default"}}));

@@ -675,6 +675,47 @@ pub struct LoopbackConfig {
     /// Where Envoy comes from, for `data-plane: envoy`.
     #[serde(default)]
     pub envoy: EnvoySettings,
+    /// Gateway API: the API server serves its kinds, and Contour reconciles the one Gateway
+    /// named here (Contour's `gateway.gatewayRef`). Needs `controller: contour`.
+    #[serde(default)]
+    pub gateway: Option<GatewayConfig>,
+}
+
+/// Contour's `gateway` section, and where the Gateway API CRDs come from.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct GatewayConfig {
+    /// The Gateway the controller reconciles; its listeners become Envoy's.
+    pub gateway_ref: GatewayRef,
+    /// A file of Gateway API CustomResourceDefinitions to serve; default: the bundle the
+    /// Contour release ships (`examples/gateway/00-crds.yaml`, kept by
+    /// `scripts/ensure-contour` as `gateway-crds.yaml` beside the binary's directory).
+    #[serde(default)]
+    pub crds: Option<PathBuf>,
+}
+
+/// A Gateway, by namespace and name.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for GatewayRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+impl LoopbackConfig {
+    /// The Gateway API CRD file the cluster serves, when it serves Gateway API.
+    pub fn gateway_crds(&self) -> Option<PathBuf> {
+        let gateway = self.gateway.as_ref()?;
+        Some(
+            gateway.crds.clone().unwrap_or_else(|| contour_cache_dir(self.contour.version()).join("gateway-crds.yaml")),
+        )
+    }
 }
 
 /// The proxy that serves a loopback cluster's traffic.
@@ -1108,6 +1149,12 @@ impl LoopbackConfig {
                 ));
             }
             self.envoy.version_for(self.contour.version())?;
+        }
+        if self.gateway.is_some() && self.controller != ControllerKind::Contour {
+            return Err(
+                "gateway needs controller contour: loopback's reference controller does not implement the Gateway API"
+                    .into(),
+            );
         }
         let (minimum, maximum) = self.upstream_tls_versions();
         if minimum > maximum {

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use crate::api::kinds::{CONTOUR_CONFIGURATION, NAMESPACE};
 use crate::api::store::{Store, Subresource};
 use crate::config::{
-    ContourSettings, ContourSettingsSource, LoopbackConfig, SecretName, TlsVersion, UpstreamTlsConfig,
+    ContourSettings, ContourSettingsSource, GatewayRef, LoopbackConfig, SecretName, TlsVersion, UpstreamTlsConfig,
 };
 use crate::envoy::EnvoyListeners;
 use crate::rebuilds::Rebuilds;
@@ -319,7 +319,8 @@ pub fn contour_settings(
     client_certificate: Option<&SecretName>,
     upstream_tls: &UpstreamTlsConfig,
     enable_external_name_service: bool,
-) -> [ContourSetting; 5] {
+    gateway: Option<&GatewayRef>,
+) -> [ContourSetting; 6] {
     let version = |v: Option<TlsVersion>| v.map(|v| json!(v.name()));
     let suites = upstream_tls.cipher_suites.as_ref().filter(|suites| !suites.is_empty());
     [
@@ -348,15 +349,21 @@ pub fn contour_settings(
             object_path: &["enableExternalNameService"],
             value: enable_external_name_service.then_some(json!(true)),
         },
+        ContourSetting {
+            file_path: &["gateway", "gatewayRef"],
+            object_path: &["gateway", "gatewayRef"],
+            value: gateway.map(|gateway| json!({"namespace": gateway.namespace, "name": gateway.name})),
+        },
     ]
 }
 
 /// [`contour_settings`] of a loopback config.
-fn settings_of(config: &LoopbackConfig) -> [ContourSetting; 5] {
+fn settings_of(config: &LoopbackConfig) -> [ContourSetting; 6] {
     contour_settings(
         config.tls.envoy_client_certificate.as_ref(),
         &config.cluster.upstream_tls,
         config.enable_external_name_service,
+        config.gateway.as_ref().map(|gateway| &gateway.gateway_ref),
     )
 }
 

@@ -1,7 +1,8 @@
 //! Admission: the checks a real API server makes before storing an object.
 //!
-//! - [`admit`]: for the custom resources (HTTPProxy, TLSCertificateDelegation), the CRD's
-//!   OpenAPI validation and CEL rules, refused with 422 `Invalid` listing every cause.
+//! - [`admit`]: for the custom resources (HTTPProxy, TLSCertificateDelegation, and the kinds
+//!   served from CRDs), the CRD's OpenAPI validation and CEL rules, refused with 422
+//!   `Invalid` listing every cause.
 //! - [`drop_unknown_fields`]: what a create, update or patch does with fields the kind's
 //!   schema does not declare, as `?fieldValidation=` asks (refuse, warn, or drop silently).
 //! - [`check_applied_fields`]: server-side apply refuses undeclared fields whatever
@@ -21,7 +22,7 @@ use super::validation::{self, FieldError, FieldValidation, quote};
 /// Which admission checks run. All of them, unless a fault switches one off.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Admission {
-    /// Validate HTTPProxy and TLSCertificateDelegation against their CRD schemas and rules.
+    /// Validate custom resources against their CRD schemas and rules.
     pub validate_custom_resources: bool,
 }
 
@@ -255,7 +256,7 @@ fn data_key_problems(key: &str) -> Vec<String> {
 }
 
 fn is_custom_resource(kind: &ResourceKind) -> bool {
-    kind == &kinds::HTTP_PROXY || kind == &kinds::TLS_CERTIFICATE_DELEGATION
+    kind == &kinds::HTTP_PROXY || kind == &kinds::TLS_CERTIFICATE_DELEGATION || kind.crd_schema.is_some()
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 
 use serde_json::{Value, json};
 
-use super::kinds::{self, KINDS, ResourceKind};
+use super::kinds::{self, Kinds, ResourceKind};
 
 /// The verbs every kind supports on its main resource.
 const VERBS: [&str; 8] = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
@@ -19,14 +19,14 @@ const CATEGORY_ALL: [&str; 3] = ["pods", "services", "deployments"];
 
 /// The discovery document at `path` (without a trailing slash), if `path` is a discovery path:
 /// `/api`, `/apis`, `/api/v1`, `/apis/{group}` or `/apis/{group}/{version}`.
-pub fn document(path: &str, address: SocketAddr) -> Option<Value> {
+pub fn document(kinds: &Kinds, path: &str, address: SocketAddr) -> Option<Value> {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match segments.as_slice() {
         ["api"] => Some(api_versions(address)),
-        ["apis"] => Some(api_group_list()),
-        ["api", version] => resource_list("", version),
-        ["apis", group] => api_group(group),
-        ["apis", group, version] => resource_list(group, version),
+        ["apis"] => Some(api_group_list(kinds)),
+        ["api", version] => resource_list(kinds, "", version),
+        ["apis", group] => api_group(kinds, group),
+        ["apis", group, version] => resource_list(kinds, group, version),
         _ => None,
     }
 }
@@ -41,27 +41,28 @@ fn api_versions(address: SocketAddr) -> Value {
 }
 
 /// `/apis`: every named group with its versions.
-fn api_group_list() -> Value {
+fn api_group_list(kinds: &Kinds) -> Value {
     let mut names: Vec<&str> = Vec::new();
-    for (group, _) in kinds::group_versions() {
+    for (group, _) in kinds.group_versions() {
         if !group.is_empty() && !names.contains(&group) {
             names.push(group);
         }
     }
-    let groups: Vec<Value> = names.into_iter().filter_map(api_group_body).collect();
+    let groups: Vec<Value> = names.into_iter().filter_map(|group| api_group_body(kinds, group)).collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
 /// `/apis/{group}`.
-fn api_group(group: &str) -> Option<Value> {
-    let mut body = api_group_body(group)?;
+fn api_group(kinds: &Kinds, group: &str) -> Option<Value> {
+    let mut body = api_group_body(kinds, group)?;
     body["kind"] = json!("APIGroup");
     body["apiVersion"] = json!("v1");
     Some(body)
 }
 
-fn api_group_body(group: &str) -> Option<Value> {
-    let versions: Vec<Value> = kinds::group_versions()
+fn api_group_body(kinds: &Kinds, group: &str) -> Option<Value> {
+    let versions: Vec<Value> = kinds
+        .group_versions()
         .into_iter()
         .filter(|(g, _)| *g == group)
         .map(|(g, v)| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
@@ -72,9 +73,8 @@ fn api_group_body(group: &str) -> Option<Value> {
 }
 
 /// `/api/v1` or `/apis/{group}/{version}`: the resources of one group version.
-fn resource_list(group: &str, version: &str) -> Option<Value> {
-    let served: Vec<&ResourceKind> =
-        KINDS.iter().copied().filter(|k| k.group == group && k.version == version).collect();
+fn resource_list(kinds: &Kinds, group: &str, version: &str) -> Option<Value> {
+    let served = kinds.in_group_version(group, version);
     let first = served.first()?;
     let mut resources = Vec::new();
     for kind in &served {
@@ -126,35 +126,35 @@ mod tests {
 
     #[test]
     fn core_versions_name_the_server() {
-        let doc = document("/api", address()).unwrap();
+        let doc = document(&Kinds::built_in(), "/api", address()).unwrap();
         assert_eq!(doc["versions"], json!(["v1"]));
         assert_eq!(doc["serverAddressByClientCIDRs"][0]["serverAddress"], "127.0.0.1:6443");
     }
 
     #[test]
     fn groups_have_a_preferred_version() {
-        let doc = document("/apis", address()).unwrap();
+        let doc = document(&Kinds::built_in(), "/apis", address()).unwrap();
         let contour = doc["groups"].as_array().unwrap().iter().find(|g| g["name"] == "projectcontour.io").unwrap();
         assert_eq!(contour["preferredVersion"]["groupVersion"], "projectcontour.io/v1");
         assert!(doc["groups"].as_array().unwrap().iter().all(|g| g["name"] != ""));
-        assert_eq!(document("/apis/apps", address()).unwrap()["kind"], "APIGroup");
+        assert_eq!(document(&Kinds::built_in(), "/apis/apps", address()).unwrap()["kind"], "APIGroup");
     }
 
     #[test]
     fn resource_lists_have_status_and_log_subresources() {
-        let core = document("/api/v1", address()).unwrap();
+        let core = document(&Kinds::built_in(), "/api/v1", address()).unwrap();
         let names: Vec<&str> =
             core["resources"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
         assert!(names.contains(&"pods/log"));
         assert!(names.contains(&"namespaces/status"));
         assert!(!names.contains(&"secrets/status"));
-        let contour = document("/apis/projectcontour.io/v1", address()).unwrap();
+        let contour = document(&Kinds::built_in(), "/apis/projectcontour.io/v1", address()).unwrap();
         assert_eq!(contour["groupVersion"], "projectcontour.io/v1");
         let proxy = &contour["resources"][0];
         assert_eq!(proxy["name"], "httpproxies");
         assert_eq!(proxy["shortNames"], json!(["proxy", "proxies"]));
         assert_eq!(contour["resources"][1]["name"], "httpproxies/status");
-        assert_eq!(document("/apis/projectcontour.io/v2", address()), None);
-        assert_eq!(document("/apis/nope", address()), None);
+        assert_eq!(document(&Kinds::built_in(), "/apis/projectcontour.io/v2", address()), None);
+        assert_eq!(document(&Kinds::built_in(), "/apis/nope", address()), None);
     }
 }

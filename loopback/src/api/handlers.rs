@@ -21,7 +21,7 @@ use super::patch::{PatchKind, apply_patch};
 use super::selectors::{FieldSelector, LabelSelector};
 use super::server::{Body, Part, Query, ServerState, text_response};
 use super::store::{Subresource, metadata_mut};
-use super::validation::{FieldError, FieldValidation};
+use super::validation::{self, FieldError, FieldValidation};
 
 /// The annotation in which the kubelet records the path of a pod's log file.
 pub const LOG_FILE_ANNOTATION: &str = "loopback.dev/log-file";
@@ -354,8 +354,12 @@ pub(super) fn check_identity(
 /// What the API server does to an object before validating and storing it: a Secret's
 /// `stringData` is base64-encoded into `data` (where it wins) and dropped, and the defaults
 /// clients read back are filled in (Secret `type: Opaque`; Service `type: ClusterIP` and port
-/// `protocol: TCP`).
+/// `protocol: TCP`); a kind served from a CRD gets its schema's defaults.
 pub(super) fn normalize(kind: &ResourceKind, object: &mut Value) {
+    if let Some(schema) = kind.crd_schema {
+        validation::apply_defaults(schema, object);
+        return;
+    }
     if kind == &kinds::SERVICE {
         default_service(object);
         return;

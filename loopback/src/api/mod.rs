@@ -1,6 +1,7 @@
 //! The loopback API server: an in-memory subset of the Kubernetes API over HTTPS.
 //!
-//! [`Store`] keeps the objects, [`kinds::KINDS`] says which kinds exist, [`serve`] answers
+//! [`Store`] keeps the objects, [`kinds::Kinds`] says which kinds exist (the built-in
+//! ones and those [`crds`] serves from CustomResourceDefinitions), [`serve`] answers
 //! HTTPS on a listener for clients holding the token of [`Credentials`], and
 //! [`write_kubeconfig`] hands clients (kube-rs, kubectl, Contour) the address, CA and token.
 //!
@@ -12,6 +13,7 @@
 pub mod access;
 pub mod admission;
 pub mod apply;
+pub mod crds;
 pub mod discovery;
 pub mod errors;
 mod handlers;

@@ -31,7 +31,7 @@ use super::access::{Credentials, PUBLIC_PATHS};
 use super::admission::Admission;
 use super::apply::ApplyRecords;
 use super::errors::ApiError;
-use super::kinds::{self, ResourceKind};
+use super::kinds::{self, Kinds, ResourceKind};
 use super::store::Store;
 use super::tables::TableRequest;
 use super::validation;
@@ -217,18 +217,19 @@ async fn dispatch(request: Request<Incoming>, state: &ServerState) -> Result<Res
             "/version" => return Ok(json_response(StatusCode::OK, &version_info())),
             _ => {}
         }
-        if let Some(document) = discovery::document(&path, state.address) {
+        let kinds = state.store.kinds();
+        if let Some(document) = discovery::document(kinds, &path, state.address) {
             return Ok(json_response(StatusCode::OK, &document));
         }
         if path == "/openapi/v3" {
-            return Ok(json_response(StatusCode::OK, &openapi::index()));
+            return Ok(json_response(StatusCode::OK, &openapi::index(kinds)));
         }
         if let Some(key) = path.strip_prefix("/openapi/v3/") {
-            let document = openapi::document(key).ok_or_else(|| ApiError::path_not_found(&path))?;
+            let document = openapi::document(kinds, key).ok_or_else(|| ApiError::path_not_found(&path))?;
             return Ok(json_response(StatusCode::OK, &document));
         }
     }
-    let target = parse_target(&path).ok_or_else(|| ApiError::path_not_found(&path))?;
+    let target = parse_target(state.store.kinds(), &path).ok_or_else(|| ApiError::path_not_found(&path))?;
     let content_type =
         request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     let accept = request.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
@@ -316,14 +317,14 @@ async fn read_body(request: Request<Incoming>) -> Result<Bytes, ApiError> {
 }
 
 /// The resource a path names, if any (discovery paths are answered before this).
-pub(super) fn parse_target(path: &str) -> Option<Target> {
+pub(super) fn parse_target(kinds: &Kinds, path: &str) -> Option<Target> {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let (group, version, rest) = match segments.as_slice() {
         ["api", "v1", rest @ ..] => ("", "v1", rest),
         ["apis", group, version, rest @ ..] => (*group, *version, rest),
         _ => return None,
     };
-    let kind = |plural: &str| kinds::by_plural(group, version, plural);
+    let kind = |plural: &str| kinds.by_plural(group, version, plural);
     let object = |kind: &'static ResourceKind, namespace: &str, name: &str, part: Option<&str>| {
         let part = match part {
             None => Part::Main,
@@ -511,14 +512,26 @@ mod tests {
             name: name.into(),
             part,
         };
-        assert_eq!(parse_target("/api/v1/namespaces"), Some(collection(&kinds::NAMESPACE, None)));
-        assert_eq!(parse_target("/api/v1/namespaces/a"), Some(object(&kinds::NAMESPACE, "", "a", Part::Main)));
-        assert_eq!(parse_target("/api/v1/namespaces/a/status"), Some(object(&kinds::NAMESPACE, "", "a", Part::Status)));
-        assert_eq!(parse_target("/api/v1/namespaces/a/secrets"), Some(collection(&kinds::SECRET, Some("a"))));
-        assert_eq!(parse_target("/api/v1/secrets"), Some(collection(&kinds::SECRET, None)));
-        assert_eq!(parse_target("/api/v1/namespaces/a/pods/p/log"), Some(object(&kinds::POD, "a", "p", Part::Log)));
+        assert_eq!(parse_target(&Kinds::built_in(), "/api/v1/namespaces"), Some(collection(&kinds::NAMESPACE, None)));
         assert_eq!(
-            parse_target("/apis/projectcontour.io/v1/namespaces/a/httpproxies/p/status"),
+            parse_target(&Kinds::built_in(), "/api/v1/namespaces/a"),
+            Some(object(&kinds::NAMESPACE, "", "a", Part::Main))
+        );
+        assert_eq!(
+            parse_target(&Kinds::built_in(), "/api/v1/namespaces/a/status"),
+            Some(object(&kinds::NAMESPACE, "", "a", Part::Status))
+        );
+        assert_eq!(
+            parse_target(&Kinds::built_in(), "/api/v1/namespaces/a/secrets"),
+            Some(collection(&kinds::SECRET, Some("a")))
+        );
+        assert_eq!(parse_target(&Kinds::built_in(), "/api/v1/secrets"), Some(collection(&kinds::SECRET, None)));
+        assert_eq!(
+            parse_target(&Kinds::built_in(), "/api/v1/namespaces/a/pods/p/log"),
+            Some(object(&kinds::POD, "a", "p", Part::Log))
+        );
+        assert_eq!(
+            parse_target(&Kinds::built_in(), "/apis/projectcontour.io/v1/namespaces/a/httpproxies/p/status"),
             Some(object(&kinds::HTTP_PROXY, "a", "p", Part::Status))
         );
     }
@@ -534,7 +547,7 @@ mod tests {
             "/api/v2/pods",
             "/metrics",
         ] {
-            assert_eq!(parse_target(path), None, "{path}");
+            assert_eq!(parse_target(&Kinds::built_in(), path), None, "{path}");
         }
     }
 

@@ -15,7 +15,7 @@ use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use super::errors::ApiError;
-use super::kinds::{self, ResourceKind};
+use super::kinds::{self, Kinds, ResourceKind};
 use super::openapi;
 
 /// How many past events a watch may resume from.
@@ -120,6 +120,7 @@ struct Inner {
 pub struct Store {
     inner: Arc<Mutex<Inner>>,
     events: broadcast::Sender<WatchEvent>,
+    kinds: Kinds,
 }
 
 impl Default for Store {
@@ -129,9 +130,20 @@ impl Default for Store {
 }
 
 impl Store {
+    /// A store for the built-in kinds.
     pub fn new() -> Self {
+        Store::with_kinds(Kinds::built_in())
+    }
+
+    /// A store for `kinds`: the built-in ones and those of the cluster's CRDs.
+    pub fn with_kinds(kinds: Kinds) -> Self {
         let (events, _) = broadcast::channel(EVENT_LOG_LEN);
-        Store { inner: Arc::default(), events }
+        Store { inner: Arc::default(), events, kinds }
+    }
+
+    /// The kinds this store keeps, which its API server serves.
+    pub fn kinds(&self) -> &Kinds {
+        &self.kinds
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -345,7 +357,7 @@ impl Store {
     fn empty_namespace(&self, namespace: &str) {
         let keys: Vec<Key> = self.lock().objects.keys().filter(|(_, ns, _)| ns == namespace).cloned().collect();
         for (plural, ns, name) in keys {
-            let Some(kind) = kinds::KINDS.iter().copied().find(|k| k.plural == plural) else {
+            let Some(kind) = self.kinds.by_store_plural(plural) else {
                 continue;
             };
             // Already-gone objects are fine: the kubelet may have removed a pod meanwhile.
@@ -484,7 +496,7 @@ fn spec_changed(before: &Value, after: &Value) -> bool {
 
 fn commit(store: &Store, inner: &mut Inner, k: Key, mut object: Value, event_type: EventType) -> Value {
     bump(inner, &mut object);
-    let kind = kinds::KINDS.iter().copied().find(|kind| kind.plural == k.0);
+    let kind = store.kinds.by_store_plural(k.0);
     let stored = Arc::new(object);
     inner.objects.insert(k.clone(), Arc::clone(&stored));
     if let Some(kind) = kind {

@@ -19,7 +19,7 @@ use std::sync::OnceLock;
 
 use serde_json::{Map, Value, json};
 
-use super::kinds::{self, KINDS, ResourceKind};
+use super::kinds::{KINDS, Kinds, ResourceKind};
 
 pub use contour::{FQDN_PATTERN, SUBJECT_NAMES_RULE};
 
@@ -41,8 +41,20 @@ fn components() -> &'static Map<String, Value> {
 
 /// The schema of objects of `kind`.
 pub fn schema(kind: &ResourceKind) -> &'static Value {
-    // Every kind in `KINDS` has a component; `components()` is built from that table.
-    &components()[&schema_name(kind)]
+    // Every kind in `KINDS` has a component; `components()` is built from that table. Kinds
+    // from CRDs carry their own.
+    kind.crd_schema.unwrap_or_else(|| &components()[&schema_name(kind)])
+}
+
+/// A CRD's `openAPIV3Schema` as loopback serves it for `kind`: `metadata` is ObjectMeta (a
+/// CRD's says only `type: object`, and the API server checks metadata itself), and the
+/// group-version-kind is named as for every other kind.
+pub fn served_crd_schema(kind: &ResourceKind, mut schema: Value) -> Value {
+    if let Some(properties) = schema.get_mut("properties").and_then(Value::as_object_mut) {
+        properties.insert("metadata".into(), components::metadata());
+    }
+    schema["x-kubernetes-group-version-kind"] = json!([gvk(kind, "")]);
+    schema
 }
 
 /// The `default` of `status` in `kind`'s schema, if it has one.
@@ -89,11 +101,11 @@ fn gvk(kind: &ResourceKind, suffix: &str) -> Value {
 }
 
 /// `/openapi/v3`: where each group version's document is, with a hash of its content.
-pub fn index() -> Value {
+pub fn index(kinds: &Kinds) -> Value {
     let mut paths = Map::new();
-    for (group, version) in kinds::group_versions() {
+    for (group, version) in kinds.group_versions() {
         let key = gv_key(group, version);
-        let document = gv_document(group, version);
+        let document = gv_document(kinds, group, version);
         let url = format!("/openapi/v3/{key}?hash={}", content_hash(&document));
         paths.insert(key, json!({"serverRelativeURL": url}));
     }
@@ -101,28 +113,33 @@ pub fn index() -> Value {
 }
 
 /// The document at `/openapi/v3/{key}` (`api/v1`, `apis/apps/v1`, ...), if served.
-pub fn document(key: &str) -> Option<Value> {
+pub fn document(kinds: &Kinds, key: &str) -> Option<Value> {
     let (group, version) = match key.trim_matches('/').split('/').collect::<Vec<_>>().as_slice() {
         ["api", version] => ("", *version),
         ["apis", group, version] => (*group, *version),
         _ => return None,
     };
-    let (group, version) = kinds::group_versions().into_iter().find(|gv| *gv == (group, version))?;
-    Some(gv_document(group, version))
+    let (group, version) = kinds.group_versions().into_iter().find(|gv| *gv == (group, version))?;
+    Some(gv_document(kinds, group, version))
 }
 
 fn gv_key(group: &str, version: &str) -> String {
     if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
 }
 
-fn gv_document(group: &str, version: &str) -> Value {
-    let served: Vec<&ResourceKind> =
-        KINDS.iter().copied().filter(|k| k.group == group && k.version == version).collect();
+fn gv_document(kinds: &Kinds, group: &str, version: &str) -> Value {
     let mut schemas = components::shared();
     let mut all_paths = Map::new();
-    for kind in &served {
-        for name in [schema_name(kind), format!("{}List", schema_name(kind))] {
-            schemas.insert(name.clone(), components()[&name].clone());
+    for kind in kinds.in_group_version(group, version) {
+        let name = schema_name(kind);
+        let list = format!("{name}List");
+        if let Some(schema) = kind.crd_schema {
+            schemas.insert(list, components::list_schema(kind));
+            schemas.insert(name, schema.clone());
+        } else {
+            for name in [name, list] {
+                schemas.insert(name.clone(), components()[&name].clone());
+            }
         }
         all_paths.extend(paths::for_kind(kind));
     }
@@ -144,18 +161,36 @@ fn content_hash(document: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::kinds;
 
     #[test]
     fn index_points_at_every_group_version() {
-        let index = index();
+        let kinds = Kinds::built_in();
+        let index = index(&kinds);
         let paths = index["paths"].as_object().unwrap();
-        assert_eq!(paths.len(), kinds::group_versions().len());
+        assert_eq!(paths.len(), kinds.group_versions().len());
         let contour = paths["apis/projectcontour.io/v1"]["serverRelativeURL"].as_str().unwrap();
         assert!(contour.starts_with("/openapi/v3/apis/projectcontour.io/v1?hash="), "{contour}");
-        assert!(document("apis/projectcontour.io/v1").is_some());
-        assert!(document("api/v1").is_some());
-        assert!(document("apis/projectcontour.io/v2").is_none());
-        assert!(document("apis/projectcontour.io").is_none());
+        assert!(document(&kinds, "apis/projectcontour.io/v1").is_some());
+        assert!(document(&kinds, "api/v1").is_some());
+        assert!(document(&kinds, "apis/projectcontour.io/v2").is_none());
+        assert!(document(&kinds, "apis/projectcontour.io").is_none());
+        assert!(document(&kinds, "apis/example.test/v1").is_none());
+    }
+
+    #[test]
+    fn a_kind_from_a_crd_has_its_document() {
+        let text = serde_saphyr::to_string(&crate::api::crds::widget_crd()).unwrap();
+        let kinds = Kinds::with(&crate::api::crds::kinds_from_crds(&text).unwrap()).unwrap();
+        let document = document(&kinds, "apis/example.test/v1").unwrap();
+        let schemas = &document["components"]["schemas"];
+        assert_eq!(schemas["test.example.v1.Widget"]["properties"]["spec"]["required"], json!(["size"]));
+        assert_eq!(
+            schemas["test.example.v1.WidgetList"]["properties"]["items"]["items"]["$ref"],
+            json!("#/components/schemas/test.example.v1.Widget")
+        );
+        assert!(document["paths"].as_object().unwrap().keys().any(|p| p.ends_with("/widgets/{name}/status")));
+        assert!(index(&kinds)["paths"]["apis/example.test/v1"].is_object());
     }
 
     #[test]
@@ -178,8 +213,9 @@ mod tests {
 
     #[test]
     fn every_patch_operation_takes_field_validation() {
-        for (group, version) in kinds::group_versions() {
-            let document = gv_document(group, version);
+        let kinds = Kinds::built_in();
+        for (group, version) in kinds.group_versions() {
+            let document = gv_document(&kinds, group, version);
             for kind in KINDS.iter().filter(|k| k.group == group && k.version == version) {
                 let patches: Vec<&Value> = document["paths"]
                     .as_object()
