@@ -168,6 +168,38 @@ pub struct InstallationSection {
     /// Whether route services may name ExternalName Services (`enableExternalNameService`).
     #[serde(default)]
     pub enable_external_name_service: bool,
+    /// The Gateway the controller reconciles (`gateway.gatewayRef`), for the Gateway API
+    /// scenarios; without it they are skipped.
+    #[serde(default)]
+    pub gateway: Option<GatewaySection>,
+}
+
+/// `installation.gateway`: a Gateway the harness makes (with its GatewayClass) when the
+/// cluster has none.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct GatewaySection {
+    pub namespace: String,
+    pub name: String,
+    /// The GatewayClass it names (default `contour`).
+    #[serde(default)]
+    pub class_name: Option<String>,
+    /// The class's controllerName, for a class the harness makes (default
+    /// `projectcontour.io/gateway-controller`; Contour reconciles the Gateway its
+    /// `gatewayRef` names whatever the class says).
+    #[serde(default)]
+    pub controller_name: Option<String>,
+}
+
+impl GatewaySection {
+    fn setup(&self) -> crate::install::GatewaySetup {
+        let defaults = crate::install::GatewaySetup::loopback();
+        crate::install::GatewaySetup {
+            gateway: crate::install::GatewayRef { namespace: self.namespace.clone(), name: self.name.clone() },
+            class_name: self.class_name.clone().unwrap_or(defaults.class_name),
+            controller_name: self.controller_name.clone().unwrap_or(defaults.controller_name),
+        }
+    }
 }
 
 /// `cluster.upstream-tls`.
@@ -488,6 +520,7 @@ impl ImplementationConfig {
                     external_name_services: self.installation.enable_external_name_service,
                     tls_listener: tls_proxy.is_some(),
                     exempt: exempt.clone(),
+                    gateway: self.installation.gateway.as_ref().map(GatewaySection::setup),
                 };
                 if installation.upstream_tls.0 > installation.upstream_tls.1 {
                     let (min, max) = installation.upstream_tls;

@@ -9,7 +9,7 @@
 //! duplicate keys, and its quickstart already has a `tls:` block, so appending a second one
 //! would keep Contour from starting.
 
-use loopback::config::{SecretName, UpstreamTlsConfig};
+use loopback::config::{GatewayRef, SecretName, UpstreamTlsConfig};
 use serde_json::{Value, json};
 
 use crate::config::InstallationSection;
@@ -43,11 +43,15 @@ pub fn contour_config(base: &str, installation: &InstallationSection) -> Result<
         maximum_protocol_version: upstream.maximum_protocol_version,
         cipher_suites: upstream.cipher_suites.clone(),
     };
+    let gateway = installation
+        .gateway
+        .as_ref()
+        .map(|gateway| GatewayRef { namespace: gateway.namespace.clone(), name: gateway.name.clone() });
     let settings = loopback::contour::contour_settings(
         certificate.as_ref(),
         &upstream,
         installation.enable_external_name_service,
-        None,
+        gateway.as_ref(),
     );
     for setting in settings {
         loopback::contour::set_path(&mut root, setting.file_path, setting.value)
@@ -87,6 +91,7 @@ accesslog-format: envoy
                 cipher_suites: Some(vec!["ECDHE-ECDSA-CHACHA20-POLY1305".into()]),
             },
             enable_external_name_service: true,
+            gateway: None,
         }
     }
 

@@ -18,7 +18,7 @@ use crate::pki::{CertificateRequest, Material, Pki, PkiError};
 use crate::scenario::Feature;
 use crate::scenario::template::Bindings;
 
-pub use loopback::config::TlsVersion;
+pub use loopback::config::{GatewayRef, TlsVersion};
 
 /// The install-wide settings of an installation that scenarios depend on (docs/contract.md C1, N2).
 /// Real installations declare them; loopback knows its own.
@@ -38,6 +38,110 @@ pub struct Installation {
     pub tls_listener: bool,
     /// Features the implementation does not claim: their scenarios are skipped.
     pub exempt: Vec<Feature>,
+    /// The Gateway its controller reconciles, for Gateway API scenarios.
+    pub gateway: Option<GatewaySetup>,
+}
+
+/// The Gateway an installation's controller reconciles (Contour's `gateway.gatewayRef`): the
+/// harness makes it, with its GatewayClass, when the cluster has none, and waits until it is
+/// Programmed before any scenario runs. Scenarios attach their HTTPRoutes to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewaySetup {
+    pub gateway: GatewayRef,
+    /// The GatewayClass it names.
+    pub class_name: String,
+    /// The class's `controllerName`, for a class the harness makes.
+    pub controller_name: String,
+}
+
+impl GatewaySetup {
+    /// The Gateway loopback's Contour reconciles: `projectcontour/contour`, of class
+    /// `contour`, as in Contour's Gateway API example.
+    pub fn loopback() -> Self {
+        GatewaySetup {
+            gateway: GatewayRef { namespace: "projectcontour".into(), name: "contour".into() },
+            class_name: "contour".into(),
+            controller_name: "projectcontour.io/gateway-controller".into(),
+        }
+    }
+}
+
+/// The Gateway API group version the Gateway and its class are made at.
+const GATEWAY_API: &str = "gateway.networking.k8s.io/v1";
+
+impl GatewaySetup {
+    fn gateway_object(&self) -> ObjectRef {
+        ObjectRef {
+            api_version: GATEWAY_API.into(),
+            kind: "Gateway".into(),
+            namespace: Some(self.gateway.namespace.clone()),
+            name: self.gateway.name.clone(),
+        }
+    }
+
+    /// Makes the Gateway (with its namespace and GatewayClass) unless the cluster has it, then
+    /// waits until its controller says it is Programmed. The Gateway made listens for HTTP on
+    /// port 80 for routes of every namespace, since each scenario has namespaces of its own.
+    ///
+    /// # Errors
+    /// The cluster does not serve the Gateway API, refuses an object, or the Gateway is not
+    /// Programmed within `limit` (the message holds its conditions).
+    pub async fn ensure(&self, cluster: &ClusterClient, limit: std::time::Duration) -> Result<(), String> {
+        if let Err(e) = cluster.serves(GATEWAY_API, "Gateway").await {
+            return Err(format!(
+                "the cluster does not serve {GATEWAY_API} Gateway ({e}); install the Gateway API CRDs the \
+                 implementation supports"
+            ));
+        }
+        let gateway = self.gateway_object();
+        if cluster.get(&gateway).await.map_err(|e| e.to_string())?.is_none() {
+            let namespace =
+                ObjectRef { api_version: "v1".into(), kind: "Namespace".into(), namespace: None, name: self.gateway.namespace.clone() };
+            if cluster.get(&namespace).await.map_err(|e| e.to_string())?.is_none() {
+                let object = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace.name}});
+                cluster.apply(&object, "").await.map_err(|e| e.to_string())?;
+            }
+            let class = ObjectRef { api_version: GATEWAY_API.into(), kind: "GatewayClass".into(), namespace: None, name: self.class_name.clone() };
+            if cluster.get(&class).await.map_err(|e| e.to_string())?.is_none() {
+                let object = json!({
+                    "apiVersion": GATEWAY_API, "kind": "GatewayClass",
+                    "metadata": {"name": self.class_name},
+                    "spec": {"controllerName": self.controller_name},
+                });
+                cluster.apply(&object, "").await.map_err(|e| e.to_string())?;
+            }
+            let object = json!({
+                "apiVersion": GATEWAY_API, "kind": "Gateway",
+                "metadata": {"name": self.gateway.name, "namespace": self.gateway.namespace},
+                "spec": {
+                    "gatewayClassName": self.class_name,
+                    "listeners": [{
+                        "name": "http", "protocol": "HTTP", "port": 80,
+                        "allowedRoutes": {"namespaces": {"from": "All"}},
+                    }],
+                },
+            });
+            cluster.apply(&object, &self.gateway.namespace).await.map_err(|e| e.to_string())?;
+        }
+        let programmed = |gateway: &Value| {
+            gateway["status"]["conditions"]
+                .as_array()
+                .is_some_and(|conditions| conditions.iter().any(|c| c["type"] == "Programmed" && c["status"] == "True"))
+        };
+        match cluster.wait_for(&gateway, limit, programmed).await.map_err(|e| e.to_string())? {
+            Ok(_) => Ok(()),
+            Err(last) => {
+                let conditions = last.map(|g| g["status"]["conditions"].to_string()).unwrap_or_else(|| "none".into());
+                Err(format!(
+                    "the Gateway {} is not Programmed after {}s (its conditions: {conditions}); is the \
+                     controller running with gatewayRef {}?",
+                    self.gateway,
+                    limit.as_secs(),
+                    self.gateway
+                ))
+            }
+        }
+    }
 }
 
 impl Default for Installation {
@@ -50,6 +154,7 @@ impl Default for Installation {
             external_name_services: false,
             tls_listener: false,
             exempt: Vec::new(),
+            gateway: None,
         }
     }
 }
@@ -109,6 +214,12 @@ impl Installation {
                 text: "the proxy's TLS address is not given (--tls-proxy, or cluster.tlsProxy in the config file)".into(),
                 not_applicable: false,
             }),
+            Feature::GatewayApiBackendTls if self.gateway.is_none() => Some(SkipReason {
+                text: "the installation names no Gateway for Gateway API scenarios (installation.gateway in the \
+                       config file)"
+                    .into(),
+                not_applicable: false,
+            }),
             Feature::NoExternalNameServices if self.external_name_services => {
                 setting("the installation has enabled ExternalName Services".into())
             }
@@ -133,7 +244,11 @@ impl Installation {
             None => String::new(),
         };
         let external_names = if self.external_name_services { ", ExternalName Services enabled" } else { "" };
-        format!("{certificate}, upstream TLS {minimum}-{maximum}{suites}{external_names}")
+        let gateway = match &self.gateway {
+            Some(setup) => format!(", Gateway {}", setup.gateway),
+            None => String::new(),
+        };
+        format!("{certificate}, upstream TLS {minimum}-{maximum}{suites}{external_names}{gateway}")
     }
 }
 

@@ -15,13 +15,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use loopback::config::{
-    ContourSettings, ContourSettingsSource, ControllerKind, DataPlaneKind, EnvoySettings, Pairing, SecretName,
+    ContourSettings, ContourSettingsSource, ControllerKind, DataPlaneKind, EnvoySettings, GatewayConfig, Pairing,
+    SecretName,
     release_pairs,
 };
 use loopback::{Disruption, Fault, LatencyProfile, Loopback, LoopbackConfig};
 
 use crate::cluster::{ClusterClient, ClusterError, ObjectRef, RUN_LABEL};
-use crate::install::{InstallClientCertificate, Installation, SecretRef, SkipReason, TlsVersion};
+use crate::install::{GatewaySetup, InstallClientCertificate, Installation, SecretRef, SkipReason, TlsVersion};
 use crate::known::{self, KnownFailure};
 use crate::report::DiagnosticFile;
 use crate::runner::{Event, Observer, RunSettings, ScenarioOutcome, Target, run_scenario, scenario_namespaces};
@@ -106,6 +107,12 @@ pub fn loopback_installations() -> [Installation; 2] {
             ..Default::default()
         },
     ]
+}
+
+/// The installation loopback adds when the real Contour runs: Contour's defaults, reconciling
+/// the Gateway of [`GatewaySetup::loopback`], for the Gateway API scenarios.
+pub fn gateway_installation() -> Installation {
+    Installation { tls_listener: true, gateway: Some(GatewaySetup::loopback()), ..Default::default() }
 }
 
 /// Where to run.
@@ -255,10 +262,19 @@ impl TargetConfig {
     /// The installations this config tests.
     pub fn installations(&self) -> Vec<Installation> {
         match self {
-            TargetConfig::Loopback(options) => loopback_installations()
-                .into_iter()
-                .map(|installation| Installation { exempt: options.exempt.clone(), ..installation })
-                .collect(),
+            TargetConfig::Loopback(options) => {
+                let mut installations: Vec<Installation> = loopback_installations().into();
+                // The Gateway API front door has no reference model: it runs with the real
+                // Contour only, on a cluster of its own so the others keep Contour's usual
+                // listeners.
+                if options.controller.kind == ControllerKind::Contour {
+                    installations.push(gateway_installation());
+                }
+                installations
+                    .into_iter()
+                    .map(|installation| Installation { exempt: options.exempt.clone(), ..installation })
+                    .collect()
+            }
             TargetConfig::Cluster { installation, .. } => vec![installation.clone()],
         }
     }
@@ -639,6 +655,9 @@ async fn finish_target(
     run_id: &str,
     settings: &RunSettings,
 ) -> Result<Target, TargetError> {
+    if let Some(setup) = &installation.gateway {
+        setup.ensure(&cluster, GATEWAY_LIMIT).await.map_err(TargetError::Preflight)?;
+    }
     let client_certificate = match &installation.client_certificate {
         None => None,
         Some(secret) => {
@@ -729,8 +748,15 @@ fn loopback_config(installation: &Installation, options: &LoopbackOptions) -> Lo
     limits.maximum_protocol_version = (maximum != defaults.1).then_some(maximum);
     limits.cipher_suites = installation.cipher_suites.clone();
     config.enable_external_name_service = installation.external_name_services;
+    config.gateway = installation
+        .gateway
+        .as_ref()
+        .map(|setup| GatewayConfig { gateway_ref: setup.gateway.clone(), crds: None });
     config
 }
+
+/// How long the installation's Gateway may take to be Programmed.
+const GATEWAY_LIMIT: Duration = Duration::from_secs(60);
 
 /// How long the namespaces of a scenario that disturbs others may take to go.
 const DISTURBING_DELETION_LIMIT: Duration = Duration::from_secs(180);

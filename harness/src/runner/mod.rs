@@ -298,9 +298,18 @@ fn namespace_name(scenario: &str, run_id: &str) -> String {
 /// Whether every condition that carries `observedGeneration` is about the current generation.
 fn status_is_current(object: &Value) -> bool {
     let generation = &object["metadata"]["generation"];
-    object["status"]["conditions"]
-        .as_array()
-        .is_none_or(|cs| cs.iter().all(|c| c.get("observedGeneration").is_none_or(|g| g == generation)))
+    let status = &object["status"];
+    // Gateway API keeps conditions per parent (routes), per ancestor (policies) and per
+    // listener (Gateways), besides the object's own.
+    let nested = ["parents", "ancestors", "listeners"]
+        .into_iter()
+        .flat_map(|list| status[list].as_array().into_iter().flatten())
+        .map(|entry| &entry["conditions"]);
+    std::iter::once(&status["conditions"]).chain(nested).all(|conditions| {
+        conditions
+            .as_array()
+            .is_none_or(|cs| cs.iter().all(|c| c.get("observedGeneration").is_none_or(|g| g == generation)))
+    })
 }
 
 #[cfg(test)]
@@ -322,5 +331,19 @@ mod tests {
         assert!(!status_is_current(&object));
         let object = json!({"metadata": {"generation": 2}, "status": {"conditions": [{"observedGeneration": 2}]}});
         assert!(status_is_current(&object));
+    }
+
+    #[test]
+    fn gateway_api_conditions_per_ancestor_must_be_current_too() {
+        let policy = |observed: u64| {
+            json!({"metadata": {"generation": 3}, "status": {"ancestors": [
+                {"conditions": [{"type": "Accepted", "observedGeneration": 3}]},
+                {"conditions": [{"type": "Accepted", "observedGeneration": observed}]},
+            ]}})
+        };
+        assert!(status_is_current(&policy(3)));
+        assert!(!status_is_current(&policy(2)));
+        let route = json!({"metadata": {"generation": 2}, "status": {"parents": [{"conditions": [{"observedGeneration": 1}]}]}});
+        assert!(!status_is_current(&route));
     }
 }

@@ -101,6 +101,10 @@ impl<'a> ScenarioRun<'a> {
         if let Some(install) = &self.target.client_certificate {
             install.bind(&mut self.bindings, install.original());
         }
+        if let Some(setup) = &self.target.installation.gateway {
+            self.bindings.insert("gateway.name", setup.gateway.name.clone());
+            self.bindings.insert("gateway.namespace", setup.gateway.namespace.clone());
+        }
 
         let namespaces: Vec<String> = std::iter::once(self.namespace.clone())
             .chain(self.extra_namespaces.iter().map(|(_, n)| n.clone()))

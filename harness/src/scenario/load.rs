@@ -605,8 +605,9 @@ impl Checker<'_> {
 
     fn templates(&mut self, scenario: &Scenario, pki: &[String]) {
         let install = scenario.features.contains(&Feature::EnvoyClientCertificate);
+        let gateway = scenario.features.contains(&Feature::GatewayApiBackendTls);
         let namespaces = scenario.namespaces.iter().map(|n| n.value.as_str());
-        let known = known_names(pki.iter().map(String::as_str), namespaces, install);
+        let known = known_names(pki.iter().map(String::as_str), namespaces, install, gateway);
         match template::references(self.source) {
             Err(open) => self.error((open.line, open.column), "`${` without a closing `}`".into()),
             Ok(references) => {

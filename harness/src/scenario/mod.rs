@@ -300,6 +300,10 @@ pub enum Feature {
     /// TCPProxy on a TLS virtual host, ended by the proxy or passed through, to upstreams
     /// over TLS (N4); requests go to the proxy's TLS address.
     TcpProxy,
+    /// Gateway API's BackendTLSPolicy: HTTPRoutes attached to the installation's Gateway,
+    /// their backends validated as a policy says (G1-G6). `${gateway.name}` and
+    /// `${gateway.namespace}` name the Gateway.
+    GatewayApiBackendTls,
 }
 
 /// Groups of features a certification reports on.
@@ -312,6 +316,9 @@ pub enum Profile {
     Extended,
     /// Contour's own strings and APIs.
     ContourSpecific,
+    /// Upstream TLS configured through Gateway API (BackendTLSPolicy), for any Gateway
+    /// implementation.
+    GatewayApi,
 }
 
 impl Profile {
@@ -320,13 +327,14 @@ impl Profile {
             Profile::Core => "core",
             Profile::Extended => "extended",
             Profile::ContourSpecific => "contour-specific",
+            Profile::GatewayApi => "gateway-api",
         }
     }
 }
 
 impl Feature {
     /// Every feature, in documentation order (a test checks it against the enum).
-    pub const ALL: [Feature; 20] = [
+    pub const ALL: [Feature; 21] = [
         Feature::UpstreamTls,
         Feature::UpstreamHttp2,
         Feature::UpstreamValidation,
@@ -347,6 +355,7 @@ impl Feature {
         Feature::ExternalNameServices,
         Feature::TlsCertificateDelegation,
         Feature::ContourStatusMessages,
+        Feature::GatewayApiBackendTls,
     ];
 
     pub fn profile(self) -> Profile {
@@ -370,6 +379,7 @@ impl Feature {
             | Feature::UpstreamTlsCustomCipherSuites
             | Feature::ExternalNameServices => Profile::Extended,
             Feature::TlsCertificateDelegation | Feature::ContourStatusMessages => Profile::ContourSpecific,
+            Feature::GatewayApiBackendTls => Profile::GatewayApi,
         }
     }
 
@@ -418,6 +428,7 @@ impl Feature {
             Feature::UpstreamTlsCustomCipherSuites => "upstream-tls-custom-cipher-suites",
             Feature::ExternalNameServices => "external-name-services",
             Feature::NoExternalNameServices => "no-external-name-services",
+            Feature::GatewayApiBackendTls => "gateway-api-backend-tls",
         }
     }
 }

@@ -73,12 +73,18 @@ pub fn references(text: &str) -> Result<Vec<Reference>, Unterminated> {
 /// `envoy-client-certificate` feature.
 pub const INSTALL_PKI: [&str; 2] = ["envoy-client-ca", "envoy-client"];
 
-/// Every name a scenario offers: built-ins, its PKI entries, its extra namespaces and, when
-/// `install` is set, the installation's client certificate and CA.
+/// The installation's Gateway, offered as `${gateway.FIELD}` to scenarios with the
+/// `gateway-api-backend-tls` feature.
+pub const GATEWAY_FIELDS: [&str; 2] = ["name", "namespace"];
+
+/// Every name a scenario offers: built-ins, its PKI entries, its extra namespaces, when
+/// `install` is set the installation's client certificate and CA, and when `gateway` is set
+/// the installation's Gateway.
 pub fn known_names<'a>(
     pki_names: impl IntoIterator<Item = &'a str>,
     namespaces: impl IntoIterator<Item = &'a str>,
     install: bool,
+    gateway: bool,
 ) -> BTreeSet<String> {
     let mut names: BTreeSet<String> = ["namespace", "host"].map(String::from).into();
     for pki in pki_names {
@@ -88,6 +94,9 @@ pub fn known_names<'a>(
     }
     for namespace in namespaces {
         names.insert(format!("namespaces.{namespace}"));
+    }
+    if gateway {
+        names.extend(GATEWAY_FIELDS.map(|field| format!("gateway.{field}")));
     }
     if install {
         names.insert("install.secret".to_string());
@@ -229,7 +238,7 @@ mod tests {
 
     #[test]
     fn unknown_names_get_suggestions() {
-        let known = known_names(["backend-ca"], ["store"], false);
+        let known = known_names(["backend-ca"], ["store"], false, false);
         assert!(known.contains("namespaces.store"));
         assert!(!known.contains("install.envoy-client.serial"));
         assert_eq!(suggestion("pki.backend-ca.crt", &known), Some("pki.backend-ca.cert"));
