@@ -602,10 +602,26 @@ impl ImplementationConfig {
                         controller.settings_from
                     ));
                 }
-                if controller.kind == ControllerKind::Contour && !overrides.faults.is_empty() {
-                    return Err("loopback faults switch the reference controller; they cannot be used with \
-                                --controller contour"
-                        .to_string());
+                if controller.kind == ControllerKind::Contour
+                    && let Some(fault) = overrides.faults.iter().find(|f| !f.at_boundary())
+                {
+                    return Err(format!(
+                        "the loopback fault {fault} switches the reference controller; it cannot be used with \
+                         --controller contour (only the faults at a boundary can: {})",
+                        loopback::Fault::ALL
+                            .into_iter()
+                            .filter(|f| f.at_boundary())
+                            .map(loopback::Fault::name)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+                if controller.kind != ControllerKind::Contour
+                    && let Some(fault) = overrides.faults.iter().find(|f| f.acts_on_xds())
+                {
+                    return Err(format!(
+                        "the loopback fault {fault} changes the real Contour's xDS output; it needs --controller contour"
+                    ));
                 }
                 let implementation = Implementation::loopback(&controller);
                 let options = LoopbackOptions {

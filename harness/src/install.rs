@@ -95,13 +95,22 @@ impl GatewaySetup {
         }
         let gateway = self.gateway_object();
         if cluster.get(&gateway).await.map_err(|e| e.to_string())?.is_none() {
-            let namespace =
-                ObjectRef { api_version: "v1".into(), kind: "Namespace".into(), namespace: None, name: self.gateway.namespace.clone() };
+            let namespace = ObjectRef {
+                api_version: "v1".into(),
+                kind: "Namespace".into(),
+                namespace: None,
+                name: self.gateway.namespace.clone(),
+            };
             if cluster.get(&namespace).await.map_err(|e| e.to_string())?.is_none() {
                 let object = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace.name}});
                 cluster.apply(&object, "").await.map_err(|e| e.to_string())?;
             }
-            let class = ObjectRef { api_version: GATEWAY_API.into(), kind: "GatewayClass".into(), namespace: None, name: self.class_name.clone() };
+            let class = ObjectRef {
+                api_version: GATEWAY_API.into(),
+                kind: "GatewayClass".into(),
+                namespace: None,
+                name: self.class_name.clone(),
+            };
             if cluster.get(&class).await.map_err(|e| e.to_string())?.is_none() {
                 let object = json!({
                     "apiVersion": GATEWAY_API, "kind": "GatewayClass",

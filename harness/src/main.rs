@@ -595,6 +595,13 @@ fn catalog(scenarios: &[LoadedScenario], write: bool) -> ExitCode {
     for pair in &matrix.unconfirmed {
         eprintln!("note: not recorded, as it did not happen with the scenario on its own: {pair}");
     }
+    if !matrix.not_run.is_empty() {
+        eprintln!(
+            "error: {} scenarios need the real Contour, which is not built; run scripts/ensure-contour first",
+            matrix.not_run.len()
+        );
+        return ExitCode::from(EXIT_ENVIRONMENT);
+    }
     let page = harness::matrix::render_catalog(scenarios, &matrix);
     if write {
         if let Err(e) = std::fs::write(&page_path, &page) {

@@ -16,8 +16,7 @@ use std::time::{Duration, Instant};
 
 use loopback::config::{
     ContourSettings, ContourSettingsSource, ControllerKind, DataPlaneKind, EnvoySettings, GatewayConfig, Pairing,
-    SecretName,
-    release_pairs,
+    SecretName, release_pairs,
 };
 use loopback::{Disruption, Fault, LatencyProfile, Loopback, LoopbackConfig};
 
@@ -748,10 +747,8 @@ fn loopback_config(installation: &Installation, options: &LoopbackOptions) -> Lo
     limits.maximum_protocol_version = (maximum != defaults.1).then_some(maximum);
     limits.cipher_suites = installation.cipher_suites.clone();
     config.enable_external_name_service = installation.external_name_services;
-    config.gateway = installation
-        .gateway
-        .as_ref()
-        .map(|setup| GatewayConfig { gateway_ref: setup.gateway.clone(), crds: None });
+    config.gateway =
+        installation.gateway.as_ref().map(|setup| GatewayConfig { gateway_ref: setup.gateway.clone(), crds: None });
     config
 }
 

@@ -63,6 +63,14 @@ async fn every_fault_is_caught_and_every_scenario_catches_one() {
     assert!(matrix.uncaught().is_empty(), "faults no scenario catches: {:?}", matrix.uncaught());
     assert!(matrix.idle_scenarios().is_empty(), "scenarios that catch no fault: {:?}", matrix.idle_scenarios());
 
+    if !matrix.not_run.is_empty() {
+        assert!(!write, "the catalog page is written from a matrix that runs every scenario: build Contour first");
+        eprintln!(
+            "NOT RUN: {} scenarios need the real Contour (scripts/ensure-contour); the catalog page is not compared",
+            matrix.not_run.len()
+        );
+        return;
+    }
     let page = render_catalog(&scenarios, &matrix);
     if write {
         std::fs::write(&path, &page).unwrap();

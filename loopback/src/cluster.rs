@@ -129,7 +129,10 @@ impl Loopback {
         store.set_namespace_deletion_delay(latency.namespace_deletion);
         // A fresh store cannot refuse its first namespace.
         let _ = store.create(&kinds::NAMESPACE, "", json!({"metadata": {"name": "default"}}));
-        let admission = Admission { validate_custom_resources: !config.has(Fault::AdmitInvalidHttpProxy) };
+        let admission = Admission {
+            validate_custom_resources: !config.has(Fault::AdmitInvalidHttpProxy),
+            rewrite_gateway_status_messages: config.has(Fault::StatusMessagesRewritten),
+        };
         let disruptions = Arc::new(Disruptions::with_latency(&config.disruptions, latency));
         let config = Arc::new(config);
         let (shutdown, stop) = watch::channel(false);
@@ -245,7 +248,7 @@ impl Loopback {
                     ContourProcess::start(config, store, &self.kubeconfig, &dir, self.rebuilds.clone(), envoy).await?;
                 if envoy.is_none() {
                     // Loopback's proxy follows Contour's xDS, as Envoy does.
-                    self.tasks.push(tokio::spawn(xds::run(contour.xds_address(), routes, stop)));
+                    self.tasks.push(tokio::spawn(xds::run(contour.xds_address(), config.faults.clone(), routes, stop)));
                 }
                 self.contour = Some(contour);
             }

@@ -186,11 +186,22 @@ pub enum Fault {
     /// S6: `caSecret: /name` names a Secret of a namespace "" (not delegated), not one of the
     /// proxy's own namespace.
     EmptyNamespaceNotDefaulted,
+    /// G1, at the controller's xDS output: clusters lose their TLS transport socket.
+    XdsPlaintextUpstreams,
+    /// G1, at the controller's xDS output: clusters' upstream TLS stops at 1.2.
+    XdsTls12Only,
+    /// G2, at the controller's xDS output: clusters lose their validation context.
+    XdsDropValidation,
+    /// G3, at the controller's xDS output: clusters' validation loses its subject name matchers.
+    XdsIgnoreSubjectNames,
+    /// G5, at the API server: Gateway API status conditions are stored with their reason as
+    /// their message.
+    StatusMessagesRewritten,
 }
 
 impl Fault {
     /// Every fault, in documentation order.
-    pub const ALL: [Fault; 81] = [
+    pub const ALL: [Fault; 86] = [
         Fault::IgnoreUpstreamProtocolAnnotation,
         Fault::AnnotationMatchesTargetPort,
         Fault::H2BeatsH2c,
@@ -272,7 +283,25 @@ impl Fault {
         Fault::ServiceHostBeatsRouteHostHeader,
         Fault::ClustersShareValidation,
         Fault::EmptyNamespaceNotDefaulted,
+        Fault::XdsPlaintextUpstreams,
+        Fault::XdsTls12Only,
+        Fault::XdsDropValidation,
+        Fault::XdsIgnoreSubjectNames,
+        Fault::StatusMessagesRewritten,
     ];
+
+    /// Whether the fault changes the controller's xDS output before loopback's proxy reads it
+    /// (so it works with the real Contour, whatever the front door, and with nothing else).
+    pub fn acts_on_xds(self) -> bool {
+        crate::xds::faults::XDS_FAULTS.contains(&self)
+    }
+
+    /// Whether the fault sits at a boundary every controller speaks through (its xDS output,
+    /// the API server's status writes) rather than in loopback's reference controller: such
+    /// faults prove scenarios able to fail without a model of the controller.
+    pub fn at_boundary(self) -> bool {
+        self.acts_on_xds() || self == Fault::StatusMessagesRewritten
+    }
 
     /// The name used in config files, flags and reports.
     pub fn name(self) -> &'static str {
@@ -358,6 +387,11 @@ impl Fault {
             Fault::ServiceHostBeatsRouteHostHeader => "service-host-beats-route-host-header",
             Fault::ClustersShareValidation => "clusters-share-validation",
             Fault::EmptyNamespaceNotDefaulted => "empty-namespace-not-defaulted",
+            Fault::XdsPlaintextUpstreams => "xds-plaintext-upstreams",
+            Fault::XdsTls12Only => "xds-tls-1.2-only",
+            Fault::XdsDropValidation => "xds-drop-validation",
+            Fault::XdsIgnoreSubjectNames => "xds-ignore-subject-names",
+            Fault::StatusMessagesRewritten => "status-messages-rewritten",
         }
     }
 
@@ -428,6 +462,10 @@ impl Fault {
             | Fault::TcpProxySkipsValidation
             | Fault::TcpProxyPresentsNoClientCertificate
             | Fault::TlsPassthroughIgnored => "N4",
+            Fault::XdsPlaintextUpstreams | Fault::XdsTls12Only => "G1",
+            Fault::XdsDropValidation => "G2",
+            Fault::XdsIgnoreSubjectNames => "G3",
+            Fault::StatusMessagesRewritten => "G5",
         }
     }
 
@@ -592,6 +630,19 @@ impl Fault {
             }
             Fault::EmptyNamespaceNotDefaulted => {
                 "a CA Secret reference `/name` is taken for namespace \"\", not delegated, instead of the proxy's own"
+            }
+            Fault::XdsPlaintextUpstreams => {
+                "the controller's clusters reach the data plane without their TLS transport socket: upstreams get plaintext"
+            }
+            Fault::XdsTls12Only => "the controller's clusters reach the data plane with upstream TLS limited to 1.2",
+            Fault::XdsDropValidation => {
+                "the controller's clusters reach the data plane without their validation context: any backend certificate is accepted"
+            }
+            Fault::XdsIgnoreSubjectNames => {
+                "the controller's clusters reach the data plane without subject name matchers: any certificate the CA signed is accepted"
+            }
+            Fault::StatusMessagesRewritten => {
+                "the API server stores Gateway API status conditions with their reason in place of their message"
             }
         }
     }
@@ -1149,6 +1200,19 @@ impl LoopbackConfig {
                 ));
             }
             self.envoy.version_for(self.contour.version())?;
+        }
+        for fault in self.faults.iter().filter(|f| f.acts_on_xds()) {
+            if self.controller != ControllerKind::Contour {
+                return Err(format!(
+                    "the fault {fault} changes the real Contour's xDS output; it needs controller contour"
+                ));
+            }
+            if self.data_plane == DataPlaneKind::Envoy {
+                return Err(format!(
+                    "the fault {fault} changes what loopback's proxy reads from Contour; with data-plane envoy, \
+                     Envoy reads Contour's xDS itself"
+                ));
+            }
         }
         if self.gateway.is_some() && self.controller != ControllerKind::Contour {
             return Err(

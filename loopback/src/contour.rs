@@ -105,8 +105,11 @@ impl ContourProcess {
         rebuilds: Arc<Rebuilds>,
         envoy: Option<&EnvoyListeners>,
     ) -> Result<Self, ContourError> {
-        if !config.faults.is_empty() {
-            let names: Vec<&str> = config.faults.iter().map(|f| f.name()).collect();
+        // Faults at a boundary act around Contour (its xDS output, the API server); the
+        // others are switches of the reference controller.
+        let model_faults: Vec<&str> = config.faults.iter().filter(|f| !f.at_boundary()).map(|f| f.name()).collect();
+        if !model_faults.is_empty() {
+            let names = model_faults;
             return Err(ContourError::Faults(names.join(", ")));
         }
         let settings: &ContourSettings = &config.contour;

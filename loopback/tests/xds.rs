@@ -180,7 +180,7 @@ async fn contour_xds_translates_to_a_tls_virtual_host() {
         },
         shutdown.clone(),
     ));
-    let run_task = tokio::spawn(loopback::xds::run(xds_address, routes_tx, shutdown));
+    let run_task = tokio::spawn(loopback::xds::run(xds_address, Vec::new(), routes_tx, shutdown));
 
     let ready = |table: &Arc<RouteTable>| {
         table.route(HOST, "/").is_some_and(|route| match &route.action {

@@ -24,15 +24,48 @@ use super::validation::{self, FieldError, FieldValidation, quote};
 pub struct Admission {
     /// Validate custom resources against their CRD schemas and rules.
     pub validate_custom_resources: bool,
+    /// The fault `status-messages-rewritten`: Gateway API status conditions written by a
+    /// controller are stored with their reason as their message.
+    pub rewrite_gateway_status_messages: bool,
 }
 
 impl Default for Admission {
     fn default() -> Self {
-        Admission { validate_custom_resources: true }
+        Admission { validate_custom_resources: true, rewrite_gateway_status_messages: false }
     }
 }
 
+/// The group whose status conditions `status-messages-rewritten` rewrites.
+const GATEWAY_API_GROUP: &str = "gateway.networking.k8s.io";
+
 impl Admission {
+    /// What a status write of `kind` stores: `object` as sent, unless a fault rewrites it.
+    pub fn status_write(self, kind: &ResourceKind, object: &mut Value) {
+        if !self.rewrite_gateway_status_messages || kind.group != GATEWAY_API_GROUP {
+            return;
+        }
+        let status = &mut object["status"];
+        let mut lists: Vec<&mut Value> = Vec::new();
+        let (own, nested): (Vec<_>, Vec<_>) = status
+            .as_object_mut()
+            .into_iter()
+            .flat_map(|map| map.iter_mut())
+            .partition(|(key, _)| key.as_str() == "conditions");
+        lists.extend(own.into_iter().map(|(_, v)| v));
+        for (_, list) in nested {
+            for entry in list.as_array_mut().into_iter().flatten() {
+                if let Some(conditions) = entry.get_mut("conditions") {
+                    lists.push(conditions);
+                }
+            }
+        }
+        for condition in lists.into_iter().filter_map(Value::as_array_mut).flatten() {
+            if let Some(reason) = condition.get("reason").cloned() {
+                condition["message"] = reason;
+            }
+        }
+    }
+
     /// [`admit`], unless switched off for the kind.
     ///
     /// # Errors

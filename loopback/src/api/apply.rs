@@ -138,6 +138,8 @@ impl ApplyRecords {
         set_managed_fields(&mut next, request, config);
         if request.subresource == Subresource::Main {
             request.admission.admit(request.kind, &next)?;
+        } else {
+            request.admission.status_write(request.kind, &mut next);
         }
         if request.dry_run {
             return Ok(Applied::Updated(next));

@@ -169,6 +169,8 @@ impl Call<'_> {
         if part == Part::Main {
             normalize(kind, &mut object);
             self.state.admission.admit(kind, &object)?;
+        } else {
+            self.state.admission.status_write(kind, &mut object);
         }
         if self.dry_run() {
             self.get(kind, namespace, name)?;

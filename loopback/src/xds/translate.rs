@@ -47,6 +47,22 @@ pub const HTTP_LISTENER: &str = "ingress_http";
 /// The listener Contour gives TLS virtual hosts, one filter chain per server name.
 pub const HTTPS_LISTENER: &str = "ingress_https";
 
+/// The listener of `kind` (`http` or `https`): Contour's usual one ([`HTTP_LISTENER`],
+/// [`HTTPS_LISTENER`]), or in Gateway mode, where those exist only until the Gateway does, the
+/// one it makes for the Gateway's listener port (`http-80`, `https-443`; the lowest port when
+/// the Gateway has several).
+fn listener<'r>(resources: &'r Resources, usual: &str, kind: &str) -> Option<&'r Listener> {
+    let prefix = format!("{kind}-");
+    resources.listeners.get(usual).or_else(|| {
+        resources
+            .listeners
+            .iter()
+            .filter_map(|(name, listener)| Some((name.strip_prefix(&prefix)?.parse::<u16>().ok()?, listener)))
+            .min_by_key(|(port, _)| *port)
+            .map(|(_, listener)| listener)
+    })
+}
+
 /// The key of `Cluster.typed_extension_protocol_options` that selects the upstream HTTP version.
 const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 
@@ -93,7 +109,7 @@ pub fn translate(resources: &Resources) -> RouteTable {
 /// Chains the table cannot express (an HTTP connection manager: HTTPS routes) are left out.
 fn secure_hosts(resources: &Resources, clusters: &mut ClusterCache<'_>) -> BTreeMap<String, SecureHost> {
     let mut hosts = BTreeMap::new();
-    let Some(listener) = resources.listeners.get(HTTPS_LISTENER) else { return hosts };
+    let Some(listener) = listener(resources, HTTPS_LISTENER, "https") else { return hosts };
     for chain in &listener.filter_chains {
         let Some(tcp_proxy) = chain.filters.iter().find_map(|f| match &f.config_type {
             Some(filter::ConfigType::TypedConfig(any)) => decode::<TcpProxy>(any),
@@ -164,7 +180,7 @@ fn serving_tls(context: &DownstreamTlsContext, resources: &Resources) -> Option<
 
 /// The route configuration of the plaintext HTTP listener: by RDS name or inline.
 fn http_route_configuration(resources: &Resources) -> Option<std::borrow::Cow<'_, RouteConfiguration>> {
-    let listener = resources.listeners.get(HTTP_LISTENER)?;
+    let listener = listener(resources, HTTP_LISTENER, "http")?;
     let manager = listener
         .filter_chains
         .iter()

@@ -269,7 +269,7 @@ fn apply_refuses_unknown_fields_like_structured_merge_diff() {
 fn the_admission_fault_stores_what_the_crd_rejects() {
     let object = proxy_to(json!({"name": "b", "port": 1, "protocol": "tcp"}));
     assert!(Admission::default().admit(&kinds::HTTP_PROXY, &object).is_err());
-    let faulty = Admission { validate_custom_resources: false };
+    let faulty = Admission { validate_custom_resources: false, ..Admission::default() };
     assert!(faulty.admit(&kinds::HTTP_PROXY, &object).is_ok());
     let bad_secret = json!({"metadata": {"name": 7}});
     assert_eq!(
@@ -330,6 +330,26 @@ fn names_are_checked_per_kind_like_kubernetes() {
             assert!(!name_errors(kind, &named(name)).is_empty(), "{} {name:?} was accepted", kind.kind);
         }
     }
-    let faulty = Admission { validate_custom_resources: false };
+    let faulty = Admission { validate_custom_resources: false, ..Admission::default() };
     assert!(faulty.admit(&kinds::HTTP_PROXY, &named("../x")).is_err(), "the fault keeps name checks");
+}
+
+#[test]
+fn the_status_fault_rewrites_gateway_api_condition_messages_only() {
+    let widget = crate::api::crds::kinds_from_crds(&serde_saphyr::to_string(&crate::api::crds::widget_crd()).unwrap())
+        .unwrap()[0];
+    let policy = ResourceKind { group: GATEWAY_API_GROUP, ..*widget };
+    let written = json!({"status": {
+        "conditions": [{"type": "Programmed", "reason": "Programmed", "message": "Valid Gateway"}],
+        "ancestors": [{"conditions": [{"type": "Accepted", "reason": "Accepted", "message": "Accepted BackendTLSPolicy"}]}],
+    }});
+    let faulty = Admission { rewrite_gateway_status_messages: true, ..Admission::default() };
+    let mut object = written.clone();
+    faulty.status_write(&policy, &mut object);
+    assert_eq!(object["status"]["conditions"][0]["message"], "Programmed");
+    assert_eq!(object["status"]["ancestors"][0]["conditions"][0]["message"], "Accepted");
+    let mut untouched = written.clone();
+    faulty.status_write(&kinds::HTTP_PROXY, &mut untouched);
+    Admission::default().status_write(&policy, &mut untouched);
+    assert_eq!(untouched, written);
 }

@@ -430,3 +430,16 @@ fn wildcard_domains_and_missing_route_configuration() {
     resources.route_configurations.insert(HTTP_LISTENER.into(), configuration);
     assert!(translate(&resources).virtual_hosts.is_empty());
 }
+
+#[test]
+fn in_gateway_mode_the_listener_of_the_gateways_http_port_serves() {
+    let pki = pki();
+    let mut resources = contour_tls_resources(&pki, false);
+    let usual = resources.listeners.remove(HTTP_LISTENER).unwrap();
+    // Contour names a Gateway listener's Envoy listener by protocol and Gateway port.
+    resources.listeners.insert("http-8080".into(), Listener { name: "http-8080".into(), ..Default::default() });
+    resources.listeners.insert("http-80".into(), Listener { name: "http-80".into(), ..usual });
+    resources.listeners.insert("https-443".into(), Listener { name: "https-443".into(), ..Default::default() });
+    let table = translate(&resources);
+    assert!(matches!(only_cluster(&table, "app.example.com").transport, Transport::Tls(_)));
+}
