@@ -317,7 +317,11 @@ pub fn render_catalog(scenarios: &[LoadedScenario], matrix: &Matrix) -> String {
          `cargo test --test mutation`); do not edit by hand. Each scenario runs against the built-in\n\
          loopback cluster once with no fault and once with each fault switched on; it *catches* a\n\
          fault when one of its steps fails under it, both there and when it runs on its own under\n\
-         the fault (`cargo test --test mutation` checks every catch recorded here that way).\n\n",
+         the fault (`cargo test --test mutation` checks every catch recorded here that way).\n\n\
+         Gateway API scenarios (feature `gateway-api-backend-tls`) have no reference model: they run\n\
+         on the real Contour with loopback's proxy, under the faults at the boundaries every controller\n\
+         speaks through (its xDS output, the API server's admission and status writes). One that\n\
+         Contour is known to fail fails with no fault at all: Contour's defect is what it catches.\n\n",
     );
     let faults = Fault::ALL.len();
     let caught = faults - matrix.uncaught().len();

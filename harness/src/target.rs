@@ -297,6 +297,17 @@ impl TargetConfig {
         choose(self.installations().iter(), features).err()
     }
 
+    /// The Gateway API release and channel the cluster serves, when the harness knows it: on
+    /// loopback with the real Contour, the bundle that release ships.
+    pub fn gateway_api_bundle(&self) -> Option<crate::report::GatewayApiBundle> {
+        let TargetConfig::Loopback(options) = self else { return None };
+        let release = options.controller.contour_release()?;
+        let text =
+            std::fs::read_to_string(loopback::config::contour_cache_dir(&release).join("gateway-crds.yaml")).ok()?;
+        let (version, channel) = loopback::config::gateway_api_bundle(&text)?;
+        Some(crate::report::GatewayApiBundle { version, channel })
+    }
+
     /// The loopback faults switched on (none on a real cluster).
     pub fn faults(&self) -> &[Fault] {
         match self {

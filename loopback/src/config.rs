@@ -38,7 +38,7 @@ pub enum Fault {
     DefaultToTls,
     /// V1: backend certificates are verified (against no trust anchors) even without a validation block.
     VerifyWithoutValidation,
-    /// V2: the API server stores HTTPProxies the CRD would reject.
+    /// V2 (and G3's hostname): the API server stores custom resources their CRD would reject.
     AdmitInvalidHttpProxy,
     /// V3: the proxy accepts any backend certificate even when validation is configured.
     SkipCaVerification,
@@ -297,10 +297,10 @@ impl Fault {
     }
 
     /// Whether the fault sits at a boundary every controller speaks through (its xDS output,
-    /// the API server's status writes) rather than in loopback's reference controller: such
-    /// faults prove scenarios able to fail without a model of the controller.
+    /// the API server's admission and status writes) rather than in loopback's reference
+    /// controller: such faults prove scenarios able to fail without a model of the controller.
     pub fn at_boundary(self) -> bool {
-        self.acts_on_xds() || self == Fault::StatusMessagesRewritten
+        self.acts_on_xds() || matches!(self, Fault::StatusMessagesRewritten | Fault::AdmitInvalidHttpProxy)
     }
 
     /// The name used in config files, flags and reports.
@@ -490,7 +490,9 @@ impl Fault {
             Fault::VerifyWithoutValidation => {
                 "backend certificates are verified (against no trust anchors) even without a validation block"
             }
-            Fault::AdmitInvalidHttpProxy => "the API server stores HTTPProxies the CRD would reject",
+            Fault::AdmitInvalidHttpProxy => {
+                "the API server stores custom resources (HTTPProxies, Gateway API objects) their CRD would reject"
+            }
             Fault::SkipCaVerification => "the proxy accepts any backend certificate even when validation is configured",
             Fault::IgnoreCertificateExpiry => "expired backend certificates pass validation",
             Fault::IgnoreServedIntermediates => "intermediates the backend serves are not used to build the chain",
@@ -757,6 +759,16 @@ impl fmt::Display for GatewayRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.namespace, self.name)
     }
+}
+
+/// The Gateway API release and channel a CRD bundle says it is (its
+/// `gateway.networking.k8s.io/bundle-version` and `channel` annotations), e.g.
+/// `("v1.3.0", "experimental")`.
+pub fn gateway_api_bundle(crds: &str) -> Option<(String, String)> {
+    let annotation = |key: &str| {
+        crds.lines().find_map(|line| Some(line.trim().strip_prefix(key)?.trim().trim_matches('"').to_string()))
+    };
+    Some((annotation("gateway.networking.k8s.io/bundle-version:")?, annotation("gateway.networking.k8s.io/channel:")?))
 }
 
 impl LoopbackConfig {

@@ -9,6 +9,8 @@
 //! Without the CRDs (no Go) this test passes with a loud note, unless
 //! `UPSTREAM_TLS_REQUIRE_CONTOUR=1` (as CI sets).
 
+use loopback::api::admission::admit;
+use loopback::api::crds::kinds_from_crds;
 use loopback::api::validation::apply_defaults;
 use loopback::config::{contour_cache_dir, contour_versions};
 use serde_json::{Value, json};
@@ -79,6 +81,25 @@ fn the_gateway_api_crds_serve_what_contour_watches_and_default_what_it_reads() {
         assert_eq!(rule["backendRefs"][0]["group"], "", "{version}: {route}");
         assert_eq!(rule["matches"], json!([{"path": {"type": "PathPrefix", "value": "/"}}]), "{version}: {route}");
         assert_eq!(route["spec"]["parentRefs"][0]["kind"], "Gateway", "{version}: {route}");
+
+        // Served from the file, each kind at the version Contour watches, and a BackendTLSPolicy
+        // hostname checked against the CRD's PreciseHostname pattern, as a real API server does.
+        let kinds = kinds_from_crds(&text).expect("the CRD file is served");
+        let policy_kind = kinds.iter().find(|k| k.kind == "BackendTLSPolicy").expect("BackendTLSPolicy is served");
+        assert_eq!(policy_kind.version, "v1alpha3", "{version}");
+        let policy = |hostname: &str| {
+            json!({
+                "apiVersion": "gateway.networking.k8s.io/v1alpha3", "kind": "BackendTLSPolicy",
+                "metadata": {"name": "p", "namespace": "app"},
+                "spec": {
+                    "targetRefs": [{"group": "", "kind": "Service", "name": "echo"}],
+                    "validation": {"caCertificateRefs": [{"group": "", "kind": "ConfigMap", "name": "ca"}], "hostname": hostname},
+                },
+            })
+        };
+        admit(policy_kind, &policy("echo.backend.test")).unwrap_or_else(|e| panic!("{version}: {e:?}"));
+        let refused = admit(policy_kind, &policy("*.backend.test")).unwrap_err();
+        assert!(refused.message.contains("spec.validation.hostname in body should match"), "{version}: {refused:?}");
         checked += 1;
     }
     eprintln!("checked the Gateway API CRDs of {checked} Contour release(s)");

@@ -112,6 +112,118 @@ pub fn render(report: &RunReport) -> String {
     text
 }
 
+/// The name of the profile in the Gateway API-shaped report.
+const GATEWAY_API_PROFILE: &str = "UPSTREAM-TLS-BACKEND-TLS-POLICY";
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct GatewayApiReport<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    implementation: &'a Implementation,
+    date: &'a str,
+    #[serde(rename = "gatewayAPIVersion")]
+    gateway_api_version: &'a str,
+    #[serde(rename = "gatewayAPIChannel")]
+    gateway_api_channel: &'a str,
+    mode: &'a str,
+    profiles: [GatewayApiProfile<'a>; 1],
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct GatewayApiProfile<'a> {
+    name: &'static str,
+    summary: String,
+    core: GatewayApiStatus<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct GatewayApiStatus<'a> {
+    result: &'static str,
+    statistics: GatewayApiStatistics,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    skipped_tests: Vec<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    failed_tests: Vec<&'a str>,
+}
+
+/// Gateway API's statistics keep Go's field names.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct GatewayApiStatistics {
+    passed: usize,
+    skipped: usize,
+    failed: usize,
+}
+
+/// The Gateway API scenarios' results in the shape of Gateway API's own `ConformanceReport`
+/// (gateway.networking.k8s.io/v1, one profile), for a Gateway vendor to attach to a Gateway API
+/// submission; `None` when no Gateway API scenario was in the run. Known failures count as
+/// failed, as in the certification report; the summary says which harness, contract and
+/// catalog the results come from.
+pub fn render_gateway_api(report: &RunReport) -> Option<String> {
+    let profile = profile_report(report, Profile::GatewayApi);
+    let total = profile.statistics.passed
+        + profile.statistics.failed
+        + profile.statistics.known_failures
+        + profile.statistics.skipped
+        + profile.statistics.not_applicable;
+    if total == 0 {
+        return None;
+    }
+    let statistics = profile.statistics;
+    let known: Vec<&str> = profile.known_failures.iter().map(|k| k.name).collect();
+    let mut summary = format!(
+        "{} passed, {} failed, {} skipped of the {} scenarios of feature gateway-api-backend-tls \
+         (upstream-tls-conformance {}, contract {}, catalog sha256 {})",
+        statistics.passed,
+        statistics.failed + statistics.known_failures,
+        statistics.skipped + statistics.not_applicable,
+        total,
+        report.harness_version,
+        report.contract_version,
+        report.catalog.sha256
+    );
+    if !known.is_empty() {
+        summary.push_str(&format!("; known failures of the implementation: {}", known.join(", ")));
+    }
+    let (version, channel) = match &report.gateway_api {
+        Some(bundle) => (bundle.version.as_str(), bundle.channel.as_str()),
+        None => ("unknown", "unknown"),
+    };
+    let skipped = profile.skipped_scenarios.iter().chain(&profile.not_applicable_scenarios).map(|s| s.name);
+    let gateway = GatewayApiReport {
+        api_version: "gateway.networking.k8s.io/v1",
+        kind: "ConformanceReport",
+        implementation: &report.implementation,
+        date: &report.started_at,
+        gateway_api_version: version,
+        gateway_api_channel: channel,
+        mode: &report.mode,
+        profiles: [GatewayApiProfile {
+            name: GATEWAY_API_PROFILE,
+            summary,
+            core: GatewayApiStatus {
+                result: profile.result,
+                statistics: GatewayApiStatistics {
+                    passed: statistics.passed,
+                    skipped: statistics.skipped + statistics.not_applicable,
+                    failed: statistics.failed + statistics.known_failures,
+                },
+                skipped_tests: skipped.collect(),
+                failed_tests: profile.failed_scenarios.iter().copied().chain(known).collect(),
+            },
+        }],
+    };
+    let mut text = String::from(
+        "# Upstream TLS conformance of Gateway API's BackendTLSPolicy, in the shape of Gateway API's ConformanceReport.\n",
+    );
+    text.push_str(&serde_saphyr::to_string(&gateway).expect("the report model always serializes"));
+    Some(text)
+}
+
 /// The counts of `scenarios`, with `not_selected` more skipped.
 fn statistics<'a>(scenarios: impl Iterator<Item = &'a ScenarioReport>, not_selected: usize) -> Statistics {
     let mut statistics = Statistics { skipped: not_selected, ..Default::default() };
@@ -194,6 +306,29 @@ mod tests {
         );
         assert!(core["supportedFeatures"].as_array().unwrap().iter().any(|f| f == "upstream-validation"));
         assert_eq!(value["profiles"].as_array().unwrap().len(), 1, "only profiles with scenarios: {text}");
+    }
+
+    #[test]
+    fn gateway_api_scenarios_also_get_a_report_in_gateway_apis_shape() {
+        let mut report = super::super::tests::sample();
+        assert_eq!(render_gateway_api(&report), None, "no Gateway API scenario, no report");
+        for scenario in &mut report.scenarios {
+            scenario.profile = Profile::GatewayApi;
+        }
+        report.gateway_api =
+            Some(super::super::GatewayApiBundle { version: "v1.3.0".into(), channel: "experimental".into() });
+        let text = render_gateway_api(&report).unwrap();
+        let value: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+        assert_eq!(value["apiVersion"], "gateway.networking.k8s.io/v1");
+        assert_eq!(value["kind"], "ConformanceReport");
+        assert_eq!(value["gatewayAPIVersion"], "v1.3.0");
+        assert_eq!(value["gatewayAPIChannel"], "experimental");
+        let profile = &value["profiles"][0];
+        assert_eq!(profile["name"], GATEWAY_API_PROFILE);
+        assert_eq!(profile["core"]["result"], "failure", "{text}");
+        assert_eq!(profile["core"]["statistics"]["Failed"], 1, "{text}");
+        assert_eq!(profile["core"]["failedTests"][0], "broken");
+        assert!(profile["summary"].as_str().unwrap().contains(&report.catalog.sha256), "{text}");
     }
 
     #[test]

@@ -51,6 +51,10 @@ pub struct RunReport {
     pub faults: Vec<String>,
     /// The scenario files the run drew from.
     pub catalog: Catalog,
+    /// The Gateway API release and channel the cluster serves, when the harness knows it
+    /// (loopback: the Contour release's CRD bundle).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway_api: Option<GatewayApiBundle>,
     pub run_id: String,
     /// RFC 3339.
     pub started_at: String,
@@ -224,8 +228,17 @@ pub struct StepReport {
     pub passed: bool,
 }
 
+/// A Gateway API release and channel.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct GatewayApiBundle {
+    pub version: String,
+    pub channel: String,
+}
+
 /// Run-wide facts that are not in the outcomes.
 pub struct RunInfo {
+    /// The Gateway API the cluster serves, when known.
+    pub gateway_api: Option<GatewayApiBundle>,
     pub implementation: Implementation,
     pub target: String,
     pub installations: Vec<String>,
@@ -243,6 +256,7 @@ impl RunInfo {
     pub fn new(plan: &RunPlan, run_id: &str, started: (std::time::Instant, time::OffsetDateTime)) -> Self {
         let installations = plan.target.installations();
         RunInfo {
+            gateway_api: plan.target.gateway_api_bundle(),
             implementation: plan.implementation.clone(),
             target: plan.target.describe(),
             unsupported_features: installations.first().map(|i| i.exempt.clone()).unwrap_or_default(),
@@ -278,6 +292,7 @@ impl RunReport {
                 scenarios: catalog.len(),
                 sha256: crate::scenario::load::catalog_sha256(catalog.iter().copied()),
             },
+            gateway_api: info.gateway_api,
             run_id: info.run_id,
             started_at: info.started_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
             wall_time_seconds: info.wall_time.as_secs_f64(),
@@ -375,7 +390,8 @@ pub fn check_writable(dir: &Path) -> Result<(), ReportError> {
     std::fs::remove_file(&probe).map_err(|source| ReportError::Write { path: probe, source })
 }
 
-/// Writes `junit.xml`, `report.json`, `summary.md`, `report.html`, `certification.yaml` and a
+/// Writes `junit.xml`, `report.json`, `summary.md`, `report.html`, `certification.yaml` (and,
+/// when Gateway API scenarios ran, `gateway-api-conformance.yaml`) and a
 /// `diagnostics/<scenario>.md` per failed scenario into `dir` (created if needed; diagnostics
 /// of earlier runs are removed).
 ///
@@ -394,6 +410,8 @@ pub fn write_all(report: &RunReport, dir: &Path) -> Result<Vec<PathBuf>, ReportE
         ("report.html", html::render(report)),
         ("certification.yaml", certification::render(report)),
     ];
+    let gateway_api = certification::render_gateway_api(report).map(|text| ("gateway-api-conformance.yaml", text));
+    let files = files.into_iter().chain(gateway_api);
     let logs = report.diagnostic_files.iter().map(|log| (format!("diagnostics/{}", log.file_name), log.text.clone()));
     let files = files.into_iter().map(|(name, text)| (name.to_string(), text)).chain(pages).chain(logs);
     let mut written = Vec::new();
@@ -501,6 +519,7 @@ pub(crate) mod tests {
             not_applicable: false,
         });
         let info = RunInfo {
+            gateway_api: None,
             implementation: Implementation {
                 organization: "example".into(),
                 project: "proxy".into(),

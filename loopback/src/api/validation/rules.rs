@@ -18,8 +18,13 @@ type PatternFn = fn(&str) -> bool;
 /// The rules the loopback server evaluates, by their text.
 const KNOWN_RULES: &[(&str, RuleFn)] = &[(SUBJECT_NAMES_RULE, subject_names_rule)];
 
+/// Gateway API's `PreciseHostname`: a DNS name, no wildcard (BackendTLSPolicy's hostname).
+/// Its `Hostname`, which allows a leading `*.`, is the text of [`openapi::FQDN_PATTERN`].
+const PRECISE_HOSTNAME_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+
 /// The patterns the loopback server checks, by their text.
-const KNOWN_PATTERNS: &[(&str, PatternFn)] = &[(openapi::FQDN_PATTERN, is_fqdn)];
+const KNOWN_PATTERNS: &[(&str, PatternFn)] =
+    &[(openapi::FQDN_PATTERN, is_fqdn), (PRECISE_HOSTNAME_PATTERN, |text| !text.starts_with("*.") && is_fqdn(text))];
 
 /// Whether `pattern` matches `text`; `None` for a pattern the server cannot evaluate.
 pub fn pattern_matches(pattern: &str, text: &str) -> Option<bool> {
