@@ -82,11 +82,13 @@ impl GatewaySetup {
     /// Makes the Gateway (with its namespace and GatewayClass) unless the cluster has it, then
     /// waits until its controller says it is Programmed. The Gateway made listens for HTTP on
     /// port 80 for routes of every namespace, since each scenario has namespaces of its own.
+    /// Returns what it made, in the order made, for the run to remove at its end.
     ///
     /// # Errors
     /// The cluster does not serve the Gateway API, refuses an object, or the Gateway is not
     /// Programmed within `limit` (the message holds its conditions).
-    pub async fn ensure(&self, cluster: &ClusterClient, limit: std::time::Duration) -> Result<(), String> {
+    pub async fn ensure(&self, cluster: &ClusterClient, limit: std::time::Duration) -> Result<Vec<ObjectRef>, String> {
+        let mut made = Vec::new();
         if let Err(e) = cluster.serves(GATEWAY_API, "Gateway").await {
             return Err(format!(
                 "the cluster does not serve {GATEWAY_API} Gateway ({e}); install the Gateway API CRDs the \
@@ -104,6 +106,7 @@ impl GatewaySetup {
             if cluster.get(&namespace).await.map_err(|e| e.to_string())?.is_none() {
                 let object = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace.name}});
                 cluster.apply(&object, "").await.map_err(|e| e.to_string())?;
+                made.push(namespace);
             }
             let class = ObjectRef {
                 api_version: GATEWAY_API.into(),
@@ -118,6 +121,7 @@ impl GatewaySetup {
                     "spec": {"controllerName": self.controller_name},
                 });
                 cluster.apply(&object, "").await.map_err(|e| e.to_string())?;
+                made.push(class);
             }
             let object = json!({
                 "apiVersion": GATEWAY_API, "kind": "Gateway",
@@ -131,6 +135,7 @@ impl GatewaySetup {
                 },
             });
             cluster.apply(&object, &self.gateway.namespace).await.map_err(|e| e.to_string())?;
+            made.push(gateway.clone());
         }
         let programmed = |gateway: &Value| {
             gateway["status"]["conditions"]
@@ -138,7 +143,7 @@ impl GatewaySetup {
                 .is_some_and(|conditions| conditions.iter().any(|c| c["type"] == "Programmed" && c["status"] == "True"))
         };
         match cluster.wait_for(&gateway, limit, programmed).await.map_err(|e| e.to_string())? {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(made),
             Err(last) => {
                 let conditions = last.map(|g| g["status"]["conditions"].to_string()).unwrap_or_else(|| "none".into());
                 Err(format!(

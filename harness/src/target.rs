@@ -573,8 +573,9 @@ impl Environment {
     }
 
     /// On a real cluster, removes what the run wrote for the installation (the Envoy client
-    /// certificate Secret, and its namespace when the run created it), unless namespaces are
-    /// kept; on loopback, shutting down removes everything. Returns what was removed.
+    /// certificate Secret, and its namespace when the run created it; the Gateway, its class
+    /// and namespace when the run made them), unless namespaces are kept; on loopback,
+    /// shutting down removes everything. Returns what was removed.
     ///
     /// # Errors
     /// A deletion is refused or outlasts `limit`.
@@ -590,6 +591,10 @@ impl Environment {
                 if install.namespace_created {
                     removed.push(format!("namespace {}", install.secret.namespace));
                 }
+            }
+            for object in target.gateway_made.iter().rev() {
+                target.cluster.delete_and_wait(object, limit).await?;
+                removed.push(format!("{} {}", object.kind, object.name));
             }
         }
         Ok(removed)
@@ -665,9 +670,10 @@ async fn finish_target(
     run_id: &str,
     settings: &RunSettings,
 ) -> Result<Target, TargetError> {
-    if let Some(setup) = &installation.gateway {
-        setup.ensure(&cluster, GATEWAY_LIMIT).await.map_err(TargetError::Preflight)?;
-    }
+    let gateway_made = match &installation.gateway {
+        Some(setup) => setup.ensure(&cluster, GATEWAY_LIMIT).await.map_err(TargetError::Preflight)?,
+        None => Vec::new(),
+    };
     let client_certificate = match &installation.client_certificate {
         None => None,
         Some(secret) => {
@@ -693,6 +699,7 @@ async fn finish_target(
         installation,
         client_certificate,
         envoy_admin: None,
+        gateway_made,
     })
 }
 

@@ -177,3 +177,61 @@ async fn a_real_cluster_run_removes_the_client_certificate_it_wrote_and_only_its
     }
     loopback.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_cluster_run_makes_the_gateway_it_needs_waits_for_it_and_removes_it() {
+    use harness::install::{GatewaySetup, Installation};
+    use harness::target::{Environment, TargetConfig};
+    use loopback::config::{ControllerKind, GatewayConfig};
+    harness::init_crypto();
+    if !loopback::contour::built_for_tests() {
+        return;
+    }
+    let setup = GatewaySetup::loopback();
+    let config = loopback::LoopbackConfig {
+        controller: ControllerKind::Contour,
+        gateway: Some(GatewayConfig { gateway_ref: setup.gateway.clone(), crds: None }),
+        ..Default::default()
+    };
+    let loopback = loopback::Loopback::start(config).await.expect("loopback in Gateway mode starts");
+    let cluster = ClusterClient::connect(Some(loopback.kubeconfig()), None).await.unwrap();
+    // The Gateway's namespace exists before the run, as an installation's would.
+    cluster.create_namespace(&setup.gateway.namespace, "not-a-run").await.unwrap();
+    let object = |kind: &str, namespace: Option<&str>, name: &str| harness::cluster::ObjectRef {
+        api_version: "gateway.networking.k8s.io/v1".into(),
+        kind: kind.into(),
+        namespace: namespace.map(str::to_string),
+        name: name.into(),
+    };
+    let gateway = object("Gateway", Some(&setup.gateway.namespace), &setup.gateway.name);
+    let class = object("GatewayClass", None, &setup.class_name);
+    let as_real = TargetConfig::Cluster {
+        kubeconfig: Some(loopback.kubeconfig().to_path_buf()),
+        context: None,
+        proxy: loopback.proxy_address().to_string(),
+        tls_proxy: None,
+        installation: Installation { gateway: Some(setup.clone()), ..Default::default() },
+        known_failures: Vec::new(),
+    };
+    let environment = Environment::connect(&as_real, Default::default()).await.expect("it connects");
+    let made = cluster.get(&gateway).await.unwrap().expect("the run made the Gateway");
+    let programmed = made["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["type"] == "Programmed" && c["status"] == "True");
+    assert!(programmed, "the run waited until Contour programmed it: {made}");
+    assert!(cluster.get(&class).await.unwrap().is_some(), "and its class");
+    let removed = environment.remove_installation_state(std::time::Duration::from_secs(60)).await.unwrap();
+    environment.shutdown().await;
+    assert!(cluster.get(&gateway).await.unwrap().is_none(), "the Gateway is removed: {removed:?}");
+    assert!(cluster.get(&class).await.unwrap().is_none(), "the class is removed: {removed:?}");
+    let namespace = harness::cluster::ObjectRef {
+        api_version: "v1".into(),
+        kind: "Namespace".into(),
+        namespace: None,
+        name: setup.gateway.namespace.clone(),
+    };
+    assert!(cluster.get(&namespace).await.unwrap().is_some(), "a namespace it did not make stays: {removed:?}");
+    loopback.shutdown().await;
+}

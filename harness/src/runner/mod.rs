@@ -83,6 +83,9 @@ pub struct Target {
     /// Envoy's admin socket, when the harness can reach it (Envoy in loopback): a failed
     /// scenario's diagnostics then carry Envoy's configuration.
     pub envoy_admin: Option<PathBuf>,
+    /// What the run made for the installation's Gateway (namespace, GatewayClass, Gateway, in
+    /// that order; none when the cluster had it), removed at the end of the run.
+    pub gateway_made: Vec<crate::cluster::ObjectRef>,
 }
 
 /// How one step went.
