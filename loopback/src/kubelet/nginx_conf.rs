@@ -11,7 +11,12 @@
 //!   process group) and `pid` is set to a file in the pod's directory;
 //! - files nginx writes (logs, temporary and cache directories) must stay in the pod's
 //!   directory: relative paths without `..`, paths under a volume mount, or the standard
-//!   streams;
+//!   streams; an `http` block that names no access log gets `/dev/stdout`, where the official
+//!   nginx image's default log goes (nginx's own default is a file of the host);
+//! - files nginx serves (`root`, `alias`, which `autoindex` lists and WebDAV writes under) are
+//!   confined the same way, without variables; responses stored at a path of their own
+//!   (`proxy_store PATH` and its fastcgi, uwsgi and scgi twins) are refused, `on` stores
+//!   under the confined root;
 //! - what cannot be checked or confined is refused: `include`, `load_module`, `unix:` sockets.
 //!
 //! A refusal names the file, the line and the directive, and the pod does not start.
@@ -106,6 +111,14 @@ const WRITES_FIRST_ARGUMENT: &[&str] = &[
     "scgi_cache_path",
 ];
 
+/// Directives whose first argument is a directory nginx serves files from (and, with WebDAV,
+/// writes to).
+const SERVES_FIRST_ARGUMENT: &[&str] = &["root", "alias"];
+
+/// Directives that store responses: `on` stores under the root, any other value is a path
+/// template of its own, which loopback does not follow.
+const STORES_RESPONSES: &[&str] = &["proxy_store", "fastcgi_store", "uwsgi_store", "scgi_store"];
+
 /// Log targets that are not files.
 const STANDARD_TARGETS: &[&str] = &["off", "stderr", "/dev/stdout", "/dev/stderr", "/dev/null"];
 
@@ -127,6 +140,25 @@ fn confine_block(directives: &mut Vec<Directive>, context: Context, pod: &Confin
                     *path = confine_path(path, pod).map_err(|e| (d.line, format!("\"{name}\": {e}")))?;
                 }
             }
+            name if SERVES_FIRST_ARGUMENT.contains(&name) => {
+                if let Some(path) = d.args.first_mut() {
+                    if path.value.contains('$') {
+                        return fail(format!(
+                            "\"{name}\": {}: a path with variables cannot be kept in the pod on loopback",
+                            path.value
+                        ));
+                    }
+                    *path = confine_path(path, pod).map_err(|e| (d.line, format!("\"{name}\": {e}")))?;
+                }
+            }
+            name if STORES_RESPONSES.contains(&name) => {
+                if !matches!(d.args.first().map(|w| w.value.as_str()), Some("on" | "off")) {
+                    return fail(format!(
+                        "\"{name}\" with a path is not supported on loopback: it writes where the path says; \
+                         \"{name} on\" stores under the root"
+                    ));
+                }
+            }
             _ => {}
         }
         if let Some(block) = &mut d.block {
@@ -136,6 +168,9 @@ fn confine_block(directives: &mut Vec<Directive>, context: Context, pod: &Confin
                 _ => Context::Other,
             };
             confine_block(block, inner, pod)?;
+            if inner == Context::Http && !block.iter().any(|child| child.name == "access_log") {
+                block.insert(0, directive("access_log", &["/dev/stdout"], d.line));
+            }
             let is_server = d.name == "server" && matches!(context, Context::Http | Context::Stream);
             if is_server && !block.iter().any(|child| child.name == "listen") {
                 if context == Context::Stream {
@@ -453,6 +488,37 @@ mod tests {
             ("load_module x.so;", "nginx.conf:1: \"load_module\""),
             ("http { server { listen unix:/tmp/s; } }", "nginx.conf:1: listen unix:/tmp/s: unix sockets"),
             ("stream { server { proxy_pass a; } }", "nginx.conf:1: a stream \"server\" needs"),
+        ] {
+            let error = confined(text).unwrap_err();
+            assert!(error.starts_with(problem), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn served_and_stored_files_stay_in_the_pod_and_the_default_log_is_stdout() {
+        let out = confined(
+            "http { server { root /var/run/fixture/www; location /a/ { alias html/a/; dav_methods PUT; } \
+             location /b { proxy_store on; } } }\n",
+        )
+        .unwrap();
+        assert!(out.contains("root /w/p/volumes/run/www;"), "{out}");
+        assert!(out.contains("alias html/a/;"), "{out}");
+        assert!(out.contains("access_log /dev/stdout;"), "an http block with no log logs to stdout:\n{out}");
+        let logged = confined("http { access_log off; server { listen 80; } }\n").unwrap();
+        assert_eq!(logged.matches("access_log").count(), 1, "a log of its own is kept:\n{logged}");
+        for (text, problem) in [
+            (
+                "http { server { location / { alias /; autoindex on; } } }",
+                "nginx.conf:1: \"alias\": / is outside the pod",
+            ),
+            ("http { server { root /home/user; dav_methods PUT; } }", "nginx.conf:1: \"root\": /home/user is outside"),
+            (
+                "http { server { root /var/run/fixture/$host; } }",
+                "nginx.conf:1: \"root\": /var/run/fixture/$host: a path",
+            ),
+            ("http { server { root ../..; } }", "nginx.conf:1: \"root\": ../..: \"..\" would leave"),
+            ("http { server { location / { proxy_store /tmp$uri; } } }", "nginx.conf:1: \"proxy_store\" with a path"),
+            ("http { server { location / { fastcgi_store /x; } } }", "nginx.conf:1: \"fastcgi_store\" with a path"),
         ] {
             let error = confined(text).unwrap_err();
             assert!(error.starts_with(problem), "{text}: {error}");
