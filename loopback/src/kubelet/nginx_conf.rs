@@ -151,13 +151,13 @@ fn confine_block(directives: &mut Vec<Directive>, context: Context, pod: &Confin
                     *path = confine_path(path, pod).map_err(|e| (d.line, format!("\"{name}\": {e}")))?;
                 }
             }
-            name if STORES_RESPONSES.contains(&name) => {
-                if !matches!(d.args.first().map(|w| w.value.as_str()), Some("on" | "off")) {
-                    return fail(format!(
-                        "\"{name}\" with a path is not supported on loopback: it writes where the path says; \
-                         \"{name} on\" stores under the root"
-                    ));
-                }
+            name if STORES_RESPONSES.contains(&name)
+                && !matches!(d.args.first().map(|w| w.value.as_str()), Some("on" | "off")) =>
+            {
+                return fail(format!(
+                    "\"{name}\" with a path is not supported on loopback: it writes where the path says; \
+                     \"{name} on\" stores under the root"
+                ));
             }
             _ => {}
         }
@@ -238,7 +238,7 @@ fn confine_path(path: &Word, pod: &Confinement<'_>) -> Result<Word, String> {
     });
     match local {
         Some(local) => Ok(Word::bare(quote_if_needed(&local.display().to_string()))),
-        None => Err(format!("{value} is outside the pod: write under a volume mount or to a relative path")),
+        None => Err(format!("{value} is outside the pod: use a path under a volume mount, or a relative one")),
     }
 }
 
