@@ -818,7 +818,9 @@ fn run_on(args: RunArgs) -> ExitCode {
         Err(code) => return code,
     };
     let dir = args.reports.unwrap_or_else(|| PathBuf::from("reports"));
-    if let Err(e) = harness::report::check_writable(&dir) {
+    let now =
+        time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+    if let Err(e) = harness::report::check_writable(&dir).and_then(|()| harness::report::mark_in_progress(&dir, &now)) {
         eprintln!("error: the reports directory is unusable: {e}; nothing was run");
         return ExitCode::from(EXIT_INVALID_INPUT);
     }

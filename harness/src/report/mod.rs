@@ -390,6 +390,43 @@ pub fn check_writable(dir: &Path) -> Result<(), ReportError> {
     std::fs::remove_file(&probe).map_err(|source| ReportError::Write { path: probe, source })
 }
 
+/// The report files a run writes at its end, besides the diagnostics.
+const REPORT_FILES: [&str; 6] =
+    ["junit.xml", "report.json", "summary.md", "report.html", "certification.yaml", "gateway-api-conformance.yaml"];
+
+/// Before a run: replaces the reports of an earlier run in `dir` with a `junit.xml` holding
+/// one failed test and a `summary.md` saying that a run is under way, which [`write_all`]
+/// replaces at the end. A run killed before its end (SIGKILL, the machine gone) thus leaves a
+/// red report, never the previous run's green one.
+///
+/// # Errors
+/// A file cannot be written or removed.
+pub fn mark_in_progress(dir: &Path, started_at: &str) -> Result<(), ReportError> {
+    let message = format!(
+        "a run started at {started_at} has not written its reports: it is still running, or it ended before writing \
+         them (killed, or it could not start: see its output)"
+    );
+    for name in REPORT_FILES {
+        let path = dir.join(name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(ReportError::Write { path, source }),
+        }
+    }
+    let junit = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"upstream-tls-conformance\" tests=\"1\" failures=\"1\">\n\
+         <testsuite name=\"run\" tests=\"1\" failures=\"1\">\n<testcase name=\"run-finished\" classname=\"run\">\n\
+         <failure message=\"{message}\"/>\n</testcase>\n</testsuite>\n</testsuites>\n"
+    );
+    let summary = format!("# Upstream TLS conformance: no result\n\n{message}.\n");
+    for (name, text) in [("junit.xml", junit), ("summary.md", summary)] {
+        let path = dir.join(name);
+        replace_file(&path, text.as_bytes()).map_err(|source| ReportError::Write { path, source })?;
+    }
+    Ok(())
+}
+
 /// Writes `junit.xml`, `report.json`, `summary.md`, `report.html`, `certification.yaml` (and,
 /// when Gateway API scenarios ran, `gateway-api-conformance.yaml`) and a
 /// `diagnostics/<scenario>.md` per failed scenario into `dir` (created if needed; diagnostics
@@ -643,6 +680,27 @@ pub(crate) mod tests {
         let err = check_writable(&base.join("file/reports")).unwrap_err().to_string();
         assert!(err.starts_with(&format!("cannot write {}", base.join("file/reports/diagnostics").display())), "{err}");
         std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn a_run_that_never_ends_leaves_a_red_report_not_the_last_green_one() {
+        let dir = std::env::temp_dir().join(format!("utls-in-progress-{}", std::process::id()));
+        write_all(&sample(), &dir).unwrap();
+        std::fs::write(dir.join("gateway-api-conformance.yaml"), "result: success\n").unwrap();
+        mark_in_progress(&dir, "2026-12-07T03:40:00Z").unwrap();
+        let junit = std::fs::read_to_string(dir.join("junit.xml")).unwrap();
+        assert!(junit.contains("failures=\"1\"") && junit.contains("2026-12-07T03:40:00Z"), "{junit}");
+        let summary = std::fs::read_to_string(dir.join("summary.md")).unwrap();
+        assert!(summary.contains("has not written its reports"), "{summary}");
+        for gone in ["report.json", "report.html", "certification.yaml", "gateway-api-conformance.yaml"] {
+            assert!(!dir.join(gone).exists(), "{gone} of the earlier run is removed");
+        }
+        write_all(&sample(), &dir).unwrap();
+        assert!(
+            !std::fs::read_to_string(dir.join("junit.xml")).unwrap().contains("run-finished"),
+            "the end replaces it"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
