@@ -820,7 +820,19 @@ fn run_on(args: RunArgs) -> ExitCode {
     let dir = args.reports.unwrap_or_else(|| PathBuf::from("reports"));
     let now =
         time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
-    if let Err(e) = harness::report::check_writable(&dir).and_then(|()| harness::report::mark_in_progress(&dir, &now)) {
+    if let Err(e) = harness::report::check_writable(&dir) {
+        eprintln!("error: the reports directory is unusable: {e}; nothing was run");
+        return ExitCode::from(EXIT_INVALID_INPUT);
+    }
+    // Claimed before anything is replaced: a second run into the same directory stops here.
+    let _claim = match harness::report::claim(&dir) {
+        Ok(claim) => claim,
+        Err(e) => {
+            eprintln!("error: {e}; nothing was run");
+            return ExitCode::from(EXIT_INVALID_INPUT);
+        }
+    };
+    if let Err(e) = harness::report::mark_in_progress(&dir, &now) {
         eprintln!("error: the reports directory is unusable: {e}; nothing was run");
         return ExitCode::from(EXIT_INVALID_INPUT);
     }

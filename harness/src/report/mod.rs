@@ -394,6 +394,50 @@ pub fn check_writable(dir: &Path) -> Result<(), ReportError> {
 const REPORT_FILES: [&str; 6] =
     ["junit.xml", "report.json", "summary.md", "report.html", "certification.yaml", "gateway-api-conformance.yaml"];
 
+/// The file that says which process is writing reports into a directory.
+const LOCK_FILE: &str = ".run.lock";
+
+/// A reports directory claimed by this process's run ([`claim`]); dropping it releases the
+/// directory.
+#[derive(Debug)]
+pub struct Claim {
+    lock: PathBuf,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let ours = std::fs::read_to_string(&self.lock).is_ok_and(|t| t.trim() == std::process::id().to_string());
+        if ours {
+            let _ = std::fs::remove_file(&self.lock);
+        }
+    }
+}
+
+/// Claims `dir` for this process's run, so that two runs never write one directory: a
+/// `.run.lock` holding the process id, removed when the [`Claim`] is dropped, and replaced
+/// when the process it names is gone (a run that was killed).
+///
+/// # Errors
+/// Another live process holds the directory (the message names it and what to do), or the
+/// lock cannot be written.
+pub fn claim(dir: &Path) -> Result<Claim, String> {
+    let lock = dir.join(LOCK_FILE);
+    let me = std::process::id();
+    if let Ok(text) = std::fs::read_to_string(&lock)
+        && let Ok(pid) = text.trim().parse::<i32>()
+        && pid != me as i32
+        // SAFETY: signal 0 only asks whether the process exists; nothing is sent.
+        && unsafe { libc::kill(pid, 0) } == 0
+    {
+        return Err(format!(
+            "another run (process {pid}) is writing its reports to {}; give this one --reports with another directory",
+            dir.display()
+        ));
+    }
+    replace_file(&lock, format!("{me}\n").as_bytes()).map_err(|e| format!("cannot write {}: {e}", lock.display()))?;
+    Ok(Claim { lock })
+}
+
 /// Before a run: replaces the reports of an earlier run in `dir` with a `junit.xml` holding
 /// one failed test and a `summary.md` saying that a run is under way, which [`write_all`]
 /// replaces at the end. A run killed before its end (SIGKILL, the machine gone) thus leaves a
@@ -680,6 +724,29 @@ pub(crate) mod tests {
         let err = check_writable(&base.join("file/reports")).unwrap_err().to_string();
         assert!(err.starts_with(&format!("cannot write {}", base.join("file/reports/diagnostics").display())), "{err}");
         std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn a_reports_directory_has_one_run_at_a_time() {
+        let dir = std::env::temp_dir().join(format!("utls-claim-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let first = claim(&dir).unwrap();
+        drop(first);
+        assert!(!dir.join(LOCK_FILE).exists(), "a finished run releases the directory");
+        let _held = claim(&dir).unwrap();
+        claim(&dir).unwrap();
+        // A live process of someone else: pid 1 is always there.
+        std::fs::write(dir.join(LOCK_FILE), "1\n").unwrap();
+        let err = claim(&dir).unwrap_err();
+        assert!(err.contains("another run (process 1)") && err.contains("--reports"), "{err}");
+        // A run that was killed: its process is gone.
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let pid = gone.id();
+        gone.wait().unwrap();
+        std::fs::write(dir.join(LOCK_FILE), format!("{pid}\n")).unwrap();
+        let _ours = claim(&dir).unwrap();
+        assert_eq!(std::fs::read_to_string(dir.join(LOCK_FILE)).unwrap().trim(), std::process::id().to_string());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
