@@ -854,7 +854,8 @@ fn watch_failed(object: &ObjectRef, what: &str, message: String) -> ClusterError
     ClusterError::Watch { object: Box::new(object.clone()), what: what.into(), message }
 }
 
-fn namespace_ref(name: &str) -> ObjectRef {
+/// The Namespace `name`.
+pub(crate) fn namespace_ref(name: &str) -> ObjectRef {
     ObjectRef { api_version: "v1".into(), kind: "Namespace".into(), namespace: None, name: name.into() }
 }
 

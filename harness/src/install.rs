@@ -13,7 +13,7 @@ use std::sync::Mutex;
 
 use serde_json::{Value, json};
 
-use crate::cluster::{ClusterClient, ClusterError, ObjectRef};
+use crate::cluster::{ClusterClient, ClusterError, ObjectRef, namespace_ref};
 use crate::pki::{CertificateRequest, Material, Pki, PkiError};
 use crate::scenario::Feature;
 use crate::scenario::template::Bindings;
@@ -54,6 +54,9 @@ pub struct GatewaySetup {
     pub controller_name: String,
 }
 
+/// The Gateway API group version the Gateway and its class are made at.
+const GATEWAY_API: &str = "gateway.networking.k8s.io/v1";
+
 impl GatewaySetup {
     /// The Gateway loopback's Contour reconciles: `projectcontour/contour`, of class
     /// `contour`, as in Contour's Gateway API example.
@@ -64,12 +67,7 @@ impl GatewaySetup {
             controller_name: "projectcontour.io/gateway-controller".into(),
         }
     }
-}
 
-/// The Gateway API group version the Gateway and its class are made at.
-const GATEWAY_API: &str = "gateway.networking.k8s.io/v1";
-
-impl GatewaySetup {
     fn gateway_object(&self) -> ObjectRef {
         ObjectRef {
             api_version: GATEWAY_API.into(),
@@ -97,12 +95,7 @@ impl GatewaySetup {
         }
         let gateway = self.gateway_object();
         if cluster.get(&gateway).await.map_err(|e| e.to_string())?.is_none() {
-            let namespace = ObjectRef {
-                api_version: "v1".into(),
-                kind: "Namespace".into(),
-                namespace: None,
-                name: self.gateway.namespace.clone(),
-            };
+            let namespace = namespace_ref(&self.gateway.namespace);
             if cluster.get(&namespace).await.map_err(|e| e.to_string())?.is_none() {
                 let object = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace.name}});
                 cluster.apply(&object, "").await.map_err(|e| e.to_string())?;

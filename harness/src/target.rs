@@ -301,9 +301,9 @@ impl TargetConfig {
     /// loopback with the real Contour, the bundle that release ships.
     pub fn gateway_api_bundle(&self) -> Option<crate::report::GatewayApiBundle> {
         let TargetConfig::Loopback(options) = self else { return None };
-        let release = options.controller.contour_release()?;
-        let text =
-            std::fs::read_to_string(loopback::config::contour_cache_dir(&release).join("gateway-crds.yaml")).ok()?;
+        options.controller.contour_release()?;
+        let crds = loopback_config(&gateway_installation(), options).gateway_crds()?;
+        let text = std::fs::read_to_string(crds).ok()?;
         let (version, channel) = loopback::config::gateway_api_bundle(&text)?;
         Some(crate::report::GatewayApiBundle { version, channel })
     }

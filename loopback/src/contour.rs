@@ -107,9 +107,8 @@ impl ContourProcess {
     ) -> Result<Self, ContourError> {
         // Faults at a boundary act around Contour (its xDS output, the API server); the
         // others are switches of the reference controller.
-        let model_faults: Vec<&str> = config.faults.iter().filter(|f| !f.at_boundary()).map(|f| f.name()).collect();
-        if !model_faults.is_empty() {
-            let names = model_faults;
+        let names: Vec<&str> = config.faults.iter().filter(|f| !f.at_boundary()).map(|f| f.name()).collect();
+        if !names.is_empty() {
             return Err(ContourError::Faults(names.join(", ")));
         }
         let settings: &ContourSettings = &config.contour;

@@ -615,9 +615,21 @@ impl Checker<'_> {
                     if known.contains(&reference.name) {
                         continue;
                     }
-                    let hint = suggestion(&reference.name, &known)
-                        .map(|s| format!("; did you mean ${{{s}}}?"))
-                        .unwrap_or_default();
+                    // References a feature offers: say which, rather than guess a name.
+                    let needs =
+                        [("gateway.", Feature::GatewayApiBackendTls), ("install.", Feature::EnvoyClientCertificate)]
+                            .into_iter()
+                            .find(|(prefix, feature)| {
+                                reference.name.starts_with(prefix) && !scenario.features.contains(feature)
+                            });
+                    let hint = match needs {
+                        Some((prefix, feature)) => {
+                            format!("; ${{{prefix}*}} needs the scenario to claim feature {}", feature.name())
+                        }
+                        None => suggestion(&reference.name, &known)
+                            .map(|s| format!("; did you mean ${{{s}}}?"))
+                            .unwrap_or_default(),
+                    };
                     self.error(
                         (reference.line, reference.column),
                         format!("unknown reference ${{{}}}{hint}", reference.name),
@@ -1086,6 +1098,14 @@ steps:
         assert_eq!(
             errs,
             vec!["s.yaml:20:17: unknown reference ${pki.ca.certbase64}; did you mean ${pki.ca.certBase64}?"]
+        );
+        let text = GOOD.replace("${pki.ca.certBase64}", "${gateway.name}");
+        assert_eq!(
+            errors(&text),
+            vec![
+                "s.yaml:20:17: unknown reference ${gateway.name}; ${gateway.*} needs the scenario to claim feature \
+                 gateway-api-backend-tls"
+            ]
         );
     }
 

@@ -44,19 +44,14 @@ impl Admission {
         if !self.rewrite_gateway_status_messages || kind.group != GATEWAY_API_GROUP {
             return;
         }
-        let status = &mut object["status"];
+        // The object's own conditions, and those of each entry of its other status lists
+        // (route parents, policy ancestors, Gateway listeners).
         let mut lists: Vec<&mut Value> = Vec::new();
-        let (own, nested): (Vec<_>, Vec<_>) = status
-            .as_object_mut()
-            .into_iter()
-            .flat_map(|map| map.iter_mut())
-            .partition(|(key, _)| key.as_str() == "conditions");
-        lists.extend(own.into_iter().map(|(_, v)| v));
-        for (_, list) in nested {
-            for entry in list.as_array_mut().into_iter().flatten() {
-                if let Some(conditions) = entry.get_mut("conditions") {
-                    lists.push(conditions);
-                }
+        for (key, value) in object["status"].as_object_mut().into_iter().flatten() {
+            if key == "conditions" {
+                lists.push(value);
+            } else {
+                lists.extend(value.as_array_mut().into_iter().flatten().filter_map(|e| e.get_mut("conditions")));
             }
         }
         for condition in lists.into_iter().filter_map(Value::as_array_mut).flatten() {
