@@ -152,6 +152,44 @@ fn the_nightly_dry_run_cleans_up_whatever_happens_and_runs_both_installations() 
 }
 
 #[test]
+fn each_mutation_judge_runs_its_own_tests_first_and_then_only_its_files() {
+    let (code, _, stderr) = script("mutants", &["--dry-run", "--judge", "checkers"]);
+    assert_eq!(code, 0, "{stderr}");
+    let commands = commands(&stderr);
+    // The checkers answer to the fault matrix: a check that lets a faulted run pass is caught.
+    let baseline = position(
+        &commands,
+        "env UPSTREAM_TLS_REPORTS=reports/mutants/checkers/last-run cargo test -q -p harness --test conformance --test mutation",
+    );
+    let mutants = position(&commands, "env UPSTREAM_TLS_REPORTS=reports/mutants/checkers/last-run cargo mutants --in-place");
+    assert!(baseline < mutants, "{commands:?}");
+    let run = commands[mutants];
+    assert!(run.contains("--baseline skip"), "{run}");
+    assert!(run.ends_with("--file harness/src/traffic.rs --file harness/src/status_match.rs -- --test mutation"), "{run}");
+
+    // The xDS translation is judged through the real Contour, the model through the reference
+    // controller.
+    let (code, _, stderr) = script("mutants", &["--dry-run", "--judge", "xds"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("UPSTREAM_TLS_CONTROLLER=contour cargo mutants"), "{stderr}");
+    let (code, _, stderr) = script("mutants", &["--dry-run", "--judge", "model", "--file", "loopback/src/x509.rs"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stderr.contains("UPSTREAM_TLS_CONTROLLER"), "{stderr}");
+    assert!(stderr.contains("--timeout 240 --build-timeout 900 --file loopback/src/x509.rs\n"), "{stderr}");
+
+    for (args, message) in [
+        (&["--file", "loopback/src/x509.rs"][..], "error: --file needs --judge"),
+        (&["--judge", "proxy"][..], "error: --judge takes model, xds, checkers or all, not 'proxy'"),
+        (&["--shard", "4"][..], "error: --shard takes K/N (as 0/4), not '4'"),
+        (&["--diff", "no-such-revision"][..], "error: --diff no-such-revision: no such revision here"),
+    ] {
+        let (code, _, stderr) = script("mutants", args);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(stderr.starts_with(message), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
 fn scripts_without_a_dry_run_say_so() {
     let (code, _, stderr) = script("ensure-nginx", &["--dry-run"]);
     // It would install nginx: --dry-run is refused, not ignored.
