@@ -374,15 +374,34 @@ pub enum ReportError {
     Write { path: PathBuf, source: std::io::Error },
     #[error("cannot render JUnit XML: {0}")]
     Junit(String),
+    #[error(
+        "{dir} holds files that no run wrote ({names}): give --reports a new or empty directory, or one an \
+         earlier run wrote, so that nothing else is overwritten"
+    )]
+    Foreign { dir: PathBuf, names: String },
+    #[error("{0} is the filesystem's root: give --reports a directory of its own")]
+    Root(PathBuf),
 }
 
 /// Checks, before a run, that [`write_all`] will be able to write into `dir`: creates it and
 /// its `diagnostics/`, and writes and removes a file there, so that an unusable directory is
-/// found before the run rather than after it.
+/// found before the run rather than after it. A directory holding files no run writes (as
+/// `/etc`), or the filesystem's root, is refused before anything is made in it.
 ///
 /// # Errors
-/// The directory cannot be created or written.
+/// The directory holds other files, or cannot be created or written.
 pub fn check_writable(dir: &Path) -> Result<(), ReportError> {
+    if dir.canonicalize().is_ok_and(|d| d.parent().is_none()) {
+        return Err(ReportError::Root(dir.to_path_buf()));
+    }
+    let foreign = foreign_files(dir);
+    if !foreign.is_empty() {
+        let mut names = foreign.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
+        if foreign.len() > 3 {
+            names.push_str(&format!(" and {} more", foreign.len() - 3));
+        }
+        return Err(ReportError::Foreign { dir: dir.to_path_buf(), names });
+    }
     let diagnostics = dir.join("diagnostics");
     std::fs::create_dir_all(&diagnostics).map_err(|source| ReportError::Write { path: diagnostics.clone(), source })?;
     let probe = diagnostics.join(".write-check");
@@ -396,6 +415,20 @@ const REPORT_FILES: [&str; 6] =
 
 /// The file that says which process is writing reports into a directory.
 const LOCK_FILE: &str = ".run.lock";
+
+/// The files in `dir` that a run would not have written (subdirectories aside: the default
+/// `reports/` holds other runs' directories), sorted. Empty when `dir` does not exist yet.
+fn foreign_files(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut names: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter(|e| !e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| !REPORT_FILES.contains(&name.as_str()) && name != LOCK_FILE && name != "README.md")
+        .collect();
+    names.sort();
+    names
+}
 
 /// A reports directory claimed by this process's run ([`claim`]); dropping it releases the
 /// directory.
@@ -724,6 +757,26 @@ pub(crate) mod tests {
         let err = check_writable(&base.join("file/reports")).unwrap_err().to_string();
         assert!(err.starts_with(&format!("cannot write {}", base.join("file/reports/diagnostics").display())), "{err}");
         std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn a_directory_holding_other_files_is_never_written() {
+        let dir = std::env::temp_dir().join(format!("utls-foreign-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("earlier-run")).unwrap();
+        for name in ["README.md", "junit.xml", "report.json", LOCK_FILE] {
+            std::fs::write(dir.join(name), b"").unwrap();
+        }
+        check_writable(&dir).unwrap();
+        for name in ["passwd", "group", "hosts", "shadow"] {
+            std::fs::write(dir.join(name), b"kept").unwrap();
+        }
+        std::fs::remove_dir_all(dir.join("diagnostics")).unwrap();
+        let err = check_writable(&dir).unwrap_err().to_string();
+        assert!(err.contains("holds files that no run wrote (group, hosts, passwd and 1 more)"), "{err}");
+        assert!(!dir.join("diagnostics").exists(), "nothing is made in a refused directory");
+        let err = check_writable(Path::new("/")).unwrap_err().to_string();
+        assert_eq!(err, "/ is the filesystem's root: give --reports a directory of its own");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
