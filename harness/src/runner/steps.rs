@@ -373,6 +373,7 @@ impl<'a> ScenarioRun<'a> {
     }
 
     async fn apply_rejected(&mut self, manifest: &str, message: &str) -> Result<(), StepError> {
+        let message = &self.bindings.expand(message).map_err(plain)?;
         let mut refusals = Vec::new();
         for document in self.documents(manifest)? {
             match self.target.cluster.apply(&document, &self.namespace).await {
@@ -486,7 +487,7 @@ impl<'a> ScenarioRun<'a> {
     fn prepare(&self, request: &RequestStep) -> Result<Prepared, StepError> {
         let host = request.host.as_ref().map_or("${host}", |h| h.value.as_str());
         let host = self.bindings.expand(host).map_err(plain)?;
-        let path = request.path.as_ref().map_or("/", |p| p.value.as_str()).to_string();
+        let path = self.bindings.expand(request.path.as_ref().map_or("/", |p| p.value.as_str())).map_err(plain)?;
         let expect = traffic::expand_expectation(&self.bindings, &request.expect).map_err(plain)?;
         let headers: Vec<(String, String)> = request
             .headers

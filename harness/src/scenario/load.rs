@@ -441,10 +441,15 @@ impl Checker<'_> {
                 Some("set the Host header with the request's `host`, not in `headers`".to_string())
             } else if name.eq_ignore_ascii_case(REQUEST_ID_HEADER) {
                 Some(format!("{REQUEST_ID_HEADER} is set by the harness"))
-            } else if value.value.contains(['\r', '\n', '\0']) {
+            } else if value.value.contains(['\r', '\n']) {
                 Some(format!("the value of request header {name:?} must be one line"))
+            } else if let Some(c) = value.value.chars().find(|&c| c != '\t' && c.is_control()) {
+                Some(format!(
+                    "the value of request header {name:?} holds the control character U+{:04X}, which HTTP does not allow",
+                    u32::from(c)
+                ))
             } else {
-                None
+                unsendable_reference(&value.value, "a request header")
             };
             if let Some(problem) = problem {
                 self.error(position(&value.referenced), problem);
@@ -459,7 +464,15 @@ impl Checker<'_> {
             let literal = without_references(&host.value);
             let valid = !host.value.is_empty()
                 && literal.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'*' | b':'));
-            if !valid {
+            let port = literal.rsplit_once(':').map(|(_, port)| port);
+            if let Some(problem) = unsendable_reference(&host.value, "a request's host") {
+                self.error(position(&host.referenced), problem);
+            } else if valid && port.is_some_and(|p| p.parse::<u16>().is_err() || p == "0") {
+                self.error(
+                    position(&host.referenced),
+                    format!("request host {:?} has a port that is not a number from 1 to 65535", host.value),
+                );
+            } else if !valid {
                 self.error(
                     position(&host.referenced),
                     format!(
@@ -479,6 +492,8 @@ impl Checker<'_> {
             };
             if let Some(problem) = problem {
                 self.error(position(&path.referenced), format!("request path {:?} {problem}", path.value));
+            } else if let Some(problem) = unsendable_reference(&path.value, "a request's path") {
+                self.error(position(&path.referenced), problem);
             }
         }
     }
@@ -542,6 +557,16 @@ impl Checker<'_> {
                         format!("IP address {:?} is not an IPv4 or IPv6 address", ip.value),
                     );
                 }
+            }
+            if let Some(extra) = cert.dns_names.get(MAX_DNS_NAMES) {
+                self.error(
+                    position(&extra.referenced),
+                    format!(
+                        "PKI entry {:?} has {} DNS names; at most {MAX_DNS_NAMES} fit in a certificate a proxy will take",
+                        name.value,
+                        cert.dns_names.len()
+                    ),
+                );
             }
             for dns_name in &cert.dns_names {
                 if !is_certificate_dns_name(&dns_name.value) {
@@ -837,6 +862,34 @@ pub fn catalog_sha256<'a>(scenarios: impl IntoIterator<Item = &'a LoadedScenario
 }
 
 /// `text` with its `${...}` references taken out.
+/// The most DNS names a PKI entry may list: a certificate with thousands is larger than
+/// proxies and Kubernetes take.
+const MAX_DNS_NAMES: usize = 100;
+
+/// Why a reference in `text` can never be sent in `place` of a request: a private key is never
+/// sent anywhere, and a PEM certificate is several lines (its base64 or DER forms are one).
+fn unsendable_reference(text: &str, place: &str) -> Option<String> {
+    let references = template::references(text).ok()?;
+    references.iter().find_map(|reference| {
+        let field = reference.name.rsplit('.').next().unwrap_or_default();
+        let owner = reference.name.starts_with("pki.") || reference.name.starts_with("install.");
+        match field {
+            "key" | "keyBase64" if owner => Some(format!(
+                "${{{}}} is a private key: keys never go into {place} (nor into logs or reports)",
+                reference.name
+            )),
+            "cert" if owner => Some(format!(
+                "${{{}}} is a PEM certificate of several lines, which cannot be {place}: use certBase64 or certDer",
+                reference.name
+            )),
+            "certBase64" | "certDer" if owner && place == "a request's host" => {
+                Some(format!("${{{}}} is base64 text, which cannot be {place}", reference.name))
+            }
+            _ => None,
+        }
+    })
+}
+
 fn without_references(text: &str) -> String {
     let mut out = String::new();
     let mut rest = text;
@@ -1132,6 +1185,46 @@ steps:
                 "s.yaml:24:19: request header name \"bad name\" is not an HTTP token",
                 "s.yaml:25:15: set the Host header with the request's `host`, not in `headers`",
             ]
+        );
+    }
+
+    #[test]
+    fn what_can_never_be_sent_is_refused_where_it_is_written() {
+        let text = GOOD.replace(
+            "  - request:\n",
+            "  - request:\n      host: \"${host}:99999\"\n      path: /${pki.leaf.key}\n      headers:\n        \
+             x-del: \"a\\x7Fb\"\n        x-nul: \"a\\0b\"\n        x-pem: ${pki.leaf.cert}\n        \
+             x-fine: ${pki.leaf.serial}\n",
+        );
+        assert_eq!(
+            errors(&text),
+            vec![
+                "s.yaml:22:13: request host \"${host}:99999\" has a port that is not a number from 1 to 65535",
+                "s.yaml:23:13: ${pki.leaf.key} is a private key: keys never go into a request's path (nor into logs or \
+                 reports)",
+                "s.yaml:25:16: the value of request header \"x-del\" holds the control character U+007F, which HTTP does \
+                 not allow",
+                "s.yaml:26:16: the value of request header \"x-nul\" holds the control character U+0000, which HTTP does \
+                 not allow",
+                "s.yaml:27:16: ${pki.leaf.cert} is a PEM certificate of several lines, which cannot be a request header: \
+                 use certBase64 or certDer",
+            ]
+        );
+        let host = GOOD.replace("  - request:\n", "  - request:\n      host: ${pki.leaf.keyBase64}\n");
+        assert_eq!(
+            errors(&host),
+            vec![
+                "s.yaml:22:13: ${pki.leaf.keyBase64} is a private key: keys never go into a request's host (nor into logs \
+                 or reports)"
+            ]
+        );
+        let many: Vec<String> = (0..=MAX_DNS_NAMES).map(|n| format!("n{n}.test")).collect();
+        let names = GOOD.replace("dnsNames: [a.test]", &format!("dnsNames: [{}]", many.join(", ")));
+        let errors = errors(&names);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0]
+                .ends_with("PKI entry \"leaf\" has 101 DNS names; at most 100 fit in a certificate a proxy will take")
         );
     }
 
