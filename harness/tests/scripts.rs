@@ -161,11 +161,15 @@ fn each_mutation_judge_runs_its_own_tests_first_and_then_only_its_files() {
         &commands,
         "env UPSTREAM_TLS_REPORTS=reports/mutants/checkers/last-run cargo test -q -p harness --test conformance --test mutation",
     );
-    let mutants = position(&commands, "env UPSTREAM_TLS_REPORTS=reports/mutants/checkers/last-run cargo mutants --in-place");
+    let mutants =
+        position(&commands, "env UPSTREAM_TLS_REPORTS=reports/mutants/checkers/last-run cargo mutants --in-place");
     assert!(baseline < mutants, "{commands:?}");
     let run = commands[mutants];
     assert!(run.contains("--baseline skip"), "{run}");
-    assert!(run.ends_with("--file harness/src/traffic.rs --file harness/src/status_match.rs -- --test mutation"), "{run}");
+    assert!(
+        run.ends_with("--file harness/src/traffic.rs --file harness/src/status_match.rs -- --test mutation"),
+        "{run}"
+    );
 
     // The xDS translation is judged through the real Contour, the model through the reference
     // controller.
