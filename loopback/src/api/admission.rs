@@ -67,7 +67,9 @@ impl Admission {
     /// As [`admit`].
     pub fn admit(self, kind: &'static ResourceKind, object: &Value) -> Result<(), ApiError> {
         if !self.validate_custom_resources && is_custom_resource(kind) {
-            return refuse(kind, object, name_errors(kind, object));
+            let mut errors = name_errors(kind, object);
+            errors.extend(label_and_annotation_errors(object));
+            return refuse(kind, object, errors);
         }
         admit(kind, object)
     }
@@ -79,6 +81,7 @@ impl Admission {
 /// `Invalid` (422) naming each offending field, worded as Kubernetes words it.
 pub fn admit(kind: &'static ResourceKind, object: &Value) -> Result<(), ApiError> {
     let mut errors = name_errors(kind, object);
+    errors.extend(label_and_annotation_errors(object));
     if is_custom_resource(kind) {
         errors.extend(validation::validate(openapi::schema(kind), object));
     } else if kind == &kinds::CONFIG_MAP || kind == &kinds::SECRET {
@@ -168,6 +171,108 @@ fn name_problems(rule: NameRule, name: &str) -> Vec<String> {
     }
     if !valid {
         problems.push(message.to_string());
+    }
+    problems
+}
+
+/// The most bytes an object's annotations may hold, keys and values together.
+const ANNOTATIONS_LIMIT: usize = 256 * 1024;
+
+/// The most characters a label value, or the name part of a label or annotation key, may have.
+const LABEL_LIMIT: usize = 63;
+
+/// `metadata.labels` and `metadata.annotations` checked as the API server checks them: keys
+/// are qualified names (an optional DNS subdomain prefix and `/`, then a name of at most 63
+/// characters), label values at most 63 characters of the same alphabet, annotations at most
+/// 256 KiB in all. A value quoted in a message is cut short, as a long one would flood it.
+fn label_and_annotation_errors(object: &Value) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let shown = |text: &str| -> Value {
+        match text.char_indices().nth(LABEL_LIMIT + 1) {
+            Some((cut, _)) => Value::String(format!("{}...", &text[..cut])),
+            None => Value::String(text.into()),
+        }
+    };
+    let labels = object.pointer("/metadata/labels").and_then(Value::as_object);
+    for (key, value) in labels.into_iter().flatten() {
+        for detail in qualified_name_problems(key) {
+            errors.push(FieldError::invalid("metadata.labels", shown(key), detail));
+        }
+        let value = value.as_str().unwrap_or_default();
+        if value.len() > LABEL_LIMIT {
+            errors.push(FieldError::invalid(
+                "metadata.labels",
+                shown(value),
+                format!("must be no more than {LABEL_LIMIT} characters"),
+            ));
+        }
+        if !value.is_empty() && !is_label_name(value) {
+            errors.push(FieldError::invalid(
+                "metadata.labels",
+                shown(value),
+                "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and \
+                 must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', \
+                 regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')",
+            ));
+        }
+    }
+    let annotations = object.pointer("/metadata/annotations").and_then(Value::as_object);
+    let mut size = 0;
+    for (key, value) in annotations.into_iter().flatten() {
+        for detail in qualified_name_problems(&key.to_ascii_lowercase()) {
+            errors.push(FieldError::invalid("metadata.annotations", shown(key), detail));
+        }
+        size += key.len() + value.as_str().map_or(0, str::len);
+    }
+    if size > ANNOTATIONS_LIMIT {
+        errors.push(FieldError {
+            field: "metadata.annotations".into(),
+            error_type: validation::ErrorType::TooLong,
+            value: None,
+            detail: format!("may not be more than {ANNOTATIONS_LIMIT} bytes"),
+        });
+    }
+    errors
+}
+
+/// The name of a label (and of a label key's name part): letters, digits, `-`, `_`, `.`,
+/// starting and ending with a letter or digit.
+fn is_label_name(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let end = |b: &u8| b.is_ascii_alphanumeric();
+    bytes.first().is_some_and(end)
+        && bytes.last().is_some_and(end)
+        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// What is wrong with a label or annotation key, in the API server's words.
+fn qualified_name_problems(key: &str) -> Vec<String> {
+    let (prefix, name) = match key.split_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    let mut problems = Vec::new();
+    if let Some(prefix) = prefix {
+        if prefix.is_empty() {
+            problems.push("prefix part must be non-empty".to_string());
+        } else {
+            problems.extend(name_problems(NameRule::Subdomain, prefix).into_iter().map(|p| format!("prefix part {p}")));
+        }
+    }
+    if name.is_empty() {
+        problems.push("name part must be non-empty".into());
+    } else {
+        if name.len() > LABEL_LIMIT {
+            problems.push(format!("name part must be no more than {LABEL_LIMIT} characters"));
+        }
+        if !is_label_name(name) {
+            problems.push(
+                "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an \
+                 alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is \
+                 '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"
+                    .into(),
+            );
+        }
     }
     problems
 }

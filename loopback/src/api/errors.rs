@@ -152,6 +152,11 @@ impl ApiError {
         Self::new(400, "BadRequest", message.into())
     }
 
+    /// A request body over the API server's limit, in its words.
+    pub fn too_large(limit: usize) -> Self {
+        Self::new(413, "RequestEntityTooLarge", format!("Request entity too large: limit is {limit}"))
+    }
+
     pub fn gone(resource_version: u64) -> Self {
         Self::new(410, "Expired", format!("too old resource version: {resource_version}"))
     }

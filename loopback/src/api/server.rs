@@ -41,8 +41,8 @@ use crate::disruption::{ApiTrouble, Disruption, Disruptions};
 /// The body of every response: a whole document or a watch stream.
 pub(super) type Body = UnsyncBoxBody<Bytes, Infallible>;
 
-/// The largest request body accepted (Kubernetes allows 3 MiB objects; leave room for YAML).
-const MAX_BODY: usize = 16 * 1024 * 1024;
+/// The largest request body accepted: the API server's own limit (3 MiB).
+const MAX_BODY: usize = 3 * 1024 * 1024;
 
 /// How long open connections get to finish after shutdown before they are dropped.
 const DRAIN_TIME: Duration = Duration::from_secs(5);
@@ -107,6 +107,9 @@ pub async fn serve(
 /// How long a client gets to complete the TLS handshake.
 const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
 
+/// How long a connection may wait for the head of its next request.
+const IDLE_LIMIT: Duration = Duration::from_secs(120);
+
 async fn serve_connection(stream: TcpStream, state: Arc<ServerState>) {
     let mut shutdown = state.shutdown.clone();
     let acceptor = tokio_rustls::TlsAcceptor::from(state.credentials.tls.clone());
@@ -126,7 +129,12 @@ async fn serve_connection(stream: TcpStream, state: Arc<ServerState>) {
         let state = state.clone();
         async move { Ok::<_, Infallible>(handle(request, &state).await) }
     });
-    let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    // A connection with no request under way (a new one, or one kept alive) is closed after
+    // IDLE_LIMIT: clients keep idle connections for less (90 s in client-go and kube-rs).
+    let connection = http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(IDLE_LIMIT)
+        .serve_connection(TokioIo::new(stream), service);
     let mut connection = std::pin::pin!(connection);
     let lifetime = disruptions.connection_lifetime();
     let cut = async {
@@ -312,6 +320,7 @@ fn method_not_allowed(method: &Method, path: &str) -> ApiError {
 async fn read_body(request: Request<Incoming>) -> Result<Bytes, ApiError> {
     match Limited::new(request.into_body(), MAX_BODY).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::too_large(MAX_BODY)),
         Err(e) => Err(ApiError::bad_request(format!("reading the request body: {e}"))),
     }
 }

@@ -353,3 +353,38 @@ fn the_status_fault_rewrites_gateway_api_condition_messages_only() {
     Admission::default().status_write(&policy, &mut untouched);
     assert_eq!(untouched, written);
 }
+
+#[test]
+fn labels_and_annotations_are_held_to_the_api_server_s_limits() {
+    let with = |labels: Value, annotations: Value| json!({"metadata": {"name": "c", "namespace": "team", "labels": labels, "annotations": annotations}});
+    let accepted = with(
+        json!({"app.kubernetes.io/name": "echo", "run": "", "a_b.c-d": "V1.0_x"}),
+        json!({"projectcontour.io/upstream-protocol.tls": "8443", "Note": "anything at all, even\nlines"}),
+    );
+    admit(&kinds::CONFIG_MAP, &accepted).unwrap();
+
+    let error = admit(&kinds::CONFIG_MAP, &with(json!({"app": "v".repeat(1 << 20)}), json!({}))).unwrap_err();
+    assert_eq!((error.code, error.reason), (422, "Invalid"));
+    assert!(
+        error.message.starts_with(&format!(
+            "ConfigMap \"c\" is invalid: metadata.labels: Invalid value: \"{}...\": must be no more than 63 characters",
+            "v".repeat(64)
+        )),
+        "a long value is quoted cut short: {}",
+        &error.message[..200.min(error.message.len())]
+    );
+    assert!(error.message.len() < 1000, "{} bytes", error.message.len());
+    for bad_key in ["-app", "a/b/c", "/x", "Example.com/x", &"k".repeat(64), "bad key"] {
+        let object = with(json!({bad_key: "x"}), json!({}));
+        assert!(admit(&kinds::CONFIG_MAP, &object).is_err(), "label key {bad_key:?} was accepted");
+    }
+    for bad_value in ["-x", "a b", "x/y"] {
+        let object = with(json!({"app": bad_value}), json!({}));
+        assert!(admit(&kinds::CONFIG_MAP, &object).is_err(), "label value {bad_value:?} was accepted");
+    }
+    let error = admit(&kinds::POD, &with(json!({}), json!({"big": "x".repeat(256 * 1024)}))).unwrap_err();
+    assert_eq!(
+        error.message,
+        "Pod \"c\" is invalid: metadata.annotations: Too long: may not be more than 262144 bytes"
+    );
+}
