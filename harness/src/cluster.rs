@@ -69,6 +69,16 @@ pub enum ClusterError {
     CannotStart { object: Box<ObjectRef>, reason: String },
     #[error("{object}: {what} could not be followed: {message}")]
     Watch { object: Box<ObjectRef>, what: String, message: String },
+    #[error("{object}: not applied: {why}")]
+    Confined { object: Box<ObjectRef>, why: String },
+}
+
+impl ClusterError {
+    /// Whether the user's input is at fault: a kubeconfig that is not a regular file of a sane
+    /// size holding YAML.
+    pub fn is_invalid_input(&self) -> bool {
+        matches!(self, ClusterError::KubeconfigFile { .. })
+    }
 }
 
 /// The largest kubeconfig file read: real ones are a few kilobytes.
@@ -86,19 +96,35 @@ fn kubeconfig_files(given: Option<&Path>) -> Vec<PathBuf> {
     }
 }
 
-/// A kubeconfig that is there must be a regular file of a sane size: reading a FIFO would wait
-/// for a writer forever, and `/dev/zero` would never end. A missing one is left to kube, which
-/// says so in its words.
+/// A kubeconfig that is there must be a regular file of a sane size holding YAML that stays
+/// within the limits scenario files have: reading a FIFO would wait for a writer forever,
+/// `/dev/zero` would never end, and a file of nested aliases would expand without end. A
+/// missing one is left to kube, which says so in its words.
 fn check_kubeconfig_file(path: &Path) -> Result<(), ClusterError> {
+    use std::io::Read;
     let Ok(meta) = std::fs::metadata(path) else { return Ok(()) };
-    let why = if !meta.is_file() {
-        "it is not a regular file".to_string()
-    } else if meta.len() > KUBECONFIG_LIMIT {
-        format!("it is larger than {} MiB", KUBECONFIG_LIMIT / 1024 / 1024)
-    } else {
+    let refused = |why: String| Err(ClusterError::KubeconfigFile { path: path.to_owned(), why });
+    if !meta.is_file() {
+        return refused("it is not a regular file".into());
+    }
+    if meta.len() > KUBECONFIG_LIMIT {
+        return refused(format!("it is larger than {} MiB", KUBECONFIG_LIMIT / 1024 / 1024));
+    }
+    let mut text = String::new();
+    let read = std::fs::File::open(path).and_then(|file| file.take(KUBECONFIG_LIMIT).read_to_string(&mut text));
+    if let Err(e) = read {
+        // Unreadable: kube says so in its words.
+        tracing::debug!("kubeconfig {}: {e}", path.display());
         return Ok(());
-    };
-    Err(ClusterError::KubeconfigFile { path: path.to_owned(), why })
+    }
+    match serde_saphyr::from_str::<serde_json::Value>(&text) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let error = crate::scenario::load::yaml_error(path, &text, &e, (0, 0));
+            let at = error.position.map_or(String::new(), |(line, column)| format!(" at line {line}, column {column}"));
+            refused(format!("it is not YAML a kubeconfig can be read from{at}: {}", error.message))
+        }
+    }
 }
 
 /// How long a request that keeps failing in a way that may pass ([`transient`]) is made again
@@ -471,6 +497,25 @@ impl ClusterClient {
     /// # Errors
     /// Unknown kind, or the API server refuses the object (admission, conflicts).
     pub async fn apply(&self, object: &Value, default_namespace: &str) -> Result<ObjectRef, ClusterError> {
+        self.apply_within(object, default_namespace, None).await
+    }
+
+    /// Applies an object like [`ClusterClient::apply`], but only into one of `namespaces`
+    /// (the first is the default): a scenario's objects stay where its clean-up reaches.
+    ///
+    /// # Errors
+    /// As [`ClusterClient::apply`], and [`ClusterError::Confined`] for an object of another
+    /// namespace or of none (nothing is applied then).
+    pub async fn apply_confined(&self, object: &Value, namespaces: &[&str]) -> Result<ObjectRef, ClusterError> {
+        self.apply_within(object, namespaces.first().copied().unwrap_or_default(), Some(namespaces)).await
+    }
+
+    async fn apply_within(
+        &self,
+        object: &Value,
+        default_namespace: &str,
+        confined_to: Option<&[&str]>,
+    ) -> Result<ObjectRef, ClusterError> {
         let mut reference = object_ref(object)?;
         let (_, namespaced) = self.resource(&reference.api_version, &reference.kind).await?;
         let mut object = object.clone();
@@ -479,6 +524,21 @@ impl ClusterClient {
             object["metadata"]["namespace"] = json!(ns);
         } else {
             reference.namespace = None;
+        }
+        if let Some(allowed) = confined_to {
+            let why = match &reference.namespace {
+                None => Some(format!(
+                    "{} objects belong to no namespace, and a scenario may only make objects in its own",
+                    reference.kind
+                )),
+                Some(ns) if !allowed.contains(&ns.as_str()) => {
+                    Some(format!("namespace {ns} is not one of the scenario's own ({})", allowed.join(", ")))
+                }
+                Some(_) => None,
+            };
+            if let Some(why) = why {
+                return Err(ClusterError::Confined { object: Box::new(reference), why });
+            }
         }
         let api = self.api(&reference).await?;
         let params = PatchParams::apply(FIELD_MANAGER).force();
@@ -864,7 +924,7 @@ fn pods_ref(namespace: &str) -> ObjectRef {
 }
 
 /// At most `max` characters of `s`, keys redacted before the cut.
-fn truncate(s: &str, max: usize) -> String {
+pub(crate) fn truncate(s: &str, max: usize) -> String {
     let s = &crate::redaction::redact(s);
     match s.char_indices().nth(max) {
         Some((i, _)) => format!("{}...", &s[..i]),

@@ -153,9 +153,14 @@ enum Command {
         base: Option<PathBuf>,
     },
     /// Remove what interrupted or crashed runs left behind: on this machine, the work
-    /// directories (with their keys) and backends of loopback clusters whose process is gone;
+    /// directories (with their keys) and backends of this user's loopback clusters whose
+    /// process is gone (anything it cannot show to be theirs is listed as skipped);
     /// with --cluster, the namespaces the harness labelled on a real cluster.
     Cleanup {
+        /// Also look in this directory: the `work-dir` of a loopback config (the temporary
+        /// directories loopback uses by default are always looked in).
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
         /// Also delete the harness's namespaces on the cluster of the kubeconfig (those
         /// labelled upstream-tls-conformance/run, or only --run-id's).
         #[arg(long)]
@@ -318,11 +323,25 @@ fn emit(args: std::fmt::Arguments<'_>) {
 }
 
 fn main() -> ExitCode {
+    forget_empty_settings();
     let code = command();
     if STDOUT.load(std::sync::atomic::Ordering::Relaxed) == STDOUT_FAILED && code == ExitCode::SUCCESS {
         return ExitCode::from(EXIT_ENVIRONMENT);
     }
     code
+}
+
+/// An `UPSTREAM_TLS_*` variable set to nothing means the same as one not set, as an empty
+/// `KUBECONFIG` does to kubectl (the argument parser would take it for a flag missing its value).
+fn forget_empty_settings() {
+    let empty: Vec<std::ffi::OsString> = std::env::vars_os()
+        .filter(|(name, value)| name.to_string_lossy().starts_with("UPSTREAM_TLS_") && value.is_empty())
+        .map(|(name, _)| name)
+        .collect();
+    for name in empty {
+        // SAFETY: first thing in main, before any thread is started.
+        unsafe { std::env::remove_var(name) };
+    }
 }
 
 fn command() -> ExitCode {
@@ -383,9 +402,14 @@ fn command() -> ExitCode {
             differential(cases, seed, batch, &stacks, faults, shrink, findings, parallel)
         }
         Command::ContourConfig { config, base } => contour_config(&config, base.as_deref()),
-        Command::Cleanup { cluster, run_id, older_than, kubeconfig, context } => {
-            cleanup(cluster, run_id.as_deref(), older_than, kubeconfig.as_deref(), context.as_deref())
-        }
+        Command::Cleanup { work_dir, cluster, run_id, older_than, kubeconfig, context } => cleanup(
+            work_dir.as_deref(),
+            cluster,
+            run_id.as_deref(),
+            older_than,
+            kubeconfig.as_deref(),
+            context.as_deref(),
+        ),
         Command::Catalog { selection, write } => match load(&selection) {
             Ok(scenarios) => catalog(&scenarios, write),
             Err(code) => code,
@@ -843,7 +867,7 @@ fn run_on(args: RunArgs) -> ExitCode {
             Ok(environment) => environment,
             Err(e) => {
                 eprintln!("error: {e}");
-                return ExitCode::from(EXIT_ENVIRONMENT);
+                return ExitCode::from(if e.is_invalid_input() { EXIT_INVALID_INPUT } else { EXIT_ENVIRONMENT });
             }
         };
         let started = (Instant::now(), time::OffsetDateTime::now_utc());
@@ -942,6 +966,7 @@ fn run_on(args: RunArgs) -> ExitCode {
 const CLEANUP_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
 
 fn cleanup(
+    work_dir: Option<&Path>,
     cluster: bool,
     run_id: Option<&str>,
     older_than: Option<std::time::Duration>,
@@ -949,17 +974,20 @@ fn cleanup(
     context: Option<&str>,
 ) -> ExitCode {
     let mut failed = false;
-    let stale = loopback::remove_stale_work_dirs();
+    let stale = loopback::remove_stale_work_dirs(work_dir.map(Path::to_path_buf).as_slice());
     for dir in &stale {
         let processes = match dir.processes {
             0 => String::new(),
             n => format!(" and stopped {n} backend process(es)"),
         };
-        match &dir.error {
-            None => outln!("removed {}{processes}", dir.path.display()),
-            Some(e) => {
+        match &dir.outcome {
+            loopback::StaleOutcome::Removed => outln!("removed {}{processes}", dir.path.display()),
+            loopback::StaleOutcome::Failed(e) => {
                 failed = true;
                 eprintln!("error: cannot remove {}: {e}", dir.path.display());
+            }
+            loopback::StaleOutcome::Skipped(reason) => {
+                outln!("skipped {}: {reason}, so it cannot be shown to be this user's loopback's", dir.path.display())
             }
         }
     }
@@ -987,7 +1015,7 @@ fn cleanup(
             Ok(names) => outln!("deleted namespaces: {}", names.join(", ")),
             Err(e) => {
                 eprintln!("error: {e}");
-                return ExitCode::from(EXIT_ENVIRONMENT);
+                return ExitCode::from(if e.is_invalid_input() { EXIT_INVALID_INPUT } else { EXIT_ENVIRONMENT });
             }
         }
     }

@@ -257,6 +257,14 @@ pub enum TargetError {
     ClientCertificate { secret: SecretRef, message: String },
 }
 
+impl TargetError {
+    /// Whether the user's input is at fault (a kubeconfig that is no file, or no YAML), not the
+    /// environment.
+    pub fn is_invalid_input(&self) -> bool {
+        matches!(self, TargetError::Cluster(e) if e.is_invalid_input())
+    }
+}
+
 impl TargetConfig {
     /// The installations this config tests.
     pub fn installations(&self) -> Vec<Installation> {

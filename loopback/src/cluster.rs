@@ -1,7 +1,7 @@
 //! Starting and stopping a whole loopback cluster: [`Loopback`].
 
 use std::net::SocketAddr;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -63,15 +63,14 @@ fn served_kinds(config: &LoopbackConfig) -> Result<Kinds, StartError> {
 }
 
 /// A running loopback cluster. Stop it with [`Loopback::shutdown`]; dropping it also stops
-/// its tasks (backends are killed) and removes the work directory it created, but without
-/// waiting for anything.
+/// its tasks (backends are killed) and removes its work directory, but without waiting for
+/// anything.
 pub struct Loopback {
     kubeconfig: PathBuf,
     api_address: SocketAddr,
     proxy_address: SocketAddr,
     tls_proxy_address: SocketAddr,
     work_dir: PathBuf,
-    owns_work_dir: bool,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     /// The real Contour, when it is the controller.
@@ -98,16 +97,16 @@ impl Loopback {
         config.validate().map_err(StartError::Config)?;
         let kinds = served_kinds(&config)?;
         let nginx = find_nginx(config.nginx.as_deref())?;
-        let (work_dir, owns_work_dir) = match &config.work_dir {
+        // The cluster's directory is always its own, made fresh: a `work-dir` the user names
+        // is where it goes, never changed itself nor left holding anything.
+        let root = match &config.work_dir {
             Some(dir) => {
                 std::fs::create_dir_all(dir).map_err(|source| StartError::WorkDir { path: dir.clone(), source })?;
-                (dir.clone(), false)
+                dir.clone()
             }
-            None => {
-                let root = work_roots().swap_remove(0);
-                (fresh_work_dir(&root).map_err(|source| StartError::WorkDir { path: root, source })?, true)
-            }
+            None => work_roots().swap_remove(0),
         };
+        let work_dir = fresh_work_dir(&root).map_err(|source| StartError::WorkDir { path: root, source })?;
         let work_dir_error = |source| StartError::WorkDir { path: work_dir.clone(), source };
         // Secrets are written below: nobody else may list anything. nginx's workers run as an
         // unprivileged user when started as root, and must still reach the pods' emptyDirs.
@@ -169,7 +168,6 @@ impl Loopback {
             proxy_address: unbound,
             tls_proxy_address: unbound,
             work_dir,
-            owns_work_dir,
             shutdown,
             tasks,
             contour: None,
@@ -360,8 +358,7 @@ impl Loopback {
         self.tls_proxy_address
     }
 
-    /// Stops everything, waits for backend processes to exit and removes the work directory
-    /// when loopback created it.
+    /// Stops everything, waits for backend processes to exit and removes the work directory.
     pub async fn shutdown(mut self) {
         // Envoy first, so that it does not log Contour going away.
         if let Some(envoy) = self.envoy.take() {
@@ -375,9 +372,7 @@ impl Loopback {
             // A task that panicked has nothing left to clean.
             let _ = task.await;
         }
-        if self.owns_work_dir
-            && let Err(err) = std::fs::remove_dir_all(&self.work_dir)
-        {
+        if let Err(err) = std::fs::remove_dir_all(&self.work_dir) {
             tracing::warn!("cannot remove {}: {err}", self.work_dir.display());
         }
     }
@@ -387,7 +382,7 @@ impl Drop for Loopback {
     fn drop(&mut self) {
         self.shutdown.send_replace(true);
         // Tasks left means no shutdown ran (a panicking test): the files must not stay either.
-        if self.owns_work_dir && !self.tasks.is_empty() {
+        if !self.tasks.is_empty() {
             let _ = std::fs::remove_dir_all(&self.work_dir);
         }
     }
@@ -416,8 +411,19 @@ pub struct StaleWorkDir {
     pub path: PathBuf,
     /// Backend processes still running from it, which were stopped.
     pub processes: usize,
-    /// Why it could not be removed, if it could not.
-    pub error: Option<std::io::Error>,
+    /// What became of it: removed, not removable, or left alone because it cannot be shown to
+    /// be this user's loopback's.
+    pub outcome: StaleOutcome,
+}
+
+/// What [`remove_stale_work_dirs`] did with a directory named like a work directory.
+#[derive(Debug)]
+pub enum StaleOutcome {
+    Removed,
+    /// It is a loopback's, but removing it failed.
+    Failed(std::io::Error),
+    /// Left alone: it cannot be shown to be a work directory this user's loopback made.
+    Skipped(String),
 }
 
 /// Memory-backed directory loopback prefers for its work directories.
@@ -461,24 +467,64 @@ fn shared_memory_usable(dir: &Path) -> bool {
     }
 }
 
-/// Removes the work directories (and stops the backends) that loopback clusters left in
-/// [`work_roots`] when their process died without shutting them down (killed, or a second
-/// Ctrl-C). A directory is stale when the process named in it no longer runs.
-pub fn remove_stale_work_dirs() -> Vec<StaleWorkDir> {
-    let entries = work_roots().into_iter().filter_map(|root| std::fs::read_dir(root).ok()).flatten();
-    let mut removed = Vec::new();
+/// Removes the work directories, in `roots` and in [`work_roots`], of loopback clusters whose
+/// process is gone, after stopping the backends still running from them. Only what can be
+/// shown to be this user's loopback's is touched: a directory (not a link) owned by this user,
+/// named after a process that no longer runs, holding the marker file its cluster wrote with
+/// that process's id; and processes of this user whose command line names a path in it (with
+/// the process group they lead: nginx's workers). Anything else named like a work directory is
+/// reported as skipped, with the reason.
+pub fn remove_stale_work_dirs(roots: &[PathBuf]) -> Vec<StaleWorkDir> {
+    let mut all_roots = roots.to_vec();
+    all_roots.extend(work_roots().into_iter().filter(|r| !roots.contains(r)));
+    let entries = all_roots.into_iter().filter_map(|root| std::fs::read_dir(root).ok()).flatten();
+    let mut found = Vec::new();
     for entry in entries.filter_map(Result::ok) {
         let name = entry.file_name().to_string_lossy().into_owned();
         let Some(pid) = work_dir_owner(&name) else { continue };
-        if Path::new(&format!("/proc/{pid}")).exists() || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+        if Path::new(&format!("/proc/{pid}")).exists() {
             continue;
         }
         let path = entry.path();
-        let processes = stop_processes_mentioning(&path.display().to_string());
-        let error = std::fs::remove_dir_all(&path).err();
-        removed.push(StaleWorkDir { path, processes, error });
+        let outcome = match provably_ours(&path, pid) {
+            Err(reason) => StaleOutcome::Skipped(reason),
+            Ok(()) => {
+                let processes = stop_processes_in(&path);
+                let outcome = match std::fs::remove_dir_all(&path) {
+                    Ok(()) => StaleOutcome::Removed,
+                    Err(e) => StaleOutcome::Failed(e),
+                };
+                found.push(StaleWorkDir { path, processes, outcome });
+                continue;
+            }
+        };
+        found.push(StaleWorkDir { path, processes: 0, outcome });
     }
-    removed
+    found
+}
+
+/// The file a cluster writes into its work directory, holding its process id: what makes a
+/// directory provably a loopback's.
+const MARKER: &str = ".loopback-work-dir";
+
+/// Whether `dir` is a work directory this user's loopback, process `pid`, made; why not.
+fn provably_ours(dir: &Path, pid: u32) -> Result<(), String> {
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| format!("cannot be read: {e}"))?;
+    if !meta.is_dir() {
+        return Err("it is not a directory".into());
+    }
+    // SAFETY: geteuid(2) has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        return Err(format!("it belongs to user {}, not to this user ({me})", meta.uid()));
+    }
+    let marker = dir.join(MARKER);
+    let marked = std::fs::symlink_metadata(&marker).is_ok_and(|m| m.is_file() && m.uid() == me)
+        && std::fs::read_to_string(&marker).is_ok_and(|text| text.trim() == pid.to_string());
+    if !marked {
+        return Err(format!("it holds no {MARKER} file naming process {pid}"));
+    }
+    Ok(())
 }
 
 /// The pid in a work directory's name (`loopback-<pid>-<hex>[-<n>]`), if it is one.
@@ -496,18 +542,34 @@ fn work_dir_owner(name: &str) -> Option<u32> {
     (is_hex && attempt_ok).then_some(pid)
 }
 
-/// Sends SIGKILL to every process whose command line mentions `text`; returns how many.
-fn stop_processes_mentioning(text: &str) -> usize {
+/// Sends SIGKILL to every process of this user whose command line names a path in `dir`, and
+/// to the process group it leads, if it leads one (nginx's workers, which may run as another
+/// user); returns how many processes were named.
+fn stop_processes_in(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
+    let dir = dir.display().to_string();
+    let inside = format!("{dir}/");
+    // SAFETY: geteuid(2) has no preconditions.
+    let me = unsafe { libc::geteuid() };
     let mut stopped = 0;
     for entry in entries.filter_map(Result::ok) {
         let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
-        if String::from_utf8_lossy(&cmdline).contains(text) {
-            // SAFETY: plain kill(2); the process is a backend of a loopback that is gone.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            stopped += 1;
+        if entry.metadata().map_or(true, |m| m.uid() != me) {
+            continue;
         }
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        // nginx rewrites its arguments into one line: words, not arguments, are compared.
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if !cmdline.split_whitespace().any(|word| word == dir || word.starts_with(&inside)) {
+            continue;
+        }
+        let leads_group = std::fs::read_to_string(entry.path().join("stat")).ok().and_then(|stat| {
+            stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(2)?.parse::<i32>().ok())
+        }) == Some(pid);
+        let target = if leads_group { -pid } else { pid };
+        // SAFETY: plain kill(2); the process runs from the work directory of a loopback that is gone.
+        unsafe { libc::kill(target, libc::SIGKILL) };
+        stopped += 1;
     }
     stopped
 }
@@ -521,7 +583,11 @@ fn fresh_work_dir(root: &Path) -> std::io::Result<PathBuf> {
         let dir = root.join(format!("loopback-{}-{nanos:x}-{attempt}", std::process::id()));
         match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 100 => attempt += 1,
-            outcome => return outcome.map(|()| dir),
+            Err(e) => return Err(e),
+            Ok(()) => {
+                std::fs::write(dir.join(MARKER), format!("{}\n", std::process::id()))?;
+                return Ok(dir);
+            }
         }
     }
 }
@@ -537,6 +603,78 @@ mod tests {
         assert_eq!(ordered_roots(tmp.clone(), shm, false), [tmp.clone(), shm.to_path_buf()]);
         assert_eq!(ordered_roots(shm.to_path_buf(), shm, false), [shm.to_path_buf()]);
         assert!(!shared_memory_usable(Path::new("/no/such/directory")));
+    }
+
+    /// A process id no process has (above the kernel's largest).
+    const GONE: u32 = 4_194_305;
+
+    #[test]
+    fn cleanup_touches_only_what_a_loopback_of_this_user_left() {
+        let root = std::env::temp_dir().join(format!("loopback-cleanup-test-{}", std::process::id()));
+        std::fs::create_dir_all(&root).unwrap();
+        let dir = |n: u32| root.join(format!("loopback-{GONE}-abc-{n}"));
+        let marked = |n: u32| {
+            std::fs::create_dir(dir(n)).unwrap();
+            std::fs::write(dir(n).join(MARKER), format!("{GONE}\n")).unwrap();
+        };
+        marked(0);
+        std::fs::create_dir(dir(1)).unwrap();
+        marked(2);
+        std::fs::write(dir(2).join(MARKER), "1\n").unwrap();
+        std::os::unix::fs::symlink(dir(0), dir(3)).unwrap();
+        // SAFETY: geteuid(2) has no preconditions.
+        let root_user = unsafe { libc::geteuid() } == 0;
+        if root_user {
+            marked(4);
+            std::os::unix::fs::chown(dir(4), Some(65534), Some(65534)).unwrap();
+        }
+        // A backend of the dead cluster, and a process of the same shape elsewhere.
+        std::fs::create_dir(dir(0).join("pods")).unwrap();
+        std::fs::write(dir(0).join("pods/x"), "").unwrap();
+        let elsewhere = PathBuf::from(format!("{}-not-it", dir(0).display()));
+        std::fs::write(&elsewhere, "").unwrap();
+        let follow = |file: &Path| std::process::Command::new("tail").arg("-f").arg(file).spawn().unwrap();
+        let (mut backend, mut bystander) = (follow(&dir(0).join("pods/x")), follow(&elsewhere));
+
+        let found = remove_stale_work_dirs(std::slice::from_ref(&root));
+        let outcome = |n: u32| {
+            found.iter().find(|f| f.path == dir(n)).map(|f| match &f.outcome {
+                StaleOutcome::Removed => format!("removed, {} stopped", f.processes),
+                StaleOutcome::Failed(e) => format!("failed: {e}"),
+                StaleOutcome::Skipped(why) => why.clone(),
+            })
+        };
+        assert_eq!(outcome(0).as_deref(), Some("removed, 1 stopped"));
+        assert!(!dir(0).exists());
+        assert_eq!(outcome(1), Some(format!("it holds no {MARKER} file naming process {GONE}")));
+        assert_eq!(outcome(2), Some(format!("it holds no {MARKER} file naming process {GONE}")));
+        assert_eq!(outcome(3).as_deref(), Some("it is not a directory"));
+        if root_user {
+            assert_eq!(outcome(4).as_deref(), Some("it belongs to user 65534, not to this user (0)"));
+            assert!(dir(4).exists());
+        }
+        assert!(backend.wait().is_ok_and(|s| !s.success()), "the backend was stopped");
+        assert!(bystander.try_wait().unwrap().is_none(), "a process not running from it is left alone");
+        bystander.kill().unwrap();
+        let _ = bystander.wait();
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_work_dir_the_user_names_is_left_as_it_was() {
+        let dir = std::env::temp_dir().join(format!("loopback-work-dir-test-{}", std::process::id()));
+        std::fs::DirBuilder::new().mode(0o750).create(&dir).unwrap();
+        std::fs::write(dir.join("mine"), "").unwrap();
+        let config = LoopbackConfig { work_dir: Some(dir.clone()), ..Default::default() };
+        let cluster = Loopback::start(config).await.expect("loopback starts");
+        let own = cluster.kubeconfig().parent().unwrap().to_path_buf();
+        assert_eq!(own.parent(), Some(dir.as_path()), "the cluster makes its directory inside");
+        assert!(own.join(MARKER).is_file());
+        cluster.shutdown().await;
+        let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["mine"], "nothing is left");
+        assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o750, "its mode is kept");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -702,8 +702,9 @@ pub struct LoopbackConfig {
     /// The nginx binary backend pods run; found on PATH (and in /usr/sbin) when unset.
     #[serde(default)]
     pub nginx: Option<PathBuf>,
-    /// Where pods' files, logs and the kubeconfig go; a fresh temporary directory when unset.
-    /// Removed at shutdown only when loopback created it.
+    /// Where the cluster makes its own fresh directory for pods' files, logs and the
+    /// kubeconfig (removed at shutdown); the first of [`work_roots`](crate::work_roots) when
+    /// unset. The directory named is created when missing and otherwise left as it is.
     #[serde(default)]
     pub work_dir: Option<PathBuf>,
     /// TLS settings, as Contour's `tls` section.
@@ -1027,6 +1028,18 @@ impl ContourSettings {
     }
 }
 
+/// A release version as Contour and Envoy tag theirs: `v1.33.6`, `1.38.3`, `1.34.0-rc.1`. It
+/// becomes part of a path below `.cache`, so nothing else may pass.
+pub fn is_release_version(version: &str) -> bool {
+    let version = version.strip_prefix('v').unwrap_or(version);
+    let (numbers, suffix) = version.split_once('-').unwrap_or((version, ""));
+    let parts: Vec<&str> = numbers.split('.').collect();
+    parts.len() == 3
+        && parts.iter().all(|p| !p.is_empty() && p.len() <= 6 && p.bytes().all(|b| b.is_ascii_digit()))
+        && suffix.len() <= 32
+        && suffix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.')
+}
+
 /// Where `scripts/ensure-contour` builds a release: `.cache/contour/<version>` in the repository.
 pub fn contour_cache_dir(version: &str) -> PathBuf {
     let loopback = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -1197,6 +1210,11 @@ impl LoopbackConfig {
     /// # Errors
     /// The first problem, in the words of the config file.
     pub fn validate(&self) -> Result<(), String> {
+        for (what, version) in [("contour", &self.contour.version), ("envoy", &self.envoy.version)] {
+            if let Some(version) = version.as_deref().filter(|v| !is_release_version(v)) {
+                return Err(format!("{what} version {version:?} is not a release version such as v1.33.6 or 1.38.3"));
+            }
+        }
         if self.data_plane == DataPlaneKind::Envoy {
             if self.controller != ControllerKind::Contour {
                 return Err(
@@ -1276,6 +1294,24 @@ impl LoopbackConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_release_versions_name_a_cached_release() {
+        for good in ["v1.33.6", "1.38.3", "v1.34.0-rc.1"] {
+            assert!(is_release_version(good), "{good}");
+        }
+        for bad in ["../../etc", "latest", "1.38.3; rm -rf /", "v1.33", "v1.33.6/../x", "", "1.2.3-a/b"] {
+            assert!(!is_release_version(bad), "{bad}");
+        }
+        let config = LoopbackConfig {
+            contour: ContourSettings { version: Some("../x".into()), ..Default::default() },
+            ..Default::default()
+        };
+        assert_eq!(
+            config.validate().unwrap_err(),
+            "contour version \"../x\" is not a release version such as v1.33.6 or 1.38.3"
+        );
+    }
 
     #[test]
     fn the_readme_shows_the_current_fault_table() {
