@@ -437,7 +437,8 @@ impl ImplementationConfig {
     /// # Errors
     /// The text has a problem (with its line and column when it has one).
     pub fn parse(path: &Path, text: &str) -> Result<Self, LoadError> {
-        let config: ImplementationConfig = serde_saphyr::from_str(text).map_err(|e| yaml_error(path, &e, (0, 0)))?;
+        let config: ImplementationConfig =
+            serde_saphyr::from_str(text).map_err(|e| yaml_error(path, text, &e, (0, 0)))?;
         let timeouts = &config.timeouts;
         for (field, value, most) in [
             ("trafficSeconds", timeouts.traffic_seconds, MAX_LIMIT_SECONDS),
@@ -580,6 +581,15 @@ impl ImplementationConfig {
                     data_plane,
                     envoy_version: overrides.envoy_version.or(self.loopback.envoy_version),
                 };
+                for (what, version) in [("Contour", &controller.contour_version), ("Envoy", &controller.envoy_version)]
+                {
+                    if let Some(version) = version.as_deref().filter(|v| !loopback::config::is_release_version(v)) {
+                        return Err(format!(
+                            "{what} release {:?} is not a release version such as v1.33.6 or 1.38.3",
+                            crate::cluster::truncate(version, 80)
+                        ));
+                    }
+                }
                 if data_plane == DataPlaneKind::Envoy && kind != ControllerKind::Contour {
                     return Err("the envoy data plane is programmed by the real Contour's xDS: it needs \
                                 --controller contour, not the reference controller"

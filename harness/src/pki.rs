@@ -53,7 +53,7 @@ pub struct CertificateRequest<'a> {
     /// Empty for a subject without a common name.
     pub common_name: &'a str,
     pub dns_names: Vec<String>,
-    pub uris: &'a [String],
+    pub uris: Vec<String>,
     pub ip_addresses: Vec<std::net::IpAddr>,
     pub expired: bool,
     pub not_yet_valid: bool,
@@ -67,7 +67,7 @@ impl<'a> From<&'a CertificateSpec> for CertificateRequest<'a> {
             ca: spec.ca,
             common_name: spec.common_name.as_deref().unwrap_or(&spec.name.value),
             dns_names: spec.dns_names.iter().map(|n| n.value.clone()).collect(),
-            uris: &spec.uris,
+            uris: spec.uris.iter().map(|u| u.value.clone()).collect(),
             // The loader refuses what does not parse.
             ip_addresses: spec.ip_addresses.iter().filter_map(|ip| ip.value.parse().ok()).collect(),
             expired: spec.expired,
@@ -155,7 +155,7 @@ impl Material {
 
 fn params(request: &CertificateRequest<'_>) -> Result<(CertificateParams, Vec<u8>), rcgen::Error> {
     let mut params = CertificateParams::new(request.dns_names.clone())?;
-    for uri in request.uris {
+    for uri in &request.uris {
         params.subject_alt_names.push(SanType::URI(uri.as_str().try_into()?));
     }
     for ip in &request.ip_addresses {

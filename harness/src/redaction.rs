@@ -182,8 +182,13 @@ fn compact(run: &str) -> Vec<u8> {
 }
 
 /// `text` with every PEM private key block replaced (a block cut short, with no end marker:
-/// up to the first line that is not base64).
+/// up to the first line that is not base64; the tail of a block whose start was cut off:
+/// from the first line that is not base64 before its end marker).
 fn redact_pem_blocks(text: &str) -> String {
+    redact_key_tails(&redact_key_heads(text))
+}
+
+fn redact_key_heads(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find("-----BEGIN ") {
@@ -205,6 +210,48 @@ fn redact_pem_blocks(text: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// `text` with the end of every private key block whose start is not there (an error message
+/// that quotes the last lines of a document) replaced, with the key lines before it.
+fn redact_key_tails(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("-----END ") {
+        let after = &rest[start + "-----END ".len()..];
+        let Some(label_len) = after.find("-----") else { break };
+        if !after[..label_len].contains("PRIVATE KEY") {
+            out.push_str(&rest[..start + "-----END ".len()]);
+            rest = after;
+            continue;
+        }
+        out.push_str(before_key_lines(&rest[..start]));
+        out.push_str(MARKER);
+        rest = &after[label_len + "-----".len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `text` without the key material it ends with: whole lines of base64 (indented, as in
+/// YAML; broken by line breaks or `\n`/`\r` escapes), then the base64 that ends the line
+/// before them, back to the first other character.
+fn before_key_lines(text: &str) -> &str {
+    let is_key = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=');
+    let mut rest = without_break(text.trim_end_matches([' ', '\t']));
+    loop {
+        let line_start = ["\n", "\\n", "\r", "\\r"].iter().filter_map(|b| rest.rfind(b).map(|i| i + b.len())).max();
+        let line = rest[line_start.unwrap_or(0)..].trim_start_matches([' ', '\t']);
+        match line_start {
+            Some(start) if !line.is_empty() && line.chars().all(is_key) => rest = without_break(&rest[..start]),
+            _ => return rest.trim_end_matches(is_key).trim_end_matches([' ', '\t']),
+        }
+    }
+}
+
+/// `text` without the one line break (or `\n`/`\r` escape) it may end with.
+fn without_break(text: &str) -> &str {
+    ["\r\n", "\n", "\r", "\\r\\n", "\\n", "\\r"].iter().find_map(|b| text.strip_suffix(b)).unwrap_or(text)
 }
 
 /// `text` after the key material a truncated key block starts with: base64, across line
@@ -235,6 +282,16 @@ mod tests {
         assert_eq!(redact(text), r#""[private key redacted]" next"#);
         let text = r#"body "-----BEGIN PRIVATE KEY-----\nMIIB\nAAAA..." and more"#;
         assert_eq!(redact(text), r#"body "[private key redacted]..." and more"#);
+    }
+
+    #[test]
+    fn the_end_of_a_key_whose_start_was_cut_off_is_redacted() {
+        let text = "line 40: did not find expected key: \"    AAAA+/==\n    -----END PRIVATE KEY-----\n  kind\"";
+        assert_eq!(redact(text), "line 40: did not find expected key: \"[private key redacted]\n  kind\"");
+        let text = r#"quoted "abc\nQUJD\n-----END EC PRIVATE KEY-----" rest"#;
+        assert_eq!(redact(text), r#"quoted "[private key redacted]" rest"#);
+        let text = "-----END CERTIFICATE----- stays";
+        assert_eq!(redact(text), text);
     }
 
     #[test]

@@ -93,3 +93,58 @@ fn provisioning_is_refused_beside_a_cluster_and_in_a_build_without_the_feature()
         assert!(text.contains("built without the k3s feature") && text.contains("--features k3s"), "{text}");
     }
 }
+
+/// A kubeconfig that is no regular file, or no YAML a kubeconfig can be read from, is refused
+/// as invalid input with its path, by `run` and `cleanup --cluster` alike, and never read
+/// without end: a FIFO would wait for a writer forever, `/dev/zero` never ends, and a file of
+/// nested aliases expands without limit.
+#[test]
+fn a_kubeconfig_that_cannot_be_one_is_refused_with_its_path() {
+    let dir = std::env::temp_dir().join(format!("utls-bad-kubeconfig-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let bomb = dir.join("alias-bomb");
+    let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for level in 1..8 {
+        let previous = format!("*a{}", level - 1);
+        text.push_str(&format!("a{level}: &a{level} [{}]\n", vec![previous; 10].join(", ")));
+    }
+    std::fs::write(&bomb, text).unwrap();
+    let cases = [
+        (fifo.to_str().unwrap(), "it is not a regular file"),
+        ("/dev/zero", "it is not a regular file"),
+        (bomb.to_str().unwrap(), "it is not YAML a kubeconfig can be read from at line"),
+    ];
+    for (path, reason) in cases {
+        let expected = format!("error: cannot read kubeconfig {path}: {reason}");
+        let reports = dir.join("reports");
+        let commands = [
+            vec!["run", "--kubeconfig", path, "--proxy", "127.0.0.1:9", "--reports", reports.to_str().unwrap()],
+            vec!["cleanup", "--cluster", "--kubeconfig", path],
+        ];
+        for args in commands {
+            let mut child = Command::new(env!("CARGO_BIN_EXE_upstream-tls-conformance"))
+                .args(&args)
+                .current_dir(repository())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            // A generous limit: only a read that never ends comes near it.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while child.try_wait().unwrap().is_none() {
+                if std::time::Instant::now() > deadline {
+                    child.kill().unwrap();
+                    panic!("{args:?} still reading after a minute");
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            let output = child.wait_with_output().unwrap();
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+            assert!(stderr.lines().any(|l| l.starts_with(&expected)), "{args:?}: {stderr}");
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

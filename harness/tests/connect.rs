@@ -235,3 +235,43 @@ async fn a_real_cluster_run_makes_the_gateway_it_needs_waits_for_it_and_removes_
     assert!(cluster.get(&namespace).await.unwrap().is_some(), "a namespace it did not make stays: {removed:?}");
     loopback.shutdown().await;
 }
+
+/// A scenario's objects go only into its own namespaces: anything else (another namespace, a
+/// Namespace, any object of no namespace) is refused by the harness before the cluster sees
+/// it, so that nothing is left where a real cluster's clean-up would not reach.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_outside_a_scenario_s_own_namespaces_are_not_applied() {
+    harness::init_crypto();
+    let loopback = loopback::Loopback::start(Default::default()).await.expect("loopback starts");
+    let cluster = ClusterClient::connect(Some(loopback.kubeconfig()), None).await.unwrap();
+    for ns in ["own", "extra"] {
+        cluster.create_namespace(ns, "test-run").await.unwrap();
+    }
+    let secret = |namespace: Option<&str>| {
+        let mut object = serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}});
+        if let Some(namespace) = namespace {
+            object["metadata"]["namespace"] = namespace.into();
+        }
+        object
+    };
+    let own = ["own", "extra"];
+    let applied = cluster.apply_confined(&secret(None), &own).await.unwrap();
+    assert_eq!(applied.namespace.as_deref(), Some("own"), "the first is the default");
+    cluster.apply_confined(&secret(Some("extra")), &own).await.unwrap();
+
+    let namespace = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "stray"}});
+    let refusals = [
+        (
+            secret(Some("default")),
+            "v1/Secret @ default/s: not applied: namespace default is not one of the scenario's own (own, extra)",
+        ),
+        (namespace, "v1/Namespace @ stray: not applied: Namespace objects belong to no namespace"),
+    ];
+    for (object, expected) in refusals {
+        let error = cluster.apply_confined(&object, &own).await.expect_err("refused").to_string();
+        assert!(error.starts_with(expected), "{error}");
+        let reference = harness::cluster::object_ref(&object).unwrap();
+        assert!(cluster.get(&reference).await.unwrap().is_none(), "{reference} was not made");
+    }
+    loopback.shutdown().await;
+}

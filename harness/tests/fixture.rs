@@ -134,7 +134,7 @@ fn issue(pki: &mut Pki, name: &str, issuer: Option<&str>, ca: bool, dns_names: &
         ca,
         common_name: name,
         dns_names: dns_names.to_vec(),
-        uris: &[],
+        uris: Vec::new(),
         expired: false,
         not_yet_valid: false,
         ip_addresses: Vec::new(),

@@ -6,7 +6,7 @@ use std::time::Instant;
 use serde_json::Value;
 
 use super::{Diagnostics, Event, Failure, Observer, PodLog, StepOutcome, Target, status_is_current};
-use crate::cluster::ObjectRef;
+use crate::cluster::{ClusterError, ObjectRef};
 use crate::fixture::{BackendEcho, BackendFixture, ClientCertificateMode, NAME_LABEL, TlsVersion};
 use crate::pki::{Material, Pki};
 use crate::scenario::load::INSTALL_CLIENT_CA;
@@ -316,8 +316,19 @@ impl<'a> ScenarioRun<'a> {
     /// The objects of an `apply` block, references filled in.
     fn documents(&self, manifest: &str) -> Result<Vec<Value>, StepError> {
         let text = self.bindings.expand(manifest).map_err(plain)?;
-        let documents: Vec<Value> = serde_saphyr::from_str_multiple(&text)
-            .map_err(|e| plain(format!("manifest is not YAML after filling references: {e}")))?;
+        // Said without quoting the text, which holds whatever the references filled in.
+        let documents: Vec<Value> = serde_saphyr::from_str_multiple(&text).map_err(|e| {
+            let error = crate::scenario::load::yaml_error(std::path::Path::new(""), &text, &e, (0, 0));
+            let at =
+                error.position.map_or(String::new(), |(line, column)| format!(" at its line {line}, column {column}"));
+            let hint = if text.contains("-----BEGIN") {
+                "; PEM text (${pki.NAME.cert}, ${pki.NAME.key}) spans lines: put it in a block scalar (`|`) indented \
+                 under its key, or use the Base64 form"
+            } else {
+                ""
+            };
+            plain(format!("manifest is not YAML once references are filled in{at}: {}{hint}", error.message))
+        })?;
         Ok(documents.into_iter().filter(|d| !d.is_null()).collect())
     }
 
@@ -337,13 +348,18 @@ impl<'a> ScenarioRun<'a> {
                     self.target.cluster.wait_service_endpoints(namespace, &service.name, limit).await.map_err(plain)?;
                 }
             }
-            let object = self.target.cluster.apply(&document, &self.namespace).await.map_err(plain)?;
+            let object = self.target.cluster.apply_confined(&document, &self.own_namespaces()).await.map_err(plain)?;
             if kind == "Service" && self.selects_backend(&document) {
                 awaiting_endpoints.push(object.clone());
             }
             self.remember(object);
         }
         Ok(())
+    }
+
+    /// The namespaces the scenario's objects may go into, its own first.
+    fn own_namespaces(&self) -> Vec<&str> {
+        std::iter::once(self.namespace.as_str()).chain(self.extra_namespaces.iter().map(|(_, n)| n.as_str())).collect()
     }
 
     /// Whether a Service selects the pods of one of the scenario's backends, in its namespace.
@@ -376,11 +392,13 @@ impl<'a> ScenarioRun<'a> {
         let message = &self.bindings.expand(message).map_err(plain)?;
         let mut refusals = Vec::new();
         for document in self.documents(manifest)? {
-            match self.target.cluster.apply(&document, &self.namespace).await {
+            match self.target.cluster.apply_confined(&document, &self.own_namespaces()).await {
                 Ok(object) => {
                     refusals.push(format!("{object} was accepted"));
                     self.remember(object);
                 }
+                // The harness's own refusal is not the cluster's.
+                Err(e @ ClusterError::Confined { .. }) => return Err(plain(e)),
                 Err(e) if e.to_string().contains(message) => return Ok(()),
                 Err(e) => refusals.push(e.to_string()),
             }
@@ -399,6 +417,14 @@ impl<'a> ScenarioRun<'a> {
             Some(ns) => self.bindings.expand(ns).map_err(plain)?,
             None => self.namespace.clone(),
         };
+        // What `check` refuses where it is written, refused again once references are filled in.
+        let own = self.own_namespaces();
+        if !own.contains(&namespace.as_str()) {
+            return Err(plain(format!(
+                "{kind} {name} is in namespace {namespace}, not one of the scenario's own ({})",
+                own.join(", ")
+            )));
+        }
         Ok(ObjectRef {
             api_version,
             kind,
@@ -408,11 +434,14 @@ impl<'a> ScenarioRun<'a> {
     }
 
     async fn delete(&self, object: &ObjectSpec) -> Result<(), StepError> {
+        if object.kind == "Namespace" {
+            return Err(plain("a scenario deletes no Namespace: the harness makes and deletes its namespaces"));
+        }
         let object = self.object_ref(
             object.api_version.clone(),
             object.kind.clone(),
             &object.name,
-            object.namespace.as_deref(),
+            object.namespace.as_ref().map(|n| n.value.as_str()),
         )?;
         self.target.cluster.delete_and_wait(&object, self.target.settings.status_limit).await.map_err(plain)
     }
@@ -453,7 +482,7 @@ impl<'a> ScenarioRun<'a> {
             expect.api_version.clone().unwrap_or_else(|| "projectcontour.io/v1".into()),
             expect.kind.clone().unwrap_or_else(|| "HTTPProxy".into()),
             &expect.name,
-            expect.namespace.as_deref(),
+            expect.namespace.as_ref().map(|n| n.value.as_str()),
         )?;
         let limit = self.target.settings.status_limit;
         let lists = if expect.exact_lists { Lists::Exact } else { Lists::Subset };

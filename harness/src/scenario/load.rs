@@ -125,11 +125,40 @@ fn check_unique_names(loaded: &[LoadedScenario], errors: &mut Vec<LoadError>) {
     }
 }
 
+/// The most directory entries a scenario directory may hold, all levels together: a
+/// catalog has a few hundred; `--scenarios /` would otherwise walk the whole machine.
+const MAX_ENTRIES: usize = 20_000;
+/// The deepest a scenario file may lie below the scenario directory.
+const MAX_DEPTH: usize = 16;
+
 /// Collects the `*.yaml` files below `dir`, following symbolic links to directories but
 /// reading each directory once: one reached again (a symlink loop, or two links to it) is
-/// reported once and not entered.
+/// reported once and not entered. Hidden entries (`.git`, an editor's `.#x.yaml` lock) are
+/// passed over. A subdirectory that cannot be read is reported under its own path.
 fn collect_yaml(
     dir: &Path,
+    out: &mut Vec<PathBuf>,
+    visited: &mut Vec<(u64, u64)>,
+    errors: &mut Vec<LoadError>,
+) -> std::io::Result<()> {
+    let mut entries = 0;
+    collect_below(dir, 0, &mut entries, out, visited, errors)?;
+    if entries > MAX_ENTRIES {
+        errors.push(LoadError {
+            path: dir.to_owned(),
+            position: None,
+            message: format!(
+                "more than {MAX_ENTRIES} files and directories below it; is this really a directory of scenarios?"
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn collect_below(
+    dir: &Path,
+    depth: usize,
+    entries: &mut usize,
     out: &mut Vec<PathBuf>,
     visited: &mut Vec<(u64, u64)>,
     errors: &mut Vec<LoadError>,
@@ -146,11 +175,28 @@ fn collect_yaml(
         return Ok(());
     }
     visited.push((meta.dev(), meta.ino()));
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
-    entries.sort();
-    for path in entries {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
+    paths.sort();
+    for path in paths {
+        *entries += 1;
+        if *entries > MAX_ENTRIES {
+            return Ok(());
+        }
+        if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
+            continue;
+        }
         if path.is_dir() {
-            collect_yaml(&path, out, visited, errors)?;
+            if depth + 1 > MAX_DEPTH {
+                errors.push(LoadError {
+                    path,
+                    position: None,
+                    message: format!("more than {MAX_DEPTH} directories deep below the scenario directory; not read"),
+                });
+                continue;
+            }
+            if let Err(e) = collect_below(&path, depth + 1, entries, out, visited, errors) {
+                errors.push(LoadError { path, position: None, message: format!("cannot list scenarios: {e}") });
+            }
         } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
             out.push(path);
         }
@@ -222,7 +268,7 @@ fn parse_as(path: &Path, source: &str, generated: bool) -> Result<LoadedScenario
             message: "the file has no content; a scenario needs at least name, description, contract and steps".into(),
         }]);
     }
-    let scenario: Scenario = serde_saphyr::from_str(source).map_err(|e| vec![yaml_error(path, &e, (0, 0))])?;
+    let scenario: Scenario = serde_saphyr::from_str(source).map_err(|e| vec![yaml_error(path, source, &e, (0, 0))])?;
     let mut check = Checker { path, source, errors: Vec::new(), generated };
     check.scenario(&scenario);
     if check.errors.is_empty() {
@@ -294,9 +340,15 @@ impl Checker<'_> {
         self.namespaces(scenario);
         self.install_wide(scenario);
         for step in &scenario.steps {
+            if let Step::ExpectStatus(expect) = step {
+                self.own_namespace_reference(scenario, None, expect.namespace.as_ref(), "expectStatus");
+            }
             match step {
-                Step::Apply(manifest) => self.manifest(manifest),
-                Step::ApplyRejected(rejected) => self.manifest(&rejected.manifest),
+                Step::Apply(manifest) => self.manifest(scenario, manifest),
+                Step::ApplyRejected(rejected) => self.manifest(scenario, &rejected.manifest),
+                Step::Delete(object) => {
+                    self.own_namespace_reference(scenario, Some(&object.kind), object.namespace.as_ref(), "delete");
+                }
                 Step::ExpectStatus(expect) if expect.status.value.as_object().is_none_or(serde_json::Map::is_empty) => {
                     self.error(
                         position(&expect.status.referenced),
@@ -550,6 +602,24 @@ impl Checker<'_> {
                     format!("PKI entry {:?} cannot be both `expired` and `notYetValid`", name.value),
                 );
             }
+            if !is_pki_name(&name.value) {
+                self.error(
+                    position(&name.referenced),
+                    format!(
+                        "PKI entry name {:?} must be letters, digits, '-' and '_' (at most 63, starting and ending \
+                         with a letter or digit): it stands in references such as ${{pki.NAME.cert}}",
+                        crate::cluster::truncate(&name.value, 80)
+                    ),
+                );
+            }
+            for uri in &cert.uris {
+                if let Some(problem) = uri_problem(&uri.value) {
+                    self.error(
+                        position(&uri.referenced),
+                        format!("URI {:?} {problem}", crate::cluster::truncate(&uri.value, 80)),
+                    );
+                }
+            }
             for ip in &cert.ip_addresses {
                 if ip.value.parse::<std::net::IpAddr>().is_err() {
                     self.error(
@@ -651,14 +721,13 @@ impl Checker<'_> {
                         Some((prefix, feature)) => {
                             format!("; ${{{prefix}*}} needs the scenario to claim feature {}", feature.name())
                         }
+                        None if reference.name.len() > MAX_REFERENCE_SHOWN => String::new(),
                         None => suggestion(&reference.name, &known)
                             .map(|s| format!("; did you mean ${{{s}}}?"))
                             .unwrap_or_default(),
                     };
-                    self.error(
-                        (reference.line, reference.column),
-                        format!("unknown reference ${{{}}}{hint}", reference.name),
-                    );
+                    let shown = crate::cluster::truncate(&reference.name, MAX_REFERENCE_SHOWN);
+                    self.error((reference.line, reference.column), format!("unknown reference ${{{shown}}}{hint}"));
                 }
             }
         }
@@ -711,13 +780,40 @@ impl Checker<'_> {
         }
     }
 
+    /// A step that names an object outside `apply` (`delete`, `expectStatus`) reaches only the
+    /// scenario's own namespaces, and no Namespace.
+    fn own_namespace_reference(
+        &mut self,
+        scenario: &Scenario,
+        deleted_kind: Option<&str>,
+        namespace: Option<&Spanned<String>>,
+        step: &str,
+    ) {
+        if deleted_kind == Some("Namespace") {
+            let at = namespace.map_or((0, 0), |n| position(&n.referenced));
+            let at = if at == (0, 0) { position(&scenario.name.referenced) } else { at };
+            self.error(at, format!("`{step}` of a Namespace: the harness makes and deletes a scenario's namespaces"));
+        }
+        let Some(namespace) = namespace else { return };
+        if !is_own_namespace(&namespace.value, &scenario.namespaces) {
+            self.error(
+                position(&namespace.referenced),
+                format!(
+                    "`{step}` in namespace {:?}: a scenario reaches only its own namespaces, ${{namespace}} (the \
+                     default) or ${{namespaces.NAME}} for a NAME listed under `namespaces:`",
+                    crate::cluster::truncate(&namespace.value, 80)
+                ),
+            );
+        }
+    }
+
     /// An `apply` block must be YAML documents that are Kubernetes objects.
-    fn manifest(&mut self, manifest: &Spanned<String>) {
+    fn manifest(&mut self, scenario: &Scenario, manifest: &Spanned<String>) {
         let (line0, indent) = block_origin(self.source, manifest);
         let documents: Vec<serde_json::Value> = match serde_saphyr::from_str_multiple(&manifest.value) {
             Ok(docs) => docs,
             Err(e) => {
-                let err = yaml_error(self.path, &e, (line0, indent));
+                let err = yaml_error(self.path, &manifest.value, &e, (line0, indent));
                 self.errors.push(err);
                 return;
             }
@@ -740,9 +836,74 @@ impl Checker<'_> {
                     format!("document {} of `apply` lacks {}", index + 1, missing.join(", ")),
                 );
             }
+            if let Some(problem) = outside_own_namespaces(doc, &scenario.namespaces) {
+                self.error(position(&manifest.referenced), format!("document {} of `apply`: {problem}", index + 1));
+            }
         }
     }
 }
+
+/// Why an object of an `apply` block would land outside the scenario's own namespaces, which
+/// the harness makes and deletes: a Namespace, or a namespace named otherwise than as
+/// `${namespace}` or `${namespaces.NAME}` (on a real cluster, nothing would ever remove it).
+fn outside_own_namespaces(doc: &serde_json::Value, declared: &[Spanned<String>]) -> Option<String> {
+    let kind = doc["kind"].as_str().unwrap_or_default();
+    let name = doc["metadata"]["name"].as_str().unwrap_or_default();
+    if kind == "Namespace" {
+        return Some(format!(
+            "Namespace {name:?}: a scenario lists the namespaces it needs under `namespaces:`, and the harness makes them"
+        ));
+    }
+    let namespace = doc["metadata"]["namespace"].as_str()?;
+    (!is_own_namespace(namespace, declared)).then(|| {
+        format!(
+            "{kind} {name:?} goes into namespace {:?}: objects go only into the scenario's own namespaces, \
+             ${{namespace}} (the default) or ${{namespaces.NAME}} for a NAME listed under `namespaces:`",
+            crate::cluster::truncate(namespace, 80)
+        )
+    })
+}
+
+/// Whether `namespace`, as written, names one of the scenario's own namespaces.
+fn is_own_namespace(namespace: &str, declared: &[Spanned<String>]) -> bool {
+    namespace == "${namespace}"
+        || namespace
+            .strip_prefix("${namespaces.")
+            .and_then(|rest| rest.strip_suffix('}'))
+            .is_some_and(|n| declared.iter().any(|d| d.value == n))
+}
+
+/// A PKI entry's name, which references name as `${pki.NAME.*}`.
+fn is_pki_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    name.len() <= 63
+        && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+}
+
+/// What keeps `uri` from being a URI subjectAltName (RFC 5280: an absolute URI, in ASCII).
+fn uri_problem(uri: &str) -> Option<&'static str> {
+    let Some((scheme, rest)) = uri.split_once(':') else {
+        return Some("has no scheme (such as spiffe:// or https://)");
+    };
+    let scheme_ok = scheme.as_bytes().first().is_some_and(u8::is_ascii_alphabetic)
+        && scheme.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+    if !scheme_ok {
+        Some("has no scheme (such as spiffe:// or https://)")
+    } else if rest.is_empty() {
+        Some("has nothing after its scheme")
+    } else if !uri.bytes().all(|b| b.is_ascii_graphic()) {
+        Some("holds a space, a control character or a character outside ASCII; percent-encode it")
+    } else if uri.len() > 2048 {
+        Some("is longer than 2048 characters")
+    } else {
+        None
+    }
+}
+
+/// The most characters of an unknown reference a message repeats.
+const MAX_REFERENCE_SHOWN: usize = 80;
 
 /// How a backend names the installation's client certificate CA.
 pub const INSTALL_CLIENT_CA: &str = "install.envoy-client-ca";
@@ -766,15 +927,101 @@ fn block_origin(source: &str, block: &Spanned<String>) -> (usize, usize) {
 
 /// A serde-saphyr error as a [`LoadError`] at its position; `line0` and `indent` place a
 /// block parsed on its own inside the file (`(0, 0)` for a whole file).
-pub(crate) fn yaml_error(path: &Path, error: &serde_saphyr::Error, (line0, indent): (usize, usize)) -> LoadError {
+/// `source` is the text parsed.
+pub(crate) fn yaml_error(
+    path: &Path,
+    source: &str,
+    error: &serde_saphyr::Error,
+    (line0, indent): (usize, usize),
+) -> LoadError {
     let mut options = serde_saphyr::RenderOptions::default();
     options.snippets = serde_saphyr::SnippetMode::Off;
-    let message = own_words(error).unwrap_or_else(|| reword(&error.without_snippet().render_with_options(options)));
-    let position = error.location().map(|l| {
-        let (line, column) = position(&l);
-        (line0 + line, if line0 > 0 { indent + column } else { column })
-    });
+    let mut message = own_words(error).unwrap_or_else(|| reword(&error.without_snippet().render_with_options(options)));
+    let in_file = |(line, column): (usize, usize)| (line0 + line, if line0 > 0 { indent + column } else { column });
+    let mut at = error.location().map(|l| position(&l));
+    // Which number was refused: the message alone does not say.
+    if message.starts_with("expected a whole number")
+        && let Some((line, column)) = at
+        && let Some(text) = source.lines().nth(line.saturating_sub(1)).and_then(|l| l.get(column.saturating_sub(1)..))
+    {
+        let scalar = text.split([',', ']', '}', '#']).next().unwrap_or_default().trim();
+        if !scalar.is_empty() {
+            message = format!("{}, not {}", strip_location_suffix(&message), crate::cluster::truncate(scalar, 40));
+        }
+    }
+    // A list or mapping left open fails where the next key meets it, lines later: point at
+    // what was left open.
+    if is_syntax_error(error)
+        && let Some((line, _)) = at
+        && let Some((open_line, open_column, bracket)) = unclosed_flow(source, line)
+    {
+        let closing = if bracket == '[' { ']' } else { '}' };
+        message = format!(
+            "`{bracket}` is not closed by a `{closing}` before line {} (where YAML then says: {})",
+            in_file((line, 1)).0,
+            strip_location_suffix(&message)
+        );
+        at = Some((open_line, open_column));
+    }
+    let position = at.map(in_file);
     LoadError { path: path.to_owned(), position, message: strip_location_suffix(&message) }
+}
+
+/// The `[` or `{` (1-based line and column) of a flow list or mapping opened on a line before
+/// `before_line` of `source` and still open at its start. Quoted text, comments and the
+/// content of block scalars (`|`, `>`) are passed over.
+fn unclosed_flow(source: &str, before_line: usize) -> Option<(usize, usize, char)> {
+    let mut open: Vec<(usize, usize, char)> = Vec::new();
+    let mut block_indent: Option<usize> = None;
+    for (index, line) in source.lines().enumerate().take(before_line.saturating_sub(1)) {
+        let indent = line.len() - line.trim_start_matches(' ').len();
+        match block_indent {
+            Some(parent) if line.trim().is_empty() || indent > parent => continue,
+            _ => block_indent = None,
+        }
+        let mut quote: Option<char> = None;
+        let mut previous = ' ';
+        for (column, c) in line.chars().enumerate() {
+            match quote {
+                Some(q) if c == q => quote = None,
+                Some(_) => {}
+                None => match c {
+                    '#' if previous == ' ' => break,
+                    '"' | '\'' if matches!(previous, ' ' | '[' | '{' | ',') => quote = Some(c),
+                    '[' | '{' => open.push((index + 1, column + 1, c)),
+                    ']' | '}' => {
+                        open.pop();
+                    }
+                    _ => {}
+                },
+            }
+            previous = c;
+        }
+        let trimmed = line.trim_end();
+        if open.is_empty()
+            && quote.is_none()
+            && (trimmed.ends_with(['|', '>'])
+                || trimmed.ends_with("|-")
+                || trimmed.ends_with("|+")
+                || trimmed.ends_with(">-"))
+        {
+            block_indent = Some(indent);
+        }
+    }
+    open.first().copied()
+}
+
+/// Whether the text is not YAML at all (as opposed to YAML of the wrong shape).
+fn is_syntax_error(error: &serde_saphyr::Error) -> bool {
+    use serde_saphyr::Error;
+    let mut inner = error;
+    while let Error::WithSnippet { error, .. } = inner {
+        inner = error;
+    }
+    matches!(
+        inner,
+        Error::Message { .. } | Error::ExternalMessage { .. } | Error::Eof { .. } | Error::ContainerEndMismatch { .. }
+    )
 }
 
 /// The errors whose library wording means nothing to a user, said in the project's words.
@@ -812,9 +1059,9 @@ fn reword(message: &str) -> String {
         ("expected sequence start", "expected a list"),
         ("expected string scalar", "expected a string"),
         ("invalid boolean", "expected true or false"),
-        ("invalid u64", "expected a whole number, at least 0"),
-        ("invalid u16", "expected a whole number, at least 0"),
-        ("invalid u32", "expected a whole number, at least 0"),
+        ("invalid u64", "expected a whole number from 0 to 18446744073709551615"),
+        ("invalid u16", "expected a whole number from 0 to 65535"),
+        ("invalid u32", "expected a whole number from 0 to 4294967295"),
         (
             "expected end of mapping after enum variant value",
             "expected one key here (such as `request:`); another key follows it",
@@ -1168,7 +1415,11 @@ steps:
         let errs = errors(&text);
         assert_eq!(errs.len(), 1, "{errs:?}");
         // The flow sequence never closes; the parser notices on the `data:` line.
-        assert!(errs[0].starts_with("s.yaml:19:11: "), "{errs:?}");
+        assert_eq!(
+            errs[0],
+            "s.yaml:18:15: `[` is not closed by a `]` before line 19 (where YAML then says: illegal placement of ':' \
+             indicator)"
+        );
         let text = GOOD.replace("      kind: Secret\n", "");
         assert_eq!(errors(&text), vec!["s.yaml:15:7: document 1 of `apply` lacks kind"]);
     }

@@ -91,7 +91,8 @@ pub struct CertificateSpec {
     pub dns_names: Vec<Spanned<String>>,
     /// URI subjectAltNames, such as SPIFFE IDs.
     #[serde(default)]
-    pub uris: Vec<String>,
+    #[schemars(with = "Vec<String>")]
+    pub uris: Vec<Spanned<String>>,
     /// IP address subjectAltNames.
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
@@ -221,9 +222,10 @@ pub struct ObjectSpec {
     pub api_version: String,
     pub kind: String,
     pub name: String,
-    /// Defaults to the scenario's namespace (for namespaced kinds).
+    /// Defaults to the scenario's namespace; one of its `namespaces` otherwise.
     #[serde(default)]
-    pub namespace: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub namespace: Option<Spanned<String>>,
 }
 
 /// What to do to the installation's Envoy client certificate Secret.
@@ -468,9 +470,10 @@ pub struct ExpectStatus {
     #[serde(default)]
     pub kind: Option<String>,
     pub name: String,
-    /// Defaults to the scenario's namespace.
+    /// Defaults to the scenario's namespace; one of its `namespaces` otherwise.
     #[serde(default)]
-    pub namespace: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub namespace: Option<Spanned<String>>,
     /// Fields the status must contain: maps match when every given key matches, lists when
     /// every given element matches a distinct actual element, scalars when equal.
     #[schemars(with = "serde_json::Value")]
