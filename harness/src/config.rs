@@ -43,6 +43,9 @@ pub struct ImplementationConfig {
     /// (loopback's real Contour takes its own from `loopback/known-failures.yaml`).
     #[serde(default)]
     pub known_failures: Vec<KnownFailure>,
+    /// The file it was read from, for errors found when it is resolved.
+    #[serde(skip)]
+    path: Option<PathBuf>,
 }
 
 /// Who is being tested, as the certification report names it.
@@ -51,8 +54,10 @@ pub struct ImplementationConfig {
 pub struct Implementation {
     #[serde(default)]
     pub organization: String,
+    /// The implementation's name; required when the section is given.
     #[serde(default)]
     pub project: String,
+    /// Its home page, an `http://` or `https://` URL.
     #[serde(default)]
     pub url: String,
     #[serde(default)]
@@ -220,7 +225,7 @@ pub struct UpstreamTlsSection {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct FeatureSection {
-    /// Only these (default: all).
+    /// Only these (default: all); not empty, and none of them exempt.
     #[serde(default)]
     pub supported: Option<Vec<Feature>>,
     /// Not these.
@@ -240,27 +245,76 @@ pub struct ScenarioSection {
     pub skip: Vec<String>,
 }
 
-/// A proxy address must be `HOST:PORT` (`[IPv6]:PORT` too), the port a number from 1 to
-/// 65535: checked before anything connects.
+/// A proxy address must be `HOST:PORT` (`[IPv6]:PORT` too), the host ASCII letters, digits,
+/// '-', '.' and '_', the port a number from 1 to 65535: checked before anything connects.
 ///
 /// # Errors
 /// What is wrong with it.
 pub fn check_proxy_address(address: &str) -> Result<(), String> {
     let malformed =
         |why: &str| Err(format!("the proxy address {address:?} {why}; give HOST:PORT, such as 127.0.0.1:9080"));
-    let Some((host, port)) = address.rsplit_once(':') else { return malformed("has no port") };
+    if address.contains(char::is_control) {
+        return malformed("has a control character");
+    }
+    let Some((host, port)) = address.rsplit_once(':') else {
+        let only_port = !address.is_empty() && address.bytes().all(|b| b.is_ascii_digit());
+        return malformed(if only_port { "has no host" } else { "has no port" });
+    };
+    if !host.is_ascii() {
+        return malformed("has a non-ASCII host (write an internationalized name in its xn-- form)");
+    }
     // An IPv6 address must be in brackets: `::1:80` could be read two ways.
     let (host, ipv6_ok) = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
         Some(inner) => (inner, inner.parse::<std::net::Ipv6Addr>().is_ok()),
         None => (host, !host.contains(':')),
     };
-    if host.is_empty() || host.contains(['/', ' ', '@']) || !ipv6_ok {
+    let name_or_ip = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | ':');
+    if host.is_empty() || !host.chars().all(name_or_ip) || !ipv6_ok {
         return malformed("has no usable host");
     }
     match port.parse::<u16>() {
         Ok(0) | Err(_) => malformed("has no port from 1 to 65535"),
         Ok(_) => Ok(()),
     }
+}
+
+/// An image reference (`cluster.image`, `--image`) is not empty and holds no whitespace or
+/// control characters.
+///
+/// # Errors
+/// What is wrong with it.
+fn check_image(image: &str) -> Result<(), String> {
+    let why = if image.is_empty() {
+        " (it is empty)"
+    } else if image.contains(char::is_whitespace) {
+        " (it holds whitespace)"
+    } else if image.contains(char::is_control) {
+        " (it holds a control character)"
+    } else {
+        return Ok(());
+    };
+    Err(format!("{image:?} is not an image reference{why}; give one such as nginx:1.27"))
+}
+
+/// Whether `url` is an `http://` or `https://` URL with a host, and no whitespace or control
+/// characters.
+fn is_http_url(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://")) else { return false };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    !host.is_empty() && !url.contains(|c: char| c.is_whitespace() || c.is_control())
+}
+
+/// A lowercase RFC 1123 subdomain, as Kubernetes requires of most names: at most 253
+/// characters, parts of lowercase letters, digits and '-' that start and end with a letter
+/// or digit, joined by '.'.
+fn is_dns_subdomain(name: &str) -> bool {
+    name.len() <= 253
+        && name.split('.').all(|part| {
+            !part.is_empty()
+                && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !part.starts_with('-')
+                && !part.ends_with('-')
+        })
 }
 
 /// The longest time limit a config may set: an hour, far beyond any wait a scenario has.
@@ -463,7 +517,91 @@ impl ImplementationConfig {
                 message: format!("installation.envoyClientCertificate: {message}"),
             })?;
         }
-        Ok(config)
+        config.check().map_err(|message| LoadError { path: path.to_owned(), position: None, message })?;
+        Ok(ImplementationConfig { path: Some(path.to_owned()), ..config })
+    }
+
+    /// What is wrong with values the file's types let through, as `field: why`.
+    fn check(&self) -> Result<(), String> {
+        let cluster = &self.cluster;
+        for (field, address) in [("cluster.proxy", &cluster.proxy), ("cluster.tlsProxy", &cluster.tls_proxy)] {
+            if let Some(address) = address {
+                check_proxy_address(address).map_err(|e| format!("{field}: {e}"))?;
+            }
+        }
+        if let Some(image) = &cluster.image {
+            check_image(image).map_err(|e| format!("cluster.image: {e}"))?;
+        }
+        if let Some(implementation) = &self.implementation {
+            if implementation.project.trim().is_empty() {
+                return Err("implementation.project is empty; name the implementation the reports certify, \
+                            such as contour"
+                    .into());
+            }
+            let url = &implementation.url;
+            if !url.is_empty() && !is_http_url(url) {
+                return Err(format!(
+                    "implementation.url: {url:?} is not an http(s) URL; give one such as \
+                     https://github.com/projectcontour/contour"
+                ));
+            }
+        }
+        if let Some(gateway) = &self.installation.gateway {
+            if !crate::scenario::load::is_dns_label(&gateway.namespace) {
+                return Err(format!(
+                    "installation.gateway.namespace: {:?} is not a namespace name (a lowercase RFC 1123 label: \
+                     at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit)",
+                    gateway.namespace
+                ));
+            }
+            for (field, name) in [("name", Some(&gateway.name)), ("className", gateway.class_name.as_ref())] {
+                if let Some(name) = name.filter(|name| !is_dns_subdomain(name)) {
+                    return Err(format!(
+                        "installation.gateway.{field}: {name:?} is not a Kubernetes name (a lowercase RFC 1123 \
+                         subdomain: at most 253 lowercase letters, digits, '-' and '.', each part starting and \
+                         ending with a letter or digit)"
+                    ));
+                }
+            }
+        }
+        for entry in self.installation.upstream_tls.cipher_suites.iter().flatten() {
+            if !loopback::config::valid_cipher_entry(entry) {
+                return Err(format!(
+                    "installation.upstreamTls.cipherSuites: {entry:?} is not a cipher suite Contour accepts (one of \
+                     {}, or a [a|b] group of them)",
+                    loopback::config::VALID_CIPHER_SUITES.join(", ")
+                ));
+            }
+        }
+        if let Some(supported) = &self.features.supported {
+            if supported.is_empty() {
+                return Err("features.supported: [] claims no feature, so every scenario would be skipped; list \
+                            the features the implementation supports, or leave supported out to claim them all"
+                    .into());
+            }
+            if let Some(both) = supported.iter().find(|f| self.features.exempt.contains(f)) {
+                return Err(format!("features: {} is both supported and exempt; list it in one of them", both.name()));
+            }
+        }
+        for (i, entry) in self.known_failures.iter().enumerate() {
+            if entry.scenario.trim().is_empty() {
+                return Err(format!("knownFailures[{i}].scenario is empty; give the name of the scenario that fails"));
+            }
+            if entry.reason.trim().is_empty() {
+                return Err(format!(
+                    "knownFailures[{i}].reason is empty; say in a sentence why {:?} fails",
+                    entry.scenario
+                ));
+            }
+            if let Some(first) = self.known_failures[..i].iter().position(|k| k.scenario == entry.scenario) {
+                return Err(format!(
+                    "knownFailures[{i}]: {:?} is listed already, as knownFailures[{first}]; keep one entry per \
+                     scenario",
+                    entry.scenario
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The file's settings with `overrides` on top. Settings that do not apply to the
@@ -471,9 +609,36 @@ impl ImplementationConfig {
     /// warnings in the plan.
     ///
     /// # Errors
-    /// A minimum TLS version above the maximum.
+    /// A malformed address or image given by a flag, a TLS address without a proxy address,
+    /// a minimum TLS version above the maximum.
     pub fn resolve(self, overrides: Overrides) -> Result<RunPlan, String> {
         let cluster = self.cluster;
+        // The file's values were checked as it was read; flags' and variables' are checked here.
+        let flag = |name: &str, variable: &str, value: &str, check: fn(&str) -> Result<(), String>| {
+            check(value).map_err(|e| format!("{name} ({variable}): {e}"))
+        };
+        if let Some(image) = &overrides.image {
+            flag("--image", env::IMAGE, image, check_image)?;
+        }
+        if let Some(proxy) = &overrides.proxy {
+            flag("--proxy", env::PROXY, proxy, check_proxy_address)?;
+        }
+        if let Some(tls_proxy) = &overrides.tls_proxy {
+            flag("--tls-proxy", env::TLS_PROXY, tls_proxy, check_proxy_address)?;
+        }
+        let proxy = overrides.proxy.or(cluster.proxy);
+        let tls_proxy = overrides.tls_proxy.clone().or(cluster.tls_proxy);
+        if proxy.is_none() && tls_proxy.is_some() {
+            let given = match (&overrides.tls_proxy, &self.path) {
+                (Some(_), _) => format!("--tls-proxy ({})", env::TLS_PROXY),
+                (None, Some(path)) => format!("{}: cluster.tlsProxy", path.display()),
+                (None, None) => "cluster.tlsProxy".to_string(),
+            };
+            return Err(format!(
+                "{given} is given without a proxy address (cluster.proxy or --proxy): without one the built-in \
+                 loopback cluster runs and would not use it; give the proxy address too, or drop the TLS address"
+            ));
+        }
         let mut warnings = Vec::new();
         let mut exempt: Vec<Feature> = self.features.exempt;
         if let Some(supported) = &self.features.supported {
@@ -487,13 +652,8 @@ impl ImplementationConfig {
             .or_else(|| self.installation.envoy_client_certificate.and_then(|s| s.parse().ok()));
         let minimum = overrides.min_tls_version.or(upstream.minimum_protocol_version);
         let maximum = overrides.max_tls_version.or(upstream.maximum_protocol_version);
-        let (implementation, target) = match overrides.proxy.or(cluster.proxy) {
+        let (implementation, target) = match proxy {
             Some(proxy) => {
-                check_proxy_address(&proxy)?;
-                let tls_proxy = overrides.tls_proxy.clone().or(cluster.tls_proxy.clone());
-                if let Some(tls_proxy) = &tls_proxy {
-                    check_proxy_address(tls_proxy)?;
-                }
                 if !overrides.faults.is_empty() {
                     warnings.push("loopback faults are ignored: the target is a real cluster".to_string());
                 }
@@ -730,12 +890,117 @@ mod tests {
             ("proxy:0", "has no port from 1 to 65535"),
             ("proxy:99999", "has no port from 1 to 65535"),
             ("proxy:http", "has no port from 1 to 65535"),
+            ("9080", "has no host"),
+            ("127.0.0.1\r\n:9080", "has a control character"),
+            ("proxy\t:80", "has a control character"),
+            ("prøxy.test:9080", "has a non-ASCII host"),
+            ("pro?xy:80", "has no usable host"),
         ] {
             let error = check_proxy_address(bad).unwrap_err();
             assert!(error.contains(why) && error.contains("give HOST:PORT"), "{bad}: {error}");
         }
         let overrides = Overrides { proxy: Some("nonsense".into()), ..Default::default() };
-        assert!(ImplementationConfig::default().resolve(overrides).unwrap_err().contains("has no port"));
+        let err = ImplementationConfig::default().resolve(overrides).unwrap_err();
+        assert!(err.starts_with("--proxy (UPSTREAM_TLS_PROXY): the proxy address \"nonsense\" has no port"), "{err}");
+        let overrides = Overrides { tls_proxy: Some("tls:0".into()), ..Default::default() };
+        let err = ImplementationConfig::default().resolve(overrides).unwrap_err();
+        assert!(err.starts_with("--tls-proxy (UPSTREAM_TLS_TLS_PROXY): the proxy address \"tls:0\""), "{err}");
+    }
+
+    #[test]
+    fn the_file_s_proxy_addresses_are_named_with_the_file_and_the_field() {
+        let err = config("cluster:\n  proxy: 127.0.0.1:0\n").unwrap_err();
+        assert!(err.message.starts_with("cluster.proxy: the proxy address \"127.0.0.1:0\" has no port"), "{err}");
+        assert!(err.to_string().contains(".yaml: cluster.proxy: "), "{err}");
+        let err = config("cluster:\n  proxy: 127.0.0.1:9080\n  tlsProxy: 127.0.0.1\n").unwrap_err();
+        assert!(err.message.starts_with("cluster.tlsProxy: the proxy address \"127.0.0.1\" has no port"), "{err}");
+        let err = config("cluster:\n  proxy: 9080\n").unwrap_err();
+        assert!(err.message.contains("\"9080\" has no host"), "{err}");
+    }
+
+    #[test]
+    fn a_tls_address_needs_a_proxy_address() {
+        let file = "cluster:\n  tlsProxy: 127.0.0.1:9443\n";
+        let err = config(file).unwrap().resolve(Overrides::default()).unwrap_err();
+        assert!(err.contains(".yaml: cluster.tlsProxy is given without a proxy address"), "{err}");
+        let proxy = Overrides { proxy: Some("127.0.0.1:9080".into()), ..Default::default() };
+        let plan = config(file).unwrap().resolve(proxy).unwrap();
+        let TargetConfig::Cluster { tls_proxy, .. } = &plan.target else { panic!("{:?}", plan.target) };
+        assert_eq!(tls_proxy.as_deref(), Some("127.0.0.1:9443"), "a proxy from a flag goes with the file's");
+        let flag = Overrides { tls_proxy: Some("127.0.0.1:9443".into()), ..Default::default() };
+        let err = ImplementationConfig::default().resolve(flag).unwrap_err();
+        assert!(err.starts_with("--tls-proxy (UPSTREAM_TLS_TLS_PROXY) is given without a proxy address"), "{err}");
+    }
+
+    #[test]
+    fn values_the_types_let_through_are_checked_as_the_file_is_read() {
+        let proxy = "cluster:\n  proxy: 127.0.0.1:9080\n";
+        let known = |entries: &str| format!("{proxy}knownFailures:\n{entries}");
+        for (text, message) in [
+            ("cluster:\n  image: \"\"\n".to_string(), "cluster.image: \"\" is not an image reference (it is empty)"),
+            ("cluster:\n  image: nginx latest\n".into(), "cluster.image: \"nginx latest\" is not an image reference"),
+            (
+                "cluster:\n  image: \"nginx\\u0007\"\n".into(),
+                "cluster.image: \"nginx\\u{7}\" is not an image reference",
+            ),
+            (
+                "installation:\n  gateway: {namespace: Project_Contour, name: contour}\n".into(),
+                "installation.gateway.namespace: \"Project_Contour\" is not a namespace name",
+            ),
+            (
+                format!("installation:\n  gateway: {{namespace: {}, name: contour}}\n", "a".repeat(64)),
+                "installation.gateway.namespace: ",
+            ),
+            ("installation:\n  gateway: {namespace: p, name: \"\"}\n".into(), "installation.gateway.name: \"\" is not"),
+            ("installation:\n  gateway: {namespace: p, name: a..b}\n".into(), "installation.gateway.name: \"a..b\""),
+            (
+                format!("installation:\n  gateway: {{namespace: p, name: {}}}\n", "a".repeat(254)),
+                "installation.gateway.name: ",
+            ),
+            (
+                "installation:\n  gateway: {namespace: p, name: c, className: Contour}\n".into(),
+                "installation.gateway.className: \"Contour\" is not a Kubernetes name",
+            ),
+            ("features:\n  supported: []\n".into(), "features.supported: [] claims no feature"),
+            (
+                "features:\n  supported: [upstream-tls]\n  exempt: [upstream-tls]\n".into(),
+                "features: upstream-tls is both supported and exempt",
+            ),
+            (known("  - {scenario: s, reason: \"\"}\n"), "knownFailures[0].reason is empty"),
+            (known("  - {scenario: s, reason: \"  \"}\n"), "knownFailures[0].reason is empty"),
+            (known("  - {scenario: \"\", reason: r}\n"), "knownFailures[0].scenario is empty"),
+            (
+                known("  - {scenario: s, reason: r}\n  - {scenario: t, reason: r}\n  - {scenario: s, reason: q}\n"),
+                "knownFailures[2]: \"s\" is listed already, as knownFailures[0]",
+            ),
+            ("implementation:\n  url: https://example.test\n".into(), "implementation.project is empty"),
+            (
+                "implementation:\n  project: p\n  url: projectcontour\n".into(),
+                "implementation.url: \"projectcontour\" is not an http(s) URL",
+            ),
+            ("implementation:\n  project: p\n  url: \"https://\"\n".into(), "implementation.url: \"https://\""),
+            (
+                "installation:\n  upstreamTls:\n    cipherSuites: [TLS_MAGIC]\n".into(),
+                "installation.upstreamTls.cipherSuites: \"TLS_MAGIC\" is not a cipher suite Contour accepts",
+            ),
+            (
+                "installation:\n  upstreamTls:\n    cipherSuites: [\"\"]\n".into(),
+                "installation.upstreamTls.cipherSuites: \"\" is not a cipher suite",
+            ),
+        ] {
+            let err = config(&text).unwrap_err();
+            assert!(err.message.starts_with(message), "{text}: {err}");
+            assert!(err.to_string().contains(&format!(".yaml: {message}")), "the file is named: {err}");
+        }
+        let good = "implementation:\n  project: p\n  url: http://example.test/p\ncluster:\n  image: \
+                    registry.test:5000/nginx@sha256:abc\ninstallation:\n  gateway: {namespace: p-1, name: a.b-c, \
+                    className: contour}\n  upstreamTls:\n    cipherSuites: [\"[ECDHE-ECDSA-AES128-GCM-SHA256|\
+                    ECDHE-ECDSA-CHACHA20-POLY1305]\", AES256-SHA]\nfeatures:\n  supported: [upstream-tls]\n  \
+                    exempt: [ingress]\n";
+        config(good).unwrap();
+        let image = Overrides { image: Some("nginx latest".into()), ..Default::default() };
+        let err = ImplementationConfig::default().resolve(image).unwrap_err();
+        assert!(err.starts_with("--image (UPSTREAM_TLS_IMAGE): \"nginx latest\" is not an image reference"), "{err}");
     }
 
     #[test]

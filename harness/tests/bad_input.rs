@@ -57,7 +57,7 @@ fn every_bad_input_gets_its_exact_diagnostic_and_nothing_runs() {
         let args = ["run", "--config", config.to_str().unwrap(), "--filter", "a-name-no-scenario-has"];
         runs.push((case.clone(), outcome(&args)));
     }
-    assert!(runs.len() >= 80, "the corpus has {} cases", runs.len());
+    assert!(runs.len() >= 250, "the corpus has {} cases", runs.len());
     let mut problems = Vec::new();
     for (case, (code, text)) in &runs {
         let expected_file = repository().join(case).join("expected.txt");

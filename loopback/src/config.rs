@@ -1119,7 +1119,7 @@ pub const VALID_CIPHER_SUITES: [&str; 14] = [
 
 /// Whether `entry` is a valid cipher suite, or a `[a|b|...]` group of them, as Contour
 /// checks its config.
-fn valid_cipher_entry(entry: &str) -> bool {
+pub fn valid_cipher_entry(entry: &str) -> bool {
     let names = match entry.strip_prefix('[').and_then(|e| e.strip_suffix(']')) {
         Some(group) => group.split('|').collect(),
         None => vec![entry],

@@ -303,6 +303,22 @@ impl Checker<'_> {
                 ),
             );
         }
+        if scenario.contract.is_empty() {
+            self.error(
+                position(&name.referenced),
+                "`contract` is empty: a scenario proves at least one clause of docs/contract.md".into(),
+            );
+        }
+        for (index, clause) in scenario.contract.iter().enumerate() {
+            if scenario.contract[..index].iter().any(|earlier| earlier.value == clause.value) {
+                self.error(position(&clause.referenced), format!("contract clause {:?} is listed twice", clause.value));
+            }
+        }
+        for (index, feature) in scenario.features.iter().enumerate() {
+            if scenario.features[..index].contains(feature) {
+                self.error(position(&name.referenced), format!("feature {} is listed twice", feature.name()));
+            }
+        }
         for clause in &scenario.contract {
             let id = clause.value.as_str();
             let valid = id.len() >= 2
@@ -323,6 +339,12 @@ impl Checker<'_> {
                 );
             }
         }
+        if scenario.description.trim().is_empty() {
+            self.error(
+                position(&name.referenced),
+                "`description` is empty: say what the scenario proves, for the reports and the catalog page".into(),
+            );
+        }
         if scenario.steps.is_empty() {
             self.error(position(&name.referenced), "a scenario needs at least one step".into());
         }
@@ -342,12 +364,34 @@ impl Checker<'_> {
         for step in &scenario.steps {
             if let Step::ExpectStatus(expect) = step {
                 self.own_namespace_reference(scenario, None, expect.namespace.as_ref(), "expectStatus");
+                let fields = [expect.api_version.as_deref(), expect.kind.as_deref(), Some(expect.name.as_str())];
+                if fields.iter().flatten().any(|field| field.trim().is_empty()) {
+                    self.error(
+                        position(&expect.status.referenced),
+                        "an `expectStatus` step has an empty apiVersion, kind or name".into(),
+                    );
+                }
             }
             match step {
                 Step::Apply(manifest) => self.manifest(scenario, manifest),
-                Step::ApplyRejected(rejected) => self.manifest(scenario, &rejected.manifest),
+                Step::ApplyRejected(rejected) => {
+                    self.manifest(scenario, &rejected.manifest);
+                    if rejected.message_contains.trim().is_empty() {
+                        self.error(
+                            position(&rejected.manifest.referenced),
+                            "`messageContains` is empty, so any refusal would pass: give words of the expected one"
+                                .into(),
+                        );
+                    }
+                }
                 Step::Delete(object) => {
                     self.own_namespace_reference(scenario, Some(&object.kind), object.namespace.as_ref(), "delete");
+                    if [&object.api_version, &object.kind, &object.name].iter().any(|field| field.trim().is_empty()) {
+                        self.error(
+                            position(&name.referenced),
+                            "a `delete` step has an empty apiVersion, kind or name".into(),
+                        );
+                    }
                 }
                 Step::ExpectStatus(expect) if expect.status.value.as_object().is_none_or(serde_json::Map::is_empty) => {
                     self.error(
@@ -484,11 +528,21 @@ impl Checker<'_> {
     /// Request header names must be HTTP tokens other than the ones the harness sets, and
     /// values must fit on one line; errors point at the value.
     fn request_headers(&mut self, request: &RequestStep) {
+        let mut seen: Vec<String> = Vec::new();
         for (name, value) in &request.headers {
             let token =
                 !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            let lowercase = name.to_ascii_lowercase();
             let problem = if !token {
                 Some(format!("request header name {name:?} is not an HTTP token"))
+            } else if seen.contains(&lowercase) {
+                Some(format!("request header {name:?} is given twice (header names ignore case)"))
+            } else if matches!(lowercase.as_str(), "content-length" | "transfer-encoding") {
+                Some(format!("{name} describes a request body, and the harness sends none"))
+            } else if value.value.len() > MAX_REQUEST_LINE_PART {
+                Some(format!(
+                    "the value of request header {name:?} is longer than 8192 characters, more than a proxy takes"
+                ))
             } else if name.eq_ignore_ascii_case("host") {
                 Some("set the Host header with the request's `host`, not in `headers`".to_string())
             } else if name.eq_ignore_ascii_case(REQUEST_ID_HEADER) {
@@ -503,6 +557,7 @@ impl Checker<'_> {
             } else {
                 unsendable_reference(&value.value, "a request header")
             };
+            seen.push(lowercase);
             if let Some(problem) = problem {
                 self.error(position(&value.referenced), problem);
             }
@@ -519,6 +574,9 @@ impl Checker<'_> {
             let port = literal.rsplit_once(':').map(|(_, port)| port);
             if let Some(problem) = unsendable_reference(&host.value, "a request's host") {
                 self.error(position(&host.referenced), problem);
+            } else if let Some(problem) = valid.then(|| host_name_problem(&host.value)).flatten() {
+                let shown = crate::cluster::truncate(&host.value, 80);
+                self.error(position(&host.referenced), format!("request host {shown:?} {problem}"));
             } else if valid && port.is_some_and(|p| p.parse::<u16>().is_err() || p == "0") {
                 self.error(
                     position(&host.referenced),
@@ -535,15 +593,20 @@ impl Checker<'_> {
             }
         }
         if let Some(path) = &request.path {
-            let problem = if !path.value.starts_with('/') && !path.value.starts_with("${") {
+            let problem = if !path.value.starts_with('/') {
                 Some("must start with '/'")
-            } else if path.value.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
-                Some("must not contain spaces or control characters (percent-encode them)")
+            } else if path.value.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || !b.is_ascii()) {
+                Some("must be ASCII without spaces or control characters (percent-encode the others)")
+            } else if path.value.contains('#') {
+                Some("holds a '#': a fragment is never sent (percent-encode it as %23)")
+            } else if path.value.len() > MAX_REQUEST_LINE_PART {
+                Some("is longer than 8192 characters, more than a proxy takes")
             } else {
                 None
             };
             if let Some(problem) = problem {
-                self.error(position(&path.referenced), format!("request path {:?} {problem}", path.value));
+                let shown = crate::cluster::truncate(&path.value, 80);
+                self.error(position(&path.referenced), format!("request path {shown:?} {problem}"));
             } else if let Some(problem) = unsendable_reference(&path.value, "a request's path") {
                 self.error(position(&path.referenced), problem);
             }
@@ -576,6 +639,15 @@ impl Checker<'_> {
     /// Checks PKI entries; returns their names.
     fn pki(&mut self, scenario: &Scenario) -> Vec<String> {
         let mut names: Vec<String> = Vec::new();
+        if let Some(extra) = scenario.pki.get(MAX_PKI_ENTRIES) {
+            self.error(
+                position(&extra.name.referenced),
+                format!(
+                    "{} PKI entries; a scenario may have at most {MAX_PKI_ENTRIES} (each is a key made for every run)",
+                    scenario.pki.len()
+                ),
+            );
+        }
         for cert in &scenario.pki {
             let name = &cert.name;
             if names.contains(&name.value) {
@@ -611,6 +683,29 @@ impl Checker<'_> {
                         crate::cluster::truncate(&name.value, 80)
                     ),
                 );
+            }
+            if let Some(common_name) = &cert.common_name {
+                let problem = if common_name.chars().count() > 64 {
+                    Some("is longer than 64 characters, the most X.509 allows")
+                } else if common_name.chars().any(char::is_control) {
+                    Some("holds a control character")
+                } else {
+                    None
+                };
+                if let Some(problem) = problem {
+                    self.error(
+                        position(&name.referenced),
+                        format!("the commonName of PKI entry {:?} {problem}", name.value),
+                    );
+                }
+            }
+            for (index, dns_name) in cert.dns_names.iter().enumerate() {
+                if cert.dns_names[..index].iter().any(|earlier| earlier.value.eq_ignore_ascii_case(&dns_name.value)) {
+                    self.error(
+                        position(&dns_name.referenced),
+                        format!("DNS name {:?} is listed twice", dns_name.value),
+                    );
+                }
             }
             for uri in &cert.uris {
                 if let Some(problem) = uri_problem(&uri.value) {
@@ -695,6 +790,23 @@ impl Checker<'_> {
                     );
                 }
             }
+            if let Some(client) = &backend.client_certificate
+                && scenario.pki.iter().any(|entry| entry.name.value == client.ca.value && !entry.ca)
+            {
+                self.error(
+                    position(&client.ca.referenced),
+                    format!("client certificate CA {:?} is not a CA (set `ca: true` on it)", client.ca.value),
+                );
+            }
+            if backend.tls_versions.as_ref().is_some_and(Vec::is_empty) {
+                self.error(
+                    position(&backend.name.referenced),
+                    format!(
+                        "backend {:?} has `tlsVersions: []`: nginx would accept no TLS version",
+                        backend.name.value
+                    ),
+                );
+            }
         }
     }
 
@@ -706,8 +818,20 @@ impl Checker<'_> {
         match template::references(self.source) {
             Err(open) => self.error((open.line, open.column), "`${` without a closing `}`".into()),
             Ok(references) => {
+                let key_regions = key_regions(self.source);
                 for reference in references {
                     if known.contains(&reference.name) {
+                        let is_key = reference.name.ends_with(".key") || reference.name.ends_with(".keyBase64");
+                        if is_key && !key_regions.iter().any(|r| r.contains(&reference.line)) {
+                            self.error(
+                                (reference.line, reference.column),
+                                format!(
+                                    "${{{}}} is a private key: keys go only into objects (`apply`, `applyRejected`, \
+                                     `envoyClientCertificate`), never into what is sent, expected or reported",
+                                    reference.name
+                                ),
+                            );
+                        }
                         continue;
                     }
                     // References a feature offers: say which, rather than guess a name.
@@ -873,6 +997,60 @@ fn is_own_namespace(namespace: &str, declared: &[Spanned<String>]) -> bool {
             .is_some_and(|n| declared.iter().any(|d| d.value == n))
 }
 
+/// The lines (1-based) of the steps that may hold private keys: `apply` blocks, the
+/// `manifest` of `applyRejected` and `envoyClientCertificate` steps, each up to the next line
+/// indented no deeper than its key.
+fn key_regions(source: &str) -> Vec<std::ops::RangeInclusive<usize>> {
+    let lines: Vec<&str> = source.lines().collect();
+    let indent = |line: &str| line.len() - line.trim_start().len();
+    let mut regions = Vec::new();
+    for (index, line) in lines.iter().enumerate() {
+        let content = line.trim_start().trim_start_matches("- ");
+        let holds_keys = ["apply:", "manifest:", "envoyClientCertificate:"].iter().any(|key| content.starts_with(key));
+        if !holds_keys {
+            continue;
+        }
+        let start = indent(line);
+        let end = lines[index + 1..]
+            .iter()
+            .position(|next| !next.trim().is_empty() && indent(next) <= start)
+            .map_or(lines.len(), |offset| index + offset + 1);
+        regions.push(index + 1..=end);
+    }
+    regions
+}
+
+/// The longest request path or header value a scenario may send: proxies refuse request
+/// lines and headers much beyond this (nginx and Envoy default to 8 KiB and 60 KiB).
+const MAX_REQUEST_LINE_PART: usize = 8192;
+
+/// What is wrong with the shape of a request's host (references such as `${host}` stand for
+/// names of their own): a port at most once after a name, labels not empty and at most 63
+/// characters, at most 253 characters when no reference lengthens it.
+fn host_name_problem(host: &str) -> Option<&'static str> {
+    let (name, port) = match host.rsplit_once(':') {
+        Some((name, port)) if !port.contains('}') => (name, Some(port)),
+        _ => (host, None),
+    };
+    if name.is_empty() || port.is_some_and(str::is_empty) {
+        return Some(if name.is_empty() { "has no host name before its port" } else { "has an empty port" });
+    }
+    if without_references(name).contains(':') {
+        return Some("has more than one port");
+    }
+    let literal_labels = name.split('.').filter(|label| !label.contains("${")).collect::<Vec<_>>();
+    if literal_labels.iter().any(|label| label.is_empty() && !name.contains("${")) || name.contains("..") {
+        return Some("has an empty label (two dots in a row, or a dot at an end)");
+    }
+    if literal_labels.iter().any(|label| label.len() > 63) {
+        return Some("has a label longer than 63 characters");
+    }
+    if !name.contains("${") && name.len() > 253 {
+        return Some("is longer than 253 characters");
+    }
+    None
+}
+
 /// A PKI entry's name, which references name as `${pki.NAME.*}`.
 fn is_pki_name(name: &str) -> bool {
     let bytes = name.as_bytes();
@@ -901,6 +1079,9 @@ fn uri_problem(uri: &str) -> Option<&'static str> {
         None
     }
 }
+
+/// The most PKI entries a scenario may have: the largest in the catalog has 7.
+const MAX_PKI_ENTRIES: usize = 50;
 
 /// The most characters of an unknown reference a message repeats.
 const MAX_REFERENCE_SHOWN: usize = 80;
@@ -1068,6 +1249,10 @@ fn reword(message: &str) -> String {
         ),
         ("unexpected value for unit enum variant", "expected a single word here, not a mapping or a list"),
         ("while scanning a plain scalar, found a tab", "a tab character: YAML is indented with spaces"),
+        ("tabs disallowed", "a tab character: YAML is indented with spaces"),
+        ("cannot deserialize null into string", "expected a string, not an empty value"),
+        ("expected string key for externally tagged enum", "expected one key here, such as `request:`"),
+        ("while scanning a quoted scalar", "a quoted string is not closed"),
     ];
     if let Some(key) = message.strip_prefix("duplicate mapping key: ") {
         let key = key.split(", set DuplicateKeyPolicy").next().unwrap_or(key);
@@ -1084,10 +1269,30 @@ fn reword(message: &str) -> String {
 /// serde-saphyr appends " at line L, column C" to plain messages; the position is shown
 /// in front instead.
 fn strip_location_suffix(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(at) => message[..at].to_string(),
-        None => message.to_string(),
-    }
+    // An alias's message says where it was defined and used, in parentheses: kept whole.
+    let message = match message.rfind(" at line ") {
+        Some(at) if !message[..at].ends_with("(used") && !message[..at].ends_with("(defined") => &message[..at],
+        _ => message,
+    };
+    cut_long_names(message)
+}
+
+/// `message` with every `name` in backquotes longer than 80 characters cut short: an unknown
+/// field or variant is quoted, and may be any length.
+fn cut_long_names(message: &str) -> String {
+    let parts: Vec<&str> = message.split('`').collect();
+    let cut: Vec<String> = parts
+        .iter()
+        .enumerate()
+        .map(|(index, part)| {
+            if index % 2 == 1 && index + 1 < parts.len() && part.chars().count() > 80 {
+                crate::cluster::truncate(part, 80)
+            } else {
+                (*part).to_string()
+            }
+        })
+        .collect();
+    cut.join("`")
 }
 
 fn position(location: &Location) -> (usize, usize) {
@@ -1120,11 +1325,8 @@ fn unsendable_reference(text: &str, place: &str) -> Option<String> {
     references.iter().find_map(|reference| {
         let field = reference.name.rsplit('.').next().unwrap_or_default();
         let owner = reference.name.starts_with("pki.") || reference.name.starts_with("install.");
+        // Keys are refused wherever they stand outside objects (see `key_regions`).
         match field {
-            "key" | "keyBase64" if owner => Some(format!(
-                "${{{}}} is a private key: keys never go into {place} (nor into logs or reports)",
-                reference.name
-            )),
             "cert" if owner => Some(format!(
                 "${{{}}} is a PEM certificate of several lines, which cannot be {place}: use certBase64 or certDer",
                 reference.name
@@ -1278,7 +1480,7 @@ steps:
             (
                 request,
                 "  - request:\n      path: \"/a b\"\n      expect:\n        status: 200\n",
-                "s.yaml:22:13: request path \"/a b\" must not contain spaces",
+                "s.yaml:22:13: request path \"/a b\" must be ASCII without spaces",
             ),
             (
                 request,
@@ -1451,8 +1653,8 @@ steps:
             errors(&text),
             vec![
                 "s.yaml:22:13: request host \"${host}:99999\" has a port that is not a number from 1 to 65535",
-                "s.yaml:23:13: ${pki.leaf.key} is a private key: keys never go into a request's path (nor into logs or \
-                 reports)",
+                "s.yaml:23:14: ${pki.leaf.key} is a private key: keys go only into objects (`apply`, `applyRejected`, \
+                 `envoyClientCertificate`), never into what is sent, expected or reported",
                 "s.yaml:25:16: the value of request header \"x-del\" holds the control character U+007F, which HTTP does \
                  not allow",
                 "s.yaml:26:16: the value of request header \"x-nul\" holds the control character U+0000, which HTTP does \
@@ -1465,10 +1667,24 @@ steps:
         assert_eq!(
             errors(&host),
             vec![
-                "s.yaml:22:13: ${pki.leaf.keyBase64} is a private key: keys never go into a request's host (nor into logs \
-                 or reports)"
+                "s.yaml:22:13: ${pki.leaf.keyBase64} is a private key: keys go only into objects (`apply`, \
+                 `applyRejected`, `envoyClientCertificate`), never into what is sent, expected or reported"
             ]
         );
+        let expected =
+            GOOD.replace("        status: 200\n", "        status: 200\n        bodyContains: ${pki.leaf.key}\n");
+        assert_eq!(errors(&expected).len(), 1, "a key in an expectation: {:?}", errors(&expected));
+        for odd in ["${host}:80:80", ":8080", "a..b", "x.${host}:"] {
+            let host = GOOD.replace("  - request:\n", &format!("  - request:\n      host: \"{odd}\"\n"));
+            assert_eq!(errors(&host).len(), 1, "{odd}: {:?}", errors(&host));
+        }
+        let long = GOOD.replace("  - request:\n", &format!("  - request:\n      host: {}.test\n", "a".repeat(64)));
+        assert!(errors(&long)[0].ends_with("has a label longer than 63 characters"), "{:?}", errors(&long));
+        let headers = GOOD.replace(
+            "  - request:\n",
+            "  - request:\n      path: /a#b\n      headers:\n        x-a: 1\n        X-A: 2\n        content-length: \"3\"\n",
+        );
+        assert_eq!(errors(&headers).len(), 3, "fragment, duplicate, body header: {:?}", errors(&headers));
         let many: Vec<String> = (0..=MAX_DNS_NAMES).map(|n| format!("n{n}.test")).collect();
         let names = GOOD.replace("dnsNames: [a.test]", &format!("dnsNames: [{}]", many.join(", ")));
         let errors = errors(&names);

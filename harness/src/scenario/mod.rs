@@ -660,7 +660,7 @@ pub struct BackendExpectation {
     #[serde(default)]
     pub tls: Option<bool>,
     /// The port the request arrived on: 8443, 8080 or 8081.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "backend_port")]
     pub port: Option<u16>,
     /// The SNI the backend saw; `""` for none.
     #[serde(default)]
@@ -669,13 +669,13 @@ pub struct BackendExpectation {
     #[serde(default)]
     pub alpn: Option<String>,
     /// `TLSv1.2` or `TLSv1.3`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tls_version_name")]
     pub tls_version: Option<String>,
     /// The negotiated cipher suite, as OpenSSL names it (`ECDHE-ECDSA-AES128-GCM-SHA256`).
     #[serde(default)]
     pub cipher: Option<String>,
     /// `HTTP/1.1` or `HTTP/2.0`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "http_version_name")]
     pub http_version: Option<String>,
     /// The Host header (or :authority) the backend saw.
     #[serde(default)]
@@ -685,12 +685,59 @@ pub struct BackendExpectation {
     pub client_certificate: Option<ClientCertificateExpectation>,
 }
 
+/// A backend fact that can only take the values the backend reports (or a `${...}`
+/// reference): any other could never match, and the scenario would only fail at run time.
+fn reported_value<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+    field: &str,
+    reported: &[&str],
+    prefix: Option<&str>,
+) -> Result<Option<String>, D::Error> {
+    let value = Option::<String>::deserialize(deserializer)?;
+    if let Some(value) = &value
+        && !reported.contains(&value.as_str())
+        && !prefix.is_some_and(|p| value.starts_with(p))
+        && !value.contains("${")
+    {
+        let mut choices: Vec<String> = reported.iter().map(|r| r.to_string()).collect();
+        choices.extend(prefix.map(|p| format!("{p}<reason>")));
+        return Err(serde::de::Error::custom(format!(
+            "{field} {value:?} is never what a backend reports; it reports {}",
+            choices.join(", ")
+        )));
+    }
+    Ok(value)
+}
+
+fn tls_version_name<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    reported_value(deserializer, "tlsVersion", &["TLSv1.2", "TLSv1.3"], None)
+}
+
+fn http_version_name<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    reported_value(deserializer, "httpVersion", &["HTTP/1.0", "HTTP/1.1", "HTTP/2.0"], None)
+}
+
+fn verify_verdict<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    reported_value(deserializer, "clientCertificate.verify", &["SUCCESS", "NONE"], Some("FAILED:"))
+}
+
+/// The ports every backend listens on.
+fn backend_port<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u16>, D::Error> {
+    let port = Option::<u16>::deserialize(deserializer)?;
+    match port {
+        Some(port) if ![8443, 8080, 8081].contains(&port) => Err(serde::de::Error::custom(format!(
+            "backend port {port} is not one a backend listens on: 8443 (https), 8080 (http) or 8081 (h2c)"
+        ))),
+        _ => Ok(port),
+    }
+}
+
 /// The client certificate facts nginx reports. Only given fields are checked.
 #[derive(Debug, Default, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ClientCertificateExpectation {
     /// nginx's verdict: `SUCCESS`, `NONE`, or `FAILED:<reason>`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "verify_verdict")]
     pub verify: Option<String>,
     /// Subject DN as nginx prints it (RFC 2253), such as `CN=envoy`.
     #[serde(default)]
