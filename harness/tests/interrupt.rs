@@ -207,9 +207,14 @@ fn cleanup_removes_what_dead_runs_left_and_nothing_else() {
     let roots = loopback::work_roots();
     let stale: Vec<PathBuf> = roots.iter().map(|root| root.join(format!("loopback-{dead_pid}-18ed5abc-0"))).collect();
     let live = roots[0].join(format!("loopback-{}-18ed5abc-0", std::process::id()));
-    for dir in stale.iter().chain([&live]) {
+    // Named like one, but without the marker its cluster would have written: not provably ours.
+    let unmarked = roots[0].join(format!("loopback-{dead_pid}-18ed5abc-1"));
+    for dir in stale.iter().chain([&live, &unmarked]) {
         std::fs::create_dir_all(dir.join("pods/team/web")).unwrap();
         std::fs::write(dir.join("pods/team/web/tls.key"), "key").unwrap();
+    }
+    for dir in &stale {
+        std::fs::write(dir.join(loopback::WORK_DIR_MARKER), format!("{dead_pid}\n")).unwrap();
     }
     let (code, text) = cleanup(&[]);
     assert_eq!(code, 0, "{text}");
@@ -218,7 +223,10 @@ fn cleanup_removes_what_dead_runs_left_and_nothing_else() {
         assert!(!dir.exists(), "the dead run's directory {} is gone", dir.display());
     }
     assert!(live.exists(), "a running loopback's directory is kept");
+    assert!(text.contains(&format!("skipped {}: it holds no", unmarked.display())), "{text}");
+    assert!(unmarked.exists(), "a directory that cannot be shown to be a loopback's is kept");
     std::fs::remove_dir_all(&live).unwrap();
+    std::fs::remove_dir_all(&unmarked).unwrap();
 
     // Namespaces on a cluster: only those the harness labelled, only the run asked for.
     let runtime = tokio::runtime::Runtime::new().unwrap();

@@ -505,7 +505,7 @@ pub fn remove_stale_work_dirs(roots: &[PathBuf]) -> Vec<StaleWorkDir> {
 
 /// The file a cluster writes into its work directory, holding its process id: what makes a
 /// directory provably a loopback's.
-const MARKER: &str = ".loopback-work-dir";
+pub const WORK_DIR_MARKER: &str = ".loopback-work-dir";
 
 /// Whether `dir` is a work directory this user's loopback, process `pid`, made; why not.
 fn provably_ours(dir: &Path, pid: u32) -> Result<(), String> {
@@ -518,11 +518,11 @@ fn provably_ours(dir: &Path, pid: u32) -> Result<(), String> {
     if meta.uid() != me {
         return Err(format!("it belongs to user {}, not to this user ({me})", meta.uid()));
     }
-    let marker = dir.join(MARKER);
+    let marker = dir.join(WORK_DIR_MARKER);
     let marked = std::fs::symlink_metadata(&marker).is_ok_and(|m| m.is_file() && m.uid() == me)
         && std::fs::read_to_string(&marker).is_ok_and(|text| text.trim() == pid.to_string());
     if !marked {
-        return Err(format!("it holds no {MARKER} file naming process {pid}"));
+        return Err(format!("it holds no {WORK_DIR_MARKER} file naming process {pid}"));
     }
     Ok(())
 }
@@ -585,7 +585,7 @@ fn fresh_work_dir(root: &Path) -> std::io::Result<PathBuf> {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 100 => attempt += 1,
             Err(e) => return Err(e),
             Ok(()) => {
-                std::fs::write(dir.join(MARKER), format!("{}\n", std::process::id()))?;
+                std::fs::write(dir.join(WORK_DIR_MARKER), format!("{}\n", std::process::id()))?;
                 return Ok(dir);
             }
         }
@@ -615,12 +615,12 @@ mod tests {
         let dir = |n: u32| root.join(format!("loopback-{GONE}-abc-{n}"));
         let marked = |n: u32| {
             std::fs::create_dir(dir(n)).unwrap();
-            std::fs::write(dir(n).join(MARKER), format!("{GONE}\n")).unwrap();
+            std::fs::write(dir(n).join(WORK_DIR_MARKER), format!("{GONE}\n")).unwrap();
         };
         marked(0);
         std::fs::create_dir(dir(1)).unwrap();
         marked(2);
-        std::fs::write(dir(2).join(MARKER), "1\n").unwrap();
+        std::fs::write(dir(2).join(WORK_DIR_MARKER), "1\n").unwrap();
         std::os::unix::fs::symlink(dir(0), dir(3)).unwrap();
         // SAFETY: geteuid(2) has no preconditions.
         let root_user = unsafe { libc::geteuid() } == 0;
@@ -646,8 +646,8 @@ mod tests {
         };
         assert_eq!(outcome(0).as_deref(), Some("removed, 1 stopped"));
         assert!(!dir(0).exists());
-        assert_eq!(outcome(1), Some(format!("it holds no {MARKER} file naming process {GONE}")));
-        assert_eq!(outcome(2), Some(format!("it holds no {MARKER} file naming process {GONE}")));
+        assert_eq!(outcome(1), Some(format!("it holds no {WORK_DIR_MARKER} file naming process {GONE}")));
+        assert_eq!(outcome(2), Some(format!("it holds no {WORK_DIR_MARKER} file naming process {GONE}")));
         assert_eq!(outcome(3).as_deref(), Some("it is not a directory"));
         if root_user {
             assert_eq!(outcome(4).as_deref(), Some("it belongs to user 65534, not to this user (0)"));
@@ -669,7 +669,7 @@ mod tests {
         let cluster = Loopback::start(config).await.expect("loopback starts");
         let own = cluster.kubeconfig().parent().unwrap().to_path_buf();
         assert_eq!(own.parent(), Some(dir.as_path()), "the cluster makes its directory inside");
-        assert!(own.join(MARKER).is_file());
+        assert!(own.join(WORK_DIR_MARKER).is_file());
         cluster.shutdown().await;
         let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, ["mine"], "nothing is left");

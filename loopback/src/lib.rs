@@ -39,7 +39,9 @@ pub mod xds;
 
 mod cluster;
 
-pub use cluster::{Loopback, StaleOutcome, StaleWorkDir, StartError, remove_stale_work_dirs, work_roots};
+pub use cluster::{
+    Loopback, StaleOutcome, StaleWorkDir, StartError, WORK_DIR_MARKER, remove_stale_work_dirs, work_roots,
+};
 pub use config::{Fault, LoopbackConfig};
 pub use disruption::{Disruption, Disruptions};
 pub use latency::{Latency, LatencyProfile};
