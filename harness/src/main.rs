@@ -730,9 +730,10 @@ fn provision_k3s(args: &mut RunArgs) -> Result<ProvisionedCluster, ExitCode> {
     }
     #[cfg(feature = "k3s")]
     {
-        let config = args.config.clone().unwrap_or_else(|| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/implementation.yaml")
-        });
+        let config = args
+            .config
+            .clone()
+            .unwrap_or_else(|| loopback::config::repository_root().join("examples/implementation.yaml"));
         // The installer runs from the repository: it gets the file by an absolute path.
         let config = match std::path::absolute(&config) {
             Ok(config) => config,
@@ -741,7 +742,13 @@ fn provision_k3s(args: &mut RunArgs) -> Result<ProvisionedCluster, ExitCode> {
                 return Err(ExitCode::from(EXIT_INVALID_INPUT));
             }
         };
-        let image = args.image.clone().unwrap_or_else(|| harness::fixture::DEFAULT_IMAGE.to_string());
+        let image = match harness::provision::backend_image(args.image.as_deref(), &config) {
+            Ok(image) => image,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Err(ExitCode::from(EXIT_INVALID_INPUT));
+            }
+        };
         let version = args
             .contour_version
             .clone()

@@ -155,9 +155,22 @@ impl ClusterSettings {
     }
 }
 
+/// The backend image a provisioned cluster preloads: the one the run will use, `--image`'s,
+/// else the config's `cluster.image`, else the default.
+///
+/// # Errors
+/// The config cannot be read.
+pub fn backend_image(flag: Option<&str>, config: &Path) -> Result<String, crate::scenario::load::LoadError> {
+    if let Some(image) = flag {
+        return Ok(image.to_string());
+    }
+    let configured = crate::config::ImplementationConfig::load(config)?.cluster.image;
+    Ok(configured.unwrap_or_else(|| crate::fixture::DEFAULT_IMAGE.to_string()))
+}
+
 /// The repository's `scripts/install-contour`, which the provisioned cluster is set up with.
 pub fn install_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/install-contour")
+    loopback::config::repository_root().join("scripts/install-contour")
 }
 
 /// The throwaway cluster itself (cargo feature `k3s`).
@@ -396,6 +409,20 @@ mod tests {
         assert!(!rewritten.contains("6443"), "{rewritten}");
         assert_eq!(rewritten.lines().count(), k3s_yaml.lines().count());
         assert!(host_kubeconfig("apiVersion: v1\n", 1).unwrap_err().contains("names no server"));
+    }
+
+    #[test]
+    fn the_backend_image_preloaded_is_the_one_the_run_uses() {
+        let dir = std::env::temp_dir().join(format!("utls-provision-image-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (with, without) = (dir.join("with.yaml"), dir.join("without.yaml"));
+        std::fs::write(&with, "cluster:\n  image: registry.test/nginx:1.27\n").unwrap();
+        std::fs::write(&without, "timeouts:\n  trafficSeconds: 30\n").unwrap();
+        assert_eq!(backend_image(Some("mine:1"), &with).unwrap(), "mine:1");
+        assert_eq!(backend_image(None, &with).unwrap(), "registry.test/nginx:1.27");
+        assert_eq!(backend_image(None, &without).unwrap(), crate::fixture::DEFAULT_IMAGE);
+        assert!(backend_image(None, &dir.join("missing.yaml")).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -67,7 +67,7 @@ pub fn user_path(path: PathBuf) -> PathBuf {
 /// A top-level directory of this repository, relative to the working directory when inside
 /// it (so messages show `scenarios/...`).
 fn repository_dir(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(name);
+    let dir = loopback::config::repository_root().join(name);
     let dir = dir.canonicalize().unwrap_or(dir);
     match std::env::current_dir() {
         Ok(cwd) => dir.strip_prefix(&cwd).map(PathBuf::from).unwrap_or(dir),

@@ -404,6 +404,10 @@ impl Environment {
                     environment.loopbacks.extend(loopback);
                 }
                 Err(e) => {
+                    // The installations started before this one leave nothing behind either.
+                    if let Err(cleanup) = environment.remove_installation_state(FAILED_START_CLEANUP_LIMIT).await {
+                        tracing::warn!("cannot remove the installation's client certificate: {cleanup}");
+                    }
                     environment.shutdown().await;
                     return Err(e);
                 }
@@ -593,17 +597,7 @@ impl Environment {
             return Ok(removed);
         }
         for target in self.targets.iter().filter(|t| !t.settings.keep_namespaces) {
-            if let Some(install) = &target.client_certificate {
-                install.remove(&target.cluster, limit).await?;
-                removed.push(format!("Secret {}", install.secret));
-                if install.namespace_created {
-                    removed.push(format!("namespace {}", install.secret.namespace));
-                }
-            }
-            for object in target.gateway_made.iter().rev() {
-                target.cluster.delete_and_wait(object, limit).await?;
-                removed.push(format!("{} {}", object.kind, object.name));
-            }
+            removed.extend(remove_target_state(target, limit).await?);
         }
         Ok(removed)
     }
@@ -615,6 +609,27 @@ impl Environment {
         }
     }
 }
+
+/// What the run wrote into a real cluster for one installation (see
+/// [`Environment::remove_installation_state`]), removed; returns what was.
+async fn remove_target_state(target: &Target, limit: Duration) -> Result<Vec<String>, ClusterError> {
+    let mut removed = Vec::new();
+    if let Some(install) = &target.client_certificate {
+        install.remove(&target.cluster, limit).await?;
+        removed.push(format!("Secret {}", install.secret));
+        if install.namespace_created {
+            removed.push(format!("namespace {}", install.secret.namespace));
+        }
+    }
+    for object in target.gateway_made.iter().rev() {
+        target.cluster.delete_and_wait(object, limit).await?;
+        removed.push(format!("{} {}", object.kind, object.name));
+    }
+    Ok(removed)
+}
+
+/// How long removing an installation's state may take when the run stops before it started.
+const FAILED_START_CLEANUP_LIMIT: Duration = Duration::from_secs(120);
 
 /// Connects to one installation, starting its loopback cluster first when the config says
 /// loopback, and writes the installation's client certificate Secret when it has one.
@@ -659,13 +674,22 @@ async fn start_target(
         TargetConfig::Cluster { kubeconfig, context, proxy, tls_proxy, .. } => {
             let cluster = ClusterClient::connect(kubeconfig.as_deref(), context.as_deref()).await?;
             let address = resolve(proxy).await?;
-            let refused = preflight(&cluster, proxy, address).await?;
+            let refused = preflight(&cluster, proxy, address, &installation.exempt).await?;
             let tls_address = match tls_proxy {
                 Some(tls_proxy) => Some(resolve(tls_proxy).await?),
                 None => None,
             };
             let target = finish_target(cluster, (address, tls_address), installation, run_id, settings).await?;
-            canary(&target, refused.as_deref()).await?;
+            if let Err(e) = canary(&target, refused.as_deref()).await {
+                // Nothing runs after a failed canary: what the run wrote goes now (the
+                // canary's namespace goes with the run's, by its label).
+                if !settings.keep_namespaces
+                    && let Err(cleanup) = remove_target_state(&target, FAILED_START_CLEANUP_LIMIT).await
+                {
+                    tracing::warn!("cannot remove the installation's client certificate: {cleanup}");
+                }
+                return Err(e);
+            }
             Ok((target, None))
         }
     }
@@ -784,9 +808,19 @@ const GATEWAY_LIMIT: Duration = Duration::from_secs(60);
 /// How long the namespaces of a scenario that disturbs others may take to go.
 const DISTURBING_DELETION_LIMIT: Duration = Duration::from_secs(180);
 
-/// The kinds every scenario needs the cluster to serve.
-const REQUIRED_KINDS: [(&str, &str); 2] =
-    [("projectcontour.io/v1", "HTTPProxy"), ("projectcontour.io/v1", "TLSCertificateDelegation")];
+/// The kinds the cluster must serve, and the feature that needs each (none: every scenario).
+const REQUIRED_KINDS: [(&str, &str, Option<Feature>); 2] = [
+    ("projectcontour.io/v1", "HTTPProxy", None),
+    ("projectcontour.io/v1", "TLSCertificateDelegation", Some(Feature::TlsCertificateDelegation)),
+];
+
+/// The kinds the cluster must serve for an implementation exempt from `exempt`.
+fn required_kinds(exempt: &[Feature]) -> impl Iterator<Item = (&'static str, &'static str)> + '_ {
+    REQUIRED_KINDS
+        .into_iter()
+        .filter(|(_, _, feature)| !feature.is_some_and(|f| exempt.contains(&f)))
+        .map(|(api_version, kind, _)| (api_version, kind))
+}
 
 /// How long the proxy address gets to accept a connection.
 const PROXY_CONNECT_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -799,8 +833,13 @@ const PROXY_CONNECT_LIMIT: std::time::Duration = std::time::Duration::from_secs(
 /// installation refuses connections at a right proxy address. A refusal fails here only when
 /// some HTTPProxy is a valid root already; otherwise the canary, whose HTTPProxy makes the
 /// listener appear, decides, and the refusal (returned) goes into its message if it fails.
-async fn preflight(cluster: &ClusterClient, proxy: &str, address: SocketAddr) -> Result<Option<String>, TargetError> {
-    for (api_version, kind) in REQUIRED_KINDS {
+async fn preflight(
+    cluster: &ClusterClient,
+    proxy: &str,
+    address: SocketAddr,
+    exempt: &[Feature],
+) -> Result<Option<String>, TargetError> {
+    for (api_version, kind) in required_kinds(exempt) {
         if cluster.serves(api_version, kind).await.is_err() {
             return Err(TargetError::Preflight(format!(
                 "it does not serve {api_version} {kind}; install the implementation's CRDs (for Contour, its \
@@ -891,6 +930,13 @@ fn run_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_implementation_exempt_from_delegation_need_not_serve_its_crd() {
+        let kinds = |exempt: &[Feature]| required_kinds(exempt).map(|(_, kind)| kind).collect::<Vec<_>>();
+        assert_eq!(kinds(&[]), ["HTTPProxy", "TLSCertificateDelegation"]);
+        assert_eq!(kinds(&[Feature::TlsCertificateDelegation, Feature::Ingress]), ["HTTPProxy"]);
+    }
 
     #[test]
     fn loopback_configs_set_only_the_limits_that_differ_from_the_defaults() {

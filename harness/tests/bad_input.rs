@@ -148,3 +148,20 @@ fn a_kubeconfig_that_cannot_be_one_is_refused_with_its_path() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A binary run away from the repository it was built from finds the repository's caches,
+/// scripts and examples through UPSTREAM_TLS_HOME, and says where it looked.
+#[test]
+fn upstream_tls_home_says_where_the_repository_is() {
+    let reports = std::env::temp_dir().join(format!("utls-home-{}", std::process::id()));
+    let output = Command::new(env!("CARGO_BIN_EXE_upstream-tls-conformance"))
+        .args(["run", "--controller", "contour", "--filter", "ca-secret-empty-namespace-reference", "--reports"])
+        .arg(&reports)
+        .env("UPSTREAM_TLS_HOME", "/nonexistent-upstream-tls-home")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("/nonexistent-upstream-tls-home/.cache/contour/"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&reports);
+}

@@ -122,16 +122,27 @@ async fn a_cluster_whose_proxy_does_not_work_fails_the_canary_before_any_scenari
         ..Default::default()
     };
     let loopback = loopback::Loopback::start(config).await.expect("loopback starts");
+    let secret: harness::install::SecretRef = "upstream-tls-conformance/envoy-client".parse().unwrap();
     let as_real = TargetConfig::Cluster {
         kubeconfig: Some(loopback.kubeconfig().to_path_buf()),
         context: None,
         proxy: loopback.proxy_address().to_string(),
         tls_proxy: None,
-        installation: Default::default(),
+        installation: harness::install::Installation { client_certificate: Some(secret.clone()), ..Default::default() },
         known_failures: Vec::new(),
     };
     let settings = RunSettings { traffic_limit: std::time::Duration::from_secs(3), ..Default::default() };
     let error = Environment::connect(&as_real, settings).await.err().expect("the canary fails");
+    // What the run wrote before the canary is gone with it: the Secret and the namespace it made.
+    let cluster = ClusterClient::connect(Some(loopback.kubeconfig()), None).await.unwrap();
+    assert!(cluster.get(&secret.object_ref()).await.unwrap().is_none(), "{secret} is removed");
+    let namespace = harness::cluster::ObjectRef {
+        api_version: "v1".into(),
+        kind: "Namespace".into(),
+        namespace: None,
+        name: secret.namespace.clone(),
+    };
+    assert!(cluster.get(&namespace).await.unwrap().is_none(), "its namespace, made by the run, is removed");
     assert!(matches!(error, TargetError::Preflight(_)), "{error}");
     let message = error.to_string();
     assert!(message.contains("the canary (one TLS backend behind one HTTPProxy"), "{message}");

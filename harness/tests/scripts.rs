@@ -97,7 +97,7 @@ fn the_kind_set_up_dry_run_shows_each_step_in_order() {
         position(&commands, "cargo run --quiet -p harness -- contour-config --config examples/implementation.yaml");
     let restart =
         position(&commands, "kubectl --context kind-upstream-tls -n projectcontour rollout restart deployment/contour");
-    let load = position(&commands, "kind load docker-image nginx:1.27 --name upstream-tls");
+    let load = position(&commands, "docker exec upstream-tls-control-plane crictl pull nginx:1.27");
     let expose = position(&commands, "kubectl --context kind-upstream-tls -n projectcontour patch service envoy");
     // The image is in the node before Contour's pods start; Contour is installed by
     // scripts/install-contour, which `run --provision k3s` uses too.
@@ -113,22 +113,35 @@ fn the_nightly_dry_run_cleans_up_whatever_happens_and_runs_both_installations() 
     let (code, _, stderr) = script("nightly", &["--dry-run", "--", "--filter", "validation"]);
     assert_eq!(code, 0, "{stderr}");
     let commands = commands(&stderr);
+    let build = position(&commands, "cargo build --quiet -p harness");
     let up = position(&commands, "scripts/kind-up --dry-run");
     let first = position(
         &commands,
-        "cargo run --quiet -p harness -- run --config examples/implementation.yaml --context kind-upstream-tls --image nginx:1.27 --implementation-version v1.33.6 --reports reports/nightly/pass-1 --filter validation",
+        "timeout --kill-after=60 1800 target/debug/upstream-tls-conformance run --config examples/implementation.yaml --context kind-upstream-tls --image nginx:1.27 --implementation-version v1.33.6 --reports reports/nightly/pass-1 --filter validation",
     );
+    let logs_1 = position(
+        &commands,
+        "kubectl --context kind-upstream-tls -n projectcontour logs pod/contour-POD --all-containers --timestamps > reports/nightly/logs/pass-1/contour-POD.log",
+    );
+    let dump_1 =
+        position(&commands, "envoy_config_dump pod/envoy-POD > reports/nightly/logs/pass-1/envoy-POD-config-dump.json");
     let reconfigure = position(
         &commands,
-        "cargo run --quiet -p harness -- contour-config --config examples/implementation-tls12.yaml",
+        "target/debug/upstream-tls-conformance contour-config --config examples/implementation-tls12.yaml",
     );
-    let second = position(&commands, "cargo run --quiet -p harness -- run --config examples/implementation-tls12.yaml");
+    let second = position(
+        &commands,
+        "timeout --kill-after=60 1800 target/debug/upstream-tls-conformance run --config examples/implementation-tls12.yaml",
+    );
+    let logs_2 = position(
+        &commands,
+        "kubectl --context kind-upstream-tls -n projectcontour logs pod/contour-POD --all-containers --timestamps > reports/nightly/logs/pass-2/contour-POD.log",
+    );
     let kind_logs = position(&commands, "kind export logs reports/nightly/logs/kind --name upstream-tls");
-    let dump = position(&commands, "envoy_config_dump > reports/nightly/logs/envoy-config-dump.json");
     let delete = position(&commands, "kind delete cluster --name upstream-tls");
-    assert!(up < first && first < reconfigure && reconfigure < second && second < kind_logs);
-    assert!(kind_logs < dump && dump < delete && delete == commands.len() - 1);
-    position(&commands, "kubectl --context kind-upstream-tls -n projectcontour logs deployment/contour");
+    assert!(build < up && up < first && first < logs_1 && logs_1 < dump_1 && dump_1 < reconfigure);
+    assert!(reconfigure < second && second < logs_2 && logs_2 < kind_logs);
+    assert!(kind_logs < delete && delete == commands.len() - 1);
 
     // The README shows this dry run (temporary paths written as $TMP).
     let (_, _, plain) = script("nightly", &["--dry-run"]);
@@ -298,7 +311,10 @@ fn every_tested_contour_release_has_a_pinned_kind_node_image() {
             .filter(|l| !l.starts_with('#'))
             .find_map(|l| l.strip_prefix(&format!("{version} ")))
             .unwrap_or_else(|| panic!("no node image for Contour {version}"));
+        let (image, kind) = image.split_once(' ').unwrap_or_else(|| panic!("{version}: no kind release"));
         assert!(image.starts_with("kindest/node:v1.") && image.contains("@sha256:"), "{version}: {image}");
+        let release = kind.strip_prefix("v0.").map(|rest| rest.split('.').all(|n| n.parse::<u32>().is_ok()));
+        assert_eq!(release, Some(true), "{version}: kind {kind:?} is a release such as v0.30.0");
     }
     let env = [("CONTOUR_VERSION", "v1.32.1")];
     let output = Command::new("bash").arg(root().join("scripts/kind-up")).arg("--dry-run").envs(env).output().unwrap();
@@ -317,15 +333,21 @@ fn the_nightly_workflow_runs_the_scripts_for_every_tested_release() {
     let matrix: Vec<&str> =
         job["strategy"]["matrix"]["contour"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
     assert_eq!(matrix, loopback::config::contour_versions(), "the releases of loopback/contour-versions");
-    for tool in ["KIND_VERSION", "KUBECTL_VERSION"] {
-        let version = job["env"][tool].as_str().unwrap_or_default();
-        let pinned = version.strip_prefix('v').is_some_and(|v| v.split('.').all(|n| n.parse::<u32>().is_ok()));
-        assert!(pinned && version.split('.').count() == 3, "{tool} pinned to a release: {version:?}");
-    }
+    let kubectl = job["env"]["KUBECTL_VERSION"].as_str().unwrap_or_default();
+    let pinned = kubectl.strip_prefix('v').is_some_and(|v| v.split('.').all(|n| n.parse::<u32>().is_ok()));
+    assert!(pinned && kubectl.split('.').count() == 3, "kubectl pinned to a release: {kubectl:?}");
     let steps = job["steps"].as_array().unwrap();
     let runs: Vec<&str> = steps.iter().map(|s| s["run"].as_str().unwrap_or_default()).collect();
     let index =
         |text: &str| runs.iter().position(|r| r.contains(text)).unwrap_or_else(|| panic!("no step runs {text}"));
+    // kind is the release kind-config/node-images pairs with the matrix's Contour release.
+    let install = index("kind.sigs.k8s.io/dl/${KIND_VERSION}");
+    assert!(runs[install].contains("kind-config/node-images"), "{}", runs[install]);
+    // Every action is pinned by commit, not by a tag that can move.
+    for step in steps.iter().filter_map(|s| s["uses"].as_str()) {
+        let (_, commit) = step.split_once('@').unwrap_or_default();
+        assert!(commit.len() == 40 && commit.bytes().all(|b| b.is_ascii_hexdigit()), "{step} is pinned by commit");
+    }
     let nightly = runs.iter().position(|r| r.trim() == "scripts/nightly").expect("a step runs scripts/nightly");
     assert!(index("cargo build") < nightly, "the harness is built before the cluster exists");
     for run in &runs {
@@ -338,7 +360,139 @@ fn the_nightly_workflow_runs_the_scripts_for_every_tested_release() {
     {
         assert_eq!(step["if"], "always()", "{step}");
     }
-    for step in steps.iter().filter_map(|s| s["uses"].as_str()) {
-        assert!(step.contains("@v"), "actions pinned to a release: {step}");
+}
+
+/// The scripts run for real against stand-ins for docker, kind, kubectl, crictl, curl and the
+/// harness (`harness/tests/fake-tools/fake`), which record every call: what a dry run cannot
+/// show (the order of calls as executed, loops over nodes and pods, exit paths).
+struct Fakes {
+    dir: PathBuf,
+    log: PathBuf,
+}
+
+impl Fakes {
+    fn new(name: &str) -> Fakes {
+        let dir = std::env::temp_dir().join(format!("utls-fakes-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("bin")).unwrap();
+        let fake = root().join("harness/tests/fake-tools/fake");
+        for tool in ["docker", "kind", "kubectl", "crictl", "curl", "cargo", "upstream-tls-conformance"] {
+            std::os::unix::fs::symlink(&fake, dir.join("bin").join(tool)).unwrap();
+        }
+        Fakes { log: dir.join("calls.log"), dir }
     }
+
+    /// Runs `script` with the fakes first on PATH; its exit code and the calls made, in order.
+    fn run(&self, script: &str, env: &[(&str, &str)]) -> (i32, Vec<String>, String) {
+        let output = Command::new(root().join("scripts").join(script))
+            .env_clear()
+            .env("PATH", format!("{}:/usr/local/bin:/usr/bin:/bin", self.dir.join("bin").display()))
+            .env("HOME", &self.dir)
+            .env("FAKE_LOG", &self.log)
+            .env("HARNESS_BIN", self.dir.join("bin/upstream-tls-conformance"))
+            .env("REPORTS", self.dir.join("reports"))
+            .env("RETRY_PAUSE", "0")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let calls = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let calls = calls.lines().map(|l| l.replace(&self.dir.display().to_string(), "$FAKES")).collect();
+        (output.status.code().unwrap_or(-1), calls, String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
+impl Drop for Fakes {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The index of the first call starting with `prefix` at or after `from`.
+fn called(calls: &[String], prefix: &str, from: usize) -> usize {
+    calls[from..]
+        .iter()
+        .position(|c| c.starts_with(prefix))
+        .map(|i| i + from)
+        .unwrap_or_else(|| panic!("no call `{prefix}` after call {from} in:\n{}", calls.join("\n")))
+}
+
+#[test]
+fn kind_up_pulls_the_backend_image_in_every_node_and_retries_a_refused_pull() {
+    let fakes = Fakes::new("kind-up");
+    // The first pull is refused (a registry's 429): it is made again.
+    let (code, calls, stderr) = fakes.run("kind-up", &[("FAKE_EXIT_DOCKER_1", "1")]);
+    assert_eq!(code, 0, "{stderr}\n{calls:#?}");
+    let create = called(&calls, "kind create cluster --name upstream-tls --image kindest/node:v1.34.0@sha256:", 0);
+    let nodes = called(&calls, "kind get nodes --name upstream-tls", create);
+    let first = called(&calls, "docker exec upstream-tls-control-plane crictl pull nginx:1.27", nodes);
+    let again = called(&calls, "docker exec upstream-tls-control-plane crictl pull nginx:1.27", first + 1);
+    let worker = called(&calls, "docker exec upstream-tls-worker crictl pull nginx:1.27", again);
+    let install =
+        called(&calls, "kubectl --context kind-upstream-tls apply -f https://raw.githubusercontent.com/", worker);
+    called(&calls, "kubectl --context kind-upstream-tls -n projectcontour patch service envoy", install);
+    // Never through the host's Docker image store, which breaks `kind load` for multi-platform
+    // images under Docker 29's containerd store.
+    assert!(!calls.iter().any(|c| c.starts_with("kind load") || c.starts_with("docker pull")), "{calls:#?}");
+}
+
+#[test]
+fn the_nightly_collects_every_pod_s_logs_after_each_pass_and_always_deletes_the_cluster() {
+    let fakes = Fakes::new("nightly");
+    // Pass 1 fails (a scenario failed): pass 2 still runs, and the job says 1.
+    let (code, calls, stderr) = fakes.run("nightly", &[("FAKE_EXIT_UPSTREAM_TLS_CONFORMANCE_2", "1")]);
+    assert_eq!(code, 1, "{stderr}\n{calls:#?}");
+    let pass_1 = called(&calls, "upstream-tls-conformance run --config examples/implementation.yaml", 0);
+    let mut at = pass_1;
+    for pod in ["pod/contour-a", "pod/contour-b", "pod/envoy-x"] {
+        at = called(
+            &calls,
+            &format!("kubectl --context kind-upstream-tls -n projectcontour logs {pod} --all-containers"),
+            at,
+        );
+    }
+    let dump_1 = called(&calls, "kubectl --context kind-upstream-tls -n projectcontour port-forward pod/envoy-x", at);
+    let reconfigure =
+        called(&calls, "upstream-tls-conformance contour-config --config examples/implementation-tls12.yaml", dump_1);
+    let pass_2 =
+        called(&calls, "upstream-tls-conformance run --config examples/implementation-tls12.yaml", reconfigure);
+    let logs_2 = called(&calls, "kubectl --context kind-upstream-tls -n projectcontour logs pod/contour-a", pass_2);
+    let export = called(&calls, "kind export logs $FAKES/reports/logs/kind --name upstream-tls", logs_2);
+    assert_eq!(called(&calls, "kind delete cluster --name upstream-tls", export), calls.len() - 1);
+    for pass in ["pass-1", "pass-2"] {
+        for file in ["contour-a.log", "contour-b.log", "envoy-x.log", "envoy-x-config-dump.json"] {
+            assert!(fakes.dir.join("reports/logs").join(pass).join(file).is_file(), "{pass}/{file}");
+        }
+    }
+    // Each pass runs under its own time limit.
+    assert!(calls.iter().all(|c| !c.starts_with("upstream-tls-conformance run") || c.contains("--reports")));
+    let script = std::fs::read_to_string(root().join("scripts/nightly")).unwrap();
+    assert!(script.contains("timeout --kill-after=60 \"$PASS_LIMIT\" \"$HARNESS_BIN\" run"), "a pass has a limit");
+}
+
+#[test]
+fn a_nightly_pass_stopped_by_a_signal_ends_the_job_without_a_second_pass() {
+    let fakes = Fakes::new("nightly-stopped");
+    // Pass 1 is interrupted (130, SIGINT; 124 would be its time limit).
+    let (code, calls, stderr) = fakes.run("nightly", &[("FAKE_EXIT_UPSTREAM_TLS_CONFORMANCE_2", "130")]);
+    assert_eq!(code, 130, "{stderr}\n{calls:#?}");
+    let pass_1 = called(&calls, "upstream-tls-conformance run --config examples/implementation.yaml", 0);
+    called(&calls, "kubectl --context kind-upstream-tls -n projectcontour logs pod/contour-a", pass_1);
+    assert!(!calls.iter().any(|c| c.contains("implementation-tls12")), "no second pass: {calls:#?}");
+    assert!(stderr.contains("pass 1 was stopped (exit status 130): no second pass"), "{stderr}");
+    assert_eq!(called(&calls, "kind delete cluster --name upstream-tls", pass_1), calls.len() - 1);
+}
+
+#[test]
+fn a_rollout_that_does_not_finish_shows_the_pods_and_events() {
+    let fakes = Fakes::new("rollout");
+    // The first `rollout status` (Contour's deployment) times out.
+    let calls_before = |calls: &[String], prefix: &str| calls.iter().filter(|c| c.contains(prefix)).count();
+    let (code, calls, stderr) = fakes.run("install-contour", &[("FAKE_EXIT_KUBECTL_2", "1")]);
+    assert_eq!(code, 1, "{stderr}\n{calls:#?}");
+    let rollout =
+        called(&calls, "kubectl --context kind-upstream-tls -n projectcontour rollout status deployment/contour", 0);
+    let pods = called(&calls, "kubectl --context kind-upstream-tls -n projectcontour get pods -o wide", rollout);
+    called(&calls, "kubectl --context kind-upstream-tls -n projectcontour get events --sort-by=.lastTimestamp", pods);
+    assert!(stderr.contains("deployment/contour did not become ready within 180 s"), "{stderr}");
+    assert_eq!(calls_before(&calls, "patch service envoy"), 0, "nothing runs after it");
 }

@@ -866,10 +866,22 @@ impl EnvoySettings {
     }
 }
 
+/// The repository the programs read their scripts, examples and caches from:
+/// `UPSTREAM_TLS_HOME` when it is set (for a binary installed elsewhere, or a repository moved
+/// since the build), else the repository it was built from.
+pub fn repository_root() -> PathBuf {
+    match std::env::var_os("UPSTREAM_TLS_HOME").filter(|home| !home.is_empty()) {
+        Some(home) => PathBuf::from(home),
+        None => {
+            let loopback = Path::new(env!("CARGO_MANIFEST_DIR"));
+            loopback.parent().unwrap_or(loopback).to_path_buf()
+        }
+    }
+}
+
 /// Where `scripts/ensure-envoy` unpacks a release: `.cache/envoy/<version>` in the repository.
 pub fn envoy_cache_dir(version: &str) -> PathBuf {
-    let loopback = Path::new(env!("CARGO_MANIFEST_DIR"));
-    loopback.parent().unwrap_or(loopback).join(".cache/envoy").join(version)
+    repository_root().join(".cache/envoy").join(version)
 }
 
 /// How a tested Contour release and the Envoy release it runs with on loopback pair up.
@@ -1042,8 +1054,7 @@ pub fn is_release_version(version: &str) -> bool {
 
 /// Where `scripts/ensure-contour` builds a release: `.cache/contour/<version>` in the repository.
 pub fn contour_cache_dir(version: &str) -> PathBuf {
-    let loopback = Path::new(env!("CARGO_MANIFEST_DIR"));
-    loopback.parent().unwrap_or(loopback).join(".cache/contour").join(version)
+    repository_root().join(".cache/contour").join(version)
 }
 
 /// Contour's `tls` section, the parts about upstreams.

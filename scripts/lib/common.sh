@@ -82,3 +82,33 @@ run_script() {
     "$script" "$@"
   fi
 }
+
+# retry ATTEMPTS COMMAND...: as run, made again (after 10 s, then 20 s...) until it succeeds, at
+# most ATTEMPTS times: for pulls from registries that refuse now and then (429).
+retry() {
+  local attempts="$1" attempt=1
+  shift
+  show "$@"
+  if [ "$DRY_RUN" = 1 ]; then return 0; fi
+  until "$@"; do
+    if [ "$attempt" -ge "$attempts" ]; then
+      echo "error: failed $attempts times: $(quote "$@")" >&2
+      return 1
+    fi
+    sleep $((${RETRY_PAUSE:-10} * attempt))
+    attempt=$((attempt + 1))
+  done
+}
+
+# rollout KUBECTL... -- WORKLOAD: waits for a rollout (180 s); when it does not finish, prints
+# why (the namespace's pods and recent events: image pulls refused, crashes) before failing.
+rollout() {
+  local kubectl=()
+  while [ "$1" != "--" ]; do kubectl+=("$1"); shift; done
+  shift
+  if run "${kubectl[@]}" rollout status "$1" --timeout=180s; then return 0; fi
+  echo "error: $1 did not become ready within 180 s; its namespace's pods and events:" >&2
+  "${kubectl[@]}" get pods -o wide >&2 || true
+  "${kubectl[@]}" get events --sort-by=.lastTimestamp >&2 || true
+  return 1
+}
