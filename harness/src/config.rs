@@ -646,6 +646,20 @@ impl ImplementationConfig {
         }
         exempt.sort();
         exempt.dedup();
+        // Core features are what every implementation must do; the install-wide ones among
+        // them are facts of the installation, which the harness reads, not claims.
+        let core: Vec<&str> = exempt
+            .iter()
+            .filter(|f| f.profile() == crate::scenario::Profile::Core && !f.is_install_wide())
+            .map(|f| f.name())
+            .collect();
+        if !core.is_empty() {
+            return Err(format!(
+                "features: {} would be left out, but core features cannot be exempted; to run fewer scenarios, \
+                 use scenarios.run and scenarios.skip (--filter, --skip)",
+                core.join(", ")
+            ));
+        }
         let upstream = self.installation.upstream_tls;
         let client_certificate = overrides
             .client_certificate
@@ -1126,15 +1140,25 @@ mod tests {
     }
 
     #[test]
-    fn supported_features_exempt_the_rest() {
-        let plan = config("features:\n  supported: [upstream-tls, upstream-validation]\n  exempt: [ingress]\n")
+    fn supported_features_exempt_the_rest_but_never_a_core_one() {
+        let core = "upstream-tls, upstream-validation, upstream-http2";
+        let plan = config(&format!("features:\n  supported: [{core}, tcp-proxy]\n  exempt: [ingress]\n"))
             .unwrap()
             .resolve(Overrides::default())
             .unwrap();
         let TargetConfig::Loopback(LoopbackOptions { exempt, .. }) = &plan.target else { panic!() };
-        assert!(exempt.contains(&Feature::Ingress) && exempt.contains(&Feature::UpstreamHttp2));
-        assert!(!exempt.contains(&Feature::UpstreamTls));
+        assert!(exempt.contains(&Feature::Ingress) && exempt.contains(&Feature::AppProtocol));
+        assert!(!exempt.contains(&Feature::UpstreamTls) && !exempt.contains(&Feature::TcpProxy));
         assert_eq!(plan.implementation.project, "loopback", "no proxy: loopback is what is certified");
+        for file in
+            ["features:\n  supported: [upstream-tls, upstream-validation]\n", "features:\n  exempt: [upstream-http2]\n"]
+        {
+            let error = config(file).unwrap().resolve(Overrides::default()).unwrap_err();
+            assert!(
+                error.starts_with("features: upstream-http2 would be left out, but core features cannot"),
+                "{error}"
+            );
+        }
     }
 
     #[test]

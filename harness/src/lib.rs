@@ -20,6 +20,7 @@
 //! - [`bench`]: the catalog timed against loopback: wall, CPU, memory, critical path.
 
 pub mod bench;
+pub mod certify;
 pub mod cluster;
 pub mod config;
 pub mod contour_config;

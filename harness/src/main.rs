@@ -179,6 +179,22 @@ enum Command {
         #[arg(long, env = env::CONTEXT, requires = "cluster")]
         context: Option<String>,
     },
+    /// Check a certification report before it is submitted, as its reviewers do.
+    #[command(subcommand)]
+    Certify(CertifyCommand),
+}
+
+#[derive(Subcommand)]
+enum CertifyCommand {
+    /// Check a certification.yaml: its format, a released harness with that release's catalog
+    /// and contract, no loopback faults, no exempted core feature, a reason for every skip,
+    /// results and counts that agree. Exit 0 when valid, 1 with every problem otherwise.
+    Verify {
+        /// The report (certification.yaml of a run).
+        file: PathBuf,
+    },
+    /// Print the JSON Schema of certification.yaml (certification/certification.schema.json).
+    Schema,
 }
 
 #[derive(clap::Args)]
@@ -375,6 +391,11 @@ fn command() -> ExitCode {
             Err(code) => code,
         },
         Command::Run(args) => run(args),
+        Command::Certify(CertifyCommand::Schema) => {
+            out!("{}", harness::certify::schema());
+            ExitCode::SUCCESS
+        }
+        Command::Certify(CertifyCommand::Verify { file }) => certify_verify(&file),
         Command::Schema { report } => {
             if report {
                 out!("{}", harness::report::json::schema());
@@ -967,6 +988,33 @@ fn run_on(args: RunArgs) -> ExitCode {
         }
         if outcomes.iter().all(|o| o.passed()) { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILED) }
     })
+}
+
+fn certify_verify(file: &Path) -> ExitCode {
+    let text = match harness::scenario::load::read_text_file(file) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("error: {}: {e}", file.display());
+            return ExitCode::from(EXIT_INVALID_INPUT);
+        }
+    };
+    match harness::certify::verify(&text) {
+        Ok(verified) => {
+            outln!("{}: a valid certification report", file.display());
+            outln!("  {}", verified.implementation);
+            for (profile, result) in &verified.profiles {
+                outln!("  {profile}: {result}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            for problem in &problems {
+                eprintln!("error: {}: {problem}", file.display());
+            }
+            eprintln!("{} problem(s): the report cannot be submitted as it is", problems.len());
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
 }
 
 /// How long `cleanup` waits for namespaces to be deleted.

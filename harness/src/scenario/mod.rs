@@ -324,6 +324,8 @@ pub enum Profile {
 }
 
 impl Profile {
+    pub const ALL: [Profile; 4] = [Profile::Core, Profile::Extended, Profile::ContourSpecific, Profile::GatewayApi];
+
     pub fn name(self) -> &'static str {
         match self {
             Profile::Core => "core",
