@@ -186,13 +186,18 @@ pub mod k3s {
 
     use super::*;
 
+    /// How long k3s may take to start: often more than a minute on a loaded machine.
+    pub const STARTUP_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
+
     /// The container: privileged (k3s runs containerd and manages networking), the host's
     /// user namespace, k3s's own ingress and load balancer off, its kubeconfig written into
     /// `conf_dir`, the image archives of `images_dir` imported at start, and the API and
-    /// Envoy's node ports mapped to `ports` on 127.0.0.1.
+    /// Envoy's node ports mapped to `ports` on 127.0.0.1 only ([`host_config`]).
     pub fn container_request(conf_dir: &Path, images_dir: &Path, ports: HostPorts) -> ContainerRequest<K3s> {
         K3s::default()
             .with_conf_mount(conf_dir)
+            .with_startup_timeout(STARTUP_LIMIT)
+            .with_host_config_modifier(host_config)
             .with_tag(K3S_TAG)
             .with_cmd(K3S_COMMAND)
             .with_privileged(true)
@@ -201,6 +206,20 @@ pub mod k3s {
             .with_mapped_port(ports.api, ContainerPort::Tcp(API_PORT))
             .with_mapped_port(ports.http, ContainerPort::Tcp(HTTP_NODE_PORT))
             .with_mapped_port(ports.https, ContainerPort::Tcp(HTTPS_NODE_PORT))
+    }
+
+    /// What testcontainers cannot say itself: every mapped port bound on 127.0.0.1 (it binds
+    /// all addresses), and `/run` and `/var/run` in memory, as k3s in Docker wants them.
+    pub fn host_config(config: &mut testcontainers::bollard::models::HostConfig) {
+        for bindings in config.port_bindings.iter_mut().flat_map(|ports| ports.values_mut()).flatten() {
+            for binding in bindings.iter_mut() {
+                binding.host_ip = Some("127.0.0.1".into());
+            }
+        }
+        let tmpfs = config.tmpfs.get_or_insert_with(Default::default);
+        for dir in ["/run", "/var/run"] {
+            tmpfs.insert(dir.into(), String::new());
+        }
     }
 
     /// A running k3s cluster with Contour; [`Provisioned::remove`] removes it (dropping it
@@ -350,6 +369,19 @@ pub mod k3s {
             for (host, container) in [(40001, API_PORT), (40002, HTTP_NODE_PORT), (40003, HTTPS_NODE_PORT)] {
                 assert!(mapped.contains(&(host, ContainerPort::Tcp(container))), "{mapped:?}");
             }
+            assert_eq!(request.startup_timeout(), Some(STARTUP_LIMIT));
+            // The ports as testcontainers binds them (every address), then as the request leaves them.
+            use testcontainers::bollard::models::{HostConfig, PortBinding};
+            let everywhere = PortBinding { host_ip: None, host_port: Some("40002".into()) };
+            let mut config = HostConfig {
+                port_bindings: Some([("30080/tcp".to_string(), Some(vec![everywhere]))].into()),
+                ..Default::default()
+            };
+            (request.host_config_modifier().expect("the host config is adjusted"))(&mut config);
+            let binding = &config.port_bindings.unwrap()["30080/tcp"].clone().unwrap()[0];
+            assert_eq!(binding.host_ip.as_deref(), Some("127.0.0.1"));
+            let tmpfs = config.tmpfs.unwrap();
+            assert!(tmpfs.contains_key("/run") && tmpfs.contains_key("/var/run"), "{tmpfs:?}");
         }
     }
 }

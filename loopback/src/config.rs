@@ -1049,7 +1049,7 @@ pub fn is_release_version(version: &str) -> bool {
     parts.len() == 3
         && parts.iter().all(|p| !p.is_empty() && p.len() <= 6 && p.bytes().all(|b| b.is_ascii_digit()))
         && suffix.len() <= 32
-        && suffix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.')
+        && suffix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
 }
 
 /// Where `scripts/ensure-contour` builds a release: `.cache/contour/<version>` in the repository.
