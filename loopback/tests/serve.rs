@@ -317,8 +317,9 @@ fn http(address: (std::net::Ipv4Addr, u16), request: &str) -> u16 {
 /// The escapes found by trying a hostile scenario, run against the cluster of `kubeconfig`:
 /// the pods that reach outside are refused and `host` stays as it was; the pod that may run
 /// takes a WebDAV PUT into its own directory and logs nowhere on the host.
-fn escapes_leave_the_host_untouched(kubeconfig: &std::path::Path) {
-    let host = std::env::temp_dir().join(format!("loopback-host-{}", std::process::id()));
+fn escapes_leave_the_host_untouched(kubeconfig: &std::path::Path, test: &str) {
+    // One per test: the tests of a binary run at once.
+    let host = std::env::temp_dir().join(format!("loopback-host-{test}-{}", std::process::id()));
     std::fs::create_dir_all(&host).unwrap();
     // Writable by anyone: only the confinement stands between a pod and it.
     std::fs::set_permissions(&host, <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o777))
@@ -390,7 +391,7 @@ fn pods_that_reach_for_the_host_are_refused_and_the_host_is_untouched() {
     }
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let cluster = runtime.block_on(loopback::Loopback::start(Default::default())).expect("loopback starts");
-    escapes_leave_the_host_untouched(cluster.kubeconfig());
+    escapes_leave_the_host_untouched(cluster.kubeconfig(), "root");
     runtime.block_on(cluster.shutdown());
 }
 
@@ -436,7 +437,7 @@ fn an_unprivileged_user_runs_loopback_and_its_pods_stay_confined() {
     let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&work_dir).unwrap());
     assert!(me != 0 || owner == 65534, "the work directory belongs to the user running loopback: {owner}");
 
-    escapes_leave_the_host_untouched(&kubeconfig);
+    escapes_leave_the_host_untouched(&kubeconfig, "unprivileged");
 
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(child.0.id() as i32, libc::SIGINT) };
