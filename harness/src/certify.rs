@@ -6,8 +6,11 @@
 //! harness ([`RELEASES`]) with that release's catalog and contract, against a named
 //! implementation, without loopback faults; when the core profile claims every core feature
 //! (core features cannot be exempted); when every skipped or not-applicable scenario says
-//! why; and when each result and count agrees with the others (a result edited to `success`
-//! over failures is caught).
+//! why; when each result and count agrees with the others; and, for a report of this very
+//! release, when its lists are the catalog's scenarios, each once, accounting for every one.
+//!
+//! Reports are not signed: this checks that a report is complete and consistent, not that
+//! the run happened as written (the reviewers read the run's summary and logs for that).
 
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -181,9 +184,11 @@ pub fn verify(text: &str) -> Result<Verified, Vec<String>> {
     if !report.profiles.iter().any(|p| p.name == Profile::Core.name()) {
         problems.push("there is no core profile: every certification covers it".into());
     }
+    if report.harness_version == env!("CARGO_PKG_VERSION") {
+        catalog_problems(&report, &mut problems);
+    }
     let stated = report.statistics;
-    let counted_run = (total.passed, total.failed, total.known_failures, total.skipped);
-    if counted_run != (stated.passed, stated.failed, stated.known_failures, stated.skipped) {
+    if total != stated {
         problems.push(format!(
             "the report's statistics {stated:?} are not the sum of its profiles' {total:?}: was it edited?"
         ));
@@ -203,6 +208,60 @@ pub fn verify(text: &str) -> Result<Verified, Vec<String>> {
         ),
         profiles: report.profiles.iter().map(|p| (p.name.clone(), p.result.clone())).collect(),
     })
+}
+
+/// A report of this very release, checked against the catalog built into this binary: every
+/// scenario it names is the catalog's, in that profile, listed once; each profile accounts
+/// for all its scenarios; a scenario is not applicable only for a configuration of the
+/// installation (an install-wide feature), never to hide a failure.
+fn catalog_problems(report: &SubmittedReport, problems: &mut Vec<String>) {
+    let Ok(catalog) = crate::scenario::load::load_builtin() else { return };
+    for profile in Profile::ALL {
+        let members: Vec<_> = catalog.iter().filter(|s| s.scenario.profile() == profile).collect();
+        let submitted = report.profiles.iter().find(|p| p.name == profile.name());
+        let Some(submitted) = submitted else {
+            if !members.is_empty() {
+                problems.push(format!("profile {} of the catalog is missing", profile.name()));
+            }
+            continue;
+        };
+        let s = submitted.statistics;
+        let accounted = s.passed + s.failed + s.known_failures + s.skipped + s.not_applicable;
+        if accounted != members.len() {
+            problems.push(format!(
+                "{}: {accounted} scenarios are accounted for, but the catalog's profile has {}",
+                profile.name(),
+                members.len()
+            ));
+        }
+        let listed = submitted
+            .failed_scenarios
+            .iter()
+            .chain(submitted.known_failures.iter().map(|k| &k.name))
+            .chain(submitted.skipped_scenarios.iter().map(|s| &s.name))
+            .chain(submitted.not_applicable_scenarios.iter().map(|s| &s.name));
+        let mut seen = std::collections::BTreeSet::new();
+        for name in listed {
+            if !members.iter().any(|m| m.name() == name) {
+                problems.push(format!("{}: {name} is not a scenario of this profile in the catalog", profile.name()));
+            } else if !seen.insert(name.as_str()) {
+                problems.push(format!("{}: {name} is listed twice", profile.name()));
+            }
+        }
+        for entry in &submitted.not_applicable_scenarios {
+            let install_wide = members
+                .iter()
+                .find(|m| m.name() == entry.name)
+                .is_some_and(|m| m.scenario.features.iter().any(|f| f.is_install_wide()));
+            if !install_wide {
+                problems.push(format!(
+                    "{}: {} is listed as not applicable, but it needs no particular configuration of the installation",
+                    profile.name(),
+                    entry.name
+                ));
+            }
+        }
+    }
 }
 
 /// The report must come from a released harness, with the catalog and contract it carries.

@@ -500,6 +500,14 @@ impl ClusterClient {
         self.apply_within(object, default_namespace, None).await
     }
 
+    /// Whether objects of this kind live in namespaces.
+    ///
+    /// # Errors
+    /// The cluster does not serve the kind.
+    pub async fn is_namespaced(&self, api_version: &str, kind: &str) -> Result<bool, ClusterError> {
+        Ok(self.resource(api_version, kind).await?.1)
+    }
+
     /// Applies an object like [`ClusterClient::apply`], but only into one of `namespaces`
     /// (the first is the default): a scenario's objects stay where its clean-up reaches.
     ///

@@ -241,7 +241,7 @@ fn before_key_lines(text: &str) -> &str {
     let mut rest = without_break(text.trim_end_matches([' ', '\t']));
     loop {
         let line_start = ["\n", "\\n", "\r", "\\r"].iter().filter_map(|b| rest.rfind(b).map(|i| i + b.len())).max();
-        let line = rest[line_start.unwrap_or(0)..].trim_start_matches([' ', '\t']);
+        let line = rest[line_start.unwrap_or(0)..].trim_matches([' ', '\t']);
         match line_start {
             Some(start) if !line.is_empty() && line.chars().all(is_key) => rest = without_break(&rest[..start]),
             _ => return rest.trim_end_matches(is_key).trim_end_matches([' ', '\t']),
@@ -290,6 +290,8 @@ mod tests {
         assert_eq!(redact(text), "line 40: did not find expected key: \"[private key redacted]\n  kind\"");
         let text = r#"quoted "abc\nQUJD\n-----END EC PRIVATE KEY-----" rest"#;
         assert_eq!(redact(text), r#"quoted "[private key redacted]" rest"#);
+        let text = "got (\nMIIBVQIBADAN  \nBgkqhkiG9w0B\t\n-----END PRIVATE KEY-----";
+        assert_eq!(redact(text), "got ([private key redacted]", "key lines with trailing blanks go too");
         let text = "-----END CERTIFICATE----- stays";
         assert_eq!(redact(text), text);
     }

@@ -59,6 +59,10 @@ fn a_loopback_run_s_report_verifies_and_edited_ones_do_not() {
         (edited(&report, "result.yaml", "result: partial", "result: success"), "does not follow from its statistics"),
         (edited(&report, "reason.yaml", "reason: not selected for this run", "reason: \"\""), "has no reason"),
         (edited(&report, "unknown.yaml", "mode: default", "mode: default\nsigned: true"), "unknown field `signed`"),
+        (
+            edited(&report, "stranger.yaml", "- name: ca-secret-", "- name: no-such-scenario-"),
+            "is not a scenario of this profile in the catalog",
+        ),
     ];
     for (path, expected) in cases {
         let (code, text) = verify(&path);

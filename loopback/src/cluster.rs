@@ -101,8 +101,12 @@ impl Loopback {
         // is where it goes, never changed itself nor left holding anything.
         let root = match &config.work_dir {
             Some(dir) => {
-                std::fs::create_dir_all(dir).map_err(|source| StartError::WorkDir { path: dir.clone(), source })?;
-                dir.clone()
+                let error = |source| StartError::WorkDir { path: dir.clone(), source };
+                std::fs::create_dir_all(dir).map_err(error)?;
+                // Absolute, so that the paths processes are started with name it whole.
+                let dir = std::path::absolute(dir).map_err(error)?;
+                traversable_by_workers(&dir).map_err(error)?;
+                dir
             }
             None => work_roots().swap_remove(0),
         };
@@ -477,7 +481,12 @@ fn shared_memory_usable(dir: &Path) -> bool {
 pub fn remove_stale_work_dirs(roots: &[PathBuf]) -> Vec<StaleWorkDir> {
     let mut all_roots = roots.to_vec();
     all_roots.extend(work_roots().into_iter().filter(|r| !roots.contains(r)));
-    let entries = all_roots.into_iter().filter_map(|root| std::fs::read_dir(root).ok()).flatten();
+    remove_stale_work_dirs_in(&all_roots)
+}
+
+/// [`remove_stale_work_dirs`] in `roots` only.
+fn remove_stale_work_dirs_in(roots: &[PathBuf]) -> Vec<StaleWorkDir> {
+    let entries = roots.iter().filter_map(|root| std::fs::read_dir(root).ok()).flatten();
     let mut found = Vec::new();
     for entry in entries.filter_map(Result::ok) {
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -542,36 +551,66 @@ fn work_dir_owner(name: &str) -> Option<u32> {
     (is_hex && attempt_ok).then_some(pid)
 }
 
-/// Sends SIGKILL to every process of this user whose command line names a path in `dir`, and
-/// to the process group it leads, if it leads one (nginx's workers, which may run as another
-/// user); returns how many processes were named.
+/// The environment variable every process a loopback starts (nginx for pods, Contour, Envoy)
+/// carries: the directory it runs from, inside the cluster's work directory. `cleanup` stops
+/// only processes that carry it, with a directory of a work directory it removes.
+pub const PROCESS_DIR_ENV: &str = "LOOPBACK_PROCESS_DIR";
+
+/// Sends SIGKILL to every process of this user started by the loopback of `dir` (its
+/// environment says so: [`PROCESS_DIR_ENV`]), and to the process group it leads, if it leads
+/// one (nginx's workers, which may run as another user and do not keep the environment);
+/// never to this process or its group. Returns how many processes were found.
 fn stop_processes_in(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
-    let dir = dir.display().to_string();
-    let inside = format!("{dir}/");
-    // SAFETY: geteuid(2) has no preconditions.
-    let me = unsafe { libc::geteuid() };
+    let marker = format!("{PROCESS_DIR_ENV}={}", dir.display());
+    let inside = format!("{marker}/");
+    // SAFETY: geteuid(2), getpid(2) and getpgrp(2) have no preconditions.
+    let (me, own_pid, own_group) = unsafe { (libc::geteuid(), libc::getpid(), libc::getpgrp()) };
     let mut stopped = 0;
     for entry in entries.filter_map(Result::ok) {
         let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
-        if entry.metadata().map_or(true, |m| m.uid() != me) {
+        if pid == own_pid || entry.metadata().map_or(true, |m| m.uid() != me) {
             continue;
         }
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
-        // nginx rewrites its arguments into one line: words, not arguments, are compared.
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if !cmdline.split_whitespace().any(|word| word == dir || word.starts_with(&inside)) {
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
+        let ours = environ
+            .split(|b| *b == 0)
+            .map(String::from_utf8_lossy)
+            .any(|var| var == marker || var.starts_with(&inside));
+        if !ours {
             continue;
         }
         let leads_group = std::fs::read_to_string(entry.path().join("stat")).ok().and_then(|stat| {
             stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(2)?.parse::<i32>().ok())
         }) == Some(pid);
-        let target = if leads_group { -pid } else { pid };
+        let target = if leads_group && pid != own_group { -pid } else { pid };
         // SAFETY: plain kill(2); the process runs from the work directory of a loopback that is gone.
         unsafe { libc::kill(target, libc::SIGKILL) };
         stopped += 1;
     }
     stopped
+}
+
+/// When loopback runs as root, nginx's workers run as an unprivileged user and must reach the
+/// pods' directories: every directory on the way to `dir` must let others through (o+x).
+fn traversable_by_workers(dir: &Path) -> std::io::Result<()> {
+    // SAFETY: geteuid(2) has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(());
+    }
+    for ancestor in dir.ancestors() {
+        let mode = std::fs::metadata(ancestor)?.permissions().mode();
+        if mode & 0o001 == 0 {
+            return Err(std::io::Error::other(format!(
+                "{} does not let others through (mode {:o}, no o+x); nginx's workers run as an unprivileged user \
+                 when loopback runs as root, and must reach the pods' directories: choose another work-dir or \
+                 chmod o+x it",
+                ancestor.display(),
+                mode & 0o7777
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A new directory under `root`, created by this call (so never one another user prepared),
@@ -633,10 +672,16 @@ mod tests {
         std::fs::write(dir(0).join("pods/x"), "").unwrap();
         let elsewhere = PathBuf::from(format!("{}-not-it", dir(0).display()));
         std::fs::write(&elsewhere, "").unwrap();
-        let follow = |file: &Path| std::process::Command::new("tail").arg("-f").arg(file).spawn().unwrap();
-        let (mut backend, mut bystander) = (follow(&dir(0).join("pods/x")), follow(&elsewhere));
+        let follow = |file: &Path, dir: &Path| {
+            std::process::Command::new("tail").arg("-f").arg(file).env(PROCESS_DIR_ENV, dir).spawn().unwrap()
+        };
+        let backend_dir = dir(0).join("pods/x");
+        // A backend of the dead cluster; a process that only names a file in it (a user's
+        // `tail -f` of a log), which is not the cluster's.
+        let mut backend = follow(&elsewhere, &backend_dir);
+        let mut bystander = std::process::Command::new("tail").arg("-f").arg(dir(0).join("pods/x")).spawn().unwrap();
 
-        let found = remove_stale_work_dirs(std::slice::from_ref(&root));
+        let found = remove_stale_work_dirs_in(std::slice::from_ref(&root));
         let outcome = |n: u32| {
             found.iter().find(|f| f.path == dir(n)).map(|f| match &f.outcome {
                 StaleOutcome::Removed => format!("removed, {} stopped", f.processes),
@@ -654,7 +699,7 @@ mod tests {
             assert!(dir(4).exists());
         }
         assert!(backend.wait().is_ok_and(|s| !s.success()), "the backend was stopped");
-        assert!(bystander.try_wait().unwrap().is_none(), "a process not running from it is left alone");
+        assert!(bystander.try_wait().unwrap().is_none(), "a process that only names a file there is left alone");
         bystander.kill().unwrap();
         let _ = bystander.wait();
         std::fs::remove_dir_all(&root).unwrap();
@@ -663,7 +708,7 @@ mod tests {
     #[tokio::test]
     async fn a_work_dir_the_user_names_is_left_as_it_was() {
         let dir = std::env::temp_dir().join(format!("loopback-work-dir-test-{}", std::process::id()));
-        std::fs::DirBuilder::new().mode(0o750).create(&dir).unwrap();
+        std::fs::DirBuilder::new().mode(0o751).create(&dir).unwrap();
         std::fs::write(dir.join("mine"), "").unwrap();
         let config = LoopbackConfig { work_dir: Some(dir.clone()), ..Default::default() };
         let cluster = Loopback::start(config).await.expect("loopback starts");
@@ -673,7 +718,14 @@ mod tests {
         cluster.shutdown().await;
         let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, ["mine"], "nothing is left");
-        assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o750, "its mode is kept");
+        assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o751, "its mode is kept");
+        // SAFETY: geteuid(2) has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o750)).unwrap();
+            let config = LoopbackConfig { work_dir: Some(dir.clone()), ..Default::default() };
+            let error = Loopback::start(config).await.err().expect("refused").to_string();
+            assert!(error.contains("does not let others through (mode 750, no o+x)"), "{error}");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

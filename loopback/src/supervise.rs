@@ -52,6 +52,10 @@ impl Supervised {
         let (output, output_end) = std::io::pipe()?;
         let output_err = output_end.try_clone()?;
         command.stdin(Stdio::null()).stdout(output_end).stderr(output_err).process_group(0);
+        // What `cleanup` recognises its own by: the directory the program's log is in.
+        if let Some(dir) = log.parent() {
+            command.env(crate::cluster::PROCESS_DIR_ENV, dir);
+        }
         // SAFETY: prctl is async-signal-safe; it makes the kernel stop the program when the
         // thread below ends, which is only when the program has exited or loopback is gone.
         unsafe {

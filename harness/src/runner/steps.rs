@@ -406,13 +406,20 @@ impl<'a> ScenarioRun<'a> {
         Err(plain(format!("expected a refusal containing {message:?}; got: {}", refusals.join("; "))))
     }
 
-    fn object_ref(
+    /// The object a `delete` or `expectStatus` step names, which must be in one of the
+    /// scenario's own namespaces: a kind of no namespace is refused, as `apply` refuses it.
+    async fn object_ref(
         &self,
         api_version: String,
         kind: String,
         name: &str,
         namespace: Option<&str>,
     ) -> Result<ObjectRef, StepError> {
+        if !self.target.cluster.is_namespaced(&api_version, &kind).await.map_err(plain)? {
+            return Err(plain(format!(
+                "{kind} objects belong to no namespace, and a scenario reaches only its own namespaces"
+            )));
+        }
         let namespace = match namespace {
             Some(ns) => self.bindings.expand(ns).map_err(plain)?,
             None => self.namespace.clone(),
@@ -437,12 +444,14 @@ impl<'a> ScenarioRun<'a> {
         if object.kind == "Namespace" {
             return Err(plain("a scenario deletes no Namespace: the harness makes and deletes its namespaces"));
         }
-        let object = self.object_ref(
-            object.api_version.clone(),
-            object.kind.clone(),
-            &object.name,
-            object.namespace.as_ref().map(|n| n.value.as_str()),
-        )?;
+        let object = self
+            .object_ref(
+                object.api_version.clone(),
+                object.kind.clone(),
+                &object.name,
+                object.namespace.as_ref().map(|n| n.value.as_str()),
+            )
+            .await?;
         self.target.cluster.delete_and_wait(&object, self.target.settings.status_limit).await.map_err(plain)
     }
 
@@ -478,12 +487,14 @@ impl<'a> ScenarioRun<'a> {
 
     async fn expect_status(&self, expect: &ExpectStatus) -> Result<(), StepError> {
         let wanted = self.bindings.expand_json(&expect.status.value).map_err(plain)?;
-        let object = self.object_ref(
-            expect.api_version.clone().unwrap_or_else(|| "projectcontour.io/v1".into()),
-            expect.kind.clone().unwrap_or_else(|| "HTTPProxy".into()),
-            &expect.name,
-            expect.namespace.as_ref().map(|n| n.value.as_str()),
-        )?;
+        let object = self
+            .object_ref(
+                expect.api_version.clone().unwrap_or_else(|| "projectcontour.io/v1".into()),
+                expect.kind.clone().unwrap_or_else(|| "HTTPProxy".into()),
+                &expect.name,
+                expect.namespace.as_ref().map(|n| n.value.as_str()),
+            )
+            .await?;
         let limit = self.target.settings.status_limit;
         let lists = if expect.exact_lists { Lists::Exact } else { Lists::Subset };
         let check = wanted.clone();

@@ -363,7 +363,12 @@ impl Checker<'_> {
         self.install_wide(scenario);
         for step in &scenario.steps {
             if let Step::ExpectStatus(expect) = step {
-                self.own_namespace_reference(scenario, None, expect.namespace.as_ref(), "expectStatus");
+                self.own_namespace_reference(
+                    scenario,
+                    expect.kind.as_deref(),
+                    expect.namespace.as_ref(),
+                    "expectStatus",
+                );
                 let fields = [expect.api_version.as_deref(), expect.kind.as_deref(), Some(expect.name.as_str())];
                 if fields.iter().flatten().any(|field| field.trim().is_empty()) {
                     self.error(
@@ -818,7 +823,7 @@ impl Checker<'_> {
         match template::references(self.source) {
             Err(open) => self.error((open.line, open.column), "`${` without a closing `}`".into()),
             Ok(references) => {
-                let key_regions = key_regions(self.source);
+                let key_regions = key_regions(self.source, scenario);
                 for reference in references {
                     if known.contains(&reference.name) {
                         let is_key = reference.name.ends_with(".key") || reference.name.ends_with(".keyBase64");
@@ -909,14 +914,26 @@ impl Checker<'_> {
     fn own_namespace_reference(
         &mut self,
         scenario: &Scenario,
-        deleted_kind: Option<&str>,
+        kind: Option<&str>,
         namespace: Option<&Spanned<String>>,
         step: &str,
     ) {
-        if deleted_kind == Some("Namespace") {
+        if let Some(kind) = kind.filter(|k| *k != "Namespace" && CLUSTER_SCOPED_KINDS.contains(k)) {
+            let at = namespace.map_or(position(&scenario.name.referenced), |n| position(&n.referenced));
+            self.error(
+                at,
+                format!("`{step}` of a {kind}, which belongs to no namespace: a scenario reaches only its own"),
+            );
+        }
+        if kind == Some("Namespace") {
             let at = namespace.map_or((0, 0), |n| position(&n.referenced));
             let at = if at == (0, 0) { position(&scenario.name.referenced) } else { at };
-            self.error(at, format!("`{step}` of a Namespace: the harness makes and deletes a scenario's namespaces"));
+            self.error(
+                at,
+                format!(
+                    "`{step}` of a Namespace: the harness makes and deletes a scenario's namespaces, and reads none"
+                ),
+            );
         }
         let Some(namespace) = namespace else { return };
         if !is_own_namespace(&namespace.value, &scenario.namespaces) {
@@ -973,6 +990,9 @@ impl Checker<'_> {
 fn outside_own_namespaces(doc: &serde_json::Value, declared: &[Spanned<String>]) -> Option<String> {
     let kind = doc["kind"].as_str().unwrap_or_default();
     let name = doc["metadata"]["name"].as_str().unwrap_or_default();
+    if kind != "Namespace" && CLUSTER_SCOPED_KINDS.contains(&kind) {
+        return Some(format!("{kind} {name:?} belongs to no namespace: a scenario makes objects only in its own"));
+    }
     if kind == "Namespace" {
         return Some(format!(
             "Namespace {name:?}: a scenario lists the namespaces it needs under `namespaces:`, and the harness makes them"
@@ -988,6 +1008,24 @@ fn outside_own_namespaces(doc: &serde_json::Value, declared: &[Spanned<String>])
     })
 }
 
+/// Kinds of no namespace that `check` knows by name (the runner refuses any other it meets,
+/// asking the cluster).
+const CLUSTER_SCOPED_KINDS: &[&str] = &[
+    "Namespace",
+    "CustomResourceDefinition",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "GatewayClass",
+    "Node",
+    "PersistentVolume",
+    "StorageClass",
+    "ValidatingWebhookConfiguration",
+    "MutatingWebhookConfiguration",
+    "APIService",
+    "PriorityClass",
+    "IngressClass",
+];
+
 /// Whether `namespace`, as written, names one of the scenario's own namespaces.
 fn is_own_namespace(namespace: &str, declared: &[Spanned<String>]) -> bool {
     namespace == "${namespace}"
@@ -997,23 +1035,33 @@ fn is_own_namespace(namespace: &str, declared: &[Spanned<String>]) -> bool {
             .is_some_and(|n| declared.iter().any(|d| d.value == n))
 }
 
-/// The lines (1-based) of the steps that may hold private keys: `apply` blocks, the
-/// `manifest` of `applyRejected` and `envoyClientCertificate` steps, each up to the next line
-/// indented no deeper than its key.
-fn key_regions(source: &str) -> Vec<std::ops::RangeInclusive<usize>> {
+/// The lines (1-based) that may hold private keys: the manifests of `apply` and
+/// `applyRejected` steps, as parsed, and the `envoyClientCertificate` steps of the scenario's
+/// `steps` list, each up to the next step.
+fn key_regions(source: &str, scenario: &Scenario) -> Vec<std::ops::RangeInclusive<usize>> {
+    let mut regions = Vec::new();
+    for step in &scenario.steps {
+        let manifest = match step {
+            Step::Apply(manifest) => manifest,
+            Step::ApplyRejected(rejected) => &rejected.manifest,
+            _ => continue,
+        };
+        let (line0, _) = block_origin(source, manifest);
+        let first = (manifest.referenced.line() as usize).min(line0 + 1);
+        regions.push(first..=line0 + manifest.value.lines().count().max(1));
+    }
     let lines: Vec<&str> = source.lines().collect();
     let indent = |line: &str| line.len() - line.trim_start().len();
-    let mut regions = Vec::new();
-    for (index, line) in lines.iter().enumerate() {
-        let content = line.trim_start().trim_start_matches("- ");
-        let holds_keys = ["apply:", "manifest:", "envoyClientCertificate:"].iter().any(|key| content.starts_with(key));
-        if !holds_keys {
+    let content = |line: &str| !line.trim().is_empty() && !line.trim_start().starts_with('#');
+    let Some(steps) = lines.iter().position(|l| l.trim_end() == "steps:") else { return regions };
+    let Some(step_indent) = lines[steps + 1..].iter().find(|l| content(l)).map(|l| indent(l)) else { return regions };
+    for (index, line) in lines.iter().enumerate().skip(steps + 1) {
+        if indent(line) != step_indent || !line.trim_start().starts_with("- envoyClientCertificate:") {
             continue;
         }
-        let start = indent(line);
         let end = lines[index + 1..]
             .iter()
-            .position(|next| !next.trim().is_empty() && indent(next) <= start)
+            .position(|next| content(next) && indent(next) <= step_indent)
             .map_or(lines.len(), |offset| index + offset + 1);
         regions.push(index + 1..=end);
     }
@@ -1199,10 +1247,8 @@ fn is_syntax_error(error: &serde_saphyr::Error) -> bool {
     while let Error::WithSnippet { error, .. } = inner {
         inner = error;
     }
-    matches!(
-        inner,
-        Error::Message { .. } | Error::ExternalMessage { .. } | Error::Eof { .. } | Error::ContainerEndMismatch { .. }
-    )
+    // `Message` is also what a field's own check (serde's `Error::custom`) says: not syntax.
+    matches!(inner, Error::ExternalMessage { .. } | Error::Eof { .. } | Error::ContainerEndMismatch { .. })
 }
 
 /// The errors whose library wording means nothing to a user, said in the project's words.

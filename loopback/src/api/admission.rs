@@ -198,7 +198,10 @@ fn label_and_annotation_errors(object: &Value) -> Vec<FieldError> {
         for detail in qualified_name_problems(key) {
             errors.push(FieldError::invalid("metadata.labels", shown(key), detail));
         }
-        let value = value.as_str().unwrap_or_default();
+        let Some(value) = value.as_str() else {
+            errors.push(FieldError::invalid("metadata.labels", shown(key), "label values must be strings"));
+            continue;
+        };
         if value.len() > LABEL_LIMIT {
             errors.push(FieldError::invalid(
                 "metadata.labels",
@@ -222,7 +225,14 @@ fn label_and_annotation_errors(object: &Value) -> Vec<FieldError> {
         for detail in qualified_name_problems(&key.to_ascii_lowercase()) {
             errors.push(FieldError::invalid("metadata.annotations", shown(key), detail));
         }
-        size += key.len() + value.as_str().map_or(0, str::len);
+        match value.as_str() {
+            Some(text) => size += key.len() + text.len(),
+            None => errors.push(FieldError::invalid(
+                "metadata.annotations",
+                shown(key),
+                "annotation values must be strings",
+            )),
+        }
     }
     if size > ANNOTATIONS_LIMIT {
         errors.push(FieldError {

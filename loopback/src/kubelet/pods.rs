@@ -449,6 +449,8 @@ fn spawn(nginx: &Path, args: &[String], dir: &Path) -> Result<Child, String> {
         }
     };
     command.args(args).stdin(Stdio::null()).stdout(log).stderr(log_err).process_group(0).kill_on_drop(true);
+    // What `cleanup` recognises its own by, should this loopback die without stopping it.
+    command.env(crate::cluster::PROCESS_DIR_ENV, dir);
     command.spawn().map_err(|e| format!("cannot start {}: {e}", nginx.display()))
 }
 

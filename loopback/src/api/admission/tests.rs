@@ -378,6 +378,10 @@ fn labels_and_annotations_are_held_to_the_api_server_s_limits() {
         let object = with(json!({bad_key: "x"}), json!({}));
         assert!(admit(&kinds::CONFIG_MAP, &object).is_err(), "label key {bad_key:?} was accepted");
     }
+    for not_a_string in [json!({"version": 1}), json!({"on": true})] {
+        assert!(admit(&kinds::CONFIG_MAP, &with(not_a_string.clone(), json!({}))).is_err(), "{not_a_string}");
+        assert!(admit(&kinds::CONFIG_MAP, &with(json!({}), not_a_string.clone())).is_err(), "{not_a_string}");
+    }
     for bad_value in ["-x", "a b", "x/y"] {
         let object = with(json!({"app": bad_value}), json!({}));
         assert!(admit(&kinds::CONFIG_MAP, &object).is_err(), "label value {bad_value:?} was accepted");
