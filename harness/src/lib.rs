@@ -25,6 +25,7 @@ pub mod cluster;
 pub mod config;
 pub mod contour_config;
 pub mod differential;
+pub mod explain;
 pub mod fixture;
 pub mod generate;
 pub mod install;

@@ -182,6 +182,14 @@ enum Command {
     /// Check a certification report before it is submitted, as its reviewers do.
     #[command(subcommand)]
     Certify(CertifyCommand),
+    /// Say what a scenario proves (its clauses, in the contract's words) and what it does
+    /// (certificates, backends, objects applied, steps), without running it.
+    Explain {
+        /// The scenario's name, as `list` prints it.
+        scenario: String,
+        #[command(flatten)]
+        selection: Selection,
+    },
 }
 
 #[derive(Subcommand)]
@@ -396,6 +404,23 @@ fn command() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Certify(CertifyCommand::Verify { file }) => certify_verify(&file),
+        Command::Explain { scenario, selection } => match load(&selection) {
+            Ok(scenarios) => match scenarios.iter().find(|s| s.name() == scenario) {
+                Some(found) => {
+                    out!("{}", harness::explain::explain(found));
+                    ExitCode::SUCCESS
+                }
+                None => {
+                    let near: Vec<&str> =
+                        scenarios.iter().map(|s| s.name()).filter(|n| n.contains(scenario.as_str())).take(5).collect();
+                    let hint =
+                        if near.is_empty() { String::new() } else { format!("; did you mean {}?", near.join(", ")) };
+                    eprintln!("error: no scenario is named {scenario:?}{hint} (`list` names them all)");
+                    ExitCode::from(EXIT_INVALID_INPUT)
+                }
+            },
+            Err(code) => code,
+        },
         Command::Schema { report } => {
             if report {
                 out!("{}", harness::report::json::schema());

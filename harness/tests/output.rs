@@ -23,6 +23,8 @@ fn every_subcommand(reports: &std::path::Path) -> Vec<(Vec<String>, i32)> {
         (words("schema"), 0),
         (words("schema --report"), 0),
         (words("differential --show 3"), 0),
+        (words("explain validation-wrong-ca"), 0),
+        (words("certify schema"), 0),
         (words("contour-config --config examples/implementation.yaml"), 0),
         (words("cleanup"), 0),
         (words(&format!("run --filter {quick} --reports {}", reports.display())), 0),
