@@ -633,6 +633,8 @@ fn fresh_work_dir(root: &Path) -> std::io::Result<PathBuf> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::process::CommandExt;
+
     use super::*;
 
     #[test]
@@ -679,7 +681,14 @@ mod tests {
         // A backend of the dead cluster; a process that only names a file in it (a user's
         // `tail -f` of a log), which is not the cluster's.
         let mut backend = follow(&elsewhere, &backend_dir);
-        let mut bystander = std::process::Command::new("tail").arg("-f").arg(dir(0).join("pods/x")).spawn().unwrap();
+        // (A shell that waits, its command line naming the file: `tail -f` would end by itself
+        // once the file is removed.)
+        let mut bystander = std::process::Command::new("sh")
+            .args(["-c", "sleep 600; :"])
+            .arg(dir(0).join("pods/x"))
+            .process_group(0)
+            .spawn()
+            .unwrap();
 
         let found = remove_stale_work_dirs_in(std::slice::from_ref(&root));
         let outcome = |n: u32| {
@@ -700,7 +709,8 @@ mod tests {
         }
         assert!(backend.wait().is_ok_and(|s| !s.success()), "the backend was stopped");
         assert!(bystander.try_wait().unwrap().is_none(), "a process that only names a file there is left alone");
-        bystander.kill().unwrap();
+        // SAFETY: kill(2) on the process group of our own child, the shell and its sleep.
+        unsafe { libc::kill(-(bystander.id() as i32), libc::SIGKILL) };
         let _ = bystander.wait();
         std::fs::remove_dir_all(&root).unwrap();
     }

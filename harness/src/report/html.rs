@@ -31,6 +31,7 @@ pub fn render(report: &RunReport) -> String {
     out.push_str(&format!("<title>Upstream TLS conformance: run {}</title>\n", escape(&report.run_id)));
     out.push_str(&format!("<style>{STYLE}</style>\n</head>\n<body>\n"));
     out.push_str(&header(report));
+    out.push_str(&guarantees(report));
     out.push_str(&filters(&scenarios));
     out.push_str(&table(&scenarios));
     out.push_str(&format!("<script>{SCRIPT}</script>\n</body>\n</html>\n"));
@@ -99,6 +100,53 @@ fn profiles(report: &RunReport) -> String {
     }
     out.push_str("</tbody></table>\n");
     out
+}
+
+/// Which guarantees hold: a row per clause of the contract that the run's scenarios prove,
+/// with a mark per scenario proving it (its result; the name on hover) and the clause's
+/// verdict: broken when one of them failed (known failures included), holds when all passed,
+/// holds where tested when some were skipped, not tested when all were.
+fn guarantees(report: &RunReport) -> String {
+    let mut rows = String::new();
+    for id in crate::scenario::load::contract_clauses() {
+        let proving: Vec<&ScenarioReport> =
+            report.scenarios.iter().filter(|s| s.contract.iter().any(|c| c == id)).collect();
+        if proving.is_empty() {
+            continue;
+        }
+        let any = |verdicts: &[Verdict]| proving.iter().any(|s| verdicts.contains(&s.verdict));
+        let (class, word) = if any(&[Verdict::Failed, Verdict::KnownFailure]) {
+            ("failed", "broken")
+        } else if proving.iter().all(|s| s.verdict == Verdict::Skipped) {
+            ("skipped", "not tested")
+        } else if any(&[Verdict::Skipped]) {
+            ("skipped", "holds where tested")
+        } else {
+            ("passed", "holds")
+        };
+        let text = crate::explain::clause_text(id).unwrap_or_default();
+        let title = text.split(". ").next().unwrap_or_default().trim_end_matches('.');
+        let marks: String = proving
+            .iter()
+            .map(|s| {
+                let verdict = verdict_name(s.verdict);
+                format!("<span class=\"dot {verdict}\" title=\"{}: {verdict}\"></span>", escape(&s.name))
+            })
+            .collect();
+        rows.push_str(&format!(
+            "<tr><th title=\"{}\">{id} {}</th><td><span class=\"badge {class}\">{word}</span></td>\
+             <td class=\"dots\">{marks}</td></tr>\n",
+            escape(&text),
+            escape(title)
+        ));
+    }
+    if rows.is_empty() {
+        return String::new();
+    }
+    format!(
+        "<section class=\"guarantees\">\n<h2>Guarantees</h2>\n<table class=\"guarantees\"><thead><tr><th>clause</th>\
+         <th>verdict</th><th>scenarios proving it</th></tr></thead><tbody>\n{rows}</tbody></table>\n</section>\n"
+    )
 }
 
 /// The filter form; hidden until the script runs, as it does nothing without it.
@@ -387,6 +435,10 @@ summary b { font-weight: 700; }
 pre { margin: 6px 0; padding: 8px 10px; background: var(--soft); border: 1px solid var(--line); border-radius: 6px;
   white-space: pre-wrap; overflow-wrap: anywhere; }
 pre.message { background: var(--fail-bg); border-color: #ffcecb; color: #82071e; }
+.guarantees th, .guarantees td { text-align: left; padding: 2px 12px 2px 0; vertical-align: top; }
+.dots .dot { display: inline-block; width: 10px; height: 10px; margin: 1px; border-radius: 2px; }
+.dot.passed { background: var(--pass); } .dot.failed, .dot.known-failure { background: var(--fail); }
+.dot.skipped { background: var(--skip-bg); outline: 1px solid var(--skip); }
 .steps td { padding: 2px 10px 2px 0; } .steps .mark { font-weight: 600; }
 .steps tr.passed .mark { color: var(--pass); } .steps tr.failed { color: var(--fail); }
 .steps tr.passed { color: inherit; }
@@ -438,6 +490,26 @@ mod tests {
         for external in ["src=\"http", "href=\"http", "<link", "@import", "url("] {
             assert!(!page.contains(external), "page loads {external}...");
         }
+    }
+
+    #[test]
+    fn the_guarantees_say_which_clause_holds_with_a_mark_per_scenario() {
+        let mut report = super::super::tests::sample();
+        let holds = render(&report);
+        assert!(holds.contains(">V3 Trust</th><td><span class=\"badge passed\">holds</span>"), "only demo proves V3");
+        // All three prove V3: one passed, one failed, one skipped.
+        for scenario in &mut report.scenarios {
+            scenario.contract = vec!["V3".into()];
+        }
+        let page = render(&report);
+        let row = page.split("<tr><th title=\"Trust.").nth(1).expect("a row for V3");
+        let row = &row[..row.find("</tr>").unwrap()];
+        assert!(row.contains(">V3 Trust</th>"), "{row}");
+        assert!(row.contains("<span class=\"badge failed\">broken</span>"), "{row}");
+        for (name, verdict) in [("demo", "passed"), ("broken", "failed"), ("later", "skipped")] {
+            assert!(row.contains(&format!("<span class=\"dot {verdict}\" title=\"{name}: {verdict}\">")), "{row}");
+        }
+        assert!(page.find("<h2>Guarantees</h2>").unwrap() < page.find("<table class=\"results\">").unwrap());
     }
 
     #[test]
