@@ -165,3 +165,19 @@ fn upstream_tls_home_says_where_the_repository_is() {
     assert!(stderr.contains("/nonexistent-upstream-tls-home/.cache/contour/"), "{stderr}");
     let _ = std::fs::remove_dir_all(&reports);
 }
+
+/// An empty UPSTREAM_TLS_* variable means the same as one not set: it is not taken for a flag
+/// given without its value.
+#[test]
+fn an_empty_setting_is_no_setting() {
+    let output = Command::new(env!("CARGO_BIN_EXE_upstream-tls-conformance"))
+        .args(["list", "--filter", "validation-wrong-ca"])
+        .current_dir(repository())
+        .env("UPSTREAM_TLS_SCENARIOS", "")
+        .env("UPSTREAM_TLS_KUBECONFIG", "")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("validation-wrong-ca"), "{stderr}");
+}

@@ -86,7 +86,7 @@ struct Known<'a> {
 }
 
 pub fn render(report: &RunReport) -> String {
-    let profiles = [Profile::Core, Profile::Extended, Profile::ContourSpecific, Profile::GatewayApi]
+    let profiles = Profile::ALL
         .into_iter()
         .filter(|p| {
             report.scenarios.iter().any(|s| s.profile == *p) || report.not_selected.iter().any(|s| s.profile == *p)
