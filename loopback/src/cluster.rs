@@ -681,6 +681,15 @@ mod tests {
         // A backend of the dead cluster; a process that only names a file in it (a user's
         // `tail -f` of a log), which is not the cluster's.
         let mut backend = follow(&elsewhere, &backend_dir);
+        // `spawn` returns once the exec is past its point of no return, a moment before the
+        // kernel records where the new program's environment lies: until then it reads empty.
+        let environ = PathBuf::from(format!("/proc/{}/environ", backend.id()));
+        let expected = format!("{PROCESS_DIR_ENV}={}", backend_dir.display());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !std::fs::read(&environ).is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == expected.as_bytes())) {
+            assert!(std::time::Instant::now() < deadline, "the backend's environment never showed {expected}");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         // (A shell that waits, its command line naming the file: `tail -f` would end by itself
         // once the file is removed.)
         let mut bystander = std::process::Command::new("sh")
