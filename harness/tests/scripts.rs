@@ -499,3 +499,113 @@ fn a_rollout_that_does_not_finish_shows_the_pods_and_events() {
     assert!(stderr.contains("deployment/contour did not become ready within 180 s"), "{stderr}");
     assert_eq!(calls_before(&calls, "patch service envoy"), 0, "nothing runs after it");
 }
+
+/// The reports of `scripts/nightly --loopback`, as scripts/test leaves them.
+fn rehearsal_reports() -> PathBuf {
+    let dir = std::env::var_os("UPSTREAM_TLS_REHEARSAL_REPORTS").expect("UPSTREAM_TLS_REHEARSAL_REPORTS names them");
+    root().join(dir)
+}
+
+#[test]
+#[ignore = "reads what `scripts/nightly --loopback` left; scripts/test runs it after that rehearsal"]
+fn the_loopback_rehearsal_left_the_nightly_s_artifacts_from_both_installations() {
+    let reports = rehearsal_reports();
+    let read = |path: &str| {
+        std::fs::read_to_string(reports.join(path)).unwrap_or_else(|e| panic!("{}: {e}", reports.join(path).display()))
+    };
+    let json = |path: &str| -> serde_json::Value {
+        serde_json::from_str(&read(path)).unwrap_or_else(|e| panic!("{path} is not JSON: {e}"))
+    };
+    let tls12_suite = "ECDHE-ECDSA-CHACHA20-POLY1305";
+    let mut verdicts = Vec::new();
+    for (pass, config) in [(1, "implementation.yaml"), (2, "implementation-tls12.yaml")] {
+        // A real-cluster run of the whole catalog, as on kind: nothing failed, something ran.
+        let report = json(&format!("pass-{pass}/report.json"));
+        let target = report["target"].as_str().unwrap_or_default();
+        assert!(target.starts_with("cluster from "), "pass {pass} reached the cluster as a real one: {target}");
+        let totals = &report["totals"];
+        assert_eq!(totals["failed"], 0, "pass {pass}: {totals}");
+        assert!(totals["passed"].as_u64().is_some_and(|n| n > 20), "pass {pass} ran the catalog: {totals}");
+        for file in ["junit.xml", "summary.md", "report.html", "certification.yaml"] {
+            assert!(reports.join(format!("pass-{pass}/{file}")).is_file(), "pass-{pass}/{file}");
+        }
+        let verdict: std::collections::BTreeMap<String, String> = report["scenarios"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["name"].as_str().unwrap().to_string(), s["verdict"].as_str().unwrap().to_string()))
+            .collect();
+        verdicts.push(verdict);
+        // Contour was configured from the pass's implementation config, as contour-configure
+        // configures it on kind; Envoy's whole configuration was dumped after the pass.
+        let rendered = read(&format!("logs/pass-{pass}/loopback-config.yaml"));
+        assert_eq!(rendered.contains(tls12_suite), pass == 2, "{config}: the cipher suites: {rendered}");
+        assert_eq!(rendered.contains("envoy-client-certificate"), pass == 1, "{config}: {rendered}");
+        let dump = json(&format!("logs/pass-{pass}/envoy-config-dump.json"));
+        let types: Vec<&str> = dump["configs"].as_array().unwrap().iter().filter_map(|c| c["@type"].as_str()).collect();
+        for kind in ["ListenersConfigDump", "ClustersConfigDump", "RoutesConfigDump", "SecretsConfigDump"] {
+            assert!(types.iter().any(|t| t.ends_with(kind)), "pass {pass}: no {kind} in {types:?}");
+        }
+        assert!(dump.to_string().contains("\"ingress_http\""), "pass {pass}: Contour's HTTP listener");
+        assert!(!dump.to_string().contains("PRIVATE KEY"), "pass {pass}: Envoy redacts private keys");
+        for log in ["contour.log", "envoy.log", "loopback.log"] {
+            assert!(!read(&format!("logs/pass-{pass}/{log}")).is_empty(), "pass-{pass}/{log}");
+        }
+    }
+    // Each installation ran what only it can: the reconfiguration between passes took effect.
+    let verdict = |pass: usize, name: &str| verdicts[pass - 1].get(name).map_or("absent", String::as_str);
+    for (name, first, second) in [
+        ("client-certificate-presented", "passed", "skipped"),
+        ("tls-versions-default-range", "passed", "skipped"),
+        ("tls-versions-configured-maximum", "skipped", "passed"),
+        ("tls-custom-cipher-suites", "skipped", "passed"),
+        ("external-name-sni-defaults-to-the-name", "skipped", "passed"),
+    ] {
+        assert_eq!((verdict(1, name), verdict(2, name)), (first, second), "{name} in pass 1 and pass 2");
+    }
+}
+
+#[test]
+fn the_loopback_rehearsal_runs_the_nightly_s_sequence_without_docker() {
+    let (code, _, stderr) = script("nightly", &["--loopback", "--dry-run", "--", "--filter", "validation"]);
+    assert_eq!(code, 0, "{stderr}");
+    let commands = commands(&stderr);
+    assert!(!commands.iter().any(|c| ["kind ", "kubectl ", "docker "].iter().any(|t| c.starts_with(t))), "{stderr}");
+    let contour = position(&commands, "scripts/ensure-contour v1.33.6 > /dev/null");
+    let envoy = position(&commands, "scripts/ensure-envoy 1.38.3 > /dev/null");
+    let mut at = contour.max(envoy);
+    for pass in ["1", "2"] {
+        let config = if pass == "1" { "implementation.yaml" } else { "implementation-tls12.yaml" };
+        let step = |at: &mut usize, prefix: String| {
+            let found = position(&commands[*at..], &prefix) + *at;
+            *at = found;
+        };
+        step(
+            &mut at,
+            format!(
+                "target/debug/upstream-tls-conformance contour-config --config examples/{config} --base reports/nightly/logs/pass-{pass}/loopback-base.yaml > reports/nightly/logs/pass-{pass}/loopback-config.yaml"
+            ),
+        );
+        step(
+            &mut at,
+            format!(
+                "target/debug/loopback serve --config reports/nightly/logs/pass-{pass}/loopback-config.yaml --contour-version v1.33.6"
+            ),
+        );
+        step(
+            &mut at,
+            format!(
+                "timeout --foreground --kill-after=60 1800 target/debug/upstream-tls-conformance run --config examples/{config} --kubeconfig KUBECONFIG --context loopback --proxy PROXY --tls-proxy TLS_PROXY --implementation-version v1.33.6 --reports reports/nightly/pass-{pass} --filter validation"
+            ),
+        );
+        step(&mut at, format!("cp CONTOUR_LOG reports/nightly/logs/pass-{pass}/contour.log"));
+        step(
+            &mut at,
+            format!(
+                "curl -sf http://ENVOY_ADMIN/config_dump > reports/nightly/logs/pass-{pass}/envoy-config-dump.json"
+            ),
+        );
+        step(&mut at, "kill -TERM LOOPBACK_PID".to_string());
+    }
+    assert_eq!(at, commands.len() - 1, "the cluster is stopped last: {stderr}");
+}

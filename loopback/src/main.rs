@@ -152,6 +152,8 @@ async fn serve(config: LoopbackConfig) -> ExitCode {
     }
     if let Some(envoy) = loopback.envoy() {
         println!("envoy:      {}, log in {}", envoy.version(), envoy.log_path().display());
+        // The read-only admin listener Contour gives Envoy (9001 on a real installation).
+        println!("envoy admin: 127.0.0.1:{}", envoy.listeners().admin_port);
     }
     println!("Press Ctrl-C to stop.");
     wait_for_signal().await;
