@@ -538,6 +538,11 @@ impl ImplementationConfig {
                             such as contour"
                     .into());
             }
+            if implementation.organization.trim().is_empty() {
+                return Err("implementation.organization is empty; name who publishes the implementation, such as \
+                            projectcontour (the certification report needs it to be submitted)"
+                    .into());
+            }
             let url = &implementation.url;
             if !url.is_empty() && !is_http_url(url) {
                 return Err(format!(
@@ -988,11 +993,15 @@ mod tests {
                 "knownFailures[2]: \"s\" is listed already, as knownFailures[0]",
             ),
             ("implementation:\n  url: https://example.test\n".into(), "implementation.project is empty"),
+            ("implementation:\n  project: p\n".into(), "implementation.organization is empty"),
             (
-                "implementation:\n  project: p\n  url: projectcontour\n".into(),
+                "implementation:\n  organization: o\n  project: p\n  url: projectcontour\n".into(),
                 "implementation.url: \"projectcontour\" is not an http(s) URL",
             ),
-            ("implementation:\n  project: p\n  url: \"https://\"\n".into(), "implementation.url: \"https://\""),
+            (
+                "implementation:\n  organization: o\n  project: p\n  url: \"https://\"\n".into(),
+                "implementation.url: \"https://\"",
+            ),
             (
                 "installation:\n  upstreamTls:\n    cipherSuites: [TLS_MAGIC]\n".into(),
                 "installation.upstreamTls.cipherSuites: \"TLS_MAGIC\" is not a cipher suite Contour accepts",
@@ -1006,7 +1015,7 @@ mod tests {
             assert!(err.message.starts_with(message), "{text}: {err}");
             assert!(err.to_string().contains(&format!(".yaml: {message}")), "the file is named: {err}");
         }
-        let good = "implementation:\n  project: p\n  url: http://example.test/p\ncluster:\n  image: \
+        let good = "implementation:\n  organization: o\n  project: p\n  url: http://example.test/p\ncluster:\n  image: \
                     registry.test:5000/nginx@sha256:abc\ninstallation:\n  gateway: {namespace: p-1, name: a.b-c, \
                     className: contour}\n  upstreamTls:\n    cipherSuites: [\"[ECDHE-ECDSA-AES128-GCM-SHA256|\
                     ECDHE-ECDSA-CHACHA20-POLY1305]\", AES256-SHA]\nfeatures:\n  supported: [upstream-tls]\n  \
@@ -1163,8 +1172,7 @@ mod tests {
 
     #[test]
     fn settings_that_do_not_apply_are_warned_about_and_contradictions_refused() {
-        let file =
-            "implementation:\n  project: p\ninstallation:\n  upstreamTls:\n    maximumProtocolVersion: \"1.2\"\n";
+        let file = "implementation:\n  organization: o\n  project: p\ninstallation:\n  upstreamTls:\n    maximumProtocolVersion: \"1.2\"\n";
         let plan = config(file).unwrap().resolve(Overrides::default()).unwrap();
         assert_eq!(plan.warnings.len(), 2, "{:?}", plan.warnings);
         assert!(plan.warnings[0].starts_with("installation settings are ignored"), "{:?}", plan.warnings);
