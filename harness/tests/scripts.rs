@@ -456,7 +456,9 @@ fn the_nightly_collects_every_pod_s_logs_after_each_pass_and_always_deletes_the_
     let pass_2 =
         called(&calls, "upstream-tls-conformance run --config examples/implementation-tls12.yaml", reconfigure);
     let logs_2 = called(&calls, "kubectl --context kind-upstream-tls -n projectcontour logs pod/contour-a", pass_2);
-    let export = called(&calls, "kind export logs $FAKES/reports/logs/kind --name upstream-tls", logs_2);
+    let digest = called(&calls, "docker exec upstream-tls-control-plane crictl inspecti nginx:1.27", logs_2);
+    assert!(fakes.dir.join("reports/logs/backend-image.json").is_file(), "the pulled image's digest is kept");
+    let export = called(&calls, "kind export logs $FAKES/reports/logs/kind --name upstream-tls", digest);
     assert_eq!(called(&calls, "kind delete cluster --name upstream-tls", export), calls.len() - 1);
     for pass in ["pass-1", "pass-2"] {
         for file in ["contour-a.log", "contour-b.log", "envoy-x.log", "envoy-x-config-dump.json"] {
