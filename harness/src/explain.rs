@@ -24,6 +24,97 @@ pub fn clause_text(id: &str) -> Option<String> {
     Some(text.trim_start_matches(id).trim().to_string())
 }
 
+/// A clause's title and first sentence, as a failure names the guarantee it broke:
+/// `V3 Trust: The chain must verify to a certificate in the CA bundle (`VERIFY_TRUST_CHAIN`).`
+/// A sentence that goes on into a list or past [`SENTENCE_LIMIT`] is cut at a clause break.
+pub fn clause_sentence(id: &str) -> Option<String> {
+    let text = clause_text(id)?;
+    let (title, rest) = text.split_once(". ").unwrap_or((text.trim_end_matches('.'), ""));
+    // A note such as `*(Added 2026-12-06.)*` before the sentence is history, not the guarantee.
+    let rest = match rest.strip_prefix("*(") {
+        Some(note) => note.split_once(")* ").map_or(rest, |(_, after)| after),
+        None => rest,
+    };
+    let breaks = prose_positions(rest);
+    let stop = breaks
+        .iter()
+        .find(|&&at| rest[at..].starts_with(". ") && !rest[..at].ends_with("e.g") && !rest[..at].ends_with("i.e"));
+    let mut sentence = rest[..stop.map_or(rest.len(), |at| at + 1)].trim().to_string();
+    let list = breaks.iter().find(|&&at| at < sentence.len() && sentence[at..].starts_with(" - "));
+    if let Some(&at) = list {
+        sentence = format!("{} …", sentence[..at].trim_end_matches(':'));
+    } else if sentence.len() > SENTENCE_LIMIT {
+        let cut = breaks.iter().rev().find(|&&at| at < SENTENCE_LIMIT && sentence[at..].starts_with("; "));
+        if let Some(&at) = cut {
+            sentence = format!("{} …", &sentence[..at]);
+        }
+    }
+    Some(if sentence.is_empty() { format!("{id} {title}.") } else { format!("{id} {title}: {sentence}") })
+}
+
+/// How long a clause's sentence may be before it is cut at a `; `.
+const SENTENCE_LIMIT: usize = 280;
+
+/// The byte offsets of `text` outside Markdown code spans (a run of backticks opens one that
+/// the next run of the same length closes) and parentheses.
+fn prose_positions(text: &str) -> Vec<usize> {
+    let bytes = text.as_bytes();
+    let (mut positions, mut at, mut open, mut depth) = (Vec::new(), 0, None, 0usize);
+    while at < bytes.len() {
+        if bytes[at] == b'`' {
+            let run = bytes[at..].iter().take_while(|&&b| b == b'`').count();
+            open = match open {
+                None => Some(run),
+                Some(n) if n == run => None,
+                still => still,
+            };
+            at += run;
+            continue;
+        }
+        if open.is_none() {
+            match bytes[at] {
+                b'(' => depth += 1,
+                b')' => depth = depth.saturating_sub(1),
+                _ if depth == 0 && text.is_char_boundary(at) => positions.push(at),
+                _ => {}
+            }
+        }
+        at += 1;
+    }
+    positions
+}
+
+/// Clauses only about what a status says: a traffic step cannot break them.
+const STATUS_CLAUSES: [&str; 5] = ["S2", "S3", "G5", "E3", "I3"];
+/// Clauses only about what goes on the wire: a status step cannot break them.
+const WIRE_CLAUSES: [&str; 12] = ["P5", "V1", "V3", "V4", "V6", "N1", "N2", "R1", "R3", "R4", "C3", "C5"];
+
+/// Which of a scenario's clauses (`contract`) a failure of a step of `kind` breaks: for a
+/// traffic step those not only about statuses, for a status step those not only about the
+/// wire; all of them when that leaves none.
+pub fn broken_by(contract: &[&str], kind: &str) -> Vec<String> {
+    let excluded: &[&str] = match kind {
+        "request" | "together" | "observe" => &STATUS_CLAUSES,
+        "expectStatus" => &WIRE_CLAUSES,
+        _ => &[],
+    };
+    let kept: Vec<String> = contract.iter().filter(|c| !excluded.contains(c)).map(|c| c.to_string()).collect();
+    if kept.is_empty() { contract.iter().map(|c| c.to_string()).collect() } else { kept }
+}
+
+/// `broken guarantee: V3 Trust: …` for one clause; for several, a line saying one of them is
+/// broken, then one line each.
+pub fn broken_lines(clauses: &[String]) -> Vec<String> {
+    let sentence = |id: &String| clause_sentence(id).unwrap_or_else(|| format!("{id} (not in docs/contract.md)"));
+    match clauses {
+        [] => Vec::new(),
+        [one] => vec![format!("broken guarantee: {}", sentence(one))],
+        several => std::iter::once("broken guarantee, one of these:".to_string())
+            .chain(several.iter().map(|id| format!("  {}", sentence(id))))
+            .collect(),
+    }
+}
+
 /// The explanation of one scenario, as `explain` prints it.
 pub fn explain(loaded: &LoadedScenario) -> String {
     let scenario = &loaded.scenario;
@@ -181,6 +272,14 @@ mod tests {
     use super::*;
 
     #[test]
+    #[ignore = "prints every clause's sentence, to read them"]
+    fn print_clause_sentences() {
+        for id in crate::scenario::load::contract_clauses() {
+            println!("{}", clause_sentence(id).unwrap());
+        }
+    }
+
+    #[test]
     fn every_clause_of_the_contract_has_its_text() {
         for id in crate::scenario::load::contract_clauses() {
             let text = clause_text(id).unwrap_or_else(|| panic!("{id} has no text"));
@@ -188,6 +287,24 @@ mod tests {
         }
         assert!(clause_text("V3").unwrap().starts_with("Trust. The chain must verify"));
         assert!(!clause_text("V3").unwrap().contains("Plausible mistakes"));
+    }
+
+    #[test]
+    fn a_failure_names_the_broken_guarantee_in_one_sentence() {
+        assert_eq!(
+            clause_sentence("V3").unwrap(),
+            "V3 Trust: The chain must verify to a certificate in the CA bundle (`VERIFY_TRUST_CHAIN`)."
+        );
+        for id in crate::scenario::load::contract_clauses() {
+            let sentence = clause_sentence(id).unwrap();
+            assert!(sentence.starts_with(&format!("{id} ")) && sentence.ends_with(['.', '…']), "{sentence}");
+            assert!(!sentence.contains("*(") && sentence.len() < 450, "{sentence}");
+        }
+        // A traffic step breaks what goes on the wire, a status step what the status says.
+        assert_eq!(broken_by(&["S1", "S3", "V3"], "request"), ["S1", "V3"]);
+        assert_eq!(broken_by(&["S1", "S3", "V3"], "expectStatus"), ["S1", "S3"]);
+        assert_eq!(broken_by(&["S3"], "request"), ["S3"], "never nothing");
+        assert_eq!(broken_by(&["V3", "V6"], "apply"), ["V3", "V6"]);
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub const NAME_LABEL: &str = "app.kubernetes.io/name";
 pub const DEFAULT_IMAGE: &str = "nginx:1.27";
 
 /// What a backend saw of a request, as it answers it.
-#[derive(Debug, Clone, Deserialize, serde::Serialize, schemars::JsonSchema, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, schemars::JsonSchema, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct BackendEcho {
     pub backend: String,
@@ -50,6 +50,33 @@ pub struct BackendEcho {
     pub client_issuer: String,
     pub client_serial: String,
     pub client_sha1: String,
+}
+
+impl BackendEcho {
+    /// What the backend saw, as fields: `from backend `web`: TLSv1.3 (TLS_AES_128_GCM_SHA256),
+    /// SNI none, ALPN none, HTTP/1.1, Host a.test, no client certificate`.
+    pub fn seen(&self) -> String {
+        let or_none = |value: &str| if value.is_empty() { "none".to_string() } else { format!("{value:?}") };
+        let transport = if self.scheme == "https" {
+            format!("{} ({}), SNI {}, ALPN {}", self.tls_version, self.cipher, or_none(&self.sni), or_none(&self.alpn))
+        } else {
+            "plaintext".to_string()
+        };
+        let client = if self.client_subject.is_empty() {
+            "no client certificate".to_string()
+        } else {
+            format!(
+                "client certificate {:?} serial {} (verify {})",
+                self.client_subject, self.client_serial, self.client_verify
+            )
+        };
+        format!(
+            "from backend `{}`: {transport}, {}, Host {}, {client}",
+            self.backend,
+            self.http_version,
+            or_none(&self.host)
+        )
+    }
 }
 
 /// Whether and how a backend asks for a client certificate.

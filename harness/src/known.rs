@@ -115,6 +115,7 @@ pub fn classify(mut outcome: ScenarioOutcome, known: &[KnownFailure]) -> Scenari
                     entry.reason
                 ),
                 answers: Vec::new(),
+                breaks: Vec::new(),
             });
         }
     }

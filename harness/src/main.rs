@@ -317,6 +317,10 @@ struct RunArgs {
     /// certification.yaml, diagnostics/); default: reports/ in the current directory.
     #[arg(long, env = env::REPORTS)]
     reports: Option<PathBuf>,
+    /// The report.json of an earlier run (last night's): the reports then say what changed
+    /// since (newly failing, fixed, still failing, flaky, new, gone, markedly slower or faster).
+    #[arg(long, value_name = "REPORT_JSON", env = env::BASELINE)]
+    baseline: Option<PathBuf>,
 }
 
 /// What became of standard output: [`STDOUT_OPEN`], or its reader went away (`| head`), or
@@ -890,6 +894,14 @@ fn run_on(args: RunArgs) -> ExitCode {
     for name in harness::known::naming_no_scenario(&known_failures, &catalog) {
         eprintln!("warning: the known failure {name:?} names no scenario of the catalog; it can never match");
     }
+    // Read before the reports directory is touched: it may hold the baseline itself.
+    let baseline = match args.baseline.as_deref().map(harness::report::baseline::Baseline::load).transpose() {
+        Ok(baseline) => baseline,
+        Err(e) => {
+            eprintln!("error: {e}; nothing was run");
+            return ExitCode::from(EXIT_INVALID_INPUT);
+        }
+    };
     let runtime = match runtime() {
         Ok(runtime) => runtime,
         Err(code) => return code,
@@ -990,6 +1002,7 @@ fn run_on(args: RunArgs) -> ExitCode {
         environment.shutdown().await;
         let loaded: Vec<&LoadedScenario> = scenarios.iter().chain(&not_selected).collect();
         let mut report = RunReport { repetitions, ..RunReport::new(info, &loaded, &outcomes) };
+        report.baseline = baseline.map(|baseline| harness::report::baseline::Changes::between(&baseline, &report));
         report.diagnostic_files.extend(diagnostic_files);
         match write_all(&report, &dir) {
             Ok(files) => {
@@ -1003,6 +1016,12 @@ fn run_on(args: RunArgs) -> ExitCode {
         }
         // The per-scenario lines were printed as they finished; the totals close the run.
         out!("\n{}", suite::totals(&outcomes, wall_time));
+        if let Some(changes) = &report.baseline {
+            outln!("{}", changes.headline());
+            for line in changes.lines() {
+                outln!("  {line}");
+            }
+        }
         if !disruptions.is_empty() {
             let counts: Vec<String> = disruptions.iter().map(|(d, n)| format!("{d} {n} times")).collect();
             outln!("loopback disruptions injected: {}", counts.join(", "));

@@ -53,6 +53,8 @@ pub mod env {
     pub const SCENARIOS: &str = "UPSTREAM_TLS_SCENARIOS";
     /// Where reports go (default: the repository's `reports/`).
     pub const REPORTS: &str = "UPSTREAM_TLS_REPORTS";
+    /// The `report.json` of an earlier run to compare this one with.
+    pub const BASELINE: &str = "UPSTREAM_TLS_BASELINE";
     /// Set to 1 to keep scenario namespaces after the run.
     pub const KEEP_NAMESPACES: &str = "UPSTREAM_TLS_KEEP_NAMESPACES";
     /// `NAMESPACE/NAME` of the Secret the installation reads its Envoy client certificate from

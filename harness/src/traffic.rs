@@ -39,9 +39,12 @@ pub struct Answer {
 }
 
 impl Answer {
-    /// One line for failure messages.
+    /// One line for failure messages: for an answer a backend echoed, what it saw as fields
+    /// (TLS version, SNI, ALPN, HTTP version, Host, client certificate); for one the proxy
+    /// made, its body.
     pub fn summary(&self) -> String {
         match (self.status, &self.error) {
+            (Some(status), _) if let Some(echo) = &self.echo => format!("{status} {}", echo.seen()),
             (Some(status), _) => {
                 // Redacted before the cut: a key cut short may no longer be recognisable.
                 let body = crate::redaction::redact(self.body.trim());
@@ -50,7 +53,7 @@ impl Answer {
                 } else {
                     body.to_string()
                 };
-                format!("{status} {body:?}")
+                format!("{status} from the proxy, no backend's echo: {body:?}")
             }
             (None, Some(error)) => format!("no response: {error}"),
             (None, None) => "no response".into(),
@@ -626,6 +629,44 @@ fn next_pause(pause: Duration, interval: Duration, failing: bool) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_answer_says_what_the_backend_saw_as_fields_or_that_none_answered() {
+        let echo = |scheme: &str, subject: &str| crate::fixture::BackendEcho {
+            backend: "web".into(),
+            scheme: scheme.into(),
+            tls_version: "TLSv1.3".into(),
+            cipher: "TLS_AES_128_GCM_SHA256".into(),
+            http_version: "HTTP/1.1".into(),
+            host: "a.test".into(),
+            client_subject: subject.into(),
+            client_serial: "0A1B".into(),
+            client_verify: "SUCCESS".into(),
+            ..Default::default()
+        };
+        let answer = |status, echo| Answer {
+            request_id: "r".into(),
+            status,
+            body: "{\"backend\":\"web\"}".into(),
+            headers: BTreeMap::new(),
+            echo,
+            error: None,
+            closed: false,
+        };
+        assert_eq!(
+            answer(Some(200), Some(echo("https", ""))).summary(),
+            "200 from backend `web`: TLSv1.3 (TLS_AES_128_GCM_SHA256), SNI none, ALPN none, HTTP/1.1, Host \"a.test\", \
+             no client certificate"
+        );
+        assert_eq!(
+            answer(Some(200), Some(echo("http", "CN=envoy"))).summary(),
+            "200 from backend `web`: plaintext, HTTP/1.1, Host \"a.test\", client certificate \"CN=envoy\" serial 0A1B \
+             (verify SUCCESS)"
+        );
+        let mut proxy = answer(Some(503), None);
+        proxy.body = "upstream connect error".into();
+        assert_eq!(proxy.summary(), "503 from the proxy, no backend's echo: \"upstream connect error\"");
+    }
     use crate::scenario::StatusCodes;
 
     fn echo(request_id: &str) -> BackendEcho {

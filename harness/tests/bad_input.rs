@@ -181,3 +181,34 @@ fn an_empty_setting_is_no_setting() {
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     assert!(String::from_utf8_lossy(&output.stdout).contains("validation-wrong-ca"), "{stderr}");
 }
+
+/// A baseline that cannot be read stops the run before anything happens; one that can, even
+/// the reports directory's own report.json, makes the run say what changed since.
+#[test]
+fn a_baseline_is_read_before_anything_runs_and_the_run_says_what_changed() {
+    let reports = std::env::temp_dir().join(format!("utls-baseline-{}", std::process::id()));
+    let reports_arg = reports.to_str().unwrap();
+    let quick = "ca-secret-empty-namespace-reference";
+    let (code, text) =
+        outcome(&["run", "--filter", quick, "--reports", reports_arg, "--baseline", "/nonexistent/report.json"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("error: cannot read the baseline /nonexistent/report.json: "), "{text}");
+    assert!(text.contains("; nothing was run"), "{text}");
+    assert!(!reports.exists(), "the reports directory was not touched");
+    let (code, text) = outcome(&["run", "--filter", quick, "--baseline", "Cargo.toml"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("the baseline Cargo.toml is not a report.json of this harness: not JSON (line 1"), "{text}");
+
+    let (code, text) = outcome(&["run", "--filter", quick, "--reports", reports_arg]);
+    assert_eq!(code, 0, "{text}");
+    let previous = reports.join("report.json");
+    let (code, text) =
+        outcome(&["run", "--filter", quick, "--reports", reports_arg, "--baseline", previous.to_str().unwrap()]);
+    assert_eq!(code, 0, "{text}");
+    let headline = format!("since the baseline ({}, run ", previous.display());
+    assert!(text.contains(&headline), "{text}");
+    assert!(text.contains("): no change\n"), "{text}");
+    let summary = std::fs::read_to_string(reports.join("summary.md")).unwrap();
+    assert!(summary.contains("## Since the last run"), "{summary}");
+    std::fs::remove_dir_all(&reports).unwrap();
+}

@@ -53,6 +53,13 @@ async fn a_faulted_run_writes_every_report_without_key_material() {
     let wrong_ca = json["scenarios"].as_array().unwrap().iter().find(|s| s["name"] == "validation-wrong-ca").unwrap();
     assert_eq!(wrong_ca["verdict"], "failed");
     assert_eq!(wrong_ca["failure"]["answers"][0]["echo"]["scheme"], "https", "the evidence shows TLS was used");
+    // The failure explains itself: what the backend saw, and the guarantee broken.
+    let message = wrong_ca["failure"]["message"].as_str().unwrap();
+    assert!(message.contains("expected status 502 or 503, got 200 from backend `echo`: TLSv1."), "{message}");
+    let broken: Vec<&str> =
+        wrong_ca["failure"]["breaks"].as_array().unwrap().iter().filter_map(|b| b["clause"].as_str()).collect();
+    assert_eq!(broken, ["V3", "V6"]);
+    assert!(junit.contains("broken guarantee, one of these:"), "{junit}");
     let kinds: Vec<&str> =
         wrong_ca["diagnostics"]["objects"].as_array().unwrap().iter().filter_map(|o| o["kind"].as_str()).collect();
     for kind in ["Secret", "Service", "HTTPProxy", "Deployment"] {

@@ -350,6 +350,11 @@ fn the_nightly_workflow_runs_the_scripts_for_every_tested_release() {
     }
     let nightly = runs.iter().position(|r| r.trim() == "scripts/nightly").expect("a step runs scripts/nightly");
     assert!(index("cargo build") < nightly, "the harness is built before the cluster exists");
+    // Compared with last night's reports of the same release, fetched into what BASELINE names.
+    let previous = index("gh run download");
+    assert!(previous < nightly && runs[previous].contains("\"nightly-contour-$CONTOUR_VERSION\" --dir baseline"));
+    assert_eq!(steps[nightly]["env"]["BASELINE"], "baseline");
+    assert_eq!(workflow["permissions"]["actions"], "read", "the token may read earlier runs' artifacts");
     for run in &runs {
         for word in run.split_whitespace().filter(|w| w.starts_with("scripts/")) {
             assert!(root().join(word).is_file(), "a step calls {word}, which does not exist");
@@ -472,6 +477,20 @@ fn the_nightly_collects_every_pod_s_logs_after_each_pass_and_always_deletes_the_
         script.contains("timeout --foreground --kill-after=60 \"$PASS_LIMIT\" \"$HARNESS_BIN\" run"),
         "a pass has a limit, and signals reach it"
     );
+}
+
+#[test]
+fn each_nightly_pass_is_compared_with_the_same_pass_of_the_baseline_when_it_has_one() {
+    let fakes = Fakes::new("nightly-baseline");
+    let baseline = fakes.dir.join("baseline");
+    std::fs::create_dir_all(baseline.join("pass-1")).unwrap();
+    std::fs::write(baseline.join("pass-1/report.json"), "{}").unwrap();
+    let (code, calls, stderr) = fakes.run("nightly", &[("BASELINE", baseline.to_str().unwrap())]);
+    assert_eq!(code, 0, "{stderr}\n{calls:#?}");
+    let pass_1 = called(&calls, "upstream-tls-conformance run --config examples/implementation.yaml", 0);
+    assert!(calls[pass_1].contains("--reports $FAKES/reports/pass-1 --baseline $FAKES/baseline/pass-1/report.json"));
+    let pass_2 = called(&calls, "upstream-tls-conformance run --config examples/implementation-tls12.yaml", pass_1);
+    assert!(!calls[pass_2].contains("--baseline"), "last night had no second pass: {}", calls[pass_2]);
 }
 
 #[test]

@@ -26,6 +26,12 @@ pub fn render(scenario: &ScenarioReport) -> Option<String> {
     let _ = writeln!(out, "- duration: {:.1}s", scenario.duration_seconds);
     if let Some(failure) = &scenario.failure {
         let _ = write!(out, "\n## Failure at {}\n\n```\n{}\n```\n", failure.place(), failure.message);
+        if !failure.breaks.is_empty() {
+            out.push_str("\nWhat it shows broken, in the contract's words (docs/contract.md):\n\n");
+            for broken in &failure.breaks {
+                let _ = writeln!(out, "- {}", broken.says);
+            }
+        }
         if !failure.answers.is_empty() {
             out.push_str("\n## Last answers\n\n");
             for answer in &failure.answers {

@@ -31,10 +31,30 @@ pub fn render(report: &RunReport) -> String {
     out.push_str(&format!("<title>Upstream TLS conformance: run {}</title>\n", escape(&report.run_id)));
     out.push_str(&format!("<style>{STYLE}</style>\n</head>\n<body>\n"));
     out.push_str(&header(report));
+    if let Some(changes) = &report.baseline {
+        out.push_str(&since(changes));
+    }
     out.push_str(&guarantees(report));
     out.push_str(&filters(&scenarios));
     out.push_str(&table(&scenarios));
     out.push_str(&format!("<script>{SCRIPT}</script>\n</body>\n</html>\n"));
+    out
+}
+
+/// What changed since the baseline run: its headline, then a list per kind of change.
+fn since(changes: &super::baseline::Changes) -> String {
+    let mut out =
+        format!("<section class=\"since\">\n<h2>Since the last run</h2>\n<p>{}</p>\n", escape(&changes.headline()));
+    let lines = changes.lines();
+    if !lines.is_empty() {
+        out.push_str("<ul>");
+        for line in lines {
+            let (what, rest) = line.split_once(": ").unwrap_or((&line, ""));
+            out.push_str(&format!("<li><b>{}</b>: {}</li>", escape(what), escape(rest)));
+        }
+        out.push_str("</ul>\n");
+    }
+    out.push_str("</section>\n");
     out
 }
 
@@ -251,6 +271,14 @@ fn failure_details(scenario: &ScenarioReport, failure: &FailureReport, open: boo
         out.push_str(&format!("<p class=\"description\">{}</p>\n", escape(&scenario.description)));
     }
     out.push_str(&format!("<pre class=\"message\">{}</pre>\n", escape(&failure.message)));
+    if !failure.breaks.is_empty() {
+        let intro = if failure.breaks.len() == 1 { "Broken guarantee" } else { "Broken guarantee, one of these" };
+        out.push_str(&format!("<div class=\"breaks\"><b>{intro}</b> (docs/contract.md):<ul>"));
+        for broken in &failure.breaks {
+            out.push_str(&format!("<li>{}</li>", with_code(&broken.says)));
+        }
+        out.push_str("</ul></div>\n");
+    }
     if let Some(file) = &scenario.diagnostics_file {
         out.push_str(&format!(
             "<p class=\"file\">Objects, statuses and backend logs: <a href=\"{0}\">{0}</a></p>\n",
@@ -360,6 +388,20 @@ fn verdict_name(verdict: Verdict) -> &'static str {
 /// `text` safe in HTML text and in quoted attribute values, private keys redacted first: the
 /// page-wide [`redact`] would take a key cut short in one field (an excerpt) up to the end of
 /// a key in a later field, markup in between.
+/// `text` escaped, its Markdown code spans (`` `x` ``, as the contract writes them) set as code.
+fn with_code(text: &str) -> String {
+    let parts: Vec<&str> = text.split('`').collect();
+    if parts.len().is_multiple_of(2) {
+        // An unclosed span: shown as written.
+        return escape(text);
+    }
+    parts
+        .iter()
+        .enumerate()
+        .map(|(i, part)| if i % 2 == 1 { format!("<code>{}</code>", escape(part)) } else { escape(part) })
+        .collect()
+}
+
 fn escape(text: &str) -> String {
     let text = redact(text);
     let mut out = String::with_capacity(text.len());
@@ -435,6 +477,8 @@ summary b { font-weight: 700; }
 pre { margin: 6px 0; padding: 8px 10px; background: var(--soft); border: 1px solid var(--line); border-radius: 6px;
   white-space: pre-wrap; overflow-wrap: anywhere; }
 pre.message { background: var(--fail-bg); border-color: #ffcecb; color: #82071e; }
+.breaks { margin: 8px 0; padding: 6px 10px; border-left: 3px solid var(--fail); }
+.breaks ul { margin: 4px 0 0; padding-left: 18px; }
 .guarantees th, .guarantees td { text-align: left; padding: 2px 12px 2px 0; vertical-align: top; }
 .dots .dot { display: inline-block; width: 10px; height: 10px; margin: 1px; border-radius: 2px; }
 .dot.passed { background: var(--pass); } .dot.failed, .dot.known-failure { background: var(--fail); }

@@ -42,6 +42,9 @@ pub fn render(report: &RunReport) -> Result<String, String> {
                     for answer in &failure.answers {
                         text.push_str(&format!("answer {}: {}\n", answer.request_id, answer.summary()));
                     }
+                    for line in failure.broken_lines() {
+                        text.push_str(&format!("{line}\n"));
+                    }
                     status.set_description(text);
                 }
                 status

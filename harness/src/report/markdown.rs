@@ -1,5 +1,6 @@
-//! A Markdown summary fit for a CI step summary: totals, failures first with their one-line
-//! reason, results per profile, then every scenario.
+//! A Markdown summary fit for a CI step summary: totals, what changed since the baseline run,
+//! failures first with their one-line reason and the guarantee broken, results per profile,
+//! then every scenario.
 
 use super::{RunReport, Totals, Verdict};
 
@@ -34,6 +35,16 @@ pub fn render(report: &RunReport) -> String {
             }
         }
     }
+    if let Some(changes) = &report.baseline {
+        out.push_str(&format!("\n## Since the last run\n\n{}.\n", cell(&changes.headline())));
+        let lines = changes.lines();
+        if !lines.is_empty() {
+            out.push('\n');
+        }
+        for line in lines {
+            out.push_str(&format!("- {}\n", cell(&line)));
+        }
+    }
     if let Some(signal) = report.interrupted {
         out.push_str(&format!(
             "\n**Interrupted by {signal}**: the scenarios that did not finish are skipped; this run certifies nothing.\n"
@@ -47,6 +58,9 @@ pub fn render(report: &RunReport) -> String {
                 format!("{}: {}", f.place(), f.message.lines().next().unwrap_or_default())
             });
             out.push_str(&format!("- **{}** ({}): {}\n", scenario.name, scenario.file, cell(&reason)));
+            for broken in scenario.failure.iter().flat_map(|f| &f.breaks) {
+                out.push_str(&format!("  - breaks {}\n", cell(&broken.says)));
+            }
         }
     }
     let known: Vec<_> = report.scenarios.iter().filter(|s| s.verdict == Verdict::KnownFailure).collect();

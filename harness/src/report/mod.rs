@@ -4,6 +4,7 @@
 //!
 //! Private keys never reach a report: every rendered text passes through [`redact`].
 
+pub mod baseline;
 pub mod certification;
 pub mod diagnostics;
 pub mod html;
@@ -67,6 +68,9 @@ pub struct RunReport {
     /// `scenarios` then holds each one's first failure, or its last outcome if it never failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub repetitions: Option<Repetitions>,
+    /// With `run --baseline`: what changed since that earlier run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<baseline::Changes>,
     pub totals: Totals,
     pub scenarios: Vec<ScenarioReport>,
     /// Catalog scenarios this run did not select (filters, `--skip`), by profile.
@@ -209,12 +213,30 @@ pub struct FailureReport {
     pub message: String,
     /// The last answers of a traffic expectation, with what the backend echoed.
     pub answers: Vec<Answer>,
+    /// The guarantees the failed step shows broken, each with its sentence from the contract.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub breaks: Vec<BrokenClause>,
+}
+
+/// A contract clause a failure shows broken.
+#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
+pub struct BrokenClause {
+    /// Its id, such as `V3`.
+    pub clause: String,
+    /// Its title and first sentence (`V3 Trust: The chain must verify …`).
+    pub says: String,
 }
 
 impl FailureReport {
     /// `step 3 (request)`, or `set-up`.
     pub fn place(&self) -> String {
         self.step.map_or_else(|| "set-up".to_string(), |s| format!("step {s} ({})", self.kind))
+    }
+
+    /// `broken guarantee: V3 Trust: …`, as the console says it.
+    pub fn broken_lines(&self) -> Vec<String> {
+        let ids: Vec<String> = self.breaks.iter().map(|b| b.clause.clone()).collect();
+        crate::explain::broken_lines(&ids)
     }
 }
 
@@ -298,6 +320,7 @@ impl RunReport {
             wall_time_seconds: info.wall_time.as_secs_f64(),
             interrupted: info.interrupted,
             repetitions: None,
+            baseline: None,
             totals,
             scenarios: reports,
             not_selected: catalog
@@ -348,6 +371,14 @@ fn scenario_report(outcome: &ScenarioOutcome, loaded: Option<&LoadedScenario>) -
             kind: f.kind,
             message: f.message.clone(),
             answers: f.answers.clone(),
+            breaks: f
+                .breaks
+                .iter()
+                .map(|id| BrokenClause {
+                    clause: id.clone(),
+                    says: crate::explain::clause_sentence(id).unwrap_or_else(|| id.clone()),
+                })
+                .collect(),
         }),
         known_failure: outcome.known_failure.clone(),
         steps: outcome.steps.iter().map(step_report).collect(),
@@ -615,6 +646,7 @@ pub(crate) mod tests {
             message: "expected status 200, got 503 <&> -----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----"
                 .into(),
             answers: Vec::new(),
+            breaks: vec!["V3".into()],
         });
         failed.diagnostics = Some(Diagnostics {
             objects: vec![serde_json::json!({"apiVersion": "v1", "kind": "Secret",
@@ -667,6 +699,22 @@ pub(crate) mod tests {
         });
         report.totals = Totals { passed: 1, failed: 0, skipped: 1, known_failures: 1 };
         report
+    }
+
+    #[test]
+    fn a_failure_names_the_guarantee_it_broke_in_every_report() {
+        let report = sample();
+        let sentence = "V3 Trust: The chain must verify to a certificate in the CA bundle";
+        let json: serde_json::Value = serde_json::from_str(&json::render(&report)).unwrap();
+        assert_eq!(json["scenarios"][1]["failure"]["breaks"][0]["clause"], "V3");
+        assert!(json["scenarios"][1]["failure"]["breaks"][0]["says"].as_str().unwrap().starts_with(sentence));
+        assert!(json["scenarios"][0].get("failure").is_none(), "a passed scenario breaks nothing");
+        assert!(markdown::render(&report).contains(&format!("  - breaks {sentence}")));
+        let html = html::render(&report);
+        assert!(html.contains(&format!("<b>Broken guarantee</b> (docs/contract.md):<ul><li>{sentence}")));
+        assert!(html.contains("CA bundle (<code>VERIFY_TRUST_CHAIN</code>).</li>"), "code spans are code");
+        assert!(junit::render(&report).unwrap().contains(&format!("broken guarantee: {sentence}")));
+        assert!(diagnostics::render(&report.scenarios[1]).unwrap().contains(&format!("- {sentence}")));
     }
 
     #[test]

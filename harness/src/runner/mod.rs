@@ -108,6 +108,9 @@ pub struct Failure {
     pub message: String,
     /// The last answers of a traffic expectation, for evidence.
     pub answers: Vec<Answer>,
+    /// The contract clauses the failed step shows broken ([`crate::explain::broken_by`]); none
+    /// for set-up, which proves nothing about the implementation.
+    pub breaks: Vec<String>,
 }
 
 impl std::fmt::Display for Failure {
@@ -118,6 +121,9 @@ impl std::fmt::Display for Failure {
         }
         for answer in &self.answers {
             write!(f, "\n    answer {}: {}", answer.request_id, answer.summary())?;
+        }
+        for line in crate::explain::broken_lines(&self.breaks) {
+            write!(f, "\n  {line}")?;
         }
         Ok(())
     }
@@ -201,7 +207,7 @@ impl ScenarioOutcome {
     pub fn set_up_failed(loaded: &LoadedScenario, installation: String, message: String) -> Self {
         ScenarioOutcome {
             installation,
-            failure: Some(Failure { step: None, kind: "set-up", message, answers: Vec::new() }),
+            failure: Some(Failure { step: None, kind: "set-up", message, answers: Vec::new(), breaks: Vec::new() }),
             ..ScenarioOutcome::new(loaded)
         }
     }

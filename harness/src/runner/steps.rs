@@ -26,7 +26,7 @@ fn plain(error: impl ToString) -> StepError {
 }
 
 fn setup_failure(message: String) -> Failure {
-    Failure { step: None, kind: "set-up", message, answers: Vec::new() }
+    Failure { step: None, kind: "set-up", message, answers: Vec::new(), breaks: Vec::new() }
 }
 
 pub(super) struct ScenarioRun<'a> {
@@ -174,7 +174,10 @@ impl<'a> ScenarioRun<'a> {
             let step = StepOutcome { index: i + 1, kind, summary, duration: started.elapsed(), passed };
             self.observer.event(Event::StepFinished { scenario: &scenario.name.value, step: &step });
             self.steps.push(step);
-            result.map_err(|(message, answers)| Failure { step: Some(i + 1), kind, message, answers })?;
+            result.map_err(|(message, answers)| {
+                let breaks = crate::explain::broken_by(&scenario.clauses(), kind);
+                Failure { step: Some(i + 1), kind, message, answers, breaks }
+            })?;
         }
         Ok(())
     }
