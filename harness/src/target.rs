@@ -27,7 +27,7 @@ use crate::report::DiagnosticFile;
 use crate::runner::{Event, Observer, RunSettings, ScenarioOutcome, Target, run_scenario, scenario_namespaces};
 use crate::scenario::{Feature, LoadedScenario};
 
-/// Environment variables the entry points read (documented in the README).
+/// Environment variables the entry points read (documented in book/src/real-cluster.md).
 pub mod env {
     /// `host:port` where the implementation's proxy serves plain HTTP. Setting it selects a
     /// real cluster instead of loopback.

@@ -1,7 +1,7 @@
 //! `cargo test --test conformance`: one trial per scenario file.
 //!
 //! Runs against the built-in loopback cluster unless `UPSTREAM_TLS_PROXY` names a real
-//! cluster's proxy (see the README). The target is only started when some trial runs, so
+//! cluster's proxy (see book/src/running.md). The target is only started when some trial runs, so
 //! `-- --list` and filters that select nothing start nothing. Invalid scenario files make a
 //! failing trial named `scenario-files`, listing every problem. Scenarios needing an
 //! install-wide feature the target lacks are ignored; scenarios that change install-wide

@@ -143,7 +143,7 @@ fn the_nightly_dry_run_cleans_up_whatever_happens_and_runs_both_installations() 
     assert!(reconfigure < second && second < logs_2 && logs_2 < kind_logs);
     assert!(kind_logs < delete && delete == commands.len() - 1);
 
-    // The README shows this dry run (temporary paths written as $TMP).
+    // The book's page on real clusters shows this dry run (temporary paths written as $TMP).
     let (_, _, plain) = script("nightly", &["--dry-run"]);
     let mut shown = String::new();
     for line in plain.lines() {
@@ -155,8 +155,11 @@ fn the_nightly_dry_run_cleans_up_whatever_happens_and_runs_both_installations() 
         shown.push_str(&line);
         shown.push('\n');
     }
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
-    assert!(readme.contains(&shown), "README.md's nightly dry run is out of date; it should show:\n{shown}");
+    let page = std::fs::read_to_string(root().join("book/src/real-cluster.md")).unwrap();
+    assert!(
+        page.contains(&shown),
+        "book/src/real-cluster.md's nightly dry run is out of date; it should show:\n{shown}"
+    );
 
     // The trap is set before anything is created: a failing set-up is still cleaned up.
     let text = std::fs::read_to_string(root().join("scripts/nightly")).unwrap();

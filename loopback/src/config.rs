@@ -650,7 +650,7 @@ impl Fault {
     }
 }
 
-/// The faults as a Markdown table (name, clause, what goes wrong), as the README shows them.
+/// The faults as a Markdown table (name, clause, what goes wrong), as the book shows them.
 pub fn fault_table() -> String {
     let mut table = String::from("| fault | clause | what goes wrong |\n|---|---|---|\n");
     for fault in Fault::ALL {
@@ -1325,11 +1325,11 @@ mod tests {
     }
 
     #[test]
-    fn the_readme_shows_the_current_fault_table() {
-        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    fn the_book_shows_the_current_fault_table() {
+        let page = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../book/src/loopback.md")).unwrap();
         assert!(
-            readme.contains(&fault_table()),
-            "README.md's fault table is out of date; replace it with the output of `cargo run -p loopback -- faults`"
+            page.contains(&fault_table()),
+            "book/src/loopback.md's fault table is out of date; replace it with the output of `cargo run -p loopback -- faults`"
         );
     }
 

@@ -277,11 +277,11 @@ mod tests {
     }
 
     #[test]
-    fn the_readme_shows_the_current_disruption_table() {
-        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    fn the_book_shows_the_current_disruption_table() {
+        let page = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../book/src/loopback.md")).unwrap();
         assert!(
-            readme.contains(&disruption_table()),
-            "README.md's disruption table is out of date; replace it with the output of `cargo run -p loopback -- disruptions`"
+            page.contains(&disruption_table()),
+            "book/src/loopback.md's disruption table is out of date; replace it with the output of `cargo run -p loopback -- disruptions`"
         );
     }
 

@@ -107,7 +107,9 @@ pub fn render(report: &RunReport) -> String {
         statistics: statistics(report.scenarios.iter(), report.not_selected.len()),
         profiles,
     };
-    let mut text = String::from("# Upstream TLS conformance certification report; see the README to submit it.\n");
+    let mut text = String::from(
+        "# Upstream TLS conformance certification report; certification/README.md says how to submit it.\n",
+    );
     text.push_str(&serde_saphyr::to_string(&certification).expect("the certification model always serializes"));
     text
 }

@@ -254,7 +254,7 @@ pub struct ReplacementSecret {
 }
 
 /// A capability a scenario exercises. Each belongs to a profile; install-wide ones must also
-/// be declared by the target (see the README).
+/// be declared by the target (see the book, book/src/real-cluster.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Feature {
