@@ -21,6 +21,7 @@ use crate::disruption::{Disruption, Disruptions};
 use crate::envoy::{self, EnvoyError, EnvoyListeners, EnvoyProcess, EnvoyStart};
 use crate::kubelet::Kubelet;
 use crate::rebuilds::Rebuilds;
+#[cfg(feature = "xds")]
 use crate::xds;
 
 /// Why a loopback cluster could not start.
@@ -248,10 +249,14 @@ impl Loopback {
                 let dir = self.work_dir.join("contour");
                 let contour =
                     ContourProcess::start(config, store, &self.kubeconfig, &dir, self.rebuilds.clone(), envoy).await?;
+                // Loopback's proxy follows Contour's xDS, as Envoy does (a build without the xDS
+                // client refuses this configuration in `LoopbackConfig::validate`).
+                #[cfg(feature = "xds")]
                 if envoy.is_none() {
-                    // Loopback's proxy follows Contour's xDS, as Envoy does.
                     self.tasks.push(tokio::spawn(xds::run(contour.xds_address(), config.faults.clone(), routes, stop)));
                 }
+                #[cfg(not(feature = "xds"))]
+                let _ = (routes, stop);
                 self.contour = Some(contour);
             }
         }

@@ -293,7 +293,7 @@ impl Fault {
     /// Whether the fault changes the controller's xDS output before loopback's proxy reads it
     /// (so it works with the real Contour, whatever the front door, and with nothing else).
     pub fn acts_on_xds(self) -> bool {
-        crate::xds::faults::XDS_FAULTS.contains(&self)
+        XDS_FAULTS.contains(&self)
     }
 
     /// Whether the fault sits at a boundary every controller speaks through (its xDS output,
@@ -649,6 +649,10 @@ impl Fault {
         }
     }
 }
+
+/// The faults that change the controller's xDS output before loopback's proxy reads it.
+pub const XDS_FAULTS: [Fault; 4] =
+    [Fault::XdsPlaintextUpstreams, Fault::XdsTls12Only, Fault::XdsDropValidation, Fault::XdsIgnoreSubjectNames];
 
 /// The faults as a Markdown table (name, clause, what goes wrong), as the book shows them.
 pub fn fault_table() -> String {
@@ -1241,6 +1245,15 @@ impl LoopbackConfig {
                 ));
             }
             self.envoy.version_for(self.contour.version())?;
+        }
+        if self.controller == ControllerKind::Contour
+            && self.data_plane == DataPlaneKind::Loopback
+            && !cfg!(feature = "xds")
+        {
+            return Err("controller contour with loopback's data plane needs loopback's xDS client, which this build \
+                        leaves out: build with the cargo feature xds (a default one; scripts/suite turns it off only \
+                        for runs that do not need it)"
+                .into());
         }
         for fault in self.faults.iter().filter(|f| f.acts_on_xds()) {
             if self.controller != ControllerKind::Contour {

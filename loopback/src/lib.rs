@@ -35,6 +35,7 @@ pub mod latency;
 pub mod rebuilds;
 pub mod supervise;
 pub mod x509;
+#[cfg(feature = "xds")]
 pub mod xds;
 
 mod cluster;

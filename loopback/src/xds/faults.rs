@@ -15,8 +15,7 @@ use super::translate::{Resources, decode};
 use crate::config::Fault;
 
 /// The faults [`apply`] acts on.
-pub const XDS_FAULTS: [Fault; 4] =
-    [Fault::XdsPlaintextUpstreams, Fault::XdsTls12Only, Fault::XdsDropValidation, Fault::XdsIgnoreSubjectNames];
+pub use crate::config::XDS_FAULTS;
 
 /// Changes `resources` as each of `faults` that acts on xDS says; the others are left alone.
 pub fn apply(resources: &mut Resources, faults: &[Fault]) {
