@@ -40,8 +40,9 @@ pub struct Answer {
 
 impl Answer {
     /// One line for failure messages: for an answer a backend echoed, what it saw as fields
-    /// (TLS version, SNI, ALPN, HTTP version, Host, client certificate); for one the proxy
-    /// made, its body.
+    /// (TLS version, SNI, ALPN, HTTP version, Host, client certificate); for any other (the
+    /// proxy's, or a backend's own refusal such as nginx's 400 for a missing client
+    /// certificate), its body.
     pub fn summary(&self) -> String {
         match (self.status, &self.error) {
             (Some(status), _) if let Some(echo) = &self.echo => format!("{status} {}", echo.seen()),
@@ -53,7 +54,7 @@ impl Answer {
                 } else {
                     body.to_string()
                 };
-                format!("{status} from the proxy, no backend's echo: {body:?}")
+                format!("{status} without a backend's echo: {body:?}")
             }
             (None, Some(error)) => format!("no response: {error}"),
             (None, None) => "no response".into(),
@@ -665,7 +666,7 @@ mod tests {
         );
         let mut proxy = answer(Some(503), None);
         proxy.body = "upstream connect error".into();
-        assert_eq!(proxy.summary(), "503 from the proxy, no backend's echo: \"upstream connect error\"");
+        assert_eq!(proxy.summary(), "503 without a backend's echo: \"upstream connect error\"");
     }
     use crate::scenario::StatusCodes;
 
