@@ -35,18 +35,22 @@ fn chapters() -> Vec<PathBuf> {
     links(&summary).into_iter().map(PathBuf::from).collect()
 }
 
+/// The lines of `text` outside fenced code blocks (and not their fences).
+fn prose_lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut fenced = false;
+    text.lines().filter(move |line| {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            return false;
+        }
+        !fenced
+    })
+}
+
 /// The targets of the Markdown links and images of `text`, outside code blocks and spans.
 fn links(text: &str) -> Vec<String> {
     let mut found = Vec::new();
-    let mut fenced = false;
-    for line in text.lines() {
-        if line.trim_start().starts_with("```") {
-            fenced = !fenced;
-            continue;
-        }
-        if fenced {
-            continue;
-        }
+    for line in prose_lines(text) {
         // Code spans are dropped first: `[x](y)` in one is not a link.
         let prose: String = line.split('`').step_by(2).collect::<Vec<_>>().join(" ");
         let mut rest = prose.as_str();
@@ -64,12 +68,8 @@ fn links(text: &str) -> Vec<String> {
 /// punctuation dropped, a repeated heading numbered.
 fn anchors(text: &str) -> BTreeSet<String> {
     let mut seen = BTreeSet::new();
-    let mut fenced = false;
-    for line in text.lines() {
-        if line.trim_start().starts_with("```") {
-            fenced = !fenced;
-        }
-        let Some(heading) = line.strip_prefix('#').filter(|_| !fenced) else { continue };
+    for line in prose_lines(text) {
+        let Some(heading) = line.strip_prefix('#') else { continue };
         let title = heading.trim_start_matches('#').trim().replace('`', "");
         let slug: String = title
             .chars()
