@@ -2,8 +2,8 @@
 //! [`check`] an answer against a [`ResponseExpectation`], and [`until_consecutive`] to wait
 //! for N consecutive matching answers within a time limit.
 //!
-//! Requests dial the proxy address while carrying the scenario's host name (reqwest's
-//! `resolve`), so the Host header is what a real client would send.
+//! Requests dial the proxy address whatever the URL's host name (no name is ever resolved),
+//! while carrying that name in the URL and the Host header, as a real client would send it.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -118,41 +118,87 @@ fn body_kind(answer: &Answer) -> &'static str {
     }
 }
 
-/// A client that dials the proxy at `proxy` for `host`, keeping the host name in the URL and
-/// the Host header. One per request step; its requests may share connections.
-///
-/// # Errors
-/// reqwest cannot build the client.
-pub fn client(proxy: SocketAddr, host: &str) -> Result<reqwest::Client, String> {
-    reqwest::Client::builder()
-        .resolve(host, proxy)
-        .timeout(REQUEST_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .build()
-        .map_err(|e| format!("cannot build an HTTP client: {}", error_chain(&e)))
+/// A client that dials the proxy at `proxy` whatever the host in a request's URL, keeping the
+/// host name in the URL and the Host header. One per request step; its requests may share
+/// connections.
+#[derive(Clone)]
+pub struct Client {
+    inner: hyper_util::client::legacy::Client<ToProxy, http_body_util::Empty<hyper::body::Bytes>>,
 }
 
-/// Sends `GET url` with the request id header and the scenario's own `headers`.
-pub async fn send(client: &reqwest::Client, url: &str, headers: &[(String, String)], request_id: &str) -> Answer {
-    let mut request = client.get(url).header(REQUEST_ID_HEADER, request_id);
-    for (name, value) in headers {
-        request = request.header(name, value);
+/// Connects every request to one address: the proxy's.
+#[derive(Clone, Copy)]
+struct ToProxy(SocketAddr);
+
+impl tower_service::Service<http::Uri> for ToProxy {
+    type Response = hyper_util::rt::TokioIo<tokio::net::TcpStream>;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<Box<dyn Future<Output = std::io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
     }
-    let response = match request.send().await {
-        Ok(response) => response,
-        Err(e) => {
-            let closed = !e.is_connect() && !e.is_timeout() && closed_by_peer(&e);
-            return Answer { closed, ..no_response(request_id, error_chain(&e)) };
+
+    fn call(&mut self, _: http::Uri) -> Self::Future {
+        let proxy = self.0;
+        Box::pin(async move {
+            let stream = tokio::net::TcpStream::connect(proxy)
+                .await
+                .map_err(|e| std::io::Error::new(e.kind(), format!("cannot connect to the proxy at {proxy}: {e}")))?;
+            stream.set_nodelay(true)?;
+            Ok(hyper_util::rt::TokioIo::new(stream))
+        })
+    }
+}
+
+/// The client for requests to the proxy at `proxy`.
+pub fn client(proxy: SocketAddr) -> Client {
+    let inner = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(ToProxy(proxy));
+    Client { inner }
+}
+
+/// Sends `GET url` with the request id header and the scenario's own `headers`, waiting at most
+/// [`REQUEST_TIMEOUT`] for the whole answer.
+pub async fn send(client: &Client, url: &str, headers: &[(String, String)], request_id: &str) -> Answer {
+    match tokio::time::timeout(REQUEST_TIMEOUT, exchange(client, url, headers, request_id)).await {
+        Err(_) => no_response(request_id, format!("no answer within {REQUEST_TIMEOUT:?}")),
+        Ok(Err((error, closed))) => Answer { closed, ..no_response(request_id, error) },
+        Ok(Ok((status, headers, Err(error)))) => {
+            Answer { status: Some(status), headers, ..no_response(request_id, error) }
         }
-    };
+        Ok(Ok((status, headers, Ok(body)))) => answer(request_id, status, headers, body),
+    }
+}
+
+/// The status, headers and body (or why it could not be read) of one plain HTTP exchange, or
+/// why none came and whether the proxy closed the connection.
+type Exchanged = (u16, BTreeMap<String, String>, Result<String, String>);
+
+async fn exchange(
+    client: &Client,
+    url: &str,
+    headers: &[(String, String)],
+    request_id: &str,
+) -> Result<Exchanged, (String, bool)> {
+    use http_body_util::BodyExt;
+    let mut request = http::Request::get(url).header(REQUEST_ID_HEADER, request_id);
+    for (name, value) in headers {
+        request = request.header(name.as_str(), value.as_str());
+    }
+    let request = request
+        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+        .map_err(|e| (format!("cannot build the request for {url}: {e}"), false))?;
+    let response = client.inner.request(request).await.map_err(|e| {
+        let closed = !e.is_connect() && closed_by_peer(&e);
+        (format!("GET {url}: {}", error_chain(&e)), closed)
+    })?;
     let status = response.status().as_u16();
     let headers = header_map(response.headers());
-    let body = match response.text().await {
-        Ok(body) => body,
-        Err(e) => return Answer { status: Some(status), headers, ..no_response(request_id, error_chain(&e)) },
+    let body = match response.into_body().collect().await {
+        Ok(body) => Ok(String::from_utf8_lossy(&body.to_bytes()).into_owned()),
+        Err(e) => Err(format!("reading the body: {}", error_chain(&e))),
     };
-    answer(request_id, status, headers, body)
+    Ok((status, headers, body))
 }
 
 /// Response headers by lowercase name, several values joined by `, `.

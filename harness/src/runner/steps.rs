@@ -538,7 +538,7 @@ impl<'a> ScenarioRun<'a> {
             .map(|(name, value)| self.bindings.expand(&value.value).map(|value| (name.clone(), value)))
             .collect::<Result<_, _>>()
             .map_err(plain)?;
-        let client = traffic::client(self.target.proxy, &host).map_err(plain)?;
+        let client = traffic::client(self.target.proxy);
         let url = match &request.tls {
             None => format!("http://{host}:{}{path}", self.target.proxy.port()),
             Some(_) => format!("https://{host}{path}"),
@@ -718,7 +718,7 @@ impl<'a> ScenarioRun<'a> {
             }
         }
         let host = self.bindings.expand("${host}").map_err(plain)?;
-        let client = traffic::client(self.target.proxy, &host).map_err(plain)?;
+        let client = traffic::client(self.target.proxy);
         for (index, path) in paths.iter().enumerate() {
             let url = format!("http://{host}:{}{path}", self.target.proxy.port());
             let started = Instant::now();
@@ -929,7 +929,7 @@ struct Prepared {
     path: String,
     url: String,
     headers: Vec<(String, String)>,
-    client: reqwest::Client,
+    client: traffic::Client,
     tls: Option<traffic::TlsRequest>,
     expect: ResponseExpectation,
 }
