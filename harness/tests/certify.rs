@@ -55,10 +55,7 @@ fn a_loopback_run_s_report_verifies_and_edited_ones_do_not() {
             "the core profile leaves out upstream-http2: core features cannot be exempted",
         ),
         (edited(&report, "catalog.yaml", &catalog, &"0".repeat(64)), not_carried.as_str()),
-        (
-            edited(&report, "harness.yaml", &harness_version, "harnessVersion: \"9.9.9\""),
-            "not a released version",
-        ),
+        (edited(&report, "harness.yaml", &harness_version, "harnessVersion: \"9.9.9\""), "not a released version"),
         (edited(&report, "result.yaml", "result: partial", "result: success"), "does not follow from its statistics"),
         (edited(&report, "reason.yaml", "reason: not selected for this run", "reason: \"\""), "has no reason"),
         (edited(&report, "unknown.yaml", "mode: default", "mode: default\nsigned: true"), "unknown field `signed`"),
