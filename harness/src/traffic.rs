@@ -9,6 +9,10 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use http::Request;
+use http_body_util::Empty;
+use hyper::body::Bytes;
+
 use crate::fixture::{BackendEcho, REQUEST_ID_HEADER};
 use crate::scenario::template::{Bindings, Unbound};
 use crate::scenario::{BackendExpectation, ResponseExpectation};
@@ -123,7 +127,7 @@ fn body_kind(answer: &Answer) -> &'static str {
 /// connections.
 #[derive(Clone)]
 pub struct Client {
-    inner: hyper_util::client::legacy::Client<ToProxy, http_body_util::Empty<hyper::body::Bytes>>,
+    inner: hyper_util::client::legacy::Client<ToProxy, Empty<Bytes>>,
 }
 
 /// Connects every request to one address: the proxy's.
@@ -160,7 +164,16 @@ pub fn client(proxy: SocketAddr) -> Client {
 /// Sends `GET url` with the request id header and the scenario's own `headers`, waiting at most
 /// [`REQUEST_TIMEOUT`] for the whole answer.
 pub async fn send(client: &Client, url: &str, headers: &[(String, String)], request_id: &str) -> Answer {
-    match tokio::time::timeout(REQUEST_TIMEOUT, exchange(client, url, headers, request_id)).await {
+    settle(request_id, tokio::time::timeout(REQUEST_TIMEOUT, exchange(client, url, headers, request_id)).await)
+}
+
+/// The status, headers and body (or why it could not be read) of one HTTP exchange.
+type Exchanged = (u16, BTreeMap<String, String>, Result<String, String>);
+
+/// The answer for an exchange that ended in time, or did not: when none came, why, and whether
+/// the proxy closed the connection.
+fn settle(request_id: &str, outcome: Result<Result<Exchanged, (String, bool)>, tokio::time::error::Elapsed>) -> Answer {
+    match outcome {
         Err(_) => no_response(request_id, format!("no answer within {REQUEST_TIMEOUT:?}")),
         Ok(Err((error, closed))) => Answer { closed, ..no_response(request_id, error) },
         Ok(Ok((status, headers, Err(error)))) => {
@@ -170,35 +183,50 @@ pub async fn send(client: &Client, url: &str, headers: &[(String, String)], requ
     }
 }
 
-/// The status, headers and body (or why it could not be read) of one plain HTTP exchange, or
-/// why none came and whether the proxy closed the connection.
-type Exchanged = (u16, BTreeMap<String, String>, Result<String, String>);
-
 async fn exchange(
     client: &Client,
     url: &str,
     headers: &[(String, String)],
     request_id: &str,
 ) -> Result<Exchanged, (String, bool)> {
-    use http_body_util::BodyExt;
-    let mut request = http::Request::get(url).header(REQUEST_ID_HEADER, request_id);
-    for (name, value) in headers {
-        request = request.header(name.as_str(), value.as_str());
-    }
-    let request = request
-        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
-        .map_err(|e| (format!("cannot build the request for {url}: {e}"), false))?;
+    let request =
+        get(url, None, headers, request_id).map_err(|e| (format!("cannot build the request for {url}: {e}"), false))?;
     let response = client.inner.request(request).await.map_err(|e| {
         let closed = !e.is_connect() && closed_by_peer(&e);
         (format!("GET {url}: {}", error_chain(&e)), closed)
     })?;
+    Ok(read(response).await)
+}
+
+/// `GET target` with `host` as its Host header when given (else the client derives it from
+/// the URL), the request id header and the scenario's own `headers`.
+fn get(
+    target: &str,
+    host: Option<&str>,
+    headers: &[(String, String)],
+    request_id: &str,
+) -> Result<Request<Empty<Bytes>>, http::Error> {
+    let mut request = Request::get(target);
+    if let Some(host) = host {
+        request = request.header(http::header::HOST, host);
+    }
+    request = request.header(REQUEST_ID_HEADER, request_id);
+    for (name, value) in headers {
+        request = request.header(name.as_str(), value.as_str());
+    }
+    request.body(Empty::new())
+}
+
+/// A response's status, headers and whole body.
+async fn read(response: http::Response<hyper::body::Incoming>) -> Exchanged {
+    use http_body_util::BodyExt;
     let status = response.status().as_u16();
     let headers = header_map(response.headers());
     let body = match response.into_body().collect().await {
         Ok(body) => Ok(String::from_utf8_lossy(&body.to_bytes()).into_owned()),
         Err(e) => Err(format!("reading the body: {}", error_chain(&e))),
     };
-    Ok((status, headers, body))
+    (status, headers, body)
 }
 
 /// Response headers by lowercase name, several values joined by `, `.
@@ -244,11 +272,7 @@ pub async fn send_tls(
     headers: &[(String, String)],
     request_id: &str,
 ) -> Answer {
-    match tokio::time::timeout(REQUEST_TIMEOUT, exchange_tls(tls, host, path, headers, request_id)).await {
-        Err(_) => no_response(request_id, format!("no answer within {REQUEST_TIMEOUT:?}")),
-        Ok(Err((error, closed))) => Answer { closed, ..no_response(request_id, error) },
-        Ok(Ok((status, headers, body))) => answer(request_id, status, headers, body),
-    }
+    settle(request_id, tokio::time::timeout(REQUEST_TIMEOUT, exchange_tls(tls, host, path, headers, request_id)).await)
 }
 
 async fn exchange_tls(
@@ -257,8 +281,7 @@ async fn exchange_tls(
     path: &str,
     headers: &[(String, String)],
     request_id: &str,
-) -> Result<(u16, BTreeMap<String, String>, String), (String, bool)> {
-    use http_body_util::BodyExt;
+) -> Result<Exchanged, (String, bool)> {
     let refused = |message: String| (message, false);
     let config = tls_client_config(tls).map_err(refused)?;
     let sni = rustls::pki_types::ServerName::try_from(tls.sni.clone())
@@ -281,22 +304,15 @@ async fn exchange_tls(
         .await
         .map_err(|e| refused(format!("HTTP over TLS: {}", error_chain(&e))))?;
     tokio::spawn(connection);
-    let mut request = http::Request::get(path).header(http::header::HOST, host).header(REQUEST_ID_HEADER, request_id);
-    for (name, value) in headers {
-        request = request.header(name.as_str(), value.as_str());
-    }
-    let request = request
-        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
-        .map_err(|e| refused(format!("cannot build the request: {e}")))?;
+    let request =
+        get(path, Some(host), headers, request_id).map_err(|e| refused(format!("cannot build the request: {e}")))?;
     let response = sender.send_request(request).await.map_err(|e| {
         let closed = closed_by_peer(&e);
         (format!("no answer after the TLS handshake: {}", error_chain(&e)), closed)
     })?;
-    let status = response.status().as_u16();
-    let headers = header_map(response.headers());
-    let body =
-        response.into_body().collect().await.map_err(|e| refused(format!("reading the body: {}", error_chain(&e))))?;
-    Ok((status, headers, String::from_utf8_lossy(&body.to_bytes()).into_owned()))
+    // A body cut short over TLS counts as no answer at all.
+    let (status, headers, body) = read(response).await;
+    Ok((status, headers, Ok(body.map_err(refused)?)))
 }
 
 /// A client configuration that trusts `tls.trust` alone and checks the served certificate
@@ -800,6 +816,53 @@ mod tests {
         let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let refused = send_tls(&TlsRequest { address: unused, ..tls }, "a.test", "/", &[], "r2").await;
         assert!(!refused.closed, "{refused:?}");
+    }
+
+    #[tokio::test]
+    async fn plain_requests_dial_the_proxy_whatever_the_host_and_tell_a_hang_up_from_a_refusal() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // Answers each request with its own head, or hangs up after reading it.
+        async fn serve(hang_up: bool) -> SocketAddr {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let address = listener.local_addr().unwrap();
+            tokio::spawn(async move {
+                while let Ok((mut stream, _)) = listener.accept().await {
+                    let mut head = Vec::new();
+                    let mut buffer = [0u8; 1024];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match stream.read(&mut buffer).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => head.extend_from_slice(&buffer[..n]),
+                        }
+                    }
+                    if !hang_up {
+                        let reply = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", head.len());
+                        let _ = stream.write_all(&[reply.as_bytes(), &head].concat()).await;
+                    }
+                }
+            });
+            address
+        }
+        let proxy = serve(false).await;
+        // A name no resolver knows: the request goes to the proxy all the same.
+        let url = format!("http://nowhere.invalid:{}/path", proxy.port());
+        let headers = [("x-scenario".to_string(), "yes".to_string())];
+        let served = send(&client(proxy), &url, &headers, "r1").await;
+        assert_eq!(served.status, Some(200), "{served:?}");
+        let head = served.body.to_ascii_lowercase();
+        assert!(head.starts_with("get /path http/1.1\r\n"), "{head}");
+        assert!(head.contains(&format!("host: nowhere.invalid:{}\r\n", proxy.port())), "{head}");
+        assert!(head.contains(&format!("{}: r1\r\n", REQUEST_ID_HEADER.to_ascii_lowercase())), "{head}");
+        assert!(head.contains("x-scenario: yes\r\n"), "{head}");
+
+        let hung_up = serve(true).await;
+        let closed = send(&client(hung_up), &format!("http://a.test:{}/", hung_up.port()), &[], "r2").await;
+        assert!(closed.closed && closed.status.is_none(), "{closed:?}");
+        let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let refused = send(&client(unused), &format!("http://a.test:{}/", unused.port()), &[], "r3").await;
+        assert!(!refused.closed && refused.status.is_none(), "{refused:?}");
+        let error = refused.error.unwrap_or_default();
+        assert!(error.contains(&format!("cannot connect to the proxy at {unused}")), "{error}");
     }
 
     #[test]
