@@ -111,6 +111,11 @@ pub enum Fault {
     LenientClientCertificateSecret,
     /// R1: HTTPProxy prefix conditions match whole path segments, not plain string prefixes.
     SegmentPrefixes,
+    /// R1: Ingress `Prefix` paths match as plain string prefixes, not whole segments.
+    IngressStringPrefixes,
+    /// N3: an Ingress path whose Service cannot be resolved answers 503, as an HTTPProxy
+    /// route does, instead of being left out.
+    IngressUnresolvedServiceAnswers503,
     /// R2: spec.ingressClassName wins over the ingress class annotation.
     IngressClassFieldFirst,
     /// E1: processing goes on after an error that withdraws the proxy, reporting every one.
@@ -201,7 +206,7 @@ pub enum Fault {
 
 impl Fault {
     /// Every fault, in documentation order.
-    pub const ALL: [Fault; 86] = [
+    pub const ALL: [Fault; 88] = [
         Fault::IgnoreUpstreamProtocolAnnotation,
         Fault::AnnotationMatchesTargetPort,
         Fault::H2BeatsH2c,
@@ -248,6 +253,8 @@ impl Fault {
         Fault::IngressExternalNameSni,
         Fault::LenientClientCertificateSecret,
         Fault::SegmentPrefixes,
+        Fault::IngressStringPrefixes,
+        Fault::IngressUnresolvedServiceAnswers503,
         Fault::IngressClassFieldFirst,
         Fault::ReportEveryError,
         Fault::ClientCertificateCheckedFirst,
@@ -352,6 +359,8 @@ impl Fault {
             Fault::IngressExternalNameSni => "ingress-external-name-sni",
             Fault::LenientClientCertificateSecret => "lenient-client-certificate-secret",
             Fault::SegmentPrefixes => "segment-prefixes",
+            Fault::IngressStringPrefixes => "ingress-string-prefixes",
+            Fault::IngressUnresolvedServiceAnswers503 => "ingress-unresolved-service-answers-503",
             Fault::IngressClassFieldFirst => "ingress-class-field-first",
             Fault::ReportEveryError => "report-every-error",
             Fault::ClientCertificateCheckedFirst => "client-certificate-checked-first",
@@ -438,7 +447,8 @@ impl Fault {
             Fault::ExternalNameSniIgnored | Fault::ExternalNameBeatsHostRewrite => "N1",
             Fault::IngressExternalNameSni => "N3",
             Fault::LenientClientCertificateSecret => "C2",
-            Fault::SegmentPrefixes => "R1",
+            Fault::SegmentPrefixes | Fault::IngressStringPrefixes => "R1",
+            Fault::IngressUnresolvedServiceAnswers503 => "N3",
             Fault::IngressClassFieldFirst => "R2",
             Fault::ReportEveryError | Fault::ClientCertificateCheckedFirst => "E1",
             Fault::UnresolvedServiceFailsRoute => "E2",
@@ -549,6 +559,10 @@ impl Fault {
             }
             Fault::SegmentPrefixes => {
                 "HTTPProxy prefix conditions match whole path segments, not plain string prefixes"
+            }
+            Fault::IngressStringPrefixes => "Ingress Prefix paths match as plain string prefixes, not whole segments",
+            Fault::IngressUnresolvedServiceAnswers503 => {
+                "an Ingress path whose Service cannot be resolved answers 503 instead of being left out"
             }
             Fault::IngressClassFieldFirst => "spec.ingressClassName wins over the ingress class annotation",
             Fault::ReportEveryError => {

@@ -82,34 +82,42 @@ pub fn routes(ctx: &Context<'_>, object: &Value) -> Vec<(String, Route)> {
                 (None, Some(name)) => PortRef::Name(name.clone()),
                 (None, None) => continue,
             };
-            let action = match lookup_service(ctx, namespace, &backend.name, &port) {
-                Err(_) => RouteAction::DirectResponse { status: 503 },
-                Ok((service, service_port)) => {
-                    let protocol = if ctx.config.has(Fault::IngressIgnoresUpstreamProtocol) {
-                        UpstreamProtocol::Http1
-                    } else {
-                        protocol::resolve(None, &service, &service_port, ctx.config)
-                    };
-                    let upstream = UpstreamRequest {
-                        namespace,
-                        service: &service,
-                        port: &service_port,
-                        protocol,
-                        validation: None,
-                        // Contour sets no SNI for Ingress backends, ExternalName or not (N3).
-                        sni: external_name(&service)
-                            .filter(|_| ctx.config.has(Fault::IngressExternalNameSni))
-                            .map(str::to_string),
-                        host_rewrite: None,
-                    };
-                    RouteAction::Forward(vec![Arc::new(build_cluster(ctx, upstream))])
+            // Contour leaves out a path whose Service or port it cannot resolve (N3): a request
+            // for it falls to a shorter path of the host, if there is one.
+            let Ok((service, service_port)) = lookup_service(ctx, namespace, &backend.name, &port) else {
+                if ctx.config.has(Fault::IngressUnresolvedServiceAnswers503) {
+                    let path = PathPrefix::String(path.path.clone().unwrap_or_else(|| "/".into()));
+                    let action = RouteAction::DirectResponse { status: 503 };
+                    let route = Route { path, action, host_rewrite: None, mirror: None, turn: Default::default() };
+                    out.push((host.to_ascii_lowercase(), route));
                 }
+                continue;
             };
+            let protocol = if ctx.config.has(Fault::IngressIgnoresUpstreamProtocol) {
+                UpstreamProtocol::Http1
+            } else {
+                protocol::resolve(None, &service, &service_port, ctx.config)
+            };
+            let upstream = UpstreamRequest {
+                namespace,
+                service: &service,
+                port: &service_port,
+                protocol,
+                validation: None,
+                // Contour sets no SNI for Ingress backends, ExternalName or not (N3).
+                sni: external_name(&service)
+                    .filter(|_| ctx.config.has(Fault::IngressExternalNameSni))
+                    .map(str::to_string),
+                host_rewrite: None,
+            };
+            let action = RouteAction::Forward(vec![Arc::new(build_cluster(ctx, upstream))]);
             // Contour gives Envoy `Prefix` paths as whole segments, `/` and
             // `ImplementationSpecific` ones as plain string prefixes.
             let prefix = path.path.clone().unwrap_or_else(|| "/".into());
             let path = match path.path_type.as_str() {
-                "Prefix" if prefix != "/" => PathPrefix::Segments(prefix.trim_end_matches('/').to_string()),
+                "Prefix" if prefix != "/" && !ctx.config.has(Fault::IngressStringPrefixes) => {
+                    PathPrefix::Segments(prefix.trim_end_matches('/').to_string())
+                }
                 _ => PathPrefix::String(prefix),
             };
             out.push((
