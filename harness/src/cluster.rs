@@ -17,12 +17,12 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, LogParams, Patch, PatchParams, PostParams};
+use kube::api::{
+    Api, DeleteParams, DynamicObject, ListParams, LogParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::GroupVersionKind;
 use kube::discovery::{ApiCapabilities, ApiResource, Scope};
-use kube::runtime::wait::{Condition, conditions};
-use kube::runtime::watcher;
 use serde_json::{Value, json};
 
 /// The field manager for every server-side apply the harness makes.
@@ -134,6 +134,9 @@ pub const RETRY_LIMIT: Duration = Duration::from_secs(20);
 /// The pause before the first retry; it doubles with each one, up to [`LONGEST_PAUSE`].
 const FIRST_PAUSE: Duration = Duration::from_millis(100);
 const LONGEST_PAUSE: Duration = Duration::from_secs(2);
+/// How long the API server may keep one watch open before it ends it (and [`follow`] watches
+/// again), as kube's own watcher asks: under the 5 minutes many servers allow.
+const WATCH_TIMEOUT_SECONDS: u32 = 290;
 
 fn retried(attempts: u32) -> String {
     if attempts > 1 { format!(" after {attempts} attempts") } else { String::new() }
@@ -174,17 +177,6 @@ pub fn transient(error: &kube::Error) -> bool {
     false
 }
 
-/// [`transient`], for what a watch reports.
-fn transient_watch(error: &watcher::Error) -> bool {
-    match error {
-        watcher::Error::InitialListFailed(e) | watcher::Error::WatchStartFailed(e) | watcher::Error::WatchFailed(e) => {
-            transient(e)
-        }
-        watcher::Error::WatchError(status) => matches!(status.code, 410 | 429 | 500 | 502 | 503 | 504),
-        watcher::Error::NoResourceVersion => false,
-    }
-}
-
 /// Makes `request` until it succeeds, fails in a way that will not pass (or that `retry` does
 /// not pick), or has failed transiently for `budget`; pauses grow between attempts. The error
 /// comes with the number of attempts made.
@@ -215,43 +207,92 @@ where
 }
 
 /// Follows the object `name` until `condition` holds for it and returns it (`None`: it does
-/// not exist). Transient failures of the list or the watch ([`transient_watch`]) are ridden
-/// out: the watch starts again after a pause, for as long as the caller waits. Any other
+/// not exist): one list of that object, then a watch from the list's resourceVersion, watched
+/// again from the last version seen when the server ends it and listed again when that
+/// version has expired (410 Gone). Transient failures ([`transient`], and 429 and 5xx watch
+/// errors) are ridden out with growing pauses, for as long as the caller waits. Any other
 /// failure ends the wait with its message.
-async fn follow<K>(api: Api<K>, name: &str, condition: impl Condition<K>) -> Result<Option<K>, String>
+async fn follow<K>(api: Api<K>, name: &str, condition: impl Fn(Option<&K>) -> bool) -> Result<Option<K>, String>
 where
     K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
 {
-    let mut stream = std::pin::pin!(watcher::watch_object(api, name));
+    let selector = format!("metadata.name={name}");
     let mut pause = FIRST_PAUSE;
+    // Where the watch goes on from; `None`: list first.
+    let mut version: Option<String> = None;
     loop {
-        match stream.next().await {
-            Some(Ok(object)) => {
-                pause = FIRST_PAUSE;
-                if condition.matches_object(object.as_ref()) {
-                    return Ok(object);
+        let from = match version.take() {
+            Some(from) => from,
+            None => match api.list(&ListParams::default().fields(&selector)).await {
+                Ok(list) => {
+                    let object = list.items.into_iter().next();
+                    if condition(object.as_ref()) {
+                        return Ok(object);
+                    }
+                    list.metadata.resource_version.ok_or("the API server gives no resourceVersion to watch from")?
                 }
-            }
-            Some(Err(e)) if transient_watch(&e) => {
-                tracing::debug!(error = %e, "watch failed; starting it again");
+                Err(e) if transient(&e) => {
+                    tracing::debug!(error = %e, "listing failed; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = next_pause(pause);
+                    continue;
+                }
+                Err(e) => return Err(format!("listing failed: {}", cause(&e))),
+            },
+        };
+        let params = WatchParams::default().fields(&selector).timeout(WATCH_TIMEOUT_SECONDS);
+        let mut events = match api.watch(&params, &from).await {
+            Ok(events) => Box::pin(events),
+            Err(e) if transient(&e) => {
+                tracing::debug!(error = %e, "watching failed; starting it again");
+                version = Some(from);
                 tokio::time::sleep(pause).await;
                 pause = next_pause(pause);
+                continue;
             }
-            Some(Err(e)) => return Err(watch_cause(&e)),
-            None => return Err("the watch ended".into()),
+            Err(e) => return Err(format!("watching failed: {}", cause(&e))),
+        };
+        version = Some(from);
+        while let Some(event) = events.next().await {
+            let (object, version_seen) = match event {
+                Ok(WatchEvent::Added(o) | WatchEvent::Modified(o)) => {
+                    let seen = o.meta().resource_version.clone();
+                    (Some(o), seen)
+                }
+                Ok(WatchEvent::Deleted(o)) => (None, o.meta().resource_version.clone()),
+                Ok(WatchEvent::Bookmark(bookmark)) => {
+                    version = Some(bookmark.metadata.resource_version);
+                    continue;
+                }
+                Ok(WatchEvent::Error(status)) if status.code == 410 => {
+                    version = None;
+                    break;
+                }
+                Ok(WatchEvent::Error(status)) if matches!(status.code, 429 | 500 | 502 | 503 | 504) => {
+                    tracing::debug!(code = status.code, "the watch reported an error; starting it again");
+                    tokio::time::sleep(pause).await;
+                    pause = next_pause(pause);
+                    break;
+                }
+                Ok(WatchEvent::Error(status)) => {
+                    return Err(format!("the watch reported {} {}", status.code, status.message));
+                }
+                Err(e) if transient(&e) => {
+                    tracing::debug!(error = %e, "watching failed; starting it again");
+                    tokio::time::sleep(pause).await;
+                    pause = next_pause(pause);
+                    break;
+                }
+                Err(e) => return Err(format!("watching failed: {}", cause(&e))),
+            };
+            pause = FIRST_PAUSE;
+            if version_seen.is_some() {
+                version = version_seen;
+            }
+            if condition(object.as_ref()) {
+                return Ok(object);
+            }
         }
-    }
-}
-
-/// What a watch failed on, in a few words.
-fn watch_cause(error: &watcher::Error) -> String {
-    match error {
-        watcher::Error::InitialListFailed(e) => format!("listing failed: {}", cause(e)),
-        watcher::Error::WatchStartFailed(e) | watcher::Error::WatchFailed(e) => {
-            format!("watching failed: {}", cause(e))
-        }
-        watcher::Error::WatchError(status) => format!("the watch reported {} {}", status.code, status.message),
-        watcher::Error::NoResourceVersion => "the API server gives no resourceVersion to watch from".into(),
     }
 }
 
@@ -797,7 +838,9 @@ impl ClusterClient {
             Err(source) => return Err(failed(namespace_ref(name), "delete")(source)),
         };
         let Some(uid) = uid else { return Ok(()) };
-        match tokio::time::timeout(limit, follow(api, name, conditions::is_deleted(&uid))).await {
+        // Gone, or replaced by a namespace of the same name.
+        let deleted = |ns: Option<&Namespace>| ns.is_none_or(|ns| ns.metadata.uid.as_deref() != Some(uid.as_str()));
+        match tokio::time::timeout(limit, follow(api, name, deleted)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(message)) => Err(watch_failed(&namespace_ref(name), "its deletion", message)),
             Err(_) => {

@@ -10,7 +10,6 @@ use kube::api::{
 };
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::discovery::{Scope, pinned_kind};
-use kube::runtime::wait::{await_condition, conditions};
 use loopback::api::Subresource;
 use loopback::api::kinds;
 use serde_json::{Value, json};
@@ -98,9 +97,13 @@ async fn kube_rs_works_against_the_loopback_api_server() {
             .expect("watch response headers arrive before any event")
             .unwrap();
     let mut stream = Box::pin(stream);
-    let condition = tokio::spawn(await_condition(proxies.clone(), "web", |o: Option<&DynamicObject>| {
-        o.is_some_and(|o| o.data["status"]["currentStatus"] == "valid")
-    }));
+    let watched = proxies.clone();
+    let condition = tokio::spawn(async move {
+        support::until(&watched, "web", |o: Option<&DynamicObject>| {
+            o.is_some_and(|o| o.data["status"]["currentStatus"] == "valid")
+        })
+        .await
+    });
     server
         .store
         .modify(&kinds::HTTP_PROXY, "team", "web", Subresource::Status, |o| {
@@ -111,7 +114,7 @@ async fn kube_rs_works_against_the_loopback_api_server() {
     let WatchEvent::Modified(modified) = event else { panic!("expected MODIFIED, got {event:?}") };
     assert_eq!(modified.data["status"]["currentStatus"], "valid");
     assert_ne!(modified.metadata.resource_version.unwrap(), from);
-    let valid = tokio::time::timeout(LIMIT, condition).await.unwrap().unwrap().unwrap().unwrap();
+    let valid = tokio::time::timeout(LIMIT, condition).await.unwrap().unwrap().unwrap();
     assert_eq!(valid.data["status"]["description"], "Valid HTTPProxy");
 
     // Status patches touch only status; the main resource keeps it.
@@ -155,8 +158,9 @@ async fn kube_rs_works_against_the_loopback_api_server() {
         .await
         .unwrap();
     namespaces.delete("team", &DeleteParams::default()).await.unwrap();
-    let gone = await_condition(namespaces.clone(), "team", conditions::is_deleted(&namespace_uid));
-    tokio::time::timeout(LIMIT, gone).await.unwrap().unwrap();
+    let deleted =
+        |ns: Option<&Namespace>| ns.is_none_or(|ns| ns.metadata.uid.as_deref() != Some(namespace_uid.as_str()));
+    tokio::time::timeout(LIMIT, support::until(&namespaces, "team", deleted)).await.unwrap();
     assert!(server.store.get(&kinds::SECRET, "team", "s").is_none());
     assert_eq!(api_status(namespaces.get("team").await.unwrap_err()).0, 404);
 

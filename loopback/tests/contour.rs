@@ -9,11 +9,12 @@ use std::time::Duration;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::{ApiResource, GroupVersionKind};
-use kube::runtime::wait::await_condition;
 use kube::{Client, Config};
 use loopback::config::ControllerKind;
 use loopback::{Loopback, LoopbackConfig};
 use serde_json::{Value, json};
+
+mod support;
 
 /// Far longer than Contour takes; only there so a bug fails instead of hanging.
 const LIMIT: Duration = Duration::from_secs(60);
@@ -84,10 +85,9 @@ async fn contour_writes_its_own_status_for_a_missing_ca_secret_and_stops_with_th
     let invalid = |object: Option<&DynamicObject>| {
         object.is_some_and(|o| o.data["status"]["currentStatus"].as_str() == Some("invalid"))
     };
-    let proxy = tokio::time::timeout(LIMIT, await_condition(proxies.clone(), "p", invalid))
+    let proxy = tokio::time::timeout(LIMIT, support::until(&proxies, "p", invalid))
         .await
         .expect("Contour writes a status in time")
-        .unwrap()
         .unwrap();
     let condition = &proxy.data["status"]["conditions"][0];
     assert_eq!(condition["reason"], "ErrorPresent", "{condition}");
@@ -140,10 +140,9 @@ fn contour_outlives_the_thread_that_started_the_cluster() {
         let reconciled = |object: Option<&DynamicObject>| {
             object.is_some_and(|o| o.data["status"]["currentStatus"].as_str().is_some_and(|s| s != "NotReconciled"))
         };
-        tokio::time::timeout(LIMIT, await_condition(proxies, "later", reconciled))
+        tokio::time::timeout(LIMIT, support::until(&proxies, "later", reconciled))
             .await
-            .expect("Contour, still running, writes the status")
-            .unwrap();
+            .expect("Contour, still running, writes the status");
         loopback.shutdown().await;
     });
 }

@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::{ApiResource, GroupVersionKind};
-use kube::runtime::wait::await_condition;
 use kube::{Client, Config};
 use loopback::config::ControllerKind;
 use loopback::{LatencyProfile, Loopback, LoopbackConfig, Rebuilds};
 use serde_json::json;
+
+mod support;
 
 /// Far longer than either controller takes; only there so a bug fails instead of hanging.
 const LIMIT: Duration = Duration::from_secs(60);
@@ -42,10 +43,9 @@ async fn write_and_await_status(proxies: &Api<DynamicObject>, name: &str) {
     let reconciled = |object: Option<&DynamicObject>| {
         object.is_some_and(|o| o.data["status"]["currentStatus"].as_str().is_some_and(|s| s != "NotReconciled"))
     };
-    tokio::time::timeout(LIMIT, await_condition(proxies.clone(), name, reconciled))
+    tokio::time::timeout(LIMIT, support::until(proxies, name, reconciled))
         .await
-        .expect("the controller writes a status in time")
-        .unwrap();
+        .expect("the controller writes a status in time");
 }
 
 /// Waits until `rebuilds` has recorded a change written at or after `after`, and a rebuild

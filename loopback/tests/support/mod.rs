@@ -122,3 +122,35 @@ pub async fn create(client: &Client, group: &str, version: &str, kind: &str, plu
         panic!("creating {kind}: {e}");
     }
 }
+
+/// Waits until `condition` holds for the object `name` (`None`: it does not exist) and returns
+/// it, as a client of a real cluster does: a list of that one object, then a watch from the
+/// list's resourceVersion. No retries: any error is the API server's, and fails the test.
+pub async fn until<K>(api: &kube::Api<K>, name: &str, condition: impl Fn(Option<&K>) -> bool) -> Option<K>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    use futures::TryStreamExt;
+    use kube::api::{ListParams, WatchEvent, WatchParams};
+    let selector = format!("metadata.name={name}");
+    let list = api.list(&ListParams::default().fields(&selector)).await.expect("the API server lists");
+    let object = list.items.into_iter().next();
+    if condition(object.as_ref()) {
+        return object;
+    }
+    let from = list.metadata.resource_version.expect("a list has a resourceVersion");
+    let events = api.watch(&WatchParams::default().fields(&selector), &from).await.expect("the API server watches");
+    let mut events = Box::pin(events);
+    while let Some(event) = events.try_next().await.expect("the watch goes on") {
+        let object = match event {
+            WatchEvent::Added(o) | WatchEvent::Modified(o) => Some(o),
+            WatchEvent::Deleted(_) => None,
+            WatchEvent::Bookmark(_) => continue,
+            WatchEvent::Error(status) => panic!("the watch reported {status:?}"),
+        };
+        if condition(object.as_ref()) {
+            return object;
+        }
+    }
+    panic!("the API server ended the watch of {name}")
+}
