@@ -100,6 +100,8 @@ pub struct BackendFixture<'a> {
     pub client_certificate: Option<(ClientCertificateMode, &'a Material)>,
     /// TLS versions nginx accepts; both when `None`.
     pub tls_versions: Option<Vec<TlsVersion>>,
+    /// The TLS 1.2 cipher suites nginx accepts, OpenSSL's names; nginx's own when `None`.
+    pub tls_ciphers: Option<Vec<&'static str>>,
     /// Whether the TLS port speaks HTTP/2 (offers `h2` by ALPN).
     pub http2: bool,
     pub image: &'a str,
@@ -164,6 +166,7 @@ impl BackendFixture<'_> {
                 self.name,
                 self.client_certificate.map(|(mode, _)| mode),
                 self.tls_versions.as_deref().unwrap_or(&[TlsVersion::Tls12, TlsVersion::Tls13]),
+                self.tls_ciphers.as_deref(),
                 self.http2,
             )},
         })
@@ -241,16 +244,19 @@ fn echo_template(backend: &str) -> String {
 
 /// nginx.conf for a backend: TLS on 8443 (TLS 1.2 and 1.3, HTTP/2 by ALPN unless `http2` is
 /// false, when nginx refuses a handshake that offers only `h2`), plaintext HTTP/1.1 on 8080 and
-/// h2c on 8081, every one echoing what it saw.
+/// h2c on 8081, every one echoing what it saw. `ciphers` (OpenSSL names) narrows the TLS 1.2
+/// suites nginx accepts.
 pub fn nginx_conf(
     backend: &str,
     client_certificate: Option<ClientCertificateMode>,
     versions: &[TlsVersion],
+    ciphers: Option<&[&str]>,
     http2: bool,
 ) -> String {
     let echo = echo_template(backend);
     let protocols: Vec<&str> = versions.iter().map(|v| v.nginx_name()).collect();
     let protocols = protocols.join(" ");
+    let ciphers = ciphers.map_or(String::new(), |names| format!("\n        ssl_ciphers {};", names.join(":")));
     let verify = match client_certificate {
         None => "ssl_verify_client off;".to_string(),
         Some(mode) => {
@@ -280,7 +286,7 @@ http {{
         listen {tls_port} ssl{tls_http2};
         ssl_certificate tls.crt;
         ssl_certificate_key tls.key;
-        ssl_protocols {protocols};
+        ssl_protocols {protocols};{ciphers}
         {verify}
         location / {{
             return 200 '{echo}\n';
@@ -321,12 +327,15 @@ mod tests {
 
     #[test]
     fn nginx_conf_uses_only_relative_file_paths() {
-        let conf = nginx_conf("echo", Some(ClientCertificateMode::Optional), &[TlsVersion::Tls12], true);
-        assert!(nginx_conf("echo", None, &[TlsVersion::Tls12], false).contains("listen 8443 ssl;"));
+        let conf = nginx_conf("echo", Some(ClientCertificateMode::Optional), &[TlsVersion::Tls12], None, true);
+        assert!(nginx_conf("echo", None, &[TlsVersion::Tls12], None, false).contains("listen 8443 ssl;"));
         assert!(conf.contains("ssl_protocols TLSv1.2;"));
         assert!(conf.contains("ssl_certificate tls.crt;"));
         assert!(conf.contains("listen 8443 ssl http2;"));
         assert!(conf.contains("ssl_verify_client optional;"));
+        assert!(!conf.contains("ssl_ciphers"), "nginx's own suites unless the backend names some");
+        let narrowed = nginx_conf("echo", None, &[TlsVersion::Tls12], Some(&["A-B", "C-D"]), true);
+        assert!(narrowed.contains("ssl_protocols TLSv1.2;\n        ssl_ciphers A-B:C-D;\n"));
         let file_directives = ["pid", "ssl_certificate", "ssl_certificate_key", "client_body_temp_path", "include"];
         for line in conf.lines().map(str::trim) {
             let mut words = line.split_whitespace();

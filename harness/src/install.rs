@@ -324,6 +324,7 @@ fn leaf_request() -> CertificateRequest<'static> {
         expired: false,
         not_yet_valid: false,
         ip_addresses: Vec::new(),
+        rsa: false,
     }
 }
 
@@ -355,6 +356,7 @@ impl InstallClientCertificate {
             expired: false,
             not_yet_valid: false,
             ip_addresses: Vec::new(),
+            rsa: false,
         };
         let ca = pki.issue(&ca_request)?.clone();
         let original = pki.issue(&leaf_request())?.clone();

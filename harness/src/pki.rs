@@ -12,8 +12,8 @@ use rcgen::{
 };
 use time::{Duration, OffsetDateTime};
 
-use crate::scenario::CertificateSpec;
 use crate::scenario::template::Bindings;
+use crate::scenario::{CertificateSpec, KeyAlgorithmSpec};
 
 /// A generated certificate and its key.
 #[derive(Clone)]
@@ -57,6 +57,8 @@ pub struct CertificateRequest<'a> {
     pub ip_addresses: Vec<std::net::IpAddr>,
     pub expired: bool,
     pub not_yet_valid: bool,
+    /// An RSA 2048 key instead of ECDSA P-256.
+    pub rsa: bool,
 }
 
 impl<'a> From<&'a CertificateSpec> for CertificateRequest<'a> {
@@ -72,6 +74,7 @@ impl<'a> From<&'a CertificateSpec> for CertificateRequest<'a> {
             ip_addresses: spec.ip_addresses.iter().filter_map(|ip| ip.value.parse().ok()).collect(),
             expired: spec.expired,
             not_yet_valid: spec.not_yet_valid,
+            rsa: spec.key_algorithm == KeyAlgorithmSpec::Rsa2048,
         }
     }
 }
@@ -103,7 +106,8 @@ impl Pki {
     /// rcgen refuses the request.
     pub fn issue(&mut self, request: &CertificateRequest<'_>) -> Result<&Material, PkiError> {
         let error = |source| PkiError { name: request.name.to_string(), source };
-        let key = KeyPair::generate().map_err(error)?;
+        let key = if request.rsa { KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256) } else { KeyPair::generate() }
+            .map_err(error)?;
         let (params, serial) = params(request).map_err(error)?;
         let certificate = match request.issuer.and_then(|i| self.issuers.get(i)) {
             Some(issuer) => params.signed_by(&key, issuer),

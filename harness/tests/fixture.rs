@@ -39,6 +39,7 @@ async fn the_fixture_does_what_scenarios_rely_on() {
         chain: Vec::new(),
         client_certificate: None,
         tls_versions: None,
+        tls_ciphers: None,
         http2: true,
         image: "nginx",
     };
@@ -138,6 +139,7 @@ fn issue(pki: &mut Pki, name: &str, issuer: Option<&str>, ca: bool, dns_names: &
         expired: false,
         not_yet_valid: false,
         ip_addresses: Vec::new(),
+        rsa: false,
     };
     pki.issue(&request).expect("rcgen issues test certificates").clone()
 }
@@ -302,14 +304,26 @@ fn nginx_accepts_every_fixture_config_as_a_pod_runs_it() {
         [&[TlsVersion::Tls12, TlsVersion::Tls13], &[TlsVersion::Tls12], &[TlsVersion::Tls13]];
     let variants = modes.into_iter().flat_map(|mode| versions.into_iter().map(move |v| (mode, v)));
     for (index, (mode, versions)) in variants.enumerate() {
-        // Every other variant without HTTP/2 on the TLS port.
+        // Every other variant without HTTP/2 on the TLS port, every third naming its TLS 1.2
+        // suites (all the names a scenario can give).
         let http2 = index % 2 == 0;
+        let ciphers: Option<&[&str]> = (index % 3 == 0).then_some(&[
+            "ECDHE-ECDSA-AES128-GCM-SHA256",
+            "ECDHE-ECDSA-AES256-GCM-SHA384",
+            "ECDHE-ECDSA-CHACHA20-POLY1305",
+            "ECDHE-RSA-AES128-GCM-SHA256",
+            "ECDHE-RSA-AES256-GCM-SHA384",
+            "ECDHE-RSA-CHACHA20-POLY1305",
+        ]);
         {
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&config).unwrap();
             std::fs::create_dir_all(&run).unwrap();
-            std::fs::write(config.join("nginx.conf"), harness::fixture::nginx_conf("echo", mode, versions, http2))
-                .unwrap();
+            std::fs::write(
+                config.join("nginx.conf"),
+                harness::fixture::nginx_conf("echo", mode, versions, ciphers, http2),
+            )
+            .unwrap();
             std::fs::write(config.join("tls.crt"), &leaf.cert_pem).unwrap();
             std::fs::write(config.join("tls.key"), &leaf.key_pem).unwrap();
             std::fs::write(config.join("client-ca.crt"), &client_ca.cert_pem).unwrap();

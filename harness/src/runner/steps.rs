@@ -311,6 +311,7 @@ impl<'a> ScenarioRun<'a> {
             chain: backend.chain.iter().map(|c| material(&c.value)).collect::<Result<_, _>>()?,
             client_certificate,
             tls_versions,
+            tls_ciphers: backend.tls_ciphers.as_ref().map(|c| c.iter().map(|c| c.openssl_name()).collect()),
             http2: backend.http2,
             image: &self.target.settings.image,
         })

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde_saphyr::{Location, Spanned};
 
 use super::template::{self, known_names, suggestion};
-use super::{Feature, RequestStep, Scenario, Step};
+use super::{Feature, KeyAlgorithmSpec, RequestStep, Scenario, Step};
 use crate::fixture::REQUEST_ID_HEADER;
 
 /// A scenario file that loaded cleanly.
@@ -802,6 +802,30 @@ impl Checker<'_> {
                     position(&client.ca.referenced),
                     format!("client certificate CA {:?} is not a CA (set `ca: true` on it)", client.ca.value),
                 );
+            }
+            if let Some(ciphers) = &backend.tls_ciphers {
+                let key =
+                    scenario.pki.iter().find(|e| e.name.value == backend.certificate.value).map(|e| e.key_algorithm);
+                let rsa = key == Some(KeyAlgorithmSpec::Rsa2048);
+                if ciphers.is_empty() {
+                    self.error(
+                        position(&backend.name.referenced),
+                        format!(
+                            "backend {:?} has `tlsCiphers: []`: nginx would accept no TLS 1.2 suite",
+                            backend.name.value
+                        ),
+                    );
+                } else if key.is_some() && !ciphers.iter().any(|c| c.needs_rsa() == rsa) {
+                    let (has, needs) = if rsa { ("an RSA", "ECDSA") } else { ("an ECDSA", "RSA") };
+                    self.error(
+                        position(&backend.name.referenced),
+                        format!(
+                            "backend {:?} accepts only TLS 1.2 suites that need {needs} keys, and its certificate \
+                             {:?} has {has} key (`keyAlgorithm`): no TLS 1.2 handshake could complete",
+                            backend.name.value, backend.certificate.value
+                        ),
+                    );
+                }
             }
             if backend.tls_versions.as_ref().is_some_and(Vec::is_empty) {
                 self.error(

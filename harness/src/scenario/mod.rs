@@ -103,6 +103,19 @@ pub struct CertificateSpec {
     /// Valid from 30 days ahead until 90 days ahead: not valid yet.
     #[serde(default)]
     pub not_yet_valid: bool,
+    /// The key pair's algorithm: `ecdsa-p256` (the default) or `rsa-2048`, for a backend that
+    /// needs the TLS 1.2 suites with RSA authentication (`ECDHE-RSA-...`).
+    #[serde(default)]
+    pub key_algorithm: KeyAlgorithmSpec,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+pub enum KeyAlgorithmSpec {
+    #[default]
+    #[serde(rename = "ecdsa-p256")]
+    EcdsaP256,
+    #[serde(rename = "rsa-2048")]
+    Rsa2048,
 }
 
 /// A backend: nginx serving a certificate and echoing what it saw as JSON.
@@ -127,6 +140,11 @@ pub struct BackendSpec {
     /// TLS versions nginx accepts; default both.
     #[serde(default)]
     pub tls_versions: Option<Vec<TlsVersionSpec>>,
+    /// The TLS 1.2 cipher suites nginx accepts (its `ssl_ciphers`), in OpenSSL's names;
+    /// default nginx's own list. TLS 1.3 suites are not affected. The suite of a handshake
+    /// needs the certificate's key algorithm: `ECDHE-RSA-...` an RSA key.
+    #[serde(default)]
+    pub tls_ciphers: Option<Vec<TlsCipherSpec>>,
     /// Whether the TLS port speaks HTTP/2 (`h2` by ALPN); default true. With `false`, nginx
     /// refuses a handshake that offers only `h2` (a no_application_protocol alert).
     #[serde(default = "yes")]
@@ -149,6 +167,42 @@ pub enum TlsVersionSpec {
     Tls12,
     #[serde(rename = "TLSv1.3")]
     Tls13,
+}
+
+/// A TLS 1.2 cipher suite a backend may accept, as OpenSSL names it: the ECDHE AEAD suites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+pub enum TlsCipherSpec {
+    #[serde(rename = "ECDHE-ECDSA-AES128-GCM-SHA256")]
+    EcdsaAes128Gcm,
+    #[serde(rename = "ECDHE-ECDSA-AES256-GCM-SHA384")]
+    EcdsaAes256Gcm,
+    #[serde(rename = "ECDHE-ECDSA-CHACHA20-POLY1305")]
+    EcdsaChacha20,
+    #[serde(rename = "ECDHE-RSA-AES128-GCM-SHA256")]
+    RsaAes128Gcm,
+    #[serde(rename = "ECDHE-RSA-AES256-GCM-SHA384")]
+    RsaAes256Gcm,
+    #[serde(rename = "ECDHE-RSA-CHACHA20-POLY1305")]
+    RsaChacha20,
+}
+
+impl TlsCipherSpec {
+    /// Whether the suite authenticates with RSA (needs an RSA certificate).
+    pub fn needs_rsa(self) -> bool {
+        matches!(self, TlsCipherSpec::RsaAes128Gcm | TlsCipherSpec::RsaAes256Gcm | TlsCipherSpec::RsaChacha20)
+    }
+
+    /// OpenSSL's name, as nginx takes it.
+    pub fn openssl_name(self) -> &'static str {
+        match self {
+            TlsCipherSpec::EcdsaAes128Gcm => "ECDHE-ECDSA-AES128-GCM-SHA256",
+            TlsCipherSpec::EcdsaAes256Gcm => "ECDHE-ECDSA-AES256-GCM-SHA384",
+            TlsCipherSpec::EcdsaChacha20 => "ECDHE-ECDSA-CHACHA20-POLY1305",
+            TlsCipherSpec::RsaAes128Gcm => "ECDHE-RSA-AES128-GCM-SHA256",
+            TlsCipherSpec::RsaAes256Gcm => "ECDHE-RSA-AES256-GCM-SHA384",
+            TlsCipherSpec::RsaChacha20 => "ECDHE-RSA-CHACHA20-POLY1305",
+        }
+    }
 }
 
 /// How a backend asks for client certificates.
