@@ -291,6 +291,9 @@ fn nginx() -> std::path::PathBuf {
 /// `nginx -t` in a directory laid out as the pod's volumes are: the projected volume with the
 /// config, certificate, key and client CA at /etc/fixture, the emptyDir prefix at
 /// /var/run/fixture. Every variant the harness renders is checked.
+/// Outside every range loopback's kubelet gives pods (127.64-243.x.y).
+const UNUSED_ADDRESS: &str = "127.255.255.1";
+
 #[test]
 fn nginx_accepts_every_fixture_config_as_a_pod_runs_it() {
     harness::init_crypto();
@@ -319,11 +322,14 @@ fn nginx_accepts_every_fixture_config_as_a_pod_runs_it() {
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&config).unwrap();
             std::fs::create_dir_all(&run).unwrap();
-            std::fs::write(
-                config.join("nginx.conf"),
-                harness::fixture::nginx_conf("echo", mode, versions, ciphers, http2),
-            )
-            .unwrap();
+            // `nginx -t` binds every listener for a moment. The fixture's listen on every
+            // address (a pod's copy is confined to the pod's), and a wildcard bind of 8443 would
+            // take, for that moment, the connections meant for the pods of the test beside this
+            // one (a readiness check connected to it, then found the port closed): here they
+            // listen on an address no loopback cluster hands out.
+            let conf = harness::fixture::nginx_conf("echo", mode, versions, ciphers, http2)
+                .replace("listen ", &format!("listen {UNUSED_ADDRESS}:"));
+            std::fs::write(config.join("nginx.conf"), conf).unwrap();
             std::fs::write(config.join("tls.crt"), &leaf.cert_pem).unwrap();
             std::fs::write(config.join("tls.key"), &leaf.key_pem).unwrap();
             std::fs::write(config.join("client-ca.crt"), &client_ca.cert_pem).unwrap();
