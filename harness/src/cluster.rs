@@ -197,13 +197,18 @@ where
             Ok(value) => return Ok(value),
             Err(e) if retry(&e) && transient(&e) && started.elapsed() + pause < budget => {
                 tracing::debug!(error = %e, attempts, "request failed; trying again");
-                tokio::time::sleep(pause).await;
-                pause = next_pause(pause);
+                back_off(&mut pause).await;
                 attempts += 1;
             }
             Err(e) => return Err((e, attempts)),
         }
     }
+}
+
+/// Waits `pause`, and makes the next one longer.
+async fn back_off(pause: &mut Duration) {
+    tokio::time::sleep(*pause).await;
+    *pause = next_pause(*pause);
 }
 
 /// Follows the object `name` until `condition` holds for it and returns it (`None`: it does
@@ -233,8 +238,7 @@ where
                 }
                 Err(e) if transient(&e) => {
                     tracing::debug!(error = %e, "listing failed; trying again");
-                    tokio::time::sleep(pause).await;
-                    pause = next_pause(pause);
+                    back_off(&mut pause).await;
                     continue;
                 }
                 Err(e) => return Err(format!("listing failed: {}", cause(&e))),
@@ -246,8 +250,7 @@ where
             Err(e) if transient(&e) => {
                 tracing::debug!(error = %e, "watching failed; starting it again");
                 version = Some(from);
-                tokio::time::sleep(pause).await;
-                pause = next_pause(pause);
+                back_off(&mut pause).await;
                 continue;
             }
             Err(e) => return Err(format!("watching failed: {}", cause(&e))),
@@ -270,8 +273,7 @@ where
                 }
                 Ok(WatchEvent::Error(status)) if matches!(status.code, 429 | 500 | 502 | 503 | 504) => {
                     tracing::debug!(code = status.code, "the watch reported an error; starting it again");
-                    tokio::time::sleep(pause).await;
-                    pause = next_pause(pause);
+                    back_off(&mut pause).await;
                     break;
                 }
                 Ok(WatchEvent::Error(status)) => {
@@ -279,8 +281,7 @@ where
                 }
                 Err(e) if transient(&e) => {
                     tracing::debug!(error = %e, "watching failed; starting it again");
-                    tokio::time::sleep(pause).await;
-                    pause = next_pause(pause);
+                    back_off(&mut pause).await;
                     break;
                 }
                 Err(e) => return Err(format!("watching failed: {}", cause(&e))),
