@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use k8s_openapi::api::core::v1::{Service, ServicePort};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -82,35 +83,6 @@ pub fn routes(ctx: &Context<'_>, object: &Value) -> Vec<(String, Route)> {
                 (None, Some(name)) => PortRef::Name(name.clone()),
                 (None, None) => continue,
             };
-            // Contour leaves out a path whose Service or port it cannot resolve (N3): a request
-            // for it falls to a shorter path of the host, if there is one.
-            let Ok((service, service_port)) = lookup_service(ctx, namespace, &backend.name, &port) else {
-                if ctx.config.has(Fault::IngressUnresolvedServiceAnswers503) {
-                    let path = PathPrefix::String(path.path.clone().unwrap_or_else(|| "/".into()));
-                    let action = RouteAction::DirectResponse { status: 503 };
-                    let route = Route { path, action, host_rewrite: None, mirror: None, turn: Default::default() };
-                    out.push((host.to_ascii_lowercase(), route));
-                }
-                continue;
-            };
-            let protocol = if ctx.config.has(Fault::IngressIgnoresUpstreamProtocol) {
-                UpstreamProtocol::Http1
-            } else {
-                protocol::resolve(None, &service, &service_port, ctx.config)
-            };
-            let upstream = UpstreamRequest {
-                namespace,
-                service: &service,
-                port: &service_port,
-                protocol,
-                validation: None,
-                // Contour sets no SNI for Ingress backends, ExternalName or not (N3).
-                sni: external_name(&service)
-                    .filter(|_| ctx.config.has(Fault::IngressExternalNameSni))
-                    .map(str::to_string),
-                host_rewrite: None,
-            };
-            let action = RouteAction::Forward(vec![Arc::new(build_cluster(ctx, upstream))]);
             // Contour gives Envoy `Prefix` paths as whole segments, `/` and
             // `ImplementationSpecific` ones as plain string prefixes.
             let prefix = path.path.clone().unwrap_or_else(|| "/".into());
@@ -120,6 +92,15 @@ pub fn routes(ctx: &Context<'_>, object: &Value) -> Vec<(String, Route)> {
                 }
                 _ => PathPrefix::String(prefix),
             };
+            let action = match lookup_service(ctx, namespace, &backend.name, &port) {
+                Ok((service, service_port)) => forward(ctx, namespace, &service, &service_port),
+                Err(_) if ctx.config.has(Fault::IngressUnresolvedServiceAnswers503) => {
+                    RouteAction::DirectResponse { status: 503 }
+                }
+                // Contour leaves out a path whose Service or port it cannot resolve (N3): a
+                // request for it falls to a shorter path of the host, if there is one.
+                Err(_) => continue,
+            };
             out.push((
                 host.to_ascii_lowercase(),
                 Route { path, action, host_rewrite: None, mirror: None, turn: Default::default() },
@@ -127,4 +108,25 @@ pub fn routes(ctx: &Context<'_>, object: &Value) -> Vec<(String, Route)> {
         }
     }
     out
+}
+
+/// The action of a path to a resolved Service: its cluster, with the Service's protocol, no
+/// validation and no SNI.
+fn forward(ctx: &Context<'_>, namespace: &str, service: &Service, port: &ServicePort) -> RouteAction {
+    let protocol = if ctx.config.has(Fault::IngressIgnoresUpstreamProtocol) {
+        UpstreamProtocol::Http1
+    } else {
+        protocol::resolve(None, service, port, ctx.config)
+    };
+    let upstream = UpstreamRequest {
+        namespace,
+        service,
+        port,
+        protocol,
+        validation: None,
+        // Contour sets no SNI for Ingress backends, ExternalName or not (N3).
+        sni: external_name(service).filter(|_| ctx.config.has(Fault::IngressExternalNameSni)).map(str::to_string),
+        host_rewrite: None,
+    };
+    RouteAction::Forward(vec![Arc::new(build_cluster(ctx, upstream))])
 }
