@@ -48,7 +48,20 @@ const CLIENT: usize = 12;
 
 /// Every dimension, in the order of a case's choices.
 pub const DIMENSIONS: &[Dimension] = &[
-    Dimension { name: "names", options: &["dns", "wildcard", "cn-only", "uri", "other-dns", "two-dns", "ip"] },
+    Dimension {
+        name: "names",
+        options: &[
+            "dns",
+            "wildcard",
+            "partial-wildcard",
+            "idn-wildcard",
+            "cn-only",
+            "uri",
+            "other-dns",
+            "two-dns",
+            "ip",
+        ],
+    },
     Dimension {
         name: "chain",
         options: &[
@@ -95,7 +108,18 @@ pub const DIMENSIONS: &[Dimension] = &[
     },
     Dimension {
         name: "subject",
-        options: &["name", "list", "second-in-list", "uppercase", "trailing-dot", "uri", "wildcard", "mismatch", "ip"],
+        options: &[
+            "name",
+            "list",
+            "second-in-list",
+            "uppercase",
+            "trailing-dot",
+            "uri",
+            "wildcard",
+            "idn",
+            "mismatch",
+            "ip",
+        ],
     },
     Dimension { name: "port", options: &["8443-https", "443-tls"] },
     Dimension {
@@ -342,6 +366,12 @@ impl Case {
         let _ = writeln!(t, "  - name: backend\n    issuer: {issuer}");
         match self.option(NAMES) {
             "wildcard" => t.push_str("    dnsNames: [\"*.backend.test\"]\n"),
+            // A partial wildcard, whose `*` also stands for an empty run (V4): `echo*` names
+            // `echo.backend.test`.
+            "partial-wildcard" => t.push_str("    dnsNames: [\"echo*.backend.test\"]\n"),
+            // A wildcard in an internationalized label names nothing (V4), not even the
+            // subject `idn` asks for.
+            "idn-wildcard" => t.push_str("    dnsNames: [\"xn--ec*.backend.test\"]\n"),
             "cn-only" => t.push_str("    commonName: echo.backend.test\n"),
             "uri" => t.push_str("    commonName: \"\"\n    uris: [\"spiffe://backend.test/echo\"]\n"),
             "other-dns" => t.push_str("    dnsNames: [other.backend.test]\n"),
@@ -515,6 +545,7 @@ impl Case {
             "trailing-dot" => &["subjectName: echo.backend.test."],
             "uri" => &["subjectName: spiffe://backend.test/echo"],
             "wildcard" => &["subjectName: \"*.backend.test\""],
+            "idn" => &["subjectName: xn--echo.backend.test"],
             "mismatch" => &["subjectName: other.backend.test"],
             "ip" => &["subjectName: 10.0.0.1"],
             _ => &["subjectName: echo.backend.test"],
