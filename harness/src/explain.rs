@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use crate::scenario::load::LoadedScenario;
-use crate::scenario::{ClientCertificateChange, Step};
+use crate::scenario::{ClientCertificateChange, StatusCodes, Step};
 
 /// The contract the harness was built with.
 const CONTRACT: &str = include_str!("../../docs/contract.md");
@@ -208,8 +208,14 @@ fn request_summary(request: &crate::scenario::RequestStep) -> String {
     let host = request.host.as_ref().map_or("${host}", |h| h.value.as_str());
     let path = request.path.as_ref().map_or("/", |p| p.value.as_str());
     let scheme = if request.tls.is_some() { "https" } else { "http" };
-    let codes: Vec<String> = request.expect.status.0.iter().map(u16::to_string).collect();
-    let status = if codes.is_empty() { "no answer".to_string() } else { format!("status {}", codes.join(" or ")) };
+    let status = match &request.expect.status {
+        StatusCodes::Codes(codes) => {
+            let codes: Vec<String> = codes.iter().map(u16::to_string).collect();
+            format!("status {}", codes.join(" or "))
+        }
+        StatusCodes::None => "no answer".to_string(),
+        StatusCodes::Refused => "the TLS handshake refused".to_string(),
+    };
     let backend = match &request.expect.backend {
         Some(backend) => {
             let name = backend.name.as_ref().map_or("a backend", |n| n.value.as_str());

@@ -15,7 +15,7 @@ use hyper::body::Bytes;
 
 use crate::fixture::{BackendEcho, REQUEST_ID_HEADER};
 use crate::scenario::template::{Bindings, Unbound};
-use crate::scenario::{BackendExpectation, ResponseExpectation};
+use crate::scenario::{BackendExpectation, ResponseExpectation, StatusCodes};
 
 /// Bodies are kept up to this size in evidence.
 const BODY_LIMIT: usize = 2048;
@@ -40,6 +40,10 @@ pub struct Answer {
     /// the client rejects, or timing out: what `status: none` expects.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub closed: bool,
+    /// No response arrived because the proxy refused the TLS handshake with an alert (a
+    /// request over TLS only): what `status: refused` expects.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub refused: bool,
 }
 
 impl Answer {
@@ -108,7 +112,11 @@ pub fn observations(answers: &[Answer], run_id: &str) -> serde_json::Value {
 fn body_kind(answer: &Answer) -> &'static str {
     let body = answer.body.trim();
     if answer.status.is_none() {
-        if answer.closed { "connection closed" } else { "no answer" }
+        match (answer.closed, answer.refused) {
+            (true, _) => "connection closed",
+            (_, true) => "handshake refused",
+            _ => "no answer",
+        }
     } else if answer.echo.is_some() {
         "backend echo"
     } else if body.is_empty() {
@@ -170,12 +178,29 @@ pub async fn send(client: &Client, url: &str, headers: &[(String, String)], requ
 /// The status, headers and body (or why it could not be read) of one HTTP exchange.
 type Exchanged = (u16, BTreeMap<String, String>, Result<String, String>);
 
-/// The answer for an exchange that ended in time, or did not: when none came, why, and whether
-/// the proxy closed the connection.
-fn settle(request_id: &str, outcome: Result<Result<Exchanged, (String, bool)>, tokio::time::error::Elapsed>) -> Answer {
+/// How an exchange without a response ended, besides the error's text.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// Refused, timed out or failed on the client's side.
+    Failed,
+    /// The proxy accepted the connection and closed it.
+    Closed,
+    /// The proxy refused the TLS handshake with an alert.
+    Refused,
+}
+
+/// The answer for an exchange that ended in time, or did not: when none came, why, and how.
+fn settle(
+    request_id: &str,
+    outcome: Result<Result<Exchanged, (String, Ending)>, tokio::time::error::Elapsed>,
+) -> Answer {
     match outcome {
         Err(_) => no_response(request_id, format!("no answer within {REQUEST_TIMEOUT:?}")),
-        Ok(Err((error, closed))) => Answer { closed, ..no_response(request_id, error) },
+        Ok(Err((error, ending))) => Answer {
+            closed: ending == Ending::Closed,
+            refused: ending == Ending::Refused,
+            ..no_response(request_id, error)
+        },
         Ok(Ok((status, headers, Err(error)))) => {
             Answer { status: Some(status), headers, ..no_response(request_id, error) }
         }
@@ -188,12 +213,12 @@ async fn exchange(
     url: &str,
     headers: &[(String, String)],
     request_id: &str,
-) -> Result<Exchanged, (String, bool)> {
-    let request =
-        get(url, None, headers, request_id).map_err(|e| (format!("cannot build the request for {url}: {e}"), false))?;
+) -> Result<Exchanged, (String, Ending)> {
+    let request = get(url, None, headers, request_id)
+        .map_err(|e| (format!("cannot build the request for {url}: {e}"), Ending::Failed))?;
     let response = client.inner.request(request).await.map_err(|e| {
         let closed = !e.is_connect() && closed_by_peer(&e);
-        (format!("GET {url}: {}", error_chain(&e)), closed)
+        (format!("GET {url}: {}", error_chain(&e)), if closed { Ending::Closed } else { Ending::Failed })
     })?;
     Ok(read(response).await)
 }
@@ -250,7 +275,16 @@ fn answer(request_id: &str, status: u16, headers: BTreeMap<String, String>, body
     } else {
         body
     };
-    Answer { request_id: request_id.to_string(), status: Some(status), body, headers, echo, error: None, closed: false }
+    Answer {
+        request_id: request_id.to_string(),
+        status: Some(status),
+        body,
+        headers,
+        echo,
+        error: None,
+        closed: false,
+        refused: false,
+    }
 }
 
 /// How a request reaches a TLS virtual host: the proxy's TLS address, the server name sent as
@@ -261,6 +295,8 @@ pub struct TlsRequest {
     pub sni: String,
     pub trust: rustls::pki_types::CertificateDer<'static>,
     pub certificate_name: String,
+    /// The TLS versions the client offers; empty: rustls' defaults (1.2 and 1.3).
+    pub versions: Vec<&'static rustls::SupportedProtocolVersion>,
 }
 
 /// Sends `GET path` for `host` over TLS as `tls` says, on a connection of its own, with the
@@ -281,8 +317,8 @@ async fn exchange_tls(
     path: &str,
     headers: &[(String, String)],
     request_id: &str,
-) -> Result<Exchanged, (String, bool)> {
-    let refused = |message: String| (message, false);
+) -> Result<Exchanged, (String, Ending)> {
+    let refused = |message: String| (message, Ending::Failed);
     let config = tls_client_config(tls).map_err(refused)?;
     let sni = rustls::pki_types::ServerName::try_from(tls.sni.clone())
         .map_err(|e| refused(format!("{:?} cannot be sent as SNI: {e}", tls.sni)))?;
@@ -290,15 +326,18 @@ async fn exchange_tls(
         .await
         .map_err(|e| refused(format!("cannot connect to the proxy's TLS address {}: {e}", tls.address)))?;
     let stream = tokio_rustls::TlsConnector::from(config).connect(sni, tcp).await.map_err(|e| {
-        // A TLS-level refusal (a certificate this client rejects, an alert) is an answer of
-        // sorts; a connection that just ends mid-handshake is the proxy closing it.
-        let closed = e.get_ref().is_none_or(|inner| !inner.is::<rustls::Error>()) && closed_by_peer(&e);
-        let message = if closed {
-            format!("the proxy closed the connection during the TLS handshake (SNI {}): {e}", tls.sni)
-        } else {
-            format!("TLS handshake with {} (SNI {}) failed: {e}", tls.address, tls.sni)
-        };
-        (message, closed)
+        // The proxy's alert is its refusal; a certificate this client rejects is a failure of
+        // its own; a connection that just ends mid-handshake is the proxy closing it.
+        let tls_error = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>());
+        if let Some(rustls::Error::AlertReceived(alert)) = tls_error {
+            let message = format!("the proxy refused the TLS handshake (SNI {}) with the alert {alert:?}", tls.sni);
+            return (message, Ending::Refused);
+        }
+        if tls_error.is_none() && closed_by_peer(&e) {
+            let message = format!("the proxy closed the connection during the TLS handshake (SNI {}): {e}", tls.sni);
+            return (message, Ending::Closed);
+        }
+        (format!("TLS handshake with {} (SNI {}) failed: {e}", tls.address, tls.sni), Ending::Failed)
     })?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
         .await
@@ -307,8 +346,8 @@ async fn exchange_tls(
     let request =
         get(path, Some(host), headers, request_id).map_err(|e| refused(format!("cannot build the request: {e}")))?;
     let response = sender.send_request(request).await.map_err(|e| {
-        let closed = closed_by_peer(&e);
-        (format!("no answer after the TLS handshake: {}", error_chain(&e)), closed)
+        let ending = if closed_by_peer(&e) { Ending::Closed } else { Ending::Failed };
+        (format!("no answer after the TLS handshake: {}", error_chain(&e)), ending)
     })?;
     // A body cut short over TLS counts as no answer at all.
     let (status, headers, body) = read(response).await;
@@ -328,8 +367,13 @@ fn tls_client_config(tls: &TlsRequest) -> Result<std::sync::Arc<rustls::ClientCo
     let name = rustls::pki_types::ServerName::try_from(tls.certificate_name.clone())
         .map_err(|e| format!("{:?} is not a certificate name: {e}", tls.certificate_name))?;
     let verifier = Arc::new(NamedVerifier { inner, name });
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
+    let builder = rustls::ClientConfig::builder_with_provider(provider);
+    let builder = if tls.versions.is_empty() {
+        builder.with_safe_default_protocol_versions()
+    } else {
+        builder.with_protocol_versions(&tls.versions)
+    };
+    let config = builder
         .map_err(|e| e.to_string())?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
@@ -388,6 +432,7 @@ fn no_response(request_id: &str, error: String) -> Answer {
         echo: None,
         error: Some(error),
         closed: false,
+        refused: false,
     }
 }
 
@@ -438,32 +483,31 @@ pub fn wants_backend(expect: &ResponseExpectation) -> Option<bool> {
 /// # Errors
 /// The first difference, saying expected and actual.
 pub fn check(expect: &ResponseExpectation, answer: &Answer) -> Result<(), Mismatch> {
-    if expect.status.none() {
-        let others = expect.backend.is_some()
-            || expect.body_starts_with.is_some()
-            || expect.body_contains.is_some()
-            || !expect.headers.is_empty();
-        if others {
-            return Err(Mismatch(
-                "`status: none` expects no answer, so `backend`, `bodyStartsWith`, `bodyContains` and `headers` \
-                 cannot be checked beside it"
-                    .into(),
-            ));
+    let codes = match &expect.status {
+        StatusCodes::Codes(codes) => codes,
+        StatusCodes::None | StatusCodes::Refused => {
+            let (word, met, wanted) = match expect.status {
+                StatusCodes::None => ("none", answer.closed, "the proxy to close the connection without an answer"),
+                _ => ("refused", answer.refused, "the proxy to refuse the TLS handshake"),
+            };
+            let others = expect.backend.is_some()
+                || expect.body_starts_with.is_some()
+                || expect.body_contains.is_some()
+                || !expect.headers.is_empty();
+            if others {
+                return Err(Mismatch(format!(
+                    "`status: {word}` expects no answer, so `backend`, `bodyStartsWith`, `bodyContains` and `headers` \
+                     cannot be checked beside it"
+                )));
+            }
+            return if met { Ok(()) } else { Err(Mismatch(format!("expected {wanted}, got {}", answer.summary()))) };
         }
-        return if answer.closed {
-            Ok(())
-        } else {
-            Err(Mismatch(format!(
-                "expected the proxy to close the connection without an answer, got {}",
-                answer.summary()
-            )))
-        };
-    }
-    let Some(status) = answer.status else {
-        return Err(Mismatch(format!("expected status {}, got {}", codes(&expect.status.0), answer.summary())));
     };
-    if !expect.status.0.contains(&status) {
-        return Err(Mismatch(format!("expected status {}, got {}", codes(&expect.status.0), answer.summary())));
+    let Some(status) = answer.status else {
+        return Err(Mismatch(format!("expected status {}, got {}", list(codes), answer.summary())));
+    };
+    if !codes.contains(&status) {
+        return Err(Mismatch(format!("expected status {}, got {}", list(codes), answer.summary())));
     }
     if let Some(prefix) = &expect.body_starts_with
         && !answer.body.starts_with(prefix.as_str())
@@ -607,7 +651,7 @@ pub fn expand_backend(bindings: &Bindings, backend: &mut BackendExpectation) -> 
     Ok(())
 }
 
-fn codes(codes: &[u16]) -> String {
+fn list(codes: &[u16]) -> String {
     let list: Vec<String> = codes.iter().map(u16::to_string).collect();
     list.join(" or ")
 }
@@ -715,6 +759,7 @@ mod tests {
             echo,
             error: None,
             closed: false,
+            refused: false,
         };
         assert_eq!(
             answer(Some(200), Some(echo("https", ""))).summary(),
@@ -730,7 +775,6 @@ mod tests {
         proxy.body = "upstream connect error".into();
         assert_eq!(proxy.summary(), "503 without a backend's echo: \"upstream connect error\"");
     }
-    use crate::scenario::StatusCodes;
 
     fn echo(request_id: &str) -> BackendEcho {
         serde_json::from_value(serde_json::json!({
@@ -750,6 +794,7 @@ mod tests {
             echo: echoed.then(|| echo("r1")),
             error: None,
             closed: false,
+            refused: false,
         }
     }
 
@@ -782,7 +827,7 @@ mod tests {
 
     #[test]
     fn no_answer_passes_only_when_the_proxy_closed_the_connection() {
-        let expect = ResponseExpectation { status: StatusCodes(Vec::new()), ..Default::default() };
+        let expect = ResponseExpectation { status: StatusCodes::None, ..Default::default() };
         let closed = Answer { closed: true, ..no_response("r1", "the proxy closed the connection".into()) };
         assert_eq!(check(&expect, &closed), Ok(()));
         // Refused, untrusted or timed out: something else is wrong, and it must not pass.
@@ -809,13 +854,60 @@ mod tests {
                 let _ = stream.read(&mut buffer).await;
             }
         });
-        let tls =
-            TlsRequest { address, sni: "a.test".into(), trust: ca.der().clone(), certificate_name: "a.test".into() };
+        let tls = TlsRequest {
+            address,
+            sni: "a.test".into(),
+            trust: ca.der().clone(),
+            certificate_name: "a.test".into(),
+            versions: Vec::new(),
+        };
         let closed = send_tls(&tls, "a.test", "/", &[], "r1").await;
-        assert!(closed.closed && closed.status.is_none(), "{closed:?}");
+        assert!(closed.closed && !closed.refused && closed.status.is_none(), "{closed:?}");
         let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let refused = send_tls(&TlsRequest { address: unused, ..tls }, "a.test", "/", &[], "r2").await;
-        assert!(!refused.closed, "{refused:?}");
+        assert!(!refused.closed && !refused.refused, "{refused:?}");
+    }
+
+    #[tokio::test]
+    async fn a_handshake_the_proxy_refuses_is_what_status_refused_expects() {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let certificate = rcgen::CertificateParams::new(vec!["a.test".to_string()]).unwrap().self_signed(&key).unwrap();
+        let server = rustls::ServerConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
+            .with_no_client_auth()
+            .with_single_cert(vec![certificate.der().clone()], key.serialize_der().try_into().unwrap())
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                // A TLS 1.3 handshake, then a hang-up; anything else gets rustls' alert.
+                let _ = acceptor.accept(stream).await;
+            }
+        });
+        let tls = TlsRequest {
+            address,
+            sni: "a.test".into(),
+            trust: certificate.der().clone(),
+            certificate_name: "a.test".into(),
+            versions: vec![&rustls::version::TLS12],
+        };
+        let refused = send_tls(&tls, "a.test", "/", &[], "r1").await;
+        assert!(refused.refused && !refused.closed && refused.status.is_none(), "{refused:?}");
+        let expect = ResponseExpectation { status: StatusCodes::Refused, ..Default::default() };
+        assert_eq!(check(&expect, &refused), Ok(()));
+        // A handshake that succeeds is no refusal, whatever follows it.
+        let accepted =
+            send_tls(&TlsRequest { versions: vec![&rustls::version::TLS13], ..tls }, "a.test", "/", &[], "r2").await;
+        assert!(!accepted.refused && accepted.status.is_none(), "{accepted:?}");
+        let mismatch = check(&expect, &accepted).unwrap_err().0;
+        assert!(mismatch.starts_with("expected the proxy to refuse the TLS handshake"), "{mismatch}");
+        assert!(check(&expect, &answer(503, false)).is_err(), "an answer is no refusal");
+        let closed = Answer { closed: true, ..no_response("r3", "the proxy closed the connection".into()) };
+        assert!(check(&expect, &closed).is_err(), "a hang-up is no refusal");
+        let contradictory = ResponseExpectation { body_contains: Some("x".into()), ..expect };
+        assert!(check(&contradictory, &refused).unwrap_err().0.contains("cannot be checked beside it"));
     }
 
     #[tokio::test]
@@ -868,7 +960,7 @@ mod tests {
     #[test]
     fn positive_expectation_needs_the_backend_and_its_facts() {
         let expect = ResponseExpectation {
-            status: StatusCodes(vec![200]),
+            status: StatusCodes::Codes(vec![200]),
             backend: Some(BackendExpectation { tls: Some(true), sni: Some(String::new()), ..Default::default() }),
             ..Default::default()
         };
@@ -900,7 +992,7 @@ mod tests {
     #[test]
     fn a_404_never_passes_for_an_upstream_failure() {
         let expect = ResponseExpectation {
-            status: StatusCodes(vec![502, 503]),
+            status: StatusCodes::Codes(vec![502, 503]),
             body_starts_with: Some("upstream connect error".into()),
             backend_reached: Some(serde_saphyr::Spanned::new(
                 false,
@@ -916,7 +1008,7 @@ mod tests {
 
     #[test]
     fn headers_must_have_the_given_values_whatever_the_case_of_their_names() {
-        let mut expect = ResponseExpectation { status: StatusCodes(vec![503]), ..Default::default() };
+        let mut expect = ResponseExpectation { status: StatusCodes::Codes(vec![503]), ..Default::default() };
         expect.headers.insert("Content-Type".into(), "text/plain".into());
         assert!(check(&expect, &answer(503, false)).is_ok());
         expect.headers.insert("x-missing".into(), "1".into());
@@ -927,7 +1019,7 @@ mod tests {
     #[test]
     fn body_text_must_be_contained() {
         let expect = ResponseExpectation {
-            status: StatusCodes(vec![400]),
+            status: StatusCodes::Codes(vec![400]),
             body_contains: Some("No required SSL certificate".into()),
             ..Default::default()
         };
@@ -943,7 +1035,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_mismatch_resets_the_streak() {
         let statuses = [200, 503, 200, 200, 200];
-        let expect = ResponseExpectation { status: StatusCodes(vec![200]), ..Default::default() };
+        let expect = ResponseExpectation { status: StatusCodes::Codes(vec![200]), ..Default::default() };
         let passed = until_consecutive(
             3,
             3,
@@ -974,8 +1066,8 @@ mod tests {
     /// streak in turn, but no round that asks both.
     #[tokio::test(flavor = "current_thread")]
     async fn rounds_catch_what_flips_between_separate_streaks() {
-        let ok = ResponseExpectation { status: StatusCodes(vec![200]), ..Default::default() };
-        let refused = ResponseExpectation { status: StatusCodes(vec![502]), ..Default::default() };
+        let ok = ResponseExpectation { status: StatusCodes::Codes(vec![200]), ..Default::default() };
+        let refused = ResponseExpectation { status: StatusCodes::Codes(vec![502]), ..Default::default() };
         // One validation shared by both routes: the first route's for three answers (the
         // backend is served on both), then the second's (refused on both).
         let first_wins = |n: usize| (n / 3).is_multiple_of(2);
@@ -1001,7 +1093,7 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn answers_beyond_the_paced_ones_come_without_pauses() {
-        let expect = ResponseExpectation { status: StatusCodes(vec![200]), ..Default::default() };
+        let expect = ResponseExpectation { status: StatusCodes::Codes(vec![200]), ..Default::default() };
         let hour = Duration::from_secs(3600);
         let streak = |paced| {
             until_consecutive(

@@ -602,6 +602,7 @@ mod tests {
                 echo: None,
                 error: Some("reset".into()),
                 closed: true,
+                refused: false,
             },
             Answer {
                 request_id: "q2".into(),
@@ -611,6 +612,7 @@ mod tests {
                 echo: Some(echo),
                 error: None,
                 closed: false,
+                refused: false,
             },
         ];
         let page = render(&report);

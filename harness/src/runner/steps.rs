@@ -769,7 +769,17 @@ impl<'a> ScenarioRun<'a> {
             Some(name) => self.bindings.expand(&name.value).map_err(plain)?,
             None => host.to_string(),
         };
-        Ok(traffic::TlsRequest { address, sni: host.to_string(), trust, certificate_name })
+        let versions = tls.versions.iter().flatten().map(|version| match version {
+            TlsVersionSpec::Tls12 => &rustls::version::TLS12,
+            TlsVersionSpec::Tls13 => &rustls::version::TLS13,
+        });
+        Ok(traffic::TlsRequest {
+            address,
+            sni: host.to_string(),
+            trust,
+            certificate_name,
+            versions: versions.collect(),
+        })
     }
 
     /// Whether each answer shows up in the access log of a backend other than the one that

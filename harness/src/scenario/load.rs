@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde_saphyr::{Location, Spanned};
 
 use super::template::{self, known_names, suggestion};
-use super::{Feature, KeyAlgorithmSpec, RequestStep, Scenario, Step};
+use super::{Feature, KeyAlgorithmSpec, RequestStep, Scenario, StatusCodes, Step};
 use crate::fixture::REQUEST_ID_HEADER;
 
 /// A scenario file that loaded cleanly.
@@ -618,11 +618,29 @@ impl Checker<'_> {
         }
     }
 
-    /// A request over TLS trusts a declared CA, and its scenario claims feature `tcp-proxy`
-    /// (so that targets without a TLS address skip it).
+    /// A request over TLS trusts a declared CA, offers some TLS version, and its scenario
+    /// claims feature `tcp-proxy` (so that targets without a TLS address skip it). Only such a
+    /// request can have its handshake refused.
     fn request_tls(&mut self, scenario: &Scenario, request: &RequestStep) {
-        let Some(tls) = &request.tls else { return };
+        let Some(tls) = &request.tls else {
+            if request.expect.status == StatusCodes::Refused {
+                let at = request.path.as_ref().or(request.host.as_ref()).map(|s| &s.referenced);
+                let message = "`status: refused` expects a TLS handshake the proxy refuses: give the request `tls`";
+                match at {
+                    Some(at) => self.error(position(at), message.into()),
+                    None => self.errors.push(LoadError {
+                        path: self.path.to_owned(),
+                        position: None,
+                        message: format!("a `request` step: {message}"),
+                    }),
+                }
+            }
+            return;
+        };
         let trust = &tls.trust;
+        if tls.versions.as_ref().is_some_and(Vec::is_empty) {
+            self.error(position(&trust.referenced), "`tls.versions: []`: the client would offer no TLS version".into());
+        }
         match scenario.pki.iter().find(|entry| entry.name.value == trust.value) {
             None => self
                 .error(position(&trust.referenced), format!("PKI entry {:?} is not declared under `pki`", trust.value)),

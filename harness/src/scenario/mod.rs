@@ -598,15 +598,21 @@ pub struct RequestTls {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub certificate_name: Option<Spanned<String>>,
+    /// The TLS versions the client offers; default both. With versions outside the virtual
+    /// host's `minimumProtocolVersion`-`maximumProtocolVersion`, expect `status: refused`.
+    #[serde(default)]
+    pub versions: Option<Vec<TlsVersionSpec>>,
 }
 
 /// What every one of the consecutive answers must show.
 #[derive(Debug, Default, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ResponseExpectation {
-    /// The status code, a list of acceptable codes, or `none`: no HTTP answer at all, the
-    /// proxy closing the connection it accepted (a TCP proxy with nowhere to forward it); a
-    /// refused connection, a rejected certificate or a timeout does not count.
+    /// The status code, a list of acceptable codes, `none` or `refused`. `none`: no HTTP
+    /// answer at all, the proxy closing the connection it accepted (a TCP proxy with nowhere
+    /// to forward it); a refused connection, a rejected certificate or a timeout does not
+    /// count. `refused`, for a request over TLS: the proxy refuses the handshake with a TLS
+    /// alert (a TLS version outside the virtual host's range).
     pub status: StatusCodes,
     /// The response body must start with this text.
     #[serde(default)]
@@ -627,16 +633,19 @@ pub struct ResponseExpectation {
     pub backend: Option<BackendExpectation>,
 }
 
-/// One status code or several acceptable ones (`503` or `[502, 503]`); none (`none`) when the
-/// connection must close without an answer.
-#[derive(Debug, Default, Clone)]
-pub struct StatusCodes(pub Vec<u16>);
-
-impl StatusCodes {
-    /// Whether the expectation is that no HTTP answer arrives.
-    pub fn none(&self) -> bool {
-        self.0.is_empty()
-    }
+/// What a request must get: one status code or several acceptable ones (`503` or
+/// `[502, 503]`), no answer (`none`: the connection closes without one), or a refused TLS
+/// handshake (`refused`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub enum StatusCodes {
+    /// An HTTP answer with one of these codes (never empty).
+    Codes(Vec<u16>),
+    /// No HTTP answer: the proxy accepts the connection and closes it.
+    #[default]
+    None,
+    /// For a request over TLS (`tls`): the proxy refuses the client's handshake with a TLS
+    /// alert, as for a TLS version outside the virtual host's range.
+    Refused,
 }
 
 impl<'de> Deserialize<'de> for StatusCodes {
@@ -646,18 +655,21 @@ impl<'de> Deserialize<'de> for StatusCodes {
             type Value = StatusCodes;
 
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("an HTTP status code, a list of them, or `none`")
+                f.write_str("an HTTP status code, a list of them, `none` or `refused`")
             }
 
             fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<StatusCodes, E> {
                 match text {
-                    "none" => Ok(StatusCodes(Vec::new())),
-                    _ => Err(E::custom(format!("{text:?} is not a status: give a code, a list of codes, or `none`"))),
+                    "none" => Ok(StatusCodes::None),
+                    "refused" => Ok(StatusCodes::Refused),
+                    _ => Err(E::custom(format!(
+                        "{text:?} is not a status: give a code, a list of codes, `none` or `refused`"
+                    ))),
                 }
             }
 
             fn visit_u64<E: serde::de::Error>(self, code: u64) -> Result<StatusCodes, E> {
-                http_code(code).map(|c| StatusCodes(vec![c]))
+                http_code(code).map(|c| StatusCodes::Codes(vec![c]))
             }
 
             fn visit_i64<E: serde::de::Error>(self, code: i64) -> Result<StatusCodes, E> {
@@ -672,7 +684,7 @@ impl<'de> Deserialize<'de> for StatusCodes {
                 if codes.is_empty() {
                     return Err(serde::de::Error::custom("the list of status codes is empty"));
                 }
-                Ok(StatusCodes(codes))
+                Ok(StatusCodes::Codes(codes))
             }
         }
         d.deserialize_any(CodesVisitor)
@@ -686,9 +698,10 @@ impl JsonSchema for StatusCodes {
 
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
-            "description": "An HTTP status code, a non-empty list of acceptable ones, or `none` for no answer at all.",
+            "description": "An HTTP status code, a non-empty list of acceptable ones, `none` for no answer at all, or `refused` for a TLS handshake the proxy refuses.",
             "oneOf": [
                 {"const": "none"},
+                {"const": "refused"},
                 {"type": "integer", "minimum": 100, "maximum": 599},
                 {"type": "array", "items": {"type": "integer", "minimum": 100, "maximum": 599}, "minItems": 1}
             ]
