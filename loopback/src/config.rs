@@ -182,6 +182,12 @@ pub enum Fault {
     TcpProxyPresentsNoClientCertificate,
     /// N4: a TLS virtual host with `passthrough: true` is valid but not served.
     TlsPassthroughIgnored,
+    /// N4: the TLS the proxy ends for a TLS virtual host takes 1.2 and 1.3 whatever its
+    /// `minimumProtocolVersion` and `maximumProtocolVersion` say.
+    VirtualHostTlsVersionsIgnored,
+    /// N4: a TLS virtual host's serving Secret in another namespace is used without a
+    /// TLSCertificateDelegation there.
+    ServingSecretDelegationIgnored,
     /// N1: when a route and its service both rewrite the Host, the service's wins for the Host
     /// header as it does for the SNI.
     ServiceHostBeatsRouteHostHeader,
@@ -206,7 +212,7 @@ pub enum Fault {
 
 impl Fault {
     /// Every fault, in documentation order.
-    pub const ALL: [Fault; 88] = [
+    pub const ALL: [Fault; 90] = [
         Fault::IgnoreUpstreamProtocolAnnotation,
         Fault::AnnotationMatchesTargetPort,
         Fault::H2BeatsH2c,
@@ -287,6 +293,8 @@ impl Fault {
         Fault::TcpProxySkipsValidation,
         Fault::TcpProxyPresentsNoClientCertificate,
         Fault::TlsPassthroughIgnored,
+        Fault::VirtualHostTlsVersionsIgnored,
+        Fault::ServingSecretDelegationIgnored,
         Fault::ServiceHostBeatsRouteHostHeader,
         Fault::ClustersShareValidation,
         Fault::EmptyNamespaceNotDefaulted,
@@ -393,6 +401,8 @@ impl Fault {
             Fault::TcpProxySkipsValidation => "tcp-proxy-skips-validation",
             Fault::TcpProxyPresentsNoClientCertificate => "tcp-proxy-presents-no-client-certificate",
             Fault::TlsPassthroughIgnored => "tls-passthrough-ignored",
+            Fault::VirtualHostTlsVersionsIgnored => "virtual-host-tls-versions-ignored",
+            Fault::ServingSecretDelegationIgnored => "serving-secret-delegation-ignored",
             Fault::ServiceHostBeatsRouteHostHeader => "service-host-beats-route-host-header",
             Fault::ClustersShareValidation => "clusters-share-validation",
             Fault::EmptyNamespaceNotDefaulted => "empty-namespace-not-defaulted",
@@ -471,7 +481,9 @@ impl Fault {
             | Fault::TcpProxySniFromFqdn
             | Fault::TcpProxySkipsValidation
             | Fault::TcpProxyPresentsNoClientCertificate
-            | Fault::TlsPassthroughIgnored => "N4",
+            | Fault::TlsPassthroughIgnored
+            | Fault::VirtualHostTlsVersionsIgnored
+            | Fault::ServingSecretDelegationIgnored => "N4",
             Fault::XdsPlaintextUpstreams | Fault::XdsTls12Only => "G1",
             Fault::XdsDropValidation => "G2",
             Fault::XdsIgnoreSubjectNames => "G3",
@@ -638,6 +650,12 @@ impl Fault {
             }
             Fault::TcpProxyPresentsNoClientCertificate => "a TCPProxy's TLS upstreams get no client certificate",
             Fault::TlsPassthroughIgnored => "a TLS virtual host with `passthrough: true` is valid but not served",
+            Fault::VirtualHostTlsVersionsIgnored => {
+                "the TLS the proxy ends for a TLS virtual host takes 1.2 and 1.3 whatever its minimum and maximum protocol versions"
+            }
+            Fault::ServingSecretDelegationIgnored => {
+                "a TLS virtual host's serving Secret in another namespace is used without a TLSCertificateDelegation there"
+            }
             Fault::ServiceHostBeatsRouteHostHeader => {
                 "a service's Host rewrite wins over its route's for the Host header too, where Envoy sends the route's"
             }

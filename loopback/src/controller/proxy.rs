@@ -261,7 +261,11 @@ fn downstream_tls(
         Some((secret_namespace, name)) => (secret_namespace, name),
         None => (namespace, tls.secret_name.as_str()),
     };
-    if secret_namespace != namespace && !validation::delegated(ctx, secret_namespace, name, namespace) {
+    let delegation_checked = !ctx.config.has(Fault::ServingSecretDelegationIgnored);
+    if secret_namespace != namespace
+        && delegation_checked
+        && !validation::delegated(ctx, secret_namespace, name, namespace)
+    {
         let message = format!("Spec.VirtualHost.TLS Secret {:?} certificate delegation not permitted", tls.secret_name);
         status.error("TLSError", "DelegationNotPermitted", message);
         return None;
@@ -290,6 +294,11 @@ fn downstream_tls(
         status.error("TLSError", "TLSConfigNotValid", message.into());
         return None;
     }
+    let versions = if ctx.config.has(Fault::VirtualHostTlsVersionsIgnored) {
+        (TlsVersion::V1_2, TlsVersion::V1_3)
+    } else {
+        versions
+    };
     Some(DownstreamTls::Terminate(Arc::new(ServingTls {
         certificate: Arc::new(certificate),
         versions,
