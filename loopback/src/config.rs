@@ -138,6 +138,9 @@ pub enum Fault {
     RootErrorKeepsIncludedRoutes,
     /// I4: a missing include leaves its prefix unrouted instead of answering 502.
     MissingIncludeAnswers404,
+    /// I4: a second include with the same prefix is served beside the first instead of left
+    /// out with DuplicateMatchConditions.
+    DuplicateIncludesServed,
     /// N1: a `%REQ(name)%` Host value is taken as a fixed name, for SNI and Host alike.
     DynamicHostTakenLiterally,
     /// S5: a CA Secret that loses its `ca.crt` keeps serving its last bundle.
@@ -212,7 +215,7 @@ pub enum Fault {
 
 impl Fault {
     /// Every fault, in documentation order.
-    pub const ALL: [Fault; 90] = [
+    pub const ALL: [Fault; 91] = [
         Fault::IgnoreUpstreamProtocolAnnotation,
         Fault::AnnotationMatchesTargetPort,
         Fault::H2BeatsH2c,
@@ -272,6 +275,7 @@ impl Fault {
         Fault::ChildErrorWithdrawsRoot,
         Fault::RootErrorKeepsIncludedRoutes,
         Fault::MissingIncludeAnswers404,
+        Fault::DuplicateIncludesServed,
         Fault::DynamicHostTakenLiterally,
         Fault::KeepLastCaBundle,
         Fault::DelegationNeverWithdrawn,
@@ -380,6 +384,7 @@ impl Fault {
             Fault::ChildErrorWithdrawsRoot => "child-error-withdraws-root",
             Fault::RootErrorKeepsIncludedRoutes => "root-error-keeps-included-routes",
             Fault::MissingIncludeAnswers404 => "missing-include-answers-404",
+            Fault::DuplicateIncludesServed => "duplicate-includes-served",
             Fault::DynamicHostTakenLiterally => "dynamic-host-taken-literally",
             Fault::KeepLastCaBundle => "keep-last-ca-bundle",
             Fault::DelegationNeverWithdrawn => "delegation-never-withdrawn",
@@ -466,7 +471,7 @@ impl Fault {
             Fault::ChildCaSecretInRootNamespace | Fault::DelegationCheckedForRootNamespace => "I1",
             Fault::IncludePrefixDropped => "I2",
             Fault::ChildErrorWithdrawsRoot | Fault::RootErrorKeepsIncludedRoutes => "I3",
-            Fault::MissingIncludeAnswers404 => "I4",
+            Fault::MissingIncludeAnswers404 | Fault::DuplicateIncludesServed => "I4",
             Fault::DynamicHostTakenLiterally => "N1",
             Fault::KeepLastCaBundle => "S5",
             Fault::DelegationNeverWithdrawn => "S6",
@@ -600,6 +605,9 @@ impl Fault {
             }
             Fault::MissingIncludeAnswers404 => {
                 "an include whose HTTPProxy is missing leaves its prefix unrouted (404) instead of answering 502"
+            }
+            Fault::DuplicateIncludesServed => {
+                "a second include with the same prefix is served beside the first instead of left out with DuplicateMatchConditions"
             }
             Fault::DynamicHostTakenLiterally => {
                 "a %REQ(name)% Host value is taken as a fixed name, for SNI and Host alike"

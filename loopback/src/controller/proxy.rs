@@ -370,7 +370,8 @@ impl Walk<'_, '_, '_> {
             let own: Vec<String> = include.conditions.iter().filter_map(|c| c.prefix.clone()).collect();
             let include_prefix = merge_prefixes(&own);
             // Contour lets several includes share `/` (or no condition at all).
-            if include_prefix != "/" && !seen.insert(include_prefix.clone()) {
+            let duplicate = include_prefix != "/" && !seen.insert(include_prefix.clone());
+            if duplicate && !self.ctx.config.has(Fault::DuplicateIncludesServed) {
                 let message = "duplicate conditions defined on an include".to_string();
                 self.status(&me).error("IncludeError", "DuplicateMatchConditions", message);
                 continue;
