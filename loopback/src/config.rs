@@ -141,6 +141,9 @@ pub enum Fault {
     /// I4: a second include with the same prefix is served beside the first instead of left
     /// out with DuplicateMatchConditions.
     DuplicateIncludesServed,
+    /// E4: path conditions are not checked: a prefix without `/`, or two in one block, are
+    /// taken as they are.
+    PathConditionsUnchecked,
     /// N1: a `%REQ(name)%` Host value is taken as a fixed name, for SNI and Host alike.
     DynamicHostTakenLiterally,
     /// S5: a CA Secret that loses its `ca.crt` keeps serving its last bundle.
@@ -215,7 +218,7 @@ pub enum Fault {
 
 impl Fault {
     /// Every fault, in documentation order.
-    pub const ALL: [Fault; 91] = [
+    pub const ALL: [Fault; 92] = [
         Fault::IgnoreUpstreamProtocolAnnotation,
         Fault::AnnotationMatchesTargetPort,
         Fault::H2BeatsH2c,
@@ -276,6 +279,7 @@ impl Fault {
         Fault::RootErrorKeepsIncludedRoutes,
         Fault::MissingIncludeAnswers404,
         Fault::DuplicateIncludesServed,
+        Fault::PathConditionsUnchecked,
         Fault::DynamicHostTakenLiterally,
         Fault::KeepLastCaBundle,
         Fault::DelegationNeverWithdrawn,
@@ -385,6 +389,7 @@ impl Fault {
             Fault::RootErrorKeepsIncludedRoutes => "root-error-keeps-included-routes",
             Fault::MissingIncludeAnswers404 => "missing-include-answers-404",
             Fault::DuplicateIncludesServed => "duplicate-includes-served",
+            Fault::PathConditionsUnchecked => "path-conditions-unchecked",
             Fault::DynamicHostTakenLiterally => "dynamic-host-taken-literally",
             Fault::KeepLastCaBundle => "keep-last-ca-bundle",
             Fault::DelegationNeverWithdrawn => "delegation-never-withdrawn",
@@ -472,6 +477,7 @@ impl Fault {
             Fault::IncludePrefixDropped => "I2",
             Fault::ChildErrorWithdrawsRoot | Fault::RootErrorKeepsIncludedRoutes => "I3",
             Fault::MissingIncludeAnswers404 | Fault::DuplicateIncludesServed => "I4",
+            Fault::PathConditionsUnchecked => "E4",
             Fault::DynamicHostTakenLiterally => "N1",
             Fault::KeepLastCaBundle => "S5",
             Fault::DelegationNeverWithdrawn => "S6",
@@ -608,6 +614,9 @@ impl Fault {
             }
             Fault::DuplicateIncludesServed => {
                 "a second include with the same prefix is served beside the first instead of left out with DuplicateMatchConditions"
+            }
+            Fault::PathConditionsUnchecked => {
+                "path conditions are not checked: a prefix without `/`, or two in one block, are taken as they are"
             }
             Fault::DynamicHostTakenLiterally => {
                 "a %REQ(name)% Host value is taken as a fixed name, for SNI and Host alike"
